@@ -1,0 +1,303 @@
+"""The cell spec and the step equations: the one place the gate math lives.
+
+Gate order is PyTorch's everywhere: input, forget, cell candidate, output (``i, f, g, o``).
+Every backend is checked against the functions of this module.
+
+The standard LSTM step (``⊙`` is the element-wise product)::
+
+    i_t = σ(W_ii x_t + b_ii + W_hi h_{t-1} + b_hi)     input gate, in (0, 1)
+    f_t = σ(W_if x_t + b_if + W_hf h_{t-1} + b_hf)     forget gate, in (0, 1)
+    g_t = tanh(W_ig x_t + b_ig + W_hg h_{t-1} + b_hg)  candidate, in (-1, 1)
+    o_t = σ(W_io x_t + b_io + W_ho h_{t-1} + b_ho)     output gate, in (0, 1)
+    c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t                    cell state, unbounded
+    h_t = o_t ⊙ tanh(c_t)                              hidden state, in (-1, 1)
+
+The output gate is a sigmoid; tanh squashes the *cell state* before the output gate
+multiplies it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "PRESETS",
+    "CellSpec",
+    "LSTMGates",
+    "gru_step",
+    "lstm_input_projection",
+    "lstm_step",
+    "resolve_spec",
+    "rnn_step",
+]
+
+LAYERNORM_EPS = 1e-5
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """What an LSTM cell computes. Each field is one change of the standard equations.
+
+    Attributes:
+        input_gate: compute ``i``; ``False`` fixes ``i = 1`` (Greff et al. 2017, NIG).
+        forget_gate: compute ``f``; ``False`` fixes ``f = 1`` (NFG).
+        output_gate: compute ``o``; ``False`` fixes ``o = 1`` (NOG).
+        coupled: ``f = 1 - i`` with no forget weights (CIFG, Greff et al. 2017).
+        peephole: ``i, f`` also see ``c_{t-1}`` and ``o`` sees ``c_t`` through diagonal
+            weights ``weight_ci, weight_cf, weight_co`` (Gers & Schmidhuber 2000).
+        candidate_activation: ``"tanh"`` or ``"identity"`` (NIAF).
+        output_activation: ``"tanh"`` or ``"identity"`` on the cell before the output gate
+            multiplies it (NOAF gives ``h = o ⊙ c``).
+        gate_activation: ``"sigmoid"``, or ``"tanh"`` to test by experiment the claim that
+            gates could be tanh (they then lie in (-1, 1) and can flip signs).
+        layernorm: layer norm on the input and recurrent gate pre-activations, and on
+            ``c_t`` before the output activation (Ba et al. 2016).
+        forget_bias: added to the forget-gate part of ``bias_ih`` at initialisation
+            (Jozefowicz et al. 2015 recommend 1.0). Needs a computed forget gate.
+    """
+
+    input_gate: bool = True
+    forget_gate: bool = True
+    output_gate: bool = True
+    coupled: bool = False
+    peephole: bool = False
+    candidate_activation: str = "tanh"
+    output_activation: str = "tanh"
+    gate_activation: str = "sigmoid"
+    layernorm: bool = False
+    forget_bias: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name, allowed in (
+            ("candidate_activation", ("tanh", "identity")),
+            ("output_activation", ("tanh", "identity")),
+            ("gate_activation", ("sigmoid", "tanh")),
+        ):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"CellSpec.{name}={value!r}; expected one of {allowed}")
+        if self.coupled and not (self.input_gate and self.forget_gate):
+            raise ValueError(
+                "CellSpec(coupled=True) computes f = 1 - i, so it needs input_gate=True and "
+                f"forget_gate=True; got input_gate={self.input_gate}, "
+                f"forget_gate={self.forget_gate}"
+            )
+        if self.forget_bias != 0.0 and not self.has_forget_weights:
+            raise ValueError(
+                f"CellSpec.forget_bias={self.forget_bias!r} needs forget-gate weights, but this "
+                "spec has none (forget_gate=False or coupled=True); expected forget_bias=0.0"
+            )
+
+    @property
+    def has_forget_weights(self) -> bool:
+        return self.forget_gate and not self.coupled
+
+    @property
+    def gates(self) -> tuple[str, ...]:
+        """The gates with weights, in PyTorch order: a subset of ``("i", "f", "g", "o")``."""
+        present = {"i": self.input_gate, "f": self.has_forget_weights, "g": True}
+        present["o"] = self.output_gate
+        return tuple(k for k in ("i", "f", "g", "o") if present[k])
+
+    @property
+    def num_gates(self) -> int:
+        return len(self.gates)
+
+    @property
+    def peephole_gates(self) -> tuple[str, ...]:
+        """Gates with a peephole weight (``weight_c<gate>``)."""
+        if not self.peephole:
+            return ()
+        return tuple(k for k in ("i", "f", "o") if k in self.gates)
+
+    @property
+    def is_standard(self) -> bool:
+        """True when the equations are torch.nn.LSTM's (``forget_bias`` only changes init)."""
+        return dataclasses.replace(self, forget_bias=0.0) == CellSpec()
+
+    def describe(self) -> str:
+        """The spec's equations as plain text, for docs and reports."""
+        act = "σ" if self.gate_activation == "sigmoid" else "tanh"
+        pi = " + w_ci ⊙ c_{t-1}" if "i" in self.peephole_gates else ""
+        pf = " + w_cf ⊙ c_{t-1}" if "f" in self.peephole_gates else ""
+        po = " + w_co ⊙ c_t" if "o" in self.peephole_gates else ""
+
+        def pre(k: str) -> str:
+            if self.layernorm:
+                return f"LN(W_i{k} x_t) + LN(W_h{k} h_{{t-1}}) + b_{k}"
+            return f"W_i{k} x_t + W_h{k} h_{{t-1}} + b_{k}"
+
+        lines = []
+        lines.append(f"i_t = {act}({pre('i')}{pi})" if self.input_gate else "i_t = 1")
+        if self.coupled:
+            lines.append("f_t = 1 - i_t")
+        else:
+            lines.append(f"f_t = {act}({pre('f')}{pf})" if self.forget_gate else "f_t = 1")
+        cand = "tanh" if self.candidate_activation == "tanh" else ""
+        lines.append(f"g_t = {cand}({pre('g')})")
+        lines.append("c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t")
+        lines.append(f"o_t = {act}({pre('o')}{po})" if self.output_gate else "o_t = 1")
+        cell = "LN(c_t)" if self.layernorm else "c_t"
+        out = f"tanh({cell})" if self.output_activation == "tanh" else cell
+        lines.append(f"h_t = o_t ⊙ {out}")
+        return "\n".join(lines)
+
+
+PRESETS: dict[str, CellSpec] = {
+    "standard": CellSpec(),
+    "peephole": CellSpec(peephole=True),
+    "cifg": CellSpec(coupled=True),
+    "nig": CellSpec(input_gate=False),
+    "nfg": CellSpec(forget_gate=False),
+    "nog": CellSpec(output_gate=False),
+    "niaf": CellSpec(candidate_activation="identity"),
+    "noaf": CellSpec(output_activation="identity"),
+    "layernorm": CellSpec(layernorm=True),
+    "tanh_gates": CellSpec(gate_activation="tanh"),
+}
+
+
+def resolve_spec(variant: str | CellSpec, forget_bias: float | None = None) -> CellSpec:
+    """A preset name or a CellSpec -> CellSpec, with ``forget_bias`` applied if given."""
+    if isinstance(variant, CellSpec):
+        spec = variant
+    elif isinstance(variant, str):
+        if variant not in PRESETS:
+            raise ValueError(
+                f"unknown LSTM variant {variant!r}; expected a CellSpec or one of "
+                f"{', '.join(PRESETS)}"
+            )
+        spec = PRESETS[variant]
+    else:
+        raise TypeError(
+            f"variant must be a preset name or a CellSpec, got {type(variant).__name__}: "
+            f"{variant!r}"
+        )
+    if forget_bias is not None and forget_bias != spec.forget_bias:
+        spec = dataclasses.replace(spec, forget_bias=float(forget_bias))
+    return spec
+
+
+@dataclass
+class LSTMGates:
+    """Gate activations of one step, each ``(B, H)``; removed gates are their constant."""
+
+    i: Tensor
+    f: Tensor
+    g: Tensor
+    o: Tensor
+    c: Tensor
+
+
+def _gate_act(spec: CellSpec, x: Tensor) -> Tensor:
+    return torch.sigmoid(x) if spec.gate_activation == "sigmoid" else torch.tanh(x)
+
+
+def _layer_norm(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    return F.layer_norm(x, (x.shape[-1],), weight, bias, LAYERNORM_EPS)
+
+
+def lstm_input_projection(spec: CellSpec, x: Tensor, p: dict[str, Tensor | None]) -> Tensor:
+    """Input part of the gate pre-activations for all steps at once: one GEMM.
+
+    Args:
+        x: ``(T, B, I)``.
+        p: one layer-direction's parameters by canonical name (``weight_ih``, ...).
+    Returns:
+        ``(T, B, G*H)`` with ``G = spec.num_gates``: ``x W_ih^T + b_ih``, or with layer norm
+        ``LN(x W_ih^T) + b_ih``.
+    """
+    xw = x @ p["weight_ih"].T  # (T, B, G*H)
+    if spec.layernorm:
+        xw = _layer_norm(xw, p["ln_ih_weight"], p["ln_ih_bias"])
+    if p.get("bias_ih") is not None:
+        xw = xw + p["bias_ih"]
+    return xw
+
+
+def lstm_step(
+    spec: CellSpec,
+    xw_t: Tensor,
+    h_prev: Tensor,
+    c_prev: Tensor,
+    p: dict[str, Tensor | None],
+) -> tuple[Tensor, Tensor, LSTMGates]:
+    """One LSTM step.
+
+    Args:
+        xw_t: ``(B, G*H)`` this step's slice of :func:`lstm_input_projection`.
+        h_prev: ``(B, P)`` with ``P = proj_size or H``.
+        c_prev: ``(B, H)``.
+    Returns:
+        ``h (B, P), c (B, H), gates``.
+    """
+    hw = h_prev @ p["weight_hh"].T  # (B, G*H)
+    if spec.layernorm:
+        hw = _layer_norm(hw, p["ln_hh_weight"], p["ln_hh_bias"])
+    pre = xw_t + hw
+    if p.get("bias_hh") is not None:
+        pre = pre + p["bias_hh"]
+    chunks = dict(zip(spec.gates, pre.chunk(spec.num_gates, dim=-1)))
+    one = torch.ones_like(c_prev)
+
+    if spec.input_gate:
+        pre_i = chunks["i"] + p["weight_ci"] * c_prev if spec.peephole else chunks["i"]
+        i = _gate_act(spec, pre_i)
+    else:
+        i = one
+    if spec.coupled:
+        f = 1.0 - i
+    elif spec.forget_gate:
+        pre_f = chunks["f"] + p["weight_cf"] * c_prev if spec.peephole else chunks["f"]
+        f = _gate_act(spec, pre_f)
+    else:
+        f = one
+    g = torch.tanh(chunks["g"]) if spec.candidate_activation == "tanh" else chunks["g"]
+    c = f * c_prev + i * g
+    if spec.output_gate:
+        pre_o = chunks["o"] + p["weight_co"] * c if spec.peephole else chunks["o"]
+        o = _gate_act(spec, pre_o)
+    else:
+        o = one
+    c_out = _layer_norm(c, p["ln_c_weight"], p["ln_c_bias"]) if spec.layernorm else c
+    h = o * (torch.tanh(c_out) if spec.output_activation == "tanh" else c_out)
+    if p.get("weight_hr") is not None:
+        h = h @ p["weight_hr"].T  # (B, P)
+    return h, c, LSTMGates(i=i, f=f, g=g, o=o, c=c)
+
+
+def gru_step(xw_t: Tensor, h_prev: Tensor, p: dict[str, Tensor | None]) -> tuple[Tensor, dict]:
+    """One GRU step, torch.nn.GRU's equations (gate order ``r, z, n``)::
+
+        r = σ(W_ir x + b_ir + W_hr h + b_hr)
+        z = σ(W_iz x + b_iz + W_hz h + b_hz)
+        n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))
+        h' = (1 - z) ⊙ n + z ⊙ h
+
+    ``xw_t`` is ``(B, 3H)`` = ``x W_ih^T + b_ih``. Returns ``h' (B, H)`` and the gates.
+    """
+    hw = h_prev @ p["weight_hh"].T  # (B, 3H)
+    if p.get("bias_hh") is not None:
+        hw = hw + p["bias_hh"]
+    x_r, x_z, x_n = xw_t.chunk(3, dim=-1)
+    h_r, h_z, h_n = hw.chunk(3, dim=-1)
+    r = torch.sigmoid(x_r + h_r)
+    z = torch.sigmoid(x_z + h_z)
+    n = torch.tanh(x_n + r * h_n)
+    h = (1.0 - z) * n + z * h_prev
+    return h, {"reset_gate": r, "update_gate": z, "candidate": n}
+
+
+def rnn_step(
+    xw_t: Tensor, h_prev: Tensor, p: dict[str, Tensor | None], nonlinearity: str = "tanh"
+) -> Tensor:
+    """One Elman RNN step: ``h' = act(W_ih x + b_ih + W_hh h + b_hh)``; ``xw_t`` is ``(B, H)``."""
+    pre = xw_t + h_prev @ p["weight_hh"].T
+    if p.get("bias_hh") is not None:
+        pre = pre + p["bias_hh"]
+    return torch.tanh(pre) if nonlinearity == "tanh" else torch.relu(pre)
