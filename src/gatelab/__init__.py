@@ -1,5 +1,6 @@
 """gatelab: the LSTM you can see into, at full speed."""
 
+from .cell import LSTMCell
 from .cells import PRESETS, CellSpec, resolve_spec
 from .layers import GRU, LSTM, RNN
 from .trace import GateTrace, GRUTrace, RNNTrace
@@ -14,6 +15,7 @@ __all__ = [
     "CellSpec",
     "GRUTrace",
     "GateTrace",
+    "LSTMCell",
     "RNNTrace",
     "__version__",
     "resolve_spec",
