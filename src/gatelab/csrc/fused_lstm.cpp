@@ -121,17 +121,22 @@ struct Vec<double> {
   static constexpr int n = 4;
 };
 
-// Rows [0, MB) x NP panels of C: MB * 2 * NP independent accumulator chains.
+// Rows [0, MB) x NP panels of C: MB * 2 * NP independent accumulator chains. A (m, k) is
+// A[m * sam + k * sak]; C starts from itself (acc), from `bias` (per column) or from zero.
 template <typename T, int MB, int NP>
-GL_INLINE void gemm_tile(int64_t K, int64_t ps, const T* __restrict A, int64_t lda,
-                         const T* __restrict Wp, T* __restrict C, int64_t ldc, bool acc) {
+GL_INLINE void gemm_tile(int64_t K, int64_t ps, const T* __restrict A, int64_t sam, int64_t sak,
+                         const T* __restrict Wp, T* __restrict C, int64_t ldc, bool acc,
+                         const T* __restrict bias) {
   using V = typename Vec<T>::type;
-  constexpr int L = Vec<T>::n, PW = 2 * L, NV = 2 * NP;
+  constexpr int L = Vec<T>::n, NV = 2 * NP;
+  constexpr int PW = 2 * L;
   V c[MB][NV];
   for (int m = 0; m < MB; ++m)
     for (int v = 0; v < NV; ++v) {
       if (acc) {
         __builtin_memcpy(&c[m][v], C + m * ldc + v * L, sizeof(V));
+      } else if (bias) {
+        __builtin_memcpy(&c[m][v], bias + v * L, sizeof(V));
       } else {
         c[m][v] = V{};
       }
@@ -141,7 +146,7 @@ GL_INLINE void gemm_tile(int64_t K, int64_t ps, const T* __restrict A, int64_t l
     for (int v = 0; v < NV; ++v)
       __builtin_memcpy(&w[v], Wp + (v / 2) * ps + k * PW + (v % 2) * L, sizeof(V));
     for (int m = 0; m < MB; ++m) {
-      const T a = A[m * lda + k];
+      const T a = A[m * sam + k * sak];
       for (int v = 0; v < NV; ++v) c[m][v] += a * w[v];
     }
   }
@@ -149,57 +154,176 @@ GL_INLINE void gemm_tile(int64_t K, int64_t ps, const T* __restrict A, int64_t l
     for (int v = 0; v < NV; ++v) __builtin_memcpy(C + m * ldc + v * L, &c[m][v], sizeof(V));
 }
 
-// Panels [p0, p1); kc steps of k; Kfull is the panel length (its stride is Kfull * PW).
+// Panels [p0, p1); kc steps of k; ps is the panel stride (panel length K * PW).
 template <typename T, int MB>
-GL_INLINE void gemm_rows(int64_t kc, int64_t Kfull, const T* A, int64_t lda, const T* Wp, T* C,
-                         int64_t ldc, int64_t p0, int64_t p1, bool acc) {
+GL_INLINE void gemm_rows(int64_t kc, int64_t ps, const T* A, int64_t sam, int64_t sak,
+                         const T* Wp, T* C, int64_t ldc, int64_t p0, int64_t p1, bool acc,
+                         const T* bias) {
   constexpr int PW = 2 * Vec<T>::n;
-  const int64_t ps = Kfull * PW;
   int64_t p = p0;
+  auto bp = [&](int64_t q) { return bias ? bias + q * PW : nullptr; };
   if (MB == 1) {  // one row: four panels at once for enough independent chains
     for (; p + 4 <= p1; p += 4)
-      gemm_tile<T, 1, 4>(kc, ps, A, lda, Wp + p * ps, C + p * PW, ldc, acc);
+      gemm_tile<T, 1, 4>(kc, ps, A, sam, sak, Wp + p * ps, C + p * PW, ldc, acc, bp(p));
   }
   if (MB == 2) {
     for (; p + 2 <= p1; p += 2)
-      gemm_tile<T, 2, 2>(kc, ps, A, lda, Wp + p * ps, C + p * PW, ldc, acc);
+      gemm_tile<T, 2, 2>(kc, ps, A, sam, sak, Wp + p * ps, C + p * PW, ldc, acc, bp(p));
   }
-  for (; p < p1; ++p) gemm_tile<T, MB, 1>(kc, ps, A, lda, Wp + p * ps, C + p * PW, ldc, acc);
+  for (; p < p1; ++p)
+    gemm_tile<T, MB, 1>(kc, ps, A, sam, sak, Wp + p * ps, C + p * PW, ldc, acc, bp(p));
 }
 
-// Padded columns [n0, n1) (multiples of PW) of C (M, Np) = A (M, K) . Wp (+ C when acc).
-// Column chunks outer, so that a chunk of Wp stays in cache while the row blocks pass.
-// K is split in chunks of KC so that a panel chunk and a row block fit in L1.
+// Rows [m0, m1) x padded columns [n0, n1) (multiples of PW) of C = A (M, K) . Wp, plus C
+// (acc) or plus bias (padded like C). Blocked GotoBLAS-style: a block of rows (its C in
+// L1/L2), a chunk of K, a chunk of panels (so that panel chunk and row block fit in cache).
+// A with sak != 1 (a transposed operand) is first copied, block by block, into `apack`
+// (kGemmMC * KC elements, k-major) so that its reads are contiguous and few pages apart.
+constexpr int64_t kGemmMC = 64;
+
 template <typename T>
-GL_CLONES void small_gemm(int64_t M, int64_t K, const T* A, int64_t lda, const T* Wp, T* C,
-                          int64_t ldc, int64_t n0, int64_t n1, bool acc) {
-  constexpr int64_t PW = 2 * Vec<T>::n, NCP = 8;  // panels per chunk
+GL_CLONES void gemm_block(int64_t m0, int64_t m1, int64_t K, const T* A, int64_t sam, int64_t sak,
+                          const T* Wp, T* C, int64_t ldc, int64_t n0, int64_t n1, bool acc,
+                          const T* bias, T* apack) {
+  constexpr int64_t PW = 2 * Vec<T>::n, NCP = 8, MC = kGemmMC;
   constexpr int64_t KC = 1024 / sizeof(T);
-  for (int64_t q0 = n0 / PW, pend = n1 / PW; q0 < pend; q0 += NCP) {
-    const int64_t q1 = std::min(pend, q0 + NCP);
+  const int64_t ps = K * PW;
+  for (int64_t mc = m0; mc < m1; mc += MC) {
+    const int64_t mce = std::min(m1, mc + MC);
     for (int64_t k0 = 0; k0 < K; k0 += KC) {
       const int64_t kc = std::min(KC, K - k0);
       const bool ac = acc || k0 > 0;
-      const T* Ak = A + k0;
+      const T* bs = ac ? nullptr : bias;
+      const T* Ak = A + k0 * sak + mc * sam;  // row mc of this block
+      int64_t am = sam, ak = sak;
+      if (sak != 1 && apack) {  // k-major copy: contiguous reads when A is transposed
+        const int64_t rows = mce - mc;
+        for (int64_t k = 0; k < kc; ++k)
+          for (int64_t m = 0; m < rows; ++m) apack[k * MC + m] = Ak[m * sam + k * sak];
+        Ak = apack;
+        am = 1;
+        ak = MC;
+      }
       const T* Wk = Wp + k0 * PW;
-      // panel p of this K chunk starts at Wk + p * K * PW: gemm_rows steps panels by K
-      int64_t m = 0;
-      for (; m + 4 <= M; m += 4)
-        gemm_rows<T, 4>(kc, K, Ak + m * lda, lda, Wk, C + m * ldc, ldc, q0, q1, ac);
-      const T* Am = Ak + m * lda;
-      T* Cm = C + m * ldc;
-      switch (M - m) {
-        case 3: gemm_rows<T, 3>(kc, K, Am, lda, Wk, Cm, ldc, q0, q1, ac); break;
-        case 2: gemm_rows<T, 2>(kc, K, Am, lda, Wk, Cm, ldc, q0, q1, ac); break;
-        case 1: gemm_rows<T, 1>(kc, K, Am, lda, Wk, Cm, ldc, q0, q1, ac); break;
-        default: break;
+      for (int64_t q0 = n0 / PW, pend = n1 / PW; q0 < pend; q0 += NCP) {
+        const int64_t q1 = std::min(pend, q0 + NCP);
+        int64_t m = 0;
+        const int64_t rows = mce - mc;
+        for (; m + 4 <= rows; m += 4)
+          gemm_rows<T, 4>(kc, ps, Ak + m * am, am, ak, Wk, C + (mc + m) * ldc, ldc, q0, q1, ac,
+                          bs);
+        const T* Am = Ak + m * am;
+        T* Cm = C + (mc + m) * ldc;
+        switch (rows - m) {
+          case 3: gemm_rows<T, 3>(kc, ps, Am, am, ak, Wk, Cm, ldc, q0, q1, ac, bs); break;
+          case 2: gemm_rows<T, 2>(kc, ps, Am, am, ak, Wk, Cm, ldc, q0, q1, ac, bs); break;
+          case 1: gemm_rows<T, 1>(kc, ps, Am, am, ak, Wk, Cm, ldc, q0, q1, ac, bs); break;
+          default: break;
+        }
       }
     }
   }
 }
 
+// The recurrent case: row-major A (M, K), all rows.
+template <typename T>
+inline void small_gemm(int64_t M, int64_t K, const T* A, int64_t lda, const T* Wp, T* C,
+                       int64_t ldc, int64_t n0, int64_t n1, bool acc) {
+  gemm_block<T>(0, M, K, A, lda, 1, Wp, C, ldc, n0, n1, acc, nullptr, nullptr);
+}
+
+// Panels of PW columns from row-major rows: rows [k0, k0 + rows) of a (K, N) matrix whose
+// row k is src + (k - k0) * ld; columns beyond N are zero (dst must start zeroed or be
+// fully overwritten: padded columns are written as zero here).
+template <typename T>
+void pack_rows(const T* src, int64_t ld, int64_t rows, int64_t k0, int64_t K, int64_t N, T* dst) {
+  constexpr int64_t PW = 2 * Vec<T>::n;
+  const int64_t panels = (N + PW - 1) / PW;
+  for (int64_t p = 0; p < panels; ++p) {
+    const int64_t c0 = p * PW, nc = std::min(PW, N - c0);
+    T* out = dst + (p * K + k0) * PW;
+    for (int64_t k = 0; k < rows; ++k) {
+      std::memcpy(out + k * PW, src + k * ld + c0, sizeof(T) * nc);
+      if (nc < PW) std::memset(out + k * PW + nc, 0, sizeof(T) * (PW - nc));
+    }
+  }
+}
+
+// C (M, N) = A (M, K) . B (K, N) for large matrices, in parallel: A (m, k) at
+// A[m * sam + k * sak], B given as panels (pack_rows), C row-major (ldc >= padded N).
+template <typename T>
+void big_gemm(int64_t M, int64_t K, int64_t N, const T* A, int64_t sam, int64_t sak,
+              const T* Bp, T* C, int64_t ldc, const T* bias) {
+  constexpr int64_t PW = 2 * Vec<T>::n;
+  const int64_t Np = (N + PW - 1) / PW * PW;
+  const int64_t rows = kGemmMC, tasks = (M + rows - 1) / rows;
+  at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<T> apack(sak != 1 ? kGemmMC * (1024 / sizeof(T)) : 0);
+    gemm_block<T>(t0 * rows, std::min(M, t1 * rows), K, A, sam, sak, Bp, C, ldc, 0, Np, false,
+                  bias, apack.empty() ? nullptr : apack.data());
+  });
+}
+
+// C[m, n] (+)= bias[n] + sum_k A[m, k] W[n, k] for a few rows (M <= 4) and an unpacked
+// row-major W (N, K): dot products over contiguous k, NR weight rows at a time. For weights
+// used once (LSTMCell), where packing would cost more than the product.
+template <typename T, int MB, int NR>
+GL_INLINE void gemv_nt_rows(int64_t K, const T* __restrict A, int64_t lda, const T* __restrict W,
+                            int64_t n0, int64_t n1, T* __restrict C, int64_t ldc, bool acc,
+                            const T* __restrict bias) {
+  using V = typename Vec<T>::type;
+  constexpr int L = Vec<T>::n;
+  const int64_t Kv = K / L * L;
+  int64_t n = n0;
+  for (; n + NR <= n1; n += NR) {
+    V c[MB][NR];
+    for (int m = 0; m < MB; ++m)
+      for (int r = 0; r < NR; ++r) c[m][r] = V{};
+    for (int64_t k = 0; k < Kv; k += L) {
+      V w[NR];
+      for (int r = 0; r < NR; ++r) __builtin_memcpy(&w[r], W + (n + r) * K + k, sizeof(V));
+      for (int m = 0; m < MB; ++m) {
+        V a;
+        __builtin_memcpy(&a, A + m * lda + k, sizeof(V));
+        for (int r = 0; r < NR; ++r) c[m][r] += a * w[r];
+      }
+    }
+    for (int m = 0; m < MB; ++m)
+      for (int r = 0; r < NR; ++r) {
+        T sum = T(0);
+        for (int l = 0; l < L; ++l) sum += c[m][r][l];
+        for (int64_t k = Kv; k < K; ++k) sum += A[m * lda + k] * W[(n + r) * K + k];
+        T* out = C + m * ldc + n + r;
+        *out = sum + (acc ? *out : (bias ? bias[n + r] : T(0)));
+      }
+  }
+  for (; n < n1; ++n)
+    for (int m = 0; m < MB; ++m) {
+      T sum = T(0);
+      for (int64_t k = 0; k < K; ++k) sum += A[m * lda + k] * W[n * K + k];
+      T* out = C + m * ldc + n;
+      *out = sum + (acc ? *out : (bias ? bias[n] : T(0)));
+    }
+}
+
+template <typename T>
+GL_CLONES void gemv_nt(int64_t M, int64_t K, int64_t N, const T* A, int64_t lda, const T* W,
+                       T* C, int64_t ldc, bool acc, const T* bias) {
+  for (int64_t m = 0; m < M; m += 4) {
+    const T* Am = A + m * lda;
+    T* Cm = C + m * ldc;
+    switch (std::min<int64_t>(4, M - m)) {
+      case 1: gemv_nt_rows<T, 1, 8>(K, Am, lda, W, 0, N, Cm, ldc, acc, bias); break;
+      case 2: gemv_nt_rows<T, 2, 4>(K, Am, lda, W, 0, N, Cm, ldc, acc, bias); break;
+      case 3: gemv_nt_rows<T, 3, 2>(K, Am, lda, W, 0, N, Cm, ldc, acc, bias); break;
+      default: gemv_nt_rows<T, 4, 2>(K, Am, lda, W, 0, N, Cm, ldc, acc, bias); break;
+    }
+  }
+}
+
 // gemm modes: 0 = auto, 1 = plain BLAS, 2 = MKL packed (float32 only, else plain),
-// 3 = at::mm_out (the fallback), 4 = small_gemm above.
+// 3 = at::mm_out (the fallback), 4 = small_gemm above (the default), 5 = gemv_nt (a few
+// rows, NT, weight used once).
 int g_gemm_mode = 0;
 int g_fused_step = 1;  // 0: GEMM, then the pointwise pass, as two phases (for comparison)
 
@@ -213,7 +337,7 @@ struct WeightGemm {
   int M, N, K;
   bool nt;
   int64_t groups, Hg, Hgp;
-  int mode;       // resolved: 1 plain, 2 packed, 3 aten, 4 small_gemm
+  int mode;       // resolved: 1 plain, 2 packed, 3 aten, 4 small_gemm, 5 gemv_nt
   Tensor packed;  // mode 2: MKL's packed weight; mode 4: the panels
   Tensor w_tensor;
 
@@ -230,6 +354,7 @@ struct WeightGemm {
     int want = g_gemm_mode;
     if (want == 0) want = choose(can_pack, reuse);
     if (want == 2 && !can_pack) want = 1;
+    if (want == 5 && !(nt && M <= 4)) want = 1;
     if (want == 1 && !have_plain) want = 3;
     mode = want;
     Hgp = own() ? (Hg + PW - 1) / PW * PW : Hg;
@@ -242,7 +367,10 @@ struct WeightGemm {
   // available as modes 1 and 2.
   // Packing costs about one call, so a weight used once or twice (LSTMCell, T <= 2) goes to
   // the BLAS directly.
-  int choose(bool /*can_pack*/, int64_t reuse) const { return reuse > 2 ? 4 : 1; }
+  int choose(bool /*can_pack*/, int64_t reuse) const {
+    if (reuse > 2) return 4;
+    return (nt && M <= 4) ? 5 : 1;
+  }
 
   bool own() const { return mode == 4; }
   int64_t ldc() const { return groups * Hgp; }
@@ -262,6 +390,7 @@ struct WeightGemm {
     const int64_t Np = ldc(), panels = Np / PW;
     packed = at::zeros({panels * K * PW}, w_tensor.options());
     T* dst = packed.data_ptr<T>();
+    if (!nt && groups == 1) return pack_rows<T>(W, N, K, 0, K, N, dst);
     for (int64_t g = 0; g < groups; ++g)
       for (int64_t j = 0; j < Hg; ++j) {
         const int64_t n = g * Hg + j, np = g * Hgp + j, p = np / PW, c = np % PW;
@@ -284,6 +413,7 @@ struct WeightGemm {
   // All columns; beta is 0 or 1.
   void run(const T* A, int64_t lda, T beta, T* C, int64_t ldc_) const {
     if (M == 0 || N == 0) return;
+    if (mode == 5) return gemv_nt<T>(M, K, N, A, lda, W, C, ldc_, beta != T(0), nullptr);
     if (mode == 4) {
       const int64_t work = int64_t(M) * N * K;
       const int64_t threads = at::get_num_threads();
@@ -499,7 +629,8 @@ template <typename T>
 struct FwdStep {
   Spec s;
   int64_t B, H, P, GH;
-  const T* xw;     // (B, GH): LN(x W_ih^T) + b_ih + b_hh of this step
+  const T* xw;     // (B, GH): LN(x W_ih^T) + b_ih + b_hh of this step, row stride xw_ld
+  int64_t xw_ld;
   const T* hw;     // h_{t-1} W_hh^T: row stride hw_ld, gate k at column k * hw_gs
   int64_t hw_ld, hw_gs;
   T* acts;         // (B, GH): gate activations (the trace), pre-activations meanwhile
@@ -544,7 +675,7 @@ GL_CLONES void fwd_rows(const FwdStep<T>& a, int64_t b, int64_t j0, int64_t j1) 
     }
     return;
   }
-  const T* __restrict X = a.xw + b * GH;
+  const T* __restrict X = a.xw + b * a.xw_ld;
   const T* __restrict HW = a.hw + b * a.hw_ld;
   const int64_t gs = a.hw_gs;
   // pre-activations: xw + hw (or + LN(hw); layer norm rows are whole: j0 = 0, j1 = H)
@@ -880,8 +1011,24 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
   if (p[kBih].has_value()) bias = *p[kBih];
   if (p[kBhh].has_value()) bias = bias.defined() ? bias + *p[kBhh] : *p[kBhh];
   Tensor xw, xw_raw, ln_mean, ln_rstd;
+  int64_t xw_ld = GH;
   std::optional<Tick> tick_proj(std::in_place, kPFwdProj);
-  if (s.ln) {
+  if (!s.ln && (g_gemm_mode == 0 || g_gemm_mode == 4) && T_ * B >= 128) {
+    // x W_ih^T + b with the packed GEMM (packing W_ih costs about 32 rows of GEMM, so only
+    // for enough rows): xw has padded rows (xw_ld >= GH)
+    WeightGemm<T> g_ih(w_ih, T_ * B, /*nt=*/true, /*reuse=*/1000);
+    xw_ld = g_ih.ldc();
+    xw = at::empty({T_ * B, xw_ld}, opts);
+    Tensor bp;
+    if (bias.defined()) bp = at::constant_pad_nd(bias, {0, xw_ld - GH}, 0).contiguous();
+    big_gemm<T>(T_ * B, I, GH, x.data_ptr<T>(), I, 1, g_ih.packed.template data_ptr<T>(),
+                xw.data_ptr<T>(), xw_ld, bp.defined() ? bp.data_ptr<T>() : nullptr);
+  } else if (!s.ln && (g_gemm_mode == 0 || g_gemm_mode == 5) && T_ * B <= 4) {
+    xw = at::empty({T_ * B, GH}, opts);
+    if (bias.defined()) bias = bias.contiguous();
+    gemv_nt<T>(T_ * B, I, GH, x.data_ptr<T>(), I, w_ih.data_ptr<T>(), xw.data_ptr<T>(), GH, false,
+               bias.defined() ? bias.data_ptr<T>() : nullptr);
+  } else if (s.ln) {
     xw_raw = at::mm(x2, w_ih.t());
     auto r = at::native_layer_norm(xw_raw, {GH}, p[kLnIhW], p[kLnIhB], kLnEps);
     xw = std::get<0>(r);
@@ -968,7 +1115,8 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
       g_hh.run(hptr, P, T(0), hw.data_ptr<T>(), g_hh.ldc());
     }
     a.t = t;
-    a.xw = xw_p + t * B * GH;
+    a.xw = xw_p + t * B * xw_ld;
+    a.xw_ld = xw_ld;
     a.acts = acts.data_ptr<T>() + tk * B * GH;
     a.c_out = c_all.data_ptr<T>() + tk * B * H;
     a.y = y_all.data_ptr<T>() + tk * B * H;
@@ -1154,18 +1302,50 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
     auto r = at::native_layer_norm_backward(dG2, xw_raw, {GH}, ln_mean, ln_rstd,
                                             p[kLnIhW], p[kLnIhB],
                                             {true, true, true});
-    dxw = std::get<0>(r);
+    dxw = std::get<0>(r).contiguous();
     g[3 + kLnIhW] = std::get<1>(r);
     g[3 + kLnIhB] = std::get<2>(r);
   }
-  if (need_dx) g[0] = at::mm(dxw, w_ih).view({T_, B, I});
-  g[3 + kWih] = at::mm(dxw.t(), x.view({T_ * B, I}));
-  // dW_hh = sum_t dHW_t^T h_{t-1}, h_{-1} = h0, h_{t-1} = out[t-1] on real steps
-  Tensor dwhh = at::mm(dHW.select(0, 0).t(), h0.contiguous());
-  if (T_ > 1)
-    dwhh.addmm_(dHW.narrow(0, 1, T_ - 1).reshape({(T_ - 1) * B, GH}).t(),
-                out.narrow(0, 0, T_ - 1).reshape({(T_ - 1) * B, P}));
-  g[3 + kWhh] = dwhh;
+  if (g_gemm_mode == 0 || g_gemm_mode == 4) {
+    // the packed GEMM; outputs have padded rows, handed out as views
+    constexpr int64_t PW = 2 * Vec<T>::n;
+    auto pad = [](int64_t n) { return (n + PW - 1) / PW * PW; };
+    const int64_t Ip = pad(I), Pp = pad(P), TB = T_ * B;
+    const T* dxw_p = dxw.data_ptr<T>();
+    if (need_dx && TB >= 128) {  // dx = dxw W_ih (packing W_ih pays off for enough rows)
+      Tensor wp = at::empty({Ip * GH}, opts);
+      pack_rows<T>(w_ih.data_ptr<T>(), I, GH, 0, GH, I, wp.data_ptr<T>());
+      Tensor dx = at::empty({TB, Ip}, opts);
+      big_gemm<T>(TB, GH, I, dxw_p, GH, 1, wp.data_ptr<T>(), dx.data_ptr<T>(), Ip, nullptr);
+      g[0] = dx.view({T_, B, Ip}).narrow(2, 0, I);
+    } else if (need_dx) {
+      g[0] = at::mm(dxw, w_ih).view({T_, B, I});
+    }
+    {  // dW_ih = dxw^T x (a sum of TB outer products)
+      Tensor xp = at::empty({Ip * TB}, opts);
+      pack_rows<T>(x.data_ptr<T>(), I, TB, 0, TB, I, xp.data_ptr<T>());
+      Tensor dw = at::empty({GH, Ip}, opts);
+      big_gemm<T>(GH, TB, I, dxw_p, 1, GH, xp.data_ptr<T>(), dw.data_ptr<T>(), Ip, nullptr);
+      g[3 + kWih] = dw.narrow(1, 0, I);
+    }
+    {  // dW_hh = sum_t dHW_t^T h_{t-1}, h_{-1} = h0, h_{t-1} = out[t-1] on real steps
+      Tensor hp = at::empty({Pp * TB}, opts);
+      pack_rows<T>(h0.data_ptr<T>(), P, B, 0, TB, P, hp.data_ptr<T>());
+      if (T_ > 1) pack_rows<T>(out.data_ptr<T>(), P, TB - B, B, TB, P, hp.data_ptr<T>());
+      Tensor dw = at::empty({GH, Pp}, opts);
+      big_gemm<T>(GH, TB, P, dHW.data_ptr<T>(), 1, GH, hp.data_ptr<T>(), dw.data_ptr<T>(), Pp,
+                  nullptr);
+      g[3 + kWhh] = dw.narrow(1, 0, P);
+    }
+  } else {
+    if (need_dx) g[0] = at::mm(dxw, w_ih).view({T_, B, I});
+    g[3 + kWih] = at::mm(dxw.t(), x.view({T_ * B, I}));
+    Tensor dwhh = at::mm(dHW.select(0, 0).t(), h0.contiguous());
+    if (T_ > 1)
+      dwhh.addmm_(dHW.narrow(0, 1, T_ - 1).reshape({(T_ - 1) * B, GH}).t(),
+                  out.narrow(0, 0, T_ - 1).reshape({(T_ - 1) * B, P}));
+    g[3 + kWhh] = dwhh;
+  }
   Tensor dsum = (p[kBih].has_value() || p[kBhh].has_value()) ? dG2.sum(0) : Tensor();
   if (p[kBih].has_value()) g[3 + kBih] = dsum;
   if (p[kBhh].has_value()) g[3 + kBhh] = p[kBih].has_value() ? dsum.clone() : dsum;
@@ -1234,7 +1414,7 @@ std::vector<Tensor> lstm_backward(const OptTensor& dout, const OptTensor& dhn,
 }
 
 void set_gemm_mode(int64_t mode, int64_t fused_step) {
-  TORCH_CHECK(mode >= 0 && mode <= 4, "gemm mode must be 0..4, got ", mode);
+  TORCH_CHECK(mode >= 0 && mode <= 5, "gemm mode must be 0..5, got ", mode);
   g_gemm_mode = int(mode);
   g_fused_step = int(fused_step);
 }
@@ -1277,7 +1457,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lstm_forward", &lstm_forward, "one LSTM layer-direction, forward");
   m.def("lstm_backward", &lstm_backward, "one LSTM layer-direction, backward");
   m.def("set_gemm_mode", &set_gemm_mode,
-        "GEMM: 0 auto, 1 BLAS, 2 MKL packed, 3 at::mm, 4 small_gemm; fused_step 0/1",
+        "GEMM: 0 auto, 1 BLAS, 2 MKL packed, 3 at::mm, 4 small_gemm, 5 gemv; fused_step 0/1",
         py::arg("mode"), py::arg("fused_step") = 1);
   m.def("bench_gemm", &bench_gemm, "seconds per recurrent GEMM call (M, K, N, mode, reps, double)");
   m.def("profile", &profile, "phase timers: 1 wall / 2 thread CPU (resets), 0 off; returns seconds per phase");
