@@ -108,35 +108,32 @@ struct Blas {
 // GCC vector extensions (32 bytes): native AVX2/AVX-512 code in the x86-64-v3/v4 clones,
 // SSE pairs in the baseline one.
 
+// Vec<T, VB>: a GCC vector of VB bytes. A packed panel is always 64 bytes wide (PW columns),
+// one 64-byte vector or two 32-byte ones.
+template <typename T, int VB>
+struct Vec {
+  typedef T type __attribute__((vector_size(VB)));
+  static constexpr int n = VB / int(sizeof(T));
+};
 template <typename T>
-struct Vec;
-template <>
-struct Vec<float> {
-  typedef float type __attribute__((vector_size(32)));
-  static constexpr int n = 8;
-};
-template <>
-struct Vec<double> {
-  typedef double type __attribute__((vector_size(32)));
-  static constexpr int n = 4;
-};
+constexpr int64_t kPanel = 64 / int64_t(sizeof(T));  // PW: columns per panel
 
-// Rows [0, MB) x NP panels of C: MB * 2 * NP independent accumulator chains. A (m, k) is
-// A[m * sam + k * sak]; C starts from itself (acc), from `bias` (per column) or from zero.
-template <typename T, int MB, int NP>
+// Rows [0, MB) x NP panels of C with VB-byte vectors. A (m, k) is A[m * sam + k * sak];
+// C starts from itself (acc), from `bias` (per column) or from zero.
+template <typename T, int VB, int MB, int NP>
 GL_INLINE void gemm_tile(int64_t K, int64_t ps, const T* __restrict A, int64_t sam, int64_t sak,
                          const T* __restrict Wp, T* __restrict C, int64_t ldc, bool acc,
                          const T* __restrict bias) {
-  using V = typename Vec<T>::type;
-  constexpr int L = Vec<T>::n, NV = 2 * NP;
-  constexpr int PW = 2 * L;
+  using V = typename Vec<T, VB>::type;
+  constexpr int L = Vec<T, VB>::n, PW = kPanel<T>, VPP = PW / L, NV = NP * VPP;
   V c[MB][NV];
   for (int m = 0; m < MB; ++m)
     for (int v = 0; v < NV; ++v) {
+      const int64_t off = (v / VPP) * PW + (v % VPP) * L;  // column of this vector
       if (acc) {
-        __builtin_memcpy(&c[m][v], C + m * ldc + v * L, sizeof(V));
+        __builtin_memcpy(&c[m][v], C + m * ldc + off, sizeof(V));
       } else if (bias) {
-        __builtin_memcpy(&c[m][v], bias + v * L, sizeof(V));
+        __builtin_memcpy(&c[m][v], bias + off, sizeof(V));
       } else {
         c[m][v] = V{};
       }
@@ -144,34 +141,33 @@ GL_INLINE void gemm_tile(int64_t K, int64_t ps, const T* __restrict A, int64_t s
   for (int64_t k = 0; k < K; ++k) {
     V w[NV];
     for (int v = 0; v < NV; ++v)
-      __builtin_memcpy(&w[v], Wp + (v / 2) * ps + k * PW + (v % 2) * L, sizeof(V));
+      __builtin_memcpy(&w[v], Wp + (v / VPP) * ps + k * PW + (v % VPP) * L, sizeof(V));
     for (int m = 0; m < MB; ++m) {
       const T a = A[m * sam + k * sak];
       for (int v = 0; v < NV; ++v) c[m][v] += a * w[v];
     }
   }
   for (int m = 0; m < MB; ++m)
-    for (int v = 0; v < NV; ++v) __builtin_memcpy(C + m * ldc + v * L, &c[m][v], sizeof(V));
+    for (int v = 0; v < NV; ++v)
+      __builtin_memcpy(C + m * ldc + (v / VPP) * PW + (v % VPP) * L, &c[m][v], sizeof(V));
 }
 
-// Panels [p0, p1); kc steps of k; ps is the panel stride (panel length K * PW).
-template <typename T, int MB>
+// Panels [p0, p1); kc steps of k; ps is the panel stride (panel length K * PW). Tiles of
+// 8 independent accumulator vectors where the rows allow.
+template <typename T, int VB, int MB>
 GL_INLINE void gemm_rows(int64_t kc, int64_t ps, const T* A, int64_t sam, int64_t sak,
                          const T* Wp, T* C, int64_t ldc, int64_t p0, int64_t p1, bool acc,
                          const T* bias) {
-  constexpr int PW = 2 * Vec<T>::n;
+  constexpr int PW = kPanel<T>, VPP = PW / Vec<T, VB>::n;
+  constexpr int NPW = (8 / VPP) / MB > 0 ? (8 / VPP) / MB : 1;  // panels per wide tile
   int64_t p = p0;
   auto bp = [&](int64_t q) { return bias ? bias + q * PW : nullptr; };
-  if (MB == 1) {  // one row: four panels at once for enough independent chains
-    for (; p + 4 <= p1; p += 4)
-      gemm_tile<T, 1, 4>(kc, ps, A, sam, sak, Wp + p * ps, C + p * PW, ldc, acc, bp(p));
-  }
-  if (MB == 2) {
-    for (; p + 2 <= p1; p += 2)
-      gemm_tile<T, 2, 2>(kc, ps, A, sam, sak, Wp + p * ps, C + p * PW, ldc, acc, bp(p));
+  if (NPW > 1) {
+    for (; p + NPW <= p1; p += NPW)
+      gemm_tile<T, VB, MB, NPW>(kc, ps, A, sam, sak, Wp + p * ps, C + p * PW, ldc, acc, bp(p));
   }
   for (; p < p1; ++p)
-    gemm_tile<T, MB, 1>(kc, ps, A, sam, sak, Wp + p * ps, C + p * PW, ldc, acc, bp(p));
+    gemm_tile<T, VB, MB, 1>(kc, ps, A, sam, sak, Wp + p * ps, C + p * PW, ldc, acc, bp(p));
 }
 
 // Rows [m0, m1) x padded columns [n0, n1) (multiples of PW) of C = A (M, K) . Wp, plus C
@@ -181,11 +177,11 @@ GL_INLINE void gemm_rows(int64_t kc, int64_t ps, const T* A, int64_t sam, int64_
 // (kGemmMC * KC elements, k-major) so that its reads are contiguous and few pages apart.
 constexpr int64_t kGemmMC = 64;
 
-template <typename T>
-GL_CLONES void gemm_block(int64_t m0, int64_t m1, int64_t K, const T* A, int64_t sam, int64_t sak,
-                          const T* Wp, T* C, int64_t ldc, int64_t n0, int64_t n1, bool acc,
-                          const T* bias, T* apack) {
-  constexpr int64_t PW = 2 * Vec<T>::n, NCP = 8, MC = kGemmMC;
+template <typename T, int VB>
+GL_CLONES void gemm_block_v(int64_t m0, int64_t m1, int64_t K, const T* A, int64_t sam,
+                            int64_t sak, const T* Wp, T* C, int64_t ldc, int64_t n0, int64_t n1,
+                            bool acc, const T* bias, T* apack) {
+  constexpr int64_t PW = kPanel<T>, NCP = 8, MC = kGemmMC;
   constexpr int64_t KC = 1024 / sizeof(T);
   const int64_t ps = K * PW;
   for (int64_t mc = m0; mc < m1; mc += MC) {
@@ -210,18 +206,39 @@ GL_CLONES void gemm_block(int64_t m0, int64_t m1, int64_t K, const T* A, int64_t
         int64_t m = 0;
         const int64_t rows = mce - mc;
         for (; m + 4 <= rows; m += 4)
-          gemm_rows<T, 4>(kc, ps, Ak + m * am, am, ak, Wk, C + (mc + m) * ldc, ldc, q0, q1, ac,
-                          bs);
+          gemm_rows<T, VB, 4>(kc, ps, Ak + m * am, am, ak, Wk, C + (mc + m) * ldc, ldc, q0, q1,
+                              ac, bs);
         const T* Am = Ak + m * am;
         T* Cm = C + (mc + m) * ldc;
         switch (rows - m) {
-          case 3: gemm_rows<T, 3>(kc, ps, Am, am, ak, Wk, Cm, ldc, q0, q1, ac, bs); break;
-          case 2: gemm_rows<T, 2>(kc, ps, Am, am, ak, Wk, Cm, ldc, q0, q1, ac, bs); break;
-          case 1: gemm_rows<T, 1>(kc, ps, Am, am, ak, Wk, Cm, ldc, q0, q1, ac, bs); break;
+          case 3: gemm_rows<T, VB, 3>(kc, ps, Am, am, ak, Wk, Cm, ldc, q0, q1, ac, bs); break;
+          case 2: gemm_rows<T, VB, 2>(kc, ps, Am, am, ak, Wk, Cm, ldc, q0, q1, ac, bs); break;
+          case 1: gemm_rows<T, VB, 1>(kc, ps, Am, am, ak, Wk, Cm, ldc, q0, q1, ac, bs); break;
           default: break;
         }
       }
     }
+  }
+}
+
+// 64-byte vectors where the CPU has AVX-512 (fewer instructions per FMA), else 32-byte ones.
+inline bool wide_vectors() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool wide = __builtin_cpu_supports("avx512f");
+  return wide;
+#else
+  return false;
+#endif
+}
+
+template <typename T>
+inline void gemm_block(int64_t m0, int64_t m1, int64_t K, const T* A, int64_t sam, int64_t sak,
+                       const T* Wp, T* C, int64_t ldc, int64_t n0, int64_t n1, bool acc,
+                       const T* bias, T* apack) {
+  if (wide_vectors()) {
+    gemm_block_v<T, 64>(m0, m1, K, A, sam, sak, Wp, C, ldc, n0, n1, acc, bias, apack);
+  } else {
+    gemm_block_v<T, 32>(m0, m1, K, A, sam, sak, Wp, C, ldc, n0, n1, acc, bias, apack);
   }
 }
 
@@ -237,7 +254,7 @@ inline void small_gemm(int64_t M, int64_t K, const T* A, int64_t lda, const T* W
 // fully overwritten: padded columns are written as zero here).
 template <typename T>
 void pack_rows(const T* src, int64_t ld, int64_t rows, int64_t k0, int64_t K, int64_t N, T* dst) {
-  constexpr int64_t PW = 2 * Vec<T>::n;
+  constexpr int64_t PW = kPanel<T>;
   const int64_t panels = (N + PW - 1) / PW;
   for (int64_t p = 0; p < panels; ++p) {
     const int64_t c0 = p * PW, nc = std::min(PW, N - c0);
@@ -254,7 +271,7 @@ void pack_rows(const T* src, int64_t ld, int64_t rows, int64_t k0, int64_t K, in
 template <typename T>
 void big_gemm(int64_t M, int64_t K, int64_t N, const T* A, int64_t sam, int64_t sak,
               const T* Bp, T* C, int64_t ldc, const T* bias) {
-  constexpr int64_t PW = 2 * Vec<T>::n;
+  constexpr int64_t PW = kPanel<T>;
   const int64_t Np = (N + PW - 1) / PW * PW;
   const int64_t rows = kGemmMC, tasks = (M + rows - 1) / rows;
   at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
@@ -271,8 +288,8 @@ template <typename T, int MB, int NR>
 GL_INLINE void gemv_nt_rows(int64_t K, const T* __restrict A, int64_t lda, const T* __restrict W,
                             int64_t n0, int64_t n1, T* __restrict C, int64_t ldc, bool acc,
                             const T* __restrict bias) {
-  using V = typename Vec<T>::type;
-  constexpr int L = Vec<T>::n;
+  using V = typename Vec<T, 32>::type;
+  constexpr int L = Vec<T, 32>::n;
   const int64_t Kv = K / L * L;
   int64_t n = n0;
   for (; n + NR <= n1; n += NR) {
@@ -332,7 +349,7 @@ int g_fused_step = 1;  // 0: GEMM, then the pointwise pass, as two phases (for c
 // C buffers have row stride ldc() and group g starts at column col(g).
 template <typename T>
 struct WeightGemm {
-  static constexpr int64_t PW = 2 * Vec<T>::n;
+  static constexpr int64_t PW = kPanel<T>;
   const T* W;
   int M, N, K;
   bool nt;
@@ -1219,7 +1236,9 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   Tensor tmp = at::empty({B, H}, opts), tmp2 = at::empty({B, H}, opts);
   Tensor w_hr = proj ? p[kWhr]->contiguous() : Tensor();
 
-  WeightGemm<T> g_hh(w_hh, B, /*nt=*/false, T_);
+  std::optional<WeightGemm<T>> g_hh_;  // released after the loop (peak memory)
+  g_hh_.emplace(w_hh, B, /*nt=*/false, T_);
+  WeightGemm<T>& g_hh = *g_hh_;
   std::optional<WeightGemm<T>> g_hr;
   if (proj) g_hr.emplace(w_hr, B, /*nt=*/false, T_);
   // the carry dh (gradient wrt h_{t-1}) is the GEMM's output: row stride dld (padded)
@@ -1290,6 +1309,9 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
     g_hh.run(dHW.data_ptr<T>() + t * B * GH, GH, beta, dhp, dld);
   }
   Tick tick_after(kPBwdAfter);
+  g_hh_.reset();
+  g_hr.reset();
+  tmp = tmp2 = dhr = Tensor();
 
   // weight gradients as large GEMMs / reductions over all steps
   std::vector<Tensor> g(3 + kNumParams);
@@ -1308,7 +1330,7 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   }
   if (g_gemm_mode == 0 || g_gemm_mode == 4) {
     // the packed GEMM; outputs have padded rows, handed out as views
-    constexpr int64_t PW = 2 * Vec<T>::n;
+    constexpr int64_t PW = kPanel<T>;
     auto pad = [](int64_t n) { return (n + PW - 1) / PW * PW; };
     const int64_t Ip = pad(I), Pp = pad(P), TB = T_ * B;
     const T* dxw_p = dxw.data_ptr<T>();
@@ -1439,13 +1461,19 @@ std::string blas_info() {
   return s;
 }
 
-// Element-wise activations, exposed for tests of the float32 approximations.
+template <typename T>
+GL_CLONES void act_span(T* a, int64_t n, bool use_tanh) {
+  act_inplace(a, n, use_tanh);
+}
+
+// Element-wise activations as the kernels compute them (same clones), for tests of the
+// float32 approximations and for timing them.
 Tensor activation(const Tensor& x_, const std::string& name) {
   Tensor x = x_.contiguous().clone();
   const bool use_tanh = name == "tanh";
   TORCH_CHECK(use_tanh || name == "sigmoid", "activation: tanh or sigmoid, got ", name);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "activation", [&] {
-    act_inplace(x.data_ptr<scalar_t>(), x.numel(), use_tanh);
+    act_span<scalar_t>(x.data_ptr<scalar_t>(), x.numel(), use_tanh);
   });
   return x;
 }
