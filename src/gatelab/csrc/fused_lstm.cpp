@@ -10,10 +10,11 @@
 // carried, output, trace and gradients zero there).
 //
 // Speed: the input projection of all steps is one GEMM; per step one GEMM h_{t-1} W_hh^T
-// (MKL packed GEMM for float32: W_hh is packed once per sequence) and one pointwise pass
-// over (B, H) that writes the gate activations backward needs (they are the trace).
-// Backward: per step one pointwise pass and one GEMM dG_t W_hh; the weight gradients and dx
-// are large GEMMs and reductions after the loop.
+// and one pointwise pass over (B, H) that writes the gate activations backward needs (they
+// are the trace). Backward: per step one pointwise pass and one GEMM dG_t W_hh; the weight
+// gradients and dx are large GEMMs and reductions after the loop. The GEMMs are this
+// file's register-tiled kernel over weights packed once per call (see "small GEMM"); MKL's
+// sgemm and packed sgemm_compute (resolved at run time from libtorch) remain as options.
 //
 // Vectorisation without -march=native: the pointwise kernels are plain loops compiled
 // several times (GCC/Clang `target_clones`: AVX-512, AVX2+FMA, baseline) and picked at
@@ -177,13 +178,14 @@ GL_INLINE void gemm_rows(int64_t kc, int64_t ps, const T* A, int64_t sam, int64_
 // (kGemmMC * KC elements, k-major) so that its reads are contiguous and few pages apart.
 constexpr int64_t kGemmMC = 64;
 
+// ps: the panel stride, K * PW unless A covers only a range of the packed K (then the
+// packed weight's full K * PW, with Wp pointing at the range's first row).
 template <typename T, int VB>
 GL_CLONES void gemm_block_v(int64_t m0, int64_t m1, int64_t K, const T* A, int64_t sam,
-                            int64_t sak, const T* Wp, T* C, int64_t ldc, int64_t n0, int64_t n1,
-                            bool acc, const T* bias, T* apack) {
+                            int64_t sak, const T* Wp, int64_t ps, T* C, int64_t ldc, int64_t n0,
+                            int64_t n1, bool acc, const T* bias, T* apack) {
   constexpr int64_t PW = kPanel<T>, NCP = 8, MC = kGemmMC;
   constexpr int64_t KC = 1024 / sizeof(T);
-  const int64_t ps = K * PW;
   for (int64_t mc = m0; mc < m1; mc += MC) {
     const int64_t mce = std::min(m1, mc + MC);
     for (int64_t k0 = 0; k0 < K; k0 += KC) {
@@ -234,11 +236,12 @@ inline bool wide_vectors() {
 template <typename T>
 inline void gemm_block(int64_t m0, int64_t m1, int64_t K, const T* A, int64_t sam, int64_t sak,
                        const T* Wp, T* C, int64_t ldc, int64_t n0, int64_t n1, bool acc,
-                       const T* bias, T* apack) {
+                       const T* bias, T* apack, int64_t ps = 0) {
+  if (ps == 0) ps = K * kPanel<T>;
   if (wide_vectors()) {
-    gemm_block_v<T, 64>(m0, m1, K, A, sam, sak, Wp, C, ldc, n0, n1, acc, bias, apack);
+    gemm_block_v<T, 64>(m0, m1, K, A, sam, sak, Wp, ps, C, ldc, n0, n1, acc, bias, apack);
   } else {
-    gemm_block_v<T, 32>(m0, m1, K, A, sam, sak, Wp, C, ldc, n0, n1, acc, bias, apack);
+    gemm_block_v<T, 32>(m0, m1, K, A, sam, sak, Wp, ps, C, ldc, n0, n1, acc, bias, apack);
   }
 }
 
@@ -1197,6 +1200,18 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
 
 // ----------------------------------------------------------------------- backward driver
 
+// dh[b, j0:j1] += sum over the nblk partial products (each (B, ld)).
+template <typename T>
+void add_partials(const T* part, int64_t nblk, int64_t B, int64_t ld, T* dh, int64_t j0,
+                  int64_t j1) {
+  for (int64_t r = 0; r < nblk; ++r)
+    for (int64_t b = 0; b < B; ++b) {
+      const T* src = part + (r * B + b) * ld;
+      T* dst = dh + b * ld;
+      for (int64_t j = j0; j < j1; ++j) dst[j] += src[j];
+    }
+}
+
 // saved: the forward's list. Returns [dx | undef, dh0, dc0, d params in kNumParams order
 // (undef where absent)].
 template <typename T>
@@ -1263,6 +1278,19 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   const T* dout_p = dout.defined() ? dout.data_ptr<T>() : nullptr;
   const T beta = len ? T(1) : T(0);
 
+  // The fused step (small GEMM, no projection, no layer norm): hidden units split in
+  // blocks, one per thread; each block's dG columns times its rows of W_hh gives a partial
+  // dh_{t-1}, summed by the blocks at the start of the next step, so a step needs one
+  // parallel region (partials ping-pong between two buffers).
+  const bool fused_bstep = g_hh.own() && !proj && !s.ln && g_fused_step;
+  const int64_t PW = WeightGemm<T>::PW;
+  const int64_t threads = at::get_num_threads();
+  const bool par_bstep = threads > 1 && B * GH * P >= (1 << 17) && H > PW;
+  int64_t JB = par_bstep ? (H + threads - 1) / threads : H;
+  JB = (JB + PW - 1) / PW * PW;
+  const int64_t nblk = (H + JB - 1) / JB;
+  Tensor part = fused_bstep ? at::empty({2, nblk, B, dld}, opts) : Tensor();
+
   for (int64_t t = T_ - 1; t >= 0; --t) {
     a.t = t;
     a.acts = acts.data_ptr<T>() + t * B * GH;
@@ -1301,6 +1329,35 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
       a.dout = dout_p ? dout_p + t * B * P : nullptr;
       a.dh_zero = len ? dhp : nullptr;
     }
+    if (fused_bstep) {
+      // One task per block of hidden units: add the partial products of the step before
+      // into the carry (its own columns), the pointwise pass, then this block's partial
+      // product dG[:, its gate rows] W_hh[its gate rows, :] (all columns).
+      Tick tk_(kPBwdPoint);
+      a.dh_zero = dhp;  // the carry of real rows restarts from the partial products
+      T* part_now = part.data_ptr<T>() + (t & 1) * nblk * B * dld;
+      const T* part_prev = part.data_ptr<T>() + ((t + 1) & 1) * nblk * B * dld;
+      const bool first = t == T_ - 1;
+      const T* Wpk = g_hh.packed.template data_ptr<T>();
+      auto body = [&](int64_t k0, int64_t k1) {
+        for (int64_t q = k0; q < k1; ++q) {
+          const int64_t j0 = q * JB, j1 = std::min(H, j0 + JB);
+          if (!first) add_partials(part_prev, nblk, B, dld, dhp, j0, j1);
+          for (int64_t b = 0; b < B; ++b) bwd_rows<T>(a, b, j0, j1);
+          const T* dGt = dG.data_ptr<T>() + t * B * GH;
+          for (int g = 0; g < s.G; ++g)
+            gemm_block<T>(0, B, j1 - j0, dGt + g * H + j0, GH, 1, Wpk + (g * H + j0) * PW,
+                          part_now + q * B * dld, dld, 0, dld, g > 0, nullptr, nullptr,
+                          GH * PW);
+        }
+      };
+      if (par_bstep) {
+        at::parallel_for(0, nblk, 1, body);
+      } else {
+        body(0, nblk);
+      }
+      continue;
+    }
     {
       Tick tk_(kPBwdPoint);
       for_rows(B, H, s.ln, [&](int64_t b, int64_t j0, int64_t j1) { bwd_rows<T>(a, b, j0, j1); });
@@ -1308,6 +1365,7 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
     Tick tk_(kPBwdGemm);
     g_hh.run(dHW.data_ptr<T>() + t * B * GH, GH, beta, dhp, dld);
   }
+  if (fused_bstep) add_partials(part.data_ptr<T>(), nblk, B, dld, dhp, 0, H);
   Tick tick_after(kPBwdAfter);
   g_hh_.reset();
   g_hr.reset();
@@ -1450,6 +1508,20 @@ std::vector<double> profile(int64_t mode) {
   return r;
 }
 
+// Microseconds per empty at::parallel_for region over `tasks` tasks (thread start-up and
+// join cost, which decides when a step is worth splitting).
+double bench_parallel(int64_t reps, int64_t tasks) {
+  std::vector<int64_t> sink(tasks, 0);
+  auto t0 = std::chrono::steady_clock::now();
+  for (int64_t r = 0; r < reps; ++r)
+    at::parallel_for(0, tasks, 1, [&](int64_t a, int64_t b) {
+      for (int64_t i = a; i < b; ++i) sink[i] += 1;
+    });
+  return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0)
+             .count() /
+         double(reps);
+}
+
 std::string blas_info() {
   const Blas& b = Blas::get();
   std::string s = "sgemm=";
@@ -1489,6 +1561,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("mode"), py::arg("fused_step") = 1);
   m.def("bench_gemm", &bench_gemm, "seconds per recurrent GEMM call (M, K, N, mode, reps, double)");
   m.def("profile", &profile, "phase timers: 1 wall / 2 thread CPU (resets), 0 off; returns seconds per phase");
+  m.def("bench_parallel", &bench_parallel, "microseconds per empty parallel region");
   m.def("blas_info", &blas_info, "which BLAS entry points were found");
   m.def("activation", &activation, "the kernels' sigmoid / tanh, element-wise");
 }
