@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -117,6 +118,8 @@ def extension():
             except Exception as err:  # no compiler, compile error, missing headers, ...
                 first_err = first_err or err
                 logger.warning("building the fused kernels with %s failed", " ".join(cflags))
+                if not re.search(r"openmp|gomp|omp\.h|omp_", str(err).lower()):
+                    break  # not an OpenMP problem: the serial build would fail the same way
         if _ext is None:
             _error = f"the fused kernels could not be built: {_first_line(first_err)}"
             raise RuntimeError(_error) from first_err

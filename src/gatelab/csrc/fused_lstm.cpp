@@ -1200,6 +1200,38 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
 
 // ----------------------------------------------------------------------- backward driver
 
+// Column sums out[j] = sum_r a[r, j] * b[r, j] (b == nullptr: just a), without the (R, C)
+// temporary of ATen's (a * b).sum(0); double accumulators, parallel over column blocks.
+template <typename T>
+GL_CLONES void col_dot_block(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t R,
+                             int64_t j0, int64_t j1, double* acc) {
+  const int64_t n = j1 - j0;
+  for (int64_t j = 0; j < n; ++j) acc[j] = 0;
+  for (int64_t r = 0; r < R; ++r) {
+    const T* __restrict ar = a + r * lda + j0;
+    if (b) {
+      const T* __restrict br = b + r * ldb + j0;
+      for (int64_t j = 0; j < n; ++j) acc[j] += double(ar[j]) * double(br[j]);
+    } else {
+      for (int64_t j = 0; j < n; ++j) acc[j] += double(ar[j]);
+    }
+  }
+}
+
+template <typename T>
+void col_dot(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t R, int64_t C, T* out,
+             bool add) {
+  constexpr int64_t CB = 256;
+  at::parallel_for(0, (C + CB - 1) / CB, 1, [&](int64_t q0, int64_t q1) {
+    double acc[CB];
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t j0 = q * CB, j1 = std::min(C, j0 + CB);
+      col_dot_block<T>(a, lda, b, ldb, R, j0, j1, acc);
+      for (int64_t j = j0; j < j1; ++j) out[j] = T(add ? double(out[j]) + acc[j - j0] : acc[j - j0]);
+    }
+  });
+}
+
 // dh[b, j0:j1] += sum over the nblk partial products (each (B, ld)).
 template <typename T>
 void add_partials(const T* part, int64_t nblk, int64_t B, int64_t ld, T* dh, int64_t j0,
@@ -1375,77 +1407,98 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   std::vector<Tensor> g(3 + kNumParams);
   g[1] = dld == P ? dh : dh.narrow(1, 0, P).contiguous();
   g[2] = dc;
-  Tensor dG2 = dG.view({T_ * B, GH});
-  Tensor dHW2 = dHW.view({T_ * B, GH});
-  Tensor dxw = dG2;
-  if (s.ln) {
-    auto r = at::native_layer_norm_backward(dG2, xw_raw, {GH}, ln_mean, ln_rstd,
-                                            p[kLnIhW], p[kLnIhB],
-                                            {true, true, true});
-    dxw = std::get<0>(r).contiguous();
-    g[3 + kLnIhW] = std::get<1>(r);
-    g[3 + kLnIhB] = std::get<2>(r);
+  dh = Tensor();
+  const int64_t TB = T_ * B;
+  auto vec = [&](int64_t n) { return at::empty({n}, opts); };
+  // reductions of dG (biases, peepholes, recurrent layer norm) before dG may be released
+  if (p[kBih].has_value() || p[kBhh].has_value() || s.ln) {
+    Tensor dsum = vec(GH);
+    col_dot<T>(dG.data_ptr<T>(), GH, nullptr, 0, TB, GH, dsum.data_ptr<T>(), false);
+    if (p[kBih].has_value()) g[3 + kBih] = dsum;
+    if (p[kBhh].has_value()) g[3 + kBhh] = p[kBih].has_value() ? dsum.clone() : dsum;
+    if (s.ln) g[3 + kLnHhB] = p[kBih].has_value() || p[kBhh].has_value() ? dsum.clone() : dsum;
   }
-  if (g_gemm_mode == 0 || g_gemm_mode == 4) {
-    // the packed GEMM; outputs have padded rows, handed out as views
-    constexpr int64_t PW = kPanel<T>;
-    auto pad = [](int64_t n) { return (n + PW - 1) / PW * PW; };
-    const int64_t Ip = pad(I), Pp = pad(P), TB = T_ * B;
-    const T* dxw_p = dxw.data_ptr<T>();
-    if (need_dx && TB >= 128) {  // dx = dxw W_ih (packing W_ih pays off for enough rows)
-      Tensor wp = at::empty({Ip * GH}, opts);
-      pack_rows<T>(w_ih.data_ptr<T>(), I, GH, 0, GH, I, wp.data_ptr<T>());
-      Tensor dx = at::empty({TB, Ip}, opts);
-      big_gemm<T>(TB, GH, I, dxw_p, GH, 1, wp.data_ptr<T>(), dx.data_ptr<T>(), Ip, nullptr);
-      g[0] = dx.view({T_, B, Ip}).narrow(2, 0, I);
-    } else if (need_dx) {
-      g[0] = at::mm(dxw, w_ih).view({T_, B, I});
+  if (s.peep) {
+    const T* dGp = dG.data_ptr<T>();
+    const T* cp = c_all.data_ptr<T>();
+    auto prev_sum = [&](int off) {  // sum_t dG_gate[t] * c_{t-1}, c_{-1} = c0
+      Tensor r = vec(H);
+      col_dot<T>(dGp + off * H, GH, c0.data_ptr<T>(), H, B, H, r.data_ptr<T>(), false);
+      if (T_ > 1)
+        col_dot<T>(dGp + B * GH + off * H, GH, cp, H, (T_ - 1) * B, H, r.data_ptr<T>(), true);
+      return r;
+    };
+    if (s.has_i) g[3 + kWci] = prev_sum(s.oi);
+    if (s.has_f) g[3 + kWcf] = prev_sum(s.of);
+    if (s.has_o) {
+      Tensor r = vec(H);
+      col_dot<T>(dGp + s.oo * H, GH, cp, H, TB, H, r.data_ptr<T>(), false);
+      g[3 + kWco] = r;
     }
-    {  // dW_ih = dxw^T x (a sum of TB outer products)
-      Tensor xp = at::empty({Ip * TB}, opts);
-      pack_rows<T>(x.data_ptr<T>(), I, TB, 0, TB, I, xp.data_ptr<T>());
-      Tensor dw = at::empty({GH, Ip}, opts);
-      big_gemm<T>(GH, TB, I, dxw_p, 1, GH, xp.data_ptr<T>(), dw.data_ptr<T>(), Ip, nullptr);
-      g[3 + kWih] = dw.narrow(1, 0, I);
-    }
-    {  // dW_hh = sum_t dHW_t^T h_{t-1}, h_{-1} = h0, h_{t-1} = out[t-1] on real steps
-      Tensor hp = at::empty({Pp * TB}, opts);
-      pack_rows<T>(h0.data_ptr<T>(), P, B, 0, TB, P, hp.data_ptr<T>());
-      if (T_ > 1) pack_rows<T>(out.data_ptr<T>(), P, TB - B, B, TB, P, hp.data_ptr<T>());
-      Tensor dw = at::empty({GH, Pp}, opts);
-      big_gemm<T>(GH, TB, P, dHW.data_ptr<T>(), 1, GH, hp.data_ptr<T>(), dw.data_ptr<T>(), Pp,
-                  nullptr);
-      g[3 + kWhh] = dw.narrow(1, 0, P);
-    }
+  }
+  if (s.ln) {
+    Tensor r = vec(GH);
+    col_dot<T>(dG.data_ptr<T>(), GH, xhat_hh.data_ptr<T>(), GH, TB, GH, r.data_ptr<T>(), false);
+    g[3 + kLnHhW] = r;
+    Tensor rc = vec(H), rb = vec(H);
+    col_dot<T>(dCN.data_ptr<T>(), H, xhat_c.data_ptr<T>(), H, TB, H, rc.data_ptr<T>(), false);
+    col_dot<T>(dCN.data_ptr<T>(), H, nullptr, 0, TB, H, rb.data_ptr<T>(), false);
+    g[3 + kLnCW] = rc;
+    g[3 + kLnCB] = rb;
+    dCN = Tensor();
+  }
+  if (proj) g[3 + kWhr] = at::mm(dH_all.view({TB, P}).t(), hr_all.view({TB, H}));
+  dH_all = Tensor();
+
+  const bool own = g_gemm_mode == 0 || g_gemm_mode == 4;
+  auto pad = [&](int64_t n) { return (n + PW - 1) / PW * PW; };
+  const int64_t Ip = pad(I), Pp = pad(P);
+  // dW_hh = sum_t dHW_t^T h_{t-1}, h_{-1} = h0, h_{t-1} = out[t-1] on real steps
+  if (own) {
+    Tensor hp = at::empty({Pp * TB}, opts);
+    pack_rows<T>(h0.data_ptr<T>(), P, B, 0, TB, P, hp.data_ptr<T>());
+    if (T_ > 1) pack_rows<T>(out.data_ptr<T>(), P, TB - B, B, TB, P, hp.data_ptr<T>());
+    Tensor dw = at::empty({GH, Pp}, opts);
+    big_gemm<T>(GH, TB, P, dHW.data_ptr<T>(), 1, GH, hp.data_ptr<T>(), dw.data_ptr<T>(), Pp,
+                nullptr);
+    g[3 + kWhh] = dw.narrow(1, 0, P);
   } else {
-    if (need_dx) g[0] = at::mm(dxw, w_ih).view({T_, B, I});
-    g[3 + kWih] = at::mm(dxw.t(), x.view({T_ * B, I}));
     Tensor dwhh = at::mm(dHW.select(0, 0).t(), h0.contiguous());
     if (T_ > 1)
       dwhh.addmm_(dHW.narrow(0, 1, T_ - 1).reshape({(T_ - 1) * B, GH}).t(),
                   out.narrow(0, 0, T_ - 1).reshape({(T_ - 1) * B, P}));
     g[3 + kWhh] = dwhh;
   }
-  Tensor dsum = (p[kBih].has_value() || p[kBhh].has_value()) ? dG2.sum(0) : Tensor();
-  if (p[kBih].has_value()) g[3 + kBih] = dsum;
-  if (p[kBhh].has_value()) g[3 + kBhh] = p[kBih].has_value() ? dsum.clone() : dsum;
-  if (proj) g[3 + kWhr] = at::mm(dH_all.view({T_ * B, P}).t(), hr_all.view({T_ * B, H}));
-  if (s.peep) {
-    auto gate = [&](int off) { return dG.narrow(2, off * H, H); };  // (T, B, H)
-    auto prev_sum = [&](const Tensor& d) {
-      Tensor r = (d.select(0, 0) * c0).sum(0);
-      if (T_ > 1) r += (d.narrow(0, 1, T_ - 1) * c_all.narrow(0, 0, T_ - 1)).sum({0, 1});
-      return r;
-    };
-    if (s.has_i) g[3 + kWci] = prev_sum(gate(s.oi));
-    if (s.has_f) g[3 + kWcf] = prev_sum(gate(s.of));
-    if (s.has_o) g[3 + kWco] = (gate(s.oo) * c_all).sum({0, 1});
-  }
+  dHW = Tensor();  // (layer norm: its own buffer, released here)
+
+  // the input side: through the input layer norm, then dx and dW_ih
+  Tensor dxw = dG.view({TB, GH});
   if (s.ln) {
-    g[3 + kLnHhW] = (dG * xhat_hh).sum({0, 1});
-    g[3 + kLnHhB] = dG2.sum(0);
-    g[3 + kLnCW] = (dCN * xhat_c).sum({0, 1});
-    g[3 + kLnCB] = dCN.sum({0, 1});
+    auto r = at::native_layer_norm_backward(dxw, xw_raw, {GH}, ln_mean, ln_rstd, p[kLnIhW],
+                                            p[kLnIhB], {true, true, true});
+    dG = Tensor();
+    dxw = std::get<0>(r).contiguous();
+    g[3 + kLnIhW] = std::get<1>(r);
+    g[3 + kLnIhB] = std::get<2>(r);
+  }
+  const T* dxw_p = dxw.data_ptr<T>();
+  if (need_dx && own && TB >= 128) {  // dx = dxw W_ih (packing W_ih pays off for enough rows)
+    Tensor wp = at::empty({Ip * GH}, opts);
+    pack_rows<T>(w_ih.data_ptr<T>(), I, GH, 0, GH, I, wp.data_ptr<T>());
+    Tensor dx = at::empty({TB, Ip}, opts);
+    big_gemm<T>(TB, GH, I, dxw_p, GH, 1, wp.data_ptr<T>(), dx.data_ptr<T>(), Ip, nullptr);
+    g[0] = dx.view({T_, B, Ip}).narrow(2, 0, I);
+  } else if (need_dx) {
+    g[0] = at::mm(dxw, w_ih).view({T_, B, I});
+  }
+  if (own) {  // dW_ih = dxw^T x (a sum of TB outer products)
+    Tensor xp = at::empty({Ip * TB}, opts);
+    pack_rows<T>(x.data_ptr<T>(), I, TB, 0, TB, I, xp.data_ptr<T>());
+    Tensor dw = at::empty({GH, Ip}, opts);
+    big_gemm<T>(GH, TB, I, dxw_p, 1, GH, xp.data_ptr<T>(), dw.data_ptr<T>(), Ip, nullptr);
+    g[3 + kWih] = dw.narrow(1, 0, I);
+  } else {
+    g[3 + kWih] = at::mm(dxw.t(), x.view({TB, I}));
   }
   return g;
 }
