@@ -815,7 +815,6 @@ struct BwdStep {
   Spec s;
   int64_t B, H, P, GH;
   const T* acts;     // (B, GH) at t
-  const T* c_t;      // (B, H)
   const T* c_prev;   // (B, H)
   const T* y;        // (B, H)
   const T *xhat_c, *rstd_c, *ln_c_w;
@@ -1326,7 +1325,6 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   for (int64_t t = T_ - 1; t >= 0; --t) {
     a.t = t;
     a.acts = acts.data_ptr<T>() + t * B * GH;
-    a.c_t = c_all.data_ptr<T>() + t * B * H;
     a.c_prev = t > 0 ? c_all.data_ptr<T>() + (t - 1) * B * H : c0.data_ptr<T>();
     a.y = y_all.data_ptr<T>() + t * B * H;
     a.dG = dG.data_ptr<T>() + t * B * GH;
