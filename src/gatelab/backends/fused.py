@@ -239,12 +239,12 @@ def lstm_layer(
     grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, h0, c0, *params)
     )
-    keep = grad or need_trace
+    keep = 2 if grad else 1 if need_trace else 0  # steps kept: all for backward, trace only
     if lengths is not None:
         lengths = lengths.to(device="cpu", dtype=torch.int64)
     flags = spec_flags(spec)
     if not keep:  # inference: no autograd node, the kernels keep one step of buffers
-        res = extension().lstm_forward(x, h0, c0, params, lengths, flags, False)
+        res = extension().lstm_forward(x, h0, c0, params, lengths, flags, 0)
         return res[0], res[1], res[2], None
     out, h_n, c_n, acts, cells = _FusedLSTM.apply(
         flags,

@@ -675,7 +675,7 @@ template <typename T>
 GL_CLONES void fwd_rows(const FwdStep<T>& a, int64_t b, int64_t j0, int64_t j1) {
   const Spec& s = a.s;
   const int64_t H = a.H, GH = a.GH, n = j1 - j0;
-  T* __restrict A = a.acts + b * GH;
+  T* A = a.acts + b * GH;  // may be the same memory as X (in place)
   T* __restrict cs = a.c + b * H + j0;
   T* __restrict co = a.c_out + b * H + j0;
   T* __restrict y = a.y + b * H + j0;
@@ -695,7 +695,7 @@ GL_CLONES void fwd_rows(const FwdStep<T>& a, int64_t b, int64_t j0, int64_t j1) 
     }
     return;
   }
-  const T* __restrict X = a.xw + b * a.xw_ld;
+  const T* X = a.xw + b * a.xw_ld;
   const T* __restrict HW = a.hw + b * a.hw_ld;
   const int64_t gs = a.hw_gs;
   // pre-activations: xw + hw (or + LN(hw); layer norm rows are whole: j0 = 0, j1 = H)
@@ -1007,11 +1007,12 @@ enum {
 // Returns [out (T,B,P), h_n (B,P), c_n (B,H), acts (T,B,GH), c_all (T,B,H), y_all (T,B,H),
 //          hr_all (T,B,H) | undef, xw_raw (T*B,GH) | undef, ln_ih_mean, ln_ih_rstd,
 //          xhat_hh (T,B,GH), rstd_hh (T,B), xhat_c (T,B,H), rstd_c (T,B)]
-// With keep=false only the states and out are meaningful (the buffers hold one step).
+// keep: 2 every step of everything (backward needs it), 1 every step of the trace (acts,
+// c_all) only, 0 none: buffers not kept hold one step and only states and out mean much.
 template <typename T>
 std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tensor& c0,
                                  const std::vector<OptTensor>& p, const OptTensor& lengths,
-                                 int64_t flags, bool keep) {
+                                 int64_t flags, int64_t keep) {
   Tick tick_all(kPFwdAll);
   const Spec s(flags);
   const Tensor x = x_.contiguous();
@@ -1061,20 +1062,25 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
   }
   tick_proj.reset();
 
-  const int64_t TK = keep ? T_ : 1;
+  const int64_t TK = keep >= 1 ? T_ : 1;  // the trace: acts, c_all
+  const int64_t TKB = keep >= 2 ? T_ : 1;  // for backward only
   Tensor out = at::empty({T_, B, P}, opts);
   Tensor h = h0.contiguous().clone();
   Tensor c = c0.contiguous().clone();
-  Tensor acts = at::empty({TK, B, GH}, opts);
+  // The gate activations overwrite the input projection in place (each step reads its
+  // row of xw, then writes the activations there): one (T, B, GH) buffer less, unless xw
+  // has padded rows.
+  const bool acts_in_xw = xw_ld == GH;
+  Tensor acts = acts_in_xw ? xw.view({T_, B, GH}) : at::empty({TK, B, GH}, opts);
   Tensor c_all = at::empty({TK, B, H}, opts);
-  Tensor y_all = at::empty({TK, B, H}, opts);
-  Tensor hr_all = proj ? at::empty({TK, B, H}, opts) : Tensor();
+  Tensor y_all = at::empty({TKB, B, H}, opts);
+  Tensor hr_all = proj ? at::empty({TKB, B, H}, opts) : Tensor();
   Tensor xhat_hh, rstd_hh, xhat_c, rstd_c;
   if (s.ln) {
-    xhat_hh = at::empty({TK, B, GH}, opts);
-    rstd_hh = at::empty({TK, B}, opts);
-    xhat_c = at::empty({TK, B, H}, opts);
-    rstd_c = at::empty({TK, B}, opts);
+    xhat_hh = at::empty({TKB, B, GH}, opts);
+    rstd_hh = at::empty({TKB, B}, opts);
+    xhat_c = at::empty({TKB, B, H}, opts);
+    rstd_c = at::empty({TKB, B}, opts);
   }
   Tensor w_hr = proj ? p[kWhr]->contiguous() : Tensor();
 
@@ -1128,7 +1134,7 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
   T* out_p = out.data_ptr<T>();
 
   for (int64_t t = 0; t < T_; ++t) {
-    const int64_t tk = keep ? t : 0;
+    const int64_t tk = keep >= 1 ? t : 0, tkb = keep >= 2 ? t : 0;
     if (!fused_step) {
       Tick tk_(kPFwdGemm);
       g_hh.run(hptr, P, T(0), hw.data_ptr<T>(), g_hh.ldc());
@@ -1136,17 +1142,17 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
     a.t = t;
     a.xw = xw_p + t * B * xw_ld;
     a.xw_ld = xw_ld;
-    a.acts = acts.data_ptr<T>() + tk * B * GH;
+    a.acts = acts.data_ptr<T>() + (acts_in_xw ? t : tk) * B * GH;
     a.c_out = c_all.data_ptr<T>() + tk * B * H;
-    a.y = y_all.data_ptr<T>() + tk * B * H;
+    a.y = y_all.data_ptr<T>() + tkb * B * H;
     if (s.ln) {
-      a.xhat_hh = xhat_hh.data_ptr<T>() + tk * B * GH;
-      a.rstd_hh = rstd_hh.data_ptr<T>() + tk * B;
-      a.xhat_c = xhat_c.data_ptr<T>() + tk * B * H;
-      a.rstd_c = rstd_c.data_ptr<T>() + tk * B;
+      a.xhat_hh = xhat_hh.data_ptr<T>() + tkb * B * GH;
+      a.rstd_hh = rstd_hh.data_ptr<T>() + tkb * B;
+      a.xhat_c = xhat_c.data_ptr<T>() + tkb * B * H;
+      a.rstd_c = rstd_c.data_ptr<T>() + tkb * B;
     }
     if (proj) {
-      a.hr = hr_all.data_ptr<T>() + tk * B * H;
+      a.hr = hr_all.data_ptr<T>() + tkb * B * H;
       a.hr_ld = H;
       a.h_state = nullptr;
     } else {
@@ -1515,7 +1521,7 @@ void check_inputs(const Tensor& x, const std::vector<OptTensor>& p) {
 
 std::vector<Tensor> lstm_forward(const Tensor& x, const Tensor& h0, const Tensor& c0,
                                  std::vector<OptTensor> p, const OptTensor& lengths,
-                                 int64_t flags, bool keep) {
+                                 int64_t flags, int64_t keep) {
   check_inputs(x, p);
   at::NoGradGuard no_grad;
   for (auto& t : p)
