@@ -434,8 +434,8 @@ struct WeightGemm {
     small_gemm<T>(M, K, A, lda, packed.data_ptr<T>(), C, ldc_, n0, n1, acc);
   }
 
-  // All columns; beta is 0 or 1.
-  void run(const T* A, int64_t lda, T beta, T* C, int64_t ldc_) const {
+  // All columns; beta is 0 or 1; par: may split the columns over threads.
+  void run(const T* A, int64_t lda, T beta, T* C, int64_t ldc_, bool par = true) const {
     if (M == 0 || N == 0) return;
     if (mode == 5) return gemv_nt<T>(M, K, N, A, lda, W, C, ldc_, beta != T(0), nullptr);
     if (mode == 4) {
@@ -444,7 +444,7 @@ struct WeightGemm {
       const int64_t panels = ldc() / PW;
       const int64_t per = M < 4 ? 4 : 1;  // panels per task (one row: the wide tile)
       const int64_t tasks = (panels + per - 1) / per;
-      if (threads > 1 && work >= (1 << 17) && tasks > 1) {
+      if (par && threads > 1 && work >= (1 << 17) && tasks > 1) {
         at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
           run_cols(A, lda, beta != T(0), C, ldc_, t0 * per * PW,
                    std::min(panels, t1 * per) * PW);
@@ -972,7 +972,7 @@ GL_CLONES void bwd_rows(const BwdStep<T>& a, int64_t b, int64_t j0, int64_t j1) 
 
 // Run `fn(b, j0, j1)` over B rows and column chunks, in parallel when big enough.
 template <typename F>
-void for_rows(int64_t B, int64_t H, bool whole_rows, const F& fn) {
+void for_rows(int64_t B, int64_t H, bool whole_rows, const F& fn, bool par = true) {
   const int64_t threads = at::get_num_threads();
   int64_t chunk = H;
   if (!whole_rows && threads > 1 && B < 2 * threads) {
@@ -988,12 +988,48 @@ void for_rows(int64_t B, int64_t H, bool whole_rows, const F& fn) {
       fn(b, c * chunk, std::min(H, (c + 1) * chunk));
     }
   };
-  if (threads <= 1 || work < 2048) {
+  if (!par || threads <= 1 || work < 2048) {
     body(0, units);
   } else {
     at::parallel_for(0, units, 1, body);
   }
 }
+
+// Per-step parallelism that backs off when it does not pay. A step split over threads waits
+// at its end for the slowest; on a busy machine (other processes on the cores) that wait
+// is a scheduler time slice, milliseconds, for microseconds of work. So steps are timed:
+// a few run serially to know their cost, then parallel ones must beat it by 15% or the
+// loop goes serial for a while (doubling each time) before trying again.
+struct Adaptive {
+  bool allowed;
+  int64_t serial_left = 2;
+  int64_t backoff = 4;
+  double t_serial = 0;
+  std::chrono::steady_clock::time_point t0;
+  bool par = false;
+
+  explicit Adaptive(bool allowed_) : allowed(allowed_) {}
+
+  bool begin() {
+    par = allowed && serial_left <= 0;
+    t0 = std::chrono::steady_clock::now();
+    return par;
+  }
+  void end() {
+    if (!allowed) return;
+    const double dt =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (!par) {
+      t_serial = t_serial == 0 ? dt : std::min(t_serial, dt);
+      --serial_left;
+    } else if (dt > 0.85 * t_serial) {
+      serial_left = backoff;
+      backoff = std::min<int64_t>(2 * backoff, 1024);
+    } else {
+      backoff = 4;
+    }
+  }
+};
 
 template <typename T>
 const T* ptr_or_null(const OptTensor& t) {
@@ -1134,14 +1170,42 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
   Tensor h2 = at::empty_like(h);
   T* hptr = h.data_ptr<T>();
   T* hnext = h2.data_ptr<T>();
+  T *hptr_ = hptr, *hnext_ = hnext;  // this step's, for proj_copy
   const T* xw_p = xw.data_ptr<T>();
   T* out_p = out.data_ptr<T>();
+  T* out_p_ = out_p;
 
+  // With layer norm or a projection (whole rows needed), the batch rows are split instead:
+  // a task runs the GEMM, the pointwise pass and the projection of its own rows.
+  const bool row_step = !fused_step && g_fused_step && g_hh.own() && (!proj || g_hr->own()) &&
+                        threads > 1 && B >= 2 * threads;
+  const int64_t RB = row_step ? (B + threads - 1) / threads : B;  // rows per task
+  const int64_t nrb = (B + RB - 1) / RB;
+  // h_t of rows [b0, b1) from the projection's output: out and the state (padded rows
+  // carry h_{t-1})
+  auto proj_copy = [&](int64_t t, int64_t b0, int64_t b1) {
+    const T* src = hp.data_ptr<T>();
+    T* dst = out_p_ + t * B * P;
+    for (int64_t b = b0; b < b1; ++b) {
+      if (len == nullptr || t < len[b]) {
+        std::memcpy(dst + b * P, src + b * hp_ld, sizeof(T) * P);
+        std::memcpy(hnext_ + b * P, src + b * hp_ld, sizeof(T) * P);
+      } else {
+        std::memset(dst + b * P, 0, sizeof(T) * P);
+        std::memcpy(hnext_ + b * P, hptr_ + b * P, sizeof(T) * P);
+      }
+    }
+  };
+
+  Adaptive adapt(threads > 1 && B * GH * P >= (1 << 17));
   for (int64_t t = 0; t < T_; ++t) {
     const int64_t tk = keep >= 1 ? t : 0, tkb = keep >= 2 ? t : 0;
-    if (!fused_step) {
+    const bool par = adapt.begin();
+    hptr_ = hptr;
+    hnext_ = hnext;
+    if (!fused_step && !row_step) {
       Tick tk_(kPFwdGemm);
-      g_hh.run(hptr, P, T(0), hw.data_ptr<T>(), g_hh.ldc());
+      g_hh.run(hptr, P, T(0), hw.data_ptr<T>(), g_hh.ldc(), par);
     }
     a.t = t;
     a.xw = xw_p + t * B * xw_ld;
@@ -1177,30 +1241,42 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
           for (int64_t b = 0; b < B; ++b) fwd_rows<T>(a, b, j0, j1);
         }
       };
-      if (par_step && nblk > 1) {
+      if (par && par_step && nblk > 1) {
         at::parallel_for(0, nblk, 1, body);
       } else {
         body(0, nblk);
       }
+    } else if (row_step) {
+      Tick tk_(kPFwdPoint);
+      auto body = [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          const int64_t b0 = r * RB, b1 = std::min(B, b0 + RB);
+          gemm_block<T>(b0, b1, P, hptr, P, 1, g_hh.packed.template data_ptr<T>(),
+                        hw.data_ptr<T>(), g_hh.ldc(), 0, g_hh.ldc(), false, nullptr, nullptr);
+          for (int64_t b = b0; b < b1; ++b) fwd_rows<T>(a, b, 0, H);
+          if (proj) {
+            gemm_block<T>(b0, b1, H, a.hr, a.hr_ld, 1, g_hr->packed.template data_ptr<T>(),
+                          hp.data_ptr<T>(), hp_ld, 0, hp_ld, false, nullptr, nullptr);
+            proj_copy(t, b0, b1);
+          }
+        }
+      };
+      if (par) {
+        at::parallel_for(0, nrb, 1, body);
+      } else {
+        body(0, nrb);
+      }
     } else {
       Tick tk_(kPFwdPoint);
-      for_rows(B, H, s.ln, [&](int64_t b, int64_t j0, int64_t j1) { fwd_rows<T>(a, b, j0, j1); });
+      for_rows(
+          B, H, s.ln, [&](int64_t b, int64_t j0, int64_t j1) { fwd_rows<T>(a, b, j0, j1); }, par);
     }
-    if (proj) {
-      g_hr->run(a.hr, H, T(0), hp.data_ptr<T>(), hp_ld);
-      const T* src = hp.data_ptr<T>();
-      T* dst = out_p + t * B * P;
-      for (int64_t b = 0; b < B; ++b) {
-        if (len == nullptr || t < len[b]) {
-          std::memcpy(dst + b * P, src + b * hp_ld, sizeof(T) * P);
-          std::memcpy(hnext + b * P, src + b * hp_ld, sizeof(T) * P);
-        } else {
-          std::memset(dst + b * P, 0, sizeof(T) * P);
-          std::memcpy(hnext + b * P, hptr + b * P, sizeof(T) * P);
-        }
-      }
+    if (proj && !row_step) {
+      g_hr->run(a.hr, H, T(0), hp.data_ptr<T>(), hp_ld, par);
+      proj_copy(t, 0, B);
     }
     std::swap(hptr, hnext);
+    adapt.end();
   }
   if (hptr != h.data_ptr<T>()) h = h2;
   return {out, h, c, acts, c_all, y_all, hr_all, xw_raw, ln_mean, ln_rstd,
@@ -1334,7 +1410,27 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   const int64_t nblk = (H + JB - 1) / JB;
   Tensor part = fused_bstep ? at::empty({2, nblk, B, dld}, opts) : Tensor();
 
+  Adaptive adapt(threads > 1 && B * GH * P >= (1 << 17));
+  // Layer norm or projection: the batch rows are split over tasks (see forward_impl).
+  const bool row_bstep = !fused_bstep && g_fused_step && g_hh.own() &&
+                         (!proj || g_hr->own()) && threads > 1 && B >= 2 * threads;
+  const int64_t RB = row_bstep ? (B + threads - 1) / threads : B;
+  const int64_t nrb = (B + RB - 1) / RB;
+  // the projected case: dH_all[t] rows = carry + d out[t] (zero on padded rows)
+  auto dh_total = [&](int64_t t, int64_t b0, int64_t b1) {
+    T* dht = dH_all.data_ptr<T>() + t * B * P;
+    for (int64_t b = b0; b < b1; ++b) {
+      if (len == nullptr || t < len[b]) {
+        for (int64_t j = 0; j < P; ++j)
+          dht[b * P + j] = dhp[b * dld + j] + (dout_p ? dout_p[(t * B + b) * P + j] : T(0));
+        if (len) std::memset(dhp + b * dld, 0, sizeof(T) * P);
+      } else {
+        std::memset(dht + b * P, 0, sizeof(T) * P);
+      }
+    }
+  };
   for (int64_t t = T_ - 1; t >= 0; --t) {
+    const bool par = adapt.begin();
     a.t = t;
     a.acts = acts.data_ptr<T>() + t * B * GH;
     a.c_prev = t > 0 ? c_all.data_ptr<T>() + (t - 1) * B * H : c0.data_ptr<T>();
@@ -1350,17 +1446,10 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
     }
     if (proj) {
       // total gradient wrt h_t (projected), kept for dW_hr; then through W_hr
-      T* dht = dH_all.data_ptr<T>() + t * B * P;
-      for (int64_t b = 0; b < B; ++b) {
-        if (len == nullptr || t < len[b]) {
-          for (int64_t j = 0; j < P; ++j)
-            dht[b * P + j] = dhp[b * dld + j] + (dout_p ? dout_p[(t * B + b) * P + j] : T(0));
-          if (len) std::memset(dhp + b * dld, 0, sizeof(T) * P);
-        } else {
-          std::memset(dht + b * P, 0, sizeof(T) * P);
-        }
+      if (!row_bstep) {
+        dh_total(t, 0, B);
+        g_hr->run(dH_all.data_ptr<T>() + t * B * P, P, T(0), dhr.data_ptr<T>(), g_hr->ldc(), par);
       }
-      g_hr->run(dht, P, T(0), dhr.data_ptr<T>(), g_hr->ldc());
       a.dh_in = dhr.data_ptr<T>();
       a.dh_ld = g_hr->ldc();
       a.dout = nullptr;
@@ -1393,19 +1482,49 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
                           GH * PW);
         }
       };
-      if (par_bstep) {
+      if (par && par_bstep) {
         at::parallel_for(0, nblk, 1, body);
       } else {
         body(0, nblk);
       }
+      adapt.end();
+      continue;
+    }
+    if (row_bstep) {
+      Tick tk_(kPBwdPoint);
+      auto body = [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          const int64_t b0 = r * RB, b1 = std::min(B, b0 + RB);
+          if (proj) {
+            dh_total(t, b0, b1);
+            gemm_block<T>(b0, b1, P, dH_all.data_ptr<T>() + t * B * P, P, 1,
+                          g_hr->packed.template data_ptr<T>(), dhr.data_ptr<T>(), g_hr->ldc(),
+                          0, g_hr->ldc(), false, nullptr, nullptr);
+          }
+          for (int64_t b = b0; b < b1; ++b) bwd_rows<T>(a, b, 0, H);
+          gemm_block<T>(b0, b1, GH, dHW.data_ptr<T>() + t * B * GH, GH, 1,
+                        g_hh.packed.template data_ptr<T>(), dhp, dld, 0, dld, beta != T(0),
+                        nullptr, nullptr);
+        }
+      };
+      if (par) {
+        at::parallel_for(0, nrb, 1, body);
+      } else {
+        body(0, nrb);
+      }
+      adapt.end();
       continue;
     }
     {
       Tick tk_(kPBwdPoint);
-      for_rows(B, H, s.ln, [&](int64_t b, int64_t j0, int64_t j1) { bwd_rows<T>(a, b, j0, j1); });
+      for_rows(
+          B, H, s.ln, [&](int64_t b, int64_t j0, int64_t j1) { bwd_rows<T>(a, b, j0, j1); }, par);
     }
-    Tick tk_(kPBwdGemm);
-    g_hh.run(dHW.data_ptr<T>() + t * B * GH, GH, beta, dhp, dld);
+    {
+      Tick tk_(kPBwdGemm);
+      g_hh.run(dHW.data_ptr<T>() + t * B * GH, GH, beta, dhp, dld, par);
+    }
+    adapt.end();
   }
   if (fused_bstep) add_partials(part.data_ptr<T>(), nblk, B, dld, dhp, 0, H);
   Tick tick_after(kPBwdAfter);
