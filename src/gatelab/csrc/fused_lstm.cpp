@@ -350,6 +350,7 @@ GL_CLONES void gemv_nt(int64_t M, int64_t K, int64_t N, const T* A, int64_t lda,
 // rows, NT, weight used once).
 int g_gemm_mode = 0;
 int g_fused_step = 1;  // 0: GEMM, then the pointwise pass, as two phases (for comparison)
+int g_adaptive = 1;    // 0: always split steps over threads when big enough (for comparison)
 
 // C (M, N) = A (M, K) . op(W) with row-major W: NT means W is (N, K) and op = transpose,
 // NN means W is (K, N). One object per weight and sequence; `run` allocates nothing.
@@ -998,8 +999,9 @@ void for_rows(int64_t B, int64_t H, bool whole_rows, const F& fn, bool par = tru
 // Per-step parallelism that backs off when it does not pay. A step split over threads waits
 // at its end for the slowest; on a busy machine (other processes on the cores) that wait
 // is a scheduler time slice, milliseconds, for microseconds of work. So steps are timed:
-// a few run serially to know their cost, then parallel ones must beat it by 15% or the
-// loop goes serial for a while (doubling each time) before trying again.
+// a few run serially to know their cost; a parallel step that takes over twice that plus
+// half a millisecond is a stall, and the loop goes serial for a while (doubling each
+// time) before trying again.
 struct Adaptive {
   bool allowed;
   int64_t serial_left = 2;
@@ -1011,7 +1013,7 @@ struct Adaptive {
   explicit Adaptive(bool allowed_) : allowed(allowed_) {}
 
   bool begin() {
-    par = allowed && serial_left <= 0;
+    par = allowed && (serial_left <= 0 || !g_adaptive);
     t0 = std::chrono::steady_clock::now();
     return par;
   }
@@ -1022,7 +1024,7 @@ struct Adaptive {
     if (!par) {
       t_serial = t_serial == 0 ? dt : std::min(t_serial, dt);
       --serial_left;
-    } else if (dt > 0.85 * t_serial) {
+    } else if (dt > 2.0 * t_serial + 5e-4) {  // a stall (a time slice lost), not noise
       serial_left = backoff;
       backoff = std::min<int64_t>(2 * backoff, 1024);
     } else {
@@ -1675,10 +1677,11 @@ std::vector<Tensor> lstm_backward(const OptTensor& dout, const OptTensor& dhn,
                                need_dx);
 }
 
-void set_gemm_mode(int64_t mode, int64_t fused_step) {
+void set_gemm_mode(int64_t mode, int64_t fused_step, int64_t adaptive) {
   TORCH_CHECK(mode >= 0 && mode <= 5, "gemm mode must be 0..5, got ", mode);
   g_gemm_mode = int(mode);
   g_fused_step = int(fused_step);
+  g_adaptive = int(adaptive);
 }
 
 // Enable (and reset) or disable the phase timers; returns the seconds summed so far.
@@ -1740,7 +1743,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lstm_backward", &lstm_backward, "one LSTM layer-direction, backward");
   m.def("set_gemm_mode", &set_gemm_mode,
         "GEMM: 0 auto, 1 BLAS, 2 MKL packed, 3 at::mm, 4 small_gemm, 5 gemv; fused_step 0/1",
-        py::arg("mode"), py::arg("fused_step") = 1);
+        py::arg("mode"), py::arg("fused_step") = 1, py::arg("adaptive") = 1);
   m.def("bench_gemm", &bench_gemm, "seconds per recurrent GEMM call (M, K, N, mode, reps, double)");
   m.def("profile", &profile, "phase timers: 1 wall / 2 thread CPU (resets), 0 off; returns seconds per phase");
   m.def("bench_parallel", &bench_parallel, "microseconds per empty parallel region");
