@@ -301,10 +301,68 @@ def print_table(res: dict) -> None:
     )
 
 
+def markdown(res: dict) -> str:
+    """The ratio tables as Markdown (for BENCHMARKS.md)."""
+    m = res["machine"]
+    out = [
+        f"{m['nproc']} cpus ({m['cpu']}), torch {m['torch']}, {m['threads']} threads, "
+        f"T = {res['T']}, float32; load average {m['load_avg'][0]:.2f} at the start, "
+        f"{res['load_after'][0]:.2f} at the end.",
+        "",
+        "Ratios: torch.nn.LSTM time / gatelab time (> 1: gatelab faster); fwd = forward "
+        "under no_grad, train = forward + backward.",
+        "",
+    ]
+    presets = list(res["rows"][0]["fused"])
+    out.append("| B, I, H | pass | torch ms | native | " + " | ".join(presets) + " |")
+    out.append("|---" * (4 + len(presets)) + "|")
+    for row in res["rows"]:
+        cfg = f"{row['B']}, {row['I']}, {row['H']}"
+        for kind, key in (("fwd", "fwd_ms"), ("train", "train_ms")):
+            peer = row[f"torch_{key}"]
+            cells = [f"{ratio(peer, row[f'native_{key}']):.2f}"]
+            cells += [f"{ratio(peer, row['fused'][p][key]):.2f}" for p in presets]
+            out.append(f"| {cfg} | {kind} | {peer:.2f} | " + " | ".join(cells) + " |")
+    out += ["", "| B, H | traced fused fwd / native fwd | load during the config |"]
+    out.append("|---|---|---|")
+    for row in res["rows"]:
+        fs = row["fused"]["standard"]
+        out.append(
+            f"| {row['B']}, {row['H']} | {fs['traced_fwd_ms'] / row['native_fwd2_ms']:.2f} | "
+            f"{row['load_before']:.2f} -> {row['load_after']:.2f} |"
+        )
+    out += ["", "| B, H | reference / fused, fwd | reference / fused, train |", "|---|---|---|"]
+    for row in res["rows"]:
+        if "reference_train_ms" in row:
+            out.append(
+                f"| {row['B']}, {row['H']} | "
+                f"{row['reference_fwd_ms'] / row['fused_vs_ref_fwd_ms']:.1f}x | "
+                f"{row['reference_train_ms'] / row['fused_vs_ref_train_ms']:.1f}x |"
+            )
+    if res.get("memory"):
+        keys = [k for k in res["memory"][0] if k.startswith("fused:")]
+        out += ["", "| B, H | torch MB | " + " | ".join(k[6:] for k in keys) + " |"]
+        out.append("|---" * (2 + len(keys)) + "|")
+        for mem in res["memory"]:
+            t = mem["torch"] or float("nan")
+            cells = [f"{mem[k] / 2**20:.1f} ({mem[k] / t:.2f})" for k in keys]
+            out.append(f"| {mem['B']}, {mem['H']} | {t / 2**20:.1f} | " + " | ".join(cells) + " |")
+    c = res["cell"]
+    out += [
+        "",
+        f"LSTMCell, B = {c['B']}, H = {c['H']}: forward {c['torch_fwd_us']:.1f} us (torch) vs "
+        f"{c['fused_fwd_us']:.1f} us (fused), {ratio(c['torch_fwd_us'], c['fused_fwd_us']):.2f}x; "
+        f"forward + backward {c['torch_train_us']:.1f} vs {c['fused_train_us']:.1f} us, "
+        f"{ratio(c['torch_train_us'], c['fused_train_us']):.2f}x.",
+    ]
+    return "\n".join(out) + "\n"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="short smoke run")
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    ap.add_argument("--markdown", metavar="PATH", help="also write the tables as Markdown")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     ap.add_argument("-T", type=int, default=None, help="sequence length (default 100)")
     args = ap.parse_args(argv)
@@ -330,6 +388,8 @@ def main(argv=None) -> int:
     print_table(res)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(res))
     return 0
 
 
