@@ -19,8 +19,11 @@ thread goes from its GEMM columns straight on to their pointwise pass. On the 2-
 EPYC (Zen 4) this was built on it beat MKL's ``sgemm`` and packed ``sgemm_compute``
 (which ARCHITECTURE.md measured against ``addmm``) at every recurrent shape of the
 benchmark, B = 1..64; MKL stays selectable (``extension().set_gemm_mode``) for comparison.
-A weight used once (``LSTMCell``) is multiplied unpacked. Only ``float32`` and ``float64``
-on CPU run here.
+A weight used once (``LSTMCell``) is multiplied unpacked. Steps are split over threads
+(OpenMP, torch's thread count) and the split backs off when it stalls: on a machine whose
+cores other processes share, a split step can wait a whole time slice for its other half.
+Only ``float32`` and ``float64`` on CPU run here; ``GATELAB_DISABLE_FUSED=1`` turns the
+backend off (``auto`` then uses the reference backend).
 
 Traces from this backend carry no gradient: the gate and cell tensors are outputs marked
 non-differentiable (the reference backend's traces do carry gradients). ``hidden`` is the
