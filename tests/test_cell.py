@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
 
 import gatelab
+from gatelab import cell as cell_module
 from gatelab.backends import fused
 
 PRESETS = list(gatelab.PRESETS)
@@ -155,3 +157,19 @@ def test_auto_and_errors():
         cell(torch.randn(2, 4), torch.zeros(2, 5))
     with pytest.raises(ValueError, match="forget_bias"):
         gatelab.LSTMCell(4, 5, bias=False, forget_bias=1.0)
+
+
+def test_auto_falls_back_with_one_warning(monkeypatch):
+    monkeypatch.setattr(fused, "_ext", None)
+    monkeypatch.setattr(fused, "_error", "the fused kernels could not be built: no compiler")
+    monkeypatch.setattr(cell_module, "_warned", set())
+    cell = gatelab.LSTMCell(4, 5, variant="nog")
+    x = torch.randn(2, 4)
+    with pytest.warns(RuntimeWarning, match="no compiler"):
+        cell(x)
+    assert cell.last_backend == "reference"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cell(x)
+    with pytest.raises(RuntimeError, match="no compiler"):
+        gatelab.LSTMCell(4, 5, backend="fused")(x)
