@@ -167,11 +167,12 @@ def test_parallel_pointwise_path(variant):
     _assert_close(g_f, g_r, torch.float64, "grads")
 
 
+@pytest.mark.parametrize("hidden", [19, 20])
 @pytest.mark.parametrize("variant", ["standard", "peephole", "layernorm", "nig"])
-def test_long_sequence_odd_sizes(variant):
+def test_long_sequence_odd_sizes(variant, hidden):
     """T * B >= 128 (the packed input projection and weight-gradient GEMMs), sizes that are
-    not multiples of the vector width, projection and padding."""
-    ref, fus = _pair(variant, 5, 19, proj_size=7)
+    and are not multiples of the vector width, projection and padding."""
+    ref, fus = _pair(variant, 5, hidden, proj_size=7)
     x, hx = _inputs(ref, T=40, B=5, hx=True)
     lengths = torch.tensor([40, 17, 33, 1, 39])
     out_r, g_r = _run(ref, x, hx, lengths)

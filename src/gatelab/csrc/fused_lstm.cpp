@@ -1091,7 +1091,14 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
     gemv_nt<T>(T_ * B, I, GH, x.data_ptr<T>(), I, w_ih.data_ptr<T>(), xw.data_ptr<T>(), GH, false,
                bias.defined() ? bias.data_ptr<T>() : nullptr);
   } else if (s.ln) {
-    xw_raw = at::mm(x2, w_ih.t());
+    if ((g_gemm_mode == 0 || g_gemm_mode == 4) && T_ * B >= 128 && GH % kPanel<T> == 0) {
+      WeightGemm<T> g_ih(w_ih, T_ * B, /*nt=*/true, /*reuse=*/1000);
+      xw_raw = at::empty({T_ * B, GH}, opts);
+      big_gemm<T>(T_ * B, I, GH, x.data_ptr<T>(), I, 1, g_ih.packed.template data_ptr<T>(),
+                  xw_raw.data_ptr<T>(), GH, nullptr);
+    } else {
+      xw_raw = at::mm(x2, w_ih.t());
+    }
     auto r = at::native_layer_norm(xw_raw, {GH}, p[kLnIhW], p[kLnIhB], kLnEps);
     xw = std::get<0>(r);
     ln_mean = std::get<1>(r);
