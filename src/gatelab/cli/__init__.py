@@ -1,7 +1,8 @@
 """The ``gatelab`` command line: one typer app over the whole library.
 
 Each module of this package registers its commands on :data:`app` (or :data:`train_app`)
-when imported: ``tasks`` (train, evaluate, predict), ``insight`` (demo, explain, ablate).
+when imported: ``tasks`` (train, evaluate, predict), ``insight`` (demo, explain, ablate),
+``seq2seq`` (char LM and translator: train, generate, translate).
 Only the command line prints; the library logs.
 """
 
@@ -23,7 +24,7 @@ train_app = typer.Typer(
 )
 app.add_typer(train_app, name="train")
 
-COMMAND_MODULES = ("tasks", "insight")
+COMMAND_MODULES = ("tasks", "insight", "seq2seq")
 
 
 def _register() -> None:
