@@ -5,6 +5,15 @@ lines) and raises :class:`gatelab.errors.DataError` on unusable input, naming th
 the line and the value at fault.
 """
 
+from gatelab.data.series import (
+    DATE_COLUMN_NAMES,
+    Scaler,
+    SeriesDataset,
+    make_windows,
+    read_series_csv,
+    read_ts,
+    split_series,
+)
 from gatelab.data.text import (
     LABEL_COLUMN_NAMES,
     PAD,
@@ -21,6 +30,7 @@ from gatelab.data.text import (
 )
 
 __all__ = [
+    "DATE_COLUMN_NAMES",
     "LABEL_COLUMN_NAMES",
     "PAD",
     "PAD_ID",
@@ -28,9 +38,15 @@ __all__ = [
     "UNK",
     "UNK_ID",
     "Labels",
+    "Scaler",
+    "SeriesDataset",
     "TextDataset",
     "Tokenizer",
     "Vocabulary",
+    "make_windows",
     "pad_sequences",
     "read_labelled_text",
+    "read_series_csv",
+    "read_ts",
+    "split_series",
 ]
