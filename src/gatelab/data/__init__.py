@@ -14,6 +14,15 @@ from gatelab.data.series import (
     read_ts,
     split_series,
 )
+from gatelab.data.synthetic import (
+    ADDING_TOLERANCE,
+    TASKS,
+    TEMPORAL_ORDER_SYMBOLS,
+    adding_problem,
+    copy_task,
+    get_task,
+    temporal_order,
+)
 from gatelab.data.text import (
     LABEL_COLUMN_NAMES,
     PAD,
@@ -30,10 +39,13 @@ from gatelab.data.text import (
 )
 
 __all__ = [
+    "ADDING_TOLERANCE",
     "DATE_COLUMN_NAMES",
     "LABEL_COLUMN_NAMES",
     "PAD",
     "PAD_ID",
+    "TASKS",
+    "TEMPORAL_ORDER_SYMBOLS",
     "TEXT_COLUMN_NAMES",
     "UNK",
     "UNK_ID",
@@ -43,10 +55,14 @@ __all__ = [
     "TextDataset",
     "Tokenizer",
     "Vocabulary",
+    "adding_problem",
+    "copy_task",
+    "get_task",
     "make_windows",
     "pad_sequences",
     "read_labelled_text",
     "read_series_csv",
     "read_ts",
     "split_series",
+    "temporal_order",
 ]
