@@ -198,6 +198,7 @@ def test_latin1_fallback_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFixt
     assert ds.encoding == "latin-1"
     assert [r.levelno for r in caplog.records] == [logging.WARNING]
     assert str(f) in caplog.records[0].getMessage()
+    assert "byte 0xe9 at offset 14" in caplog.records[0].getMessage()
 
 
 def test_per_class_files_tmp(tmp_path: Path) -> None:
