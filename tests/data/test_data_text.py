@@ -245,6 +245,15 @@ def test_unrecognised_header_lists_header_and_accepted_names(tmp_path: Path) -> 
     assert "'sentence'" in msg and "'sentiment'" in msg
 
 
+def test_header_without_text_column(tmp_path: Path) -> None:
+    f = write(tmp_path / "a.tsv", "id\tLabel\tbody\n1\t0\tx\n2\t1\ty\n")
+    with pytest.raises(
+        DataError, match=r"no recognisable text column in the header \['id', 'Label', 'body'\]"
+    ):
+        read_labelled_text(f)
+    assert read_labelled_text(f, text_column="body").texts == ["x", "y"]
+
+
 def test_no_label_like_column_headerless(tmp_path: Path) -> None:
     f = write(tmp_path / "a.tsv", "a b\tc d\ne f\tg h\n")
     with pytest.raises(DataError, match="no recognisable text/label columns"):
