@@ -5,6 +5,24 @@ lines) and raises :class:`gatelab.errors.DataError` on unusable input, naming th
 the line and the value at fault.
 """
 
+from gatelab.data.series import (
+    DATE_COLUMN_NAMES,
+    Scaler,
+    SeriesDataset,
+    make_windows,
+    read_series_csv,
+    read_ts,
+    split_series,
+)
+from gatelab.data.synthetic import (
+    ADDING_TOLERANCE,
+    TASKS,
+    TEMPORAL_ORDER_SYMBOLS,
+    adding_problem,
+    copy_task,
+    get_task,
+    temporal_order,
+)
 from gatelab.data.text import (
     LABEL_COLUMN_NAMES,
     PAD,
@@ -21,16 +39,30 @@ from gatelab.data.text import (
 )
 
 __all__ = [
+    "ADDING_TOLERANCE",
+    "DATE_COLUMN_NAMES",
     "LABEL_COLUMN_NAMES",
     "PAD",
     "PAD_ID",
+    "TASKS",
+    "TEMPORAL_ORDER_SYMBOLS",
     "TEXT_COLUMN_NAMES",
     "UNK",
     "UNK_ID",
     "Labels",
+    "Scaler",
+    "SeriesDataset",
     "TextDataset",
     "Tokenizer",
     "Vocabulary",
+    "adding_problem",
+    "copy_task",
+    "get_task",
+    "make_windows",
     "pad_sequences",
     "read_labelled_text",
+    "read_series_csv",
+    "read_ts",
+    "split_series",
+    "temporal_order",
 ]
