@@ -2,6 +2,7 @@
 
 from .cells import PRESETS, CellSpec, resolve_spec
 from .charlm import CharLM, CharVocab
+from .estimators import Forecaster, SeriesClassifier, TextClassifier
 from .layers import GRU, LSTM, RNN
 from .seq2seq import Seq2Seq, WordVocab
 from .trace import GateTrace, GRUTrace, RNNTrace
@@ -16,10 +17,13 @@ __all__ = [
     "CellSpec",
     "CharLM",
     "CharVocab",
+    "Forecaster",
     "GRUTrace",
     "GateTrace",
     "RNNTrace",
     "Seq2Seq",
+    "SeriesClassifier",
+    "TextClassifier",
     "WordVocab",
     "__version__",
     "resolve_spec",

@@ -582,7 +582,7 @@ def _nan_message(what, value, epoch, step, ckpt, start) -> str:
         else "no checkpoint was written before it"
     )
     return (
-        f"the training {what} became {float(value)} at epoch {epoch + 1}, step {step + 1}; "
+        f"the training {what} became {value.item()} at epoch {epoch + 1}, step {step + 1}; "
         f"training stopped ({where}). Try a lower learning rate or clip_norm, or check the "
         "data for huge or missing values"
     )
