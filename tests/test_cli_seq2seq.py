@@ -147,6 +147,36 @@ def test_train_translator_and_translate(tr_run):
     assert "unknown words read as <unk>: zebra" in unk.output
 
 
+def test_evaluate_char_lm_gives_bits_per_char_of_the_held_out_text(lm_run):
+    out = ok(invoke("evaluate", lm_run / "run", "--data", lm_run / "text.txt", "--json"))
+    metrics = json.loads(out.output)
+    from gatelab.charlm import bits_per_char
+    from gatelab.seqtasks import load_char_lm, split_text
+
+    model = load_char_lm(lm_run / "run")
+    valid = split_text(TEXT, 0.1)[1]
+    expected = bits_per_char(model, model.vocab.encode(valid), 4, 30)
+    assert metrics["bits_per_char"] == pytest.approx(expected, rel=1e-9)
+    assert metrics["characters"] == len(valid)
+    table = ok(invoke("evaluate", lm_run / "run", "--data", lm_run / "text.txt")).output
+    assert "bits_per_char" in table
+
+
+def test_evaluate_translator_gives_bleu_of_beam_and_greedy(tr_run):
+    out = ok(invoke("evaluate", tr_run / "run", "--data", tr_run / "pairs.txt", "--json"))
+    metrics = json.loads(out.output)
+    assert metrics["pairs"] == 2 and metrics["beam"] == 5
+    assert 0.0 <= metrics["bleu_greedy"] <= 100.0 and 0.0 <= metrics["bleu"] <= 100.0
+
+
+def test_predict_continues_prompts_and_translates(lm_run, tr_run):
+    rows = ok(invoke("predict", lm_run / "run", "ROMEO:", "--json")).output.splitlines()
+    row = json.loads(rows[0])
+    assert row["prompt"] == "ROMEO:" and len(row["continuation"]) == 200
+    rows = ok(invoke("predict", tr_run / "run", "I run.", "We see.", "--json")).output
+    assert [json.loads(r)["source"] for r in rows.splitlines()] == ["I run.", "We see."]
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

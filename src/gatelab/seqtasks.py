@@ -292,7 +292,8 @@ def load_char_lm(run_dir: PathLike) -> CharLM:
 def evaluate_char_lm(run_dir: PathLike, data: PathLike) -> dict[str, Any]:
     """Bits per character of a run's model on the held-out part of the text ``data``.
 
-    The held-out part is the last ``valid_fraction`` (saved with the run, 10% by
+    Returns ``{"bits_per_char", "nats_per_char", "characters"}`` (numbers only). The
+    held-out part is the last ``valid_fraction`` (saved with the run, 10% by
     default) of the file, as in training; characters the model never saw raise
     DataError naming them.
     """
@@ -303,13 +304,7 @@ def evaluate_char_lm(run_dir: PathLike, data: PathLike) -> dict[str, Any]:
     _, valid_text = split_text(read_text_corpus(data), train.valid_fraction)
     ids = model.vocab.encode(valid_text, what=f"the held-out text of '{data}'")
     loss = evaluate_loss(model, ids, train.batch_size, train.seq_len)
-    return {
-        "task": CHAR_LM,
-        "split": f"last {train.valid_fraction:.0%} of the file",
-        "characters": len(valid_text),
-        "loss_nats_per_char": loss,
-        "bits_per_char": loss / LN2,
-    }
+    return {"bits_per_char": loss / LN2, "nats_per_char": loss, "characters": len(valid_text)}
 
 
 # --------------------------------------------------------------------------- translator
@@ -493,8 +488,9 @@ def evaluate_translator(
     """sacreBLEU corpus BLEU of a run's model on the held-out test pairs of ``data``.
 
     The test pairs are re-derived from ``data`` with the split saved in the run (sizes
-    and seed), so only the file is needed. Reports ``bleu`` (beam search, ``beam``) and
-    ``bleu_greedy`` on the same pairs.
+    and seed), so only the file is needed. Returns numbers only: ``bleu`` (beam search
+    of width ``beam``), ``bleu_greedy`` on the same pairs, ``pairs``, ``beam`` and
+    ``length_normalisation_alpha``.
     """
     run_dir = Path(run_dir)
     config = read_config(run_dir, TRANSLATOR)
@@ -506,12 +502,7 @@ def evaluate_translator(
         raise DataError(f"'{data}' gives no test pairs (test={train.test}); nothing to evaluate")
     sources, refs = [s for s, _ in test], [t for _, t in test]
     greedy = translate_all(model, sources, 1)
-    result = {
-        "task": TRANSLATOR,
-        "split": "test",
-        "pairs": len(test),
-        "bleu_greedy": corpus_bleu(greedy, refs),
-    }
+    result = {"pairs": len(test), "bleu_greedy": corpus_bleu(greedy, refs)}
     if beam > 1:
         result["bleu"] = corpus_bleu(translate_all(model, sources, beam, alpha), refs)
         result["beam"] = beam

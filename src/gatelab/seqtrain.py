@@ -32,8 +32,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .errors import GatelabError
 from .runs import WEIGHTS_FILE, atomic_write_json, atomic_write_tensors, read_json, read_tensors
+from .training import TrainingError
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -51,7 +51,7 @@ CHECKPOINT_FILE = "checkpoint.json"
 CHECKPOINT_TENSORS = "checkpoint.safetensors"
 
 
-class TrainingDiverged(GatelabError, RuntimeError):
+class TrainingDiverged(TrainingError):
     """The loss or the gradient became NaN or infinite; the last good checkpoint is kept."""
 
 

@@ -1,8 +1,10 @@
 """``gatelab train char-lm | translator``, ``gatelab generate``, ``gatelab translate``.
 
-``gatelab evaluate DIR --data FILE`` handles these run folders too: this module
-registers the ``char-lm`` and ``translator`` task kinds with the ``evaluate`` /
-``predict`` commands of :mod:`gatelab.cli.tasks`.
+``gatelab evaluate DIR --data FILE [--json]`` handles these run folders too (bits per
+character on the file's held-out part; sacreBLEU on the held-out test pairs, beam 5 and
+greedy), and so does ``gatelab predict DIR TEXT...`` (a greedy 200-character
+continuation; a beam-5 translation): this module registers the ``char-lm`` and
+``translator`` task kinds with :mod:`gatelab.cli.tasks`.
 
 Bad input ends with one line ``error: ...`` on stderr and exit code 2 (1 when training
 itself fails, e.g. a NaN loss: the last good checkpoint is kept), never a traceback.
@@ -10,7 +12,6 @@ itself fails, e.g. a NaN loss: the last good checkpoint is kept), never a traceb
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -18,42 +19,23 @@ from typing import Annotated, Any
 
 import typer
 
-from ..errors import GatelabError
 from ..seqtasks import (
+    CHAR_LM,
+    TRANSLATOR,
     CharLMTrainConfig,
     TranslatorTrainConfig,
+    evaluate_char_lm,
+    evaluate_translator,
     load_char_lm,
     load_translator,
     train_char_lm,
     train_translator,
 )
-from ..seqtrain import TrainingDiverged
 from . import app, train_app
+from .tasks import TaskKind, clean_errors, register_task_kind
 
 LM = CharLMTrainConfig(epochs=50)
 TR = TranslatorTrainConfig()
-
-
-def _fail(message: str, code: int) -> None:
-    typer.echo(f"error: {' '.join(str(message).split())}", err=True)
-    raise typer.Exit(code)
-
-
-def clean_errors(fn: Callable) -> Callable:
-    """The library's errors become one line on stderr and an exit code (no traceback)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except TrainingDiverged as err:
-            _fail(str(err), 1)
-        except (GatelabError, ValueError, TypeError) as err:
-            _fail(str(err), 2)
-        except KeyboardInterrupt:
-            _fail("interrupted; continue the run with --resume", 130)
-
-    return wrapper
 
 
 def _epoch_printer(quiet: bool, unit: str, bits: bool) -> Callable[[dict[str, Any]], None] | None:
@@ -341,3 +323,51 @@ def translate_command(
     if unknown:
         typer.echo(f"note: unknown words read as <unk>: {', '.join(unknown)}", err=True)
     typer.echo(model.translate(sentence, beam=beam, alpha=alpha))
+
+
+# ----------------------------------------------------------------- evaluate and predict
+
+PREDICT_LENGTH = 200  # characters a char LM adds to each prompt in ``gatelab predict``
+
+
+def _lines(data: Path | None) -> list[str]:
+    from ..data.lines import read_lines
+
+    if data is None:
+        return []
+    return [line.strip() for _, line in read_lines(data, what="prompts file").lines]
+
+
+def _char_lm_predict(run_dir: Path, texts: list[str], data: Path | None, options) -> list:
+    model = load_char_lm(run_dir)
+    prompts = list(texts) + _lines(data)
+    return [
+        {"prompt": p, "continuation": model.sample(p, PREDICT_LENGTH, temperature=0)}
+        for p in prompts
+    ]
+
+
+def _translator_predict(run_dir: Path, texts: list[str], data: Path | None, options) -> list:
+    model = load_translator(run_dir)
+    sources = list(texts) + _lines(data)
+    return [{"source": s, "translation": model.translate(s, beam=5)} for s in sources if s]
+
+
+# ``evaluate`` / ``predict`` get the run folder itself: loading happens in the functions
+# above and in :mod:`gatelab.seqtasks`, which also need the run's saved data split.
+register_task_kind(
+    TaskKind(
+        CHAR_LM,
+        load=lambda run_dir: run_dir,
+        evaluate=lambda run_dir, data, options: evaluate_char_lm(run_dir, data),
+        predict=_char_lm_predict,
+    )
+)
+register_task_kind(
+    TaskKind(
+        TRANSLATOR,
+        load=lambda run_dir: run_dir,
+        evaluate=lambda run_dir, data, options: evaluate_translator(run_dir, data),
+        predict=_translator_predict,
+    )
+)
