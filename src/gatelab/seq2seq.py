@@ -30,6 +30,7 @@ beam search never returns a hypothesis that scores worse than greedy decoding, a
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
@@ -296,6 +297,22 @@ class _Memory:
         )
 
 
+def _evaluating(method):
+    """Run ``method`` without gradients in eval mode (no dropout), then restore the mode."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                return method(self, *args, **kwargs)
+        finally:
+            self.train(was_training)
+
+    return wrapper
+
+
 class Seq2Seq(nn.Module):
     """An LSTM encoder-decoder with Luong attention (see the module docstring).
 
@@ -493,7 +510,7 @@ class Seq2Seq(nn.Module):
             logger.info("unknown source words read as %s: %s", UNK, ", ".join(unknown))
         return [*tokens, EOS], [*self.src_vocab.encode(tokens), EOS_ID]
 
-    @torch.no_grad()
+    @_evaluating
     def greedy(
         self, src: Tensor, src_lengths: Tensor, max_len: int | None = None
     ) -> list[Hypothesis]:
@@ -502,7 +519,6 @@ class Seq2Seq(nn.Module):
         Each hypothesis's ``ids`` end with ``</s>`` unless ``max_len`` (default
         ``2 * S + 10``) cut it; its ``score`` is normalised with ``alpha = 1``.
         """
-        self.eval()
         B, S = src.shape
         max_len = max_len or 2 * S + 10
         enc = self.encode(src, src_lengths)
@@ -525,7 +541,7 @@ class Seq2Seq(nn.Module):
                 break
         return [Hypothesis(i, lp, lp / len(i)) for i, lp in zip(ids, logprob)]
 
-    @torch.no_grad()
+    @_evaluating
     def beam_search(
         self, src_ids: Sequence[int], beam: int = 5, max_len: int | None = None, alpha: float = 1.0
     ) -> Hypothesis:
@@ -543,7 +559,6 @@ class Seq2Seq(nn.Module):
         """
         if isinstance(beam, bool) or not isinstance(beam, int) or beam < 1:
             raise ValueError(f"beam={beam!r}; expected an int >= 1")
-        self.eval()
         src = torch.tensor([list(src_ids)], dtype=torch.long)
         lengths = torch.tensor([src.shape[1]])
         max_len = max_len or 2 * src.shape[1] + 10
@@ -595,18 +610,17 @@ class Seq2Seq(nn.Module):
             hyp = self.beam_search(src_ids, beam, alpha=alpha)
         return " ".join(self.tgt_vocab.decode(hyp.ids))
 
-    @torch.no_grad()
+    @_evaluating
     def score(self, src_ids: Sequence[int], tgt_ids: Sequence[int]) -> float:
         """``log p(tgt_ids | src_ids)`` (summed over ``tgt_ids``, which include ``</s>``
         if it is to be scored), teacher-forced."""
-        self.eval()
         src = torch.tensor([list(src_ids)])
         tgt_in = torch.tensor([[BOS_ID, *list(tgt_ids)[:-1]]])
         logits = self(src, torch.tensor([len(src_ids)]), tgt_in)  # (1, T, V_t)
         logp = torch.log_softmax(logits[0].double(), dim=-1)  # (T, V_t)
         return float(logp.gather(1, torch.tensor(list(tgt_ids))[:, None]).sum())
 
-    @torch.no_grad()
+    @_evaluating
     def attention(
         self, src: str | Sequence[str], tgt: str | Sequence[str] | None = None
     ) -> tuple[list[str], list[str], Tensor]:
@@ -623,7 +637,6 @@ class Seq2Seq(nn.Module):
             producing ``tgt_tokens[t]``), and ``weights (T, S)``, rows summing to 1.
             Unknown words are shown as themselves but read as ``<unk>``.
         """
-        self.eval()
         src_tokens, src_ids = self.encode_source(src)
         if tgt is None:
             hyp = self.greedy(torch.tensor([src_ids]), torch.tensor([len(src_ids)]))[0]
