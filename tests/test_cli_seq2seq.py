@@ -134,6 +134,38 @@ def test_resume_continues_to_more_epochs(lm_run, tmp_path):
     assert [r["epoch"] for r in json.loads((run / "metrics.json").read_text())["history"]] == [1, 2]
 
 
+def test_nan_loss_ends_training_with_exit_1_and_keeps_a_resumable_checkpoint(
+    lm_run, tmp_path, monkeypatch
+):
+    import gatelab.seqtasks as seqtasks
+
+    real = seqtasks.F.cross_entropy
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 30 else loss
+
+    monkeypatch.setattr(seqtasks.F, "cross_entropy", poisoned)
+    run, data = tmp_path / "run", lm_run / "text.txt"
+    result = invoke("train", "char-lm", "--data", data, "--out", run, "--epochs", 5, *TINY_LM)
+    assert result.exit_code == 1, result.output
+    assert "error: training diverged at epoch" in result.output
+    assert "loss is nan" in result.output and "is kept in" in result.output
+    assert "Traceback" not in result.output
+    saved = json.loads((run / "checkpoint.json").read_text())["fit"]["epoch"]
+    monkeypatch.setattr(seqtasks.F, "cross_entropy", real)
+    ok(
+        invoke(
+            "train", "char-lm", "--data", data, "--out", run, "--epochs", 5, "--resume", *TINY_LM
+        )
+    )
+    history = json.loads((run / "metrics.json").read_text())["history"]
+    assert [r["epoch"] for r in history] == list(range(1, 6))
+    assert saved < 5
+
+
 def test_train_translator_and_translate(tr_run):
     run = tr_run / "run"
     config = json.loads((run / "config.json").read_text())
