@@ -456,7 +456,9 @@ def corpus_bleu(hypotheses: list[str], references: list[str]) -> float:
     import sacrebleu
 
     refs = [" ".join(tokenize(r)) for r in references]
-    return float(sacrebleu.corpus_bleu(hypotheses, [refs]).score)
+    # force=True: both sides are tokenised on purpose (the same way), which sacreBLEU
+    # would otherwise warn about as "forgot to detokenize".
+    return float(sacrebleu.corpus_bleu(hypotheses, [refs], force=True).score)
 
 
 @torch.no_grad()
