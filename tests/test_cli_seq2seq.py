@@ -255,6 +255,21 @@ def test_bad_options_are_refused_with_the_value(lm_run, tmp_path):
     )
 
 
+def test_corrupt_vocabulary_is_named(lm_run, tr_run, tmp_path):
+    for run, data in (
+        (lm_run / "run", lm_run / "text.txt"),
+        (tr_run / "run", tr_run / "pairs.txt"),
+    ):
+        broken = tmp_path / run.parent.name
+        broken.mkdir()
+        for f in run.iterdir():
+            (broken / f.name).write_bytes(f.read_bytes())
+        (broken / "vocab.json").write_text('{"kind": "labels"}')
+        result = invoke("evaluate", broken, "--data", data)
+        assert result.exit_code == 2, result.output
+        assert "vocab.json' of a" in result.output and "is corrupt" in result.output
+
+
 def test_help_texts_describe_every_option():
     for cmd in (["train", "char-lm"], ["train", "translator"], ["generate"], ["translate"]):
         text = ok(invoke(*cmd, "--help")).output

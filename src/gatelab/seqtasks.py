@@ -160,6 +160,20 @@ def _adam(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=lr)
 
 
+def _read_vocab(run_dir: Path, task: str):
+    """A run's ``vocab.json``: a CharVocab, or (source, target) WordVocabs."""
+    path = run_dir / VOCAB_FILE
+    doc = read_json(path, "vocabulary")
+    try:
+        if task == CHAR_LM:
+            return CharVocab.from_dict(doc)
+        if not isinstance(doc, dict) or "source" not in doc or "target" not in doc:
+            raise DataError("expected {'source': ..., 'target': ...} word vocabularies")
+        return WordVocab.from_dict(doc["source"]), WordVocab.from_dict(doc["target"])
+    except DataError as err:
+        raise RunFolderError(f"vocabulary '{path}' of a {task!r} run is corrupt: {err}") from None
+
+
 def _write_metrics(out: Path, fit: FitState, extra: dict[str, Any]) -> dict[str, Any]:
     metrics = {
         "epochs": fit.epoch,
@@ -217,7 +231,7 @@ def train_char_lm(
     saved = _prepare_out(out, resume, CHAR_LM)
     text = read_text_corpus(data)
     if saved is not None:
-        vocab = CharVocab.from_dict(read_json(out / VOCAB_FILE, "vocabulary"))
+        vocab = _read_vocab(out, CHAR_LM)
         model = CharLM.from_config(vocab, section(saved, "model", out))
         budget = {"epochs": train.epochs, "minutes": train.minutes}
         train = _from_dict(CharLMTrainConfig, {**section(saved, "train", out), **budget})
@@ -283,7 +297,7 @@ def load_char_lm(run_dir: PathLike) -> CharLM:
     """The :class:`CharLM` of a run folder, with its best weights, in eval mode."""
     run_dir = Path(run_dir)
     config = read_config(run_dir, CHAR_LM)
-    vocab = CharVocab.from_dict(read_json(run_dir / VOCAB_FILE, "vocabulary"))
+    vocab = _read_vocab(run_dir, CHAR_LM)
     model = CharLM.from_config(vocab, section(config, "model", run_dir))
     load_state(model, run_dir)
     return model.eval()
@@ -357,9 +371,7 @@ def train_translator(
         train = _from_dict(TranslatorTrainConfig, {**section(saved, "train", out), **budget})
     dataset, splits = translator_splits(data, train)
     if saved is not None:
-        vocab = read_json(out / VOCAB_FILE, "vocabulary")
-        src_vocab = WordVocab.from_dict(vocab.get("source"))
-        tgt_vocab = WordVocab.from_dict(vocab.get("target"))
+        src_vocab, tgt_vocab = _read_vocab(out, TRANSLATOR)
         model = Seq2Seq.from_config(src_vocab, tgt_vocab, section(saved, "model", out))
     else:
         src_vocab = WordVocab.build((tokenize(s) for s, _ in splits.train), train.min_freq)
@@ -440,11 +452,7 @@ def load_translator(run_dir: PathLike) -> Seq2Seq:
     """The :class:`Seq2Seq` of a run folder, with its best weights, in eval mode."""
     run_dir = Path(run_dir)
     config = read_config(run_dir, TRANSLATOR)
-    vocab = read_json(run_dir / VOCAB_FILE, "vocabulary")
-    if not isinstance(vocab, dict):
-        raise RunFolderError(f"vocabulary '{run_dir / VOCAB_FILE}' is not a JSON object")
-    src_vocab = WordVocab.from_dict(vocab.get("source"))
-    tgt_vocab = WordVocab.from_dict(vocab.get("target"))
+    src_vocab, tgt_vocab = _read_vocab(run_dir, TRANSLATOR)
     model = Seq2Seq.from_config(src_vocab, tgt_vocab, section(config, "model", run_dir))
     load_state(model, run_dir)
     return model.eval()
