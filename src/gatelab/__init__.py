@@ -1,5 +1,6 @@
 """gatelab: the LSTM you can see into, at full speed."""
 
+from .cell import LSTMCell
 from .cells import PRESETS, CellSpec, resolve_spec
 from .charlm import CharLM, CharVocab
 from .estimators import Forecaster, SeriesClassifier, TextClassifier
@@ -20,6 +21,7 @@ __all__ = [
     "Forecaster",
     "GRUTrace",
     "GateTrace",
+    "LSTMCell",
     "RNNTrace",
     "Seq2Seq",
     "SeriesClassifier",

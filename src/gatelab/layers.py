@@ -122,6 +122,12 @@ class _Recurrent(nn.Module):
     # ----------------------------------------------------------------- parameters
 
     @property
+    def last_backend(self) -> str | None:
+        """The backend the last forward ran on (``"native"``, ``"fused"`` or
+        ``"reference"``); None before the first forward."""
+        return self.__dict__.get("_last_backend")
+
+    @property
     def num_directions(self) -> int:
         return 2 if self.bidirectional else 1
 
@@ -274,6 +280,7 @@ class _Recurrent(nn.Module):
         x, lengths, unbatched = self._normalize_input(input)
         state = self._initial_state(hx, x, unbatched)
         backend = self._choose_backend(return_trace, x.device)
+        self._last_backend = backend
         if backend == "native" and not return_trace:
             return self._forward_native(input, state, unbatched)
 
@@ -521,6 +528,8 @@ class LSTM(_Recurrent):
             return "native"
         if name == "reference":
             return "reference"
+        if name == "auto" and standard and not need_trace:
+            return "native"  # decided before can_run, which may compile the fused kernels
         fused, why = _fused_module()
         if fused is not None:
             ok, why = fused.can_run(self, device)
@@ -529,8 +538,6 @@ class LSTM(_Recurrent):
                 raise RuntimeError(f"backend='fused' cannot run: {why}")
             return "fused"
         # auto
-        if standard and not need_trace:
-            return "native"
         if fused is not None and ok:
             return "fused"
         if standard:

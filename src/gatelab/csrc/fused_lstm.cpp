@@ -1,0 +1,1286 @@
+// gatelab fused CPU kernels: one LSTM layer-direction over a whole sequence, every cell
+// spec of gatelab.cells.CellSpec, forward and hand-written backward.
+//
+// The math is gatelab/cells.py's `lstm_step`; the variable names follow it (i, f, g, o, c,
+// h, c_prev) and the derivation (dG = d pre-activations, dc, dh).
+//
+// Layout: time-major x (T, B, I); gate blocks of H columns in i, f, g, o order without the
+// removed gates (G = number of gates with weights, GH = G * H); h has P = proj_size or H
+// features. `lengths` gives a prefix mask: steps t >= lengths[b] are padding (state
+// carried, output, trace and gradients zero there).
+//
+// Speed: the input projection of all steps is one GEMM; per step one GEMM h_{t-1} W_hh^T
+// (MKL packed GEMM for float32: W_hh is packed once per sequence) and one pointwise pass
+// over (B, H) that writes the gate activations backward needs (they are the trace).
+// Backward: per step one pointwise pass and one GEMM dG_t W_hh; the weight gradients and dx
+// are large GEMMs and reductions after the loop.
+//
+// Vectorisation without -march=native: the pointwise kernels are plain loops compiled
+// several times (GCC/Clang `target_clones`: AVX-512, AVX2+FMA, baseline) and picked at
+// load time for the CPU that runs them, so one build runs on any x86-64. float32 uses the
+// polynomial exp below (Cephes' expf, ~2 ulp) so that sigmoid/tanh vectorise; float64
+// uses std::exp/std::tanh. No -ffast-math: NaN propagates through every kernel.
+
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <chrono>
+#include <ctime>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#define GL_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define GL_CLONES
+#endif
+#define GL_INLINE static inline __attribute__((always_inline))
+
+namespace {
+
+using at::Tensor;
+using OptTensor = std::optional<Tensor>;
+
+// ----------------------------------------------------------------------- BLAS, resolved
+// at run time from the library that holds ATen (MKL inside libtorch_cpu for the x86 wheels).
+// If a symbol is missing the code falls back to at::mm_out, so the extension never fails
+// to load for want of MKL.
+
+using gemm_f77_s = void (*)(const char*, const char*, const int*, const int*, const int*,
+                            const float*, const float*, const int*, const float*, const int*,
+                            const float*, float*, const int*);
+using gemm_f77_d = void (*)(const char*, const char*, const int*, const int*, const int*,
+                            const double*, const double*, const int*, const double*,
+                            const int*, const double*, double*, const int*);
+using pack_size_f = size_t (*)(int, int, int, int);
+using pack_f = void (*)(int, int, int, int, int, int, float, const float*, int, float*);
+using compute_f = void (*)(int, int, int, int, int, int, const float*, int, const float*, int,
+                           float, float*, int);
+
+constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112, kPacked = 151, kBMatrix = 162;
+
+struct Blas {
+  gemm_f77_s sgemm = nullptr;
+  gemm_f77_d dgemm = nullptr;
+  pack_size_f pack_size = nullptr;
+  pack_f pack = nullptr;
+  compute_f compute = nullptr;
+
+  static const Blas& get() {
+    static const Blas blas = [] {
+      Blas b;
+      Dl_info info;
+      void* handle = nullptr;
+      if (dladdr(reinterpret_cast<void*>(&at::get_num_threads), &info) && info.dli_fname)
+        handle = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
+      if (!handle) return b;
+      b.sgemm = reinterpret_cast<gemm_f77_s>(dlsym(handle, "sgemm_"));
+      b.dgemm = reinterpret_cast<gemm_f77_d>(dlsym(handle, "dgemm_"));
+      b.pack_size = reinterpret_cast<pack_size_f>(dlsym(handle, "cblas_sgemm_pack_get_size"));
+      b.pack = reinterpret_cast<pack_f>(dlsym(handle, "cblas_sgemm_pack"));
+      b.compute = reinterpret_cast<compute_f>(dlsym(handle, "cblas_sgemm_compute"));
+      if (!(b.pack_size && b.pack && b.compute)) b.pack_size = nullptr;
+      return b;
+    }();
+    return blas;
+  }
+};
+
+// ----------------------------------------------------------------------- small GEMM
+// C[m, n0:n1] (+)= A[m, :] . op(W)[:, n0:n1] for row-major A (M, K): the recurrent GEMMs
+// have few rows (the batch), where MKL's per-call cost and its AVX2 kernels on AMD lose to
+// a register-tiled loop over a weight packed once per sequence. Columns are independent,
+// so a thread can compute the gate columns of its own hidden units and go straight on to
+// the pointwise pass for them (no barrier between GEMM and pointwise).
+//
+// Packed layout: op(W) (K, N) in panels of PW = 2 vectors of columns, panel-major
+// (Wp[(p * K + k) * PW + c]), so that a tile reads contiguous memory. The N columns are
+// `groups` blocks of Hg (the gates); each block is zero-padded to Hgp = a multiple of PW,
+// and C uses the padded column layout (row stride Np = groups * Hgp).
+// GCC vector extensions (32 bytes): native AVX2/AVX-512 code in the x86-64-v3/v4 clones,
+// SSE pairs in the baseline one.
+
+template <typename T>
+struct Vec;
+template <>
+struct Vec<float> {
+  typedef float type __attribute__((vector_size(32)));
+  static constexpr int n = 8;
+};
+template <>
+struct Vec<double> {
+  typedef double type __attribute__((vector_size(32)));
+  static constexpr int n = 4;
+};
+
+// Rows [0, MB) x NP panels of C: MB * 2 * NP independent accumulator chains.
+template <typename T, int MB, int NP>
+GL_INLINE void gemm_tile(int64_t K, int64_t ps, const T* __restrict A, int64_t lda,
+                         const T* __restrict Wp, T* __restrict C, int64_t ldc, bool acc) {
+  using V = typename Vec<T>::type;
+  constexpr int L = Vec<T>::n, PW = 2 * L, NV = 2 * NP;
+  V c[MB][NV];
+  for (int m = 0; m < MB; ++m)
+    for (int v = 0; v < NV; ++v) {
+      if (acc) {
+        __builtin_memcpy(&c[m][v], C + m * ldc + v * L, sizeof(V));
+      } else {
+        c[m][v] = V{};
+      }
+    }
+  for (int64_t k = 0; k < K; ++k) {
+    V w[NV];
+    for (int v = 0; v < NV; ++v)
+      __builtin_memcpy(&w[v], Wp + (v / 2) * ps + k * PW + (v % 2) * L, sizeof(V));
+    for (int m = 0; m < MB; ++m) {
+      const T a = A[m * lda + k];
+      for (int v = 0; v < NV; ++v) c[m][v] += a * w[v];
+    }
+  }
+  for (int m = 0; m < MB; ++m)
+    for (int v = 0; v < NV; ++v) __builtin_memcpy(C + m * ldc + v * L, &c[m][v], sizeof(V));
+}
+
+// Panels [p0, p1); kc steps of k; Kfull is the panel length (its stride is Kfull * PW).
+template <typename T, int MB>
+GL_INLINE void gemm_rows(int64_t kc, int64_t Kfull, const T* A, int64_t lda, const T* Wp, T* C,
+                         int64_t ldc, int64_t p0, int64_t p1, bool acc) {
+  constexpr int PW = 2 * Vec<T>::n;
+  const int64_t ps = Kfull * PW;
+  int64_t p = p0;
+  if (MB == 1) {  // one row: four panels at once for enough independent chains
+    for (; p + 4 <= p1; p += 4)
+      gemm_tile<T, 1, 4>(kc, ps, A, lda, Wp + p * ps, C + p * PW, ldc, acc);
+  }
+  if (MB == 2) {
+    for (; p + 2 <= p1; p += 2)
+      gemm_tile<T, 2, 2>(kc, ps, A, lda, Wp + p * ps, C + p * PW, ldc, acc);
+  }
+  for (; p < p1; ++p) gemm_tile<T, MB, 1>(kc, ps, A, lda, Wp + p * ps, C + p * PW, ldc, acc);
+}
+
+// Padded columns [n0, n1) (multiples of PW) of C (M, Np) = A (M, K) . Wp (+ C when acc).
+// Column chunks outer, so that a chunk of Wp stays in cache while the row blocks pass.
+// K is split in chunks of KC so that a panel chunk and a row block fit in L1.
+template <typename T>
+GL_CLONES void small_gemm(int64_t M, int64_t K, const T* A, int64_t lda, const T* Wp, T* C,
+                          int64_t ldc, int64_t n0, int64_t n1, bool acc) {
+  constexpr int64_t PW = 2 * Vec<T>::n, NCP = 8;  // panels per chunk
+  constexpr int64_t KC = 1024 / sizeof(T);
+  for (int64_t q0 = n0 / PW, pend = n1 / PW; q0 < pend; q0 += NCP) {
+    const int64_t q1 = std::min(pend, q0 + NCP);
+    for (int64_t k0 = 0; k0 < K; k0 += KC) {
+      const int64_t kc = std::min(KC, K - k0);
+      const bool ac = acc || k0 > 0;
+      const T* Ak = A + k0;
+      const T* Wk = Wp + k0 * PW;
+      // panel p of this K chunk starts at Wk + p * K * PW: gemm_rows steps panels by K
+      int64_t m = 0;
+      for (; m + 4 <= M; m += 4)
+        gemm_rows<T, 4>(kc, K, Ak + m * lda, lda, Wk, C + m * ldc, ldc, q0, q1, ac);
+      const T* Am = Ak + m * lda;
+      T* Cm = C + m * ldc;
+      switch (M - m) {
+        case 3: gemm_rows<T, 3>(kc, K, Am, lda, Wk, Cm, ldc, q0, q1, ac); break;
+        case 2: gemm_rows<T, 2>(kc, K, Am, lda, Wk, Cm, ldc, q0, q1, ac); break;
+        case 1: gemm_rows<T, 1>(kc, K, Am, lda, Wk, Cm, ldc, q0, q1, ac); break;
+        default: break;
+      }
+    }
+  }
+}
+
+// gemm modes: 0 = auto, 1 = plain BLAS, 2 = MKL packed (float32 only, else plain),
+// 3 = at::mm_out (the fallback), 4 = small_gemm above.
+int g_gemm_mode = 0;
+int g_fused_step = 1;  // 0: GEMM, then the pointwise pass, as two phases (for comparison)
+
+// C (M, N) = A (M, K) . op(W) with row-major W: NT means W is (N, K) and op = transpose,
+// NN means W is (K, N). One object per weight and sequence; `run` allocates nothing.
+// C buffers have row stride ldc() and group g starts at column col(g).
+template <typename T>
+struct WeightGemm {
+  static constexpr int64_t PW = 2 * Vec<T>::n;
+  const T* W;
+  int M, N, K;
+  bool nt;
+  int64_t groups, Hg, Hgp;
+  int mode;       // resolved: 1 plain, 2 packed, 3 aten, 4 small_gemm
+  Tensor packed;  // mode 2: MKL's packed weight; mode 4: the panels
+  Tensor w_tensor;
+
+  // `reuse`: how many calls will share this weight (the sequence length).
+  WeightGemm(const Tensor& w, int64_t M_, bool nt_, int64_t reuse, int64_t groups_ = 1)
+      : W(w.data_ptr<T>()), M(int(M_)), nt(nt_), groups(groups_), w_tensor(w) {
+    N = int(nt ? w.size(0) : w.size(1));
+    K = int(nt ? w.size(1) : w.size(0));
+    Hg = N / groups;
+    const Blas& blas = Blas::get();
+    const bool have_plain = std::is_same<T, float>::value ? blas.sgemm != nullptr
+                                                           : blas.dgemm != nullptr;
+    const bool can_pack = std::is_same<T, float>::value && blas.pack_size != nullptr;
+    int want = g_gemm_mode;
+    if (want == 0) want = choose(can_pack, reuse);
+    if (want == 2 && !can_pack) want = 1;
+    if (want == 1 && !have_plain) want = 3;
+    mode = want;
+    Hgp = own() ? (Hg + PW - 1) / PW * PW : Hg;
+    if (mode == 2) pack_mkl();
+    if (mode == 4) pack_panels();
+  }
+
+  // Measured (bench_gemm) on a 2-core AMD EPYC (Zen 4): small_gemm beats MKL's sgemm and
+  // packed sgemm_compute at every recurrent shape of the benchmark, B = 1..64; MKL stays
+  // available as modes 1 and 2.
+  // Packing costs about one call, so a weight used once or twice (LSTMCell, T <= 2) goes to
+  // the BLAS directly.
+  int choose(bool /*can_pack*/, int64_t reuse) const { return reuse > 2 ? 4 : 1; }
+
+  bool own() const { return mode == 4; }
+  int64_t ldc() const { return groups * Hgp; }
+  int64_t col(int64_t g) const { return g * Hgp; }
+
+  void pack_mkl() {
+    if constexpr (std::is_same<T, float>::value) {
+      const Blas& blas = Blas::get();
+      size_t bytes = blas.pack_size(kBMatrix, M, N, K);
+      packed = at::empty({int64_t(bytes / sizeof(float)) + 16}, w_tensor.options());
+      blas.pack(kRowMajor, kBMatrix, nt ? kTrans : kNoTrans, M, N, K, 1.0f, W, nt ? K : N,
+                packed.data_ptr<float>());
+    }
+  }
+
+  void pack_panels() {
+    const int64_t Np = ldc(), panels = Np / PW;
+    packed = at::zeros({panels * K * PW}, w_tensor.options());
+    T* dst = packed.data_ptr<T>();
+    for (int64_t g = 0; g < groups; ++g)
+      for (int64_t j = 0; j < Hg; ++j) {
+        const int64_t n = g * Hg + j, np = g * Hgp + j, p = np / PW, c = np % PW;
+        T* out = dst + p * K * PW + c;
+        if (nt) {
+          const T* src = W + n * K;  // row n of W is column n of op(W)
+          for (int64_t k = 0; k < K; ++k) out[k * PW] = src[k];
+        } else {
+          for (int64_t k = 0; k < K; ++k) out[k * PW] = W[k * N + n];
+        }
+      }
+  }
+
+  // Padded columns [n0, n1) (multiples of PW) with the small GEMM (mode 4 only).
+  void run_cols(const T* A, int64_t lda, bool acc, T* C, int64_t ldc_, int64_t n0,
+                int64_t n1) const {
+    small_gemm<T>(M, K, A, lda, packed.data_ptr<T>(), C, ldc_, n0, n1, acc);
+  }
+
+  // All columns; beta is 0 or 1.
+  void run(const T* A, int64_t lda, T beta, T* C, int64_t ldc_) const {
+    if (M == 0 || N == 0) return;
+    if (mode == 4) {
+      const int64_t work = int64_t(M) * N * K;
+      const int64_t threads = at::get_num_threads();
+      const int64_t panels = ldc() / PW;
+      const int64_t per = M < 4 ? 4 : 1;  // panels per task (one row: the wide tile)
+      const int64_t tasks = (panels + per - 1) / per;
+      if (threads > 1 && work >= (1 << 17) && tasks > 1) {
+        at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
+          run_cols(A, lda, beta != T(0), C, ldc_, t0 * per * PW,
+                   std::min(panels, t1 * per) * PW);
+        });
+      } else {
+        run_cols(A, lda, beta != T(0), C, ldc_, 0, panels * PW);
+      }
+      return;
+    }
+    if (mode == 2) {
+      if constexpr (std::is_same<T, float>::value) {
+        Blas::get().compute(kRowMajor, kNoTrans, kPacked, M, N, K, A, int(lda),
+                            packed.data_ptr<float>(), nt ? K : N, beta, C, int(ldc_));
+        return;
+      }
+    }
+    if (mode == 1) {
+      // Row-major C = A op(W) is column-major C^T = op(W)^T A^T.
+      const char* ta = nt ? "T" : "N";
+      const char* tb = "N";
+      const int lw = nt ? K : N, la = int(lda), lc = int(ldc_);
+      const T one = T(1);
+      if constexpr (std::is_same<T, float>::value) {
+        Blas::get().sgemm(ta, tb, &N, &M, &K, &one, W, &lw, A, &la, &beta, C, &lc);
+      } else {
+        Blas::get().dgemm(ta, tb, &N, &M, &K, &one, W, &lw, A, &la, &beta, C, &lc);
+      }
+      return;
+    }
+    auto opts = w_tensor.options();
+    Tensor a = at::from_blob(const_cast<T*>(A), {M, K}, {lda, 1}, opts);
+    Tensor c = at::from_blob(C, {M, N}, {ldc_, 1}, opts);
+    Tensor w = nt ? w_tensor.t() : w_tensor;
+    if (beta == T(0)) {
+      at::mm_out(c, a, w);
+    } else {
+      c.mul_(beta).addmm_(a, w);
+    }
+  }
+};
+
+// Microbenchmark of one recurrent GEMM shape: seconds per call (this thread's CPU time when
+// `cpu`, for single-threaded runs on a busy machine), C (M, N) = A (M, K) W^T with W (N, K).
+double bench_gemm(int64_t M, int64_t K, int64_t N, int64_t mode, int64_t reps, bool dbl,
+                  bool cpu) {
+  auto run = [&](auto zero) -> double {
+    using T = decltype(zero);
+    auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+    Tensor w = at::randn({N, K}, opts), a = at::randn({M, K}, opts);
+    const int saved = g_gemm_mode;
+    g_gemm_mode = int(mode);
+    WeightGemm<T> g(w, M, true, reps);
+    g_gemm_mode = saved;
+    Tensor c = at::empty({M, g.ldc()}, opts);
+    for (int i = 0; i < 3; ++i) g.run(a.data_ptr<T>(), K, T(0), c.data_ptr<T>(), g.ldc());
+    auto clock = [&] {
+      timespec ts;
+      clock_gettime(cpu ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC, &ts);
+      return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+    };
+    const double t0 = clock();
+    for (int64_t i = 0; i < reps; ++i) g.run(a.data_ptr<T>(), K, T(0), c.data_ptr<T>(), g.ldc());
+    return (clock() - t0) / double(reps);
+  };
+  return dbl ? run(0.0) : run(0.0f);
+}
+
+// ----------------------------------------------------------------------- profiling
+// Wall time per phase, summed while enabled (set_profile); for the benchmark's breakdown.
+enum { kPFwdProj, kPFwdGemm, kPFwdPoint, kPFwdAll, kPBwdGemm, kPBwdPoint, kPBwdAfter, kPBwdAll,
+       kPSlots };
+int g_profile = 0;  // 0 off, 1 wall clock, 2 this thread's CPU time (robust on a busy machine)
+double g_prof[kPSlots] = {0};
+
+inline double now_s() {
+  if (g_profile == 2) {
+    timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+  }
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+struct Tick {
+  int slot;
+  double t0 = 0;
+  explicit Tick(int s) : slot(s) {
+    if (g_profile) t0 = now_s();
+  }
+  ~Tick() {
+    if (g_profile) g_prof[slot] += now_s() - t0;
+  }
+};
+
+// ----------------------------------------------------------------------- scalar math
+
+// exp for float: Cephes expf (range reduction by ln 2, degree-6 polynomial), ~2 ulp on
+// [-87, 88]; arguments are clamped there (sigmoid/tanh saturate long before). Branch-free
+// so that loops over it vectorise; NaN in gives NaN out (p is NaN, p * 2^n stays NaN).
+GL_INLINE float exp_approx(float x) {
+  x = x > 88.0f ? 88.0f : x;
+  x = x < -87.0f ? -87.0f : x;
+  const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  const float t = x * 1.44269504088896341f + magic;
+  const float n = t - magic;
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t k = __builtin_bit_cast(int32_t, t) - __builtin_bit_cast(int32_t, magic);
+  const float scale = __builtin_bit_cast(float, (k + 127) << 23);
+  return p * scale;
+}
+
+GL_INLINE float sigmoid_(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
+GL_INLINE double sigmoid_(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+
+// tanh for float: Cephes tanhf. |x| < 0.625: odd polynomial; else 1 - 2 / (exp(2|x|) + 1).
+GL_INLINE float tanh_(float x) {
+  const float ax = __builtin_fabsf(x);
+  const float s = x * x;
+  const float small =
+      ((((-5.70498872745e-3f * s + 2.06390887954e-2f) * s - 5.37397155531e-2f) * s +
+        1.33314422036e-1f) * s - 3.33332819422e-1f) * s * x + x;
+  const float e = exp_approx(2.0f * ax);
+  const float big = __builtin_copysignf(1.0f - 2.0f / (e + 1.0f), x);
+  return ax < 0.625f ? small : big;
+}
+GL_INLINE double tanh_(double x) { return std::tanh(x); }
+
+template <typename T>
+GL_INLINE void act_inplace(T* __restrict a, int64_t n, bool use_tanh) {
+  if (use_tanh) {
+    for (int64_t j = 0; j < n; ++j) a[j] = tanh_(a[j]);
+  } else {
+    for (int64_t j = 0; j < n; ++j) a[j] = sigmoid_(a[j]);
+  }
+}
+
+// d act / d pre from the activation a: sigmoid a (1 - a), tanh 1 - a^2.
+template <typename T>
+GL_INLINE void act_grad(T* __restrict d, const T* __restrict dy, const T* __restrict a,
+                        int64_t n, bool use_tanh) {
+  if (use_tanh) {
+    for (int64_t j = 0; j < n; ++j) d[j] = dy[j] * (T(1) - a[j] * a[j]);
+  } else {
+    for (int64_t j = 0; j < n; ++j) d[j] = dy[j] * (a[j] * (T(1) - a[j]));
+  }
+}
+
+// Row mean and 1/sqrt(var + eps) (biased variance, as torch.nn.functional.layer_norm).
+template <typename T>
+GL_INLINE void row_moments(const T* __restrict x, int64_t n, double eps, double* mean,
+                           double* rstd) {
+  double s = 0;
+  for (int64_t j = 0; j < n; ++j) s += double(x[j]);
+  const double m = s / double(n);
+  double v = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    const double d = double(x[j]) - m;
+    v += d * d;
+  }
+  *mean = m;
+  *rstd = 1.0 / std::sqrt(v / double(n) + eps);
+}
+
+// ----------------------------------------------------------------------- spec
+
+struct Spec {
+  bool has_i, has_f, has_o;  // gates with weights (has_f: forget weights, not coupled)
+  bool coupled, peep, cand_tanh, out_tanh, gate_tanh, ln;
+  int oi, of, og, oo;  // block offsets (in units of H) in the gate axis; -1 if absent
+  int G;
+
+  explicit Spec(int64_t flags = 0) {
+    const bool input_gate = flags & 1, forget_gate = flags & 2, output_gate = flags & 4;
+    coupled = flags & 8;
+    peep = flags & 16;
+    cand_tanh = flags & 32;
+    out_tanh = flags & 64;
+    gate_tanh = flags & 128;
+    ln = flags & 256;
+    has_i = input_gate;
+    has_f = forget_gate && !coupled;
+    has_o = output_gate;
+    int k = 0;
+    oi = has_i ? k++ : -1;
+    of = has_f ? k++ : -1;
+    og = k++;
+    oo = has_o ? k++ : -1;
+    G = k;
+  }
+};
+
+constexpr double kLnEps = 1e-5;  // gatelab.cells.LAYERNORM_EPS
+
+// ----------------------------------------------------------------------- forward step
+
+template <typename T>
+struct FwdStep {
+  Spec s;
+  int64_t B, H, P, GH;
+  const T* xw;     // (B, GH): LN(x W_ih^T) + b_ih + b_hh of this step
+  const T* hw;     // h_{t-1} W_hh^T: row stride hw_ld, gate k at column k * hw_gs
+  int64_t hw_ld, hw_gs;
+  T* acts;         // (B, GH): gate activations (the trace), pre-activations meanwhile
+  T* xhat_hh;      // (B, GH) layer norm only
+  T* rstd_hh;      // (B)
+  const T *ln_hh_w, *ln_hh_b, *ln_c_w, *ln_c_b;
+  T* c;            // (B, H) state: c_{t-1} in, c_t out (real rows)
+  T* c_out;        // (B, H) c_t, zero on padded rows
+  T* xhat_c;       // (B, H) layer norm only
+  T* rstd_c;       // (B)
+  T* y;            // (B, H) tanh(LN(c_t)) (or its identity)
+  T* hr;           // (B, H) o * y, row stride hr_ld
+  int64_t hr_ld;
+  T* h_state;      // (B, P) h_t, written here only without projection (padded rows: h_prev)
+  const T* h_prev; // (B, P) h_{t-1}: the GEMM reads it meanwhile, so h_t goes elsewhere
+  const T *wci, *wcf, *wco;
+  const int64_t* len;
+  int64_t t;
+};
+
+template <typename T>
+GL_CLONES void fwd_rows(const FwdStep<T>& a, int64_t b, int64_t j0, int64_t j1) {
+  const Spec& s = a.s;
+  const int64_t H = a.H, GH = a.GH, n = j1 - j0;
+  T* __restrict A = a.acts + b * GH;
+  T* __restrict cs = a.c + b * H + j0;
+  T* __restrict co = a.c_out + b * H + j0;
+  T* __restrict y = a.y + b * H + j0;
+  T* __restrict hr = a.hr + b * a.hr_ld + j0;
+  const bool real = a.len == nullptr || a.t < a.len[b];
+  if (!real) {
+    for (int k = 0; k < s.G; ++k) std::memset(A + k * H + j0, 0, sizeof(T) * n);
+    std::memset(co, 0, sizeof(T) * n);
+    std::memset(y, 0, sizeof(T) * n);
+    std::memset(hr, 0, sizeof(T) * n);
+    if (a.h_state) std::memcpy(a.h_state + b * a.P + j0, a.h_prev + b * a.P + j0, sizeof(T) * n);
+    if (s.ln) {
+      for (int k = 0; k < s.G; ++k) std::memset(a.xhat_hh + b * GH + k * H + j0, 0, sizeof(T) * n);
+      std::memset(a.xhat_c + b * H + j0, 0, sizeof(T) * n);
+      a.rstd_hh[b] = T(0);
+      a.rstd_c[b] = T(0);
+    }
+    return;
+  }
+  const T* __restrict X = a.xw + b * GH;
+  const T* __restrict HW = a.hw + b * a.hw_ld;
+  const int64_t gs = a.hw_gs;
+  // pre-activations: xw + hw (or + LN(hw); layer norm rows are whole: j0 = 0, j1 = H)
+  if (s.ln) {
+    double sum = 0, var = 0;
+    for (int k = 0; k < s.G; ++k)
+      for (int64_t j = 0; j < H; ++j) sum += double(HW[k * gs + j]);
+    const double mean = sum / double(GH);
+    for (int k = 0; k < s.G; ++k)
+      for (int64_t j = 0; j < H; ++j) {
+        const double d = double(HW[k * gs + j]) - mean;
+        var += d * d;
+      }
+    const double rstd = 1.0 / std::sqrt(var / double(GH) + kLnEps);
+    T* __restrict xh = a.xhat_hh + b * GH;
+    const T* __restrict gw = a.ln_hh_w;
+    const T* __restrict gb = a.ln_hh_b;
+    for (int k = 0; k < s.G; ++k)
+      for (int64_t j = 0; j < H; ++j) {
+        const int64_t q = k * H + j;
+        const T v = T((double(HW[k * gs + j]) - mean) * rstd);
+        xh[q] = v;
+        A[q] = X[q] + (v * gw[q] + gb[q]);
+      }
+    a.rstd_hh[b] = T(rstd);
+  } else {
+    for (int k = 0; k < s.G; ++k) {
+      const int64_t o = k * H + j0, oh = k * gs + j0;
+      for (int64_t j = 0; j < n; ++j) A[o + j] = X[o + j] + HW[oh + j];
+    }
+  }
+  T* __restrict ai = s.has_i ? A + s.oi * H + j0 : nullptr;
+  T* __restrict af = s.has_f ? A + s.of * H + j0 : nullptr;
+  T* __restrict ag = A + s.og * H + j0;
+  T* __restrict ao = s.has_o ? A + s.oo * H + j0 : nullptr;
+  if (s.peep) {
+    if (ai) {
+      const T* __restrict w = a.wci + j0;
+      for (int64_t j = 0; j < n; ++j) ai[j] += w[j] * cs[j];
+    }
+    if (af) {
+      const T* __restrict w = a.wcf + j0;
+      for (int64_t j = 0; j < n; ++j) af[j] += w[j] * cs[j];
+    }
+  }
+  if (ai) act_inplace(ai, n, s.gate_tanh);
+  if (af) act_inplace(af, n, s.gate_tanh);
+  if (s.cand_tanh) act_inplace(ag, n, true);
+  // c_t = f c_{t-1} + i g
+  if (s.coupled) {
+    for (int64_t j = 0; j < n; ++j) {
+      const T c = (T(1) - ai[j]) * cs[j] + ai[j] * ag[j];
+      cs[j] = c;
+      co[j] = c;
+    }
+  } else if (ai && af) {
+    for (int64_t j = 0; j < n; ++j) {
+      const T c = af[j] * cs[j] + ai[j] * ag[j];
+      cs[j] = c;
+      co[j] = c;
+    }
+  } else if (af) {  // no input gate: i = 1
+    for (int64_t j = 0; j < n; ++j) {
+      const T c = af[j] * cs[j] + ag[j];
+      cs[j] = c;
+      co[j] = c;
+    }
+  } else if (ai) {  // no forget gate: f = 1
+    for (int64_t j = 0; j < n; ++j) {
+      const T c = cs[j] + ai[j] * ag[j];
+      cs[j] = c;
+      co[j] = c;
+    }
+  } else {
+    for (int64_t j = 0; j < n; ++j) {
+      const T c = cs[j] + ag[j];
+      cs[j] = c;
+      co[j] = c;
+    }
+  }
+  if (ao) {
+    if (s.peep) {
+      const T* __restrict w = a.wco + j0;
+      for (int64_t j = 0; j < n; ++j) ao[j] += w[j] * co[j];
+    }
+    act_inplace(ao, n, s.gate_tanh);
+  }
+  // y = tanh(LN(c_t))
+  if (s.ln) {
+    double mean, rstd;
+    row_moments(co, H, kLnEps, &mean, &rstd);
+    T* __restrict xh = a.xhat_c + b * H;
+    const T* __restrict gw = a.ln_c_w;
+    const T* __restrict gb = a.ln_c_b;
+    for (int64_t j = 0; j < H; ++j) {
+      const T v = T((double(co[j]) - mean) * rstd);
+      xh[j] = v;
+      y[j] = v * gw[j] + gb[j];
+    }
+    a.rstd_c[b] = T(rstd);
+  } else {
+    std::memcpy(y, co, sizeof(T) * n);
+  }
+  if (s.out_tanh) act_inplace(y, n, true);
+  if (ao) {
+    for (int64_t j = 0; j < n; ++j) hr[j] = ao[j] * y[j];
+  } else {
+    std::memcpy(hr, y, sizeof(T) * n);
+  }
+  if (a.h_state) std::memcpy(a.h_state + b * a.P + j0, hr, sizeof(T) * n);
+}
+
+// ----------------------------------------------------------------------- backward step
+
+template <typename T>
+struct BwdStep {
+  Spec s;
+  int64_t B, H, P, GH;
+  const T* acts;     // (B, GH) at t
+  const T* c_t;      // (B, H)
+  const T* c_prev;   // (B, H)
+  const T* y;        // (B, H)
+  const T *xhat_c, *rstd_c, *ln_c_w;
+  const T *xhat_hh, *rstd_hh, *ln_hh_w;
+  const T* dh_in;    // (B, H) gradient wrt h_t (no projection: the carry), row stride dh_ld
+  int64_t dh_ld;
+  const T* dout;     // (B, P) gradient of out[t] (no projection only; else folded in)
+  T* dh_zero;        // carry rows (stride dh_ld) to zero on real rows (beta = 1 GEMM), or null
+  T* dc;             // (B, H) carry: dc_t in, dc_{t-1} out
+  T* dG;             // (B, GH) d pre-activations at t
+  T* dHW;            // (B, GH) d (h_{t-1} W_hh^T) at t (layer norm only)
+  T* dcn;            // (B, H) d LN_c output at t (layer norm only)
+  T* tmp;            // (B, H) scratch
+  T* tmp2;           // (B, H) scratch
+  const T *wci, *wcf, *wco;
+  const int64_t* len;
+  int64_t t;
+};
+
+template <typename T>
+GL_CLONES void bwd_rows(const BwdStep<T>& a, int64_t b, int64_t j0, int64_t j1) {
+  const Spec& s = a.s;
+  const int64_t H = a.H, GH = a.GH, n = j1 - j0;
+  T* __restrict D = a.dG + b * GH;
+  const bool real = a.len == nullptr || a.t < a.len[b];
+  if (!real) {
+    for (int k = 0; k < s.G; ++k) std::memset(D + k * H + j0, 0, sizeof(T) * n);
+    if (s.ln) {
+      for (int k = 0; k < s.G; ++k) std::memset(a.dHW + b * GH + k * H + j0, 0, sizeof(T) * n);
+      std::memset(a.dcn + b * H + j0, 0, sizeof(T) * n);
+    }
+    return;
+  }
+  const T* __restrict A = a.acts + b * GH;
+  const T* __restrict ai = s.has_i ? A + s.oi * H + j0 : nullptr;
+  const T* __restrict af = s.has_f ? A + s.of * H + j0 : nullptr;
+  const T* __restrict ag = A + s.og * H + j0;
+  const T* __restrict ao = s.has_o ? A + s.oo * H + j0 : nullptr;
+  T* __restrict di = s.has_i ? D + s.oi * H + j0 : nullptr;
+  T* __restrict df = s.has_f ? D + s.of * H + j0 : nullptr;
+  T* __restrict dg = D + s.og * H + j0;
+  T* __restrict do_ = s.has_o ? D + s.oo * H + j0 : nullptr;
+  const T* __restrict cp = a.c_prev + b * H + j0;
+  const T* __restrict y = a.y + b * H + j0;
+  T* __restrict dc = a.dc + b * H + j0;
+  T* __restrict t1 = a.tmp + b * H + j0;
+  T* __restrict t2 = a.tmp2 + b * H + j0;
+
+  // dh = carry + d out[t]; with lengths the carry rows of real steps are zeroed for the
+  // beta = 1 GEMM that then writes dh_{t-1} (padded rows keep carrying theirs)
+  const T* __restrict carry = a.dh_in + b * a.dh_ld + j0;
+  const T* __restrict dh = carry;
+  if (a.dout || a.dh_zero) {
+    if (a.dout) {
+      const T* __restrict dout = a.dout + b * a.P + j0;
+      for (int64_t j = 0; j < n; ++j) t1[j] = carry[j] + dout[j];
+    } else {
+      std::memcpy(t1, carry, sizeof(T) * n);
+    }
+    dh = t1;
+    if (a.dh_zero) std::memset(a.dh_zero + b * a.dh_ld + j0, 0, sizeof(T) * n);
+  }
+  // h = o * y: d pre_o and dy
+  if (ao) {
+    for (int64_t j = 0; j < n; ++j) t2[j] = dh[j] * y[j];
+    act_grad(do_, t2, ao, n, s.gate_tanh);
+    for (int64_t j = 0; j < n; ++j) t2[j] = dh[j] * ao[j];
+  } else {
+    std::memcpy(t2, dh, sizeof(T) * n);
+  }
+  // through tanh: d (LN(c) or c)
+  if (s.out_tanh) {
+    for (int64_t j = 0; j < n; ++j) t2[j] = t2[j] * (T(1) - y[j] * y[j]);
+  }
+  if (s.ln) {  // whole rows
+    T* __restrict dn = a.dcn + b * H;
+    std::memcpy(dn, t2, sizeof(T) * H);
+    const T* __restrict gw = a.ln_c_w;
+    const T* __restrict xh = a.xhat_c + b * H;
+    double m1 = 0, m2 = 0;
+    for (int64_t j = 0; j < H; ++j) {
+      const double gy = double(t2[j]) * double(gw[j]);
+      m1 += gy;
+      m2 += gy * double(xh[j]);
+    }
+    const T mm1 = T(m1 / double(H)), mm2 = T(m2 / double(H)), r = a.rstd_c[b];
+    for (int64_t j = 0; j < H; ++j) t2[j] = r * (t2[j] * gw[j] - mm1 - xh[j] * mm2);
+  }
+  // dc = carry + from the output (+ peephole of o)
+  if (ao && s.peep) {
+    const T* __restrict w = a.wco + j0;
+    for (int64_t j = 0; j < n; ++j) t2[j] = dc[j] + t2[j] + do_[j] * w[j];
+  } else {
+    for (int64_t j = 0; j < n; ++j) t2[j] = dc[j] + t2[j];
+  }
+  const T* __restrict dct = t2;
+  // gates: c = f c_prev + i g
+  T* __restrict tg = t1;  // dh is no longer needed
+  if (ai) {
+    for (int64_t j = 0; j < n; ++j) dg[j] = dct[j] * ai[j];
+  } else {
+    std::memcpy(dg, dct, sizeof(T) * n);
+  }
+  if (s.cand_tanh) {
+    for (int64_t j = 0; j < n; ++j) dg[j] = dg[j] * (T(1) - ag[j] * ag[j]);
+  }
+  if (ai) {
+    if (s.coupled) {
+      for (int64_t j = 0; j < n; ++j) tg[j] = dct[j] * (ag[j] - cp[j]);
+    } else {
+      for (int64_t j = 0; j < n; ++j) tg[j] = dct[j] * ag[j];
+    }
+    act_grad(di, tg, ai, n, s.gate_tanh);
+  }
+  if (af) {
+    for (int64_t j = 0; j < n; ++j) tg[j] = dct[j] * cp[j];
+    act_grad(df, tg, af, n, s.gate_tanh);
+  }
+  // dc_{t-1}
+  if (s.coupled) {
+    for (int64_t j = 0; j < n; ++j) dc[j] = dct[j] * (T(1) - ai[j]);
+  } else if (af) {
+    for (int64_t j = 0; j < n; ++j) dc[j] = dct[j] * af[j];
+  } else {
+    std::memcpy(dc, dct, sizeof(T) * n);
+  }
+  if (s.peep) {
+    if (di) {
+      const T* __restrict w = a.wci + j0;
+      for (int64_t j = 0; j < n; ++j) dc[j] += di[j] * w[j];
+    }
+    if (df) {
+      const T* __restrict w = a.wcf + j0;
+      for (int64_t j = 0; j < n; ++j) dc[j] += df[j] * w[j];
+    }
+  }
+  if (s.ln) {  // d (h_{t-1} W_hh^T) through the recurrent layer norm, whole rows
+    const T* __restrict gw = a.ln_hh_w;
+    const T* __restrict xh = a.xhat_hh + b * GH;
+    T* __restrict dhw = a.dHW + b * GH;
+    double m1 = 0, m2 = 0;
+    for (int64_t j = 0; j < GH; ++j) {
+      const double gy = double(D[j]) * double(gw[j]);
+      m1 += gy;
+      m2 += gy * double(xh[j]);
+    }
+    const T mm1 = T(m1 / double(GH)), mm2 = T(m2 / double(GH)), r = a.rstd_hh[b];
+    for (int64_t j = 0; j < GH; ++j) dhw[j] = r * (D[j] * gw[j] - mm1 - xh[j] * mm2);
+  }
+}
+
+// Run `fn(b, j0, j1)` over B rows and column chunks, in parallel when big enough.
+template <typename F>
+void for_rows(int64_t B, int64_t H, bool whole_rows, const F& fn) {
+  const int64_t threads = at::get_num_threads();
+  int64_t chunk = H;
+  if (!whole_rows && threads > 1 && B < 2 * threads) {
+    chunk = (H + 2 * threads - 1) / (2 * threads);
+    chunk = std::max<int64_t>(64, (chunk + 15) / 16 * 16);
+  }
+  const int64_t nchunks = (H + chunk - 1) / chunk;
+  const int64_t units = B * nchunks;
+  const int64_t work = B * H;
+  auto body = [&](int64_t u0, int64_t u1) {
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t b = u / nchunks, c = u % nchunks;
+      fn(b, c * chunk, std::min(H, (c + 1) * chunk));
+    }
+  };
+  if (threads <= 1 || work < 2048) {
+    body(0, units);
+  } else {
+    at::parallel_for(0, units, 1, body);
+  }
+}
+
+template <typename T>
+const T* ptr_or_null(const OptTensor& t) {
+  return t.has_value() && t->defined() ? t->data_ptr<T>() : nullptr;
+}
+
+// Parameter order of the `params` lists (None where absent).
+enum {
+  kWih, kWhh, kBih, kBhh, kWhr, kWci, kWcf, kWco, kLnIhW, kLnIhB, kLnHhW, kLnHhB, kLnCW, kLnCB,
+  kNumParams
+};
+
+// ----------------------------------------------------------------------- forward driver
+
+// Returns [out (T,B,P), h_n (B,P), c_n (B,H), acts (T,B,GH), c_all (T,B,H), y_all (T,B,H),
+//          hr_all (T,B,H) | undef, xw_raw (T*B,GH) | undef, ln_ih_mean, ln_ih_rstd,
+//          xhat_hh (T,B,GH), rstd_hh (T,B), xhat_c (T,B,H), rstd_c (T,B)]
+// With keep=false only the states and out are meaningful (the buffers hold one step).
+template <typename T>
+std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tensor& c0,
+                                 const std::vector<OptTensor>& p, const OptTensor& lengths,
+                                 int64_t flags, bool keep) {
+  Tick tick_all(kPFwdAll);
+  const Spec s(flags);
+  const Tensor x = x_.contiguous();
+  const int64_t T_ = x.size(0), B = x.size(1), I = x.size(2);
+  const Tensor w_ih = p[kWih]->contiguous();
+  const Tensor w_hh = p[kWhh]->contiguous();
+  const int64_t GH = w_ih.size(0), H = GH / s.G, P = w_hh.size(1);
+  const bool proj = p[kWhr].has_value();
+  const auto opts = x.options();
+  TORCH_CHECK(h0.size(0) == B && h0.size(1) == P && c0.size(0) == B && c0.size(1) == H,
+              "fused_lstm: state shapes do not match");
+
+  // input projection of all steps: one GEMM (+ layer norm), both biases folded in
+  Tensor x2 = x.view({T_ * B, I});
+  Tensor bias;
+  if (p[kBih].has_value()) bias = *p[kBih];
+  if (p[kBhh].has_value()) bias = bias.defined() ? bias + *p[kBhh] : *p[kBhh];
+  Tensor xw, xw_raw, ln_mean, ln_rstd;
+  std::optional<Tick> tick_proj(std::in_place, kPFwdProj);
+  if (s.ln) {
+    xw_raw = at::mm(x2, w_ih.t());
+    auto r = at::native_layer_norm(xw_raw, {GH}, p[kLnIhW], p[kLnIhB], kLnEps);
+    xw = std::get<0>(r);
+    ln_mean = std::get<1>(r);
+    ln_rstd = std::get<2>(r);
+    if (bias.defined()) xw.add_(bias);
+  } else if (bias.defined()) {
+    xw = at::addmm(bias, x2, w_ih.t());
+  } else {
+    xw = at::mm(x2, w_ih.t());
+  }
+  tick_proj.reset();
+
+  const int64_t TK = keep ? T_ : 1;
+  Tensor out = at::empty({T_, B, P}, opts);
+  Tensor h = h0.contiguous().clone();
+  Tensor c = c0.contiguous().clone();
+  Tensor acts = at::empty({TK, B, GH}, opts);
+  Tensor c_all = at::empty({TK, B, H}, opts);
+  Tensor y_all = at::empty({TK, B, H}, opts);
+  Tensor hr_all = proj ? at::empty({TK, B, H}, opts) : Tensor();
+  Tensor xhat_hh, rstd_hh, xhat_c, rstd_c;
+  if (s.ln) {
+    xhat_hh = at::empty({TK, B, GH}, opts);
+    rstd_hh = at::empty({TK, B}, opts);
+    xhat_c = at::empty({TK, B, H}, opts);
+    rstd_c = at::empty({TK, B}, opts);
+  }
+  Tensor w_hr = proj ? p[kWhr]->contiguous() : Tensor();
+
+  Tensor len_c;
+  const int64_t* len = nullptr;
+  if (lengths.has_value()) {
+    len_c = lengths->to(at::kLong).contiguous();
+    len = len_c.data_ptr<int64_t>();
+  }
+
+  WeightGemm<T> g_hh(w_hh, B, /*nt=*/true, T_, s.G);
+  std::optional<WeightGemm<T>> g_hr;
+  if (proj) g_hr.emplace(w_hr, B, /*nt=*/true, T_);
+  Tensor hw = at::empty({B, g_hh.ldc()}, opts);
+  Tensor hp = proj ? at::empty({B, g_hr->ldc()}, opts) : Tensor();
+  const int64_t hp_ld = proj ? g_hr->ldc() : 0;
+
+  // The fused step: each task computes the gate columns of a block of hidden units and
+  // runs the pointwise pass on them at once (the small GEMM only; layer norm needs whole
+  // rows of h W_hh^T first).
+  const bool fused_step = g_hh.own() && !s.ln && g_fused_step;
+  const int64_t PW = WeightGemm<T>::PW;
+  const int64_t threads = at::get_num_threads();
+  const bool par_step = threads > 1 && B * GH * P >= (1 << 17) && H > PW;
+  // one block of hidden units per thread: long pointwise loops, one task each
+  int64_t JB = par_step ? (H + threads - 1) / threads : H;
+  JB = std::max<int64_t>((JB + PW - 1) / PW * PW, B < 4 ? std::min<int64_t>(4 * PW, H) : PW);
+  const int64_t nblk = (H + JB - 1) / JB;
+
+  FwdStep<T> a;
+  a.s = s;
+  a.B = B, a.H = H, a.P = P, a.GH = GH;
+  a.hw = hw.data_ptr<T>();
+  a.hw_ld = g_hh.ldc();
+  a.hw_gs = g_hh.col(1);
+  a.ln_hh_w = ptr_or_null<T>(p[kLnHhW]);
+  a.ln_hh_b = ptr_or_null<T>(p[kLnHhB]);
+  a.ln_c_w = ptr_or_null<T>(p[kLnCW]);
+  a.ln_c_b = ptr_or_null<T>(p[kLnCB]);
+  a.c = c.data_ptr<T>();
+  a.wci = ptr_or_null<T>(p[kWci]);
+  a.wcf = ptr_or_null<T>(p[kWcf]);
+  a.wco = ptr_or_null<T>(p[kWco]);
+  a.len = len;
+  // h ping-pongs between two buffers: the step's GEMM reads h_{t-1} from one while the
+  // pointwise pass (of other hidden units, in parallel) writes h_t into the other
+  Tensor h2 = at::empty_like(h);
+  T* hptr = h.data_ptr<T>();
+  T* hnext = h2.data_ptr<T>();
+  const T* xw_p = xw.data_ptr<T>();
+  T* out_p = out.data_ptr<T>();
+
+  for (int64_t t = 0; t < T_; ++t) {
+    const int64_t tk = keep ? t : 0;
+    if (!fused_step) {
+      Tick tk_(kPFwdGemm);
+      g_hh.run(hptr, P, T(0), hw.data_ptr<T>(), g_hh.ldc());
+    }
+    a.t = t;
+    a.xw = xw_p + t * B * GH;
+    a.acts = acts.data_ptr<T>() + tk * B * GH;
+    a.c_out = c_all.data_ptr<T>() + tk * B * H;
+    a.y = y_all.data_ptr<T>() + tk * B * H;
+    if (s.ln) {
+      a.xhat_hh = xhat_hh.data_ptr<T>() + tk * B * GH;
+      a.rstd_hh = rstd_hh.data_ptr<T>() + tk * B;
+      a.xhat_c = xhat_c.data_ptr<T>() + tk * B * H;
+      a.rstd_c = rstd_c.data_ptr<T>() + tk * B;
+    }
+    if (proj) {
+      a.hr = hr_all.data_ptr<T>() + tk * B * H;
+      a.hr_ld = H;
+      a.h_state = nullptr;
+    } else {
+      a.hr = out_p + t * B * P;
+      a.hr_ld = P;
+      a.h_state = hnext;
+      a.h_prev = hptr;
+    }
+    if (fused_step) {
+      Tick tk_(kPFwdPoint);
+      auto body = [&](int64_t k0, int64_t k1) {
+        for (int64_t q = k0; q < k1; ++q) {
+          const int64_t j0 = q * JB, j1 = std::min(H, j0 + JB);
+          const int64_t jp1 = std::min(g_hh.Hgp, j0 + JB);
+          for (int g = 0; g < s.G; ++g)
+            g_hh.run_cols(hptr, P, false, hw.data_ptr<T>(), g_hh.ldc(), g_hh.col(g) + j0,
+                          g_hh.col(g) + jp1);
+          for (int64_t b = 0; b < B; ++b) fwd_rows<T>(a, b, j0, j1);
+        }
+      };
+      if (par_step && nblk > 1) {
+        at::parallel_for(0, nblk, 1, body);
+      } else {
+        body(0, nblk);
+      }
+    } else {
+      Tick tk_(kPFwdPoint);
+      for_rows(B, H, s.ln, [&](int64_t b, int64_t j0, int64_t j1) { fwd_rows<T>(a, b, j0, j1); });
+    }
+    if (proj) {
+      g_hr->run(a.hr, H, T(0), hp.data_ptr<T>(), hp_ld);
+      const T* src = hp.data_ptr<T>();
+      T* dst = out_p + t * B * P;
+      for (int64_t b = 0; b < B; ++b) {
+        if (len == nullptr || t < len[b]) {
+          std::memcpy(dst + b * P, src + b * hp_ld, sizeof(T) * P);
+          std::memcpy(hnext + b * P, src + b * hp_ld, sizeof(T) * P);
+        } else {
+          std::memset(dst + b * P, 0, sizeof(T) * P);
+          std::memcpy(hnext + b * P, hptr + b * P, sizeof(T) * P);
+        }
+      }
+    }
+    std::swap(hptr, hnext);
+  }
+  if (hptr != h.data_ptr<T>()) h = h2;
+  return {out, h, c, acts, c_all, y_all, hr_all, xw_raw, ln_mean, ln_rstd,
+          xhat_hh, rstd_hh, xhat_c, rstd_c};
+}
+
+// ----------------------------------------------------------------------- backward driver
+
+// saved: the forward's list. Returns [dx | undef, dh0, dc0, d params in kNumParams order
+// (undef where absent)].
+template <typename T>
+std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
+                                  const OptTensor& dcn_, const Tensor& x_, const Tensor& h0,
+                                  const Tensor& c0, const std::vector<OptTensor>& p,
+                                  const OptTensor& lengths, int64_t flags,
+                                  const std::vector<Tensor>& saved, bool need_dx) {
+  Tick tick_all(kPBwdAll);
+  const Spec s(flags);
+  const Tensor x = x_.contiguous();
+  const int64_t T_ = x.size(0), B = x.size(1), I = x.size(2);
+  const Tensor w_ih = p[kWih]->contiguous();
+  const Tensor w_hh = p[kWhh]->contiguous();
+  const int64_t GH = w_ih.size(0), H = GH / s.G, P = w_hh.size(1);
+  const bool proj = p[kWhr].has_value();
+  const auto opts = x.options();
+  const Tensor &out = saved[0], &acts = saved[3], &c_all = saved[4], &y_all = saved[5],
+               &hr_all = saved[6], &xw_raw = saved[7], &ln_mean = saved[8],
+               &ln_rstd = saved[9], &xhat_hh = saved[10], &rstd_hh = saved[11],
+               &xhat_c = saved[12], &rstd_c = saved[13];
+
+  Tensor len_c;
+  const int64_t* len = nullptr;
+  if (lengths.has_value()) {
+    len_c = lengths->to(at::kLong).contiguous();
+    len = len_c.data_ptr<int64_t>();
+  }
+  Tensor dout;
+  if (dout_.has_value() && dout_->defined()) dout = dout_->contiguous();
+  Tensor dc = (dcn_.has_value() && dcn_->defined()) ? dcn_->contiguous().clone()
+                                                     : at::zeros({B, H}, opts);
+  Tensor dG = at::empty({T_, B, GH}, opts);
+  Tensor dHW = s.ln ? at::empty({T_, B, GH}, opts) : dG;
+  Tensor dCN = s.ln ? at::empty({T_, B, H}, opts) : Tensor();
+  Tensor dH_all = proj ? at::empty({T_, B, P}, opts) : Tensor();
+  Tensor tmp = at::empty({B, H}, opts), tmp2 = at::empty({B, H}, opts);
+  Tensor w_hr = proj ? p[kWhr]->contiguous() : Tensor();
+
+  WeightGemm<T> g_hh(w_hh, B, /*nt=*/false, T_);
+  std::optional<WeightGemm<T>> g_hr;
+  if (proj) g_hr.emplace(w_hr, B, /*nt=*/false, T_);
+  // the carry dh (gradient wrt h_{t-1}) is the GEMM's output: row stride dld (padded)
+  const int64_t dld = g_hh.ldc();
+  Tensor dh = at::zeros({B, dld}, opts);
+  if (dhn.has_value() && dhn->defined()) dh.narrow(1, 0, P).copy_(*dhn);
+  Tensor dhr = proj ? at::empty({B, g_hr->ldc()}, opts) : Tensor();
+
+  BwdStep<T> a;
+  a.s = s;
+  a.B = B, a.H = H, a.P = P, a.GH = GH;
+  a.ln_c_w = ptr_or_null<T>(p[kLnCW]);
+  a.ln_hh_w = ptr_or_null<T>(p[kLnHhW]);
+  a.dc = dc.data_ptr<T>();
+  a.tmp = tmp.data_ptr<T>();
+  a.tmp2 = tmp2.data_ptr<T>();
+  a.wci = ptr_or_null<T>(p[kWci]);
+  a.wcf = ptr_or_null<T>(p[kWcf]);
+  a.wco = ptr_or_null<T>(p[kWco]);
+  a.len = len;
+  T* dhp = dh.data_ptr<T>();
+  const T* dout_p = dout.defined() ? dout.data_ptr<T>() : nullptr;
+  const T beta = len ? T(1) : T(0);
+
+  for (int64_t t = T_ - 1; t >= 0; --t) {
+    a.t = t;
+    a.acts = acts.data_ptr<T>() + t * B * GH;
+    a.c_t = c_all.data_ptr<T>() + t * B * H;
+    a.c_prev = t > 0 ? c_all.data_ptr<T>() + (t - 1) * B * H : c0.data_ptr<T>();
+    a.y = y_all.data_ptr<T>() + t * B * H;
+    a.dG = dG.data_ptr<T>() + t * B * GH;
+    if (s.ln) {
+      a.xhat_c = xhat_c.data_ptr<T>() + t * B * H;
+      a.rstd_c = rstd_c.data_ptr<T>() + t * B;
+      a.xhat_hh = xhat_hh.data_ptr<T>() + t * B * GH;
+      a.rstd_hh = rstd_hh.data_ptr<T>() + t * B;
+      a.dHW = dHW.data_ptr<T>() + t * B * GH;
+      a.dcn = dCN.data_ptr<T>() + t * B * H;
+    }
+    if (proj) {
+      // total gradient wrt h_t (projected), kept for dW_hr; then through W_hr
+      T* dht = dH_all.data_ptr<T>() + t * B * P;
+      for (int64_t b = 0; b < B; ++b) {
+        if (len == nullptr || t < len[b]) {
+          for (int64_t j = 0; j < P; ++j)
+            dht[b * P + j] = dhp[b * dld + j] + (dout_p ? dout_p[(t * B + b) * P + j] : T(0));
+          if (len) std::memset(dhp + b * dld, 0, sizeof(T) * P);
+        } else {
+          std::memset(dht + b * P, 0, sizeof(T) * P);
+        }
+      }
+      g_hr->run(dht, P, T(0), dhr.data_ptr<T>(), g_hr->ldc());
+      a.dh_in = dhr.data_ptr<T>();
+      a.dh_ld = g_hr->ldc();
+      a.dout = nullptr;
+      a.dh_zero = nullptr;
+    } else {
+      a.dh_in = dhp;
+      a.dh_ld = dld;
+      a.dout = dout_p ? dout_p + t * B * P : nullptr;
+      a.dh_zero = len ? dhp : nullptr;
+    }
+    {
+      Tick tk_(kPBwdPoint);
+      for_rows(B, H, s.ln, [&](int64_t b, int64_t j0, int64_t j1) { bwd_rows<T>(a, b, j0, j1); });
+    }
+    Tick tk_(kPBwdGemm);
+    g_hh.run(dHW.data_ptr<T>() + t * B * GH, GH, beta, dhp, dld);
+  }
+  Tick tick_after(kPBwdAfter);
+
+  // weight gradients as large GEMMs / reductions over all steps
+  std::vector<Tensor> g(3 + kNumParams);
+  g[1] = dld == P ? dh : dh.narrow(1, 0, P).contiguous();
+  g[2] = dc;
+  Tensor dG2 = dG.view({T_ * B, GH});
+  Tensor dHW2 = dHW.view({T_ * B, GH});
+  Tensor dxw = dG2;
+  if (s.ln) {
+    auto r = at::native_layer_norm_backward(dG2, xw_raw, {GH}, ln_mean, ln_rstd,
+                                            p[kLnIhW], p[kLnIhB],
+                                            {true, true, true});
+    dxw = std::get<0>(r);
+    g[3 + kLnIhW] = std::get<1>(r);
+    g[3 + kLnIhB] = std::get<2>(r);
+  }
+  if (need_dx) g[0] = at::mm(dxw, w_ih).view({T_, B, I});
+  g[3 + kWih] = at::mm(dxw.t(), x.view({T_ * B, I}));
+  // dW_hh = sum_t dHW_t^T h_{t-1}, h_{-1} = h0, h_{t-1} = out[t-1] on real steps
+  Tensor dwhh = at::mm(dHW.select(0, 0).t(), h0.contiguous());
+  if (T_ > 1)
+    dwhh.addmm_(dHW.narrow(0, 1, T_ - 1).reshape({(T_ - 1) * B, GH}).t(),
+                out.narrow(0, 0, T_ - 1).reshape({(T_ - 1) * B, P}));
+  g[3 + kWhh] = dwhh;
+  Tensor dsum = (p[kBih].has_value() || p[kBhh].has_value()) ? dG2.sum(0) : Tensor();
+  if (p[kBih].has_value()) g[3 + kBih] = dsum;
+  if (p[kBhh].has_value()) g[3 + kBhh] = p[kBih].has_value() ? dsum.clone() : dsum;
+  if (proj) g[3 + kWhr] = at::mm(dH_all.view({T_ * B, P}).t(), hr_all.view({T_ * B, H}));
+  if (s.peep) {
+    auto gate = [&](int off) { return dG.narrow(2, off * H, H); };  // (T, B, H)
+    auto prev_sum = [&](const Tensor& d) {
+      Tensor r = (d.select(0, 0) * c0).sum(0);
+      if (T_ > 1) r += (d.narrow(0, 1, T_ - 1) * c_all.narrow(0, 0, T_ - 1)).sum({0, 1});
+      return r;
+    };
+    if (s.has_i) g[3 + kWci] = prev_sum(gate(s.oi));
+    if (s.has_f) g[3 + kWcf] = prev_sum(gate(s.of));
+    if (s.has_o) g[3 + kWco] = (gate(s.oo) * c_all).sum({0, 1});
+  }
+  if (s.ln) {
+    g[3 + kLnHhW] = (dG * xhat_hh).sum({0, 1});
+    g[3 + kLnHhB] = dG2.sum(0);
+    g[3 + kLnCW] = (dCN * xhat_c).sum({0, 1});
+    g[3 + kLnCB] = dCN.sum({0, 1});
+  }
+  return g;
+}
+
+void check_inputs(const Tensor& x, const std::vector<OptTensor>& p) {
+  TORCH_CHECK(x.device().is_cpu(), "fused_lstm runs on CPU tensors, got ", x.device());
+  TORCH_CHECK(x.dim() == 3, "fused_lstm: x must be (T, B, I), got ", x.sizes());
+  TORCH_CHECK(int64_t(p.size()) == kNumParams, "fused_lstm: expected ", int(kNumParams),
+              " parameters, got ", p.size());
+  for (const auto& t : p) {
+    if (t.has_value())
+      TORCH_CHECK(t->scalar_type() == x.scalar_type(), "fused_lstm: parameter dtype ",
+                  t->scalar_type(), " differs from the input's ", x.scalar_type());
+  }
+}
+
+std::vector<Tensor> lstm_forward(const Tensor& x, const Tensor& h0, const Tensor& c0,
+                                 std::vector<OptTensor> p, const OptTensor& lengths,
+                                 int64_t flags, bool keep) {
+  check_inputs(x, p);
+  at::NoGradGuard no_grad;
+  for (auto& t : p)
+    if (t.has_value()) t = t->contiguous();
+  if (x.scalar_type() == at::kFloat)
+    return forward_impl<float>(x, h0, c0, p, lengths, flags, keep);
+  TORCH_CHECK(x.scalar_type() == at::kDouble, "fused_lstm runs float32 and float64, got ",
+              x.scalar_type());
+  return forward_impl<double>(x, h0, c0, p, lengths, flags, keep);
+}
+
+std::vector<Tensor> lstm_backward(const OptTensor& dout, const OptTensor& dhn,
+                                  const OptTensor& dcn, const Tensor& x, const Tensor& h0,
+                                  const Tensor& c0, std::vector<OptTensor> p,
+                                  const OptTensor& lengths, int64_t flags,
+                                  const std::vector<Tensor>& saved, bool need_dx) {
+  check_inputs(x, p);
+  at::NoGradGuard no_grad;
+  for (auto& t : p)
+    if (t.has_value()) t = t->contiguous();
+  const Tensor h0c = h0.contiguous(), c0c = c0.contiguous();
+  if (x.scalar_type() == at::kFloat)
+    return backward_impl<float>(dout, dhn, dcn, x, h0c, c0c, p, lengths, flags, saved,
+                                need_dx);
+  return backward_impl<double>(dout, dhn, dcn, x, h0c, c0c, p, lengths, flags, saved,
+                               need_dx);
+}
+
+void set_gemm_mode(int64_t mode, int64_t fused_step) {
+  TORCH_CHECK(mode >= 0 && mode <= 4, "gemm mode must be 0..4, got ", mode);
+  g_gemm_mode = int(mode);
+  g_fused_step = int(fused_step);
+}
+
+// Enable (and reset) or disable the phase timers; returns the seconds summed so far.
+std::vector<double> profile(int64_t mode) {
+  std::vector<double> r(g_prof, g_prof + kPSlots);
+  if (mode)
+    for (double& v : g_prof) v = 0;
+  g_profile = int(mode);
+  return r;
+}
+
+std::string blas_info() {
+  const Blas& b = Blas::get();
+  std::string s = "sgemm=";
+  s += b.sgemm ? "yes" : "no";
+  s += " dgemm=";
+  s += b.dgemm ? "yes" : "no";
+  s += " packed=";
+  s += b.pack_size ? "yes" : "no";
+  return s;
+}
+
+// Element-wise activations, exposed for tests of the float32 approximations.
+Tensor activation(const Tensor& x_, const std::string& name) {
+  Tensor x = x_.contiguous().clone();
+  const bool use_tanh = name == "tanh";
+  TORCH_CHECK(use_tanh || name == "sigmoid", "activation: tanh or sigmoid, got ", name);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "activation", [&] {
+    act_inplace(x.data_ptr<scalar_t>(), x.numel(), use_tanh);
+  });
+  return x;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "gatelab fused LSTM kernels (CPU)";
+  m.def("lstm_forward", &lstm_forward, "one LSTM layer-direction, forward");
+  m.def("lstm_backward", &lstm_backward, "one LSTM layer-direction, backward");
+  m.def("set_gemm_mode", &set_gemm_mode,
+        "GEMM: 0 auto, 1 BLAS, 2 MKL packed, 3 at::mm, 4 small_gemm; fused_step 0/1",
+        py::arg("mode"), py::arg("fused_step") = 1);
+  m.def("bench_gemm", &bench_gemm, "seconds per recurrent GEMM call (M, K, N, mode, reps, double)");
+  m.def("profile", &profile, "phase timers: 1 wall / 2 thread CPU (resets), 0 off; returns seconds per phase");
+  m.def("blas_info", &blas_info, "which BLAS entry points were found");
+  m.def("activation", &activation, "the kernels' sigmoid / tanh, element-wise");
+}
