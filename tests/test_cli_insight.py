@@ -151,3 +151,32 @@ def test_explain_bad_input_is_one_line(run_dir, tmp_path):
         run("explain", run_dir, "--text", "1,0", "--data", tmp_path / "f.csv"), "not both"
     )
     one_line_error(run("explain", run_dir, "--text", "1,0,3"), "expected 2 per step")
+
+
+def test_train_synthetic_then_explain_prints_tables(tmp_path):
+    run_dir = tmp_path / "tanh"
+    result = run(
+        "train", "synthetic", "--out", run_dir, "--variant", "tanh_gates", "--init", "chrono",
+        "--quiet", "--threads", "1", *TINY_ABLATE,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "lstm (tanh_gates) on adding: test solved" in result.output
+    result = run("explain", run_dir, "--out", tmp_path / "r.html", "--gradient-flow")
+    assert result.exit_code == 0, result.output
+    assert "| 0 | input gate |" in result.output  # the saturation table
+    assert "(< -0.8)" in result.output  # tanh gates: thresholds 10% in from -1 and 1
+    assert "| LSTM (this run) |" in result.output and "| t=0 |" in result.output
+
+
+def test_explain_an_rnn_run(tmp_path):
+    run_dir = tmp_path / "rnn"
+    result = run("train", "synthetic", "--out", run_dir, "--model", "rnn", "--quiet", *TINY_ABLATE)
+    assert result.exit_code == 0, result.output
+    result = run("explain", run_dir, "--out", tmp_path / "r.html")
+    assert result.exit_code == 0, result.output
+    assert "no gates" in result.output
+
+
+def test_train_synthetic_bad_options(tmp_path):
+    one_line_error(run("train", "synthetic", "--out", tmp_path, "--init", "he"), "init='he'")
+    one_line_error(run("train", "synthetic", "--out", tmp_path, "--model", "tcn"), "model='tcn'")

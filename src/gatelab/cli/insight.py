@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from . import app
+from . import app, train_app
 
 DEMO_T = 100
 
@@ -429,3 +429,102 @@ def explain(
     if png is not None:
         for p in write_pngs(result, png):
             typer.echo(f"figure: {p}")
+    typer.echo("")
+    typer.echo(saturation_markdown(result), nl=False)
+    if gradient_flow:
+        typer.echo("")
+        typer.echo(gradient_markdown(result["gradient_flow"]), nl=False)
+
+
+def saturation_markdown(data: dict[str, Any]) -> str:
+    """The report's saturation as a Markdown table: per layer and gate, the mean over
+    units of the left- and right-saturated fractions and of the gate's value."""
+    sat = data.get("saturation") or []
+    if not sat:
+        return f"Gate saturation: {data.get('saturation_note', 'none')}\n"
+    low, high = sat[0]["low"], sat[0]["high"]
+    lines = [
+        f"Gate saturation ({data.get('saturation_note', '')}; mean over units):",
+        "",
+        f"| layer | gate | left-saturated (< {low:g}) | right-saturated (> {high:g}) | mean |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for s in sat:
+        n = len(s["left"])
+        layer = f"{s['layer']}" + (" (reverse)" if s["direction"] else "")
+        lines.append(
+            f"| {layer} | {s['gate'].replace('_', ' ')} | {sum(s['left']) / n:.3f} | "
+            f"{sum(s['right']) / n:.3f} | {sum(s['mean']) / n:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def gradient_markdown(g: dict[str, Any]) -> str:
+    """``‖∂loss/∂h_t‖`` of each model at five steps, as a Markdown table."""
+    T = len(g["models"][0]["hidden"])
+    steps = sorted({0, T // 4, T // 2, (3 * T) // 4, T - 1})
+    lines = [
+        f"Gradient flow, ‖∂loss/∂h_t‖ ({g.get('note', '')}):",
+        "",
+        "| model | " + " | ".join(f"t={t}" for t in steps) + " |",
+        "|---|" + "---:|" * len(steps),
+    ]
+    for m in g["models"]:
+        cells = " | ".join(f"{m['hidden'][t]:.2e}" for t in steps)
+        lines.append(f"| {m['name']} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------- train synthetic
+
+
+@train_app.command("synthetic")
+@clean_errors
+def train_synthetic(
+    out: Annotated[Path, typer.Option(help="The run folder to write.")],
+    task: Annotated[str, typer.Option(help="adding, temporal-order or copy.")] = "adding",
+    model: Annotated[str, typer.Option(help="lstm, gru or rnn.")] = "lstm",
+    variant: Annotated[str, typer.Option(help="LSTM preset.")] = "standard",
+    init: Annotated[str, typer.Option(help="uniform (+ forget bias) or chrono.")] = "uniform",
+    forget_bias: Annotated[float, typer.Option("--forget-bias")] = 1.0,
+    T: Annotated[int | None, typer.Option("--T", help="Sequence length (task default).")] = None,
+    steps: Annotated[int, typer.Option(help="Step budget.")] = 1000,
+    seconds: Annotated[float | None, typer.Option(help="Wall-clock budget (seconds).")] = None,
+    hidden_size: Annotated[int, typer.Option("--hidden-size")] = 32,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
+    lr: Annotated[float, typer.Option(help="Adam's peak learning rate.")] = 1e-2,
+    target: Annotated[
+        float | None, typer.Option(help="Stop once the held-out metric reaches this.")
+    ] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    threads: Annotated[int | None, typer.Option(help="CPU threads.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Train one model on a synthetic long-time-lag task into a run folder (for explain)."""
+    from .. import experiments as ex
+
+    _check_positive("--seconds", seconds)
+    config = ex.ExperimentConfig(
+        task=task,
+        model=model,
+        variant=variant,
+        init=init,
+        forget_bias=forget_bias,
+        T=T,
+        steps=steps,
+        seconds=seconds,
+        hidden_size=hidden_size,
+        batch_size=batch_size,
+        lr=lr,
+        target=target,
+        seed=seed,
+    )
+    n_threads = _set_threads(threads)
+    with _Progress(quiet=quiet) as progress:
+        result = ex.run_experiment(config, callback=progress.task(f"{model} {variant}", steps))
+    ex.save_run(result, out)
+    typer.echo(
+        f"{config.model} ({config.variant}) on {config.task}: test {result.metric_name} "
+        f"{result.metric:.3f} after {result.steps} steps, {result.seconds:.0f} s on "
+        f"{n_threads} thread(s); run folder {out}"
+    )
