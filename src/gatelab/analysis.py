@@ -495,18 +495,22 @@ def ablation_table(
 
 
 def ablation_markdown(rows: Sequence[AblationRow], metric: str = "metric") -> str:
-    """The table as Markdown: variant, mean ± std, seeds, Welch t and p against baseline."""
+    """The table as Markdown: variant, mean, std, seeds, Welch t and p against the
+    baseline, and seconds per run when every row has ``extra["seconds"]``."""
 
     def fmt(v: float, spec: str) -> str:
         return "–" if math.isnan(v) else format(v, spec)
 
+    seconds = all("seconds" in r.extra for r in rows)
     lines = [
-        f"| variant | {metric} mean | std | n | t vs standard | p (Welch) |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"| variant | {metric} mean | std | n | t vs standard | p (Welch) |"
+        + (" s/run |" if seconds else ""),
+        "|---|---:|---:|---:|---:|---:|" + ("---:|" if seconds else ""),
     ]
     for r in rows:
         lines.append(
             f"| {r.variant} | {r.mean:.3f} | {fmt(r.std, '.3f')} | {len(r.values)} | "
             f"{fmt(r.t, '.2f')} | {fmt(r.p, '.3g')} |"
+            + (f" {r.extra['seconds']:.1f} |" if seconds else "")
         )
     return "\n".join(lines) + "\n"

@@ -746,6 +746,8 @@ def ablate(
         row.extra["seconds"] = round(float(np.mean([r["seconds"] for r in runs[row.variant]])), 1)
     budget = {
         k: getattr(base, k)
-        for k in ("steps", "seconds", "batch_size", "hidden_size", "T", "lr", "forget_bias")
+        for k in ("steps", "seconds", "batch_size", "hidden_size", "T", "lr", "init")
     }
+    if base.init == "uniform":
+        budget["forget_bias"] = base.forget_bias
     return AblationResult(t.name, t.metric, budget, runs, table, time.perf_counter() - start)

@@ -10,7 +10,6 @@ import functools
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -118,6 +117,25 @@ class _Progress:
     def __exit__(self, *exc) -> None:
         if self._bar is not None:
             self._bar.__exit__(*exc)
+
+    def runs(self, count: int, steps: int) -> Callable[[str, int, Any], None]:
+        """One bar over ``count`` runs of ``steps`` each, for
+        :func:`gatelab.experiments.ablate`'s callback."""
+        if self._bar is None:
+            return lambda variant, seed, progress: None
+        bar = self._bar
+        tid = bar.add_task("ablation", total=count * steps, stats="")
+        done = {"runs": 0, "offset": 0, "key": None}
+
+        def callback(variant: str, seed: int, p) -> None:
+            if done["key"] != (variant, seed):
+                if done["key"] is not None:
+                    done["runs"] += 1
+                done["key"], done["offset"] = (variant, seed), done["runs"] * steps
+            stats = f"run {done['runs'] + 1}/{count}: {variant} seed {seed}, loss {p.loss:.4f}"
+            bar.update(tid, completed=done["offset"] + p.step, stats=stats)
+
+        return callback
 
     def task(self, description: str, total: int) -> Callable[[Any], None]:
         """A callback for :func:`gatelab.experiments.run_experiment` driving one bar; the
@@ -288,7 +306,7 @@ def ablate(
         str, typer.Option(help="Comma-separated LSTM presets; standard is the baseline.")
     ] = "standard,nig,nfg,nog,noaf,tanh_gates",
     seeds: Annotated[int, typer.Option(help="Seeds per variant (0..N-1).")] = 3,
-    steps: Annotated[int, typer.Option(help="Step budget of every run.")] = 300,
+    steps: Annotated[int, typer.Option(help="Step budget of every run.")] = 500,
     seconds: Annotated[
         float | None, typer.Option(help="Wall-clock budget of every run (seconds).")
     ] = None,
@@ -296,6 +314,7 @@ def ablate(
     T: Annotated[int | None, typer.Option("--T", help="Sequence length (task default).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
     lr: Annotated[float, typer.Option(help="Adam's peak learning rate.")] = 1e-2,
+    init: Annotated[str, typer.Option(help="chrono, or uniform (+ forget bias 1).")] = "chrono",
     backend: Annotated[str, typer.Option(help="LSTM backend.")] = "auto",
     out: Annotated[Path, typer.Option(help="Folder for the Markdown and JSON tables.")] = Path(
         "runs/ablation"
@@ -334,6 +353,7 @@ def ablate(
         "batch_size": batch_size,
         "lr": lr,
         "backend": backend,
+        "init": init,
         "eval_every": max(1, steps // 5),
     }
     ex.ExperimentConfig(task=t.name, **config)  # check the budget before the first run
@@ -341,19 +361,18 @@ def ablate(
         # The fused backend may be missing: variants then run on the reference loop, which
         # the library says once per reason; the table's seconds column shows the cost.
         warnings.filterwarnings("ignore", "gatelab.LSTM", RuntimeWarning)
-        bars: dict[tuple[str, int], Callable] = {}
-
-        def callback(variant: str, seed: int, p) -> None:
-            key = (variant, seed)
-            if key not in bars:
-                bars[key] = progress.task(f"{variant} seed {seed}", steps)
-            bars[key](p)
+        callback = progress.runs(len(names) * seeds, steps)
 
         result = ex.ablate(t.name, names, seeds, callback=callback, **config)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"ablation-{t.name}"
     md = ablation_markdown(result.table, metric=result.metric)
-    command = "gatelab " + " ".join(sys.argv[1:]) if sys.argv[1:] else "gatelab ablate"
+    command = (
+        f"gatelab ablate --task {t.name} --variants {','.join(names)} --seeds {seeds} "
+        f"--steps {steps}" + (f" --seconds {seconds:g}" if seconds else "") + f" --hidden-size "
+        f"{hidden_size}" + (f" --T {T}" if T else "") + f" --batch-size {batch_size} --lr {lr:g} "
+        f"--init {init} --out {out}"
+    )
     header = (
         f"Ablation on `{t.name}` ({result.metric} on {config_test_size()} test sequences), "
         f"{seeds} seed(s) per variant, budget {json.dumps(result.budget)}; "
