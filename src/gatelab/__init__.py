@@ -1,6 +1,7 @@
 """gatelab: the LSTM you can see into, at full speed."""
 
 from .cells import PRESETS, CellSpec, resolve_spec
+from .estimators import Forecaster, SeriesClassifier, TextClassifier
 from .layers import GRU, LSTM, RNN
 from .trace import GateTrace, GRUTrace, RNNTrace
 
@@ -12,9 +13,12 @@ __all__ = [
     "PRESETS",
     "RNN",
     "CellSpec",
+    "Forecaster",
     "GRUTrace",
     "GateTrace",
     "RNNTrace",
+    "SeriesClassifier",
+    "TextClassifier",
     "__version__",
     "resolve_spec",
 ]
