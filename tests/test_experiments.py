@@ -150,20 +150,21 @@ def test_load_run_errors(tmp_path):
     with pytest.raises(ex.RunFolderError, match="does not exist"):
         ex.load_run(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ex.RunFolderError, match=r"no config\.json"):
+    with pytest.raises(ex.RunFolderError, match=r"config\.json' is missing"):
         ex.load_run(tmp_path / "empty")
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "config.json").write_text("{not json")
     with pytest.raises(ex.RunFolderError, match="not valid JSON"):
         ex.load_run(bad)
-    (bad / "config.json").write_text('{"task": "text-classifier"}')
-    with pytest.raises(ex.RunFolderError, match="no synthetic-task experiment"):
+    header = {"gatelab_version": gatelab.__version__, "format": 1}
+    (bad / "config.json").write_text(json.dumps({**header, "task": "text-classifier"}))
+    with pytest.raises(ex.RunFolderError, match="'text-classifier' run, not a synthetic-task"):
         ex.load_run(bad)
     r = ex.run_experiment(**TINY)
     ex.save_run(r, tmp_path / "run")
     (tmp_path / "run" / "model.safetensors").unlink()
-    with pytest.raises(ex.RunFolderError, match="no weights file"):
+    with pytest.raises(ex.RunFolderError, match=r"model\.safetensors' is missing"):
         ex.load_run(tmp_path / "run")
     ex.save_run(r, tmp_path / "run")
     raw = json.loads((tmp_path / "run" / "config.json").read_text())
@@ -171,9 +172,19 @@ def test_load_run_errors(tmp_path):
     (tmp_path / "run" / "config.json").write_text(json.dumps(raw))
     with pytest.raises(ex.RunFolderError, match="does not fit"):
         ex.load_run(tmp_path / "run")
+    raw["experiment"]["hidden_size"] = -1
+    (tmp_path / "run" / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(ex.RunFolderError, match=r"corrupt.*hidden_size=-1"):
+        ex.load_run(tmp_path / "run")
+    raw["gatelab_version"] = "99.0.0"
+    (tmp_path / "run" / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(ex.RunFolderError, match="different major version"):
+        ex.load_run(tmp_path / "run")
+    ex.save_run(r, tmp_path / "run")
     (tmp_path / "run" / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(ex.RunFolderError, match="not a valid safetensors"):
         ex.load_run(tmp_path / "run")
+    assert not list(tmp_path.glob("run/.*.tmp"))  # atomic writes leave no temp files
 
 
 def test_ablate_builds_the_table():

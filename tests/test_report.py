@@ -182,7 +182,7 @@ def test_explain_errors(adding_run, tmp_path):
     with pytest.raises(ExplainError, match="cannot read --data"):
         explain_run(adding_run, data=tmp_path / "missing.csv")
     (tmp_path / "notrun").mkdir()
-    with pytest.raises(ExplainError, match=r"no config\.json"):
+    with pytest.raises(ExplainError, match=r"config\.json' is missing"):
         explain_run(tmp_path / "notrun")
 
 

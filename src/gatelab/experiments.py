@@ -19,16 +19,16 @@ Tasks (``--task`` names):
 - ``copy``: the copy-memory problem (Arjovsky et al. 2016) with delay ``T``;
   per-step classification; metric ``accuracy`` over the copied symbols.
 
-A finished run is saved as a run folder (see :func:`save_run`, :func:`load_run`):
-``config.json`` (the gatelab run-folder header ``gatelab_version, format, task`` plus an
-``experiment`` section, this module's :class:`ExperimentConfig`) and
-``model.safetensors`` (the model's state dict), nothing pickled.
+A finished run is saved as a run folder of :mod:`gatelab.runs` (see :func:`save_run`,
+:func:`load_run`): ``config.json`` (the run-folder header ``gatelab_version, format,
+task="synthetic"`` plus an ``experiment`` section, this module's
+:class:`ExperimentConfig`, and ``results``) and ``model.safetensors`` (the model's state
+dict), written atomically, nothing pickled.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -39,12 +39,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import safetensors.torch
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from . import runs
 from .analysis import AblationRow, ablation_table
 from .cells import PRESETS, resolve_spec
 from .data import synthetic
@@ -73,10 +73,7 @@ log = logging.getLogger(__name__)
 
 MODELS = ("lstm", "gru", "rnn")
 INITS = ("uniform", "chrono")
-RUN_FORMAT = 1
 RUN_TASK = "synthetic"  # the ``task`` entry of config.json for these run folders
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 # Seeds of the held-out sets: fixed, so every model of a task sees the same sequences.
 VALID_SEED = 1_000_003
 TEST_SEED = 2_000_003
@@ -594,74 +591,55 @@ def run_experiment(
 
 
 def save_run(result: ExperimentResult, run_dir: str | os.PathLike) -> Path:
-    """Write ``result`` as a run folder: ``config.json`` and ``model.safetensors``.
+    """Write ``result`` as a run folder with :mod:`gatelab.runs` (atomic writes).
 
-    ``config.json`` is ``{"gatelab_version", "format": 1, "task": "synthetic",
-    "experiment": <ExperimentConfig>, "results": <summary without config>}``.
+    ``config.json`` is the run-folder header ``{"gatelab_version", "format", "task":
+    "synthetic"}`` plus ``"experiment"`` (the :class:`ExperimentConfig`) and ``"results"``
+    (metric, steps, seconds, history); ``model.safetensors`` is the model's state dict.
     """
-    from . import __version__
-
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
-    safetensors.torch.save_file(state, str(run_dir / WEIGHTS_FILE))
     summary = result.summary()
     summary.pop("config")
-    config = {
-        "gatelab_version": __version__,
-        "format": RUN_FORMAT,
-        "task": RUN_TASK,
-        "experiment": result.config.to_dict(),
-        "results": summary,
-    }
-    (run_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    runs.atomic_write_tensors(run_dir / runs.WEIGHTS_FILE, result.model.state_dict())
+    runs.write_config(
+        run_dir, RUN_TASK, experiment=result.config.to_dict(), results=_json_safe(summary)
+    )
     return run_dir
 
 
-class RunFolderError(ValueError):
-    """A folder is not a loadable synthetic-task run folder."""
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+RunFolderError = runs.RunFolderError
 
 
 def load_run(run_dir: str | os.PathLike) -> tuple[ExperimentConfig, TaskModel]:
     """Read a run folder :func:`save_run` wrote: ``(config, model in eval mode)``.
 
     Raises:
-        RunFolderError: no such folder, no or corrupt ``config.json``, not a synthetic-task
-            run, or weights that are missing or do not fit.
+        RunFolderError: no such folder, a missing or corrupt ``config.json`` or weights
+            file, another gatelab major version, or a run of another task kind.
     """
-    run_dir = Path(run_dir)
-    path = run_dir / CONFIG_FILE
-    if not run_dir.is_dir():
-        raise RunFolderError(f"run folder '{run_dir}' does not exist or is not a folder")
-    if not path.is_file():
-        raise RunFolderError(f"'{run_dir}' is not a run folder: it has no {CONFIG_FILE}")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise RunFolderError(f"'{path}' is not valid JSON ({err})") from err
-    if not isinstance(raw, dict) or raw.get("task") != RUN_TASK or "experiment" not in raw:
-        task = raw.get("task") if isinstance(raw, dict) else None
+    raw = runs.read_config(run_dir)
+    path = Path(run_dir) / runs.CONFIG_FILE
+    if raw["task"] != RUN_TASK or "experiment" not in raw:
         raise RunFolderError(
-            f"'{run_dir}' holds no synthetic-task experiment (its config.json has task "
-            f"{task!r}; expected {RUN_TASK!r} with an 'experiment' section)"
+            f"run folder '{run_dir}' holds a {raw['task']!r} run, not a synthetic-task "
+            f"experiment (expected task {RUN_TASK!r} with an 'experiment' section)"
         )
     try:
         config = ExperimentConfig.from_dict(raw["experiment"])
     except (TypeError, ValueError) as err:
-        raise RunFolderError(f"'{path}' has an unusable experiment section: {err}") from err
-    weights = run_dir / WEIGHTS_FILE
-    if not weights.is_file():
-        raise RunFolderError(f"'{run_dir}' has no weights file {WEIGHTS_FILE}")
-    try:
-        state = safetensors.torch.load_file(str(weights))
-    except Exception as err:  # safetensors raises its own error types
-        raise RunFolderError(f"'{weights}' is not a valid safetensors file ({err})") from err
+        raise RunFolderError(f"run config '{path}' is corrupt ({err})") from err
     model = build_model(config)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise RunFolderError(f"'{weights}' does not fit the model in '{path}' ({first})") from err
+    runs.load_state(model, run_dir)
     model.eval()
     return config, model
 

@@ -25,6 +25,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from . import experiments as ex
+from . import runs
 from .analysis import gradient_flow
 from .errors import GatelabError
 from .report import report_data, write_report
@@ -320,7 +321,7 @@ def _results_rows(run_dir, config) -> list[dict[str, Any]]:
     import json
 
     try:
-        raw = json.loads((Path(run_dir) / ex.CONFIG_FILE).read_text(encoding="utf-8"))
+        raw = json.loads((Path(run_dir) / runs.CONFIG_FILE).read_text(encoding="utf-8"))
         r = raw.get("results", {})
     except (OSError, ValueError):
         return []
