@@ -204,3 +204,61 @@ def test_parse_symbols_of_temporal_order_and_copy():
         0,
         0,
     ]
+
+
+# --------------------------------------------------------------------------- estimator runs
+
+
+@pytest.fixture(scope="module")
+def estimator_runs(tmp_path_factory):
+    from gatelab.estimators import Forecaster, SeriesClassifier, TextClassifier
+
+    root = tmp_path_factory.mktemp("estimators")
+    texts = ["good film", "bad film", "a good plot", "a bad plot"] * 4
+    labels = ["pos", "neg", "pos", "neg"] * 4
+    tiny = dict(hidden_size=4, epochs=1, batch_size=8, validation_fraction=0.0)
+    TextClassifier(embedding_dim=4, bidirectional=False, pooling="last", max_len=6, **tiny).fit(
+        texts, labels
+    ).save(root / "text")
+    series = torch.randn(12, 9, 2).numpy()
+    SeriesClassifier(n_models=2, **tiny).fit(series, [0, 1] * 6).save(root / "series")
+    sine = torch.sin(torch.arange(60) / 3.0).numpy()
+    Forecaster(history=8, highway=0, hidden_size=4, epochs=1, n_models=1).fit(sine).save(
+        root / "forecast"
+    )
+    return root
+
+
+def test_explain_a_text_classifier(estimator_runs):
+    text = "a good film <script>window.__pwned=1</script> " + "plot " * 10
+    warned = []
+    data = explain_run(estimator_runs / "text", text=text, gradient=True, warn=warned.append)
+    assert len(data["tokens"]) == 6 and data["tokens"][:3] == ["a", "good", "film"]
+    assert warned and "more than the 6 the model saw in training" in warned[0]
+    assert "Predicted class:" in data["subtitle"]
+    assert data["gradient_flow"]["models"][0]["name"] == "this model"
+    assert "</script>" not in json_for_html(data)
+    with pytest.raises(ExplainError, match="empty"):
+        explain_run(estimator_runs / "text", text="  ")
+    with pytest.raises(ExplainError, match="on --text, not --data"):
+        explain_run(estimator_runs / "text", data="x.csv")
+
+
+def test_explain_series_runs(estimator_runs, tmp_path):
+    (tmp_path / "s.csv").write_text("\n".join(f"{t / 10},{-t / 10}" for t in range(7)))
+    data = explain_run(estimator_runs / "series", data=tmp_path / "s.csv")
+    assert len(data["tokens"]) == 7 and data["tokens"][1] == "0.1,-0.1"
+    assert "ensemble of 2 models" in data["notes"][0]
+    assert [entry["name"] for entry in data["layers"]] == ["layer 0", "layer 0 (reverse)"]
+    with pytest.raises(ExplainError, match="bidirectional"):
+        explain_run(estimator_runs / "series", data=tmp_path / "s.csv", gradient=True)
+    (tmp_path / "f.csv").write_text("\n".join(f"{t / 10}" for t in range(20)))
+    warned = []
+    data = explain_run(estimator_runs / "forecast", data=tmp_path / "f.csv", warn=warned.append)
+    assert len(data["tokens"]) == 8 and "last history=8" in warned[0]
+    assert data["subtitle"].count("Forecast:") == 1
+    (tmp_path / "short.csv").write_text("1\n2\n")
+    with pytest.raises(ExplainError, match="needs its history of 8"):
+        explain_run(estimator_runs / "forecast", data=tmp_path / "short.csv")
+    with pytest.raises(ExplainError, match="not --text"):
+        explain_run(estimator_runs / "forecast", text="1 2 3")

@@ -232,17 +232,22 @@ def explain_run(
     """The report data of a run folder's model on one input.
 
     Args:
-        run_dir: a run folder of :func:`gatelab.experiments.save_run`.
+        run_dir: a run folder: of :func:`gatelab.experiments.save_run` (a synthetic task),
+            or of an estimator (``text-classifier``, ``series-classifier``,
+            ``forecaster``; see :func:`_explain_estimator`).
         text, data: the input (see :func:`parse_sequence`); neither: a sequence sampled
-            from the task with ``seed``, with its marked steps.
+            from the task with ``seed``, with its marked steps (synthetic tasks only).
         gradient: add the gradient flow (this model, and an LSTM, GRU and RNN at init).
         warn: called with a one-line message when the input is truncated.
     Raises:
         ExplainError / RunFolderError (ValueErrors) with a one-line message.
     """
     try:
+        kind = runs.read_config(run_dir)["task"]
+        if kind != ex.RUN_TASK:
+            return _explain_estimator(run_dir, text=text, data=data, gradient=gradient, warn=warn)
         config, model = ex.load_run(run_dir)
-    except ex.RunFolderError as err:
+    except runs.RunFolderError as err:
         raise ExplainError(f"cannot explain '{run_dir}': {err}") from err
     task = ex.resolve_task(config.task)
     limit = max_length(config)
@@ -430,3 +435,147 @@ def _memory_unit(model: ex.TaskModel, x: Tensor, marks: list[int]) -> tuple[int,
         "first mark to the end, so the cell keeps what was written."
     ]
     return u, notes
+
+
+# --------------------------------------------------------------------------- estimators
+
+
+def _explain_estimator(
+    run_dir, *, text: str | None, data, gradient: bool, warn: Callable[[str], None] | None
+) -> dict[str, Any]:
+    """The report data of an estimator's run folder (:mod:`gatelab.estimators`).
+
+    ``text-classifier``: ``--text``, tokenised as in training and cut to the estimator's
+    ``max_len`` (with a warning). ``series-classifier``: ``--data``, a numeric CSV with a
+    row per step and a column per channel, normalised as in training. ``forecaster``:
+    ``--data``, one column; the model sees its last ``history`` values (a warning says
+    so when the file is longer). An ensemble shows its first member.
+    """
+    from . import estimators
+
+    est = estimators.load(run_dir)
+    net = est.model_
+    members = getattr(net, "members", None)
+    notes = []
+    if members is not None:
+        notes.append(f"An ensemble of {len(members)} models: the report shows the first.")
+        net = members[0]
+    kind = est.task
+    if kind == "text-classifier":
+        if data is not None or text is None:
+            raise ExplainError(f"a {kind} run is explained on --text, not --data")
+        if not text.strip():
+            raise ExplainError("the text is empty; expected at least one word")
+        tokens = est.tokenizer_(text)
+        if not tokens:
+            raise ExplainError(f"the text {text[:40]!r} has no tokens the tokenizer keeps")
+        if est.max_len and len(tokens) > est.max_len:
+            _say(
+                warn,
+                f"the text has {len(tokens)} tokens, more than the {est.max_len} the model saw "
+                f"in training (max_len); explaining its first {est.max_len}",
+            )
+            tokens = tokens[: est.max_len]
+        ids = torch.tensor([est.vocab_.encode(tokens)])  # (1, T)
+        x = ids
+        labels = tokens
+    else:
+        if text is not None or data is None:
+            raise ExplainError(f"a {kind} run is explained on --data FILE, not --text")
+        width = getattr(est, "n_channels_", 1) if kind == "series-classifier" else 1
+        raw = Path(data).read_text(encoding="utf-8") if Path(data).is_file() else None
+        if raw is None:
+            raise ExplainError(f"cannot read --data file '{data}': no such file")
+        series = torch.tensor(_numeric_rows(raw, str(data), width), dtype=torch.float64)
+        if series.shape[0] == 0:
+            raise ExplainError(f"--data file '{data}' has no rows; expected one row per step")
+        if kind == "forecaster":
+            if series.shape[0] < est.history:
+                raise ExplainError(
+                    f"--data has {series.shape[0]} steps; the forecaster needs its history of "
+                    f"{est.history}"
+                )
+            if series.shape[0] > est.history:
+                _say(
+                    warn,
+                    f"the series has {series.shape[0]} steps; the forecaster reads its last "
+                    f"history={est.history}, so the report shows those",
+                )
+            series = series[-est.history :]
+            window = series[:, 0].numpy()[None, :]  # (1, history)
+            x = est._windows_data(window, None).inputs
+        else:
+            x = est._inputs([series.numpy()]).inputs  # (1, T, C), normalised as in training
+        labels = [",".join(f"{v:.3g}" for v in row) for row in series.tolist()]
+    with torch.no_grad():
+        e = _input_layer(net, x)[0]  # (T, E): what the LSTM reads
+        out = net(x)[0]
+    subtitle = _estimator_prediction(est, kind, out)
+    flow = None
+    if gradient:
+        flow = _estimator_gradient(net, e, kind)
+    lstm = net.lstm
+    variant = getattr(est, "variant", "standard")
+    return report_data(
+        lstm,
+        e,
+        labels=labels,
+        title=f"{kind}: the LSTM's gates on this input",
+        subtitle=(
+            f"LSTM ({variant}), hidden size {lstm.hidden_size}, {lstm.num_layers} layer(s)"
+            f"{', bidirectional' if lstm.bidirectional else ''}. {subtitle}"
+        ),
+        gradient_flow=flow,
+        notes=[*notes, "Saturation is measured over the steps of this input."],
+    )
+
+
+def _say(warn: Callable[[str], None] | None, message: str) -> None:
+    log.warning(message)
+    if warn is not None:
+        warn(message)
+
+
+def _input_layer(net, x: Tensor) -> Tensor:
+    """The LSTM's input for ``x``: embedded tokens, projected or raw series ``(B, T, E)``."""
+    if net.config.tokens:
+        return net.embedding(x)
+    if net.config.embedding_dim > 0:
+        return net.projection(x)
+    return x
+
+
+def _estimator_prediction(est, kind: str, out: Tensor) -> str:
+    if kind == "forecaster":
+        values = est.scaler_.inverse_transform(out.numpy()[None, :])[0]
+        return "Forecast: " + ", ".join(f"{v:.4g}" for v in values) + "."
+    p = out.softmax(-1)
+    k = int(p.argmax())
+    return f"Predicted class: {est.classes_[k]} (p = {float(p[k]):.3f}, first model)."
+
+
+def _estimator_gradient(net, e: Tensor, kind: str) -> dict[str, Any]:
+    """Gradient of the predicted class's log-probability (or the first forecast value)
+    with respect to each ``h_t``, through the model's own pooling and head."""
+    lstm = net.lstm
+    if lstm.bidirectional:
+        raise ExplainError(
+            "--gradient-flow measures unidirectional LSTMs; this model is bidirectional"
+        )
+    pooling = net.config.pooling
+
+    def loss_fn(output, last):  # output (T, 1, P)
+        pooled = {"last": last, "mean": output.mean(0), "max": output.amax(0)}[pooling]
+        y = net.head(pooled)[0]
+        if kind == "forecaster":
+            return y[0]
+        return y.log_softmax(-1).max()
+
+    g = gradient_flow(lstm, e[None], loss_fn)
+    what = "the first forecast value" if kind == "forecaster" else "log p(predicted class)"
+    return {
+        "models": [
+            {"name": "this model", "hidden": g.hidden[-1].tolist(), "input": g.input.tolist()}
+        ],
+        "note": f"gradient of {what} with respect to h_t of the top layer, on this input.",
+    }
