@@ -1,5 +1,6 @@
 """gatelab: the LSTM you can see into, at full speed."""
 
+from .analysis import cell_flow, gate_saturation, gradient_flow
 from .cells import PRESETS, CellSpec, resolve_spec
 from .estimators import Forecaster, SeriesClassifier, TextClassifier
 from .layers import GRU, LSTM, RNN
@@ -20,5 +21,8 @@ __all__ = [
     "SeriesClassifier",
     "TextClassifier",
     "__version__",
+    "cell_flow",
+    "gate_saturation",
+    "gradient_flow",
     "resolve_spec",
 ]

@@ -51,6 +51,8 @@ def clean_errors(fn: Callable) -> Callable:
             _fail(str(err), 1)
         except (CommandError, GatelabError, ValueError, TypeError, OSError) as err:
             _fail(str(err), 2)
+        except ImportError as err:  # an optional dependency (scipy, matplotlib) is missing
+            _fail(str(err), 2)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
 
