@@ -9,6 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import gatelab
 from gatelab import experiments as ex
 from gatelab.cli import _register, app
 
@@ -144,6 +145,10 @@ def test_explain_bad_input_is_one_line(run_dir, tmp_path):
     one_line_error(run("explain", tmp_path / "nope", "--text", "x"), "does not exist")
     (tmp_path / "empty").mkdir()
     one_line_error(run("explain", tmp_path / "empty", "--text", "x"), "config.json' is missing")
+    (tmp_path / "lm").mkdir()
+    header = {"gatelab_version": gatelab.__version__, "format": 1, "task": "char-lm"}
+    (tmp_path / "lm" / "config.json").write_text(json.dumps(header))
+    one_line_error(run("explain", tmp_path / "lm", "--text", "x"), "holds a 'char-lm' run")
     one_line_error(
         run("explain", run_dir, "--text", "1,0", "--data", tmp_path / "f.csv"), "not both"
     )

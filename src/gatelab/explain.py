@@ -42,6 +42,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SATURATION_SEQUENCES = 200
+EXPLAINED_KINDS = ("text-classifier", "series-classifier", "forecaster")
 
 
 class ExplainError(GatelabError, ValueError):
@@ -454,6 +455,11 @@ def _explain_estimator(
     from . import estimators
 
     est = estimators.load(run_dir)
+    if est.task not in EXPLAINED_KINDS:
+        raise ExplainError(
+            f"run folder '{run_dir}' holds a {est.task!r} run; explain traces "
+            f"{', '.join(EXPLAINED_KINDS)} and synthetic-task runs"
+        )
     net = est.model_
     members = getattr(net, "members", None)
     notes = []
