@@ -153,7 +153,13 @@ def test_explain_a_sampled_sequence_with_gradient_flow(adding_run):
     assert len(data["marks"]) == 2 and len(data["tokens"]) >= 10
     assert sum(t.endswith("*") for t in data["tokens"]) == 2
     names = [m["name"] for m in data["gradient_flow"]["models"]]
-    assert names == ["LSTM (this run)", "LSTM (init, forget bias 1)", "GRU (init)", "RNN (init)"]
+    assert names == [
+        "LSTM (this run)",
+        "LSTM (init, forget bias 1)",
+        "LSTM (chrono init)",
+        "GRU (init)",
+        "RNN (init)",
+    ]
     assert "target" in data["subtitle"]
     assert data["results"][0]["model"] == "LSTM"
 

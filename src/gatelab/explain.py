@@ -286,6 +286,7 @@ def explain_run(
             hidden_size=config.hidden_size,
             seed=config.seed,
             models={f"{config.model.upper()} (this run)": model},
+            fresh=("lstm", "lstm-chrono", "gru", "rnn"),
         )
     kind = config.model.upper() + (f" ({config.variant})" if config.model == "lstm" else "")
     return report_data(
