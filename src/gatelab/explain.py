@@ -289,6 +289,12 @@ def explain_run(
             fresh=("lstm", "lstm-chrono", "gru", "rnn"),
         )
     kind = config.model.upper() + (f" ({config.variant})" if config.model == "lstm" else "")
+    marks = _marks(task.name, x)
+    notes = [f"Saturation is measured over {SATURATION_SEQUENCES} held-out sequences."]
+    unit, rows = None, "units"
+    if task.name == "adding" and config.model == "lstm" and len(marks) == 2:
+        unit, memory = _memory_unit(model, x, marks)
+        notes, rows = memory + notes, "gates"
     return report_data(
         model.rnn,
         x,
@@ -298,11 +304,13 @@ def explain_run(
             f"hidden size {config.hidden_size}, trained {config.steps} steps max on "
             f"{task.name} (T={config.T}). {prediction}"
         ),
-        marks=_marks(task.name, x),
+        marks=marks,
         saturation_input=packed,
         gradient_flow=flow,
         results=results,
-        notes=[f"Saturation is measured over {SATURATION_SEQUENCES} held-out sequences."],
+        notes=notes,
+        default_unit=unit,
+        default_rows=rows,
     )
 
 

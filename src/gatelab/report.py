@@ -346,10 +346,13 @@ def write_pngs(data: Mapping[str, Any], out_dir: str | os.PathLike) -> list[Path
     for ax, s in zip(axes, series):
         row = np.asarray(layer["values"][s["key"]], dtype=float)[:, unit][None, :]  # (1, T)
         cmap, lo, hi = cmap_for(s["range"])
-        ax.imshow(row, aspect="auto", cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
+        im = ax.imshow(row, aspect="auto", cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
+        fig.colorbar(im, ax=ax, fraction=0.02, pad=0.01)
         ax.set_yticks([0])
         ax.set_yticklabels([s["short"]])
         ax.set_xticks([])
+        for t in data.get("marks", []):
+            ax.axvline(t, color="#b2182b", lw=0.8, ls="--", alpha=0.6)
     steps_axis(axes[-1])
     fig.suptitle(f"{layer['name']}, unit {unit}: every gate per step", fontsize=9)
     written.append(_save(fig, out_dir / "gates.png"))
