@@ -1,5 +1,6 @@
 """gatelab: the LSTM you can see into, at full speed."""
 
+from .analysis import cell_flow, gate_saturation, gradient_flow
 from .cell import LSTMCell
 from .cells import PRESETS, CellSpec, resolve_spec
 from .charlm import CharLM, CharVocab
@@ -28,5 +29,8 @@ __all__ = [
     "TextClassifier",
     "WordVocab",
     "__version__",
+    "cell_flow",
+    "gate_saturation",
+    "gradient_flow",
     "resolve_spec",
 ]
