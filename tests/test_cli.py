@@ -248,9 +248,9 @@ def test_bad_run_folders(tmp_path, text_run):
     (broken / "model.safetensors").write_bytes(b"not safetensors at all")
     assert_clean_error(invoke("evaluate", broken, "--data", data), "model.safetensors", "corrupt")
     config = json.loads((broken / "config.json").read_text())
-    config["task"] = "translator"
+    config["task"] = "speech-recognizer"
     (broken / "config.json").write_text(json.dumps(config))
-    assert_clean_error(invoke("predict", broken, "hi"), "'translator'", "known kinds")
+    assert_clean_error(invoke("predict", broken, "hi"), "'speech-recognizer'", "known kinds")
 
 
 def test_bad_option_values_are_one_line_errors(tmp_path, text_run):
