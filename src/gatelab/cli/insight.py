@@ -66,21 +66,16 @@ def _console(stderr: bool = False):
 
 
 def _set_threads(threads: int | None) -> int:
-    """Use the cores others leave idle: ``cores - round(load)``, at least 1.
+    """One torch thread unless asked for more.
 
-    torch's default (every core) spin-waits against other processes on a busy machine:
-    measured here with load 2.6 on 2 cores, the LSTM step took 443 ms on 2 threads and
-    16 ms on 1.
+    These models are small (B=64, H=32): a second thread gains little on an idle machine,
+    and on a shared one oneDNN's threads spin-wait against other processes. Measured here
+    with a load of about 5 on 2 cores: the whole demo took 41 s on 1 thread and 500 s on 2;
+    one LSTM step (B=64, H=64, T=105) took 16 ms on 1 thread and 443 ms on 2.
     """
     import torch
 
-    if threads is None:
-        cores = os.cpu_count() or 1
-        try:
-            load = os.getloadavg()[0]
-        except OSError:
-            load = 0.0
-        threads = max(1, min(cores, cores - round(load)))
+    threads = 1 if threads is None else threads
     if threads < 1:
         raise CommandError(f"--threads={threads}; expected an int >= 1")
     torch.set_num_threads(threads)
@@ -194,7 +189,7 @@ def demo(
     T: Annotated[int, typer.Option("--T", help="Minimal sequence length.")] = DEMO_T,
     seed: Annotated[int, typer.Option(help="Seed of weights and training data.")] = 0,
     threads: Annotated[
-        int | None, typer.Option(help="CPU threads (default: the cores not busy now).")
+        int | None, typer.Option(help="CPU threads (default 1: see the docs).")
     ] = None,
     test_size: Annotated[int, typer.Option("--test-size", help="Test sequences.")] = 1000,
 ) -> None:

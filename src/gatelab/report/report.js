@@ -353,7 +353,7 @@
     var lo = Math.floor(Math.log10(Math.min.apply(null, positive.concat([1]))));
     var hi = Math.ceil(Math.log10(Math.max.apply(null, positive.concat([1e-12]))));
     if (hi <= lo) { hi = lo + 1; }
-    lo = Math.max(lo, hi - 16);
+    lo = Math.max(lo, hi - 30);
     var xs = scale(0, Math.max(1, T - 1), c.x0, c.x1), ys = scale(lo, hi, c.y0, c.y1);
     var yt = [];
     for (var e = lo; e <= hi; e += Math.max(1, Math.ceil((hi - lo) / 6))) { yt.push(e); }
