@@ -28,12 +28,9 @@ COMMAND_MODULES = ("tasks", "insight", "seq2seq")
 
 
 def _register() -> None:
+    """Import the command modules (lazily: ``import gatelab.cli`` stays light)."""
     for name in COMMAND_MODULES:
-        try:
-            importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"{__name__}.{name}":
-                raise
+        importlib.import_module(f"{__name__}.{name}")
 
 
 def main() -> None:
