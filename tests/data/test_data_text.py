@@ -198,6 +198,7 @@ def test_latin1_fallback_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFixt
     assert ds.encoding == "latin-1"
     assert [r.levelno for r in caplog.records] == [logging.WARNING]
     assert str(f) in caplog.records[0].getMessage()
+    assert "byte 0xe9 at offset 14" in caplog.records[0].getMessage()
 
 
 def test_per_class_files_tmp(tmp_path: Path) -> None:
@@ -242,6 +243,15 @@ def test_unrecognised_header_lists_header_and_accepted_names(tmp_path: Path) -> 
     msg = str(info.value)
     assert "['phrase', 'class']" in msg
     assert "'sentence'" in msg and "'sentiment'" in msg
+
+
+def test_header_without_text_column(tmp_path: Path) -> None:
+    f = write(tmp_path / "a.tsv", "id\tLabel\tbody\n1\t0\tx\n2\t1\ty\n")
+    with pytest.raises(
+        DataError, match=r"no recognisable text column in the header \['id', 'Label', 'body'\]"
+    ):
+        read_labelled_text(f)
+    assert read_labelled_text(f, text_column="body").texts == ["x", "y"]
 
 
 def test_no_label_like_column_headerless(tmp_path: Path) -> None:

@@ -5,6 +5,13 @@ lines) and raises :class:`gatelab.errors.DataError` on unusable input, naming th
 the line and the value at fault.
 """
 
+from gatelab.data.corpus import (
+    PairsDataset,
+    PairSplits,
+    read_sentence_pairs,
+    read_text_corpus,
+    split_pairs,
+)
 from gatelab.data.series import (
     DATE_COLUMN_NAMES,
     Scaler,
@@ -50,6 +57,8 @@ __all__ = [
     "UNK",
     "UNK_ID",
     "Labels",
+    "PairSplits",
+    "PairsDataset",
     "Scaler",
     "SeriesDataset",
     "TextDataset",
@@ -61,8 +70,11 @@ __all__ = [
     "make_windows",
     "pad_sequences",
     "read_labelled_text",
+    "read_sentence_pairs",
     "read_series_csv",
+    "read_text_corpus",
     "read_ts",
+    "split_pairs",
     "split_series",
     "temporal_order",
 ]

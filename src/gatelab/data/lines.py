@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from codecs import BOM_UTF8
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ __all__ = [
     "ASCII_WHITESPACE",
     "TextLines",
     "decode_bytes",
+    "decode_utf8",
     "read_bytes",
     "read_lines",
     "split_lines",
@@ -86,16 +88,30 @@ def decode_bytes(data: bytes, path: PathLike) -> tuple[str, str]:
     Returns:
         ``(text, encoding)`` with encoding ``"utf-8"`` or ``"latin-1"``.
     """
+    text, bad = decode_utf8(data)
+    if text is not None:
+        return text, "utf-8"
+    logger.warning(
+        "%s is not valid UTF-8 (byte 0x%02x at offset %d); decoding it as latin-1",
+        path,
+        data[bad],
+        bad,
+    )
+    return data.decode("latin-1"), "latin-1"
+
+
+def decode_utf8(data: bytes) -> tuple[str | None, int]:
+    """Decode UTF-8, dropping a leading byte-order mark.
+
+    Returns:
+        ``(text, -1)``, or ``(None, offset)`` with the file offset of the first byte that
+        is not UTF-8.
+    """
+    bom = len(BOM_UTF8) if data.startswith(BOM_UTF8) else 0
     try:
-        return data.decode("utf-8-sig"), "utf-8"
+        return data[bom:].decode("utf-8"), -1
     except UnicodeDecodeError as exc:
-        logger.warning(
-            "%s is not valid UTF-8 (byte 0x%02x at offset %d); decoding it as latin-1",
-            path,
-            data[exc.start],
-            exc.start,
-        )
-        return data.decode("latin-1"), "latin-1"
+        return None, bom + exc.start
 
 
 def split_lines(text: str, *, keep_blank: bool = False) -> list[tuple[int, str]]:

@@ -400,9 +400,10 @@ def _read_table(
         if len(rows) > 1 and first_row[li].strip() not in label_values:
             if text_column is None or label_column is None:
                 raise DataError(
-                    f"{p}: no recognisable text/label columns: the header {first_row!r} "
-                    f"holds none of the names accepted (case-insensitive) {_accepted()}; "
-                    "pass text_column=/label_column="
+                    f"{p}: no recognisable text/label columns: the first line {first_row!r} "
+                    f"is not a header with names accepted (case-insensitive: {_accepted()}), "
+                    f"and not a data row either (its label {first_row[li]!r} in column {li} "
+                    "is on no other line); pass text_column=/label_column="
                 )
             logger.info(
                 "%s: treating the first line %r as a header: its label %r is not among "
