@@ -172,6 +172,7 @@ def test_beam_score_is_at_least_greedy_and_matches_teacher_forced_scoring(seed):
         # the beam's own bookkeeping agrees with scoring the sequence afresh
         assert beam.logprob == pytest.approx(model.score(ids, beam.ids), abs=1e-4)
         assert beam.score == pytest.approx(beam.logprob / len(beam.ids), abs=1e-12)
+        assert PAD_ID not in beam.ids + greedy.ids and BOS_ID not in beam.ids + greedy.ids
 
 
 def test_beam_search_strictly_beats_greedy_on_some_random_models():

@@ -37,6 +37,7 @@ __all__ = [
     "CharLMConfig",
     "CharVocab",
     "bits_per_char",
+    "detach_state",
     "evaluate_loss",
     "sample_next",
     "stream_batches",

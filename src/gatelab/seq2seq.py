@@ -9,7 +9,7 @@ The model (Luong, Pham & Manning, EMNLP 2015, "global attention")::
     attention    a_t = softmax_s(score(h_t, h̄_s))   (padding positions get 0)
     context      ctx_t = Σ_s a_ts h̄_s
     attentional  h̃_t = tanh(W_c [ctx_t; h_t])
-    output       p(y_t | y_<t, x) = softmax(W_out h̃_t)
+    output       p(y_t | y_<t, x) = softmax(W_out h̃_t)   (<pad> and <s> masked out: never targets)
 
 Training uses teacher forcing (the gold ``y_{t-1}`` is fed; with ``teacher_forcing < 1``
 the model's own argmax is fed with that probability's complement). Without input feeding
@@ -381,6 +381,9 @@ class Seq2Seq(nn.Module):
         self.out = nn.Linear(H, len(tgt_vocab))
         self.drop = nn.Dropout(dropout)
         self.input_feeding = bool(input_feeding)
+        never = torch.zeros(len(tgt_vocab), dtype=torch.bool)
+        never[[PAD_ID, BOS_ID]] = True  # never a target: masked out of every distribution
+        self.register_buffer("_never", never, persistent=False)
 
     @classmethod
     def from_config(
@@ -427,6 +430,11 @@ class Seq2Seq(nn.Module):
         h_tilde = torch.tanh(self.W_c(torch.cat([context, h], dim=-1)))  # (B, T, H)
         return h_tilde, weights
 
+    def _logits(self, h_tilde: Tensor) -> Tensor:
+        """``h̃ (B, T, H)`` -> logits ``(B, T, V_t)``; ``<pad>`` and ``<s>`` get -inf."""
+        logits = self.out(self.drop(h_tilde))
+        return logits.masked_fill(self._never, float("-inf"))
+
     def decode_step(
         self, y_prev: Tensor, state: State, feed: Tensor | None, enc: _Memory
     ) -> tuple[Tensor, State, Tensor, Tensor]:
@@ -446,7 +454,7 @@ class Seq2Seq(nn.Module):
             x = torch.cat([x, feed[:, None, :]], dim=-1)  # (B, 1, E + H)
         h, state = self.decoder(x, state)  # (B, 1, H)
         h_tilde, weights = self._attend(h, enc)
-        logits = self.out(self.drop(h_tilde))  # (B, 1, V_t)
+        logits = self._logits(h_tilde)  # (B, 1, V_t)
         return logits[:, 0], state, h_tilde[:, 0], weights[:, 0]
 
     def forward(
@@ -471,7 +479,7 @@ class Seq2Seq(nn.Module):
             x = self.drop(self.tgt_embedding(tgt_in))  # (B, T, E)
             h, _ = self.decoder(x, enc.state)  # (B, T, H)
             h_tilde, weights = self._attend(h, enc)
-            logits = self.out(self.drop(h_tilde))  # (B, T, V_t)
+            logits = self._logits(h_tilde)  # (B, T, V_t)
             return (logits, weights) if return_attention else logits
         state, feed = enc.state, enc.memory.new_zeros(B, self.config.hidden_size)
         logits_t, weights_t = [], []
