@@ -167,6 +167,37 @@ def test_parallel_pointwise_path(variant):
     _assert_close(g_f, g_r, torch.float64, "grads")
 
 
+@pytest.mark.parametrize("variant", ["standard", "peephole", "layernorm", "nig"])
+def test_long_sequence_odd_sizes(variant):
+    """T * B >= 128 (the packed input projection and weight-gradient GEMMs), sizes that are
+    not multiples of the vector width, projection and padding."""
+    ref, fus = _pair(variant, 5, 19, proj_size=7)
+    x, hx = _inputs(ref, T=40, B=5, hx=True)
+    lengths = torch.tensor([40, 17, 33, 1, 39])
+    out_r, g_r = _run(ref, x, hx, lengths)
+    out_f, g_f = _run(fus, x, hx, lengths)
+    _assert_close(out_f, out_r, torch.float64, "outputs")
+    _assert_close(g_f, g_r, torch.float64, "grads")
+
+
+@pytest.mark.parametrize("mode", [1, 2, 3, 5])
+def test_other_gemm_paths(mode):
+    """The BLAS paths kept for comparison (1 MKL sgemm, 2 MKL packed, 3 at::mm, 5 gemv)."""
+    ext = fused.extension()
+    try:
+        ext.set_gemm_mode(mode)
+        for dtype in (torch.float64, torch.float32):
+            ref, fus = _pair("peephole", 5, 6, dtype, proj_size=2, bidirectional=True)
+            x, hx = _inputs(ref, T=30, B=5, dtype=dtype, hx=True)
+            lengths = torch.tensor([30, 3, 25, 1, 29])
+            out_r, g_r = _run(ref, x, hx, lengths)
+            out_f, g_f = _run(fus, x, hx, lengths)
+            _assert_close(out_f, out_r, dtype, "outputs")
+            _assert_close(g_f, g_r, dtype, "grads")
+    finally:
+        ext.set_gemm_mode(0)
+
+
 @pytest.mark.parametrize("variant", ["standard", "peephole", "layernorm"])
 def test_inference_without_grad(variant):
     ref, fus = _pair(variant, proj_size=2, bidirectional=True)

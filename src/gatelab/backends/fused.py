@@ -215,8 +215,12 @@ def lstm_layer(
     keep = grad or need_trace
     if lengths is not None:
         lengths = lengths.to(device="cpu", dtype=torch.int64)
+    flags = spec_flags(spec)
+    if not keep:  # inference: no autograd node, the kernels keep one step of buffers
+        res = extension().lstm_forward(x, h0, c0, params, lengths, flags, False)
+        return res[0], res[1], res[2], None
     out, h_n, c_n, acts, cells = _FusedLSTM.apply(
-        spec_flags(spec),
+        flags,
         lengths,
         keep,
         x.contiguous(),

@@ -108,30 +108,32 @@ struct Blas {
 // GCC vector extensions (32 bytes): native AVX2/AVX-512 code in the x86-64-v3/v4 clones,
 // SSE pairs in the baseline one.
 
+// Vec<T, VB>: a GCC vector of VB bytes. A packed panel is always 64 bytes wide (PW columns),
+// one 64-byte vector or two 32-byte ones.
+template <typename T, int VB>
+struct Vec {
+  typedef T type __attribute__((vector_size(VB)));
+  static constexpr int n = VB / int(sizeof(T));
+};
 template <typename T>
-struct Vec;
-template <>
-struct Vec<float> {
-  typedef float type __attribute__((vector_size(32)));
-  static constexpr int n = 8;
-};
-template <>
-struct Vec<double> {
-  typedef double type __attribute__((vector_size(32)));
-  static constexpr int n = 4;
-};
+constexpr int64_t kPanel = 64 / int64_t(sizeof(T));  // PW: columns per panel
 
-// Rows [0, MB) x NP panels of C: MB * 2 * NP independent accumulator chains.
-template <typename T, int MB, int NP>
-GL_INLINE void gemm_tile(int64_t K, int64_t ps, const T* __restrict A, int64_t lda,
-                         const T* __restrict Wp, T* __restrict C, int64_t ldc, bool acc) {
-  using V = typename Vec<T>::type;
-  constexpr int L = Vec<T>::n, PW = 2 * L, NV = 2 * NP;
+// Rows [0, MB) x NP panels of C with VB-byte vectors. A (m, k) is A[m * sam + k * sak];
+// C starts from itself (acc), from `bias` (per column) or from zero.
+template <typename T, int VB, int MB, int NP>
+GL_INLINE void gemm_tile(int64_t K, int64_t ps, const T* __restrict A, int64_t sam, int64_t sak,
+                         const T* __restrict Wp, T* __restrict C, int64_t ldc, bool acc,
+                         const T* __restrict bias) {
+  using V = typename Vec<T, VB>::type;
+  constexpr int L = Vec<T, VB>::n, PW = kPanel<T>, VPP = PW / L, NV = NP * VPP;
   V c[MB][NV];
   for (int m = 0; m < MB; ++m)
     for (int v = 0; v < NV; ++v) {
+      const int64_t off = (v / VPP) * PW + (v % VPP) * L;  // column of this vector
       if (acc) {
-        __builtin_memcpy(&c[m][v], C + m * ldc + v * L, sizeof(V));
+        __builtin_memcpy(&c[m][v], C + m * ldc + off, sizeof(V));
+      } else if (bias) {
+        __builtin_memcpy(&c[m][v], bias + off, sizeof(V));
       } else {
         c[m][v] = V{};
       }
@@ -139,67 +141,206 @@ GL_INLINE void gemm_tile(int64_t K, int64_t ps, const T* __restrict A, int64_t l
   for (int64_t k = 0; k < K; ++k) {
     V w[NV];
     for (int v = 0; v < NV; ++v)
-      __builtin_memcpy(&w[v], Wp + (v / 2) * ps + k * PW + (v % 2) * L, sizeof(V));
+      __builtin_memcpy(&w[v], Wp + (v / VPP) * ps + k * PW + (v % VPP) * L, sizeof(V));
     for (int m = 0; m < MB; ++m) {
-      const T a = A[m * lda + k];
+      const T a = A[m * sam + k * sak];
       for (int v = 0; v < NV; ++v) c[m][v] += a * w[v];
     }
   }
   for (int m = 0; m < MB; ++m)
-    for (int v = 0; v < NV; ++v) __builtin_memcpy(C + m * ldc + v * L, &c[m][v], sizeof(V));
+    for (int v = 0; v < NV; ++v)
+      __builtin_memcpy(C + m * ldc + (v / VPP) * PW + (v % VPP) * L, &c[m][v], sizeof(V));
 }
 
-// Panels [p0, p1); kc steps of k; Kfull is the panel length (its stride is Kfull * PW).
-template <typename T, int MB>
-GL_INLINE void gemm_rows(int64_t kc, int64_t Kfull, const T* A, int64_t lda, const T* Wp, T* C,
-                         int64_t ldc, int64_t p0, int64_t p1, bool acc) {
-  constexpr int PW = 2 * Vec<T>::n;
-  const int64_t ps = Kfull * PW;
+// Panels [p0, p1); kc steps of k; ps is the panel stride (panel length K * PW). Tiles of
+// 8 independent accumulator vectors where the rows allow.
+template <typename T, int VB, int MB>
+GL_INLINE void gemm_rows(int64_t kc, int64_t ps, const T* A, int64_t sam, int64_t sak,
+                         const T* Wp, T* C, int64_t ldc, int64_t p0, int64_t p1, bool acc,
+                         const T* bias) {
+  constexpr int PW = kPanel<T>, VPP = PW / Vec<T, VB>::n;
+  constexpr int NPW = (8 / VPP) / MB > 0 ? (8 / VPP) / MB : 1;  // panels per wide tile
   int64_t p = p0;
-  if (MB == 1) {  // one row: four panels at once for enough independent chains
-    for (; p + 4 <= p1; p += 4)
-      gemm_tile<T, 1, 4>(kc, ps, A, lda, Wp + p * ps, C + p * PW, ldc, acc);
+  auto bp = [&](int64_t q) { return bias ? bias + q * PW : nullptr; };
+  if (NPW > 1) {
+    for (; p + NPW <= p1; p += NPW)
+      gemm_tile<T, VB, MB, NPW>(kc, ps, A, sam, sak, Wp + p * ps, C + p * PW, ldc, acc, bp(p));
   }
-  if (MB == 2) {
-    for (; p + 2 <= p1; p += 2)
-      gemm_tile<T, 2, 2>(kc, ps, A, lda, Wp + p * ps, C + p * PW, ldc, acc);
-  }
-  for (; p < p1; ++p) gemm_tile<T, MB, 1>(kc, ps, A, lda, Wp + p * ps, C + p * PW, ldc, acc);
+  for (; p < p1; ++p)
+    gemm_tile<T, VB, MB, 1>(kc, ps, A, sam, sak, Wp + p * ps, C + p * PW, ldc, acc, bp(p));
 }
 
-// Padded columns [n0, n1) (multiples of PW) of C (M, Np) = A (M, K) . Wp (+ C when acc).
-// Column chunks outer, so that a chunk of Wp stays in cache while the row blocks pass.
-// K is split in chunks of KC so that a panel chunk and a row block fit in L1.
-template <typename T>
-GL_CLONES void small_gemm(int64_t M, int64_t K, const T* A, int64_t lda, const T* Wp, T* C,
-                          int64_t ldc, int64_t n0, int64_t n1, bool acc) {
-  constexpr int64_t PW = 2 * Vec<T>::n, NCP = 8;  // panels per chunk
+// Rows [m0, m1) x padded columns [n0, n1) (multiples of PW) of C = A (M, K) . Wp, plus C
+// (acc) or plus bias (padded like C). Blocked GotoBLAS-style: a block of rows (its C in
+// L1/L2), a chunk of K, a chunk of panels (so that panel chunk and row block fit in cache).
+// A with sak != 1 (a transposed operand) is first copied, block by block, into `apack`
+// (kGemmMC * KC elements, k-major) so that its reads are contiguous and few pages apart.
+constexpr int64_t kGemmMC = 64;
+
+template <typename T, int VB>
+GL_CLONES void gemm_block_v(int64_t m0, int64_t m1, int64_t K, const T* A, int64_t sam,
+                            int64_t sak, const T* Wp, T* C, int64_t ldc, int64_t n0, int64_t n1,
+                            bool acc, const T* bias, T* apack) {
+  constexpr int64_t PW = kPanel<T>, NCP = 8, MC = kGemmMC;
   constexpr int64_t KC = 1024 / sizeof(T);
-  for (int64_t q0 = n0 / PW, pend = n1 / PW; q0 < pend; q0 += NCP) {
-    const int64_t q1 = std::min(pend, q0 + NCP);
+  const int64_t ps = K * PW;
+  for (int64_t mc = m0; mc < m1; mc += MC) {
+    const int64_t mce = std::min(m1, mc + MC);
     for (int64_t k0 = 0; k0 < K; k0 += KC) {
       const int64_t kc = std::min(KC, K - k0);
       const bool ac = acc || k0 > 0;
-      const T* Ak = A + k0;
+      const T* bs = ac ? nullptr : bias;
+      const T* Ak = A + k0 * sak + mc * sam;  // row mc of this block
+      int64_t am = sam, ak = sak;
+      if (sak != 1 && apack) {  // k-major copy: contiguous reads when A is transposed
+        const int64_t rows = mce - mc;
+        for (int64_t k = 0; k < kc; ++k)
+          for (int64_t m = 0; m < rows; ++m) apack[k * MC + m] = Ak[m * sam + k * sak];
+        Ak = apack;
+        am = 1;
+        ak = MC;
+      }
       const T* Wk = Wp + k0 * PW;
-      // panel p of this K chunk starts at Wk + p * K * PW: gemm_rows steps panels by K
-      int64_t m = 0;
-      for (; m + 4 <= M; m += 4)
-        gemm_rows<T, 4>(kc, K, Ak + m * lda, lda, Wk, C + m * ldc, ldc, q0, q1, ac);
-      const T* Am = Ak + m * lda;
-      T* Cm = C + m * ldc;
-      switch (M - m) {
-        case 3: gemm_rows<T, 3>(kc, K, Am, lda, Wk, Cm, ldc, q0, q1, ac); break;
-        case 2: gemm_rows<T, 2>(kc, K, Am, lda, Wk, Cm, ldc, q0, q1, ac); break;
-        case 1: gemm_rows<T, 1>(kc, K, Am, lda, Wk, Cm, ldc, q0, q1, ac); break;
-        default: break;
+      for (int64_t q0 = n0 / PW, pend = n1 / PW; q0 < pend; q0 += NCP) {
+        const int64_t q1 = std::min(pend, q0 + NCP);
+        int64_t m = 0;
+        const int64_t rows = mce - mc;
+        for (; m + 4 <= rows; m += 4)
+          gemm_rows<T, VB, 4>(kc, ps, Ak + m * am, am, ak, Wk, C + (mc + m) * ldc, ldc, q0, q1,
+                              ac, bs);
+        const T* Am = Ak + m * am;
+        T* Cm = C + (mc + m) * ldc;
+        switch (rows - m) {
+          case 3: gemm_rows<T, VB, 3>(kc, ps, Am, am, ak, Wk, Cm, ldc, q0, q1, ac, bs); break;
+          case 2: gemm_rows<T, VB, 2>(kc, ps, Am, am, ak, Wk, Cm, ldc, q0, q1, ac, bs); break;
+          case 1: gemm_rows<T, VB, 1>(kc, ps, Am, am, ak, Wk, Cm, ldc, q0, q1, ac, bs); break;
+          default: break;
+        }
       }
     }
   }
 }
 
+// 64-byte vectors where the CPU has AVX-512 (fewer instructions per FMA), else 32-byte ones.
+inline bool wide_vectors() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool wide = __builtin_cpu_supports("avx512f");
+  return wide;
+#else
+  return false;
+#endif
+}
+
+template <typename T>
+inline void gemm_block(int64_t m0, int64_t m1, int64_t K, const T* A, int64_t sam, int64_t sak,
+                       const T* Wp, T* C, int64_t ldc, int64_t n0, int64_t n1, bool acc,
+                       const T* bias, T* apack) {
+  if (wide_vectors()) {
+    gemm_block_v<T, 64>(m0, m1, K, A, sam, sak, Wp, C, ldc, n0, n1, acc, bias, apack);
+  } else {
+    gemm_block_v<T, 32>(m0, m1, K, A, sam, sak, Wp, C, ldc, n0, n1, acc, bias, apack);
+  }
+}
+
+// The recurrent case: row-major A (M, K), all rows.
+template <typename T>
+inline void small_gemm(int64_t M, int64_t K, const T* A, int64_t lda, const T* Wp, T* C,
+                       int64_t ldc, int64_t n0, int64_t n1, bool acc) {
+  gemm_block<T>(0, M, K, A, lda, 1, Wp, C, ldc, n0, n1, acc, nullptr, nullptr);
+}
+
+// Panels of PW columns from row-major rows: rows [k0, k0 + rows) of a (K, N) matrix whose
+// row k is src + (k - k0) * ld; columns beyond N are zero (dst must start zeroed or be
+// fully overwritten: padded columns are written as zero here).
+template <typename T>
+void pack_rows(const T* src, int64_t ld, int64_t rows, int64_t k0, int64_t K, int64_t N, T* dst) {
+  constexpr int64_t PW = kPanel<T>;
+  const int64_t panels = (N + PW - 1) / PW;
+  for (int64_t p = 0; p < panels; ++p) {
+    const int64_t c0 = p * PW, nc = std::min(PW, N - c0);
+    T* out = dst + (p * K + k0) * PW;
+    for (int64_t k = 0; k < rows; ++k) {
+      std::memcpy(out + k * PW, src + k * ld + c0, sizeof(T) * nc);
+      if (nc < PW) std::memset(out + k * PW + nc, 0, sizeof(T) * (PW - nc));
+    }
+  }
+}
+
+// C (M, N) = A (M, K) . B (K, N) for large matrices, in parallel: A (m, k) at
+// A[m * sam + k * sak], B given as panels (pack_rows), C row-major (ldc >= padded N).
+template <typename T>
+void big_gemm(int64_t M, int64_t K, int64_t N, const T* A, int64_t sam, int64_t sak,
+              const T* Bp, T* C, int64_t ldc, const T* bias) {
+  constexpr int64_t PW = kPanel<T>;
+  const int64_t Np = (N + PW - 1) / PW * PW;
+  const int64_t rows = kGemmMC, tasks = (M + rows - 1) / rows;
+  at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<T> apack(sak != 1 ? kGemmMC * (1024 / sizeof(T)) : 0);
+    gemm_block<T>(t0 * rows, std::min(M, t1 * rows), K, A, sam, sak, Bp, C, ldc, 0, Np, false,
+                  bias, apack.empty() ? nullptr : apack.data());
+  });
+}
+
+// C[m, n] (+)= bias[n] + sum_k A[m, k] W[n, k] for a few rows (M <= 4) and an unpacked
+// row-major W (N, K): dot products over contiguous k, NR weight rows at a time. For weights
+// used once (LSTMCell), where packing would cost more than the product.
+template <typename T, int MB, int NR>
+GL_INLINE void gemv_nt_rows(int64_t K, const T* __restrict A, int64_t lda, const T* __restrict W,
+                            int64_t n0, int64_t n1, T* __restrict C, int64_t ldc, bool acc,
+                            const T* __restrict bias) {
+  using V = typename Vec<T, 32>::type;
+  constexpr int L = Vec<T, 32>::n;
+  const int64_t Kv = K / L * L;
+  int64_t n = n0;
+  for (; n + NR <= n1; n += NR) {
+    V c[MB][NR];
+    for (int m = 0; m < MB; ++m)
+      for (int r = 0; r < NR; ++r) c[m][r] = V{};
+    for (int64_t k = 0; k < Kv; k += L) {
+      V w[NR];
+      for (int r = 0; r < NR; ++r) __builtin_memcpy(&w[r], W + (n + r) * K + k, sizeof(V));
+      for (int m = 0; m < MB; ++m) {
+        V a;
+        __builtin_memcpy(&a, A + m * lda + k, sizeof(V));
+        for (int r = 0; r < NR; ++r) c[m][r] += a * w[r];
+      }
+    }
+    for (int m = 0; m < MB; ++m)
+      for (int r = 0; r < NR; ++r) {
+        T sum = T(0);
+        for (int l = 0; l < L; ++l) sum += c[m][r][l];
+        for (int64_t k = Kv; k < K; ++k) sum += A[m * lda + k] * W[(n + r) * K + k];
+        T* out = C + m * ldc + n + r;
+        *out = sum + (acc ? *out : (bias ? bias[n + r] : T(0)));
+      }
+  }
+  for (; n < n1; ++n)
+    for (int m = 0; m < MB; ++m) {
+      T sum = T(0);
+      for (int64_t k = 0; k < K; ++k) sum += A[m * lda + k] * W[n * K + k];
+      T* out = C + m * ldc + n;
+      *out = sum + (acc ? *out : (bias ? bias[n] : T(0)));
+    }
+}
+
+template <typename T>
+GL_CLONES void gemv_nt(int64_t M, int64_t K, int64_t N, const T* A, int64_t lda, const T* W,
+                       T* C, int64_t ldc, bool acc, const T* bias) {
+  for (int64_t m = 0; m < M; m += 4) {
+    const T* Am = A + m * lda;
+    T* Cm = C + m * ldc;
+    switch (std::min<int64_t>(4, M - m)) {
+      case 1: gemv_nt_rows<T, 1, 8>(K, Am, lda, W, 0, N, Cm, ldc, acc, bias); break;
+      case 2: gemv_nt_rows<T, 2, 4>(K, Am, lda, W, 0, N, Cm, ldc, acc, bias); break;
+      case 3: gemv_nt_rows<T, 3, 2>(K, Am, lda, W, 0, N, Cm, ldc, acc, bias); break;
+      default: gemv_nt_rows<T, 4, 2>(K, Am, lda, W, 0, N, Cm, ldc, acc, bias); break;
+    }
+  }
+}
+
 // gemm modes: 0 = auto, 1 = plain BLAS, 2 = MKL packed (float32 only, else plain),
-// 3 = at::mm_out (the fallback), 4 = small_gemm above.
+// 3 = at::mm_out (the fallback), 4 = small_gemm above (the default), 5 = gemv_nt (a few
+// rows, NT, weight used once).
 int g_gemm_mode = 0;
 int g_fused_step = 1;  // 0: GEMM, then the pointwise pass, as two phases (for comparison)
 
@@ -208,12 +349,12 @@ int g_fused_step = 1;  // 0: GEMM, then the pointwise pass, as two phases (for c
 // C buffers have row stride ldc() and group g starts at column col(g).
 template <typename T>
 struct WeightGemm {
-  static constexpr int64_t PW = 2 * Vec<T>::n;
+  static constexpr int64_t PW = kPanel<T>;
   const T* W;
   int M, N, K;
   bool nt;
   int64_t groups, Hg, Hgp;
-  int mode;       // resolved: 1 plain, 2 packed, 3 aten, 4 small_gemm
+  int mode;       // resolved: 1 plain, 2 packed, 3 aten, 4 small_gemm, 5 gemv_nt
   Tensor packed;  // mode 2: MKL's packed weight; mode 4: the panels
   Tensor w_tensor;
 
@@ -230,6 +371,7 @@ struct WeightGemm {
     int want = g_gemm_mode;
     if (want == 0) want = choose(can_pack, reuse);
     if (want == 2 && !can_pack) want = 1;
+    if (want == 5 && !(nt && M <= 4)) want = 1;
     if (want == 1 && !have_plain) want = 3;
     mode = want;
     Hgp = own() ? (Hg + PW - 1) / PW * PW : Hg;
@@ -242,7 +384,10 @@ struct WeightGemm {
   // available as modes 1 and 2.
   // Packing costs about one call, so a weight used once or twice (LSTMCell, T <= 2) goes to
   // the BLAS directly.
-  int choose(bool /*can_pack*/, int64_t reuse) const { return reuse > 2 ? 4 : 1; }
+  int choose(bool /*can_pack*/, int64_t reuse) const {
+    if (reuse > 2) return 4;
+    return (nt && M <= 4) ? 5 : 1;
+  }
 
   bool own() const { return mode == 4; }
   int64_t ldc() const { return groups * Hgp; }
@@ -262,6 +407,7 @@ struct WeightGemm {
     const int64_t Np = ldc(), panels = Np / PW;
     packed = at::zeros({panels * K * PW}, w_tensor.options());
     T* dst = packed.data_ptr<T>();
+    if (!nt && groups == 1) return pack_rows<T>(W, N, K, 0, K, N, dst);
     for (int64_t g = 0; g < groups; ++g)
       for (int64_t j = 0; j < Hg; ++j) {
         const int64_t n = g * Hg + j, np = g * Hgp + j, p = np / PW, c = np % PW;
@@ -284,6 +430,7 @@ struct WeightGemm {
   // All columns; beta is 0 or 1.
   void run(const T* A, int64_t lda, T beta, T* C, int64_t ldc_) const {
     if (M == 0 || N == 0) return;
+    if (mode == 5) return gemv_nt<T>(M, K, N, A, lda, W, C, ldc_, beta != T(0), nullptr);
     if (mode == 4) {
       const int64_t work = int64_t(M) * N * K;
       const int64_t threads = at::get_num_threads();
@@ -499,7 +646,8 @@ template <typename T>
 struct FwdStep {
   Spec s;
   int64_t B, H, P, GH;
-  const T* xw;     // (B, GH): LN(x W_ih^T) + b_ih + b_hh of this step
+  const T* xw;     // (B, GH): LN(x W_ih^T) + b_ih + b_hh of this step, row stride xw_ld
+  int64_t xw_ld;
   const T* hw;     // h_{t-1} W_hh^T: row stride hw_ld, gate k at column k * hw_gs
   int64_t hw_ld, hw_gs;
   T* acts;         // (B, GH): gate activations (the trace), pre-activations meanwhile
@@ -544,7 +692,7 @@ GL_CLONES void fwd_rows(const FwdStep<T>& a, int64_t b, int64_t j0, int64_t j1) 
     }
     return;
   }
-  const T* __restrict X = a.xw + b * GH;
+  const T* __restrict X = a.xw + b * a.xw_ld;
   const T* __restrict HW = a.hw + b * a.hw_ld;
   const int64_t gs = a.hw_gs;
   // pre-activations: xw + hw (or + LN(hw); layer norm rows are whole: j0 = 0, j1 = H)
@@ -880,8 +1028,24 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
   if (p[kBih].has_value()) bias = *p[kBih];
   if (p[kBhh].has_value()) bias = bias.defined() ? bias + *p[kBhh] : *p[kBhh];
   Tensor xw, xw_raw, ln_mean, ln_rstd;
+  int64_t xw_ld = GH;
   std::optional<Tick> tick_proj(std::in_place, kPFwdProj);
-  if (s.ln) {
+  if (!s.ln && (g_gemm_mode == 0 || g_gemm_mode == 4) && T_ * B >= 128) {
+    // x W_ih^T + b with the packed GEMM (packing W_ih costs about 32 rows of GEMM, so only
+    // for enough rows): xw has padded rows (xw_ld >= GH)
+    WeightGemm<T> g_ih(w_ih, T_ * B, /*nt=*/true, /*reuse=*/1000);
+    xw_ld = g_ih.ldc();
+    xw = at::empty({T_ * B, xw_ld}, opts);
+    Tensor bp;
+    if (bias.defined()) bp = at::constant_pad_nd(bias, {0, xw_ld - GH}, 0).contiguous();
+    big_gemm<T>(T_ * B, I, GH, x.data_ptr<T>(), I, 1, g_ih.packed.template data_ptr<T>(),
+                xw.data_ptr<T>(), xw_ld, bp.defined() ? bp.data_ptr<T>() : nullptr);
+  } else if (!s.ln && (g_gemm_mode == 0 || g_gemm_mode == 5) && T_ * B <= 4) {
+    xw = at::empty({T_ * B, GH}, opts);
+    if (bias.defined()) bias = bias.contiguous();
+    gemv_nt<T>(T_ * B, I, GH, x.data_ptr<T>(), I, w_ih.data_ptr<T>(), xw.data_ptr<T>(), GH, false,
+               bias.defined() ? bias.data_ptr<T>() : nullptr);
+  } else if (s.ln) {
     xw_raw = at::mm(x2, w_ih.t());
     auto r = at::native_layer_norm(xw_raw, {GH}, p[kLnIhW], p[kLnIhB], kLnEps);
     xw = std::get<0>(r);
@@ -968,7 +1132,8 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
       g_hh.run(hptr, P, T(0), hw.data_ptr<T>(), g_hh.ldc());
     }
     a.t = t;
-    a.xw = xw_p + t * B * GH;
+    a.xw = xw_p + t * B * xw_ld;
+    a.xw_ld = xw_ld;
     a.acts = acts.data_ptr<T>() + tk * B * GH;
     a.c_out = c_all.data_ptr<T>() + tk * B * H;
     a.y = y_all.data_ptr<T>() + tk * B * H;
@@ -1071,7 +1236,9 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   Tensor tmp = at::empty({B, H}, opts), tmp2 = at::empty({B, H}, opts);
   Tensor w_hr = proj ? p[kWhr]->contiguous() : Tensor();
 
-  WeightGemm<T> g_hh(w_hh, B, /*nt=*/false, T_);
+  std::optional<WeightGemm<T>> g_hh_;  // released after the loop (peak memory)
+  g_hh_.emplace(w_hh, B, /*nt=*/false, T_);
+  WeightGemm<T>& g_hh = *g_hh_;
   std::optional<WeightGemm<T>> g_hr;
   if (proj) g_hr.emplace(w_hr, B, /*nt=*/false, T_);
   // the carry dh (gradient wrt h_{t-1}) is the GEMM's output: row stride dld (padded)
@@ -1142,6 +1309,9 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
     g_hh.run(dHW.data_ptr<T>() + t * B * GH, GH, beta, dhp, dld);
   }
   Tick tick_after(kPBwdAfter);
+  g_hh_.reset();
+  g_hr.reset();
+  tmp = tmp2 = dhr = Tensor();
 
   // weight gradients as large GEMMs / reductions over all steps
   std::vector<Tensor> g(3 + kNumParams);
@@ -1154,18 +1324,50 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
     auto r = at::native_layer_norm_backward(dG2, xw_raw, {GH}, ln_mean, ln_rstd,
                                             p[kLnIhW], p[kLnIhB],
                                             {true, true, true});
-    dxw = std::get<0>(r);
+    dxw = std::get<0>(r).contiguous();
     g[3 + kLnIhW] = std::get<1>(r);
     g[3 + kLnIhB] = std::get<2>(r);
   }
-  if (need_dx) g[0] = at::mm(dxw, w_ih).view({T_, B, I});
-  g[3 + kWih] = at::mm(dxw.t(), x.view({T_ * B, I}));
-  // dW_hh = sum_t dHW_t^T h_{t-1}, h_{-1} = h0, h_{t-1} = out[t-1] on real steps
-  Tensor dwhh = at::mm(dHW.select(0, 0).t(), h0.contiguous());
-  if (T_ > 1)
-    dwhh.addmm_(dHW.narrow(0, 1, T_ - 1).reshape({(T_ - 1) * B, GH}).t(),
-                out.narrow(0, 0, T_ - 1).reshape({(T_ - 1) * B, P}));
-  g[3 + kWhh] = dwhh;
+  if (g_gemm_mode == 0 || g_gemm_mode == 4) {
+    // the packed GEMM; outputs have padded rows, handed out as views
+    constexpr int64_t PW = kPanel<T>;
+    auto pad = [](int64_t n) { return (n + PW - 1) / PW * PW; };
+    const int64_t Ip = pad(I), Pp = pad(P), TB = T_ * B;
+    const T* dxw_p = dxw.data_ptr<T>();
+    if (need_dx && TB >= 128) {  // dx = dxw W_ih (packing W_ih pays off for enough rows)
+      Tensor wp = at::empty({Ip * GH}, opts);
+      pack_rows<T>(w_ih.data_ptr<T>(), I, GH, 0, GH, I, wp.data_ptr<T>());
+      Tensor dx = at::empty({TB, Ip}, opts);
+      big_gemm<T>(TB, GH, I, dxw_p, GH, 1, wp.data_ptr<T>(), dx.data_ptr<T>(), Ip, nullptr);
+      g[0] = dx.view({T_, B, Ip}).narrow(2, 0, I);
+    } else if (need_dx) {
+      g[0] = at::mm(dxw, w_ih).view({T_, B, I});
+    }
+    {  // dW_ih = dxw^T x (a sum of TB outer products)
+      Tensor xp = at::empty({Ip * TB}, opts);
+      pack_rows<T>(x.data_ptr<T>(), I, TB, 0, TB, I, xp.data_ptr<T>());
+      Tensor dw = at::empty({GH, Ip}, opts);
+      big_gemm<T>(GH, TB, I, dxw_p, 1, GH, xp.data_ptr<T>(), dw.data_ptr<T>(), Ip, nullptr);
+      g[3 + kWih] = dw.narrow(1, 0, I);
+    }
+    {  // dW_hh = sum_t dHW_t^T h_{t-1}, h_{-1} = h0, h_{t-1} = out[t-1] on real steps
+      Tensor hp = at::empty({Pp * TB}, opts);
+      pack_rows<T>(h0.data_ptr<T>(), P, B, 0, TB, P, hp.data_ptr<T>());
+      if (T_ > 1) pack_rows<T>(out.data_ptr<T>(), P, TB - B, B, TB, P, hp.data_ptr<T>());
+      Tensor dw = at::empty({GH, Pp}, opts);
+      big_gemm<T>(GH, TB, P, dHW.data_ptr<T>(), 1, GH, hp.data_ptr<T>(), dw.data_ptr<T>(), Pp,
+                  nullptr);
+      g[3 + kWhh] = dw.narrow(1, 0, P);
+    }
+  } else {
+    if (need_dx) g[0] = at::mm(dxw, w_ih).view({T_, B, I});
+    g[3 + kWih] = at::mm(dxw.t(), x.view({T_ * B, I}));
+    Tensor dwhh = at::mm(dHW.select(0, 0).t(), h0.contiguous());
+    if (T_ > 1)
+      dwhh.addmm_(dHW.narrow(0, 1, T_ - 1).reshape({(T_ - 1) * B, GH}).t(),
+                  out.narrow(0, 0, T_ - 1).reshape({(T_ - 1) * B, P}));
+    g[3 + kWhh] = dwhh;
+  }
   Tensor dsum = (p[kBih].has_value() || p[kBhh].has_value()) ? dG2.sum(0) : Tensor();
   if (p[kBih].has_value()) g[3 + kBih] = dsum;
   if (p[kBhh].has_value()) g[3 + kBhh] = p[kBih].has_value() ? dsum.clone() : dsum;
@@ -1234,7 +1436,7 @@ std::vector<Tensor> lstm_backward(const OptTensor& dout, const OptTensor& dhn,
 }
 
 void set_gemm_mode(int64_t mode, int64_t fused_step) {
-  TORCH_CHECK(mode >= 0 && mode <= 4, "gemm mode must be 0..4, got ", mode);
+  TORCH_CHECK(mode >= 0 && mode <= 5, "gemm mode must be 0..5, got ", mode);
   g_gemm_mode = int(mode);
   g_fused_step = int(fused_step);
 }
@@ -1259,13 +1461,19 @@ std::string blas_info() {
   return s;
 }
 
-// Element-wise activations, exposed for tests of the float32 approximations.
+template <typename T>
+GL_CLONES void act_span(T* a, int64_t n, bool use_tanh) {
+  act_inplace(a, n, use_tanh);
+}
+
+// Element-wise activations as the kernels compute them (same clones), for tests of the
+// float32 approximations and for timing them.
 Tensor activation(const Tensor& x_, const std::string& name) {
   Tensor x = x_.contiguous().clone();
   const bool use_tanh = name == "tanh";
   TORCH_CHECK(use_tanh || name == "sigmoid", "activation: tanh or sigmoid, got ", name);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "activation", [&] {
-    act_inplace(x.data_ptr<scalar_t>(), x.numel(), use_tanh);
+    act_span<scalar_t>(x.data_ptr<scalar_t>(), x.numel(), use_tanh);
   });
   return x;
 }
@@ -1277,7 +1485,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lstm_forward", &lstm_forward, "one LSTM layer-direction, forward");
   m.def("lstm_backward", &lstm_backward, "one LSTM layer-direction, backward");
   m.def("set_gemm_mode", &set_gemm_mode,
-        "GEMM: 0 auto, 1 BLAS, 2 MKL packed, 3 at::mm, 4 small_gemm; fused_step 0/1",
+        "GEMM: 0 auto, 1 BLAS, 2 MKL packed, 3 at::mm, 4 small_gemm, 5 gemv; fused_step 0/1",
         py::arg("mode"), py::arg("fused_step") = 1);
   m.def("bench_gemm", &bench_gemm, "seconds per recurrent GEMM call (M, K, N, mode, reps, double)");
   m.def("profile", &profile, "phase timers: 1 wall / 2 thread CPU (resets), 0 off; returns seconds per phase");

@@ -1,0 +1,306 @@
+"""Speed of gatelab's LSTM backends against torch.nn.LSTM, measured in one process and run.
+
+    python benchmarks/speed.py            # the full table (a few minutes on 2 cores)
+    python benchmarks/speed.py --quick    # a smoke run (seconds)
+    python benchmarks/speed.py --json out.json
+
+Times are medians of repeats after warm-up, forward (no grad) and forward+backward
+(``out.sum().backward()`` with ``x`` requiring grad), float32, time-major, T = 100.
+Every ratio is peer time / gatelab time, so > 1 means gatelab is faster; peers and
+gatelab alternate within each configuration so that drift of a busy machine hits both.
+
+Peak memory of one training step (forward+backward) is measured in a fresh subprocess per
+configuration and implementation: the process resets its peak resident set size
+(``echo 5 > /proc/self/clear_refs``, Linux), runs one step, and reports ``VmHWM`` (peak
+RSS) minus ``VmRSS`` just before the step. That counts every allocation the step makes
+(torch's allocator, oneDNN scratch, the extension), after a short warm-up step that
+builds caches and loads kernels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+import gatelab  # noqa: E402
+from gatelab.backends import fused  # noqa: E402
+
+CONFIGS = [(1, 64, 128), (8, 64, 128), (16, 64, 128), (64, 128, 256), (32, 256, 512)]
+QUICK_CONFIGS = [(1, 64, 128), (16, 64, 128)]
+
+
+def median_ms(fn, repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def forward_fn(module, x, **kw):
+    def run():
+        with torch.no_grad():
+            module(x, **kw)
+
+    return run
+
+
+def train_fn(module, x):
+    def run():
+        module.zero_grad(set_to_none=True)
+        x.grad = None
+        out = module(x)[0]
+        out.sum().backward()
+
+    return run
+
+
+def repeats_for(B: int, H: int, T: int, quick: bool) -> int:
+    if quick:
+        return 3
+    work = B * H * H * T
+    return 25 if work < 2e8 else 11 if work < 2e9 else 7
+
+
+def bench_config(B, I, H, T, presets, quick, with_reference):
+    torch.manual_seed(0)
+    x = torch.randn(T, B, I, requires_grad=True)
+    peer = torch.nn.LSTM(I, H)
+    native = gatelab.LSTM(I, H, backend="native")
+    native.load_state_dict(peer.state_dict())
+    n = repeats_for(B, H, T, quick)
+    row = {"B": B, "I": I, "H": H, "T": T, "repeats": n}
+    row["torch_fwd_ms"] = median_ms(forward_fn(peer, x), n)
+    row["torch_train_ms"] = median_ms(train_fn(peer, x), n)
+    row["native_fwd_ms"] = median_ms(forward_fn(native, x), n)
+    row["native_train_ms"] = median_ms(train_fn(native, x), n)
+    row["fused"] = {}
+    for name in presets:
+        m = gatelab.LSTM(I, H, variant=name, backend="fused")
+        if name == "standard":
+            m.load_state_dict(peer.state_dict())
+        r = {
+            "fwd_ms": median_ms(forward_fn(m, x), n),
+            "train_ms": median_ms(train_fn(m, x), n),
+        }
+        if name == "standard":
+            r["traced_fwd_ms"] = median_ms(forward_fn(m, x, return_trace=True), n)
+            # the peer again, right after, for the traced-vs-native ratio
+            row["native_fwd2_ms"] = median_ms(forward_fn(native, x), n)
+        row["fused"][name] = r
+    if with_reference:
+        ref = gatelab.LSTM(I, H, backend="reference")
+        k = max(3, n // 3)
+        row["reference_fwd_ms"] = median_ms(forward_fn(ref, x), k, warmup=1)
+        row["reference_train_ms"] = median_ms(train_fn(ref, x), k, warmup=1)
+    return row
+
+
+def bench_cell(quick: bool) -> dict:
+    torch.manual_seed(0)
+    B, I, H = 1, 256, 256
+    peer = torch.nn.LSTMCell(I, H)
+    cell = gatelab.LSTMCell(I, H, backend="fused")
+    cell.load_state_dict(peer.state_dict())
+    x = torch.randn(B, I, requires_grad=True)
+    hx = (torch.randn(B, H), torch.randn(B, H))
+    n = 50 if quick else 400
+
+    def fwd(m):
+        def run():
+            with torch.no_grad():
+                m(x, hx)
+
+        return run
+
+    def train(m):
+        def run():
+            h, c = m(x, hx)
+            (h.sum() + c.sum()).backward()
+
+        return run
+
+    r = {"B": B, "I": I, "H": H}
+    r["torch_fwd_us"] = median_ms(fwd(peer), n, 20) * 1e3
+    r["fused_fwd_us"] = median_ms(fwd(cell), n, 20) * 1e3
+    r["torch_train_us"] = median_ms(train(peer), n, 20) * 1e3
+    r["fused_train_us"] = median_ms(train(cell), n, 20) * 1e3
+    return r
+
+
+# --------------------------------------------------------------------- peak memory
+
+_MEM_CHILD = r"""
+import os, sys, json, torch
+sys.path.insert(0, {src!r})
+import gatelab
+B, I, H, T, impl = {B}, {I}, {H}, {T}, {impl!r}
+torch.manual_seed(0)
+if impl == "torch":
+    m = torch.nn.LSTM(I, H)
+else:
+    m = gatelab.LSTM(I, H, variant=impl.split(":")[1], backend="fused")
+def step(T):
+    x = torch.randn(T, B, I, requires_grad=True)
+    m(x)[0].sum().backward()
+step(3)  # warm-up: kernels, caches
+m.zero_grad(set_to_none=True)
+x = torch.randn(T, B, I, requires_grad=True)
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+before = status("VmRSS:")
+m(x)[0].sum().backward()
+print(json.dumps({{"peak_bytes": status("VmHWM:") - before}}))
+"""
+
+
+def peak_memory(B, I, H, T, impl) -> int | None:
+    code = _MEM_CHILD.format(src=str(ROOT / "src"), B=B, I=I, H=H, T=T, impl=impl)
+    env = dict(os.environ)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600
+        )
+        return json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
+    except Exception:
+        return None
+
+
+# --------------------------------------------------------------------- report
+
+
+def machine() -> dict:
+    model = ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model or platform.processor(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "load_avg": os.getloadavg(),
+        "python": platform.python_version(),
+    }
+
+
+def ratio(a, b):
+    return a / b if a and b else float("nan")
+
+
+def print_table(res: dict) -> None:
+    m = res["machine"]
+    print(
+        f"machine: {m['nproc']} cpus, {m['cpu']}; torch {m['torch']}, "
+        f"{m['threads']} threads; load {m['load_avg'][0]:.2f} (start) "
+        f"{res['load_after'][0]:.2f} (end)"
+    )
+    print("ratios are torch.nn.LSTM time / gatelab time (> 1: gatelab faster)\n")
+    presets = list(res["rows"][0]["fused"])
+    head = f"{'B,I,H':>12} {'pass':>6} {'native':>7} " + " ".join(f"{p[:8]:>8}" for p in presets)
+    print(head)
+    for row in res["rows"]:
+        cfg = f"{row['B']},{row['I']},{row['H']}"
+        for kind, key in (("fwd", "fwd_ms"), ("train", "train_ms")):
+            peer = row[f"torch_{key}"]
+            cells = [f"{ratio(peer, row[f'native_{key}']):7.2f}"]
+            cells += [f"{ratio(peer, row['fused'][p][key]):8.2f}" for p in presets]
+            print(f"{cfg:>12} {kind:>6} " + " ".join(cells))
+    print("\nabsolute times (ms): torch fwd / train, fused standard fwd / train")
+    for row in res["rows"]:
+        fs = row["fused"]["standard"]
+        print(
+            f"  B={row['B']:3d} I={row['I']:3d} H={row['H']:3d}: {row['torch_fwd_ms']:8.2f} "
+            f"{row['torch_train_ms']:8.2f} | {fs['fwd_ms']:8.2f} {fs['train_ms']:8.2f}"
+        )
+    print("\ntraced fused forward / untraced native forward (target <= 1.3)")
+    for row in res["rows"]:
+        fs = row["fused"]["standard"]
+        print(
+            f"  B={row['B']:3d} H={row['H']:3d}: {fs['traced_fwd_ms'] / row['native_fwd2_ms']:.2f}"
+        )
+    refs = [r for r in res["rows"] if "reference_train_ms" in r]
+    if refs:
+        print("\nfused standard vs the reference loop (reference time / fused time)")
+        for row in refs:
+            fs = row["fused"]["standard"]
+            print(
+                f"  B={row['B']:3d} H={row['H']:3d}: fwd "
+                f"{row['reference_fwd_ms'] / fs['fwd_ms']:.1f}x, train "
+                f"{row['reference_train_ms'] / fs['train_ms']:.1f}x"
+            )
+    if res.get("memory"):
+        print("\npeak memory of one training step (MB; fused / torch, target <= 1.2)")
+        for mem in res["memory"]:
+            t = mem["torch"]
+            parts = [f"torch {t / 2**20:7.1f}"]
+            for k, v in mem.items():
+                if k.startswith("fused:") and v and t:
+                    parts.append(f"{k[6:]} {v / 2**20:7.1f} ({v / t:.2f})")
+            print(f"  B={mem['B']:3d} H={mem['H']:3d}: " + ", ".join(parts))
+    c = res["cell"]
+    print(
+        f"\nLSTMCell step B={c['B']}, H={c['H']} (us): fwd torch {c['torch_fwd_us']:.1f} "
+        f"fused {c['fused_fwd_us']:.1f} ({ratio(c['torch_fwd_us'], c['fused_fwd_us']):.2f}x); "
+        f"train torch {c['torch_train_us']:.1f} fused {c['fused_train_us']:.1f} "
+        f"({ratio(c['torch_train_us'], c['fused_train_us']):.2f}x)"
+    )
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="short smoke run")
+    ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    ap.add_argument("-T", type=int, default=None, help="sequence length (default 100)")
+    args = ap.parse_args(argv)
+
+    fused.extension()  # build (or load) before timing anything
+    T = args.T or (20 if args.quick else 100)
+    configs = QUICK_CONFIGS if args.quick else CONFIGS
+    presets = ["standard", "peephole", "cifg"] if args.quick else list(gatelab.PRESETS)
+    res = {"machine": machine(), "T": T, "rows": [], "memory": []}
+    for B, I, H in configs:
+        with_ref = (B, H) in ((16, 128), (1, 128))
+        res["rows"].append(bench_config(B, I, H, T, presets, args.quick, with_ref))
+        print(f"  done B={B} I={I} H={H}", file=sys.stderr, flush=True)
+    res["cell"] = bench_cell(args.quick)
+    if not args.no_memory and sys.platform.startswith("linux"):
+        mem_presets = ["standard"] if args.quick else ["standard", "peephole", "layernorm"]
+        for B, I, H in configs:
+            mem = {"B": B, "I": I, "H": H, "torch": peak_memory(B, I, H, T, "torch")}
+            for p in mem_presets:
+                mem[f"fused:{p}"] = peak_memory(B, I, H, T, f"fused:{p}")
+            res["memory"].append(mem)
+    res["load_after"] = os.getloadavg()
+    print_table(res)
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
