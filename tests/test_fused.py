@@ -346,6 +346,23 @@ def test_auto_falls_back_with_one_warning(monkeypatch):
     assert not ok and "no compiler" in why
 
 
+def test_build_falls_back_to_flags_without_openmp(monkeypatch, caplog):
+    calls = []
+
+    def build(cflags, ldflags):
+        calls.append(cflags)
+        if "-fopenmp" in cflags:
+            raise RuntimeError("c++: error: unrecognized command-line option '-fopenmp'")
+        return "serial kernels"
+
+    monkeypatch.setattr(fused, "_ext", None)
+    monkeypatch.setattr(fused, "_error", None)
+    monkeypatch.setattr(fused, "_build", build)
+    assert fused.extension() == "serial kernels"
+    assert calls == [["-O3", "-fopenmp"], ["-O3"]]
+    assert "failed" in caplog.text
+
+
 def test_can_run_rejects_other_dtypes_and_devices():
     m = gatelab.LSTM(3, 4, variant="nfg", dtype=torch.bfloat16)
     ok, why = fused.can_run(m, "cpu")

@@ -366,7 +366,9 @@ class _Recurrent(nn.Module):
         mask = torch.ones(T, B, dtype=torch.bool, device=x.device) if mask is None else mask[..., 0]
         fields = {}
         for name in self.trace_cls.names():
-            v = torch.stack([tr[name] for tr in traces])  # (L*D, T, B, H)
+            parts = [tr[name] for tr in traces]
+            # (L*D, T, B, H); one layer-direction: a view, no copy of the whole trace
+            v = parts[0].unsqueeze(0) if len(parts) == 1 else torch.stack(parts)
             if self.batch_first:
                 v = v.transpose(1, 2)
             fields[name] = v.squeeze(1 if self.batch_first else 2) if unbatched else v

@@ -7,11 +7,20 @@ imported. If the build fails (no compiler, ...) :func:`can_run` says why and
 ``backend="auto"`` falls back to the reference backend with one warning.
 
 Forward: one GEMM for the input projection of all steps (and its layer norm), then per
-step one GEMM ``h_{t-1} W_hh^T`` (MKL packed for float32: ``W_hh`` is packed once per
-sequence) and one fused, vectorised pointwise pass that writes the gate activations.
-Backward: per step one pointwise pass and one GEMM for ``dh_{t-1}``; ``dW_ih``, ``dW_hh``,
-``dx``, the biases, peephole and layer-norm parameters as large GEMMs and reductions
-after the loop. The gate activations kept for backward ARE the trace, so tracing is free.
+step one GEMM ``h_{t-1} W_hh^T`` and one fused, vectorised pointwise pass that writes the
+gate activations. Backward: per step one pointwise pass and one GEMM for ``dh_{t-1}``;
+``dW_ih``, ``dW_hh``, ``dx``, the biases, peephole and layer-norm parameters as large GEMMs
+and reductions after the loop. The gate activations kept for backward ARE the trace, so
+tracing is free.
+
+The GEMMs are the extension's own register-tiled kernel over a weight packed once per
+sequence (``W_hh`` for the recurrence), with columns split by hidden units so that one
+thread goes from its GEMM columns straight on to their pointwise pass. On the 2-core AMD
+EPYC (Zen 4) this was built on it beat MKL's ``sgemm`` and packed ``sgemm_compute``
+(which ARCHITECTURE.md measured against ``addmm``) at every recurrent shape of the
+benchmark, B = 1..64; MKL stays selectable (``extension().set_gemm_mode``) for comparison.
+A weight used once (``LSTMCell``) is multiplied unpacked. Only ``float32`` and ``float64``
+on CPU run here.
 
 Traces from this backend carry no gradient: the gate and cell tensors are outputs marked
 non-differentiable (the reference backend's traces do carry gradients). ``hidden`` is the
@@ -23,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -37,7 +47,11 @@ __all__ = ["can_run", "extension", "lstm_layer", "spec_flags"]
 logger = logging.getLogger(__name__)
 
 _SOURCES = ("fused_lstm.cpp",)
-_CFLAGS = ["-O3"]  # no -march=native, no -ffast-math: see fused_lstm.cpp
+# No -march=native, no -ffast-math: see fused_lstm.cpp. -fopenmp because ATen's
+# parallel_for (OpenMP build) is a header template that runs serially without it; the
+# extension then shares torch's libgomp (same soname, already loaded). Without OpenMP
+# support the kernels still build, single-threaded.
+_FLAG_SETS = ((["-O3", "-fopenmp"], ["-fopenmp"]), (["-O3"], []))
 _PARAMS = (
     "weight_ih",
     "weight_hh",
@@ -65,13 +79,13 @@ def _csrc() -> Path:
     return Path(__file__).resolve().parent.parent / "csrc"
 
 
-def _build_name() -> str:
+def _build_name(cflags: list[str]) -> str:
     """The extension's name carries a hash of its sources and flags, so that builds of
     different versions (other checkouts, other torch) never overwrite one another."""
     digest = hashlib.sha256()
     for name in _SOURCES:
         digest.update((_csrc() / name).read_bytes())
-    digest.update(" ".join(_CFLAGS).encode())
+    digest.update(" ".join(cflags).encode())
     digest.update(torch.__version__.encode())
     return f"gatelab_fused_{digest.hexdigest()[:12]}"
 
@@ -96,22 +110,35 @@ def extension():
             return _ext
         if _error is not None:
             raise RuntimeError(_error)
-        try:
-            from torch.utils import cpp_extension
-
-            name = _build_name()
-            if not _is_built(name):
-                logger.info("compiling gatelab fused kernels (first use, ~1 min)")
-            _ext = cpp_extension.load(
-                name=name,
-                sources=[str(_csrc() / s) for s in _SOURCES],
-                extra_cflags=_CFLAGS,
-                verbose=False,
-            )
-        except Exception as err:  # no compiler, compile error, missing headers, ...
-            _error = f"the fused kernels could not be built: {_first_line(err)}"
-            raise RuntimeError(_error) from err
+        first_err: Exception | None = None
+        for cflags, ldflags in _FLAG_SETS:
+            try:
+                _ext = _build(cflags, ldflags)
+                break
+            except Exception as err:  # no compiler, compile error, missing headers, ...
+                first_err = first_err or err
+                logger.warning("building the fused kernels with %s failed", " ".join(cflags))
+                if not re.search(r"openmp|gomp|omp\.h|omp_", str(err).lower()):
+                    break  # not an OpenMP problem: the serial build would fail the same way
+        if _ext is None:
+            _error = f"the fused kernels could not be built: {_first_line(first_err)}"
+            raise RuntimeError(_error) from first_err
     return _ext
+
+
+def _build(cflags: list[str], ldflags: list[str]):
+    from torch.utils import cpp_extension
+
+    name = _build_name(cflags)
+    if not _is_built(name):
+        logger.info("compiling gatelab fused kernels (first use, ~1 min)")
+    return cpp_extension.load(
+        name=name,
+        sources=[str(_csrc() / s) for s in _SOURCES],
+        extra_cflags=cflags,
+        extra_ldflags=ldflags,
+        verbose=False,
+    )
 
 
 def _first_line(err: BaseException) -> str:
@@ -212,12 +239,12 @@ def lstm_layer(
     grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, h0, c0, *params)
     )
-    keep = grad or need_trace
+    keep = 2 if grad else 1 if need_trace else 0  # steps kept: all for backward, trace only
     if lengths is not None:
         lengths = lengths.to(device="cpu", dtype=torch.int64)
     flags = spec_flags(spec)
     if not keep:  # inference: no autograd node, the kernels keep one step of buffers
-        res = extension().lstm_forward(x, h0, c0, params, lengths, flags, False)
+        res = extension().lstm_forward(x, h0, c0, params, lengths, flags, 0)
         return res[0], res[1], res[2], None
     out, h_n, c_n, acts, cells = _FusedLSTM.apply(
         flags,

@@ -10,10 +10,11 @@
 // carried, output, trace and gradients zero there).
 //
 // Speed: the input projection of all steps is one GEMM; per step one GEMM h_{t-1} W_hh^T
-// (MKL packed GEMM for float32: W_hh is packed once per sequence) and one pointwise pass
-// over (B, H) that writes the gate activations backward needs (they are the trace).
-// Backward: per step one pointwise pass and one GEMM dG_t W_hh; the weight gradients and dx
-// are large GEMMs and reductions after the loop.
+// and one pointwise pass over (B, H) that writes the gate activations backward needs (they
+// are the trace). Backward: per step one pointwise pass and one GEMM dG_t W_hh; the weight
+// gradients and dx are large GEMMs and reductions after the loop. The GEMMs are this
+// file's register-tiled kernel over weights packed once per call (see "small GEMM"); MKL's
+// sgemm and packed sgemm_compute (resolved at run time from libtorch) remain as options.
 //
 // Vectorisation without -march=native: the pointwise kernels are plain loops compiled
 // several times (GCC/Clang `target_clones`: AVX-512, AVX2+FMA, baseline) and picked at
@@ -177,13 +178,14 @@ GL_INLINE void gemm_rows(int64_t kc, int64_t ps, const T* A, int64_t sam, int64_
 // (kGemmMC * KC elements, k-major) so that its reads are contiguous and few pages apart.
 constexpr int64_t kGemmMC = 64;
 
+// ps: the panel stride, K * PW unless A covers only a range of the packed K (then the
+// packed weight's full K * PW, with Wp pointing at the range's first row).
 template <typename T, int VB>
 GL_CLONES void gemm_block_v(int64_t m0, int64_t m1, int64_t K, const T* A, int64_t sam,
-                            int64_t sak, const T* Wp, T* C, int64_t ldc, int64_t n0, int64_t n1,
-                            bool acc, const T* bias, T* apack) {
+                            int64_t sak, const T* Wp, int64_t ps, T* C, int64_t ldc, int64_t n0,
+                            int64_t n1, bool acc, const T* bias, T* apack) {
   constexpr int64_t PW = kPanel<T>, NCP = 8, MC = kGemmMC;
   constexpr int64_t KC = 1024 / sizeof(T);
-  const int64_t ps = K * PW;
   for (int64_t mc = m0; mc < m1; mc += MC) {
     const int64_t mce = std::min(m1, mc + MC);
     for (int64_t k0 = 0; k0 < K; k0 += KC) {
@@ -234,11 +236,12 @@ inline bool wide_vectors() {
 template <typename T>
 inline void gemm_block(int64_t m0, int64_t m1, int64_t K, const T* A, int64_t sam, int64_t sak,
                        const T* Wp, T* C, int64_t ldc, int64_t n0, int64_t n1, bool acc,
-                       const T* bias, T* apack) {
+                       const T* bias, T* apack, int64_t ps = 0) {
+  if (ps == 0) ps = K * kPanel<T>;
   if (wide_vectors()) {
-    gemm_block_v<T, 64>(m0, m1, K, A, sam, sak, Wp, C, ldc, n0, n1, acc, bias, apack);
+    gemm_block_v<T, 64>(m0, m1, K, A, sam, sak, Wp, ps, C, ldc, n0, n1, acc, bias, apack);
   } else {
-    gemm_block_v<T, 32>(m0, m1, K, A, sam, sak, Wp, C, ldc, n0, n1, acc, bias, apack);
+    gemm_block_v<T, 32>(m0, m1, K, A, sam, sak, Wp, ps, C, ldc, n0, n1, acc, bias, apack);
   }
 }
 
@@ -672,7 +675,7 @@ template <typename T>
 GL_CLONES void fwd_rows(const FwdStep<T>& a, int64_t b, int64_t j0, int64_t j1) {
   const Spec& s = a.s;
   const int64_t H = a.H, GH = a.GH, n = j1 - j0;
-  T* __restrict A = a.acts + b * GH;
+  T* A = a.acts + b * GH;  // may be the same memory as X (in place)
   T* __restrict cs = a.c + b * H + j0;
   T* __restrict co = a.c_out + b * H + j0;
   T* __restrict y = a.y + b * H + j0;
@@ -692,7 +695,7 @@ GL_CLONES void fwd_rows(const FwdStep<T>& a, int64_t b, int64_t j0, int64_t j1) 
     }
     return;
   }
-  const T* __restrict X = a.xw + b * a.xw_ld;
+  const T* X = a.xw + b * a.xw_ld;
   const T* __restrict HW = a.hw + b * a.hw_ld;
   const int64_t gs = a.hw_gs;
   // pre-activations: xw + hw (or + LN(hw); layer norm rows are whole: j0 = 0, j1 = H)
@@ -812,7 +815,6 @@ struct BwdStep {
   Spec s;
   int64_t B, H, P, GH;
   const T* acts;     // (B, GH) at t
-  const T* c_t;      // (B, H)
   const T* c_prev;   // (B, H)
   const T* y;        // (B, H)
   const T *xhat_c, *rstd_c, *ln_c_w;
@@ -1005,11 +1007,12 @@ enum {
 // Returns [out (T,B,P), h_n (B,P), c_n (B,H), acts (T,B,GH), c_all (T,B,H), y_all (T,B,H),
 //          hr_all (T,B,H) | undef, xw_raw (T*B,GH) | undef, ln_ih_mean, ln_ih_rstd,
 //          xhat_hh (T,B,GH), rstd_hh (T,B), xhat_c (T,B,H), rstd_c (T,B)]
-// With keep=false only the states and out are meaningful (the buffers hold one step).
+// keep: 2 every step of everything (backward needs it), 1 every step of the trace (acts,
+// c_all) only, 0 none: buffers not kept hold one step and only states and out mean much.
 template <typename T>
 std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tensor& c0,
                                  const std::vector<OptTensor>& p, const OptTensor& lengths,
-                                 int64_t flags, bool keep) {
+                                 int64_t flags, int64_t keep) {
   Tick tick_all(kPFwdAll);
   const Spec s(flags);
   const Tensor x = x_.contiguous();
@@ -1059,20 +1062,25 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
   }
   tick_proj.reset();
 
-  const int64_t TK = keep ? T_ : 1;
+  const int64_t TK = keep >= 1 ? T_ : 1;  // the trace: acts, c_all
+  const int64_t TKB = keep >= 2 ? T_ : 1;  // for backward only
   Tensor out = at::empty({T_, B, P}, opts);
   Tensor h = h0.contiguous().clone();
   Tensor c = c0.contiguous().clone();
-  Tensor acts = at::empty({TK, B, GH}, opts);
+  // The gate activations overwrite the input projection in place (each step reads its
+  // row of xw, then writes the activations there): one (T, B, GH) buffer less, unless xw
+  // has padded rows.
+  const bool acts_in_xw = xw_ld == GH;
+  Tensor acts = acts_in_xw ? xw.view({T_, B, GH}) : at::empty({TK, B, GH}, opts);
   Tensor c_all = at::empty({TK, B, H}, opts);
-  Tensor y_all = at::empty({TK, B, H}, opts);
-  Tensor hr_all = proj ? at::empty({TK, B, H}, opts) : Tensor();
+  Tensor y_all = at::empty({TKB, B, H}, opts);
+  Tensor hr_all = proj ? at::empty({TKB, B, H}, opts) : Tensor();
   Tensor xhat_hh, rstd_hh, xhat_c, rstd_c;
   if (s.ln) {
-    xhat_hh = at::empty({TK, B, GH}, opts);
-    rstd_hh = at::empty({TK, B}, opts);
-    xhat_c = at::empty({TK, B, H}, opts);
-    rstd_c = at::empty({TK, B}, opts);
+    xhat_hh = at::empty({TKB, B, GH}, opts);
+    rstd_hh = at::empty({TKB, B}, opts);
+    xhat_c = at::empty({TKB, B, H}, opts);
+    rstd_c = at::empty({TKB, B}, opts);
   }
   Tensor w_hr = proj ? p[kWhr]->contiguous() : Tensor();
 
@@ -1126,7 +1134,7 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
   T* out_p = out.data_ptr<T>();
 
   for (int64_t t = 0; t < T_; ++t) {
-    const int64_t tk = keep ? t : 0;
+    const int64_t tk = keep >= 1 ? t : 0, tkb = keep >= 2 ? t : 0;
     if (!fused_step) {
       Tick tk_(kPFwdGemm);
       g_hh.run(hptr, P, T(0), hw.data_ptr<T>(), g_hh.ldc());
@@ -1134,17 +1142,17 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
     a.t = t;
     a.xw = xw_p + t * B * xw_ld;
     a.xw_ld = xw_ld;
-    a.acts = acts.data_ptr<T>() + tk * B * GH;
+    a.acts = acts.data_ptr<T>() + (acts_in_xw ? t : tk) * B * GH;
     a.c_out = c_all.data_ptr<T>() + tk * B * H;
-    a.y = y_all.data_ptr<T>() + tk * B * H;
+    a.y = y_all.data_ptr<T>() + tkb * B * H;
     if (s.ln) {
-      a.xhat_hh = xhat_hh.data_ptr<T>() + tk * B * GH;
-      a.rstd_hh = rstd_hh.data_ptr<T>() + tk * B;
-      a.xhat_c = xhat_c.data_ptr<T>() + tk * B * H;
-      a.rstd_c = rstd_c.data_ptr<T>() + tk * B;
+      a.xhat_hh = xhat_hh.data_ptr<T>() + tkb * B * GH;
+      a.rstd_hh = rstd_hh.data_ptr<T>() + tkb * B;
+      a.xhat_c = xhat_c.data_ptr<T>() + tkb * B * H;
+      a.rstd_c = rstd_c.data_ptr<T>() + tkb * B;
     }
     if (proj) {
-      a.hr = hr_all.data_ptr<T>() + tk * B * H;
+      a.hr = hr_all.data_ptr<T>() + tkb * B * H;
       a.hr_ld = H;
       a.h_state = nullptr;
     } else {
@@ -1196,6 +1204,50 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
 }
 
 // ----------------------------------------------------------------------- backward driver
+
+// Column sums out[j] = sum_r a[r, j] * b[r, j] (b == nullptr: just a), without the (R, C)
+// temporary of ATen's (a * b).sum(0); double accumulators, parallel over column blocks.
+template <typename T>
+GL_CLONES void col_dot_block(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t R,
+                             int64_t j0, int64_t j1, double* acc) {
+  const int64_t n = j1 - j0;
+  for (int64_t j = 0; j < n; ++j) acc[j] = 0;
+  for (int64_t r = 0; r < R; ++r) {
+    const T* __restrict ar = a + r * lda + j0;
+    if (b) {
+      const T* __restrict br = b + r * ldb + j0;
+      for (int64_t j = 0; j < n; ++j) acc[j] += double(ar[j]) * double(br[j]);
+    } else {
+      for (int64_t j = 0; j < n; ++j) acc[j] += double(ar[j]);
+    }
+  }
+}
+
+template <typename T>
+void col_dot(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t R, int64_t C, T* out,
+             bool add) {
+  constexpr int64_t CB = 256;
+  at::parallel_for(0, (C + CB - 1) / CB, 1, [&](int64_t q0, int64_t q1) {
+    double acc[CB];
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t j0 = q * CB, j1 = std::min(C, j0 + CB);
+      col_dot_block<T>(a, lda, b, ldb, R, j0, j1, acc);
+      for (int64_t j = j0; j < j1; ++j) out[j] = T(add ? double(out[j]) + acc[j - j0] : acc[j - j0]);
+    }
+  });
+}
+
+// dh[b, j0:j1] += sum over the nblk partial products (each (B, ld)).
+template <typename T>
+void add_partials(const T* part, int64_t nblk, int64_t B, int64_t ld, T* dh, int64_t j0,
+                  int64_t j1) {
+  for (int64_t r = 0; r < nblk; ++r)
+    for (int64_t b = 0; b < B; ++b) {
+      const T* src = part + (r * B + b) * ld;
+      T* dst = dh + b * ld;
+      for (int64_t j = j0; j < j1; ++j) dst[j] += src[j];
+    }
+}
 
 // saved: the forward's list. Returns [dx | undef, dh0, dc0, d params in kNumParams order
 // (undef where absent)].
@@ -1263,10 +1315,22 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   const T* dout_p = dout.defined() ? dout.data_ptr<T>() : nullptr;
   const T beta = len ? T(1) : T(0);
 
+  // The fused step (small GEMM, no projection, no layer norm): hidden units split in
+  // blocks, one per thread; each block's dG columns times its rows of W_hh gives a partial
+  // dh_{t-1}, summed by the blocks at the start of the next step, so a step needs one
+  // parallel region (partials ping-pong between two buffers).
+  const bool fused_bstep = g_hh.own() && !proj && !s.ln && g_fused_step;
+  const int64_t PW = WeightGemm<T>::PW;
+  const int64_t threads = at::get_num_threads();
+  const bool par_bstep = threads > 1 && B * GH * P >= (1 << 17) && H > PW;
+  int64_t JB = par_bstep ? (H + threads - 1) / threads : H;
+  JB = (JB + PW - 1) / PW * PW;
+  const int64_t nblk = (H + JB - 1) / JB;
+  Tensor part = fused_bstep ? at::empty({2, nblk, B, dld}, opts) : Tensor();
+
   for (int64_t t = T_ - 1; t >= 0; --t) {
     a.t = t;
     a.acts = acts.data_ptr<T>() + t * B * GH;
-    a.c_t = c_all.data_ptr<T>() + t * B * H;
     a.c_prev = t > 0 ? c_all.data_ptr<T>() + (t - 1) * B * H : c0.data_ptr<T>();
     a.y = y_all.data_ptr<T>() + t * B * H;
     a.dG = dG.data_ptr<T>() + t * B * GH;
@@ -1301,6 +1365,35 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
       a.dout = dout_p ? dout_p + t * B * P : nullptr;
       a.dh_zero = len ? dhp : nullptr;
     }
+    if (fused_bstep) {
+      // One task per block of hidden units: add the partial products of the step before
+      // into the carry (its own columns), the pointwise pass, then this block's partial
+      // product dG[:, its gate rows] W_hh[its gate rows, :] (all columns).
+      Tick tk_(kPBwdPoint);
+      a.dh_zero = dhp;  // the carry of real rows restarts from the partial products
+      T* part_now = part.data_ptr<T>() + (t & 1) * nblk * B * dld;
+      const T* part_prev = part.data_ptr<T>() + ((t + 1) & 1) * nblk * B * dld;
+      const bool first = t == T_ - 1;
+      const T* Wpk = g_hh.packed.template data_ptr<T>();
+      auto body = [&](int64_t k0, int64_t k1) {
+        for (int64_t q = k0; q < k1; ++q) {
+          const int64_t j0 = q * JB, j1 = std::min(H, j0 + JB);
+          if (!first) add_partials(part_prev, nblk, B, dld, dhp, j0, j1);
+          for (int64_t b = 0; b < B; ++b) bwd_rows<T>(a, b, j0, j1);
+          const T* dGt = dG.data_ptr<T>() + t * B * GH;
+          for (int g = 0; g < s.G; ++g)
+            gemm_block<T>(0, B, j1 - j0, dGt + g * H + j0, GH, 1, Wpk + (g * H + j0) * PW,
+                          part_now + q * B * dld, dld, 0, dld, g > 0, nullptr, nullptr,
+                          GH * PW);
+        }
+      };
+      if (par_bstep) {
+        at::parallel_for(0, nblk, 1, body);
+      } else {
+        body(0, nblk);
+      }
+      continue;
+    }
     {
       Tick tk_(kPBwdPoint);
       for_rows(B, H, s.ln, [&](int64_t b, int64_t j0, int64_t j1) { bwd_rows<T>(a, b, j0, j1); });
@@ -1308,6 +1401,7 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
     Tick tk_(kPBwdGemm);
     g_hh.run(dHW.data_ptr<T>() + t * B * GH, GH, beta, dhp, dld);
   }
+  if (fused_bstep) add_partials(part.data_ptr<T>(), nblk, B, dld, dhp, 0, H);
   Tick tick_after(kPBwdAfter);
   g_hh_.reset();
   g_hr.reset();
@@ -1317,77 +1411,98 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   std::vector<Tensor> g(3 + kNumParams);
   g[1] = dld == P ? dh : dh.narrow(1, 0, P).contiguous();
   g[2] = dc;
-  Tensor dG2 = dG.view({T_ * B, GH});
-  Tensor dHW2 = dHW.view({T_ * B, GH});
-  Tensor dxw = dG2;
-  if (s.ln) {
-    auto r = at::native_layer_norm_backward(dG2, xw_raw, {GH}, ln_mean, ln_rstd,
-                                            p[kLnIhW], p[kLnIhB],
-                                            {true, true, true});
-    dxw = std::get<0>(r).contiguous();
-    g[3 + kLnIhW] = std::get<1>(r);
-    g[3 + kLnIhB] = std::get<2>(r);
+  dh = Tensor();
+  const int64_t TB = T_ * B;
+  auto vec = [&](int64_t n) { return at::empty({n}, opts); };
+  // reductions of dG (biases, peepholes, recurrent layer norm) before dG may be released
+  if (p[kBih].has_value() || p[kBhh].has_value() || s.ln) {
+    Tensor dsum = vec(GH);
+    col_dot<T>(dG.data_ptr<T>(), GH, nullptr, 0, TB, GH, dsum.data_ptr<T>(), false);
+    if (p[kBih].has_value()) g[3 + kBih] = dsum;
+    if (p[kBhh].has_value()) g[3 + kBhh] = p[kBih].has_value() ? dsum.clone() : dsum;
+    if (s.ln) g[3 + kLnHhB] = p[kBih].has_value() || p[kBhh].has_value() ? dsum.clone() : dsum;
   }
-  if (g_gemm_mode == 0 || g_gemm_mode == 4) {
-    // the packed GEMM; outputs have padded rows, handed out as views
-    constexpr int64_t PW = kPanel<T>;
-    auto pad = [](int64_t n) { return (n + PW - 1) / PW * PW; };
-    const int64_t Ip = pad(I), Pp = pad(P), TB = T_ * B;
-    const T* dxw_p = dxw.data_ptr<T>();
-    if (need_dx && TB >= 128) {  // dx = dxw W_ih (packing W_ih pays off for enough rows)
-      Tensor wp = at::empty({Ip * GH}, opts);
-      pack_rows<T>(w_ih.data_ptr<T>(), I, GH, 0, GH, I, wp.data_ptr<T>());
-      Tensor dx = at::empty({TB, Ip}, opts);
-      big_gemm<T>(TB, GH, I, dxw_p, GH, 1, wp.data_ptr<T>(), dx.data_ptr<T>(), Ip, nullptr);
-      g[0] = dx.view({T_, B, Ip}).narrow(2, 0, I);
-    } else if (need_dx) {
-      g[0] = at::mm(dxw, w_ih).view({T_, B, I});
+  if (s.peep) {
+    const T* dGp = dG.data_ptr<T>();
+    const T* cp = c_all.data_ptr<T>();
+    auto prev_sum = [&](int off) {  // sum_t dG_gate[t] * c_{t-1}, c_{-1} = c0
+      Tensor r = vec(H);
+      col_dot<T>(dGp + off * H, GH, c0.data_ptr<T>(), H, B, H, r.data_ptr<T>(), false);
+      if (T_ > 1)
+        col_dot<T>(dGp + B * GH + off * H, GH, cp, H, (T_ - 1) * B, H, r.data_ptr<T>(), true);
+      return r;
+    };
+    if (s.has_i) g[3 + kWci] = prev_sum(s.oi);
+    if (s.has_f) g[3 + kWcf] = prev_sum(s.of);
+    if (s.has_o) {
+      Tensor r = vec(H);
+      col_dot<T>(dGp + s.oo * H, GH, cp, H, TB, H, r.data_ptr<T>(), false);
+      g[3 + kWco] = r;
     }
-    {  // dW_ih = dxw^T x (a sum of TB outer products)
-      Tensor xp = at::empty({Ip * TB}, opts);
-      pack_rows<T>(x.data_ptr<T>(), I, TB, 0, TB, I, xp.data_ptr<T>());
-      Tensor dw = at::empty({GH, Ip}, opts);
-      big_gemm<T>(GH, TB, I, dxw_p, 1, GH, xp.data_ptr<T>(), dw.data_ptr<T>(), Ip, nullptr);
-      g[3 + kWih] = dw.narrow(1, 0, I);
-    }
-    {  // dW_hh = sum_t dHW_t^T h_{t-1}, h_{-1} = h0, h_{t-1} = out[t-1] on real steps
-      Tensor hp = at::empty({Pp * TB}, opts);
-      pack_rows<T>(h0.data_ptr<T>(), P, B, 0, TB, P, hp.data_ptr<T>());
-      if (T_ > 1) pack_rows<T>(out.data_ptr<T>(), P, TB - B, B, TB, P, hp.data_ptr<T>());
-      Tensor dw = at::empty({GH, Pp}, opts);
-      big_gemm<T>(GH, TB, P, dHW.data_ptr<T>(), 1, GH, hp.data_ptr<T>(), dw.data_ptr<T>(), Pp,
-                  nullptr);
-      g[3 + kWhh] = dw.narrow(1, 0, P);
-    }
+  }
+  if (s.ln) {
+    Tensor r = vec(GH);
+    col_dot<T>(dG.data_ptr<T>(), GH, xhat_hh.data_ptr<T>(), GH, TB, GH, r.data_ptr<T>(), false);
+    g[3 + kLnHhW] = r;
+    Tensor rc = vec(H), rb = vec(H);
+    col_dot<T>(dCN.data_ptr<T>(), H, xhat_c.data_ptr<T>(), H, TB, H, rc.data_ptr<T>(), false);
+    col_dot<T>(dCN.data_ptr<T>(), H, nullptr, 0, TB, H, rb.data_ptr<T>(), false);
+    g[3 + kLnCW] = rc;
+    g[3 + kLnCB] = rb;
+    dCN = Tensor();
+  }
+  if (proj) g[3 + kWhr] = at::mm(dH_all.view({TB, P}).t(), hr_all.view({TB, H}));
+  dH_all = Tensor();
+
+  const bool own = g_gemm_mode == 0 || g_gemm_mode == 4;
+  auto pad = [&](int64_t n) { return (n + PW - 1) / PW * PW; };
+  const int64_t Ip = pad(I), Pp = pad(P);
+  // dW_hh = sum_t dHW_t^T h_{t-1}, h_{-1} = h0, h_{t-1} = out[t-1] on real steps
+  if (own) {
+    Tensor hp = at::empty({Pp * TB}, opts);
+    pack_rows<T>(h0.data_ptr<T>(), P, B, 0, TB, P, hp.data_ptr<T>());
+    if (T_ > 1) pack_rows<T>(out.data_ptr<T>(), P, TB - B, B, TB, P, hp.data_ptr<T>());
+    Tensor dw = at::empty({GH, Pp}, opts);
+    big_gemm<T>(GH, TB, P, dHW.data_ptr<T>(), 1, GH, hp.data_ptr<T>(), dw.data_ptr<T>(), Pp,
+                nullptr);
+    g[3 + kWhh] = dw.narrow(1, 0, P);
   } else {
-    if (need_dx) g[0] = at::mm(dxw, w_ih).view({T_, B, I});
-    g[3 + kWih] = at::mm(dxw.t(), x.view({T_ * B, I}));
     Tensor dwhh = at::mm(dHW.select(0, 0).t(), h0.contiguous());
     if (T_ > 1)
       dwhh.addmm_(dHW.narrow(0, 1, T_ - 1).reshape({(T_ - 1) * B, GH}).t(),
                   out.narrow(0, 0, T_ - 1).reshape({(T_ - 1) * B, P}));
     g[3 + kWhh] = dwhh;
   }
-  Tensor dsum = (p[kBih].has_value() || p[kBhh].has_value()) ? dG2.sum(0) : Tensor();
-  if (p[kBih].has_value()) g[3 + kBih] = dsum;
-  if (p[kBhh].has_value()) g[3 + kBhh] = p[kBih].has_value() ? dsum.clone() : dsum;
-  if (proj) g[3 + kWhr] = at::mm(dH_all.view({T_ * B, P}).t(), hr_all.view({T_ * B, H}));
-  if (s.peep) {
-    auto gate = [&](int off) { return dG.narrow(2, off * H, H); };  // (T, B, H)
-    auto prev_sum = [&](const Tensor& d) {
-      Tensor r = (d.select(0, 0) * c0).sum(0);
-      if (T_ > 1) r += (d.narrow(0, 1, T_ - 1) * c_all.narrow(0, 0, T_ - 1)).sum({0, 1});
-      return r;
-    };
-    if (s.has_i) g[3 + kWci] = prev_sum(gate(s.oi));
-    if (s.has_f) g[3 + kWcf] = prev_sum(gate(s.of));
-    if (s.has_o) g[3 + kWco] = (gate(s.oo) * c_all).sum({0, 1});
-  }
+  dHW = Tensor();  // (layer norm: its own buffer, released here)
+
+  // the input side: through the input layer norm, then dx and dW_ih
+  Tensor dxw = dG.view({TB, GH});
   if (s.ln) {
-    g[3 + kLnHhW] = (dG * xhat_hh).sum({0, 1});
-    g[3 + kLnHhB] = dG2.sum(0);
-    g[3 + kLnCW] = (dCN * xhat_c).sum({0, 1});
-    g[3 + kLnCB] = dCN.sum({0, 1});
+    auto r = at::native_layer_norm_backward(dxw, xw_raw, {GH}, ln_mean, ln_rstd, p[kLnIhW],
+                                            p[kLnIhB], {true, true, true});
+    dG = Tensor();
+    dxw = std::get<0>(r).contiguous();
+    g[3 + kLnIhW] = std::get<1>(r);
+    g[3 + kLnIhB] = std::get<2>(r);
+  }
+  const T* dxw_p = dxw.data_ptr<T>();
+  if (need_dx && own && TB >= 128) {  // dx = dxw W_ih (packing W_ih pays off for enough rows)
+    Tensor wp = at::empty({Ip * GH}, opts);
+    pack_rows<T>(w_ih.data_ptr<T>(), I, GH, 0, GH, I, wp.data_ptr<T>());
+    Tensor dx = at::empty({TB, Ip}, opts);
+    big_gemm<T>(TB, GH, I, dxw_p, GH, 1, wp.data_ptr<T>(), dx.data_ptr<T>(), Ip, nullptr);
+    g[0] = dx.view({T_, B, Ip}).narrow(2, 0, I);
+  } else if (need_dx) {
+    g[0] = at::mm(dxw, w_ih).view({T_, B, I});
+  }
+  if (own) {  // dW_ih = dxw^T x (a sum of TB outer products)
+    Tensor xp = at::empty({Ip * TB}, opts);
+    pack_rows<T>(x.data_ptr<T>(), I, TB, 0, TB, I, xp.data_ptr<T>());
+    Tensor dw = at::empty({GH, Ip}, opts);
+    big_gemm<T>(GH, TB, I, dxw_p, 1, GH, xp.data_ptr<T>(), dw.data_ptr<T>(), Ip, nullptr);
+    g[3 + kWih] = dw.narrow(1, 0, I);
+  } else {
+    g[3 + kWih] = at::mm(dxw.t(), x.view({TB, I}));
   }
   return g;
 }
@@ -1406,7 +1521,7 @@ void check_inputs(const Tensor& x, const std::vector<OptTensor>& p) {
 
 std::vector<Tensor> lstm_forward(const Tensor& x, const Tensor& h0, const Tensor& c0,
                                  std::vector<OptTensor> p, const OptTensor& lengths,
-                                 int64_t flags, bool keep) {
+                                 int64_t flags, int64_t keep) {
   check_inputs(x, p);
   at::NoGradGuard no_grad;
   for (auto& t : p)
@@ -1450,6 +1565,20 @@ std::vector<double> profile(int64_t mode) {
   return r;
 }
 
+// Microseconds per empty at::parallel_for region over `tasks` tasks (thread start-up and
+// join cost, which decides when a step is worth splitting).
+double bench_parallel(int64_t reps, int64_t tasks) {
+  std::vector<int64_t> sink(tasks, 0);
+  auto t0 = std::chrono::steady_clock::now();
+  for (int64_t r = 0; r < reps; ++r)
+    at::parallel_for(0, tasks, 1, [&](int64_t a, int64_t b) {
+      for (int64_t i = a; i < b; ++i) sink[i] += 1;
+    });
+  return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0)
+             .count() /
+         double(reps);
+}
+
 std::string blas_info() {
   const Blas& b = Blas::get();
   std::string s = "sgemm=";
@@ -1489,6 +1618,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("mode"), py::arg("fused_step") = 1);
   m.def("bench_gemm", &bench_gemm, "seconds per recurrent GEMM call (M, K, N, mode, reps, double)");
   m.def("profile", &profile, "phase timers: 1 wall / 2 thread CPU (resets), 0 off; returns seconds per phase");
+  m.def("bench_parallel", &bench_parallel, "microseconds per empty parallel region");
   m.def("blas_info", &blas_info, "which BLAS entry points were found");
   m.def("activation", &activation, "the kernels' sigmoid / tanh, element-wise");
 }
