@@ -259,14 +259,17 @@ template <typename T>
 void pack_rows(const T* src, int64_t ld, int64_t rows, int64_t k0, int64_t K, int64_t N, T* dst) {
   constexpr int64_t PW = kPanel<T>;
   const int64_t panels = (N + PW - 1) / PW;
-  for (int64_t p = 0; p < panels; ++p) {
-    const int64_t c0 = p * PW, nc = std::min(PW, N - c0);
-    T* out = dst + (p * K + k0) * PW;
-    for (int64_t k = 0; k < rows; ++k) {
-      std::memcpy(out + k * PW, src + k * ld + c0, sizeof(T) * nc);
-      if (nc < PW) std::memset(out + k * PW + nc, 0, sizeof(T) * (PW - nc));
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, rows * PW));
+  at::parallel_for(0, panels, grain, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t c0 = p * PW, nc = std::min(PW, N - c0);
+      T* out = dst + (p * K + k0) * PW;
+      for (int64_t k = 0; k < rows; ++k) {
+        std::memcpy(out + k * PW, src + k * ld + c0, sizeof(T) * nc);
+        if (nc < PW) std::memset(out + k * PW + nc, 0, sizeof(T) * (PW - nc));
+      }
     }
-  }
+  });
 }
 
 // C (M, N) = A (M, K) . B (K, N) for large matrices, in parallel: A (m, k) at
