@@ -13,6 +13,12 @@ Target (issue 4): mean accuracy >= 79.4% (NBSVM in Kim 2014, Table 2).
 
 from __future__ import annotations
 
+import os
+
+# oneDNN's OpenMP threads spin while they wait; on a shared machine that makes 2 threads
+# ~15x slower than 1 (measured). Passive waiting must be set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import sys
 from pathlib import Path
 

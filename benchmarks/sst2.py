@@ -13,6 +13,12 @@ Targets (issue 4): dev accuracy >= 85.0% with the defaults, training <= 15 minut
 
 from __future__ import annotations
 
+import os
+
+# oneDNN's OpenMP threads spin while they wait; on a shared machine that makes 2 threads
+# ~15x slower than 1 (measured). Passive waiting must be set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import sys
 from collections import Counter
 from pathlib import Path

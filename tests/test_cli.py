@@ -25,7 +25,8 @@ from .helpers import (
 _register()
 runner = CliRunner()
 
-TEXT_FAST = ["--epochs", "10", "--hidden-size", "16", "--embedding-dim", "16", "--lr", "0.01", "-q"]
+TEXT_FAST = ["--epochs", "10", "--hidden-size", "16", "--embedding-dim", "16", "--lr", "0.01"]
+TEXT_FAST += ["--models", "1", "-q"]
 SERIES_FAST = ["--epochs", "25", "--hidden-size", "12", "--models", "1", "--lr", "0.01", "-q"]
 FORECAST_FAST = ["--epochs", "20", "--hidden-size", "8", "--models", "1", "--history", "12", "-q"]
 

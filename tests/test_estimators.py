@@ -23,7 +23,7 @@ from .helpers import sentiment_texts, shape_series, shared_data, sine_series, st
 
 TINY_TEXT = dict(
     embedding_dim=16, hidden_size=16, epochs=6, batch_size=16, lr=1e-2, word_dropout=0.0,
-    embedding_dropout=0.0, validation_fraction=0.0,
+    embedding_dropout=0.0, validation_fraction=0.0, n_models=1, min_freq=1,
 )  # fmt: skip
 TINY_SERIES = dict(hidden_size=12, epochs=25, batch_size=16, lr=1e-2, n_models=1)
 TINY_FORECAST = dict(history=12, highway=6, hidden_size=8, epochs=30, lr=1e-2, n_models=1)
@@ -251,3 +251,22 @@ def test_forecaster_input_errors(forecaster):
         forecaster.predict(np.arange(5.0))
     with pytest.raises(ValueError, match="highway"):
         Forecaster(history=4, highway=6).fit(sine_series(40))
+
+
+def test_nb_features_are_naive_bayes_log_count_ratios(tmp_path):
+    X = ["good good film", "good plot", "bad film", "bad bad plot", "film"]
+    y = ["pos", "pos", "neg", "neg", "neg"]
+    clf = TextClassifier(**{**TINY_TEXT, "epochs": 1}, nb_features=True).fit(X, y)
+    table = clf.model_.token_feature_table
+    assert table.shape == (len(clf.vocab_), 1)
+    # texts holding the word: pos (2 texts), neg (3 texts); add-one smoothing over the vocab
+    docs = {"good": (2, 0), "bad": (0, 2), "film": (1, 2), "plot": (1, 1)}
+    p = {w: 1 + d[0] for w, d in docs.items()}
+    q = {w: 1 + d[1] for w, d in docs.items()}
+    P, Q = sum(p.values()), sum(q.values())
+    for w in docs:
+        want = np.log((p[w] / P) / (q[w] / Q))
+        assert table[clf.vocab_.encode([w])[0], 0].item() == pytest.approx(want, abs=1e-6)
+    assert table[0, 0] == 0 and table[1, 0] == 0  # padding and <unk>
+    again = TextClassifier.load(clf.save(tmp_path / "run"))
+    assert torch.equal(again.model_.token_feature_table, table)

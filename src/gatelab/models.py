@@ -67,6 +67,10 @@ class ModelConfig:
         highway: forecaster only: a linear autoregressive skip from the last ``highway``
             values of channel 0 straight to the horizon (LSTNet's highway, Lai et al. 2018);
             0 turns it off.
+        token_features: token input only: this many fixed (not trained) features per
+            token id, appended to its embedding; the table ``token_feature_table
+            (vocab_size, token_features)`` is a buffer, saved with the weights (e.g. the
+            naive-Bayes log-count ratios of :class:`gatelab.TextClassifier`).
     """
 
     kind: str = "classifier"
@@ -87,6 +91,7 @@ class ModelConfig:
     word_dropout: float = 0.0
     lstm_dropout: float = 0.0
     highway: int = 0
+    token_features: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -106,6 +111,7 @@ class ModelConfig:
             ("num_layers", 1),
             ("proj_size", 0),
             ("highway", 0),
+            ("token_features", 0),
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -118,6 +124,8 @@ class ModelConfig:
             raise ValueError("embedding_dim=0 needs real-valued input (vocab_size=0)")
         if self.kind == "classifier" and self.output_size < 2:
             raise ValueError(f"output_size={self.output_size}; a classifier needs >= 2 classes")
+        if self.token_features and not self.tokens:
+            raise ValueError("token_features needs token input (vocab_size > 0)")
         if self.highway and (self.kind != "forecaster" or self.vocab_size > 0):
             raise ValueError("highway is for a forecaster on real-valued input")
 
@@ -152,7 +160,10 @@ class _SequenceModel(nn.Module):
         c = config
         if c.tokens:
             self.embedding = nn.Embedding(c.vocab_size, c.embedding_dim, padding_idx=0)
-            lstm_in = c.embedding_dim
+            lstm_in = c.embedding_dim + c.token_features
+            if c.token_features:
+                table = torch.zeros(c.vocab_size, c.token_features)
+                self.register_buffer("token_feature_table", table)
         elif c.embedding_dim > 0:
             self.projection = nn.Linear(c.input_size, c.embedding_dim)
             lstm_in = c.embedding_dim
@@ -210,6 +221,8 @@ class _SequenceModel(nn.Module):
                 drop = torch.rand(x.shape, device=x.device) < c.word_dropout
                 x = torch.where(drop & (x != 0), torch.full_like(x, UNK_ID), x)
             e = self.embedding(x)  # (B, T, E)
+            if c.token_features:
+                e = torch.cat([e, self.token_feature_table[x]], dim=-1)  # (B, T, E + F)
         elif c.embedding_dim > 0:
             e = self.projection(x)  # (B, T, E)
         else:

@@ -226,6 +226,14 @@ HELP = {
 
 
 Epochs = Annotated[int, typer.Option(help=HELP["epochs"])]
+TextEpochs = Annotated[
+    int | None,
+    typer.Option(
+        "--epochs",
+        help=HELP["epochs"] + " Default: 4 to 8, enough for about 800 optimizer steps.",
+        show_default=False,
+    ),
+]
 BatchSize = Annotated[int, typer.Option(help=HELP["batch_size"])]
 HiddenSize = Annotated[int, typer.Option(help=HELP["hidden_size"])]
 Layers = Annotated[int, typer.Option(help=HELP["layers"])]
@@ -304,7 +312,7 @@ def train_text_classifier(
     train: Annotated[Path, typer.Option("--train", help=HELP["text_train"], show_default=False)],
     out: Out,
     valid: Annotated[Path | None, typer.Option("--valid", help=HELP["text_valid"])] = None,
-    epochs: Epochs = TEXT["epochs"],
+    epochs: TextEpochs = TEXT["epochs"],
     batch_size: BatchSize = TEXT["batch_size"],
     hidden_size: HiddenSize = TEXT["hidden_size"],
     layers: Layers = TEXT["num_layers"],
