@@ -523,7 +523,7 @@ def _explain_estimator(
             x = est._inputs([series.numpy()]).inputs  # (1, T, C), normalised as in training
         labels = [",".join(f"{v:.3g}" for v in row) for row in series.tolist()]
     with torch.no_grad():
-        e = _input_layer(net, x)[0]  # (T, E): what the LSTM reads
+        e = net.lstm_input(x)[0]  # (T, E): what the LSTM reads
         out = net(x)[0]
     subtitle = _estimator_prediction(est, kind, out)
     flow = None
@@ -549,15 +549,6 @@ def _say(warn: Callable[[str], None] | None, message: str) -> None:
     log.warning(message)
     if warn is not None:
         warn(message)
-
-
-def _input_layer(net, x: Tensor) -> Tensor:
-    """The LSTM's input for ``x``: embedded tokens, projected or raw series ``(B, T, E)``."""
-    if net.config.tokens:
-        return net.embedding(x)
-    if net.config.embedding_dim > 0:
-        return net.projection(x)
-    return x
 
 
 def _estimator_prediction(est, kind: str, out: Tensor) -> str:

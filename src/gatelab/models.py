@@ -208,6 +208,19 @@ class _SequenceModel(nn.Module):
                     f"max {int(lengths.max())}"
                 )
 
+    def lstm_input(self, x: Tensor) -> Tensor:
+        """What the LSTM reads for ``x``, before dropout: ``(B, T, E)`` embedded tokens (with
+        their token features), projected series, or the raw channels."""
+        c = self.config
+        if c.tokens:
+            e = self.embedding(x)  # (B, T, E)
+            if c.token_features:
+                e = torch.cat([e, self.token_feature_table[x]], dim=-1)  # (B, T, E + F)
+            return e
+        if c.embedding_dim > 0:
+            return self.projection(x)  # (B, T, E)
+        return x
+
     def encode(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Pooled LSTM features ``(B, D*P)`` of ``x`` (token ids ``(B, T)`` or ``(B, T, C)``).
 
@@ -216,18 +229,10 @@ class _SequenceModel(nn.Module):
         """
         self._check_input(x, lengths)
         c = self.config
-        if c.tokens:
-            if self.training and c.word_dropout > 0:
-                drop = torch.rand(x.shape, device=x.device) < c.word_dropout
-                x = torch.where(drop & (x != 0), torch.full_like(x, UNK_ID), x)
-            e = self.embedding(x)  # (B, T, E)
-            if c.token_features:
-                e = torch.cat([e, self.token_feature_table[x]], dim=-1)  # (B, T, E + F)
-        elif c.embedding_dim > 0:
-            e = self.projection(x)  # (B, T, E)
-        else:
-            e = x
-        e = self.embedding_dropout(e)
+        if c.tokens and self.training and c.word_dropout > 0:
+            drop = torch.rand(x.shape, device=x.device) < c.word_dropout
+            x = torch.where(drop & (x != 0), torch.full_like(x, UNK_ID), x)
+        e = self.embedding_dropout(self.lstm_input(x))
         T = x.shape[1]
         if lengths is None or bool((lengths == T).all()):
             out, (h_n, _) = self.lstm(e)  # out (B, T, D*P), h_n (L*D, B, P)
