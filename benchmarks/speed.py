@@ -52,6 +52,21 @@ def median_ms(fn, repeats: int, warmup: int = 2) -> float:
     return statistics.median(times) * 1e3
 
 
+def interleaved_ms(fns: dict, repeats: int, warmup: int = 2) -> dict:
+    """Median ms of each function, timed round-robin (one call of each per round), so that
+    a change of the machine's load during the run hits every function alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - start)
+    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
+
+
 def forward_fn(module, x, **kw):
     def run():
         with torch.no_grad():
@@ -84,30 +99,45 @@ def bench_config(B, I, H, T, presets, quick, with_reference):
     native = gatelab.LSTM(I, H, backend="native")
     native.load_state_dict(peer.state_dict())
     n = repeats_for(B, H, T, quick)
-    row = {"B": B, "I": I, "H": H, "T": T, "repeats": n}
-    row["torch_fwd_ms"] = median_ms(forward_fn(peer, x), n)
-    row["torch_train_ms"] = median_ms(train_fn(peer, x), n)
-    row["native_fwd_ms"] = median_ms(forward_fn(native, x), n)
-    row["native_train_ms"] = median_ms(train_fn(native, x), n)
-    row["fused"] = {}
+    row = {"B": B, "I": I, "H": H, "T": T, "repeats": n, "load_before": os.getloadavg()[0]}
+    fused_mods = {}
     for name in presets:
         m = gatelab.LSTM(I, H, variant=name, backend="fused")
         if name == "standard":
             m.load_state_dict(peer.state_dict())
-        r = {
-            "fwd_ms": median_ms(forward_fn(m, x), n),
-            "train_ms": median_ms(train_fn(m, x), n),
-        }
-        if name == "standard":
-            r["traced_fwd_ms"] = median_ms(forward_fn(m, x, return_trace=True), n)
-            # the peer again, right after, for the traced-vs-native ratio
-            row["native_fwd2_ms"] = median_ms(forward_fn(native, x), n)
-        row["fused"][name] = r
+        fused_mods[name] = m
+    # forward passes, round-robin
+    fns = {"torch": forward_fn(peer, x), "native": forward_fn(native, x)}
+    fns.update({f"fused:{k}": forward_fn(m, x) for k, m in fused_mods.items()})
+    fns["traced"] = forward_fn(fused_mods["standard"], x, return_trace=True)
+    fwd = interleaved_ms(fns, n)
+    # forward+backward, round-robin
+    fns = {"torch": train_fn(peer, x), "native": train_fn(native, x)}
+    fns.update({f"fused:{k}": train_fn(m, x) for k, m in fused_mods.items()})
+    train = interleaved_ms(fns, n)
+    row["torch_fwd_ms"], row["torch_train_ms"] = fwd["torch"], train["torch"]
+    row["native_fwd_ms"], row["native_train_ms"] = fwd["native"], train["native"]
+    row["native_fwd2_ms"] = fwd["native"]
+    row["fused"] = {
+        k: {"fwd_ms": fwd[f"fused:{k}"], "train_ms": train[f"fused:{k}"]} for k in fused_mods
+    }
+    row["fused"]["standard"]["traced_fwd_ms"] = fwd["traced"]
     if with_reference:
         ref = gatelab.LSTM(I, H, backend="reference")
+        ref.load_state_dict(peer.state_dict())
         k = max(3, n // 3)
-        row["reference_fwd_ms"] = median_ms(forward_fn(ref, x), k, warmup=1)
-        row["reference_train_ms"] = median_ms(train_fn(ref, x), k, warmup=1)
+        fns = {
+            "reference_fwd": forward_fn(ref, x),
+            "fused_fwd": forward_fn(fused_mods["standard"], x),
+            "reference_train": train_fn(ref, x),
+            "fused_train": train_fn(fused_mods["standard"], x),
+        }
+        r = interleaved_ms(fns, k, warmup=1)
+        row["reference_fwd_ms"] = r["reference_fwd"]
+        row["reference_train_ms"] = r["reference_train"]
+        row["fused_vs_ref_fwd_ms"] = r["fused_fwd"]
+        row["fused_vs_ref_train_ms"] = r["fused_train"]
+    row["load_after"] = os.getloadavg()[0]
     return row
 
 
@@ -136,10 +166,10 @@ def bench_cell(quick: bool) -> dict:
         return run
 
     r = {"B": B, "I": I, "H": H}
-    r["torch_fwd_us"] = median_ms(fwd(peer), n, 20) * 1e3
-    r["fused_fwd_us"] = median_ms(fwd(cell), n, 20) * 1e3
-    r["torch_train_us"] = median_ms(train(peer), n, 20) * 1e3
-    r["fused_train_us"] = median_ms(train(cell), n, 20) * 1e3
+    fns = {"torch_fwd": fwd(peer), "fused_fwd": fwd(cell)}
+    fns.update(torch_train=train(peer), fused_train=train(cell))
+    for k, v in interleaved_ms(fns, n, 20).items():
+        r[f"{k}_us"] = v * 1e3
     return r
 
 
@@ -229,12 +259,13 @@ def print_table(res: dict) -> None:
             cells = [f"{ratio(peer, row[f'native_{key}']):7.2f}"]
             cells += [f"{ratio(peer, row['fused'][p][key]):8.2f}" for p in presets]
             print(f"{cfg:>12} {kind:>6} " + " ".join(cells))
-    print("\nabsolute times (ms): torch fwd / train, fused standard fwd / train")
+    print("\nabsolute times (ms): torch fwd / train, fused standard fwd / train; load")
     for row in res["rows"]:
         fs = row["fused"]["standard"]
         print(
             f"  B={row['B']:3d} I={row['I']:3d} H={row['H']:3d}: {row['torch_fwd_ms']:8.2f} "
-            f"{row['torch_train_ms']:8.2f} | {fs['fwd_ms']:8.2f} {fs['train_ms']:8.2f}"
+            f"{row['torch_train_ms']:8.2f} | {fs['fwd_ms']:8.2f} {fs['train_ms']:8.2f}; "
+            f"load {row['load_before']:.2f} -> {row['load_after']:.2f}"
         )
     print("\ntraced fused forward / untraced native forward (target <= 1.3)")
     for row in res["rows"]:
@@ -249,8 +280,8 @@ def print_table(res: dict) -> None:
             fs = row["fused"]["standard"]
             print(
                 f"  B={row['B']:3d} H={row['H']:3d}: fwd "
-                f"{row['reference_fwd_ms'] / fs['fwd_ms']:.1f}x, train "
-                f"{row['reference_train_ms'] / fs['train_ms']:.1f}x"
+                f"{row['reference_fwd_ms'] / row['fused_vs_ref_fwd_ms']:.1f}x, train "
+                f"{row['reference_train_ms'] / row['fused_vs_ref_train_ms']:.1f}x"
             )
     if res.get("memory"):
         print("\npeak memory of one training step (MB; fused / torch, target <= 1.2)")

@@ -29,6 +29,7 @@ layer output itself and does. Double backward is not supported.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -170,6 +171,7 @@ def can_run(module, device: torch.device | str | None = None) -> tuple[bool, str
     return True, ""
 
 
+@functools.lru_cache(maxsize=64)
 def spec_flags(spec: CellSpec) -> int:
     """The kernels' bit flags for ``spec`` (see ``Spec`` in fused_lstm.cpp)."""
     bits = (

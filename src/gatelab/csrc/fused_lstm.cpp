@@ -280,7 +280,8 @@ void big_gemm(int64_t M, int64_t K, int64_t N, const T* A, int64_t sam, int64_t 
   constexpr int64_t PW = kPanel<T>;
   const int64_t Np = (N + PW - 1) / PW * PW;
   const int64_t rows = kGemmMC, tasks = (M + rows - 1) / rows;
-  at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
+  const int64_t grain = M * K * N >= (1 << 18) ? 1 : tasks;  // small: no parallel region
+  at::parallel_for(0, tasks, grain, [&](int64_t t0, int64_t t1) {
     std::vector<T> apack(sak != 1 ? kGemmMC * (1024 / sizeof(T)) : 0);
     gemm_block<T>(t0 * rows, std::min(M, t1 * rows), K, A, sam, sak, Bp, C, ldc, 0, Np, false,
                   bias, apack.empty() ? nullptr : apack.data());
@@ -1230,7 +1231,9 @@ template <typename T>
 void col_dot(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t R, int64_t C, T* out,
              bool add) {
   constexpr int64_t CB = 256;
-  at::parallel_for(0, (C + CB - 1) / CB, 1, [&](int64_t q0, int64_t q1) {
+  const int64_t tasks = (C + CB - 1) / CB;
+  const int64_t grain = R * C >= (1 << 16) ? 1 : tasks;  // small: no parallel region
+  at::parallel_for(0, tasks, grain, [&](int64_t q0, int64_t q1) {
     double acc[CB];
     for (int64_t q = q0; q < q1; ++q) {
       const int64_t j0 = q * CB, j1 = std::min(C, j0 + CB);
