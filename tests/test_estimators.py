@@ -270,3 +270,16 @@ def test_nb_features_are_naive_bayes_log_count_ratios(tmp_path):
     assert table[0, 0] == 0 and table[1, 0] == 0  # padding and <unk>
     again = TextClassifier.load(clf.save(tmp_path / "run"))
     assert torch.equal(again.model_.token_feature_table, table)
+
+
+def test_nb_features_auto_follows_the_data_size(monkeypatch):
+    import gatelab.estimators as estimators
+
+    X, y = sentiment_texts(40)
+    small = TextClassifier(**{**TINY_TEXT, "epochs": 1}).fit(X, y)
+    assert small.model_config_.token_features == 1
+    monkeypatch.setattr(estimators, "NB_AUTO_MAX_TEXTS", 10)
+    large = TextClassifier(**{**TINY_TEXT, "epochs": 1}).fit(X, y)
+    assert large.model_config_.token_features == 0
+    with pytest.raises(ValueError, match="nb_features='yes'"):
+        TextClassifier(**{**TINY_TEXT, "epochs": 1}, nb_features="yes").fit(X, y)

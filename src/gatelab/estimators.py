@@ -61,6 +61,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ESTIMATORS: dict[str, type[_LSTMEstimator]] = {}
+NB_AUTO_MAX_TEXTS = 20_000  # TextClassifier(nb_features="auto") uses them below this
 
 
 def register_estimator(cls: type[_LSTMEstimator]) -> type[_LSTMEstimator]:
@@ -426,6 +427,9 @@ class TextClassifier(_ClassifierBase):
         min_freq, max_vocab: vocabulary size (:meth:`gatelab.data.Vocabulary.build`).
         nb_features: append to each word's embedding its naive-Bayes log-count ratios,
             computed from the training texts (fixed features, saved with the weights).
+            ``"auto"`` uses them below 20,000 training texts: on MR (10k snippets) they add
+            about 2.5 points, on SST-2 (67k phrases, every sub-phrase of a sentence a text
+            of its own, so word counts are inflated) they cost 1 to 2.
         max_len: texts are cut to their first ``max_len`` tokens.
         lowercase: lower-case before tokenising.
         n_models: an ensemble of this many models (seeds ``seed, seed + 1, ...``),
@@ -457,11 +461,11 @@ class TextClassifier(_ClassifierBase):
         patience: int | None = 2,
         label_smoothing: float = 0.0,
         validation_fraction: float = 0.05,
-        min_freq: int = 2,
+        min_freq: int = 1,
         max_vocab: int | None = None,
         max_len: int | None = 400,
         lowercase: bool = True,
-        nb_features: bool = True,
+        nb_features: bool | str = "auto",
         n_models: int = 3,
         seed: int = 0,
         device: str = "cpu",
@@ -560,7 +564,7 @@ class TextClassifier(_ClassifierBase):
         train = self._tensor_data(train_texts, torch.as_tensor(y_ids[train_idx]))
         self._nb_table = (
             _nb_log_count_ratios(train, len(self.classes_), len(self.vocab_))
-            if self.nb_features
+            if self._use_nb(len(train_texts))
             else None
         )
         valid = None
@@ -590,6 +594,13 @@ class TextClassifier(_ClassifierBase):
             train, valid, model_config, run_dir=run_dir, resume=resume, callbacks=callbacks
         )
         return self
+
+    def _use_nb(self, n_train: int) -> bool:
+        if self.nb_features == "auto":
+            return n_train < NB_AUTO_MAX_TEXTS
+        if not isinstance(self.nb_features, bool):
+            raise ValueError(f"nb_features={self.nb_features!r}; expected True, False or 'auto'")
+        return self.nb_features
 
     def _prepare_model(self, model: nn.Module) -> None:
         if self._nb_table is not None:
