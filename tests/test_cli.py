@@ -258,6 +258,7 @@ def test_bad_option_values_are_one_line_errors(tmp_path, text_run):
     args = ["train", "text-classifier", "--train", text_run / "train.tsv", "--out", tmp_path / "r"]
     assert_clean_error(invoke(*args, "--variant", "banana"), "variant='banana'")
     assert_clean_error(invoke(*args, "--pooling", "sum", "--epochs", "1"), "pooling='sum'")
+    assert_clean_error(invoke(*args, "--nb-features", "maybe"), "--nb-features 'maybe'")
 
 
 def test_a_new_task_kind_plugs_into_evaluate_and_predict(tmp_path, monkeypatch):

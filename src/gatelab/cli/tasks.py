@@ -174,6 +174,11 @@ HELP = {
     "embedding_dim": ("Word embedding size."),
     "pooling": ("Pool the LSTM outputs over the real steps: last, mean or max."),
     "max_len": ("Cut texts to their first N tokens."),
+    "min_freq": ("Words seen fewer times in the training texts become <unk>."),
+    "nb_features": (
+        "Append each word's naive-Bayes log-count ratio to its embedding: on, off, or auto "
+        "(on below 20,000 training texts)."
+    ),
     "text_column": ("Name or 0-based index of the text column (default: found from the header)."),
     "label_column": ("Name or 0-based index of the label column (default: found from the header)."),
     "series_train": (
@@ -327,6 +332,8 @@ def train_text_classifier(
     dropout: Dropout = TEXT["dropout"],
     models: Models = TEXT["n_models"],
     max_len: Annotated[int | None, typer.Option(help=HELP["max_len"])] = TEXT["max_len"],
+    min_freq: Annotated[int, typer.Option(help=HELP["min_freq"])] = TEXT["min_freq"],
+    nb_features: Annotated[str, typer.Option(help=HELP["nb_features"])] = TEXT["nb_features"],
     text_column: Annotated[str | None, typer.Option(help=HELP["text_column"])] = None,
     label_column: Annotated[str | None, typer.Option(help=HELP["label_column"])] = None,
     quiet: Quiet = False,
@@ -354,7 +361,11 @@ def train_text_classifier(
         dropout=dropout,
         models=models,
     )
+    nb = {"on": True, "off": False, "auto": "auto"}
+    if nb_features not in nb:
+        raise CommandError(f"--nb-features {nb_features!r}; expected on, off or auto")
     params.update(embedding_dim=embedding_dim, pooling=pooling, max_len=max_len)
+    params.update(min_freq=min_freq, nb_features=nb[nb_features])
     est = TextClassifier(**params)
     est.fit(
         data.texts,
