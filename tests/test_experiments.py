@@ -87,19 +87,29 @@ def test_config_checks():
 
 def test_chrono_init():
     torch.manual_seed(0)
-    lstm = gatelab.LSTM(2, 50)
-    ex.chrono_init(lstm, 110)
+    lstm = gatelab.LSTM(2, 50, num_layers=2, bidirectional=True)
+    assert lstm.chrono_init_(110) is lstm
     H = 50
-    b_f = lstm.bias_ih_l0[H : 2 * H]
-    assert (b_f >= 0).all() and (b_f <= math.log(109)).all()
-    torch.testing.assert_close(lstm.bias_ih_l0[:H], -b_f)
-    assert lstm.bias_hh_l0[: 2 * H].abs().max() == 0
-    nfg = ex.chrono_init(gatelab.LSTM(2, 3, variant="nfg"), 20)  # gates i, g, o
+    for name in ("l0", "l1_reverse"):
+        b_ih, b_hh = getattr(lstm, f"bias_ih_{name}"), getattr(lstm, f"bias_hh_{name}")
+        b_f = b_ih[H : 2 * H]
+        assert (b_f >= 0).all() and (b_f <= math.log(109)).all()
+        torch.testing.assert_close(b_ih[:H], -b_f)
+        assert b_hh[: 2 * H].abs().max() == 0
+    # memory spans: the forget gate's time constant 1 / (1 - sigma(b_f)) = 1 + exp(b_f),
+    # which is the U(1, 109) draw plus 1
+    spans = 1 + torch.exp(lstm.bias_ih_l0[H : 2 * H].double())
+    assert spans.min() >= 2 and spans.max() <= 110
+    g = torch.Generator().manual_seed(3)
+    a = gatelab.LSTM(2, 4).chrono_init_(20, generator=g).bias_ih_l0.clone()
+    b = gatelab.LSTM(2, 4).chrono_init_(20, generator=g.manual_seed(3)).bias_ih_l0
+    torch.testing.assert_close(a[:8], b[:8], rtol=0, atol=0)
+    nfg = gatelab.LSTM(2, 3, variant="nfg").chrono_init_(20)  # gates i, g, o
     assert (nfg.bias_ih_l0[:3] <= 0).all()
-    with pytest.raises(ValueError, match="t_max"):
-        ex.chrono_init(gatelab.LSTM(2, 3), 2)
-    with pytest.raises(TypeError, match="gatelab LSTM"):
-        ex.chrono_init(gatelab.GRU(2, 3), 10)
+    with pytest.raises(ValueError, match="t_max=2"):
+        gatelab.LSTM(2, 3).chrono_init_(2)
+    with pytest.raises(ValueError, match="bias=False"):
+        gatelab.LSTM(2, 3, bias=False).chrono_init_(10)
 
 
 def test_run_experiment_is_seeded_and_reports_progress():

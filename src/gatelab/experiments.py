@@ -61,7 +61,6 @@ __all__ = [
     "TaskModel",
     "ablate",
     "build_model",
-    "chrono_init",
     "evaluate",
     "load_run",
     "resolve_task",
@@ -293,8 +292,8 @@ class ExperimentConfig:
         forget_bias: LSTM forget-gate bias at init (applied only to specs that have a
             forget gate of their own; ``init="chrono"`` replaces it).
         init: ``"uniform"`` (the layer's own init, torch.nn's rule, plus ``forget_bias``)
-            or ``"chrono"`` (:func:`chrono_init`, for an LSTM; T_max = the longest
-            sequence of the task).
+            or ``"chrono"`` (:meth:`gatelab.LSTM.chrono_init_`, for an LSTM; ``t_max`` =
+            the longest sequence of the task).
         steps: budget in optimiser steps.
         seconds: budget in wall-clock seconds (None: no time limit).
         batch_size, lr: Adam's batch and peak learning rate.
@@ -398,42 +397,13 @@ def build_model(config: ExperimentConfig) -> TaskModel:
         per_step=task.per_step,
     )
     if config.init == "chrono" and config.model == "lstm":
-        chrono_init(model.rnn, max_steps(config))
+        model.rnn.chrono_init_(max_steps(config))
     return model
 
 
 def max_steps(config: ExperimentConfig) -> int:
     """The longest sequence of ``config``'s task (``T + T // 10`` for adding)."""
     return int(resolve_task(config.task).sample(1, config.T, 0).x.shape[1])
-
-
-def chrono_init(lstm: LSTM, t_max: float) -> LSTM:
-    """Chrono initialisation (Tallec & Ollivier 2018, "Can recurrent neural networks warp
-    time?"): forget-gate bias ``b_f ~ log(U(1, t_max - 1))`` and input-gate bias
-    ``b_i = -b_f``, so that the units' memory spans range up to ``t_max`` steps, in place.
-
-    ``b_f`` goes into ``bias_ih``, and the forget and input parts of ``bias_hh`` are
-    zeroed. A spec without an input or a forget gate of its own keeps the other one's
-    bias; with neither, nothing changes. Draws from torch's global RNG.
-    """
-    if not isinstance(lstm, LSTM):
-        raise TypeError(f"chrono_init needs a gatelab LSTM, got {type(lstm).__name__}")
-    if not lstm.bias:
-        raise ValueError("chrono_init sets biases; the LSTM has bias=False")
-    if not t_max > 2:
-        raise ValueError(f"t_max={t_max!r}; expected a number > 2")
-    H, gates = lstm.hidden_size, lstm.spec.gates
-    with torch.no_grad():
-        for layer in range(lstm.num_layers):
-            for direction in range(lstm.num_directions):
-                p = lstm.layer_parameters(layer, direction)
-                b_f = torch.log(torch.empty(H).uniform_(1.0, t_max - 1.0))  # (H,)
-                for gate, value in (("f", b_f), ("i", -b_f)):
-                    if gate in gates:
-                        k = gates.index(gate)
-                        p["bias_ih"][k * H : (k + 1) * H] = value
-                        p["bias_hh"][k * H : (k + 1) * H] = 0.0
-    return lstm
 
 
 # --------------------------------------------------------------------------- training
