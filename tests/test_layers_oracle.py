@@ -10,7 +10,8 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import gatelab
-from helpers import (
+
+from .helpers import (
     assert_close,
     assert_same_snapshots,
     forward_backward,

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 import gatelab
 from gatelab import PRESETS, CellSpec
-from helpers import assert_close, make_input
+
+from .helpers import assert_close, make_input
 
 DT = torch.float64
 SIGMOID_PRESETS = [k for k, v in PRESETS.items() if v.gate_activation == "sigmoid"]
