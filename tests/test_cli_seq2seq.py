@@ -92,7 +92,7 @@ def test_train_char_lm_writes_a_complete_run_folder(lm_run):
     run = lm_run / "run"
     names = {p.name for p in run.iterdir()}
     assert {"config.json", "model.safetensors", "vocab.json", "metrics.json"} <= names
-    assert {"checkpoint.json", "checkpoint.safetensors"} <= names
+    assert {"checkpoint.json", "checkpoint-0002.safetensors"} <= names
     assert not any(n.endswith((".pt", ".pth", ".pkl", ".tmp")) for n in names)
     config = json.loads((run / "config.json").read_text())
     assert config["task"] == "char-lm" and config["model"]["hidden_size"] == 24

@@ -21,8 +21,12 @@ from gatelab.runs import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_tensors,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    read_checkpoint,
     read_config,
     read_tensors,
+    write_checkpoint,
     write_config,
 )
 from gatelab.training import (
@@ -313,6 +317,44 @@ def test_atomic_write_cleans_up_when_writing_the_data_fails(tmp_path, monkeypatc
     with pytest.raises(OSError, match="mid-write"):
         atomic_write_tensors(tmp_path / "model.safetensors", {"w": torch.ones(3)})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_crash_inside_a_checkpoint_write_leaves_the_previous_pair(tmp_path, monkeypatch):
+    write_checkpoint(tmp_path, 1, {"w": torch.full((2,), 1.0)}, {"epoch": 1})
+    import gatelab.runs as runs
+
+    def crash(path, obj):  # the tensors of epoch 2 are written, then the machine stops
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs, "atomic_write_json", crash)
+    with pytest.raises(KeyboardInterrupt):
+        write_checkpoint(tmp_path, 2, {"w": torch.full((2,), 2.0)}, {"epoch": 2})
+    monkeypatch.undo()
+    state, tensors = read_checkpoint(tmp_path)
+    assert state["epoch"] == 1 and torch.equal(tensors["w"], torch.full((2,), 1.0))
+    write_checkpoint(tmp_path, 2, {"w": torch.full((2,), 2.0)}, {"epoch": 2})
+    state, tensors = read_checkpoint(tmp_path)
+    assert state["epoch"] == 2 and torch.equal(tensors["w"], torch.full((2,), 2.0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint-0002.safetensors",
+        "checkpoint.json",
+    ]
+
+
+def test_optimizer_state_round_trips_through_tensors_and_json():
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, betas=(0.8, 0.9))
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    tensors, meta = optimizer_to_tensors(opt)
+    meta = json.loads(json.dumps(meta))  # what the checkpoint file holds
+    again = torch.optim.AdamW(torch.nn.Linear(3, 2).parameters())
+    again.load_state_dict(optimizer_from_tensors(tensors, meta))
+    a, b = opt.state_dict(), again.state_dict()
+    assert a["param_groups"] == b["param_groups"]
+    for pid, entries in a["state"].items():
+        for key, value in entries.items():
+            assert torch.equal(value, b["state"][pid][key]), (pid, key)
 
 
 def test_atomic_write_bytes_replaces_content(tmp_path):

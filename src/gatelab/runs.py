@@ -9,6 +9,11 @@ A run folder holds::
     checkpoint.json        the last epoch's state (optimizer, scheduler, early stopping)
     checkpoint-NNNN.safetensors   its tensors (weights, optimizer moments, RNG states)
 
+A checkpoint is a pair written in one order (:func:`write_checkpoint`): the tensors under
+a new name first, then the JSON that names them, then the older tensors are removed. A
+crash at any point leaves a JSON that names a complete tensors file of the same epoch, so
+resuming never mixes the state of two epochs.
+
 Every file is written atomically: to a temporary file in the same folder, then
 ``os.replace`` (a rename, atomic on POSIX and Windows), so a crash never leaves a partial
 file under a real name. Nothing is ever read with pickle: tensors come from safetensors,
@@ -32,6 +37,7 @@ from torch import Tensor
 from .errors import GatelabError
 
 __all__ = [
+    "CHECKPOINT_FILE",
     "CONFIG_FILE",
     "FORMAT_VERSION",
     "METRICS_FILE",
@@ -40,9 +46,15 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_tensors",
+    "json_safe",
+    "optimizer_from_tensors",
+    "optimizer_to_tensors",
+    "read_checkpoint",
     "read_config",
     "read_json",
     "read_tensors",
+    "remove_checkpoint",
+    "write_checkpoint",
     "write_config",
 ]
 
@@ -51,6 +63,7 @@ logger = logging.getLogger(__name__)
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 METRICS_FILE = "metrics.json"
+CHECKPOINT_FILE = "checkpoint.json"
 FORMAT_VERSION = 1
 
 
@@ -127,6 +140,93 @@ def read_tensors(path: str | os.PathLike, what: str = "weights file") -> dict[st
         raise RunFolderError(
             f"{what} '{path}' is corrupt: not a valid safetensors file ({err})"
         ) from err
+
+
+# ----------------------------------------------------------------- checkpoints
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with tuples turned into lists, recursively (what JSON round-trips)."""
+    if isinstance(value, (tuple, list)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    return value
+
+
+def optimizer_to_tensors(
+    optimizer: torch.optim.Optimizer, prefix: str = "optimizer."
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Split ``optimizer.state_dict()`` into tensors (for safetensors) and JSON.
+
+    Returns ``(tensors, meta)``: tensors named ``{prefix}{param}.{key}``, and the param
+    groups and non-tensor state entries as JSON-safe values.
+    """
+    sd = optimizer.state_dict()
+    tensors: dict[str, Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, entries in sd["state"].items():
+        for key, value in entries.items():
+            if isinstance(value, Tensor):
+                tensors[f"{prefix}{pid}.{key}"] = value
+            else:
+                scalars.setdefault(str(pid), {})[key] = json_safe(value)
+    return tensors, {"param_groups": json_safe(sd["param_groups"]), "scalars": scalars}
+
+
+def optimizer_from_tensors(
+    tensors: dict[str, Tensor], meta: dict[str, Any], prefix: str = "optimizer."
+) -> dict[str, Any]:
+    """The ``state_dict`` that :func:`optimizer_to_tensors` split, for ``load_state_dict``."""
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith(prefix):
+            pid, key = name[len(prefix) :].split(".", 1)
+            state.setdefault(int(pid), {})[key] = value
+    for pid, entries in meta.get("scalars", {}).items():
+        state.setdefault(int(pid), {}).update(entries)
+    groups = [dict(g) for g in meta["param_groups"]]
+    for g in groups:
+        if isinstance(g.get("betas"), list):  # Adam's betas are a tuple
+            g["betas"] = tuple(g["betas"])
+    return {"state": state, "param_groups": groups}
+
+
+def write_checkpoint(
+    folder: str | os.PathLike, epoch: int, tensors: dict[str, Tensor], state: dict[str, Any]
+) -> Path:
+    """Write a checkpoint pair atomically: ``checkpoint-{epoch}.safetensors``, then
+    ``checkpoint.json`` (``state`` plus the tensors file's name), then remove older tensors.
+    """
+    folder = Path(folder)
+    name = f"checkpoint-{epoch:04d}.safetensors"
+    atomic_write_tensors(folder / name, tensors, metadata={"epoch": str(epoch)})
+    path = atomic_write_json(folder / CHECKPOINT_FILE, {**state, "tensors": name})
+    for old in folder.glob("checkpoint-*.safetensors"):
+        if old.name != name:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def read_checkpoint(folder: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """``(state, tensors)`` of the checkpoint :func:`write_checkpoint` left in ``folder``."""
+    path = Path(folder) / CHECKPOINT_FILE
+    state = read_json(path, "checkpoint")
+    name = state.get("tensors") if isinstance(state, dict) else None
+    if not isinstance(name, str) or Path(name).name != name:
+        raise RunFolderError(f"checkpoint '{path}' is corrupt: it names no tensors file")
+    return state, read_tensors(Path(folder) / name, "checkpoint tensors")
+
+
+def remove_checkpoint(folder: str | os.PathLike) -> None:
+    """Remove the checkpoint pair from ``folder`` (JSON first: never a JSON without tensors)."""
+    folder = Path(folder)
+    (folder / CHECKPOINT_FILE).unlink(missing_ok=True)
+    for old in folder.glob("checkpoint-*.safetensors"):
+        old.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------- config
 
 
 def write_config(run_dir: str | os.PathLike, task: str, **sections: Any) -> Path:

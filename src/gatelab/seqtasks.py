@@ -15,7 +15,7 @@ A run folder holds (written atomically, no pickle)::
     model.safetensors       the weights with the best validation loss
     vocab.json              the characters, or {"source": ..., "target": ...} words
     metrics.json            per-epoch history and the final validation figures
-    checkpoint.json / checkpoint.safetensors   the last epoch, for --resume
+    checkpoint.json / checkpoint-NNNN.safetensors   the last epoch, for --resume
 """
 
 from __future__ import annotations

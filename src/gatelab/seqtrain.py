@@ -14,8 +14,8 @@ What it guarantees:
 
 Files (no pickle anywhere: tensors in safetensors, the rest JSON)::
 
-    checkpoint.json          epoch, history, best, elapsed time, optimizer settings
-    checkpoint.safetensors   model.*, optim.<param>.<key>, rng.torch
+    checkpoint.json               epoch, history, best, elapsed time, optimizer settings
+    checkpoint-NNNN.safetensors   model.*, optimizer.<param>.<key>, rng.torch
 """
 
 from __future__ import annotations
@@ -32,12 +32,20 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .runs import WEIGHTS_FILE, atomic_write_json, atomic_write_tensors, read_json, read_tensors
+from .runs import (
+    CHECKPOINT_FILE,
+    WEIGHTS_FILE,
+    RunFolderError,
+    atomic_write_tensors,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    read_checkpoint,
+    write_checkpoint,
+)
 from .training import TrainingError
 
 __all__ = [
     "CHECKPOINT_FILE",
-    "CHECKPOINT_TENSORS",
     "FitState",
     "TrainingDiverged",
     "fit_loop",
@@ -46,9 +54,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINT_FILE = "checkpoint.json"
-CHECKPOINT_TENSORS = "checkpoint.safetensors"
 
 
 class TrainingDiverged(TrainingError):
@@ -93,61 +98,38 @@ class FitState:
         )
 
 
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict]:
-    sd = optimizer.state_dict()
-    tensors: dict[str, Tensor] = {}
-    scalars: dict[str, dict[str, Any]] = {}
-    for pid, st in sd["state"].items():
-        for key, value in st.items():
-            if isinstance(value, Tensor):
-                tensors[f"optim.{pid}.{key}"] = value
-            else:
-                scalars.setdefault(str(pid), {})[key] = value
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
-
-
-def _optimizer_state(tensors: dict[str, Tensor], meta: dict) -> dict:
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        if name.startswith("optim."):
-            _, pid, key = name.split(".", 2)
-            state.setdefault(int(pid), {})[key] = value
-    for pid, st in meta.get("scalars", {}).items():
-        state.setdefault(int(pid), {}).update(st)
-    return {"state": state, "param_groups": meta["param_groups"]}
-
-
 def save_checkpoint(
     run_dir: str | os.PathLike,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     fit: FitState,
 ) -> None:
-    """Write the checkpoint of ``model``, ``optimizer`` and progress ``fit`` atomically."""
-    run_dir = Path(run_dir)
+    """Write the checkpoint of ``model``, ``optimizer`` and progress ``fit`` atomically
+    (:func:`gatelab.runs.write_checkpoint`)."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    opt_tensors, opt_meta = _optimizer_tensors(optimizer)
+    opt_tensors, opt_meta = optimizer_to_tensors(optimizer)
     tensors.update(opt_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
-    # Tensors first: a crash between the two writes leaves a JSON that names an older
-    # epoch with newer tensors, which resume treats as that older epoch (safe).
-    atomic_write_tensors(run_dir / CHECKPOINT_TENSORS, tensors)
-    atomic_write_json(run_dir / CHECKPOINT_FILE, {"fit": fit.to_dict(), "optimizer": opt_meta})
+    write_checkpoint(run_dir, fit.epoch, tensors, {"fit": fit.to_dict(), "optimizer": opt_meta})
 
 
 def load_checkpoint(
     run_dir: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer
 ) -> FitState:
     """Restore ``model``, ``optimizer`` and the RNG from a run folder's checkpoint."""
-    run_dir = Path(run_dir)
-    meta = read_json(run_dir / CHECKPOINT_FILE, "checkpoint")
-    tensors = read_tensors(run_dir / CHECKPOINT_TENSORS, "checkpoint tensors")
+    meta, tensors = read_checkpoint(run_dir)
+    path = Path(run_dir) / CHECKPOINT_FILE
     weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    model.load_state_dict(weights, strict=True)
-    optimizer.load_state_dict(_optimizer_state(tensors, meta["optimizer"]))
-    if "rng.torch" in tensors:
+    try:
+        fit = FitState.from_dict(meta["fit"])
+        model.load_state_dict(weights, strict=True)
+        optimizer.load_state_dict(optimizer_from_tensors(tensors, meta["optimizer"]))
         torch.set_rng_state(tensors["rng.torch"])
-    return FitState.from_dict(meta["fit"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as err:
+        raise RunFolderError(
+            f"checkpoint '{path}' does not fit this model or is corrupt ({err!r})"
+        ) from err
+    return fit
 
 
 # --------------------------------------------------------------------------- the loop

@@ -36,7 +36,16 @@ from torch import Tensor, nn
 
 from . import metrics as M
 from .errors import GatelabError
-from .runs import RunFolderError, atomic_write_json, atomic_write_tensors, read_json, read_tensors
+from .runs import (
+    CHECKPOINT_FILE,
+    RunFolderError,
+    json_safe,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    read_checkpoint,
+    remove_checkpoint,
+    write_checkpoint,
+)
 
 __all__ = [
     "Callback",
@@ -52,7 +61,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_FILE = "checkpoint.json"
 SCHEDULES = ("cosine", "constant", "linear")
 
 
@@ -501,7 +509,7 @@ def fit(
             )
             logger.info("resuming from %s after epoch %d", ckpt / CHECKPOINT_FILE, start)
         elif ckpt is not None:
-            _remove_checkpoints(ckpt)
+            remove_checkpoint(ckpt)
 
         for cb in callbacks:
             cb.on_train_begin(config.epochs, epoch_batches, start)
@@ -597,45 +605,24 @@ def _nan_message(what, value, epoch, step, ckpt, start) -> str:
 # ----------------------------------------------------------------- checkpoints
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    return value
-
-
 def _save_checkpoint(
     ckpt: Path, epoch, model, optimizer, scheduler, config, history, bad_epochs, best_state
 ) -> None:
     tensors: dict[str, Tensor] = {f"model.{k}": v for k, v in model.state_dict().items()}
     if best_state is not None:
         tensors.update({f"best.{k}": v for k, v in best_state.items()})
-    opt = optimizer.state_dict()
-    opt_state: dict[str, dict[str, Any]] = {}
-    for idx, entries in opt["state"].items():
-        opt_state[str(idx)] = {}
-        for key, value in entries.items():
-            if isinstance(value, Tensor):
-                tensors[f"optimizer.{idx}.{key}"] = value
-                opt_state[str(idx)][key] = {"tensor": f"optimizer.{idx}.{key}"}
-            else:
-                opt_state[str(idx)][key] = {"value": value}
+    opt_tensors, opt_meta = optimizer_to_tensors(optimizer)
+    tensors.update(opt_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
-    name = f"checkpoint-{epoch:04d}.safetensors"
-    atomic_write_tensors(ckpt / name, tensors, metadata={"epoch": str(epoch)})
     sched = {
-        k: _json_safe(v)
+        k: json_safe(v)
         for k, v in scheduler.state_dict().items()
         if k != "lr_lambdas" and not callable(v)
     }
     state = {
         "epoch": epoch,
-        "tensors": name,
         "train_config": config.to_dict(),
-        "optimizer": {"state": opt_state, "param_groups": _json_safe(opt["param_groups"])},
+        "optimizer": opt_meta,
         "scheduler": sched,
         "early_stopping": {
             "bad_epochs": bad_epochs,
@@ -645,30 +632,18 @@ def _save_checkpoint(
         },
         "history": history.to_dict(),
     }
-    # The JSON names its tensors file and is written last: a crash between the two
-    # writes leaves the previous, consistent pair in place.
-    atomic_write_json(ckpt / CHECKPOINT_FILE, state)
-    for old in ckpt.glob("checkpoint-*.safetensors"):
-        if old.name != name:
-            old.unlink(missing_ok=True)
-
-
-def _remove_checkpoints(ckpt: Path) -> None:
-    (ckpt / CHECKPOINT_FILE).unlink(missing_ok=True)
-    for old in ckpt.glob("checkpoint-*.safetensors"):
-        old.unlink(missing_ok=True)
+    write_checkpoint(ckpt, epoch, tensors, state)
 
 
 def _load_checkpoint(ckpt: Path, model, optimizer, scheduler, config: TrainConfig):
     path = ckpt / CHECKPOINT_FILE
-    state = read_json(path, "checkpoint")
+    state, tensors = read_checkpoint(ckpt)
     try:
         saved_config = state["train_config"]
-        name = state["tensors"]
         epoch = int(state["epoch"])
         early = state["early_stopping"]
         history = History.from_dict(state["history"])
-        opt_json = state["optimizer"]
+        opt_meta = state["optimizer"]
         sched = state["scheduler"]
     except (KeyError, TypeError, ValueError) as err:
         raise RunFolderError(f"checkpoint '{path}' is corrupt: {err!r} missing or invalid") from err
@@ -682,7 +657,6 @@ def _load_checkpoint(ckpt: Path, model, optimizer, scheduler, config: TrainConfi
             f"checkpoint '{path}' was made with other training settings; resuming needs the "
             f"same ones (saved, given): {diff}"
         )
-    tensors = read_tensors(ckpt / name, "checkpoint tensors")
 
     def pick(prefix: str) -> dict[str, Tensor]:
         return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
@@ -690,17 +664,7 @@ def _load_checkpoint(ckpt: Path, model, optimizer, scheduler, config: TrainConfi
     try:
         model.load_state_dict(pick("model."), strict=True)
         best_state = pick("best.") if early.get("has_best") else None
-        opt_state: dict[int, dict[str, Any]] = {}
-        for idx, entries in opt_json["state"].items():
-            opt_state[int(idx)] = {
-                key: tensors[e["tensor"]] if "tensor" in e else e["value"]
-                for key, e in entries.items()
-            }
-        groups = opt_json["param_groups"]
-        for g in groups:
-            if "betas" in g:
-                g["betas"] = tuple(g["betas"])
-        optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
+        optimizer.load_state_dict(optimizer_from_tensors(tensors, opt_meta))
         scheduler.load_state_dict({**sched, "lr_lambdas": [None] * len(optimizer.param_groups)})
         torch.set_rng_state(tensors["rng.torch"])
     except (KeyError, RuntimeError, ValueError, TypeError) as err:
