@@ -1,8 +1,12 @@
 """gatelab: the LSTM you can see into, at full speed."""
 
+from .analysis import cell_flow, gate_saturation, gradient_flow
 from .cell import LSTMCell
 from .cells import PRESETS, CellSpec, resolve_spec
+from .charlm import CharLM, CharVocab
+from .estimators import Forecaster, SeriesClassifier, TextClassifier
 from .layers import GRU, LSTM, RNN
+from .seq2seq import Seq2Seq, WordVocab
 from .trace import GateTrace, GRUTrace, RNNTrace
 
 __version__ = "0.1.0"
@@ -13,10 +17,20 @@ __all__ = [
     "PRESETS",
     "RNN",
     "CellSpec",
+    "CharLM",
+    "CharVocab",
+    "Forecaster",
     "GRUTrace",
     "GateTrace",
     "LSTMCell",
     "RNNTrace",
+    "Seq2Seq",
+    "SeriesClassifier",
+    "TextClassifier",
+    "WordVocab",
     "__version__",
+    "cell_flow",
+    "gate_saturation",
+    "gradient_flow",
     "resolve_spec",
 ]

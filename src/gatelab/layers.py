@@ -502,6 +502,35 @@ class LSTM(_Recurrent):
                     f = self.spec.gates.index("f")
                     p[f * self.hidden_size : (f + 1) * self.hidden_size] += self.spec.forget_bias
 
+    def chrono_init_(self, t_max: float, generator: torch.Generator | None = None) -> LSTM:
+        """Chrono initialisation (Tallec & Ollivier 2018, "Can recurrent neural networks
+        warp time?"), in place: forget-gate bias ``b_f ~ log(U(1, t_max - 1))`` and
+        input-gate bias ``b_i = -b_f``, so that the units' memory spans range up to
+        ``t_max`` steps (the longest dependency the task needs).
+
+        ``b_f`` goes into ``bias_ih`` and the forget and input parts of ``bias_hh`` are
+        zeroed. A variant without an input or a forget gate of its own keeps the other
+        one's bias; with neither, nothing changes. Draws from ``generator`` (default:
+        torch's global RNG). Returns the layer.
+        """
+        if not self.bias:
+            raise ValueError("chrono_init_ sets biases; the LSTM has bias=False")
+        if isinstance(t_max, bool) or not isinstance(t_max, (int, float)) or not t_max > 2:
+            raise ValueError(f"t_max={t_max!r}; expected a number > 2 (the longest time lag)")
+        H, gates = self.hidden_size, self.spec.gates
+        with torch.no_grad():
+            for layer in range(self.num_layers):
+                for direction in range(self.num_directions):
+                    p = self.layer_parameters(layer, direction)
+                    u = torch.empty(H).uniform_(1.0, t_max - 1.0, generator=generator)
+                    b_f = torch.log(u)
+                    for gate, value in (("f", b_f), ("i", -b_f)):
+                        if gate in gates:
+                            k = gates.index(gate)
+                            p["bias_ih"][k * H : (k + 1) * H] = value
+                            p["bias_hh"][k * H : (k + 1) * H] = 0.0
+        return self
+
     def _state_sizes(self) -> tuple[int, ...]:
         return (self.output_size, self.hidden_size)
 

@@ -1,0 +1,5 @@
+"""``python -m gatelab``: the command line."""
+
+from gatelab.cli import main
+
+main()

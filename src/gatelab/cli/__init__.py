@@ -1,0 +1,40 @@
+"""The ``gatelab`` command line: one typer app over the whole library.
+
+Each module of this package registers its commands on :data:`app` (or :data:`train_app`)
+when imported: ``tasks`` (train, evaluate, predict), ``insight`` (demo, explain, ablate),
+``seq2seq`` (char LM and translator: train, generate, translate).
+Only the command line prints; the library logs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import typer
+
+app = typer.Typer(
+    name="gatelab",
+    help="gatelab: LSTM networks whose gates you can see, from data to report.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+train_app = typer.Typer(
+    help="Train a model on a data file into a run folder.", no_args_is_help=True
+)
+app.add_typer(train_app, name="train")
+
+COMMAND_MODULES = ("tasks", "insight", "seq2seq")
+
+
+def _register() -> None:
+    """Import the command modules (lazily: ``import gatelab.cli`` stays light)."""
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__name__}.{name}")
+
+
+def main() -> None:
+    """Entry point of the ``gatelab`` script."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _register()
+    app()

@@ -1,0 +1,373 @@
+"""``gatelab train char-lm | translator``, ``gatelab generate``, ``gatelab translate``.
+
+``gatelab evaluate DIR --data FILE [--json]`` handles these run folders too (bits per
+character on the file's held-out part; sacreBLEU on the held-out test pairs, beam 5 and
+greedy), and so does ``gatelab predict DIR TEXT...`` (a greedy 200-character
+continuation; a beam-5 translation): this module registers the ``char-lm`` and
+``translator`` task kinds with :mod:`gatelab.cli.tasks`.
+
+Bad input ends with one line ``error: ...`` on stderr and exit code 2 (1 when training
+itself fails, e.g. a NaN loss: the last good checkpoint is kept), never a traceback.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..seqtasks import (
+    CHAR_LM,
+    TRANSLATOR,
+    CharLMTrainConfig,
+    TranslatorTrainConfig,
+    evaluate_char_lm,
+    evaluate_translator,
+    load_char_lm,
+    load_translator,
+    train_char_lm,
+    train_translator,
+)
+from . import app, train_app
+from .tasks import TaskKind, clean_errors, register_task_kind
+
+LM = CharLMTrainConfig(epochs=50)
+TR = TranslatorTrainConfig()
+
+
+def _epoch_printer(quiet: bool, unit: str, bits: bool) -> Callable[[dict[str, Any]], None] | None:
+    if quiet:
+        return None
+
+    def show(record: dict[str, Any]) -> None:
+        v = record["valid_loss"]
+        extra = f" ({v / math.log(2):.3f} bits/char)" if bits else f" (ppl {math.exp(v):.2f})"
+        stop = ", time budget reached" if record["stopped_by_time_budget"] else ""
+        typer.echo(
+            f"epoch {record['epoch']}: train {record['train_loss']:.4f} valid {v:.4f}{extra}, "
+            f"{record['tokens_per_s']:.0f} {unit}/s, {record['elapsed_s'] / 60:.1f} min{stop}",
+            err=True,
+        )
+
+    return show
+
+
+# ----------------------------------------------------------------- shared option types
+
+Data = Annotated[Path, typer.Option("--data", help="The training file.", show_default=False)]
+Out = Annotated[
+    Path,
+    typer.Option(
+        "--out",
+        help="Run folder to write (config.json, model.safetensors, vocab.json, metrics.json, "
+        "checkpoint).",
+        show_default=False,
+    ),
+]
+Epochs = Annotated[int, typer.Option("--epochs", help="Passes over the training data (at most).")]
+Minutes = Annotated[
+    float | None,
+    typer.Option("--minutes", help="Time budget in minutes of training (with --resume: in all)."),
+]
+BatchSize = Annotated[int, typer.Option("--batch-size", help="Sequences per training step.")]
+Hidden = Annotated[int, typer.Option("--hidden-size", help="LSTM hidden units.")]
+Layers = Annotated[int, typer.Option("--layers", help="Stacked LSTM layers.")]
+Embedding = Annotated[int, typer.Option("--embedding-dim", help="Embedding size.")]
+Dropout = Annotated[float, typer.Option("--dropout", help="Dropout probability.")]
+Variant = Annotated[
+    str,
+    typer.Option(
+        "--variant",
+        help="LSTM cell variant: standard, peephole, cifg, nig, nfg, nog, niaf, noaf, "
+        "layernorm, tanh_gates.",
+    ),
+]
+Backend = Annotated[
+    str,
+    typer.Option(
+        "--backend",
+        help="LSTM backend: auto (torch's fused kernel for the standard cell), native, fused, "
+        "reference.",
+    ),
+]
+Lr = Annotated[float, typer.Option("--lr", help="Adam learning rate.")]
+Clip = Annotated[float, typer.Option("--clip", help="Maximum gradient norm.")]
+Seed = Annotated[int, typer.Option("--seed", help="Random seed (weights, dropout, order).")]
+Resume = Annotated[
+    bool,
+    typer.Option("--resume", help="Continue the run in --out from its last checkpoint."),
+]
+Quiet = Annotated[bool, typer.Option("--quiet", help="No per-epoch lines, only the summary.")]
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        help="CPU threads for torch (default: torch's choice). On a busy machine 1 thread "
+        "can be much faster than several.",
+    ),
+]
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    if threads < 1:
+        raise ValueError(f"--threads={threads}; expected an int >= 1")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+# ----------------------------------------------------------------- char LM
+
+
+@train_app.command("char-lm")
+@clean_errors
+def train_char_lm_command(
+    data: Data,
+    out: Out,
+    epochs: Epochs = LM.epochs,
+    minutes: Minutes = LM.minutes,
+    batch_size: BatchSize = LM.batch_size,
+    seq_len: Annotated[
+        int, typer.Option("--seq-len", help="Characters per TBPTT window.")
+    ] = LM.seq_len,
+    hidden_size: Hidden = 256,
+    layers: Layers = 2,
+    embedding_dim: Embedding = 64,
+    dropout: Dropout = 0.0,
+    variant: Variant = "standard",
+    backend: Backend = "auto",
+    lr: Lr = LM.lr,
+    clip: Clip = LM.clip,
+    valid_fraction: Annotated[
+        float, typer.Option("--valid-fraction", help="The last part of the text held out.")
+    ] = LM.valid_fraction,
+    seed: Seed = LM.seed,
+    resume: Resume = False,
+    quiet: Quiet = False,
+    threads: Threads = None,
+) -> None:
+    """Train a character language model (embedding -> LSTM -> Dense) on a text file,
+    stateful TBPTT; reports validation bits per character."""
+    _set_threads(threads)
+    model_kw = {
+        "embedding_dim": embedding_dim,
+        "hidden_size": hidden_size,
+        "num_layers": layers,
+        "dropout": dropout,
+        "variant": variant,
+        "backend": backend,
+    }
+    config = CharLMTrainConfig(epochs, minutes, batch_size, seq_len, lr, clip, valid_fraction, seed)
+    metrics = train_char_lm(
+        data,
+        out,
+        model_kw,
+        config,
+        resume=resume,
+        on_epoch=_epoch_printer(quiet, "chars", bits=True),
+    )
+    typer.echo(
+        f"{out}: valid {metrics['valid_loss']:.4f} nats/char = "
+        f"{metrics['valid_bits_per_char']:.4f} bits/char (epoch {metrics['best_epoch']}), "
+        f"{metrics['elapsed_s'] / 60:.1f} min"
+    )
+
+
+@app.command("generate")
+@clean_errors
+def generate_command(
+    run_dir: Annotated[Path, typer.Argument(help="A char-lm run folder.", show_default=False)],
+    prompt: Annotated[
+        str,
+        typer.Option(
+            "--prompt",
+            help="Text to continue; every character must have been seen in training "
+            "(others are refused, naming them).",
+            show_default=False,
+        ),
+    ],
+    length: Annotated[int, typer.Option("--length", help="Characters to generate.")] = 500,
+    temperature: Annotated[
+        float,
+        typer.Option("--temperature", help="Sampling temperature; 0 picks the most likely."),
+    ] = 1.0,
+    top_k: Annotated[
+        int | None,
+        typer.Option("--top-k", help="Draw only among the K most likely characters."),
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the draws.")] = None,
+) -> None:
+    """Continue a prompt with a trained character language model."""
+    import torch
+
+    model = load_char_lm(run_dir)
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
+    text = model.sample(prompt, length, temperature=temperature, top_k=top_k, generator=generator)
+    typer.echo(prompt + text)
+
+
+# ----------------------------------------------------------------- translator
+
+
+@train_app.command("translator")
+@clean_errors
+def train_translator_command(
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data",
+            help="Sentence pairs, 'source<TAB>target' a line (e.g. Tatoeba eng-fra.txt).",
+            show_default=False,
+        ),
+    ],
+    out: Out,
+    epochs: Epochs = TR.epochs,
+    minutes: Minutes = TR.minutes,
+    batch_size: BatchSize = TR.batch_size,
+    hidden_size: Hidden = 256,
+    layers: Layers = 1,
+    embedding_dim: Embedding = 256,
+    dropout: Dropout = 0.2,
+    attention: Annotated[
+        str, typer.Option("--attention", help="Luong attention score: general or dot.")
+    ] = "general",
+    input_feeding: Annotated[
+        bool,
+        typer.Option(
+            "--input-feeding/--no-input-feeding",
+            help="Feed the previous attentional state into the decoder (Luong et al. 2015).",
+        ),
+    ] = True,
+    teacher_forcing: Annotated[
+        float,
+        typer.Option("--teacher-forcing", help="Probability of feeding the gold previous word."),
+    ] = TR.teacher_forcing,
+    min_freq: Annotated[
+        int, typer.Option("--min-freq", help="Words seen fewer times become <unk>.")
+    ] = TR.min_freq,
+    valid: Annotated[int, typer.Option("--valid", help="Validation pairs held out.")] = TR.valid,
+    test: Annotated[int, typer.Option("--test", help="Test pairs held out.")] = TR.test,
+    split_seed: Annotated[
+        int, typer.Option("--split-seed", help="Seed of the train/valid/test split.")
+    ] = TR.split_seed,
+    variant: Variant = "standard",
+    backend: Backend = "auto",
+    lr: Lr = TR.lr,
+    clip: Clip = TR.clip,
+    seed: Seed = TR.seed,
+    resume: Resume = False,
+    quiet: Quiet = False,
+    threads: Threads = None,
+) -> None:
+    """Train an LSTM encoder-decoder translator with attention on sentence pairs, with a
+    fixed seeded train/valid/test split."""
+    _set_threads(threads)
+    model_kw = {
+        "embedding_dim": embedding_dim,
+        "hidden_size": hidden_size,
+        "num_layers": layers,
+        "dropout": dropout,
+        "attention": attention,
+        "input_feeding": input_feeding,
+        "variant": variant,
+        "backend": backend,
+    }
+    config = TranslatorTrainConfig(
+        epochs,
+        minutes,
+        batch_size,
+        lr,
+        clip,
+        teacher_forcing,
+        min_freq,
+        valid,
+        test,
+        split_seed,
+        seed,
+    )
+    metrics = train_translator(
+        data,
+        out,
+        model_kw,
+        config,
+        resume=resume,
+        on_epoch=_epoch_printer(quiet, "target words", bits=False),
+    )
+    typer.echo(
+        f"{out}: valid {metrics['valid_loss']:.4f} nats/word (perplexity "
+        f"{metrics['valid_perplexity']:.2f}, epoch {metrics['best_epoch']}), "
+        f"{metrics['elapsed_s'] / 60:.1f} min"
+    )
+
+
+@app.command("translate")
+@clean_errors
+def translate_command(
+    run_dir: Annotated[Path, typer.Argument(help="A translator run folder.", show_default=False)],
+    sentence: Annotated[str, typer.Argument(help="The sentence to translate.", show_default=False)],
+    beam: Annotated[int, typer.Option("--beam", help="Beam size; 1 is greedy decoding.")] = 5,
+    alpha: Annotated[
+        float,
+        typer.Option("--alpha", help="Length normalisation: score = log p / length^alpha."),
+    ] = 1.0,
+) -> None:
+    """Translate one sentence with a trained translator (lower-case, tokenised output)."""
+    model = load_translator(run_dir)
+    tokens = model.encode_source(sentence)[0][:-1]
+    unknown = model.src_vocab.unknown(tokens)
+    if unknown:
+        typer.echo(f"note: unknown words read as <unk>: {', '.join(unknown)}", err=True)
+    typer.echo(model.translate(sentence, beam=beam, alpha=alpha))
+
+
+# ----------------------------------------------------------------- evaluate and predict
+
+PREDICT_LENGTH = 200  # characters a char LM adds to each prompt in ``gatelab predict``
+
+
+def _lines(data: Path | None) -> list[str]:
+    from ..data.lines import read_lines
+
+    if data is None:
+        return []
+    return [line.strip() for _, line in read_lines(data, what="prompts file").lines]
+
+
+def _char_lm_predict(run_dir: Path, texts: list[str], data: Path | None, options) -> list:
+    model = load_char_lm(run_dir)
+    prompts = list(texts) + _lines(data)
+    return [
+        {"prompt": p, "continuation": model.sample(p, PREDICT_LENGTH, temperature=0)}
+        for p in prompts
+    ]
+
+
+def _translator_predict(run_dir: Path, texts: list[str], data: Path | None, options) -> list:
+    model = load_translator(run_dir)
+    sources = list(texts) + _lines(data)
+    return [{"source": s, "translation": model.translate(s, beam=5)} for s in sources if s]
+
+
+# ``evaluate`` / ``predict`` get the run folder itself: loading happens in the functions
+# above and in :mod:`gatelab.seqtasks`, which also need the run's saved data split.
+register_task_kind(
+    TaskKind(
+        CHAR_LM,
+        load=lambda run_dir: run_dir,
+        evaluate=lambda run_dir, data, options: evaluate_char_lm(run_dir, data),
+        predict=_char_lm_predict,
+    )
+)
+register_task_kind(
+    TaskKind(
+        TRANSLATOR,
+        load=lambda run_dir: run_dir,
+        evaluate=lambda run_dir, data, options: evaluate_translator(run_dir, data),
+        predict=_translator_predict,
+    )
+)

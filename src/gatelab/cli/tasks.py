@@ -1,0 +1,814 @@
+"""``gatelab train text-classifier | series-classifier | forecaster``, ``evaluate``, ``predict``.
+
+``evaluate`` and ``predict`` read only a run folder and dispatch on its task kind
+(``config.json``'s ``"task"``) through :data:`TASK_KINDS`; another module adds a kind
+(a char LM, a translator) with :func:`register_task_kind`.
+
+Bad input ends with one line ``error: ...`` on stderr and exit code 2 (1 when training
+itself fails, e.g. a NaN loss), never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from ..errors import GatelabError
+from ..estimators import Forecaster, SeriesClassifier, TextClassifier
+from ..runs import CONFIG_FILE, RunFolderError, atomic_write_json, read_config, read_json
+from ..training import RichProgress, TrainingError
+from . import app, train_app
+
+__all__ = ["TASK_KINDS", "TaskKind", "register_task_kind"]
+
+SOURCE_FILE = "source.json"  # what the command line trained on (file, column, ...)
+
+
+# ----------------------------------------------------------------- errors and output
+
+
+class CommandError(Exception):
+    """A problem with the command's input: reported in one line, exit code 2."""
+
+
+def _fail(message: str, code: int) -> None:
+    typer.echo(f"error: {' '.join(str(message).split())}", err=True)
+    raise typer.Exit(code)
+
+
+def clean_errors(fn: Callable) -> Callable:
+    """Turn the library's errors into one line on stderr and an exit code (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except TrainingError as err:
+            _fail(str(err), 1)
+        except (CommandError, GatelabError, ValueError, TypeError) as err:
+            # ValueError/TypeError come from argument checks of configs and models.
+            _fail(str(err), 2)
+        except KeyboardInterrupt:
+            _fail("interrupted; continue the run with --resume", 130)
+
+    return wrapper
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def _progress(quiet: bool, what: str) -> list:
+    return [] if quiet else [RichProgress(_console(stderr=True), description=what)]
+
+
+def _defaults(cls) -> dict[str, Any]:
+    return {
+        name: p.default
+        for name, p in inspect.signature(cls.__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+
+
+# ----------------------------------------------------------------- the task-kind registry
+
+
+@dataclass(frozen=True)
+class TaskKind:
+    """How ``evaluate`` and ``predict`` handle one run-folder task kind.
+
+    Attributes:
+        name: the ``task`` entry of ``config.json`` (e.g. ``"text-classifier"``).
+        load: run folder -> a fitted object.
+        evaluate: ``(fitted, data file, options) -> {metric name: value}``.
+        predict: ``(fitted, texts given on the command line, data file or None, options)
+            -> rows`` (dicts) to print.
+    """
+
+    name: str
+    load: Callable[[Path], Any]
+    evaluate: Callable[[Any, Path, dict[str, Any]], dict[str, float]]
+    predict: Callable[[Any, list[str], Path | None, dict[str, Any]], list[dict[str, Any]]]
+
+
+TASK_KINDS: dict[str, TaskKind] = {}
+
+
+def register_task_kind(kind: TaskKind) -> TaskKind:
+    """Make ``evaluate`` / ``predict`` handle run folders whose task is ``kind.name``."""
+    TASK_KINDS[kind.name] = kind
+    return kind
+
+
+def _kind_of(run_dir: Path) -> tuple[TaskKind, dict[str, Any]]:
+    config = read_config(run_dir)
+    name = config["task"]
+    if name not in TASK_KINDS:
+        raise RunFolderError(
+            f"run folder '{run_dir}' holds a {name!r} run, which this gatelab cannot evaluate "
+            f"or predict with; known kinds: {', '.join(sorted(TASK_KINDS))}"
+        )
+    return TASK_KINDS[name], config
+
+
+def _source(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / SOURCE_FILE
+    return read_json(path, "source file") if path.exists() else {}
+
+
+# ----------------------------------------------------------------- shared options
+
+TEXT = _defaults(TextClassifier)
+SERIES = _defaults(SeriesClassifier)
+FORECAST = _defaults(Forecaster)
+
+HELP = {
+    "epochs": ("Passes over the training data (at most, with early stopping)."),
+    "batch_size": ("Sequences per training step."),
+    "hidden_size": ("LSTM hidden units per direction."),
+    "layers": ("Stacked LSTM layers."),
+    "bidirectional": ("Run the LSTM in both directions."),
+    "variant": (
+        "LSTM cell variant: standard, peephole, cifg, nig, nfg, nog, niaf, noaf, "
+        "layernorm, tanh_gates."
+    ),
+    "backend": (
+        "LSTM backend: auto (the framework's fused kernel for the standard cell), native,"
+        " fused, reference."
+    ),
+    "seed": ("Random seed: the same seed and data give the same model."),
+    "resume": (
+        "Continue the interrupted run in --out from its last checkpoint (same data and "
+        "options); the result equals an uninterrupted run."
+    ),
+    "lr": ("Peak learning rate of AdamW."),
+    "dropout": ("Dropout before the Dense head."),
+    "models": ("Train an ensemble of this many models (seeds seed, seed+1, ...) and average them."),
+    "quiet": ("No progress bar, only the summary."),
+    "out": (
+        "Run folder to write (config, weights, vocabulary/labels/scaler, metrics, checkpoints)."
+    ),
+    "fill": (
+        "Fill missing values ('?' or empty): ffill (repeat the last value) or interpolate"
+        " (linear). Default: a missing value is an error."
+    ),
+    "text_train": (
+        "Labelled text: a TSV/CSV file with a text and a label column (header names such "
+        "as text/sentence and label), or one file per class given as a folder or a path "
+        "stem (rt-polarity -> rt-polarity.pos, rt-polarity.neg)."
+    ),
+    "text_valid": (
+        "Labelled text for early stopping and best weights, same layout as --train. "
+        "Default: hold out part of --train."
+    ),
+    "embedding_dim": ("Word embedding size."),
+    "pooling": ("Pool the LSTM outputs over the real steps: last, mean or max."),
+    "max_len": ("Cut texts to their first N tokens."),
+    "min_freq": ("Words seen fewer times in the training texts become <unk>."),
+    "nb_features": (
+        "Append each word's naive-Bayes log-count ratio to its embedding: on, off, or auto "
+        "(on below 20,000 training texts)."
+    ),
+    "text_column": ("Name or 0-based index of the text column (default: found from the header)."),
+    "label_column": ("Name or 0-based index of the label column (default: found from the header)."),
+    "series_train": (
+        "Labelled series in sktime/UCR .ts format (values comma-separated, channels "
+        "':'-separated, label last)."
+    ),
+    "series_valid": (
+        "A .ts file for early stopping and best weights. Default: none (train all epochs)."
+    ),
+    "normalize": (
+        "series (z-normalise each series), global (training mean/std per channel) or none."
+    ),
+    "forecast_data": ("A CSV file with a header line holding the series as one numeric column."),
+    "forecast_column": (
+        "The series column, by header name or 0-based index. Default: the only numeric "
+        "non-date column."
+    ),
+    "horizon": ("Steps forecast at once."),
+    "history": ("Past steps the model sees per forecast."),
+    "holdout": (
+        "Hold out the last N values: not trained on, evaluated after training (one "
+        "forecast per step, RMSE/MAE in metrics.json)."
+    ),
+    "evaluate_run": ("A run folder written by 'gatelab train'."),
+    "evaluate_data": (
+        "Labelled data in the training file's format (labelled text, a .ts file, or a CSV"
+        " series for a forecaster)."
+    ),
+    "evaluate_json": (
+        "Print the metrics as one JSON object whose keys are metric names (accuracy, "
+        "macro_f1 / rmse, mae)."
+    ),
+    "evaluate_column": (
+        "Forecaster: the series column (default: the training column); text: the text column."
+    ),
+    "predict_run": ("A run folder written by 'gatelab train'."),
+    "predict_texts": (
+        "Texts to classify (text classifiers). A text made only of words never seen in "
+        "training is still classified, from <unk> tokens alone, and is flagged 'no known "
+        "words'."
+    ),
+    "predict_data": (
+        "Inputs from a file: one text a line (text classifier), a .ts file (series "
+        "classifier), a CSV series to forecast on from its end (forecaster; default: the "
+        "end of the training series)."
+    ),
+    "predict_json": ("Print one JSON object per line instead of a table."),
+    "predict_column": ("Forecaster: the series column of --data (default: the training column)."),
+}
+
+
+Epochs = Annotated[int, typer.Option(help=HELP["epochs"])]
+TextEpochs = Annotated[
+    int | None,
+    typer.Option(
+        "--epochs",
+        help=HELP["epochs"] + " Default: 4 to 8, enough for about 800 optimizer steps.",
+        show_default=False,
+    ),
+]
+BatchSize = Annotated[int, typer.Option(help=HELP["batch_size"])]
+HiddenSize = Annotated[int, typer.Option(help=HELP["hidden_size"])]
+Layers = Annotated[int, typer.Option(help=HELP["layers"])]
+Bidirectional = Annotated[
+    bool, typer.Option("--bidirectional/--no-bidirectional", help=HELP["bidirectional"])
+]
+Variant = Annotated[str, typer.Option(help=HELP["variant"])]
+Backend = Annotated[str, typer.Option(help=HELP["backend"])]
+Seed = Annotated[int, typer.Option(help=HELP["seed"])]
+Resume = Annotated[bool, typer.Option("--resume", help=HELP["resume"])]
+Lr = Annotated[float, typer.Option(help=HELP["lr"])]
+Dropout = Annotated[float, typer.Option(help=HELP["dropout"])]
+Models = Annotated[int, typer.Option("--models", help=HELP["models"])]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help=HELP["quiet"])]
+Out = Annotated[Path, typer.Option("--out", help=HELP["out"], show_default=False)]
+Fill = Annotated[str | None, typer.Option("--fill", help=HELP["fill"])]
+
+
+def _common_params(
+    *,
+    epochs,
+    batch_size,
+    hidden_size,
+    layers,
+    bidirectional,
+    variant,
+    backend,
+    seed,
+    lr,
+    dropout,
+    models,
+) -> dict[str, Any]:
+    """Estimator arguments from the options every ``train`` command shares."""
+    return {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "hidden_size": hidden_size,
+        "num_layers": layers,
+        "bidirectional": bidirectional,
+        "variant": variant,
+        "backend": backend,
+        "seed": seed,
+        "lr": lr,
+        "dropout": dropout,
+        "n_models": models,
+    }
+
+
+def _prepare_out(out: Path, resume: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise CommandError(f"--out '{out}' exists and is not a folder")
+    if (out / CONFIG_FILE).exists() and not resume:
+        raise CommandError(
+            f"'{out}' already holds a run; pass --resume to continue it, or choose another --out"
+        )
+    if resume and not (out / CONFIG_FILE).exists():
+        _console(stderr=True).print(f"no run to resume in '{out}'; starting a new one")
+
+
+def _summary(est, out: Path, quiet: bool) -> None:
+    console = _console()
+    metrics = est.validation_metrics_
+    shown = "  ".join(f"{k} {v:.4f}" for k, v in (metrics or {}).items())
+    console.print(
+        f"trained in {est.train_seconds_:.1f} s; run folder: {out}"
+        + (f"\nvalidation: {shown}" if shown else "")
+    )
+
+
+# ----------------------------------------------------------------- train text-classifier
+
+
+@train_app.command("text-classifier")
+@clean_errors
+def train_text_classifier(
+    train: Annotated[Path, typer.Option("--train", help=HELP["text_train"], show_default=False)],
+    out: Out,
+    valid: Annotated[Path | None, typer.Option("--valid", help=HELP["text_valid"])] = None,
+    epochs: TextEpochs = TEXT["epochs"],
+    batch_size: BatchSize = TEXT["batch_size"],
+    hidden_size: HiddenSize = TEXT["hidden_size"],
+    layers: Layers = TEXT["num_layers"],
+    bidirectional: Bidirectional = TEXT["bidirectional"],
+    variant: Variant = "standard",
+    backend: Backend = "auto",
+    seed: Seed = 0,
+    resume: Resume = False,
+    embedding_dim: Annotated[int, typer.Option(help=HELP["embedding_dim"])] = TEXT["embedding_dim"],
+    pooling: Annotated[str, typer.Option(help=HELP["pooling"])] = TEXT["pooling"],
+    lr: Lr = TEXT["lr"],
+    dropout: Dropout = TEXT["dropout"],
+    models: Models = TEXT["n_models"],
+    max_len: Annotated[int | None, typer.Option(help=HELP["max_len"])] = TEXT["max_len"],
+    min_freq: Annotated[int, typer.Option(help=HELP["min_freq"])] = TEXT["min_freq"],
+    nb_features: Annotated[str, typer.Option(help=HELP["nb_features"])] = TEXT["nb_features"],
+    text_column: Annotated[str | None, typer.Option(help=HELP["text_column"])] = None,
+    label_column: Annotated[str | None, typer.Option(help=HELP["label_column"])] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Train a text classifier (embedding -> BiLSTM -> pooling -> Dense) on labelled text."""
+    from ..data import read_labelled_text
+
+    _prepare_out(out, resume)
+    columns = {"text_column": _column(text_column), "label_column": _column(label_column)}
+    data = read_labelled_text(train, **columns)
+    validation = None
+    if valid is not None:
+        v = read_labelled_text(valid, **columns)
+        validation = (v.texts, v.labels)
+    params = _common_params(
+        epochs=epochs,
+        batch_size=batch_size,
+        hidden_size=hidden_size,
+        layers=layers,
+        bidirectional=bidirectional,
+        variant=variant,
+        backend=backend,
+        seed=seed,
+        lr=lr,
+        dropout=dropout,
+        models=models,
+    )
+    nb = {"on": True, "off": False, "auto": "auto"}
+    if nb_features not in nb:
+        raise CommandError(f"--nb-features {nb_features!r}; expected on, off or auto")
+    params.update(embedding_dim=embedding_dim, pooling=pooling, max_len=max_len)
+    params.update(min_freq=min_freq, nb_features=nb[nb_features])
+    est = TextClassifier(**params)
+    est.fit(
+        data.texts,
+        data.labels,
+        validation_data=validation,
+        run_dir=out,
+        resume=resume,
+        callbacks=_progress(quiet, "train"),
+    )
+    atomic_write_json(
+        out / SOURCE_FILE,
+        {"train": str(train), "valid": None if valid is None else str(valid), **columns},
+    )
+    _summary(est, out, quiet)
+
+
+def _column(value: str | None) -> str | int | None:
+    if value is None:
+        return None
+    return int(value) if value.isdigit() else value
+
+
+# ----------------------------------------------------------------- series helpers
+
+
+def _ts_line_numbers(path: Path) -> list[int]:
+    """The file line number of each series of a ``.ts`` file (for messages)."""
+    from ..data.lines import read_lines
+
+    numbers, in_data = [], False
+    for number, raw in read_lines(path, what=".ts file").lines:
+        line = raw.strip()
+        if line.startswith("#"):
+            continue
+        if not in_data:
+            in_data = line.lower().startswith("@data")
+            continue
+        numbers.append(number)
+    return numbers
+
+
+def _fill_series(s: np.ndarray, how: str) -> np.ndarray:
+    """Fill NaN along time, per channel: ffill (leading NaN take the first value) or
+    linear interpolation (edges take the nearest value)."""
+    out = s.copy()
+    steps = np.arange(len(s))
+    for c in range(s.shape[1]):
+        ok = np.isfinite(out[:, c])
+        if not ok.any():
+            raise ValueError("a channel has no values at all")
+        if how == "interpolate":
+            out[~ok, c] = np.interp(steps[~ok], steps[ok], out[ok, c])
+        else:
+            last = out[ok, c][0]
+            for t in range(len(out)):
+                if ok[t]:
+                    last = out[t, c]
+                else:
+                    out[t, c] = last
+    return out
+
+
+def _read_ts(path: Path, fill: str | None, *, labelled: bool = True):
+    from ..data import read_ts
+
+    if fill not in (None, "ffill", "interpolate"):
+        raise CommandError(f"--fill {fill!r}; expected ffill or interpolate")
+    data = read_ts(path)
+    if labelled and not data.labels:
+        raise CommandError(f"'{path}' has no class labels ('@classLabel false'); expected labels")
+    series = list(data.series)
+    numbers = None
+    for i, s in enumerate(series):
+        bad = np.argwhere(~np.isfinite(s))
+        if not len(bad):
+            continue
+        if fill is None:
+            numbers = numbers or _ts_line_numbers(path)
+            line = numbers[i] if i < len(numbers) else "?"
+            t, c = bad[0]
+            raise CommandError(
+                f"{path}, line {line}: series {i} has a missing value at step {t}, channel "
+                f"{c} ({len(bad)} in this series); pass --fill ffill or --fill interpolate"
+            )
+        try:
+            series[i] = _fill_series(s, fill)
+        except ValueError as err:
+            numbers = numbers or _ts_line_numbers(path)
+            raise CommandError(f"{path}, line {numbers[i]}: series {i}: {err}") from None
+    return series, data.labels
+
+
+# ----------------------------------------------------------------- train series-classifier
+
+
+@train_app.command("series-classifier")
+@clean_errors
+def train_series_classifier(
+    train: Annotated[Path, typer.Option("--train", help=HELP["series_train"], show_default=False)],
+    out: Out,
+    valid: Annotated[Path | None, typer.Option("--valid", help=HELP["series_valid"])] = None,
+    epochs: Epochs = SERIES["epochs"],
+    batch_size: BatchSize = SERIES["batch_size"],
+    hidden_size: HiddenSize = SERIES["hidden_size"],
+    layers: Layers = SERIES["num_layers"],
+    bidirectional: Bidirectional = SERIES["bidirectional"],
+    variant: Variant = "standard",
+    backend: Backend = "auto",
+    seed: Seed = 0,
+    resume: Resume = False,
+    normalize: Annotated[str, typer.Option(help=HELP["normalize"])] = "series",
+    lr: Lr = SERIES["lr"],
+    dropout: Dropout = SERIES["dropout"],
+    models: Models = SERIES["n_models"],
+    fill: Fill = None,
+    quiet: Quiet = False,
+) -> None:
+    """Train a series classifier (BiLSTM -> pooling -> Dense) on a .ts file."""
+    _prepare_out(out, resume)
+    if normalize not in ("series", "global", "none"):
+        raise CommandError(f"--normalize {normalize!r}; expected series, global or none")
+    series, labels = _read_ts(train, fill)
+    validation = _read_ts(valid, fill) if valid is not None else None
+    params = _common_params(
+        epochs=epochs,
+        batch_size=batch_size,
+        hidden_size=hidden_size,
+        layers=layers,
+        bidirectional=bidirectional,
+        variant=variant,
+        backend=backend,
+        seed=seed,
+        lr=lr,
+        dropout=dropout,
+        models=models,
+    )
+    params["normalize"] = None if normalize == "none" else normalize
+    est = SeriesClassifier(**params)
+    est.fit(
+        series,
+        labels,
+        validation_data=validation,
+        run_dir=out,
+        resume=resume,
+        callbacks=_progress(quiet, "train"),
+    )
+    atomic_write_json(
+        out / SOURCE_FILE,
+        {"train": str(train), "valid": None if valid is None else str(valid), "fill": fill},
+    )
+    _summary(est, out, quiet)
+
+
+# ----------------------------------------------------------------- train forecaster
+
+
+@train_app.command("forecaster")
+@clean_errors
+def train_forecaster(
+    data: Annotated[Path, typer.Option("--data", help=HELP["forecast_data"], show_default=False)],
+    out: Out,
+    column: Annotated[str | None, typer.Option("--column", help=HELP["forecast_column"])] = None,
+    horizon: Annotated[int, typer.Option("--horizon", help=HELP["horizon"])] = 1,
+    history: Annotated[int, typer.Option(help=HELP["history"])] = FORECAST["history"],
+    holdout: Annotated[int, typer.Option(help=HELP["holdout"])] = 0,
+    epochs: Epochs = FORECAST["epochs"],
+    batch_size: BatchSize = FORECAST["batch_size"],
+    hidden_size: HiddenSize = FORECAST["hidden_size"],
+    layers: Layers = FORECAST["num_layers"],
+    bidirectional: Bidirectional = FORECAST["bidirectional"],
+    variant: Variant = "standard",
+    backend: Backend = "auto",
+    seed: Seed = 0,
+    resume: Resume = False,
+    lr: Lr = FORECAST["lr"],
+    dropout: Dropout = FORECAST["dropout"],
+    models: Models = FORECAST["n_models"],
+    fill: Fill = None,
+    quiet: Quiet = False,
+) -> None:
+    """Train a forecaster (LSTM -> Dense horizon head, plus a linear autoregressive skip)."""
+    from ..data import read_series_csv
+
+    _prepare_out(out, resume)
+    series = read_series_csv(data, _column(column), fill=fill)
+    if holdout < 0 or holdout >= len(series):
+        raise CommandError(f"--holdout {holdout}; expected 0 <= N < {len(series)} (the series)")
+    train = series[: len(series) - holdout] if holdout else series
+    params = _common_params(
+        epochs=epochs,
+        batch_size=batch_size,
+        hidden_size=hidden_size,
+        layers=layers,
+        bidirectional=bidirectional,
+        variant=variant,
+        backend=backend,
+        seed=seed,
+        lr=lr,
+        dropout=dropout,
+        models=models,
+    )
+    params.update(horizon=horizon, history=history)
+    est = Forecaster(**params)
+    if est.highway > est.history:
+        est.set_params(highway=est.history)
+    est.fit(train, run_dir=out, resume=resume, callbacks=_progress(quiet, "train"))
+    atomic_write_json(
+        out / SOURCE_FILE,
+        {"train": str(data), "column": _column(column), "fill": fill, "holdout": holdout},
+    )
+    _summary(est, out, quiet)
+    if holdout:
+        test = _forecast_metrics(est, series, start=len(series) - holdout)
+        metrics_path = out / "metrics.json"
+        metrics = read_json(metrics_path, "metrics file")
+        metrics["test"] = test
+        atomic_write_json(metrics_path, metrics)
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in test.items())
+        _console().print(f"holdout ({holdout} values, one forecast per step): {shown}")
+
+
+def _forecast_metrics(est, series: np.ndarray, start: int | None = None) -> dict[str, float]:
+    """RMSE/MAE of forecasts from every window of ``series`` whose targets start at or
+    after ``start`` (default: every window)."""
+    from ..data import make_windows
+    from ..metrics import regression_metrics
+
+    X, Y = make_windows(series, est.history, est.horizon)
+    if start is not None:
+        first = max(0, start - est.history)
+        X, Y = X[first:], Y[first:]
+    if len(X) == 0:
+        raise CommandError(
+            f"the series is too short: forecasting needs history={est.history} + "
+            f"horizon={est.horizon} values"
+        )
+    pred = est.predict(X).reshape(Y.shape)
+    return regression_metrics(Y, pred)
+
+
+# ----------------------------------------------------------------- evaluate and predict
+
+
+@app.command("evaluate")
+@clean_errors
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help=HELP["evaluate_run"], show_default=False)],
+    data: Annotated[Path, typer.Option("--data", help=HELP["evaluate_data"], show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help=HELP["evaluate_json"])] = False,
+    column: Annotated[str | None, typer.Option("--column", help=HELP["evaluate_column"])] = None,
+    fill: Fill = None,
+) -> None:
+    """Score a trained run on labelled data: accuracy and macro F1 for classifiers, RMSE
+    and MAE of every forecast window for forecasters."""
+    kind, _ = _kind_of(run_dir)
+    fitted = kind.load(run_dir)
+    options = {"column": _column(column), "fill": fill, "source": _source(run_dir)}
+    metrics = kind.evaluate(fitted, data, options)
+    if as_json:
+        typer.echo(json.dumps(metrics))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{kind.name} {run_dir} on {data}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in metrics.items():
+        table.add_row(name, f"{value:.4f}")
+    _console().print(table)
+
+
+@app.command("predict")
+@clean_errors
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help=HELP["predict_run"], show_default=False)],
+    texts: Annotated[
+        list[str] | None, typer.Argument(help=HELP["predict_texts"], show_default=False)
+    ] = None,
+    data: Annotated[Path | None, typer.Option("--data", help=HELP["predict_data"])] = None,
+    as_json: Annotated[bool, typer.Option("--json", help=HELP["predict_json"])] = False,
+    column: Annotated[str | None, typer.Option("--column", help=HELP["predict_column"])] = None,
+    fill: Fill = None,
+) -> None:
+    """Predict with a trained run: labels and probabilities for classifiers, the next
+    values for a forecaster."""
+    kind, _ = _kind_of(run_dir)
+    fitted = kind.load(run_dir)
+    options = {"column": _column(column), "fill": fill, "source": _source(run_dir)}
+    rows = kind.predict(fitted, list(texts or []), data, options)
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{kind.name} {run_dir}")
+    columns = list(rows[0]) if rows else []
+    for name in columns:
+        table.add_column(name, overflow="fold")
+    for row in rows:
+        table.add_row(*(_cell(row[c]) for c in columns))
+    _console().print(table)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {v:.3f}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(_cell(v) for v in value)
+    return str(value)
+
+
+# ----------------------------------------------------------------- the built-in kinds
+
+
+def _read_text_lines(path: Path) -> list[str]:
+    from ..data.lines import read_lines
+
+    texts = [line.strip() for _, line in read_lines(path, what="text file").lines]
+    texts = [t for t in texts if t]
+    if not texts:
+        raise CommandError(f"'{path}' holds no texts; expected one text a line")
+    return texts
+
+
+def _check_known(labels, classes, path: Path) -> None:
+    unknown = sorted(set(map(str, labels)) - set(map(str, classes)))
+    if unknown:
+        raise CommandError(
+            f"'{path}' has labels {unknown} that the model never saw; it knows "
+            f"{[str(c) for c in classes]}"
+        )
+
+
+def _classification(fitted, X, labels, path: Path) -> dict[str, float]:
+    from ..metrics import classification_metrics
+
+    _check_known(labels, fitted.classes_, path)
+    pred = [str(p) for p in fitted.predict(X)]
+    return classification_metrics(np.asarray([str(y) for y in labels]), np.asarray(pred))
+
+
+def _text_evaluate(fitted, data: Path, options) -> dict[str, float]:
+    from ..data import read_labelled_text
+
+    source = options["source"]
+    text_column = options["column"] if options["column"] is not None else source.get("text_column")
+    d = read_labelled_text(data, text_column=text_column, label_column=source.get("label_column"))
+    return _classification(fitted, d.texts, d.labels, data)
+
+
+def _class_rows(fitted, proba: np.ndarray, first: list[dict]) -> list[dict[str, Any]]:
+    rows = []
+    for row, p in zip(first, proba):
+        k = int(np.argmax(p))
+        row.update(
+            label=_jsonable(fitted.classes_[k]),
+            probability=float(p[k]),
+            probabilities={str(c): float(q) for c, q in zip(fitted.classes_, p)},
+        )
+        rows.append(row)
+    return rows
+
+
+def _jsonable(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _text_predict(fitted, texts: list[str], data: Path | None, options) -> list[dict[str, Any]]:
+    if data is not None:
+        texts = texts + _read_text_lines(data)
+    if not texts:
+        raise CommandError("nothing to predict: give texts as arguments or --data FILE")
+    unknown = fitted.unknown_fraction(texts)
+    proba = fitted.predict_proba(texts)
+    first = [
+        {"text": t, "note": "no known words" if u == 1.0 else ""} for t, u in zip(texts, unknown)
+    ]
+    if any(u == 1.0 for u in unknown):
+        n = int(sum(u == 1.0 for u in unknown))
+        _console(stderr=True).print(
+            f"note: {n} text(s) contain no word seen in training; their label is the model's "
+            "guess for unknown words only"
+        )
+    return _class_rows(fitted, proba, first)
+
+
+def _series_evaluate(fitted, data: Path, options) -> dict[str, float]:
+    series, labels = _read_ts(data, options["fill"])
+    return _classification(fitted, series, labels, data)
+
+
+def _series_predict(fitted, texts: list[str], data: Path | None, options) -> list[dict[str, Any]]:
+    if texts:
+        raise CommandError("a series classifier takes --data FILE.ts, not texts")
+    if data is None:
+        raise CommandError("nothing to predict: give --data FILE.ts")
+    series, _ = _read_ts(data, options["fill"], labelled=False)
+    proba = fitted.predict_proba(series)
+    return _class_rows(fitted, proba, [{"series": i} for i in range(len(series))])
+
+
+def _forecast_series(fitted, data: Path, options) -> np.ndarray:
+    from ..data import read_series_csv
+
+    column = options["column"] if options["column"] is not None else options["source"].get("column")
+    return read_series_csv(data, column, fill=options["fill"])
+
+
+def _forecast_evaluate(fitted, data: Path, options) -> dict[str, float]:
+    return _forecast_metrics(fitted, _forecast_series(fitted, data, options))
+
+
+def _forecast_predict(fitted, texts: list[str], data: Path | None, options) -> list[dict]:
+    if texts:
+        raise CommandError("a forecaster takes --data FILE.csv (or nothing), not texts")
+    series = _forecast_series(fitted, data, options) if data is not None else None
+    values = fitted.predict(series)
+    return [{"step": k + 1, "forecast": float(v)} for k, v in enumerate(np.ravel(values))]
+
+
+def _estimator_loader(task: str) -> Callable[[Path], Any]:
+    def load(run_dir: Path):
+        from ..estimators import ESTIMATORS
+
+        return ESTIMATORS[task].load(run_dir)
+
+    return load
+
+
+register_task_kind(
+    TaskKind("text-classifier", _estimator_loader("text-classifier"), _text_evaluate, _text_predict)
+)
+register_task_kind(
+    TaskKind(
+        "series-classifier",
+        _estimator_loader("series-classifier"),
+        _series_evaluate,
+        _series_predict,
+    )
+)
+register_task_kind(
+    TaskKind("forecaster", _estimator_loader("forecaster"), _forecast_evaluate, _forecast_predict)
+)

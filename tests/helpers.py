@@ -1,0 +1,188 @@
+"""Shared test helpers.
+
+Core (layers): tolerances per dtype, seeded modules, forward+backward snapshots.
+Models, training, estimators and command line: tiny synthetic tasks a small model learns
+in a second, and writers of the file formats the command line reads. Real data sets live
+at ``../shared/data`` from the repository root; :func:`shared_data` skips a test when
+they are absent (a fresh clone).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
+
+from gatelab.training import TensorData
+
+TOL = {
+    torch.float64: {"rtol": 0.0, "atol": 1e-10},
+    torch.float32: {"rtol": 1e-5, "atol": 1e-5},
+}
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def assert_close(a, b, dtype=torch.float64, what=""):
+    torch.testing.assert_close(a, b, **TOL[dtype], msg=lambda m: f"{what}: {m}")
+
+
+def make_input(T, B, I, *, batch_first=False, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    shape = (B, T, I) if batch_first else (T, B, I)
+    return torch.randn(shape, generator=g, dtype=dtype).requires_grad_()
+
+
+def make_packed(lengths, I, *, dtype=torch.float64, seed=0):
+    """-> (padded (T, B, I) leaf, PackedSequence with enforce_sorted=False)."""
+    g = torch.Generator().manual_seed(seed)
+    padded = torch.randn(max(lengths), len(lengths), I, generator=g, dtype=dtype)
+    padded.requires_grad_()
+    return padded, pack_padded_sequence(padded, torch.tensor(lengths), enforce_sorted=False)
+
+
+def make_hx(module, B, *, lstm=True, dtype=torch.float64, seed=1, unbatched=False):
+    g = torch.Generator().manual_seed(seed)
+    LD = module.num_layers * (2 if module.bidirectional else 1)
+    batch = () if unbatched else (B,)
+    out_size = module.proj_size if getattr(module, "proj_size", 0) else module.hidden_size
+    h0 = torch.randn(LD, *batch, out_size, generator=g, dtype=dtype).requires_grad_()
+    if not lstm:
+        return h0
+    c0 = torch.randn(LD, *batch, module.hidden_size, generator=g, dtype=dtype).requires_grad_()
+    return h0, c0
+
+
+def forward_backward(module, x, hx=None, *, leaves=(), seed=2):
+    """Run ``module(x, hx)``, backprop a random linear functional of every output.
+
+    Returns ``{name: tensor}`` with the outputs, the final states and the gradients of every
+    parameter and of each leaf in ``leaves`` (inputs, h0, c0).
+    """
+    for leaf in leaves:
+        leaf.grad = None
+    module.zero_grad()
+    output, state = module(x, hx)[:2]
+    out = output.data if isinstance(output, PackedSequence) else output
+    states = state if isinstance(state, tuple) else (state,)
+    g = torch.Generator().manual_seed(seed)
+    loss = sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum() for t in (out, *states))
+    loss.backward()
+    snap = {"output": out.detach()}
+    for k, s in enumerate(states):
+        snap[f"state{k}"] = s.detach()
+    for name, p in module.named_parameters():
+        snap[f"grad:{name}"] = p.grad.detach().clone()
+    for k, leaf in enumerate(leaves):
+        snap[f"grad:leaf{k}"] = leaf.grad.detach().clone()
+    return snap
+
+
+def assert_same_snapshots(a, b, dtype=torch.float64):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert_close(a[k], b[k], dtype, what=k)
+
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
+
+ATOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+
+POSITIVE = ("good", "great", "fine", "lovely", "superb")
+NEGATIVE = ("bad", "awful", "poor", "dull", "boring")
+FILLER = ("the", "a", "movie", "film", "is", "was", "very", "plot", "and", "it")
+
+
+def shared_data(*parts: str) -> Path:
+    """A path under the real data folder; skips the test when the folder is absent."""
+    if not (SHARED_DATA / "README.md").is_file():
+        pytest.skip(
+            f"real data not available: {SHARED_DATA} does not exist (it lives outside the "
+            "repository, at ../shared/data from the repository root)"
+        )
+    return SHARED_DATA.joinpath(*parts)
+
+
+def sentiment_texts(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Texts of filler words plus one sentiment word; the label is that word's side."""
+    rng = np.random.default_rng(seed)
+    texts, labels = [], []
+    for _ in range(n):
+        positive = bool(rng.integers(2))
+        words = list(rng.choice(FILLER, rng.integers(2, 9)))
+        words.insert(
+            int(rng.integers(len(words) + 1)), rng.choice(POSITIVE if positive else NEGATIVE)
+        )
+        texts.append(" ".join(words))
+        labels.append("pos" if positive else "neg")
+    return texts, labels
+
+
+def shape_series(n: int, T: int = 16, seed: int = 0, channels: int = 1):
+    """Series of noise with a bump early (class "early") or late (class "late")."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(scale=0.3, size=(n, T, channels))
+    y = rng.integers(2, size=n)
+    t = np.arange(T)
+    for i in range(n):
+        centre = T // 4 if y[i] == 0 else 3 * T // 4
+        X[i, :, 0] += 2.0 * np.exp(-0.5 * ((t - centre) / 1.5) ** 2)
+    return X, np.where(y == 0, "early", "late")
+
+
+def token_data(n: int = 96, T: int = 10, vocab: int = 12, seed: int = 0) -> TensorData:
+    """Token-id sequences of random lengths; class 1 when token 5 occurs."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(2, vocab, (n, T), generator=g)
+    lengths = torch.randint(2, T + 1, (n,), generator=g)
+    for i in range(n):
+        x[i, lengths[i] :] = 0
+    y = (x == 5).any(dim=1).long()
+    return TensorData(x, lengths, y)
+
+
+def write_tsv(path: Path, texts, labels, header: str = "sentence\tlabel") -> Path:
+    lines = [header] + [f"{t}\t{y}" for t, y in zip(texts, labels)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def write_ts(path: Path, X, y, problem: str = "Toy") -> Path:
+    """An sktime ``.ts`` file of univariate series ``X (N, T)`` or ``(N, T, 1)``."""
+    X = np.asarray(X)
+    X = X[..., 0] if X.ndim == 3 else X
+    classes = sorted(set(map(str, y)))
+    lines = [
+        f"@problemName {problem}",
+        "@timeStamps false",
+        "@univariate true",
+        "@equalLength true",
+        f"@seriesLength {X.shape[1]}",
+        f"@classLabel true {' '.join(classes)}",
+        "@data",
+    ]
+    lines += [",".join(f"{v:.5f}" for v in row) + f":{label}" for row, label in zip(X, y)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def sine_series(n: int = 160, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    return 50 + 10 * np.sin(2 * np.pi * t / 12) + rng.normal(scale=0.2, size=n)
+
+
+def write_series_csv(path: Path, values, name: str = "value") -> Path:
+    lines = [f'"year","{name}"'] + [f"{1900 + i},{v:.4f}" for i, v in enumerate(values)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def state_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    """Every tensor of the two state dicts is bit-identical."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)

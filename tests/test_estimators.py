@@ -1,0 +1,285 @@
+"""scikit-learn estimators: learning, Pipeline / cross_val_score, save / load, resume."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.model_selection import cross_val_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+import gatelab
+from gatelab.errors import DataError
+from gatelab.estimators import Forecaster, SeriesClassifier, TextClassifier, load
+from gatelab.runs import RunFolderError
+from gatelab.training import Callback
+
+from .helpers import sentiment_texts, shape_series, shared_data, sine_series, state_equal
+
+TINY_TEXT = dict(
+    embedding_dim=16, hidden_size=16, epochs=6, batch_size=16, lr=1e-2, word_dropout=0.0,
+    embedding_dropout=0.0, validation_fraction=0.0, n_models=1, min_freq=1,
+)  # fmt: skip
+TINY_SERIES = dict(hidden_size=12, epochs=25, batch_size=16, lr=1e-2, n_models=1)
+TINY_FORECAST = dict(history=12, highway=6, hidden_size=8, epochs=30, lr=1e-2, n_models=1)
+
+
+@pytest.fixture(scope="module")
+def text_clf():
+    X, y = sentiment_texts(200)
+    return TextClassifier(**TINY_TEXT).fit(X, y)
+
+
+def test_text_classifier_learns_and_scores(text_clf):
+    X, y = sentiment_texts(100, seed=1)
+    assert text_clf.score(X, y) >= 0.9
+    assert list(text_clf.classes_) == ["neg", "pos"]
+    proba = text_clf.predict_proba(X)
+    assert proba.shape == (100, 2)
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-6)
+    assert (text_clf.classes_[proba.argmax(1)] == text_clf.predict(X)).all()
+
+
+def test_estimators_are_exported_from_the_package():
+    assert gatelab.TextClassifier is TextClassifier
+    assert gatelab.SeriesClassifier is SeriesClassifier
+    assert gatelab.Forecaster is Forecaster
+
+
+def test_params_are_stored_as_given_and_clone_works():
+    est = TextClassifier(hidden_size=7, pooling="mean", clip_norm=None)
+    assert est.get_params()["hidden_size"] == 7 and est.get_params()["clip_norm"] is None
+    est.set_params(hidden_size=9)
+    twin = clone(est)
+    assert twin.get_params() == est.get_params() and twin is not est
+
+
+def test_text_classifier_in_a_pipeline_and_cross_val_score():
+    X, y = sentiment_texts(180)
+    pipe = Pipeline(
+        [
+            ("upper", FunctionTransformer(lambda texts: [t.upper() for t in texts])),
+            ("clf", TextClassifier(**{**TINY_TEXT, "epochs": 10})),
+        ]
+    )
+    scores = cross_val_score(pipe, X, y, cv=3)
+    assert scores.shape == (3,) and scores.mean() >= 0.8
+
+
+def test_save_load_round_trip_and_no_pickle(text_clf, tmp_path, monkeypatch):
+    text_clf.save(tmp_path / "run")
+    names = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert names == [
+        "config.json", "labels.json", "metrics.json", "model.safetensors", "tokenizer.json",
+        "vocab.json",
+    ]  # fmt: skip
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["task"] == "text-classifier" and config["gatelab_version"] == gatelab.__version__
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("loading must not use pickle")
+
+    monkeypatch.setattr(pickle, "load", forbidden)
+    monkeypatch.setattr(pickle, "loads", forbidden)
+    monkeypatch.setattr(torch, "load", forbidden)
+    again = TextClassifier.load(tmp_path / "run")
+    X, _ = sentiment_texts(30, seed=2)
+    np.testing.assert_array_equal(again.predict_proba(X), text_clf.predict_proba(X))
+    assert again.get_params() == text_clf.get_params()
+    assert isinstance(load(tmp_path / "run"), TextClassifier)
+
+
+def test_corrupt_run_folders_give_clean_errors(text_clf, tmp_path):
+    run = text_clf.save(tmp_path / "run")
+    (run / "model.safetensors").write_bytes(b"\x80\x04\x95 pickled? no")
+    with pytest.raises(RunFolderError, match=r"model\.safetensors' is corrupt"):
+        TextClassifier.load(run)
+    text_clf.save(run)
+    (run / "vocab.json").unlink()
+    with pytest.raises(RunFolderError, match=r"vocab\.json' is missing"):
+        TextClassifier.load(run)
+    text_clf.save(run)
+    with pytest.raises(RunFolderError, match="holds a 'text-classifier' run"):
+        Forecaster.load(run)
+
+
+def test_unknown_words_are_flagged_and_still_classified(text_clf):
+    texts = ["zzz qqq xxyyzz", "", "the film was great"]
+    unknown = text_clf.unknown_fraction(texts)
+    assert unknown[0] == 1.0 and unknown[1] == 1.0 and unknown[2] == 0.0
+    assert len(text_clf.predict(texts)) == 3
+
+
+def test_integer_labels_keep_their_type(tmp_path):
+    X, y = sentiment_texts(60)
+    y_int = np.array([1 if v == "pos" else 0 for v in y])
+    clf = TextClassifier(**{**TINY_TEXT, "epochs": 1}).fit(X, y_int)
+    assert clf.classes_.dtype.kind == "i"
+    again = TextClassifier.load(clf.save(tmp_path / "run"))
+    assert again.classes_.dtype.kind == "i" and set(again.predict(X)) <= {0, 1}
+
+
+def test_bad_text_input_is_explained():
+    with pytest.raises(DataError, match="single class"):
+        TextClassifier(**TINY_TEXT).fit(["a b", "c d"], ["x", "x"])
+    with pytest.raises(DataError, match="single str"):
+        TextClassifier(**TINY_TEXT).fit("a b", ["x"])
+    with pytest.raises(DataError, match="2 texts but y has 3"):
+        TextClassifier(**TINY_TEXT).fit(["a", "b"], ["x", "y", "x"])
+
+
+def test_estimator_resume_equals_an_uninterrupted_run(tmp_path):
+    X, y = sentiment_texts(80)
+    params = {**TINY_TEXT, "epochs": 3, "validation_fraction": 0.25, "n_models": 2}
+    whole = TextClassifier(**params).fit(X, y, run_dir=tmp_path / "whole")
+
+    class Stop(Callback):
+        calls = 0
+
+        def on_epoch_end(self, epoch, logs):
+            Stop.calls += 1
+            if Stop.calls == 4:  # member 0 done, member 1 after its first epoch
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        TextClassifier(**params).fit(X, y, run_dir=tmp_path / "run", callbacks=[Stop()])
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+    resumed = TextClassifier(**params).fit(X, y, run_dir=tmp_path / "run", resume=True)
+    assert state_equal(resumed.model_, whole.model_)
+    a = (tmp_path / "whole" / "model.safetensors").read_bytes()
+    assert (tmp_path / "run" / "model.safetensors").read_bytes() == a
+    with pytest.raises(RunFolderError, match="differ"):
+        TextClassifier(**{**params, "hidden_size": 8}).fit(
+            X, y, run_dir=tmp_path / "run", resume=True
+        )
+
+
+# ----------------------------------------------------------------- series
+
+
+def test_series_classifier_learns_arrays_and_ragged_lists(tmp_path):
+    X, y = shape_series(80)
+    clf = SeriesClassifier(**TINY_SERIES).fit(X[:60], y[:60])
+    assert clf.score(X[60:], y[60:]) >= 0.9
+    ragged = [x[: 12 + i % 5] for i, x in enumerate(X[60:])]  # cut the ends: still "early"
+    assert clf.predict(ragged).shape == (20,)
+    again = SeriesClassifier.load(clf.save(tmp_path / "run"))
+    np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
+
+
+def test_series_classifier_ensemble_and_cross_val_score():
+    X, y = shape_series(60)
+    pipe = Pipeline(
+        [
+            ("flip", FunctionTransformer(lambda a: -a)),
+            ("clf", SeriesClassifier(**{**TINY_SERIES, "n_models": 2, "epochs": 15})),
+        ]
+    )
+    scores = cross_val_score(pipe, X, y, cv=2)
+    assert scores.mean() >= 0.8
+
+
+def test_series_with_nan_is_refused_with_its_place():
+    X, y = shape_series(10)
+    X[3, 5, 0] = np.nan
+    with pytest.raises(DataError, match=r"X\[3\] has a missing or infinite value at step 5"):
+        SeriesClassifier(**TINY_SERIES).fit(X, y)
+
+
+def test_series_with_mixed_channels_is_refused():
+    with pytest.raises(DataError, match="channels"):
+        SeriesClassifier(**TINY_SERIES).fit([np.zeros((5, 1)), np.zeros((5, 2))], ["a", "b"])
+
+
+def test_italy_power_demand_subset_learns(tmp_path):
+    from gatelab.data import read_ts
+
+    train = read_ts(shared_data("timeseries", "ucr", "ItalyPowerDemand_TRAIN.ts"))
+    test = read_ts(shared_data("timeseries", "ucr", "ItalyPowerDemand_TEST.ts"))
+    clf = SeriesClassifier(**{**TINY_SERIES, "epochs": 30}).fit(train.series, train.labels)
+    assert clf.score(test.series[:300], test.labels[:300]) >= 0.8
+
+
+# ----------------------------------------------------------------- forecaster
+
+
+@pytest.fixture(scope="module")
+def forecaster():
+    return Forecaster(**TINY_FORECAST).fit(sine_series(160))
+
+
+def test_forecaster_predicts_the_next_values(forecaster):
+    series = sine_series(200)
+    truth = series[160]
+    assert abs(forecaster.predict()[0] - truth) < 2.0  # amplitude 10, noise 0.2
+    X = np.lib.stride_tricks.sliding_window_view(series[:-1], 12)[-30:]
+    y = series[-30:]
+    pred = forecaster.predict(X)
+    assert pred.shape == (30,)
+    assert np.sqrt(np.mean((pred - y) ** 2)) < 2.0
+    assert forecaster.score(X, y) > 0.9
+    np.testing.assert_allclose(forecaster.predict(series[:170]), forecaster.predict(X[[0]]))
+
+
+def test_forecaster_multi_step_and_window_fit(tmp_path):
+    s = sine_series(160)
+    f = Forecaster(**{**TINY_FORECAST, "horizon": 3, "epochs": 5}).fit(s)
+    assert f.predict().shape == (3,)
+    X = np.lib.stride_tricks.sliding_window_view(s, 12)[:-1]
+    g = Forecaster(**{**TINY_FORECAST, "epochs": 5}).fit(X, s[12:])
+    assert g.predict(X[:4]).shape == (4,)
+    again = Forecaster.load(f.save(tmp_path / "run"))
+    np.testing.assert_array_equal(again.predict(), f.predict())
+
+
+def test_forecaster_in_cross_val_score():
+    s = sine_series(120)
+    X = np.lib.stride_tricks.sliding_window_view(s, 12)[:-1]
+    scores = cross_val_score(Forecaster(**{**TINY_FORECAST, "epochs": 10}), X, s[12:], cv=2)
+    assert scores.shape == (2,) and np.isfinite(scores).all()
+
+
+def test_forecaster_input_errors(forecaster):
+    with pytest.raises(DataError, match="index"):
+        Forecaster(**TINY_FORECAST).fit(np.array([1.0, np.nan] * 20))
+    with pytest.raises(DataError, match="needs the last history=12"):
+        forecaster.predict(np.arange(5.0))
+    with pytest.raises(ValueError, match="highway"):
+        Forecaster(history=4, highway=6).fit(sine_series(40))
+
+
+def test_nb_features_are_naive_bayes_log_count_ratios(tmp_path):
+    X = ["good good film", "good plot", "bad film", "bad bad plot", "film"]
+    y = ["pos", "pos", "neg", "neg", "neg"]
+    clf = TextClassifier(**{**TINY_TEXT, "epochs": 1}, nb_features=True).fit(X, y)
+    table = clf.model_.token_feature_table
+    assert table.shape == (len(clf.vocab_), 1)
+    # texts holding the word: pos (2 texts), neg (3 texts); add-one smoothing over the vocab
+    docs = {"good": (2, 0), "bad": (0, 2), "film": (1, 2), "plot": (1, 1)}
+    p = {w: 1 + d[0] for w, d in docs.items()}
+    q = {w: 1 + d[1] for w, d in docs.items()}
+    P, Q = sum(p.values()), sum(q.values())
+    for w in docs:
+        want = np.log((p[w] / P) / (q[w] / Q))
+        assert table[clf.vocab_.encode([w])[0], 0].item() == pytest.approx(want, abs=1e-6)
+    assert table[0, 0] == 0 and table[1, 0] == 0  # padding and <unk>
+    again = TextClassifier.load(clf.save(tmp_path / "run"))
+    assert torch.equal(again.model_.token_feature_table, table)
+
+
+def test_nb_features_auto_follows_the_data_size(monkeypatch):
+    import gatelab.estimators as estimators
+
+    X, y = sentiment_texts(40)
+    small = TextClassifier(**{**TINY_TEXT, "epochs": 1}).fit(X, y)
+    assert small.model_config_.token_features == 1
+    monkeypatch.setattr(estimators, "NB_AUTO_MAX_TEXTS", 10)
+    large = TextClassifier(**{**TINY_TEXT, "epochs": 1}).fit(X, y)
+    assert large.model_config_.token_features == 0
+    with pytest.raises(ValueError, match="nb_features='yes'"):
+        TextClassifier(**{**TINY_TEXT, "epochs": 1}, nb_features="yes").fit(X, y)
