@@ -155,8 +155,17 @@ def test_forget_bias_and_unbatched():
     _assert_close(g_f, g_r, torch.float64, "grads")
 
 
+@pytest.fixture
+def two_threads():
+    """The suite runs on one torch thread (conftest); the parallel paths need two."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.mark.parametrize("variant", ["standard", "cifg", "layernorm"])
-def test_parallel_pointwise_path(variant):
+def test_parallel_pointwise_path(variant, two_threads):
     """Big enough for the pointwise pass to run in parallel, split over columns."""
     ref, fus = _pair(variant, 4, 700, num_layers=1)
     x, hx = _inputs(ref, T=3, B=3, hx=True)
@@ -165,6 +174,31 @@ def test_parallel_pointwise_path(variant):
     out_f, g_f = _run(fus, x, hx, lengths)
     _assert_close(out_f, out_r, torch.float64, "outputs")
     _assert_close(g_f, g_r, torch.float64, "grads")
+
+
+@pytest.mark.parametrize(
+    "variant,proj", [("standard", 0), ("peephole", 24), ("layernorm", 0), ("layernorm", 24)]
+)
+def test_parallel_steps_equal_reference_and_do_not_depend_on_timing(variant, proj, two_threads):
+    """Two threads, steps big enough to split (B * G*H * P >= 2^17): over columns, or over
+    batch rows for layer norm and projection. The result equals the reference; and since
+    the adaptive loop picks serial or split steps by timing, a step must give the same
+    bits either way: adaptive (the first steps serial) equals always split, bit for bit."""
+    ext = fused.extension()
+    ref, fus = _pair(variant, 8, 64, proj_size=proj, num_layers=1)
+    x, hx = _inputs(ref, T=12, B=8, hx=True)
+    lengths = torch.tensor([12, 5, 9, 1, 12, 7, 3, 11])
+    out_r, g_r = _run(ref, x, hx, lengths)
+    out_a, g_a = _run(fus, x, hx, lengths)
+    try:
+        ext.set_gemm_mode(0, 1, 0)
+        out_s, g_s = _run(fus, x, hx, lengths)
+    finally:
+        ext.set_gemm_mode(0, 1, 1)
+    _assert_close(out_a, out_r, torch.float64, "outputs")
+    _assert_close(g_a, g_r, torch.float64, "grads")
+    for k, (a, b) in enumerate(zip(out_a + g_a, out_s + g_s)):
+        assert torch.equal(a, b), k
 
 
 @pytest.mark.parametrize("hidden", [19, 20])
