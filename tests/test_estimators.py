@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 
@@ -257,8 +258,10 @@ def test_nb_features_are_naive_bayes_log_count_ratios(tmp_path):
     X = ["good good film", "good plot", "bad film", "bad bad plot", "film"]
     y = ["pos", "pos", "neg", "neg", "neg"]
     clf = TextClassifier(**{**TINY_TEXT, "epochs": 1}, nb_features=True).fit(X, y)
+    V = len(clf.vocab_)
     table = clf.model_.token_feature_table
-    assert table.shape == (len(clf.vocab_), 1)
+    assert table.shape == (6 * V, 1)  # all texts' ratios, then 5 out-of-fold tables
+    assert clf.model_config_.token_feature_sets == 6
     # texts holding the word: pos (2 texts), neg (3 texts); add-one smoothing over the vocab
     docs = {"good": (2, 0), "bad": (0, 2), "film": (1, 2), "plot": (1, 1)}
     p = {w: 1 + d[0] for w, d in docs.items()}
@@ -270,6 +273,47 @@ def test_nb_features_are_naive_bayes_log_count_ratios(tmp_path):
     assert table[0, 0] == 0 and table[1, 0] == 0  # padding and <unk>
     again = TextClassifier.load(clf.save(tmp_path / "run"))
     assert torch.equal(again.model_.token_feature_table, table)
+    assert again.predict(X).tolist() == clf.predict(X).tolist()
+
+
+def test_nb_out_of_fold_tables_leave_each_text_out():
+    import gatelab.estimators as estimators
+
+    X, y = sentiment_texts(60)
+    clf = TextClassifier(**{**TINY_TEXT, "epochs": 1}, nb_features=True, nb_folds=0).fit(X, y)
+    data = clf._tensor_data(X, torch.as_tensor(np.searchsorted(clf.classes_, y)))
+    original = data.inputs.clone()
+    V, K = len(clf.vocab_), 3
+    table = estimators._nb_tables(data, 2, V, K)
+    assert table.shape == (4 * V, 1)
+    full = estimators._nb_log_count_ratios(
+        estimators.TensorData(original, data.lengths, data.targets), 2, V
+    )
+    assert torch.equal(table[:V], full)
+    # every text moved whole to one block k + 1 (padding stays 0) ...
+    block = (data.inputs // V).masked_fill(original == 0, -1)
+    fold = block.max(dim=1).values - 1  # (N,)
+    assert ((block == fold[:, None] + 1) | (original == 0)).all()
+    assert torch.equal(data.inputs % V, original)
+    assert sorted(fold.unique().tolist()) == [0, 1, 2]
+    # ... whose table was computed without that fold's texts
+    for k in range(K):
+        keep = fold != k
+        part = estimators.TensorData(original[keep], data.lengths[keep], data.targets[keep])
+        want = estimators._nb_log_count_ratios(part, 2, V)
+        assert torch.equal(table[(k + 1) * V : (k + 2) * V], want)
+        assert not torch.equal(want, full)
+    # the model reads word w's embedding and block k's ratio for id (k + 1) * V + w
+    model = clf.model_
+    model.token_feature_table = table
+    model.config = dataclasses.replace(model.config, token_feature_sets=K + 1)
+    x = data.inputs[:4]
+    got = model.lstm_input(x)
+    E = model.config.embedding_dim
+    assert torch.equal(got[..., :E], model.embedding(original[:4]))
+    assert torch.equal(got[..., E:], table[x])
+    with pytest.raises(ValueError, match="nb_folds=-1"):
+        TextClassifier(**{**TINY_TEXT, "epochs": 1}, nb_folds=-1).fit(X, y)
 
 
 def test_nb_features_auto_follows_the_data_size(monkeypatch):

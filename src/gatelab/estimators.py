@@ -432,6 +432,11 @@ class TextClassifier(_ClassifierBase):
             ``"auto"`` uses them below 20,000 training texts: on MR (10k snippets) they add
             about 2.5 points, on SST-2 (67k phrases, every sub-phrase of a sentence a text
             of its own, so word counts are inflated) they cost 1 to 2.
+        nb_folds: with naive-Bayes features, each training text reads ratios computed
+            without its ``1/nb_folds`` share of the training texts (out-of-fold), so
+            that the model learns how far the ratios hold on text they did not come
+            from; new texts read the ratios of all training texts. 0 or 1: every text
+            reads the full ratios.
         max_len: texts are cut to their first ``max_len`` tokens.
         lowercase: lower-case before tokenising.
         n_models: an ensemble of this many models (seeds ``seed, seed + 1, ...``),
@@ -468,6 +473,7 @@ class TextClassifier(_ClassifierBase):
         max_len: int | None = 400,
         lowercase: bool = True,
         nb_features: bool | str = "auto",
+        nb_folds: int = 5,
         n_models: int = 3,
         seed: int = 0,
         device: str = "cpu",
@@ -496,6 +502,7 @@ class TextClassifier(_ClassifierBase):
         self.max_len = max_len
         self.lowercase = lowercase
         self.nb_features = nb_features
+        self.nb_folds = nb_folds
         self.n_models = n_models
         self.seed = seed
         self.device = device
@@ -564,11 +571,9 @@ class TextClassifier(_ClassifierBase):
             max_size=self.max_vocab,
         )
         train = self._tensor_data(train_texts, torch.as_tensor(y_ids[train_idx]))
-        self._nb_table = (
-            _nb_log_count_ratios(train, len(self.classes_), len(self.vocab_))
-            if self._use_nb(len(train_texts))
-            else None
-        )
+        self._nb_table = None
+        if self._use_nb(len(train_texts)):
+            self._nb_table = _nb_tables(train, len(self.classes_), len(self.vocab_), self.nb_folds)
         valid = None
         if validation_data is not None:
             vx, vy = validation_data
@@ -591,13 +596,20 @@ class TextClassifier(_ClassifierBase):
             embedding_dropout=self.embedding_dropout,
             word_dropout=self.word_dropout,
             token_features=0 if self._nb_table is None else self._nb_table.shape[1],
+            token_feature_sets=1 if self._nb_table is None else self._nb_sets(),
         )
         self._fit_tensors(
             train, valid, model_config, run_dir=run_dir, resume=resume, callbacks=callbacks
         )
         return self
 
+    def _nb_sets(self) -> int:
+        return self.nb_folds + 1 if self.nb_folds > 1 else 1
+
     def _use_nb(self, n_train: int) -> bool:
+        k = self.nb_folds
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise ValueError(f"nb_folds={k!r}; expected an int >= 0 (0 or 1: no folds)")
         if self.nb_features == "auto":
             return n_train < NB_AUTO_MAX_TEXTS
         if not isinstance(self.nb_features, bool):
@@ -654,6 +666,32 @@ def _nb_log_count_ratios(data: TensorData, n_classes: int, vocab_size: int) -> T
     table = torch.zeros(vocab_size, len(ratios))
     table[2:] = torch.stack(ratios, dim=1).float()  # (V - 2, F); padding, <unk> stay 0
     return table
+
+
+def _nb_tables(train: TensorData, n_classes: int, vocab_size: int, folds: int) -> Tensor:
+    """Naive-Bayes ratio tables for ``train``, with out-of-fold ratios for its texts.
+
+    Table 0 holds the ratios of all of ``train`` (what new texts read). With ``folds``
+    ``K > 1``, the texts are split into K inner folds (seeded, fixed) and table ``k + 1``
+    holds the ratios computed without inner fold ``k``; the token ids of the texts in
+    fold ``k`` are moved, in place, to ``(k + 1) * V + id`` so that they read table
+    ``k + 1`` (see ``ModelConfig.token_feature_sets``). A model trained on ratios that
+    its own texts produced learns to trust them more than they deserve on new text
+    (BENCHMARKS.md, MR). Returns ``((K + 1) * V, F)``, or ``(V, F)`` for ``K <= 1``.
+    """
+    tables = [_nb_log_count_ratios(train, n_classes, vocab_size)]
+    if folds <= 1:
+        return tables[0]
+    fold = torch.randperm(len(train), generator=torch.Generator().manual_seed(0)) % folds
+    for k in range(folds):
+        keep = fold != k
+        part = TensorData(train.inputs[keep], train.lengths[keep], train.targets[keep])
+        tables.append(_nb_log_count_ratios(part, n_classes, vocab_size))
+    for k in range(folds):  # only now: every table above reads the original ids
+        rows = (fold == k).nonzero().squeeze(1)
+        x = train.inputs[rows]
+        train.inputs[rows] = torch.where(x > 0, x + (k + 1) * vocab_size, x)
+    return torch.cat(tables, dim=0)
 
 
 def _series_list(X, what: str = "X") -> list[np.ndarray]:

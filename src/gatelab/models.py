@@ -71,6 +71,11 @@ class ModelConfig:
             token id, appended to its embedding; the table ``token_feature_table
             (vocab_size, token_features)`` is a buffer, saved with the weights (e.g. the
             naive-Bayes log-count ratios of :class:`gatelab.TextClassifier`).
+        token_feature_sets: how many versions of that table are stacked (``S``): the
+            buffer is ``(S * vocab_size, token_features)`` and id ``s * vocab_size + w``
+            means word ``w`` read with table ``s`` (its embedding is word ``w``'s). Ids
+            below ``vocab_size`` read table 0. TextClassifier uses this for out-of-fold
+            ratios: training texts read tables computed without them.
     """
 
     kind: str = "classifier"
@@ -92,6 +97,7 @@ class ModelConfig:
     lstm_dropout: float = 0.0
     highway: int = 0
     token_features: int = 0
+    token_feature_sets: int = 1
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -112,6 +118,7 @@ class ModelConfig:
             ("proj_size", 0),
             ("highway", 0),
             ("token_features", 0),
+            ("token_feature_sets", 1),
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -126,6 +133,10 @@ class ModelConfig:
             raise ValueError(f"output_size={self.output_size}; a classifier needs >= 2 classes")
         if self.token_features and not self.tokens:
             raise ValueError("token_features needs token input (vocab_size > 0)")
+        if self.token_feature_sets > 1 and not self.token_features:
+            raise ValueError(
+                f"token_feature_sets={self.token_feature_sets} needs token_features > 0"
+            )
         if self.highway and (self.kind != "forecaster" or self.vocab_size > 0):
             raise ValueError("highway is for a forecaster on real-valued input")
 
@@ -162,7 +173,7 @@ class _SequenceModel(nn.Module):
             self.embedding = nn.Embedding(c.vocab_size, c.embedding_dim, padding_idx=0)
             lstm_in = c.embedding_dim + c.token_features
             if c.token_features:
-                table = torch.zeros(c.vocab_size, c.token_features)
+                table = torch.zeros(c.token_feature_sets * c.vocab_size, c.token_features)
                 self.register_buffer("token_feature_table", table)
         elif c.embedding_dim > 0:
             self.projection = nn.Linear(c.input_size, c.embedding_dim)
@@ -213,7 +224,7 @@ class _SequenceModel(nn.Module):
         their token features), projected series, or the raw channels."""
         c = self.config
         if c.tokens:
-            e = self.embedding(x)  # (B, T, E)
+            e = self.embedding(x % c.vocab_size if c.token_feature_sets > 1 else x)  # (B, T, E)
             if c.token_features:
                 e = torch.cat([e, self.token_feature_table[x]], dim=-1)  # (B, T, E + F)
             return e
