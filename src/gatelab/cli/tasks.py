@@ -179,6 +179,10 @@ HELP = {
         "Append each word's naive-Bayes log-count ratio to its embedding: on, off, or auto "
         "(on below 20,000 training texts)."
     ),
+    "nb_folds": (
+        "With naive-Bayes features, training texts read ratios computed without their "
+        "1/N share of the training texts (out-of-fold); 0 or 1: the full ratios."
+    ),
     "text_column": ("Name or 0-based index of the text column (default: found from the header)."),
     "label_column": ("Name or 0-based index of the label column (default: found from the header)."),
     "series_train": (
@@ -334,6 +338,7 @@ def train_text_classifier(
     max_len: Annotated[int | None, typer.Option(help=HELP["max_len"])] = TEXT["max_len"],
     min_freq: Annotated[int, typer.Option(help=HELP["min_freq"])] = TEXT["min_freq"],
     nb_features: Annotated[str, typer.Option(help=HELP["nb_features"])] = TEXT["nb_features"],
+    nb_folds: Annotated[int, typer.Option(help=HELP["nb_folds"])] = TEXT["nb_folds"],
     text_column: Annotated[str | None, typer.Option(help=HELP["text_column"])] = None,
     label_column: Annotated[str | None, typer.Option(help=HELP["label_column"])] = None,
     quiet: Quiet = False,
@@ -365,7 +370,7 @@ def train_text_classifier(
     if nb_features not in nb:
         raise CommandError(f"--nb-features {nb_features!r}; expected on, off or auto")
     params.update(embedding_dim=embedding_dim, pooling=pooling, max_len=max_len)
-    params.update(min_freq=min_freq, nb_features=nb[nb_features])
+    params.update(min_freq=min_freq, nb_features=nb[nb_features], nb_folds=nb_folds)
     est = TextClassifier(**params)
     est.fit(
         data.texts,
