@@ -554,6 +554,9 @@ class TextClassifier(_ClassifierBase):
             callbacks: :class:`gatelab.training.Callback` objects (e.g. progress).
         """
         self._check_common()
+        k = self.nb_folds
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise ValueError(f"nb_folds={k!r}; expected an int >= 0 (0 or 1: no folds)")
         texts = self._texts(X)
         if len(texts) != len(y):
             raise DataError(f"X has {len(texts)} texts but y has {len(y)} labels")
@@ -596,20 +599,17 @@ class TextClassifier(_ClassifierBase):
             embedding_dropout=self.embedding_dropout,
             word_dropout=self.word_dropout,
             token_features=0 if self._nb_table is None else self._nb_table.shape[1],
-            token_feature_sets=1 if self._nb_table is None else self._nb_sets(),
+            # the stacked tables (all texts, then one per inner fold) say how many there are
+            token_feature_sets=1
+            if self._nb_table is None
+            else self._nb_table.shape[0] // len(self.vocab_),
         )
         self._fit_tensors(
             train, valid, model_config, run_dir=run_dir, resume=resume, callbacks=callbacks
         )
         return self
 
-    def _nb_sets(self) -> int:
-        return self.nb_folds + 1 if self.nb_folds > 1 else 1
-
     def _use_nb(self, n_train: int) -> bool:
-        k = self.nb_folds
-        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-            raise ValueError(f"nb_folds={k!r}; expected an int >= 0 (0 or 1: no folds)")
         if self.nb_features == "auto":
             return n_train < NB_AUTO_MAX_TEXTS
         if not isinstance(self.nb_features, bool):
