@@ -5,6 +5,7 @@ from .cell import LSTMCell
 from .cells import PRESETS, CellSpec, resolve_spec
 from .charlm import CharLM, CharVocab
 from .estimators import Forecaster, SeriesClassifier, TextClassifier
+from .interop import from_keras, to_keras_weights
 from .layers import GRU, LSTM, RNN
 from .seq2seq import Seq2Seq, WordVocab
 from .trace import GateTrace, GRUTrace, RNNTrace
@@ -30,7 +31,9 @@ __all__ = [
     "WordVocab",
     "__version__",
     "cell_flow",
+    "from_keras",
     "gate_saturation",
     "gradient_flow",
     "resolve_spec",
+    "to_keras_weights",
 ]
