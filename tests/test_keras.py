@@ -228,25 +228,20 @@ def test_stacked_recurrent_layers_with_dropout(keras, tmp_path):
 
 
 def test_gatelab_layers_to_keras(keras, tmp_path):
-    """Plain gatelab and torch.nn layers -> the Keras layers to_keras_weights names."""
+    """Plain gatelab and torch.nn layers -> the Keras layers to_keras_weights returns,
+    built by Keras from that description alone."""
     x = make_input()
-    lstm = gatelab.LSTM(I, 5, num_layers=2, batch_first=True)
+    lstm = gatelab.LSTM(I, 5, num_layers=2, batch_first=True, variant="tanh_gates")
+    lstm.backend = "reference"  # no compile of the fused kernels here (test_fused has them)
     gru = gatelab.GRU(5, 3, bidirectional=True, batch_first=True)
     head = nn.Linear(6, 2)
     randomize_torch(lstm, 1), randomize_torch(gru, 2), randomize_torch(head, 3)
-    described = gatelab.to_keras_weights([lstm, gru, head], tmp_path / "g.weights.h5")
-    assert [d["class_name"] for d in described] == ["LSTM", "LSTM", "Bidirectional", "Dense"]
-    assert described[2]["layer"]["class_name"] == "GRU" and described[2]["layer"]["units"] == 3
-    k = keras.layers
-    model = keras.Sequential(
-        [
-            keras.Input((T, I)),
-            k.LSTM(5, return_sequences=True),
-            k.LSTM(5, return_sequences=True),
-            k.Bidirectional(k.GRU(3, return_sequences=True)),
-            k.Dense(2),
-        ]
-    )
+    layers = gatelab.to_keras_weights([lstm, gru, head], tmp_path / "g.weights.h5")
+    assert [c["class_name"] for c in layers] == ["LSTM", "LSTM", "Bidirectional", "Dense"]
+    assert layers[0]["config"]["recurrent_activation"] == "tanh"
+    assert layers[2]["config"]["layer"]["class_name"] == "GRU"
+    assert layers[2]["config"]["layer"]["config"]["units"] == 3
+    model = keras.Sequential([keras.Input((T, I)), *map(keras.layers.deserialize, layers)])
     model.load_weights(tmp_path / "g.weights.h5")
     with torch.no_grad():
         want = head(gru(lstm(torch.from_numpy(x))[0])[0]).numpy()
@@ -254,7 +249,7 @@ def test_gatelab_layers_to_keras(keras, tmp_path):
 
     # and back, into fresh layers
     fresh = [
-        gatelab.LSTM(I, 5, num_layers=2, batch_first=True),
+        gatelab.LSTM(I, 5, num_layers=2, batch_first=True, variant="tanh_gates"),
         nn.LSTM(5, 3, batch_first=True, bidirectional=True),
         nn.Linear(6, 2),
     ]
@@ -263,10 +258,28 @@ def test_gatelab_layers_to_keras(keras, tmp_path):
     ):
         gatelab.from_keras(tmp_path / "g.weights.h5", into=fresh[:1] + fresh[2:] + [fresh[1]])
     fresh[1] = gatelab.GRU(5, 3, bidirectional=True, batch_first=True)
+    fresh[0].backend = "reference"
     gatelab.from_keras(tmp_path / "g.weights.h5", into=fresh)
     with torch.no_grad():
         got = fresh[2](fresh[1](fresh[0](torch.from_numpy(x))[0])[0]).numpy()
     assert_same((want,), (got,), "to_keras_weights -> from_keras(into=)")
+
+
+def test_keras_lstm_loads_into_gatelab_lstm(keras, tmp_path):
+    """kernel.T -> weight_ih, recurrent_kernel.T -> weight_hh, bias -> bias_ih, bias_hh 0."""
+    x = make_input()
+    model = sequential(keras, [keras.layers.LSTM(5, return_sequences=True)])
+    model.save_weights(tmp_path / "k.weights.h5")
+    lstm = gatelab.from_keras(tmp_path / "k.weights.h5", into=gatelab.LSTM(I, 5, batch_first=True))
+    cell = model.layers[0].cell
+    kernel, recurrent, bias = (np.asarray(v.value.detach()) for v in cell.weights)
+    np.testing.assert_array_equal(lstm.weight_ih_l0.detach().numpy(), kernel.T)
+    np.testing.assert_array_equal(lstm.weight_hh_l0.detach().numpy(), recurrent.T)
+    np.testing.assert_array_equal(lstm.bias_ih_l0.detach().numpy(), bias)
+    assert not lstm.bias_hh_l0.detach().any()
+    with torch.no_grad():
+        got = lstm(torch.from_numpy(x))[0].numpy()
+    assert_same(keras_call(model, x), (got,), "Keras LSTM -> gatelab.LSTM")
 
 
 def test_torch_nn_lstm_to_keras(keras, tmp_path):
@@ -413,3 +426,11 @@ def test_missing_h5py_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "h5py", None)
     with pytest.raises(ImportError, match=r"pip install gatelab\[interop\]"):
         gatelab.to_keras_weights(gatelab.LSTM(3, 4), tmp_path / "w.weights.h5")
+
+
+def test_functional_model_that_is_not_a_chain_is_refused(keras, tmp_path):
+    inputs = keras.Input((T, I))
+    shared = keras.layers.Dense(I, name="twice")
+    keras.Model(inputs, shared(shared(inputs))).save(tmp_path / "shared.keras")
+    with pytest.raises(DataError, match=r"'twice' \(class Dense\): it takes its input from"):
+        gatelab.from_keras(tmp_path / "shared.keras")

@@ -311,9 +311,17 @@ class _Slot:
 
 @dataclass
 class _KerasLayer:
-    keras_class: str
+    config: dict[str, Any]  # Keras's serialized layer: {"module", "class_name", "config"}
     slots: list[_Slot]
-    config: dict[str, Any]
+
+    @property
+    def keras_class(self) -> str:
+        return self.config["class_name"]
+
+
+def _serialized(cls: str, **config) -> dict[str, Any]:
+    """A layer as Keras serializes it; ``keras.layers.deserialize`` builds it."""
+    return {"module": "keras.layers", "class_name": cls, "config": config}
 
 
 def _direction_params(module: nn.Module, layer: int, direction: int) -> dict[str, nn.Parameter]:
@@ -345,8 +353,11 @@ def _lstm_activations(spec: CellSpec, what: str) -> dict[str, str]:
     return {"activation": keras_act, "recurrent_activation": keras_gate}
 
 
-def _recurrent_layers(module: nn.Module, what: str) -> list[_KerasLayer]:
-    """A gatelab or torch.nn LSTM / GRU / RNN -> one Keras layer per layer."""
+def _recurrent_layers(
+    module: nn.Module, what: str, wrapper: Recurrent | None = None
+) -> list[_KerasLayer]:
+    """A gatelab or torch.nn LSTM / GRU / RNN -> one Keras layer per layer. Without a
+    ``wrapper`` every layer returns its sequence, as the torch layer does."""
     if isinstance(module, (LSTM, nn.LSTM)):
         kind = "LSTM"
     elif isinstance(module, (GRU, nn.GRU)):
@@ -358,6 +369,7 @@ def _recurrent_layers(module: nn.Module, what: str) -> list[_KerasLayer]:
             f"{what} has proj_size={module.proj_size}; Keras layers have no projection"
         )
     config: dict[str, Any] = {"units": module.hidden_size, "use_bias": bool(module.bias)}
+    config["return_sequences"] = True if wrapper is None else wrapper.return_sequences
     if kind == "LSTM":
         spec = getattr(module, "spec", CellSpec())
         config.update(_lstm_activations(spec, what))
@@ -390,8 +402,17 @@ def _recurrent_layers(module: nn.Module, what: str) -> list[_KerasLayer]:
                 names.append(f"bias_ih{sfx} and bias_hh{sfx} {joint}")
             what_dir = f"{what} layer {layer}{' reverse' if direction else ''}"
             slots.append(_Slot(f"{sub}cell/vars", what_dir, names, get, set_))
-        cls = "Bidirectional" if directions == 2 else kind
-        out.append(_KerasLayer(cls, slots, {**config, "class_name": kind}))
+        last = layer == module.num_layers - 1
+        layer_config = dict(config, return_sequences=config["return_sequences"] or not last)
+        if wrapper is not None and wrapper.return_state:
+            layer_config["return_state"] = True
+        if wrapper is not None and wrapper.go_backwards:
+            layer_config["go_backwards"] = True
+        serialized = _serialized(kind, **layer_config)
+        if directions == 2:
+            merge_mode = "concat" if wrapper is None else wrapper.merge_mode
+            serialized = _serialized("Bidirectional", layer=serialized, merge_mode=merge_mode)
+        out.append(_KerasLayer(serialized, slots))
     return out
 
 
@@ -409,9 +430,7 @@ def _keras_layers(module: nn.Module, what: str = "module") -> list[_KerasLayer]:
             out += _keras_layers(child, f"{what}[{name!r}] ({type(child).__name__})")
         return out
     if isinstance(module, Recurrent):
-        layers = _recurrent_layers(module.rnn, f"{what}.rnn")
-        layers[0].config["merge_mode"] = module.merge_mode
-        return layers
+        return _recurrent_layers(module.rnn, f"{what}.rnn", module)
     if isinstance(module, (LSTM, GRU, RNN, nn.LSTM, nn.GRU, nn.RNN)):
         return _recurrent_layers(module, what)
     if isinstance(module, nn.Linear):
@@ -427,12 +446,13 @@ def _keras_layers(module: nn.Module, what: str = "module") -> list[_KerasLayer]:
                     module.bias.copy_(variables[1])
 
         names = ["weight"] + (["bias"] if module.bias is not None else [])
-        config = {
-            "units": module.out_features,
-            "use_bias": module.bias is not None,
-            "activation": getattr(module, "activation", "linear"),
-        }
-        return [_KerasLayer("Dense", [_Slot("vars", what, names, get, set_)], config)]
+        config = _serialized(
+            "Dense",
+            units=module.out_features,
+            use_bias=module.bias is not None,
+            activation=getattr(module, "activation", "linear"),
+        )
+        return [_KerasLayer(config, [_Slot("vars", what, names, get, set_)])]
     if isinstance(module, nn.Embedding):
 
         def get_e() -> list[Tensor]:
@@ -442,8 +462,10 @@ def _keras_layers(module: nn.Module, what: str = "module") -> list[_KerasLayer]:
             with torch.no_grad():
                 module.weight.copy_(variables[0])
 
-        config = {"input_dim": module.num_embeddings, "output_dim": module.embedding_dim}
-        return [_KerasLayer("Embedding", [_Slot("vars", what, ["weight"], get_e, set_e)], config)]
+        config = _serialized(
+            "Embedding", input_dim=module.num_embeddings, output_dim=module.embedding_dim
+        )
+        return [_KerasLayer(config, [_Slot("vars", what, ["weight"], get_e, set_e)])]
     if isinstance(module, (nn.Dropout, nn.Identity)):
         return []  # no weights: Keras's Dropout and InputLayer write no variables
     raise TypeError(
@@ -740,7 +762,7 @@ def _model_layers(config: Any, source: str) -> list[dict]:
             if layer["class_name"] != "InputLayer" or nodes:
                 raise _refuse(layer, "a functional model must start with its one Input")
         else:
-            sources = _inbound_sources(nodes)
+            sources = _inbound_sources(nodes, layer)
             if sources != [previous]:
                 raise _refuse(
                     layer,
@@ -758,10 +780,14 @@ def _model_layers(config: Any, source: str) -> list[dict]:
     return layers
 
 
-def _inbound_sources(nodes: Any) -> list[str]:
+def _inbound_sources(nodes: Any, layer: dict) -> list[str]:
     sources = []
     for node in nodes if isinstance(nodes, list) else [nodes]:
         args = node.get("args", []) if isinstance(node, dict) else []
+        kwargs = node.get("kwargs", {}) if isinstance(node, dict) else {}
+        tensors = [k for k, v in kwargs.items() if "__keras_tensor__" in json.dumps(v)]
+        if tensors:
+            raise _refuse(layer, f"it is called with tensors for {tensors}; not converted")
         for arg in args:
             history = arg.get("config", {}).get("keras_history") if isinstance(arg, dict) else None
             sources.append(history[0] if history else repr(arg)[:60])
@@ -881,27 +907,37 @@ def to_keras_weights(module: nn.Module, path: str | os.PathLike) -> list[dict[st
     """Write ``module``'s weights as a Keras 3 ``.weights.h5`` file.
 
     Keras loads it with ``model.load_weights(path)`` into the matching model: a
-    ``Sequential`` (or functional chain) whose layers with weights are, in order, one per
-    entry of the returned list. Each gatelab layer of ``num_layers`` layers is that many
-    Keras layers (``return_sequences=True`` on all but the last as you need),
-    ``bidirectional=True`` a ``Bidirectional`` of them, ``torch.nn.Linear`` (or
-    :class:`Dense`) a ``Dense``, ``torch.nn.Embedding`` an ``Embedding``; ``Dropout`` and
-    ``InputLayer`` have no weights and go anywhere.
+    ``Sequential`` (or functional chain) whose layers with weights are, in order, the
+    returned layers, which ``keras.layers.deserialize`` builds::
+
+        layers = gatelab.to_keras_weights(model, "m.weights.h5")
+        keras_model = keras.Sequential(
+            [keras.Input((T, I)), *(keras.layers.deserialize(c) for c in layers)]
+        )
+        keras_model.load_weights("m.weights.h5")
+
+    A gatelab layer of ``num_layers`` layers is that many Keras layers, each returning its
+    sequence as the torch layer does (a :class:`Recurrent` keeps its own flags);
+    ``bidirectional=True`` is a ``Bidirectional`` of each (``merge_mode="concat"``);
+    ``torch.nn.Linear`` (or :class:`Dense`) a ``Dense``; ``torch.nn.Embedding`` an
+    ``Embedding``. ``Dropout`` and ``InputLayer`` hold no weights and go anywhere.
 
     Args:
         module: a gatelab or torch.nn ``LSTM`` / ``GRU`` / ``RNN``, ``torch.nn.Linear``,
             ``torch.nn.Embedding``, a :class:`KerasModel` from :func:`from_keras`, or a
             ``torch.nn.Sequential`` / list of these. An LSTM's cell must be one Keras
-            computes: standard, ``tanh_gates`` (``recurrent_activation="tanh"``) or
-            identity candidate and output (``activation="linear"``).
-        path: the file to write; its name must end in ``.weights.h5`` (Keras's rule).
+            computes: standard, ``tanh_gates`` (``recurrent_activation="tanh"``), with
+            identity candidate and output (``activation="linear"``) or not; no projection.
+        path: the file to write; its name must end in ``.weights.h5`` (Keras's rule). It is
+            written to a temporary file first and then renamed, so it is never half-written.
 
     Returns:
-        The Keras layers to build, in order: dicts with ``class_name`` (``"LSTM"``,
-        ``"GRU"``, ``"SimpleRNN"``, ``"Bidirectional"``, ``"Dense"``, ``"Embedding"``) and
-        the constructor arguments that decide the weights (``units``, ``use_bias``,
-        ``activation``, ``recurrent_activation``, ``reset_after``; ``layer`` for
-        ``Bidirectional``; ``input_dim``, ``output_dim`` for ``Embedding``).
+        The Keras layers with weights, in order, as Keras serializes them
+        (``{"module": "keras.layers", "class_name": "LSTM", "config": {"units": 32, ...}}``):
+        the arguments that decide the weights and the outputs (``units``, ``use_bias``,
+        ``activation``, ``recurrent_activation``, ``reset_after``, ``return_sequences``;
+        ``layer`` and ``merge_mode`` for ``Bidirectional``; ``input_dim``, ``output_dim``
+        for ``Embedding``), Keras's defaults for the rest.
     """
     path = Path(path)
     if not path.name.endswith(".weights.h5"):
@@ -930,14 +966,5 @@ def to_keras_weights(module: nn.Module, path: str | os.PathLike) -> list[dict[st
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    described = []
-    for layer in plan:
-        config = {k: v for k, v in layer.config.items() if k not in ("class_name", "merge_mode")}
-        if layer.keras_class == "Bidirectional":
-            inner = {"class_name": layer.config["class_name"], **config}
-            merge = layer.config.get("merge_mode", "concat")
-            described.append({"class_name": "Bidirectional", "layer": inner, "merge_mode": merge})
-        else:
-            described.append({"class_name": layer.keras_class, **config})
     log.info("wrote %d Keras layers to %s", len(plan), path)
-    return described
+    return [layer.config for layer in plan]
