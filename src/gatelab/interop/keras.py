@@ -559,7 +559,7 @@ def _load_into(module: nn.Module, h5, source: str) -> nn.Module:
         set(layers.keys()) - set(keys) - {k for k in layers if not _has_vars(layers[k])}
     )
     if unused:
-        log.warning("%s: layers %s hold weights that %s does not use", source, unused, source)
+        log.warning("%s: layers %s hold weights that the module does not take", source, unused)
     return module
 
 
@@ -580,6 +580,11 @@ def _refuse(layer: dict, why: str) -> DataError:
 def _check_supported(layer: Any, where: str) -> None:
     if not isinstance(layer, dict) or "class_name" not in layer:
         raise DataError(f"{where}: a layer entry is {layer!r:.100}; expected a Keras layer dict")
+    if not isinstance(layer.get("config"), dict):
+        raise DataError(
+            f"{where}: layer {layer['class_name']!r} has config {layer.get('config')!r:.100}; "
+            "expected a dict"
+        )
     cls = layer["class_name"]
     registered = layer.get("registered_name")
     module = layer.get("module")
@@ -597,8 +602,13 @@ def _check_supported(layer: Any, where: str) -> None:
         )
 
 
+# Keras's defaults, for configs written by hand without them
+_DEFAULT_ACTIVATION = {"activation": "tanh", "recurrent_activation": "sigmoid"}
+
+
 def _activation(layer: dict, key: str, allowed: dict, what: str):
-    value = layer["config"].get(key, "linear")
+    default = "linear" if layer["class_name"] == "Dense" else _DEFAULT_ACTIVATION[key]
+    value = layer["config"].get(key, default)
     value = "linear" if value is None else value
     if not isinstance(value, str) or value not in allowed:
         raise _refuse(
