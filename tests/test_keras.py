@@ -146,14 +146,17 @@ LAYER_CASES = {
         "LSTM", 5, recurrent_activation="tanh", activation="linear", return_sequences=True
     ),
     "lstm_go_backwards": L("LSTM", 5, go_backwards=True, return_sequences=True),
+    "lstm_go_backwards_last": L("LSTM", 5, go_backwards=True),
     "gru": L("GRU", 5),
     "gru_sequences_state_no_bias": L(
         "GRU", 5, return_sequences=True, return_state=True, use_bias=False
     ),
     "simple_rnn": L("SimpleRNN", 5),
     "simple_rnn_relu_sequences": L("SimpleRNN", 5, activation="relu", return_sequences=True),
+    "simple_rnn_state": L("SimpleRNN", 5, return_state=True),
     "bi_lstm_concat_sequences": BiL("LSTM", 5, return_sequences=True),
     "bi_gru_sum": BiL("GRU", 5, merge_mode="sum"),
+    "bi_gru_concat_sequences_state": BiL("GRU", 5, return_sequences=True, return_state=True),
     "bi_rnn_mul_sequences": BiL("SimpleRNN", 5, merge_mode="mul", return_sequences=True),
     "bi_lstm_ave": BiL("LSTM", 5, merge_mode="ave"),
     "bi_lstm_none_state": BiL("LSTM", 5, merge_mode=None, return_state=True),
@@ -270,7 +273,12 @@ def test_keras_lstm_loads_into_gatelab_lstm(keras, tmp_path):
     x = make_input()
     model = sequential(keras, [keras.layers.LSTM(5, return_sequences=True)])
     model.save_weights(tmp_path / "k.weights.h5")
+    model.save(tmp_path / "k.keras")
+    from_archive = gatelab.LSTM(I, 5, batch_first=True)
+    assert gatelab.from_keras(tmp_path / "k.keras", into=from_archive) is from_archive
     lstm = gatelab.from_keras(tmp_path / "k.weights.h5", into=gatelab.LSTM(I, 5, batch_first=True))
+    for a, b in zip(lstm.parameters(), from_archive.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
     cell = model.layers[0].cell
     kernel, recurrent, bias = (np.asarray(v.value.detach()) for v in cell.weights)
     np.testing.assert_array_equal(lstm.weight_ih_l0.detach().numpy(), kernel.T)
