@@ -404,6 +404,12 @@ def test_corrupt_files_are_clear_errors(keras, tmp_path):
         dst.writestr("model.weights.h5", src.read("model.weights.h5"))
     with pytest.raises(DataError, match=r"config.json is not valid JSON"):
         gatelab.from_keras(tmp_path / "badjson.keras")
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(tmp_path / "units.keras", "w") as dst:
+        config = src.read("config.json").decode().replace('"units": 3', '"units": 4')
+        dst.writestr("config.json", config)
+        dst.writestr("model.weights.h5", src.read("model.weights.h5"))
+    with pytest.raises(DataError, match=r"has shape \(4, 12\), but .* needs \(4, 16\)"):
+        gatelab.from_keras(tmp_path / "units.keras")
     (tmp_path / "x.weights.h5").write_bytes(b"garbage" * 100)
     with pytest.raises(DataError, match=r"not a readable HDF5"):
         gatelab.from_keras(tmp_path / "x.weights.h5", into=gatelab.LSTM(I, 3))

@@ -693,16 +693,22 @@ def _build_layer(layer: dict, key: str, layers, source: str, dtype) -> nn.Module
                 "convert Keras masks (pass lengths or a PackedSequence to gatelab.LSTM instead)",
             )
         shape = _first_kernel(layers, key, "", layer, source)
-        if len(shape) != 2:
-            raise _refuse(layer, f"embeddings have shape {shape}; expected (input_dim, output_dim)")
+        want = (c.get("input_dim"), c.get("output_dim"))
+        if shape != want:
+            raise _refuse(
+                layer,
+                f"embeddings have shape {shape}; its config says (input_dim, output_dim) = {want}",
+            )
         return nn.Embedding(shape[0], shape[1], dtype=dtype)
     if cls == "Dense":
         if c.get("quantization_config") or c.get("lora_rank"):
             raise _refuse(layer, "quantized or LoRA Dense layers are not converted")
         act = _activation(layer, "activation", {k: k for k in DENSE_ACTIVATIONS}, "supported")
         shape = _first_kernel(layers, key, "", layer, source)
-        if len(shape) != 2:
-            raise _refuse(layer, f"kernel has shape {shape}; expected (input_dim, units)")
+        if len(shape) != 2 or shape[1] != c.get("units"):
+            raise _refuse(
+                layer, f"kernel has shape {shape}; its config says (input_dim, {c.get('units')})"
+            )
         return Dense(shape[0], shape[1], bool(c.get("use_bias", True)), act, dtype=dtype)
     if cls in RECURRENT:
         args = _rnn_config(layer)
