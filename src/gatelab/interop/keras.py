@@ -543,7 +543,7 @@ def _read_slot(layers, key: str, slot: _Slot, source: str) -> list[Tensor]:
     return out
 
 
-def _load_into(module: nn.Module, h5, source: str) -> nn.Module:
+def _load_into(module, h5, source: str):
     """Fill ``module``'s parameters from an open Keras weights file."""
     plan = _keras_layers(module)
     layers = _layers_group(h5, source)
@@ -852,7 +852,9 @@ def _model_dtype(layers, source: str) -> torch.dtype:
     return torch.float64 if kinds == {np.dtype("float64")} else torch.float32
 
 
-def from_keras(path: str | os.PathLike, into: nn.Module | None = None) -> nn.Module:
+def from_keras(
+    path: str | os.PathLike, into: nn.Module | list | tuple | None = None
+) -> nn.Module | list | tuple:
     """Load a Keras 3 model or its weights, without Keras or TensorFlow.
 
     Args:
@@ -919,7 +921,9 @@ def _build_model(config: dict, h5, path: str, source: str) -> KerasModel:
 # ---------------------------------------------------------------------------- writing
 
 
-def to_keras_weights(module: nn.Module, path: str | os.PathLike) -> list[dict[str, Any]]:
+def to_keras_weights(
+    module: nn.Module | list | tuple, path: str | os.PathLike
+) -> list[dict[str, Any]]:
     """Write ``module``'s weights as a Keras 3 ``.weights.h5`` file.
 
     Keras loads it with ``model.load_weights(path)`` into the matching model: a
