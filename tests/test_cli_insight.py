@@ -217,6 +217,7 @@ def test_train_synthetic_bad_options(tmp_path):
         (["--model", "rnn", "--forget-bias", "2"], "--forget-bias 2 has no effect: rnn"),
         (["--variant", "nfg", "--forget-bias", "2"], "--forget-bias 2 has no effect: lstm nfg"),
         (["--model", "gru", "--variant", "peephole"], "variant='peephole' applies to model='lstm'"),
+        (["--model", "rnn", "--init", "chrono"], "--init chrono sets LSTM gate biases; a rnn"),
     ],
 )
 def test_train_synthetic_refuses_options_it_would_ignore(tmp_path, options, needle):

@@ -554,6 +554,8 @@ def train_synthetic(
         target=target,
         seed=seed,
     )
+    if config.init == "chrono" and config.model != "lstm":
+        raise CommandError(f"--init chrono sets LSTM gate biases; a {model} has no gates")
     if forget_bias is not None and (config.init == "chrono" or config.spec_forget_bias is None):
         why = "init chrono sets it" if config.init == "chrono" else f"{model} {variant} has none"
         raise CommandError(f"--forget-bias {forget_bias:g} has no effect: {why}; drop the option")
