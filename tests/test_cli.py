@@ -81,6 +81,15 @@ def test_evaluate_json_keys_are_metric_names(text_run):
     metrics = json.loads(result.stdout)
     assert set(metrics) == {"accuracy", "macro_f1"}
     assert metrics["accuracy"] >= 0.8
+    # The numbers are sklearn's on the saved model's own predictions of the file.
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from gatelab.estimators import TextClassifier
+
+    texts, labels = sentiment_texts(60, seed=5)  # what valid.tsv holds
+    pred = TextClassifier.load(text_run / "run").predict(texts)
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(labels, pred), abs=1e-12)
+    assert metrics["macro_f1"] == pytest.approx(f1_score(labels, pred, average="macro"), abs=1e-9)
     table = invoke("evaluate", text_run / "run", "--data", text_run / "valid.tsv")
     assert table.exit_code == 0 and "accuracy" in table.stdout
 
@@ -150,6 +159,10 @@ def test_series_classifier_end_to_end(tmp_path):
     result = invoke("predict", tmp_path / "run", "--data", tmp_path / "test.ts", "--json")
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(rows) == 20 and {r["label"] for r in rows} <= {"early", "late"}
+    # --column names a column of a CSV; a .ts file has none: refused, not ignored.
+    for command in ("evaluate", "predict"):
+        result = invoke(command, tmp_path / "run", "--data", tmp_path / "test.ts", "--column", "1")
+        assert_clean_error(result, "--column does not apply to a series-classifier run")
 
 
 def test_series_nan_needs_fill(tmp_path):
@@ -190,10 +203,25 @@ def test_forecaster_end_to_end(tmp_path):
     assert set(metrics["test"]) == {"rmse", "mae"}
     result = invoke("evaluate", tmp_path / "run", "--data", csv, "--json")
     assert result.exit_code == 0, result.output
-    assert set(json.loads(result.stdout)) == {"rmse", "mae"}
+    metrics = json.loads(result.stdout)
+    assert set(metrics) == {"rmse", "mae"}
+    # Every (12, 2) window of the file, forecast by the saved model, scored by hand.
+    from gatelab.estimators import Forecaster
+
+    fitted = Forecaster.load(tmp_path / "run")
+    values = np.loadtxt(csv, delimiter=",", skiprows=1, usecols=1)
+    windows = np.lib.stride_tricks.sliding_window_view(values, 14)
+    err = fitted.predict(windows[:, :12]).reshape(-1, 2) - windows[:, 12:]
+    assert metrics["rmse"] == pytest.approx(np.sqrt(np.mean(err**2)), rel=1e-5)
+    assert metrics["mae"] == pytest.approx(np.mean(np.abs(err)), rel=1e-5)
+    naive = np.sqrt(np.mean((windows[:, 11:12] - windows[:, 12:]) ** 2))  # persistence
+    assert metrics["rmse"] < 0.8 * naive, (metrics["rmse"], naive)  # 3.9 against 5.6
     result = invoke("predict", tmp_path / "run", "--json")
     rows = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [r["step"] for r in rows] == [1, 2] and all(np.isfinite(r["forecast"]) for r in rows)
+    assert [r["step"] for r in rows] == [1, 2]
+    np.testing.assert_allclose([r["forecast"] for r in rows], fitted.predict(), rtol=1e-6)
+    result = invoke("predict", tmp_path / "run", "--fill", "ffill")  # no --data to fill
+    assert_clean_error(result, "--column and --fill read --data FILE.csv")
     result = invoke("predict", tmp_path / "run", "--data", csv)
     assert result.exit_code == 0, result.output
 
@@ -254,11 +282,23 @@ def test_bad_run_folders(tmp_path, text_run):
     assert_clean_error(invoke("predict", broken, "hi"), "'speech-recognizer'", "known kinds")
 
 
+def test_text_runs_refuse_options_they_would_ignore(text_run):
+    # A text classifier reads no missing values (--fill) and predict reads texts, not a
+    # column: both were accepted and had no effect.
+    run, data = text_run / "run", text_run / "valid.tsv"
+    result = invoke("evaluate", run, "--data", data, "--fill", "ffill")
+    assert_clean_error(result, "--fill does not apply to a text-classifier run", "--column")
+    result = invoke("predict", run, "good film", "--column", "sentence")
+    assert_clean_error(result, "--column does not apply to a text-classifier run")
+
+
 def test_bad_option_values_are_one_line_errors(tmp_path, text_run):
     args = ["train", "text-classifier", "--train", text_run / "train.tsv", "--out", tmp_path / "r"]
     assert_clean_error(invoke(*args, "--variant", "banana"), "variant='banana'")
     assert_clean_error(invoke(*args, "--pooling", "sum", "--epochs", "1"), "pooling='sum'")
     assert_clean_error(invoke(*args, "--nb-features", "maybe"), "--nb-features 'maybe'")
+    result = invoke(*args, "--nb-features", "off", "--nb-folds", "3")
+    assert_clean_error(result, "--nb-folds 3 has no effect with --nb-features off")
 
 
 def test_a_new_task_kind_plugs_into_evaluate_and_predict(tmp_path, monkeypatch):

@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-import warnings
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import gatelab
 from gatelab import experiments as ex
+from gatelab.data import synthetic
 
 TINY = {"T": 10, "hidden_size": 4, "steps": 3, "batch_size": 8, "valid_size": 16}
 TINY.update(test_size=16, eval_every=2)
-
-
-@pytest.fixture(autouse=True)
-def _quiet_reference_fallback():
-    # Variants run on the reference loop until the fused backend lands; the layer says so
-    # with a RuntimeWarning, which is not what these tests are about.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "gatelab.LSTM\\(backend='auto'\\)", RuntimeWarning)
-        yield
 
 
 def test_tasks_and_their_names():
@@ -131,15 +125,69 @@ def test_run_experiment_stops_at_the_target():
     assert r.stopped == "target" and r.steps == 2
 
 
+def _metric_by_hand(task: str, model: ex.TaskModel, n: int, T: int) -> float:
+    """The test metric from the generators' arrays, one unpadded sequence at a time, in
+    numpy: the papers' criteria, without the experiment's batching, gather or scores."""
+    outs = []
+    if task == "copy":
+        X, Y = synthetic.copy_task(n, T, seed=ex.TEST_SEED)
+        x = F.one_hot(torch.from_numpy(X), 10).float()
+        with torch.no_grad():
+            pred = np.stack([model(x[i : i + 1])[0].argmax(-1).numpy() for i in range(n)])
+        return float((pred[:, -10:] == Y[:, -10:]).mean())
+    if task == "adding":
+        X, lengths, y = synthetic.adding_problem(n, T, seed=ex.TEST_SEED)
+    else:
+        X, lengths, y, _ = synthetic.temporal_order(n, T, seed=ex.TEST_SEED)
+    with torch.no_grad():
+        for i in range(n):
+            x = torch.from_numpy(X[i : i + 1, : lengths[i]])  # (1, L, I), no padding
+            outs.append(model(x)[0].numpy())
+    out = np.stack(outs)
+    if task == "adding":
+        return float((np.abs(out[:, 0] - y) < 0.04).mean())
+    return float((out.argmax(-1) == y).mean())
+
+
 @pytest.mark.parametrize(
-    ("task", "model", "variant"),
-    [("temporal-order", "gru", "standard"), ("copy", "lstm", "nfg"), ("adding", "rnn", "noaf")],
+    ("task", "model", "variant", "T"),
+    [
+        ("temporal-order", "gru", "standard", 20),
+        ("copy", "lstm", "nfg", 10),
+        ("adding", "rnn", "standard", 20),
+        ("adding", "lstm", "cifg", 20),
+    ],
 )
-def test_run_experiment_on_every_task(task, model, variant):
-    cfg = dict(TINY, T=None if task != "copy" else 10, steps=2)
+def test_run_experiment_on_every_task_scores_the_papers_metric(task, model, variant, T):
+    cfg = dict(TINY, T=T, steps=4, test_size=64)
     r = ex.run_experiment(task=task, model=model, variant=variant, init="chrono", **cfg)
     assert r.metric_name == ex.resolve_task(task).metric
-    assert 0.0 <= r.metric <= 1.0
+    assert r.metric == pytest.approx(_metric_by_hand(task, r.model, 64, T), abs=1e-6)
+    if model == "lstm":  # a variant: the fused kernels ran it, not the reference fallback
+        assert r.model.rnn.last_backend == "fused"
+
+
+def test_temporal_order_sequence_length_follows_T():
+    # T used to be accepted (and recorded in ablation budgets) but never used: every
+    # temporal-order sequence was 100..110 steps long whatever T said.
+    task = ex.resolve_task("temporal-order")
+    b = task.sample(200, 20, seed=1)
+    assert b.x.shape[1] == 22 and int(b.lengths.min()) == 20 and int(b.lengths.max()) == 22
+    assert ((b.positions[:, 0] >= 2) & (b.positions[:, 0] <= 4)).all()
+    assert ((b.positions[:, 1] >= 10) & (b.positions[:, 1] <= 12)).all()
+    # T = 100 is the paper's task, draw for draw as before T was honoured (the digest of
+    # the arrays the generator gave when it had no T argument, at 16dbc86).
+    X, lengths, y, _, pos = synthetic.temporal_order(50, 100, seed=1, return_positions=True)
+    digest = hashlib.sha256(b"".join(a.tobytes() for a in (X, lengths, y, pos))).hexdigest()
+    assert digest == "af1987dfde234999ae49e93fff197dfb42d89f8af057dcf56bed7fcffd9eea6e"
+    assert ex.max_steps(ex.ExperimentConfig(task="temporal-order", T=30)) == 33
+
+
+def test_options_that_a_model_would_ignore_are_refused():
+    with pytest.raises(ValueError, match=r"variant='noaf' applies to model='lstm' only.*'rnn'"):
+        ex.ExperimentConfig(model="rnn", variant="noaf")
+    with pytest.raises(ValueError, match=r"backend='fused' runs the LSTM only; model='gru'"):
+        ex.ExperimentConfig(model="gru", backend="fused")
 
 
 def test_run_folder_round_trip(tmp_path):

@@ -6,7 +6,6 @@ import base64
 import hashlib
 import json
 import re
-import warnings
 
 import pytest
 import torch
@@ -18,13 +17,6 @@ from gatelab.report import json_for_html, render_html, report_data, write_pngs, 
 
 PAYLOAD = '</script><script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
 DATA_RE = re.compile(r'<script type="application/json" id="gatelab-data">(.*?)</script>', re.S)
-
-
-@pytest.fixture(autouse=True)
-def _quiet_reference_fallback():
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "gatelab.LSTM\\(backend='auto'\\)", RuntimeWarning)
-        yield
 
 
 def small_data(labels=None, **kw):

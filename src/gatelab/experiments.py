@@ -15,7 +15,8 @@ Tasks (``--task`` names):
   < 0.04 (the paper's criterion). Sequences have lengths ``T .. T + T/10``; batches are
   packed, so padding never reaches the model.
 - ``temporal-order``: Experiment 6a; classification of the order of ``X``/``Y`` at the
-  last real step; metric ``accuracy``. Lengths 100..110 (``T`` is ignored).
+  last real step; metric ``accuracy``. Lengths ``T .. T + T/10`` (the paper: T = 100), the
+  relevant positions scaled with ``T``.
 - ``copy``: the copy-memory problem (Arjovsky et al. 2016) with delay ``T``;
   per-step classification; metric ``accuracy`` over the copied symbols.
 
@@ -146,7 +147,7 @@ class _TemporalOrder(_Task):
     output_size = 4
 
     def sample(self, n: int, T: int, seed: int) -> Batch:
-        X, lengths, y, _, pos = synthetic.temporal_order(n, seed=seed, return_positions=True)
+        X, lengths, y, _, pos = synthetic.temporal_order(n, T, seed=seed, return_positions=True)
         return Batch(*(torch.from_numpy(a) for a in (X, lengths, y, pos)))
 
     def loss(self, out: Tensor, y: Tensor) -> Tensor:
@@ -242,9 +243,9 @@ class TaskModel(nn.Module):
                 backend=backend,
             )
         elif model == "gru":
-            self.rnn = GRU(input_size, hidden_size, batch_first=True, backend=_plain(backend))
+            self.rnn = GRU(input_size, hidden_size, batch_first=True, backend=backend)
         elif model == "rnn":
-            self.rnn = RNN(input_size, hidden_size, batch_first=True, backend=_plain(backend))
+            self.rnn = RNN(input_size, hidden_size, batch_first=True, backend=backend)
         else:
             raise ValueError(f"model={model!r}; expected one of {', '.join(MODELS)}")
         self.kind = model
@@ -271,10 +272,6 @@ class TaskModel(nn.Module):
         return (y, trace) if return_trace else y
 
 
-def _plain(backend: str) -> str:
-    return backend if backend in ("auto", "native", "reference") else "auto"
-
-
 # --------------------------------------------------------------------------- config
 
 
@@ -285,9 +282,10 @@ class ExperimentConfig:
     Attributes:
         task: ``"adding"``, ``"temporal-order"`` or ``"copy"``.
         model: ``"lstm"``, ``"gru"`` or ``"rnn"`` (vanilla tanh RNN).
-        variant: LSTM preset (:data:`gatelab.PRESETS`); ignored for GRU and RNN.
-        T: sequence length (minimal length for ``adding``; delay for ``copy``); None
-            takes the task's default.
+        variant: LSTM preset (:data:`gatelab.PRESETS`); GRU and RNN take only
+            ``"standard"`` (they have no LSTM cell to vary).
+        T: sequence length (minimal length for ``adding`` and ``temporal-order``; delay
+            for ``copy``); None takes the task's default.
         hidden_size: units of the recurrent layer.
         forget_bias: LSTM forget-gate bias at init (applied only to specs that have a
             forget gate of their own; ``init="chrono"`` replaces it).
@@ -336,6 +334,16 @@ class ExperimentConfig:
             )
         if self.backend not in BACKENDS:
             raise ValueError(f"backend={self.backend!r}; expected one of {', '.join(BACKENDS)}")
+        if self.model != "lstm" and self.variant != "standard":
+            raise ValueError(
+                f"variant={self.variant!r} applies to model='lstm' only; model={self.model!r} "
+                "has no LSTM cell to vary (use variant='standard')"
+            )
+        if self.model != "lstm" and self.backend == "fused":
+            raise ValueError(
+                f"backend='fused' runs the LSTM only; model={self.model!r} runs on 'auto', "
+                "'native' or 'reference'"
+            )
         if self.T is None:
             self.T = resolve_task(self.task).default_T
         if self.init not in INITS:

@@ -127,6 +127,11 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
                 raise ValueError(f"{name}={value!r}; expected a probability in [0, 1)")
+        if self.lstm_dropout > 0 and self.num_layers == 1:
+            raise ValueError(
+                f"lstm_dropout={self.lstm_dropout} acts between stacked LSTM layers and "
+                "num_layers=1: it would have no effect (use dropout, or num_layers >= 2)"
+            )
         if self.vocab_size > 0 and self.embedding_dim == 0:
             raise ValueError("embedding_dim=0 needs real-valued input (vocab_size=0)")
         if self.kind == "classifier" and self.output_size < 2:
@@ -186,7 +191,7 @@ class _SequenceModel(nn.Module):
             c.hidden_size,
             c.num_layers,
             batch_first=True,
-            dropout=c.lstm_dropout if c.num_layers > 1 else 0.0,
+            dropout=c.lstm_dropout,
             bidirectional=c.bidirectional,
             proj_size=c.proj_size,
             variant=c.variant,

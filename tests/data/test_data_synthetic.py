@@ -109,13 +109,18 @@ RANGES = {"6a": [(10, 20), (50, 60)], "6b": [(10, 20), (33, 43), (66, 76)]}
 
 
 @FAST
-@given(n=st.integers(1, 10), seed=st.integers(0, 2**32), variant=st.sampled_from(["6a", "6b"]))
-def test_temporal_order_definition(n: int, seed: int, variant: str) -> None:
+@given(
+    n=st.integers(1, 10),
+    seed=st.integers(0, 2**32),
+    variant=st.sampled_from(["6a", "6b"]),
+    T=st.one_of(st.just(100), st.integers(10, 300)),
+)
+def test_temporal_order_definition(n: int, seed: int, variant: str, T: int) -> None:
     X, lengths, y, names, positions = temporal_order(
-        n, seed=seed, variant=variant, return_positions=True
+        n, T, seed=seed, variant=variant, return_positions=True
     )
     k = len(RANGES[variant])
-    assert X.shape == (n, 110, 8) and X.dtype == np.float32
+    assert X.shape == (n, T + T // 10, 8) and X.dtype == np.float32
     assert y.dtype == np.int64 and lengths.dtype == np.int64
     assert names == (
         ["XX", "XY", "YX", "YY"]
@@ -125,15 +130,15 @@ def test_temporal_order_definition(n: int, seed: int, variant: str) -> None:
     sym = TEMPORAL_ORDER_SYMBOLS
     for i in range(n):
         L = int(lengths[i])
-        assert 100 <= L <= 110
+        assert T <= L <= T + T // 10
         np.testing.assert_array_equal(X[i, :L].sum(axis=1), np.ones(L))  # one-hot
         assert not X[i, L:].any()
         seq = [sym[j] for j in X[i, :L].argmax(axis=1)]
         assert seq[0] == "E" and seq[-1] == "B"
         relevant = [t for t, s in enumerate(seq) if s in ("X", "Y")]
         assert relevant == positions[i].tolist()
-        for t, (lo, hi) in zip(relevant, RANGES[variant]):
-            assert lo <= t <= hi
+        for t, (lo, hi) in zip(relevant, RANGES[variant]):  # the paper's, scaled by T/100
+            assert lo * T // 100 <= t <= hi * T // 100
         assert all(s in "abcd" for t, s in enumerate(seq[1:-1], 1) if t not in relevant)
         # The class is the X/Y pattern at the relevant positions, nothing else.
         pattern = "".join(seq[t] for t in relevant)
@@ -146,6 +151,8 @@ def test_temporal_order_all_classes_and_errors() -> None:
     assert sorted(set(y.tolist())) == list(range(8)) and len(names) == 8
     with pytest.raises(DataError, match=r"unknown temporal order variant '6c'.*\['6a', '6b'\]"):
         temporal_order(1, variant="6c")
+    with pytest.raises(DataError, match="T must be an integer >= 10, got 9"):
+        temporal_order(1, 9)
 
 
 # --------------------------------------------------------------------------------------

@@ -428,15 +428,27 @@ def explain(
     gradient_flow: Annotated[
         bool, typer.Option("--gradient-flow", help="Add the gradient flow through time.")
     ] = False,
-    seed: Annotated[int, typer.Option(help="Seed of a sampled sequence (synthetic runs).")] = 0,
+    seed: Annotated[
+        int | None,
+        typer.Option(help="Seed of a sampled sequence (synthetic runs without --text/--data)."),
+    ] = None,
 ) -> None:
     """Write one self-contained HTML report of a trained model's gates on one input."""
     from ..explain import explain_run
+    from ..runs import read_config
 
     if text is not None and data is not None:
         raise CommandError("give either --text or --data, not both")
+    if seed is not None and (text is not None or data is not None):
+        raise CommandError("--seed picks a sampled sequence; it does not apply with --text/--data")
+    kind = read_config(run_dir)["task"] if seed is not None else "synthetic"
+    if kind != "synthetic":
+        raise CommandError(
+            f"--seed applies to synthetic-task runs only; '{run_dir}' holds a {kind} run: "
+            "give --text or --data"
+        )
     result = explain_run(
-        run_dir, text=text, data=data, seed=seed, gradient=gradient_flow, warn=_warn
+        run_dir, text=text, data=data, seed=seed or 0, gradient=gradient_flow, warn=_warn
     )
     from ..report import write_pngs, write_report
 
@@ -502,7 +514,14 @@ def train_synthetic(
     model: Annotated[str, typer.Option(help="lstm, gru or rnn.")] = "lstm",
     variant: Annotated[str, typer.Option(help="LSTM preset.")] = "standard",
     init: Annotated[str, typer.Option(help="uniform (+ forget bias) or chrono.")] = "uniform",
-    forget_bias: Annotated[float, typer.Option("--forget-bias")] = 1.0,
+    forget_bias: Annotated[
+        float | None,
+        typer.Option(
+            "--forget-bias",
+            help="Forget-gate bias at init (default 1.0); an LSTM with a forget gate and "
+            "uniform init only.",
+        ),
+    ] = None,
     T: Annotated[int | None, typer.Option("--T", help="Sequence length (task default).")] = None,
     steps: Annotated[int, typer.Option(help="Step budget.")] = 1000,
     seconds: Annotated[float | None, typer.Option(help="Wall-clock budget (seconds).")] = None,
@@ -525,7 +544,7 @@ def train_synthetic(
         model=model,
         variant=variant,
         init=init,
-        forget_bias=forget_bias,
+        forget_bias=1.0 if forget_bias is None else forget_bias,
         T=T,
         steps=steps,
         seconds=seconds,
@@ -535,6 +554,11 @@ def train_synthetic(
         target=target,
         seed=seed,
     )
+    if config.init == "chrono" and config.model != "lstm":
+        raise CommandError(f"--init chrono sets LSTM gate biases; a {model} has no gates")
+    if forget_bias is not None and (config.init == "chrono" or config.spec_forget_bias is None):
+        why = "init chrono sets it" if config.init == "chrono" else f"{model} {variant} has none"
+        raise CommandError(f"--forget-bias {forget_bias:g} has no effect: {why}; drop the option")
     n_threads = _set_threads(threads)
     with _Progress(quiet=quiet) as progress:
         result = ex.run_experiment(config, callback=progress.task(f"{model} {variant}", steps))

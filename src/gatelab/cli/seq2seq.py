@@ -205,6 +205,13 @@ def generate_command(
     """Continue a prompt with a trained character language model."""
     import torch
 
+    if temperature == 0:
+        given = [name for name, v in (("--top-k", top_k), ("--seed", seed)) if v is not None]
+        if given:
+            raise ValueError(
+                f"{' and '.join(given)}: only random draws use it; --temperature 0 draws "
+                "nothing (it picks the most likely character): drop it"
+            )
     model = load_char_lm(run_dir)
     generator = None if seed is None else torch.Generator().manual_seed(seed)
     text = model.sample(prompt, length, temperature=temperature, top_k=top_k, generator=generator)
@@ -312,11 +319,21 @@ def translate_command(
     sentence: Annotated[str, typer.Argument(help="The sentence to translate.", show_default=False)],
     beam: Annotated[int, typer.Option("--beam", help="Beam size; 1 is greedy decoding.")] = 5,
     alpha: Annotated[
-        float,
-        typer.Option("--alpha", help="Length normalisation: score = log p / length^alpha."),
-    ] = 1.0,
+        float | None,
+        typer.Option(
+            "--alpha",
+            help="Length normalisation of beam search: score = log p / length^alpha "
+            "(default 1; greedy decoding, --beam 1, has none).",
+        ),
+    ] = None,
 ) -> None:
     """Translate one sentence with a trained translator (lower-case, tokenised output)."""
+    if alpha is not None and beam == 1:
+        raise ValueError(
+            f"--alpha {alpha:g} normalises beam-search scores; --beam 1 is greedy decoding, "
+            "which it does not change: drop --alpha or use --beam > 1"
+        )
+    alpha = 1.0 if alpha is None else alpha
     model = load_translator(run_dir)
     tokens = model.encode_source(sentence)[0][:-1]
     unknown = model.src_vocab.unknown(tokens)

@@ -93,12 +93,17 @@ class TaskKind:
         evaluate: ``(fitted, data file, options) -> {metric name: value}``.
         predict: ``(fitted, texts given on the command line, data file or None, options)
             -> rows`` (dicts) to print.
+        evaluate_options, predict_options: the options (``"column"``, ``"fill"``) that
+            ``evaluate`` / ``predict`` read for this kind; one given for a kind that does
+            not read it is refused, naming it and the kind.
     """
 
     name: str
     load: Callable[[Path], Any]
     evaluate: Callable[[Any, Path, dict[str, Any]], dict[str, float]]
     predict: Callable[[Any, list[str], Path | None, dict[str, Any]], list[dict[str, Any]]]
+    evaluate_options: tuple[str, ...] = ()
+    predict_options: tuple[str, ...] = ()
 
 
 TASK_KINDS: dict[str, TaskKind] = {}
@@ -119,6 +124,18 @@ def _kind_of(run_dir: Path) -> tuple[TaskKind, dict[str, Any]]:
             f"or predict with; known kinds: {', '.join(sorted(TASK_KINDS))}"
         )
     return TASK_KINDS[name], config
+
+
+def _refuse_unread(kind: TaskKind, command: str, given: dict[str, Any]) -> None:
+    """An option given that ``command`` does not read for ``kind`` is an error, not a no-op."""
+    reads = kind.evaluate_options if command == "evaluate" else kind.predict_options
+    for name, value in given.items():
+        if value is not None and name not in reads:
+            what = f"--{', --'.join(reads)}" if reads else "neither --column nor --fill"
+            raise CommandError(
+                f"--{name} does not apply to a {kind.name} run: {command} reads {what} for "
+                "it; drop the option"
+            )
 
 
 def _source(run_dir: Path) -> dict[str, Any]:
@@ -160,7 +177,8 @@ HELP = {
     ),
     "fill": (
         "Fill missing values ('?' or empty): ffill (repeat the last value) or interpolate"
-        " (linear). Default: a missing value is an error."
+        " (linear). Default: a missing value is an error. Series classifiers and forecasters"
+        " only; other run kinds refuse it."
     ),
     "text_train": (
         "Labelled text: a TSV/CSV file with a text and a label column (header names such "
@@ -181,7 +199,8 @@ HELP = {
     ),
     "nb_folds": (
         "With naive-Bayes features, training texts read ratios computed without their "
-        "1/N share of the training texts (out-of-fold); 0 or 1: the full ratios."
+        f"1/N share of the training texts (out-of-fold); 0 or 1: the full ratios. Default "
+        f"{TEXT['nb_folds']}; refused with --nb-features off."
     ),
     "text_column": ("Name or 0-based index of the text column (default: found from the header)."),
     "label_column": ("Name or 0-based index of the label column (default: found from the header)."),
@@ -216,7 +235,8 @@ HELP = {
         "macro_f1 / rmse, mae)."
     ),
     "evaluate_column": (
-        "Forecaster: the series column (default: the training column); text: the text column."
+        "Forecaster: the series column (default: the training column); text: the text "
+        "column. Other run kinds refuse it."
     ),
     "predict_run": ("A run folder written by 'gatelab train'."),
     "predict_texts": (
@@ -230,7 +250,10 @@ HELP = {
         "end of the training series)."
     ),
     "predict_json": ("Print one JSON object per line instead of a table."),
-    "predict_column": ("Forecaster: the series column of --data (default: the training column)."),
+    "predict_column": (
+        "Forecaster: the series column of --data (default: the training column). Other run "
+        "kinds refuse it."
+    ),
 }
 
 
@@ -338,7 +361,7 @@ def train_text_classifier(
     max_len: Annotated[int | None, typer.Option(help=HELP["max_len"])] = TEXT["max_len"],
     min_freq: Annotated[int, typer.Option(help=HELP["min_freq"])] = TEXT["min_freq"],
     nb_features: Annotated[str, typer.Option(help=HELP["nb_features"])] = TEXT["nb_features"],
-    nb_folds: Annotated[int, typer.Option(help=HELP["nb_folds"])] = TEXT["nb_folds"],
+    nb_folds: Annotated[int | None, typer.Option(help=HELP["nb_folds"])] = None,
     text_column: Annotated[str | None, typer.Option(help=HELP["text_column"])] = None,
     label_column: Annotated[str | None, typer.Option(help=HELP["label_column"])] = None,
     quiet: Quiet = False,
@@ -369,6 +392,9 @@ def train_text_classifier(
     nb = {"on": True, "off": False, "auto": "auto"}
     if nb_features not in nb:
         raise CommandError(f"--nb-features {nb_features!r}; expected on, off or auto")
+    if nb_folds is not None and nb_features == "off":
+        raise CommandError(f"--nb-folds {nb_folds} has no effect with --nb-features off")
+    nb_folds = TEXT["nb_folds"] if nb_folds is None else nb_folds
     params.update(embedding_dim=embedding_dim, pooling=pooling, max_len=max_len)
     params.update(min_freq=min_freq, nb_features=nb[nb_features], nb_folds=nb_folds)
     est = TextClassifier(**params)
@@ -626,6 +652,7 @@ def evaluate(
     """Score a trained run on labelled data: accuracy and macro F1 for classifiers, RMSE
     and MAE of every forecast window for forecasters."""
     kind, _ = _kind_of(run_dir)
+    _refuse_unread(kind, "evaluate", {"column": column, "fill": fill})
     fitted = kind.load(run_dir)
     options = {"column": _column(column), "fill": fill, "source": _source(run_dir)}
     metrics = kind.evaluate(fitted, data, options)
@@ -657,6 +684,7 @@ def predict(
     """Predict with a trained run: labels and probabilities for classifiers, the next
     values for a forecaster."""
     kind, _ = _kind_of(run_dir)
+    _refuse_unread(kind, "predict", {"column": column, "fill": fill})
     fitted = kind.load(run_dir)
     options = {"column": _column(column), "fill": fill, "source": _source(run_dir)}
     rows = kind.predict(fitted, list(texts or []), data, options)
@@ -789,6 +817,8 @@ def _forecast_evaluate(fitted, data: Path, options) -> dict[str, float]:
 def _forecast_predict(fitted, texts: list[str], data: Path | None, options) -> list[dict]:
     if texts:
         raise CommandError("a forecaster takes --data FILE.csv (or nothing), not texts")
+    if data is None and (options["column"] is not None or options["fill"] is not None):
+        raise CommandError("--column and --fill read --data FILE.csv; without it there is none")
     series = _forecast_series(fitted, data, options) if data is not None else None
     values = fitted.predict(series)
     return [{"step": k + 1, "forecast": float(v)} for k, v in enumerate(np.ravel(values))]
@@ -804,7 +834,13 @@ def _estimator_loader(task: str) -> Callable[[Path], Any]:
 
 
 register_task_kind(
-    TaskKind("text-classifier", _estimator_loader("text-classifier"), _text_evaluate, _text_predict)
+    TaskKind(
+        "text-classifier",
+        _estimator_loader("text-classifier"),
+        _text_evaluate,
+        _text_predict,
+        evaluate_options=("column",),
+    )
 )
 register_task_kind(
     TaskKind(
@@ -812,8 +848,17 @@ register_task_kind(
         _estimator_loader("series-classifier"),
         _series_evaluate,
         _series_predict,
+        evaluate_options=("fill",),
+        predict_options=("fill",),
     )
 )
 register_task_kind(
-    TaskKind("forecaster", _estimator_loader("forecaster"), _forecast_evaluate, _forecast_predict)
+    TaskKind(
+        "forecaster",
+        _estimator_loader("forecaster"),
+        _forecast_evaluate,
+        _forecast_predict,
+        evaluate_options=("column", "fill"),
+        predict_options=("column", "fill"),
+    )
 )

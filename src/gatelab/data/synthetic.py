@@ -42,12 +42,12 @@ ADDING_TOLERANCE = 0.04
 #: ``E`` (start), ``B`` (end, the trigger), ``X``, ``Y`` (the relevant symbols).
 TEMPORAL_ORDER_SYMBOLS: tuple[str, ...] = ("a", "b", "c", "d", "E", "B", "X", "Y")
 
-# Relevant positions (0-based time indices, inclusive ranges) of the 1997 paper's tasks.
+# Relevant positions (0-based time indices, inclusive ranges) of the 1997 paper's tasks,
+# whose sequences have lengths 100..110; other lengths scale them.
 _TEMPORAL_VARIANTS: dict[str, tuple[tuple[int, int], ...]] = {
     "6a": ((10, 20), (50, 60)),
     "6b": ((10, 20), (33, 43), (66, 76)),
 }
-_TEMPORAL_LENGTHS = (100, 110)
 
 
 def _count(value: Any, name: str, minimum: int = 1) -> int:
@@ -130,14 +130,21 @@ def adding_problem(
 
 
 def temporal_order(
-    n: int, *, seed: int = 0, variant: str = "6a", return_positions: bool = False
+    n: int,
+    T: int = 100,
+    *,
+    seed: int = 0,
+    variant: str = "6a",
+    return_positions: bool = False,
 ) -> tuple[Any, ...]:
     """The temporal order problem (Hochreiter & Schmidhuber 1997, Experiment 6).
 
     A sequence starts with ``E`` and ends with ``B``; every other element is drawn
     uniformly from ``a b c d``, except the relevant positions, which hold ``X`` or ``Y``
-    (each with probability 1/2). The length is uniform in 100..110. Relevant positions
-    (0-based time indices, each uniform in its range):
+    (each with probability 1/2). The length is uniform in ``T .. T + T // 10`` (the
+    paper: T = 100, lengths 100..110). Relevant positions (0-based time indices, each
+    uniform in its range; the paper's ranges for T = 100, scaled by ``T / 100`` and
+    rounded down otherwise):
 
     * ``"6a"``: t1 in 10..20, t2 in 50..60; 4 classes ``XX, XY, YX, YY`` (the paper's
       Q, R, S, U);
@@ -149,26 +156,29 @@ def temporal_order(
 
     Args:
         n: number of sequences (>= 1).
+        T: the minimal sequence length (>= 10, so that the relevant ranges stay apart
+            and before the final ``B``); 100 is the paper's task.
         seed: seed of ``numpy.random.default_rng``.
         variant: ``"6a"`` or ``"6b"``.
         return_positions: also return the relevant positions.
 
     Returns:
         ``(X, lengths, y, class_names)`` or ``(X, lengths, y, class_names, positions)``:
-        X ``(n, 110, 8)`` float32 one-hot over :data:`TEMPORAL_ORDER_SYMBOLS`, all zero
+        X ``(n, T + T // 10, 8)`` float32 one-hot over :data:`TEMPORAL_ORDER_SYMBOLS`, all zero
         from a sequence's length on; lengths ``(n,)`` int64; y ``(n,)`` int64 class ids;
         class_names the list of class names by id; positions ``(n, 2 or 3)`` int64.
     """
     n = _count(n, "n")
+    T = _count(T, "T", 10)
     if variant not in _TEMPORAL_VARIANTS:
         raise DataError(
             f"unknown temporal order variant {variant!r}; expected one of "
             f"{sorted(_TEMPORAL_VARIANTS)}"
         )
     rng = _rng(seed)
-    ranges = _TEMPORAL_VARIANTS[variant]
+    ranges = [(a * T // 100, b * T // 100) for a, b in _TEMPORAL_VARIANTS[variant]]
     k = len(ranges)
-    lo, hi = _TEMPORAL_LENGTHS
+    lo, hi = T, T + T // 10
     lengths = rng.integers(lo, hi + 1, size=n, dtype=np.int64)
     symbols = rng.integers(0, 4, size=(n, hi), dtype=np.int64)
     rows = np.arange(n)
