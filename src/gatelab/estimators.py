@@ -618,15 +618,8 @@ class TextClassifier(_ClassifierBase):
             if self._nb_table is None
             else self._nb_table.shape[0] // len(self.vocab_),
         )
-        self._fit_tensors(
-            train,
-            valid,
-            model_config,
-            run_dir=run_dir,
-            resume=resume,
-            overwrite=overwrite,
-            callbacks=callbacks,
-        )
+        run = {"run_dir": run_dir, "resume": resume, "overwrite": overwrite}
+        self._fit_tensors(train, valid, model_config, callbacks=callbacks, **run)
         return self
 
     def _use_nb(self, n_train: int) -> bool:
@@ -884,15 +877,8 @@ class SeriesClassifier(_ClassifierBase):
         model_config = self._model_config(
             output_size=len(self.classes_), input_size=self.n_channels_
         )
-        self._fit_tensors(
-            train,
-            valid,
-            model_config,
-            run_dir=run_dir,
-            resume=resume,
-            overwrite=overwrite,
-            callbacks=callbacks,
-        )
+        run = {"run_dir": run_dir, "resume": resume, "overwrite": overwrite}
+        self._fit_tensors(train, valid, model_config, callbacks=callbacks, **run)
         return self
 
     def _artifacts(self) -> dict[str, Any]:
