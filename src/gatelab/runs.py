@@ -588,7 +588,9 @@ def clean_folder(folder: str | os.PathLike) -> list[Path]:
         named = _named_tensors(d)
         unreadable = named is None and (d / CHECKPOINT_FILE).exists()
         for p in d.iterdir():
-            leftover_tmp = _TMP_NAME.match(p.name) and not p.name.startswith(f"{LOCK_FILE}.")
+            # another process's lock record in flight may go too: its link then fails
+            # and it reports the folder as locked, which it is
+            leftover_tmp = _TMP_NAME.match(p.name)
             orphan = _CHECKPOINT_TENSORS.match(p.name) and not unreadable and p.name != named
             if (leftover_tmp or orphan) and p.is_file():
                 p.unlink(missing_ok=True)
