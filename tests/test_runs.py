@@ -421,3 +421,57 @@ def test_a_cuda_run_with_dropout_resumes_to_the_same_weights(tmp_path):
     fit(resumed, train, None, config, checkpoint_dir=tmp_path / "b", resume=True)
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+# ----------------------------------------------------------------- the command line
+
+
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    import gatelab.cli.seq2seq  # noqa: F401  (registers the char-lm and translator commands)
+    from gatelab.cli import _register, app
+
+    _register()
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _one_line_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_cli_char_lm_resume_refuses_changed_options_and_data(tmp_path):
+    data, run = _text(tmp_path), tmp_path / "run"
+    tiny = ["--layers", "1", "--embedding-dim", "8", "--batch-size", "4", "--seq-len", "16"]
+    args = ["train", "char-lm", "--data", data, "--out", run, *tiny, "--epochs", 1, "--quiet"]
+    assert _cli(*args, "--hidden-size", 12).exit_code == 0
+    result = _cli(*args, "--hidden-size", 16, "--lr", 0.05, "--resume")
+    _one_line_error(
+        result,
+        "cannot resume",
+        "2 difference(s)",
+        "model.hidden_size: saved 12, now 16",
+        "train.lr: saved 0.002, now 0.05",
+    )
+    data.write_text(TEXT + "more", encoding="utf-8")
+    result = _cli(*args, "--hidden-size", 12, "--resume")
+    _one_line_error(result, "inputs.data: the data changed", f"saved {len(TEXT)} bytes")
+
+
+def test_cli_series_resume_refuses_another_training_file(tmp_path):
+    from .helpers import write_ts
+
+    X, y = shape_series(24, T=8)
+    train = write_ts(tmp_path / "train.ts", X, y)
+    run = tmp_path / "run"
+    fast = ["--epochs", 1, "--hidden-size", 4, "--models", 1, "-q"]
+    args = ["train", "series-classifier", "--train", train, "--out", run, *fast]
+    assert _cli(*args).exit_code == 0, "first run"
+    source = json.loads((run / "source.json").read_text())
+    assert source["inputs"]["train"] == fingerprint_file(train)
+    write_ts(train, X[::-1].copy(), y[::-1].copy())
+    _one_line_error(_cli(*args, "--resume"), "cannot resume", "inputs.train: the data changed")

@@ -168,7 +168,8 @@ def _temp_file(folder: Path, prefix: str, data: bytes) -> Path:
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=".tmp")
     try:
         try:
-            os.fchmod(fd, 0o666 & ~_umask())
+            if hasattr(os, "fchmod"):  # POSIX; Windows has no such modes
+                os.fchmod(fd, 0o666 & ~_umask())
             _write_all(fd, data)
             os.fsync(fd)
         finally:
