@@ -70,20 +70,20 @@ PAIRS = [
 
 def _estimator(data: Path, run: Path, resume: bool) -> None:
     X, y = shape_series(32, T=8, seed=1)
-    params = {"hidden_size": 6, "epochs": 6, "batch_size": 8, "dropout": 0.3, "n_models": 2}
+    params = {"hidden_size": 6, "epochs": 8, "batch_size": 8, "dropout": 0.3, "n_models": 2}
     SeriesClassifier(**params, patience=None).fit(X, y, run_dir=run, resume=resume)
 
 
 def _char_lm(data: Path, run: Path, resume: bool) -> None:
     model = {"embedding_dim": 8, "hidden_size": 12, "num_layers": 1, "dropout": 0.3}
-    train = CharLMTrainConfig(epochs=10, minutes=None, batch_size=4, seq_len=16, lr=1e-2)
+    train = CharLMTrainConfig(epochs=12, minutes=None, batch_size=4, seq_len=16, lr=1e-2)
     train_char_lm(data / "text.txt", run, model, train, resume=resume)
 
 
 def _translator(data: Path, run: Path, resume: bool) -> None:
     model = {"embedding_dim": 8, "hidden_size": 8, "dropout": 0.3}
     train = TranslatorTrainConfig(
-        epochs=10, batch_size=4, valid=4, test=4, min_freq=1, teacher_forcing=0.5
+        epochs=16, batch_size=4, valid=4, test=4, min_freq=1, teacher_forcing=0.5
     )
     train_translator(data / "pairs.txt", run, model, train, resume=resume)
 
@@ -208,7 +208,7 @@ def test_killed_runs_resume_to_the_weights_of_an_uninterrupted_run(kind, data, t
     rng = random.Random(f"{kind}-7")
     plans = []
     for _ in range(3):
-        plans.append({"after_s": rng.uniform(0.1, 0.5) * duration})
+        plans.append({"after_s": rng.uniform(0.05, 0.3) * duration})
         plans.append({"write": rng.randint(1, 6), "at": rng.choice(WHERE)})
         plans.append({"step": rng.randint(1, 8)})
     run = tmp_path / "run"
@@ -224,7 +224,8 @@ def test_killed_runs_resume_to_the_weights_of_an_uninterrupted_run(kind, data, t
                     with runs.run_lock(run):
                         pass
                 assert runs.clear_stale_lock(run)
-    # later rounds have less left to do, so some end before their moment comes
+    # a round may end before its moment comes (a timed kill on a fast machine, or little
+    # left to do); the budgets leave room for most kills to land
     assert killed >= 5, f"only {killed} of {len(plans)} rounds killed the child"
     assert _run(kind, data, run, True, {}) == 0
     _assert_same_run(run, reference)
