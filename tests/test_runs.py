@@ -283,6 +283,27 @@ def test_char_lm_resume_refuses_a_changed_data_file(tmp_path):
         train_char_lm(data, run, TINY_LM, TINY_TRAIN, resume=True)
 
 
+def test_translator_resume_refuses_changed_options_and_data(tmp_path):
+    from gatelab.seqtasks import TranslatorTrainConfig, train_translator
+
+    pairs = [("I see a dog.", "Je vois un chien."), ("We like cats.", "Nous aimons les chats.")]
+    data = tmp_path / "pairs.txt"
+    data.write_text("".join(f"{s}\t{t}\n" for s, t in pairs * 6), encoding="utf-8")
+    model = {"embedding_dim": 8, "hidden_size": 8, "dropout": 0.0}
+    train = TranslatorTrainConfig(epochs=1, batch_size=4, valid=2, test=2, min_freq=1)
+    run = tmp_path / "run"
+    train_translator(data, run, model, train)
+    other = TranslatorTrainConfig(epochs=2, batch_size=4, valid=2, test=2, min_freq=1, seed=1)
+    with pytest.raises(RunFolderError) as err:
+        train_translator(data, run, {**model, "attention": "dot"}, other, resume=True)
+    assert "model.attention: saved 'general', now 'dot'" in str(err.value)
+    assert "train.seed: saved 0, now 1" in str(err.value)
+    assert "train.epochs" not in str(err.value)  # the budget may grow
+    data.write_text(data.read_text(encoding="utf-8") * 2, encoding="utf-8")
+    with pytest.raises(RunFolderError, match=r"inputs\.data: the data changed"):
+        train_translator(data, run, model, train, resume=True)
+
+
 def test_a_kill_between_config_and_first_checkpoint_resumes(tmp_path, monkeypatch):
     import gatelab.seqtasks as seqtasks
 
