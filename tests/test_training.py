@@ -292,28 +292,15 @@ def test_atomic_write_leaves_no_partial_file_when_the_write_fails(tmp_path, monk
 
 
 def test_atomic_write_cleans_up_when_writing_the_data_fails(tmp_path, monkeypatch):
-    class Exploding(bytes):
-        pass
+    import gatelab.runs as runs
 
-    real_fdopen = os.fdopen
+    real_write_all = runs._write_all
 
-    def fdopen(fd, mode):
-        f = real_fdopen(fd, mode)
+    def write_all(fd, data):
+        real_write_all(fd, data[:3])
+        raise OSError("I/O error mid-write")
 
-        class Wrapper:
-            def __enter__(self):
-                return self
-
-            def __exit__(self, *exc):
-                f.close()
-
-            def write(self, data):
-                f.write(data[:3])
-                raise OSError("I/O error mid-write")
-
-        return Wrapper()
-
-    monkeypatch.setattr(os, "fdopen", fdopen)
+    monkeypatch.setattr(runs, "_write_all", write_all)
     with pytest.raises(OSError, match="mid-write"):
         atomic_write_tensors(tmp_path / "model.safetensors", {"w": torch.ones(3)})
     assert list(tmp_path.iterdir()) == []

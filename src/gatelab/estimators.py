@@ -11,11 +11,14 @@ in attributes ending in ``_``, ``get_params / set_params``, ``fit / predict / sc
 classifiers have ``predict_proba`` and ``classes_``), so they work inside
 ``sklearn.pipeline.Pipeline`` and ``cross_val_score``. ``save(path)`` writes a run folder
 (:mod:`gatelab.runs`) and ``load(path)`` reads one back; ``fit(..., run_dir=DIR)`` trains
-with a checkpoint each epoch and ``resume=True`` continues an interrupted run.
+with a checkpoint each epoch and ``resume=True`` continues an interrupted run (the same
+settings and data, checked); a folder that holds a run is replaced only with
+``overwrite=True``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -35,6 +38,7 @@ from .errors import DataError
 from .models import ModelConfig, build_model
 from .runs import (
     CONFIG_FILE,
+    MEMBER_PREFIX,
     METRICS_FILE,
     WEIGHTS_FILE,
     RunFolderError,
@@ -43,10 +47,13 @@ from .runs import (
     load_state,
     read_config,
     read_json,
+    run_lock,
     section,
+    start_run,
     write_config,
 )
 from .training import Callback, History, TensorData, TrainConfig, evaluate_outputs, fit
+from .training import data_fingerprint as _data_fingerprint
 from .training import predict_batches as _predict_batches
 
 __all__ = [
@@ -166,11 +173,21 @@ class _LSTMEstimator(BaseEstimator):
         resume: bool,
         callbacks: Sequence[Callback],
         metric_transform=None,
+        overwrite: bool = False,
+    ) -> None:
+        run = Path(run_dir) if run_dir is not None else None
+        with run_lock(run) if run is not None else contextlib.nullcontext():
+            self._fit_run(
+                train, valid, model_config, run, resume, overwrite, callbacks, metric_transform
+            )
+
+    def _fit_run(
+        self, train, valid, model_config, run, resume, overwrite, callbacks, metric_transform
     ) -> None:
         train_config = self._train_config(len(train))
-        run = Path(run_dir) if run_dir is not None else None
         if run is not None:
-            self._start_run(run, model_config, train_config, resume)
+            inputs = {"train": _data_fingerprint(train), "valid": _data_fingerprint(valid)}
+            self._start_run(run, model_config, train_config, resume, overwrite, inputs)
         device = torch.device(self.device)
         members, histories = [], []
         start = time.perf_counter()
@@ -181,7 +198,7 @@ class _LSTMEstimator(BaseEstimator):
                 model = build_model(model_config)
             self._prepare_model(model)
             model.to(device)
-            ckpt = None if run is None else (run if self.n_models == 1 else run / f"member-{k}")
+            ckpt = run / f"{MEMBER_PREFIX}{k}" if run is not None and self.n_models > 1 else run
             history = fit(
                 model,
                 train,
@@ -209,28 +226,18 @@ class _LSTMEstimator(BaseEstimator):
         if run is not None:
             self._write_results(run)
 
-    def _start_run(self, run: Path, model_config, train_config, resume: bool) -> None:
-        config_path = run / CONFIG_FILE
-        if resume and config_path.exists():
-            saved = read_config(run, self.task)
-            mine = self._config_sections(model_config, train_config)
-            for key, value in mine.items():
-                if saved.get(key) != value:
-                    raise RunFolderError(
-                        f"cannot resume '{run}': its {key!r} settings in '{config_path}' differ "
-                        f"from this run's (saved {saved.get(key)!r}, now {value!r})"
-                    )
-            for name, content in self._artifacts().items():
-                if read_json(run / name, name) != content:
-                    raise RunFolderError(
-                        f"cannot resume '{run}': '{run / name}' differs from what this run's "
-                        "training data give (different data?)"
-                    )
+    def _start_run(self, run: Path, model_config, train_config, resume, overwrite, inputs) -> None:
+        now = {**self._config_sections(model_config, train_config), "inputs": inputs}
+        saved = start_run(run, self.task, now, resume=resume, overwrite=overwrite)
+        if saved is None:  # a fresh run: artifacts, then the config, which marks a run
+            self._write_config(run, model_config, train_config, inputs)
             return
-        run.mkdir(parents=True, exist_ok=True)
-        for stale in (WEIGHTS_FILE, METRICS_FILE):
-            (run / stale).unlink(missing_ok=True)
-        self._write_config(run, model_config, train_config)
+        for name, content in self._artifacts().items():
+            if read_json(run / name, name) != content:
+                raise RunFolderError(
+                    f"cannot resume '{run}': '{run / name}' differs from what this run's "
+                    "training data give (different data?)"
+                )
 
     def _config_sections(self, model_config, train_config) -> dict[str, Any]:
         return {
@@ -240,10 +247,13 @@ class _LSTMEstimator(BaseEstimator):
             "n_models": self.n_models,
         }
 
-    def _write_config(self, run: Path, model_config, train_config) -> None:
+    def _write_config(self, run: Path, model_config, train_config, inputs=None) -> None:
         for name, content in self._artifacts().items():
             atomic_write_json(run / name, content)
-        write_config(run, self.task, **self._config_sections(model_config, train_config))
+        sections = self._config_sections(model_config, train_config)
+        if inputs is not None:
+            sections["inputs"] = inputs
+        write_config(run, self.task, **sections)
 
     def _write_results(self, run: Path) -> None:
         atomic_write_tensors(run / WEIGHTS_FILE, self.model_.state_dict())
@@ -268,9 +278,9 @@ class _LSTMEstimator(BaseEstimator):
         """Write the fitted estimator as a run folder ``path`` (created if needed)."""
         self._check_fitted()
         run = Path(path)
-        run.mkdir(parents=True, exist_ok=True)
-        self._write_config(run, self.model_config_, self.train_config_)
-        self._write_results(run)
+        with run_lock(run):
+            self._write_config(run, self.model_config_, self.train_config_)
+            self._write_results(run)
         return run
 
     @classmethod
@@ -541,6 +551,7 @@ class TextClassifier(_ClassifierBase):
         validation_data: tuple[Any, Any] | None = None,
         run_dir: str | os.PathLike | None = None,
         resume: bool = False,
+        overwrite: bool = False,
         callbacks: Sequence[Callback] = (),
     ) -> TextClassifier:
         """Learn the vocabulary and train.
@@ -550,7 +561,10 @@ class TextClassifier(_ClassifierBase):
             validation_data: ``(X_valid, y_valid)`` for early stopping and best weights
                 (otherwise ``validation_fraction`` of ``X`` is held out).
             run_dir: write a run folder there, with a checkpoint each epoch.
-            resume: continue the interrupted run in ``run_dir`` (same data and settings).
+            resume: continue the interrupted run in ``run_dir`` (the same data and
+                settings; each difference is named). Without it (or ``overwrite``), a
+                ``run_dir`` that holds a run is refused.
+            overwrite: replace the run ``run_dir`` holds.
             callbacks: :class:`gatelab.training.Callback` objects (e.g. progress).
         """
         self._check_common()
@@ -604,9 +618,8 @@ class TextClassifier(_ClassifierBase):
             if self._nb_table is None
             else self._nb_table.shape[0] // len(self.vocab_),
         )
-        self._fit_tensors(
-            train, valid, model_config, run_dir=run_dir, resume=resume, callbacks=callbacks
-        )
+        run = {"run_dir": run_dir, "resume": resume, "overwrite": overwrite}
+        self._fit_tensors(train, valid, model_config, callbacks=callbacks, **run)
         return self
 
     def _use_nb(self, n_train: int) -> bool:
@@ -830,6 +843,7 @@ class SeriesClassifier(_ClassifierBase):
         validation_data: tuple[Any, Any] | None = None,
         run_dir: str | os.PathLike | None = None,
         resume: bool = False,
+        overwrite: bool = False,
         callbacks: Sequence[Callback] = (),
     ) -> SeriesClassifier:
         """Train on series ``X`` with labels ``y``; arguments as :meth:`TextClassifier.fit`."""
@@ -863,9 +877,8 @@ class SeriesClassifier(_ClassifierBase):
         model_config = self._model_config(
             output_size=len(self.classes_), input_size=self.n_channels_
         )
-        self._fit_tensors(
-            train, valid, model_config, run_dir=run_dir, resume=resume, callbacks=callbacks
-        )
+        run = {"run_dir": run_dir, "resume": resume, "overwrite": overwrite}
+        self._fit_tensors(train, valid, model_config, callbacks=callbacks, **run)
         return self
 
     def _artifacts(self) -> dict[str, Any]:
@@ -978,6 +991,7 @@ class Forecaster(RegressorMixin, _LSTMEstimator):
         validation_data: tuple[Any, Any] | None = None,
         run_dir: str | os.PathLike | None = None,
         resume: bool = False,
+        overwrite: bool = False,
         callbacks: Sequence[Callback] = (),
     ) -> Forecaster:
         """Train on a 1-D series ``X`` (``y`` None), or on windows ``X (N, history)`` with
@@ -1038,6 +1052,7 @@ class Forecaster(RegressorMixin, _LSTMEstimator):
             resume=resume,
             callbacks=callbacks,
             metric_transform=self._unscale_pair,
+            overwrite=overwrite,
         )
         return self
 

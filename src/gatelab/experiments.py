@@ -569,19 +569,28 @@ def run_experiment(
 
 
 def save_run(result: ExperimentResult, run_dir: str | os.PathLike) -> Path:
-    """Write ``result`` as a run folder with :mod:`gatelab.runs` (atomic writes).
+    """Write ``result`` as a run folder with :mod:`gatelab.runs` (locked, atomic writes).
 
     ``config.json`` is the run-folder header ``{"gatelab_version", "format", "task":
-    "synthetic"}`` plus ``"experiment"`` (the :class:`ExperimentConfig`) and ``"results"``
-    (metric, steps, seconds, history); ``model.safetensors`` is the model's state dict.
+    "synthetic"}`` plus ``"experiment"`` (the :class:`ExperimentConfig`), ``"results"``
+    (metric, steps, seconds, history) and ``"inputs"`` (none: the data are generated from
+    the config's seeds); ``model.safetensors`` is the model's state dict. A run already in
+    ``run_dir`` is replaced (saving is the request): its config goes first, so a kill half
+    way leaves a folder without a run, never new weights under an old config.
     """
     run_dir = Path(run_dir)
     summary = result.summary()
     summary.pop("config")
-    runs.atomic_write_tensors(run_dir / runs.WEIGHTS_FILE, result.model.state_dict())
-    runs.write_config(
-        run_dir, RUN_TASK, experiment=result.config.to_dict(), results=_json_safe(summary)
-    )
+    with runs.run_lock(run_dir):
+        runs.start_run(run_dir, RUN_TASK, {}, resume=False, overwrite=True)
+        runs.atomic_write_tensors(run_dir / runs.WEIGHTS_FILE, result.model.state_dict())
+        runs.write_config(
+            run_dir,
+            RUN_TASK,
+            experiment=result.config.to_dict(),
+            results=_json_safe(summary),
+            inputs={},
+        )
     return run_dir
 
 

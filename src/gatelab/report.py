@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import io
 import json
 import logging
 import math
@@ -38,6 +39,7 @@ from torch import Tensor
 
 from .analysis import cell_flow, gate_saturation, saturation_thresholds, trace_of
 from .layers import GRU, LSTM, RNN
+from .runs import atomic_write_bytes, atomic_write_text
 from .trace import GateTrace, GRUTrace
 
 __all__ = ["SERIES", "json_for_html", "render_html", "report_data", "write_pngs", "write_report"]
@@ -301,10 +303,10 @@ def render_html(data: Mapping[str, Any]) -> str:
 
 
 def write_report(data: Mapping[str, Any], path: str | os.PathLike) -> Path:
-    """Write :func:`render_html` of ``data`` to ``path`` (UTF-8); returns the path."""
+    """Write :func:`render_html` of ``data`` to ``path`` (UTF-8, atomically); returns the
+    path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(data), encoding="utf-8")
+    atomic_write_text(path, render_html(data))
     log.info("wrote report %s", path)
     return path
 
@@ -432,6 +434,7 @@ def _save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
-    return path
+    return atomic_write_bytes(path, buffer.getvalue())

@@ -9,9 +9,11 @@ character on the held-out text.
 a fixed seeded train/valid/test split (1,000 + 1,000 pairs by default), a
 :class:`~gatelab.seq2seq.Seq2Seq`, quality as sacreBLEU corpus BLEU on the test pairs.
 
-A run folder holds (written atomically, no pickle)::
+A run folder follows :mod:`gatelab.runs` (locked while training, written atomically,
+no pickle; ``--resume`` refuses other options or another data file) and holds::
 
-    config.json             task kind, model, train and data sections
+    config.json             task kind, model, train, data and inputs (the data file's
+                            size and SHA-256) sections
     model.safetensors       the weights with the best validation loss
     vocab.json              the characters, or {"source": ..., "target": ...} words
     metrics.json            per-epoch history and the final validation figures
@@ -39,10 +41,13 @@ from .runs import (
     METRICS_FILE,
     RunFolderError,
     atomic_write_json,
+    fingerprint_file,
     load_state,
     read_config,
     read_json,
+    run_lock,
     section,
+    start_run,
     write_config,
 )
 from .seq2seq import PAD_ID, Seq2Seq, WordVocab, pair_batches, tokenize
@@ -141,19 +146,23 @@ def _from_dict(cls, d: dict[str, Any]):
     return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def _prepare_out(out: Path, resume: bool, task: str) -> dict[str, Any] | None:
-    """-> the saved config when resuming; refuses to overwrite a finished run."""
-    if resume:
-        if not (out / CHECKPOINT_FILE).is_file():
-            raise RunFolderError(f"cannot resume: '{out / CHECKPOINT_FILE}' does not exist")
-        return read_config(out, task)
-    if (out / CONFIG_FILE).exists():
-        raise RunFolderError(
-            f"run folder '{out}' already holds a run; pass --resume to continue it or choose "
-            "another --out"
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    return None
+BUDGET = ("train.epochs", "train.minutes")  # what a resumed run may change: it may go on
+
+
+def _settings(out: Path, resume: bool, task: str, cls, train):
+    """-> (the config of the run to resume in ``out`` or None, the training settings:
+    ``train`` if given, else the saved ones when resuming, else the defaults)."""
+    saved = read_config(out, task) if resume and (out / CONFIG_FILE).exists() else None
+    if train is None and saved is not None:
+        train = _from_dict(cls, section(saved, "train", out))
+    return saved, train or cls()
+
+
+def _start(out: Path, task: str, model, train, inputs, resume: bool) -> dict[str, Any] | None:
+    """:func:`gatelab.runs.start_run` for a sequence task: the saved config when resuming
+    (same model, training settings but the budget, and data file), None to start fresh."""
+    now = {"model": model.config.to_dict(), "train": asdict(train), "inputs": inputs}
+    return start_run(out, task, now, resume=resume, free=BUDGET)
 
 
 def _adam(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -217,36 +226,48 @@ def train_char_lm(
         out: the run folder (created; an existing run is refused unless ``resume``).
         model_kw: :class:`CharLM` arguments besides the vocabulary (``embedding_dim``,
             ``hidden_size``, ``num_layers``, ``dropout``, ``variant``, ``forget_bias``,
-            ``backend``); ignored when resuming (the saved ones are used).
-        train: the training settings; when resuming, only ``epochs`` and ``minutes``
-            are taken from it (both count the epochs and time already spent).
-        resume: continue from the folder's checkpoint.
+            ``backend``); when resuming, None takes the saved ones, and others than the
+            saved ones are refused.
+        train: the training settings; when resuming, None takes the saved ones, and
+            others are refused but for ``epochs`` and ``minutes`` (both count the epochs
+            and time already spent).
+        resume: continue the run in ``out`` from its checkpoint (from the start if it
+            has none yet; a folder without a run starts a new one). Another data file
+            (size and SHA-256) or other settings are refused, each difference named.
+
+    Raises:
+        RunFolderError: ``out`` holds a run and ``resume`` is False; ``resume`` with other
+            settings or data; ``out`` locked by another process.
         on_epoch: called with each epoch's record.
 
     Returns:
         The metrics written to ``metrics.json``.
     """
     out = Path(out)
-    train = train or CharLMTrainConfig()
-    saved = _prepare_out(out, resume, CHAR_LM)
+    with run_lock(out):
+        return _train_char_lm(data, out, model_kw, train, resume, on_epoch)
+
+
+def _train_char_lm(data, out: Path, model_kw, train, resume: bool, on_epoch) -> dict[str, Any]:
+    saved, train = _settings(out, resume, CHAR_LM, CharLMTrainConfig, train)
     text = read_text_corpus(data)
-    if saved is not None:
-        vocab = _read_vocab(out, CHAR_LM)
+    inputs = {"data": fingerprint_file(data)}
+    vocab = _read_vocab(out, CHAR_LM) if saved else CharVocab.from_text(text)
+    torch.manual_seed(train.seed)  # the initial weights, the same on a restart
+    if saved is not None and model_kw is None:
         model = CharLM.from_config(vocab, section(saved, "model", out))
-        budget = {"epochs": train.epochs, "minutes": train.minutes}
-        train = _from_dict(CharLMTrainConfig, {**section(saved, "train", out), **budget})
     else:
-        vocab = CharVocab.from_text(text)
         model = CharLM(vocab, **(model_kw or {}))
+    saved = _start(out, CHAR_LM, model, train, inputs, resume)
     train_text, valid_text = split_text(text, train.valid_fraction)
     train_ids = vocab.encode(train_text, what=f"'{data}'")
     valid_ids = vocab.encode(valid_text, what=f"'{data}'")
     torch.manual_seed(train.seed)
     optimizer = _adam(model, train.lr)
     fit = None
-    if saved is not None:
+    if saved is not None and (out / CHECKPOINT_FILE).exists():
         fit = load_checkpoint(out, model, optimizer)
-    else:
+    elif saved is None:  # the vocabulary, then the config: the config marks a run
         atomic_write_json(out / VOCAB_FILE, vocab.to_dict())
         write_config(
             out,
@@ -254,6 +275,7 @@ def train_char_lm(
             model=model.config.to_dict(),
             train=asdict(train),
             data={"path": str(data), "characters": len(text), "valid_characters": len(valid_text)},
+            inputs=inputs,
         )
     logger.info(
         "char LM: %d characters (%d train, %d valid), vocabulary %d",
@@ -355,36 +377,45 @@ def train_translator(
         data: ``source<TAB>target`` lines; a line without a tab raises DataError naming
             its number (the file's cut-off last line is skipped with a warning).
         out: the run folder.
-        model_kw: :class:`Seq2Seq` arguments besides the vocabularies; ignored on resume.
-        train: training and split settings; on resume only ``epochs`` and ``minutes``.
-        resume: continue from the folder's checkpoint.
+        model_kw: :class:`Seq2Seq` arguments besides the vocabularies; when resuming,
+            None takes the saved ones, and others are refused.
+        train: training and split settings; when resuming, None takes the saved ones,
+            and others are refused but for ``epochs`` and ``minutes``.
+        resume: continue the run in ``out`` (as for :func:`train_char_lm`; another data
+            file or other settings are refused, each difference named).
         on_epoch: called with each epoch's record.
 
     Returns:
         The metrics written to ``metrics.json`` (validation loss per target token).
     """
     out = Path(out)
-    train = train or TranslatorTrainConfig()
-    saved = _prepare_out(out, resume, TRANSLATOR)
-    if saved is not None:
-        budget = {"epochs": train.epochs, "minutes": train.minutes}
-        train = _from_dict(TranslatorTrainConfig, {**section(saved, "train", out), **budget})
+    with run_lock(out):
+        return _train_translator(data, out, model_kw, train, resume, on_epoch)
+
+
+def _train_translator(data, out: Path, model_kw, train, resume: bool, on_epoch) -> dict[str, Any]:
+    saved, train = _settings(out, resume, TRANSLATOR, TranslatorTrainConfig, train)
     dataset, splits = translator_splits(data, train)
+    inputs = {"data": fingerprint_file(data)}
     if saved is not None:
         src_vocab, tgt_vocab = _read_vocab(out, TRANSLATOR)
-        model = Seq2Seq.from_config(src_vocab, tgt_vocab, section(saved, "model", out))
     else:
         src_vocab = WordVocab.build((tokenize(s) for s, _ in splits.train), train.min_freq)
         tgt_vocab = WordVocab.build((tokenize(t) for _, t in splits.train), train.min_freq)
+    torch.manual_seed(train.seed)  # the initial weights, the same on a restart
+    if saved is not None and model_kw is None:
+        model = Seq2Seq.from_config(src_vocab, tgt_vocab, section(saved, "model", out))
+    else:
         model = Seq2Seq(src_vocab, tgt_vocab, **(model_kw or {}))
+    saved = _start(out, TRANSLATOR, model, train, inputs, resume)
     train_pairs = _encode_pairs(splits.train, src_vocab, tgt_vocab)
     valid_batches = pair_batches(_encode_pairs(splits.valid, src_vocab, tgt_vocab), 128)
     torch.manual_seed(train.seed)
     optimizer = _adam(model, train.lr)
     fit = None
-    if saved is not None:
+    if saved is not None and (out / CHECKPOINT_FILE).exists():
         fit = load_checkpoint(out, model, optimizer)
-    else:
+    elif saved is None:  # the vocabularies, then the config: the config marks a run
         vocab_doc = {"source": src_vocab.to_dict(), "target": tgt_vocab.to_dict()}
         atomic_write_json(out / VOCAB_FILE, vocab_doc)
         write_config(
@@ -400,6 +431,7 @@ def train_translator(
                 "valid": len(splits.valid),
                 "test": len(splits.test),
             },
+            inputs=inputs,
         )
     logger.info(
         "translator: %d train pairs, vocabularies %d -> %d",

@@ -10,12 +10,16 @@ What it guarantees:
   and the checkpoint that is kept;
 * a time budget ends training after the step that exceeds it; the epoch in progress is
   then validated and checkpointed like a full one;
-* the best weights by validation loss are kept apart (``model.safetensors``).
+* the best weights by validation loss are kept apart (``model.safetensors``), written
+  after the checkpoint that holds them (``best.*``), so a kill between the two leaves a
+  checkpoint from which resuming writes them again;
+* the run folder is locked while the loop runs (:func:`gatelab.runs.run_lock`).
 
 Files (no pickle anywhere: tensors in safetensors, the rest JSON)::
 
     checkpoint.json               epoch, history, best, elapsed time, optimizer settings
-    checkpoint-NNNN.safetensors   model.*, optimizer.<param>.<key>, rng.torch
+    checkpoint-NNNN.safetensors   model.*, best.*, optimizer.<param>.<key>, rng.torch,
+                                  rng.cuda.<device> (where CUDA was used)
 """
 
 from __future__ import annotations
@@ -37,9 +41,12 @@ from .runs import (
     WEIGHTS_FILE,
     RunFolderError,
     atomic_write_tensors,
+    get_rng_tensors,
     optimizer_from_tensors,
     optimizer_to_tensors,
     read_checkpoint,
+    run_lock,
+    set_rng_tensors,
     write_checkpoint,
 )
 from .training import TrainingError
@@ -73,6 +80,8 @@ class FitState:
     elapsed_s: float = 0.0
     finished: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
+    # the best weights (the checkpoint's best.* tensors), not part of the JSON
+    best_state: dict[str, Tensor] | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         best = None if math.isinf(self.best_valid) else self.best_valid
@@ -105,18 +114,21 @@ def save_checkpoint(
     fit: FitState,
 ) -> None:
     """Write the checkpoint of ``model``, ``optimizer`` and progress ``fit`` atomically
-    (:func:`gatelab.runs.write_checkpoint`)."""
+    (:func:`gatelab.runs.write_checkpoint`), with ``fit.best_state`` as ``best.*``."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if fit.best_state is not None:
+        tensors.update({f"best.{k}": v for k, v in fit.best_state.items()})
     opt_tensors, opt_meta = optimizer_to_tensors(optimizer)
     tensors.update(opt_tensors)
-    tensors["rng.torch"] = torch.get_rng_state()
+    tensors.update(get_rng_tensors())
     write_checkpoint(run_dir, fit.epoch, tensors, {"fit": fit.to_dict(), "optimizer": opt_meta})
 
 
 def load_checkpoint(
     run_dir: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer
 ) -> FitState:
-    """Restore ``model``, ``optimizer`` and the RNG from a run folder's checkpoint."""
+    """Restore ``model``, ``optimizer`` and the RNG states from a run folder's checkpoint;
+    the returned progress carries the best weights (``best_state``) where saved."""
     meta, tensors = read_checkpoint(run_dir)
     path = Path(run_dir) / CHECKPOINT_FILE
     weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
@@ -124,7 +136,9 @@ def load_checkpoint(
         fit = FitState.from_dict(meta["fit"])
         model.load_state_dict(weights, strict=True)
         optimizer.load_state_dict(optimizer_from_tensors(tensors, meta["optimizer"]))
-        torch.set_rng_state(tensors["rng.torch"])
+        set_rng_tensors(tensors)
+        best = {k[len("best.") :]: v for k, v in tensors.items() if k.startswith("best.")}
+        fit.best_state = best or None
     except (KeyError, RuntimeError, ValueError, TypeError) as err:
         raise RunFolderError(
             f"checkpoint '{path}' does not fit this model or is corrupt ({err!r})"
@@ -169,11 +183,30 @@ def fit_loop(
 
     Returns:
         The final :class:`FitState`; ``model`` holds the last (not the best) weights.
+
+    Raises:
+        TrainingDiverged: a non-finite loss, gradient norm or validation loss.
+        RunLockedError: another process holds ``run_dir``.
     """
     run_dir = Path(run_dir)
-    fit = fit or FitState()
+    with run_lock(run_dir):
+        return _fit_loop(
+            model, optimizer, run_dir, epochs, batches, step, validate, fit or FitState(),
+            time_budget_s, clip, on_epoch, on_step,
+        )  # fmt: skip
+
+
+def _fit_loop(
+    model, optimizer, run_dir, epochs, batches, step, validate, fit, time_budget_s, clip,
+    on_epoch, on_step,
+) -> FitState:  # fmt: skip
     if fit.epoch == 0 and not fit.history:
         save_checkpoint(run_dir, model, optimizer, fit)  # the "last good" state from step 0
+    elif fit.best_state is not None:
+        # the checkpoint is the truth; a kill may have come before this file was written
+        atomic_write_tensors(run_dir / WEIGHTS_FILE, fit.best_state)
+    if fit.epoch < epochs:
+        fit.finished = False
     start = time.monotonic() - fit.elapsed_s
     params = [p for p in model.parameters() if p.requires_grad]
 
@@ -228,17 +261,22 @@ def fit_loop(
         fit.history.append(record)
         fit.epoch = epoch + 1
         fit.elapsed_s = record["elapsed_s"]
-        if valid < fit.best_valid:
+        improved = valid < fit.best_valid
+        if improved:
             fit.best_valid, fit.best_epoch = valid, epoch + 1
-            atomic_write_tensors(run_dir / WEIGHTS_FILE, model.state_dict())
+            fit.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        fit.finished = stopped or epoch + 1 == epochs
         save_checkpoint(run_dir, model, optimizer, fit)
+        if improved:  # after the checkpoint that holds them: see the module's docstring
+            atomic_write_tensors(run_dir / WEIGHTS_FILE, fit.best_state)
         logger.info("epoch %d: train %.4f valid %.4f", epoch + 1, record["train_loss"], valid)
         if on_epoch is not None:
             on_epoch(record)
         if stopped:
             break
-    fit.finished = True
-    save_checkpoint(run_dir, model, optimizer, fit)
+    if not fit.finished:  # the budget ran out before an epoch, or there was none to run
+        fit.finished = True
+        save_checkpoint(run_dir, model, optimizer, fit)
     return fit
 
 

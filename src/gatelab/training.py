@@ -21,6 +21,7 @@ a ``rich`` progress bar when the command line asks for one).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -39,11 +40,16 @@ from .errors import GatelabError
 from .runs import (
     CHECKPOINT_FILE,
     RunFolderError,
+    check_same,
+    fingerprint_tensors,
+    get_rng_tensors,
     json_safe,
     optimizer_from_tensors,
     optimizer_to_tensors,
     read_checkpoint,
     remove_checkpoint,
+    run_lock,
+    set_rng_tensors,
     write_checkpoint,
 )
 
@@ -470,9 +476,12 @@ def fit(
         train: the training data.
         valid: validation data for early stopping and best weights (optional).
         config: a :class:`TrainConfig` (default settings if None).
-        checkpoint_dir: where to write a checkpoint after every epoch (None: nowhere).
+        checkpoint_dir: where to write a checkpoint after every epoch (None: nowhere);
+            the folder is locked for this process while ``fit`` runs
+            (:func:`gatelab.runs.run_lock`).
         resume: continue from the checkpoint in ``checkpoint_dir``, if there is one, to
-            the same weights an uninterrupted run gives. Its config must equal ``config``.
+            the same weights an uninterrupted run gives. Its config must equal ``config``
+            and its data fingerprints those of ``train`` and ``valid``.
         callbacks: :class:`Callback` objects (progress bars, loggers, interrupts).
         metric_transform: for regression, a function ``(outputs, targets) -> (outputs,
             targets)`` applied before validation metrics (e.g. undo scaling).
@@ -480,7 +489,7 @@ def fit(
     Raises:
         TrainingError: the loss or the gradient norm became NaN or infinite.
         RunFolderError: ``resume`` with a checkpoint that is corrupt or made with another
-            config.
+            config or other data; ``checkpoint_dir`` locked by another process.
     """
     config = config if config is not None else TrainConfig()
     if resume and checkpoint_dir is None:
@@ -494,8 +503,12 @@ def fit(
     )
     total_steps = config.epochs * epoch_batches
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    inputs = None
+    if ckpt is not None:
+        inputs = {"train": data_fingerprint(train), "valid": data_fingerprint(valid)}
+    lock = run_lock(ckpt) if ckpt is not None else contextlib.nullcontext()
 
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with lock, torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(config.seed)
         optimizer = _optimizer(model, config)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, total_steps))
@@ -505,7 +518,7 @@ def fit(
         start = 0
         if resume and ckpt is not None and (ckpt / CHECKPOINT_FILE).exists():
             start, bad_epochs, best_state, history = _load_checkpoint(
-                ckpt, model, optimizer, scheduler, config
+                ckpt, model, optimizer, scheduler, config, inputs
             )
             logger.info("resuming from %s after epoch %d", ckpt / CHECKPOINT_FILE, start)
         elif ckpt is not None:
@@ -566,7 +579,7 @@ def fit(
             if ckpt is not None:
                 _save_checkpoint(
                     ckpt, epoch + 1, model, optimizer, scheduler, config, history, bad_epochs,
-                    best_state,
+                    best_state, inputs,
                 )  # fmt: skip
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs)
@@ -605,15 +618,21 @@ def _nan_message(what, value, epoch, step, ckpt, start) -> str:
 # ----------------------------------------------------------------- checkpoints
 
 
+def data_fingerprint(data: TensorData | None) -> dict[str, Any] | None:
+    """``{"size", "sha256"}`` of a data set's tensors (None for None): what a run folder
+    records to refuse resuming on other data."""
+    return None if data is None else fingerprint_tensors(data.inputs, data.lengths, data.targets)
+
+
 def _save_checkpoint(
-    ckpt: Path, epoch, model, optimizer, scheduler, config, history, bad_epochs, best_state
+    ckpt: Path, epoch, model, optimizer, scheduler, config, history, bad_epochs, best_state, inputs
 ) -> None:
     tensors: dict[str, Tensor] = {f"model.{k}": v for k, v in model.state_dict().items()}
     if best_state is not None:
         tensors.update({f"best.{k}": v for k, v in best_state.items()})
     opt_tensors, opt_meta = optimizer_to_tensors(optimizer)
     tensors.update(opt_tensors)
-    tensors["rng.torch"] = torch.get_rng_state()
+    tensors.update(get_rng_tensors())
     sched = {
         k: json_safe(v)
         for k, v in scheduler.state_dict().items()
@@ -631,11 +650,12 @@ def _save_checkpoint(
             "has_best": best_state is not None,
         },
         "history": history.to_dict(),
+        "inputs": inputs,
     }
     write_checkpoint(ckpt, epoch, tensors, state)
 
 
-def _load_checkpoint(ckpt: Path, model, optimizer, scheduler, config: TrainConfig):
+def _load_checkpoint(ckpt: Path, model, optimizer, scheduler, config: TrainConfig, inputs):
     path = ckpt / CHECKPOINT_FILE
     state, tensors = read_checkpoint(ckpt)
     try:
@@ -657,6 +677,8 @@ def _load_checkpoint(ckpt: Path, model, optimizer, scheduler, config: TrainConfi
             f"checkpoint '{path}' was made with other training settings; resuming needs the "
             f"same ones (saved, given): {diff}"
         )
+    if state.get("inputs") is not None:  # older checkpoints kept no fingerprints
+        check_same(ckpt, {"inputs": state["inputs"]}, {"inputs": inputs})
 
     def pick(prefix: str) -> dict[str, Tensor]:
         return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
@@ -666,7 +688,7 @@ def _load_checkpoint(ckpt: Path, model, optimizer, scheduler, config: TrainConfi
         best_state = pick("best.") if early.get("has_best") else None
         optimizer.load_state_dict(optimizer_from_tensors(tensors, opt_meta))
         scheduler.load_state_dict({**sched, "lr_lambdas": [None] * len(optimizer.param_groups)})
-        torch.set_rng_state(tensors["rng.torch"])
+        set_rng_tensors(tensors)
     except (KeyError, RuntimeError, ValueError, TypeError) as err:
         raise RunFolderError(
             f"checkpoint '{path}' does not fit this model or is corrupt ({err})"

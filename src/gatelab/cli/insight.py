@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ..runs import atomic_write_text
 from . import app, train_app
 
 DEMO_T = 100
@@ -247,7 +248,7 @@ def demo(
             "load": [load_before, _load()],
         }
     )
-    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(out / "results.json", json.dumps(summary, indent=2) + "\n")
     if as_json:
         typer.echo(json.dumps(summary))
         return
@@ -375,10 +376,10 @@ def ablate(
         f"{seeds} seed(s) per variant, budget {json.dumps(result.budget)}; "
         f"{result.seconds:.0f} s on {n_threads} thread(s).\n\n"
     )
-    (out / f"{stem}.md").write_text(header + md + f"\n`{command}`\n", encoding="utf-8")
+    atomic_write_text(out / f"{stem}.md", header + md + f"\n`{command}`\n")
     payload = result.to_dict()
     payload["threads"] = n_threads
-    (out / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(out / f"{stem}.json", json.dumps(payload, indent=2) + "\n")
     if as_json:
         typer.echo(json.dumps(payload))
         return

@@ -98,7 +98,11 @@ Clip = Annotated[float, typer.Option("--clip", help="Maximum gradient norm.")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed (weights, dropout, order).")]
 Resume = Annotated[
     bool,
-    typer.Option("--resume", help="Continue the run in --out from its last checkpoint."),
+    typer.Option(
+        "--resume",
+        help="Continue the run in --out from its last checkpoint; other options (but "
+        "--epochs, --minutes) or another data file are refused, each difference named.",
+    ),
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", help="No per-epoch lines, only the summary.")]
 Threads = Annotated[

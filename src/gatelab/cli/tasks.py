@@ -23,7 +23,16 @@ import typer
 
 from ..errors import GatelabError
 from ..estimators import Forecaster, SeriesClassifier, TextClassifier
-from ..runs import CONFIG_FILE, RunFolderError, atomic_write_json, read_config, read_json
+from ..runs import (
+    CONFIG_FILE,
+    RunFolderError,
+    atomic_write_json,
+    check_same,
+    fingerprint_file,
+    read_config,
+    read_json,
+    run_lock,
+)
 from ..training import RichProgress, TrainingError
 from . import app, train_app
 
@@ -58,6 +67,21 @@ def clean_errors(fn: Callable) -> Callable:
             _fail(str(err), 2)
         except KeyboardInterrupt:
             _fail("interrupted; continue the run with --resume", 130)
+
+    return wrapper
+
+
+def holding_out(fn: Callable) -> Callable:
+    """Run a ``train`` command holding its ``--out`` folder (:func:`gatelab.runs.run_lock`):
+    a second process on the same folder is refused with a clear message."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        out = kwargs["out"]
+        if out.exists() and not out.is_dir():
+            raise CommandError(f"--out '{out}' exists and is not a folder")
+        with run_lock(out):
+            return fn(*args, **kwargs)
 
     return wrapper
 
@@ -315,14 +339,30 @@ def _common_params(
 
 
 def _prepare_out(out: Path, resume: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise CommandError(f"--out '{out}' exists and is not a folder")
     if (out / CONFIG_FILE).exists() and not resume:
         raise CommandError(
             f"'{out}' already holds a run; pass --resume to continue it, or choose another --out"
         )
     if resume and not (out / CONFIG_FILE).exists():
         _console(stderr=True).print(f"no run to resume in '{out}'; starting a new one")
+
+
+def _record_source(out: Path, resume: bool, files: dict[str, Path | None], **options) -> None:
+    """Write ``source.json`` (the data files with their size and SHA-256, and the options
+    that read them) before training; when resuming a run, refuse other files or options,
+    naming each difference."""
+    inputs = {k: None if p is None else fingerprint_file(p) for k, p in files.items()}
+    source = {**{k: None if p is None else str(p) for k, p in files.items()}, **options}
+    source["inputs"] = inputs
+    path = out / SOURCE_FILE
+    if resume and (out / CONFIG_FILE).exists() and path.exists():
+        saved = read_json(path, "source file")
+        saved = {k: saved.get(k) for k in source} if isinstance(saved, dict) else saved
+        if "inputs" in source and saved.get("inputs") is None:  # an older gatelab's run
+            source.pop("inputs")
+            saved.pop("inputs")
+        check_same(out, saved, source, free=tuple(files))  # paths may move; contents may not
+    atomic_write_json(path, source)
 
 
 def _summary(est, out: Path, quiet: bool) -> None:
@@ -340,6 +380,7 @@ def _summary(est, out: Path, quiet: bool) -> None:
 
 @train_app.command("text-classifier")
 @clean_errors
+@holding_out
 def train_text_classifier(
     train: Annotated[Path, typer.Option("--train", help=HELP["text_train"], show_default=False)],
     out: Out,
@@ -376,6 +417,7 @@ def train_text_classifier(
     if valid is not None:
         v = read_labelled_text(valid, **columns)
         validation = (v.texts, v.labels)
+    _record_source(out, resume, {"train": train, "valid": valid}, **columns)
     params = _common_params(
         epochs=epochs,
         batch_size=batch_size,
@@ -405,10 +447,6 @@ def train_text_classifier(
         run_dir=out,
         resume=resume,
         callbacks=_progress(quiet, "train"),
-    )
-    atomic_write_json(
-        out / SOURCE_FILE,
-        {"train": str(train), "valid": None if valid is None else str(valid), **columns},
     )
     _summary(est, out, quiet)
 
@@ -494,6 +532,7 @@ def _read_ts(path: Path, fill: str | None, *, labelled: bool = True):
 
 @train_app.command("series-classifier")
 @clean_errors
+@holding_out
 def train_series_classifier(
     train: Annotated[Path, typer.Option("--train", help=HELP["series_train"], show_default=False)],
     out: Out,
@@ -520,6 +559,7 @@ def train_series_classifier(
         raise CommandError(f"--normalize {normalize!r}; expected series, global or none")
     series, labels = _read_ts(train, fill)
     validation = _read_ts(valid, fill) if valid is not None else None
+    _record_source(out, resume, {"train": train, "valid": valid}, fill=fill)
     params = _common_params(
         epochs=epochs,
         batch_size=batch_size,
@@ -543,10 +583,6 @@ def train_series_classifier(
         resume=resume,
         callbacks=_progress(quiet, "train"),
     )
-    atomic_write_json(
-        out / SOURCE_FILE,
-        {"train": str(train), "valid": None if valid is None else str(valid), "fill": fill},
-    )
     _summary(est, out, quiet)
 
 
@@ -555,6 +591,7 @@ def train_series_classifier(
 
 @train_app.command("forecaster")
 @clean_errors
+@holding_out
 def train_forecaster(
     data: Annotated[Path, typer.Option("--data", help=HELP["forecast_data"], show_default=False)],
     out: Out,
@@ -585,6 +622,7 @@ def train_forecaster(
     if holdout < 0 or holdout >= len(series):
         raise CommandError(f"--holdout {holdout}; expected 0 <= N < {len(series)} (the series)")
     train = series[: len(series) - holdout] if holdout else series
+    _record_source(out, resume, {"train": data}, column=_column(column), fill=fill, holdout=holdout)
     params = _common_params(
         epochs=epochs,
         batch_size=batch_size,
@@ -603,10 +641,6 @@ def train_forecaster(
     if est.highway > est.history:
         est.set_params(highway=est.history)
     est.fit(train, run_dir=out, resume=resume, callbacks=_progress(quiet, "train"))
-    atomic_write_json(
-        out / SOURCE_FILE,
-        {"train": str(data), "column": _column(column), "fill": fill, "holdout": holdout},
-    )
     _summary(est, out, quiet)
     if holdout:
         test = _forecast_metrics(est, series, start=len(series) - holdout)
