@@ -32,7 +32,6 @@ layer output itself and does. Double backward is not supported.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import os
@@ -174,7 +173,6 @@ def can_run(module, device: torch.device | str | None = None) -> tuple[bool, str
     return True, ""
 
 
-@functools.lru_cache(maxsize=64)
 def spec_flags(spec: CellSpec) -> int:
     """The kernels' bit flags for ``spec`` (see ``Spec`` in fused_lstm.cpp)."""
     bits = (
@@ -224,6 +222,118 @@ class _FusedLSTM(torch.autograd.Function):
         return (None, None, None, *grads)
 
 
+# -- torch.library custom ops: the same kernels, visible to torch.compile and torch.export.
+# Eager runs keep `_FusedLSTM` (a custom op costs tens of microseconds a call, which a
+# single-step LSTMCell would feel); graphs being traced (dynamo, export) call these ops,
+# whose fake implementations give the output shapes without running anything.
+_N_EXTRAS = 9  # y, hr, xw_raw, ln_mean, ln_rstd, xhat_hh, rstd_hh, xhat_c, rstd_c
+
+
+def _absent(ts) -> list[Tensor | None]:
+    return [t if t.numel() else None for t in ts]
+
+
+def _fill(ts, like: Tensor) -> list[Tensor]:
+    """Undefined tensors (None from C++) as distinct empty ones: an op returns tensors
+    only, none aliasing another."""
+    return [t if t is not None else like.new_empty(0) for t in ts]
+
+
+@torch.library.custom_op("gatelab::fused_lstm_forward", mutates_args=())
+def _op_forward(
+    x: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    params: list[Tensor],
+    lengths: Tensor | None,
+    flags: int,
+    keep: int,
+) -> list[Tensor]:
+    """``[out, h_n, c_n, acts, cells, *extras]``; acts/cells empty when ``keep == 0``,
+    extras empty unless ``keep == 2``. Absent parameters are empty tensors."""
+    res = extension().lstm_forward(x, h0, c0, _absent(params), lengths, flags, keep)
+    res = _fill(res, x)
+    first_empty = 3 if keep == 0 else 5 if keep == 1 else len(res)
+    res[first_empty:] = [x.new_empty(0) for _ in res[first_empty:]]
+    return [t.contiguous() for t in res]
+
+
+@_op_forward.register_fake
+def _(x, h0, c0, params, lengths, flags, keep):
+    T, B = x.shape[0], x.shape[1]
+    GH, P = params[1].shape[0], params[1].shape[1]
+    H = c0.shape[-1]
+    e = x.new_empty
+    out = [e(T, B, P), e(B, P), e(B, H)]
+    if keep == 0:
+        return out + [e(0) for _ in range(2 + _N_EXTRAS)]
+    out += [e(T, B, GH), e(T, B, H)]
+    if keep == 1:
+        return out + [e(0) for _ in range(_N_EXTRAS)]
+    proj = params[4].numel() > 0
+    ln = bool(flags & (1 << 8))
+    out += [e(T, B, H), e(T, B, H) if proj else e(0)]
+    if ln:
+        out += [e(T * B, GH), e(T * B, 1), e(T * B, 1), e(T, B, GH), e(T, B), e(T, B, H), e(T, B)]
+    else:
+        out += [e(0) for _ in range(7)]
+    return out
+
+
+@torch.library.custom_op("gatelab::fused_lstm_backward", mutates_args=())
+def _op_backward(
+    d_out: Tensor | None,
+    d_hn: Tensor | None,
+    d_cn: Tensor | None,
+    x: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    params: list[Tensor],
+    lengths: Tensor | None,
+    flags: int,
+    saved: list[Tensor],
+    need_dx: bool,
+) -> list[Tensor]:
+    g = extension().lstm_backward(
+        d_out, d_hn, d_cn, x, h0, c0, _absent(params), lengths, flags, saved, need_dx
+    )
+    return [t.contiguous() for t in _fill(g, x)]
+
+
+@_op_backward.register_fake
+def _(d_out, d_hn, d_cn, x, h0, c0, params, lengths, flags, saved, need_dx):
+    grads = [x.new_empty(x.shape) if need_dx else x.new_empty(0), h0.new_empty(h0.shape)]
+    grads.append(c0.new_empty(c0.shape))
+    return grads + [p.new_empty(p.shape) for p in params]
+
+
+def _op_setup(ctx, inputs, output):
+    x, h0, c0, params, lengths, flags, keep = inputs
+    ctx.flags, ctx.lengths, ctx.n, ctx.keep = flags, lengths, len(params), keep
+    ctx.save_for_backward(x, h0, c0, *params, *output)
+    ctx.mark_non_differentiable(output[3], output[4], *output[5:])
+
+
+def _op_grad(ctx, grads):
+    if ctx.keep != 2:
+        raise RuntimeError(
+            f"gatelab::fused_lstm_forward ran with keep={ctx.keep}, which keeps no buffers "
+            "for backward; call it with keep=2 when a gradient is needed"
+        )
+    d_out, d_hn, d_cn = grads[:3]
+    saved = ctx.saved_tensors
+    x, h0, c0 = saved[:3]
+    params = list(saved[3 : 3 + ctx.n])
+    res = list(saved[3 + ctx.n :])
+    res[1], res[2] = x.new_empty(0), x.new_empty(0)
+    g = _op_backward(d_out, d_hn, d_cn, x, h0, c0, params, ctx.lengths, ctx.flags, res, True)
+    dparams = [d if p.numel() else None for d, p in zip(g[3:], params)]
+    return g[0], g[1], g[2], dparams, None, None, None
+
+
+_op_forward.register_autograd(_op_grad, setup_context=_op_setup)
+
+
 def lstm_layer(
     spec: CellSpec,
     x: Tensor,
@@ -248,18 +358,15 @@ def lstm_layer(
     if lengths is not None:
         lengths = lengths.to(device="cpu", dtype=torch.int64)
     flags = spec_flags(spec)
-    if not keep:  # inference: no autograd node, the kernels keep one step of buffers
+    x, h0, c0 = x.contiguous(), h0.contiguous(), c0.contiguous()
+    if torch.compiler.is_compiling():  # torch.compile / torch.export: the custom op
+        given = [t if t is not None else x.new_empty(0) for t in params]
+        out, h_n, c_n, acts, cells = _op_forward(x, h0, c0, given, lengths, flags, keep)[:5]
+    elif not keep:  # inference: no autograd node, the kernels keep one step of buffers
         res = extension().lstm_forward(x, h0, c0, params, lengths, flags, 0)
         return res[0], res[1], res[2], None
-    out, h_n, c_n, acts, cells = _FusedLSTM.apply(
-        flags,
-        lengths,
-        keep,
-        x.contiguous(),
-        h0.contiguous(),
-        c0.contiguous(),
-        *params,
-    )
+    else:
+        out, h_n, c_n, acts, cells = _FusedLSTM.apply(flags, lengths, keep, x, h0, c0, *params)
     if not need_trace:
         return out, h_n, c_n, None
     H = c0.shape[-1]
