@@ -151,12 +151,20 @@ LAYER_CASES = {
     "gru_sequences_state_no_bias": L(
         "GRU", 5, return_sequences=True, return_state=True, use_bias=False
     ),
+    "gru_reset_before": L("GRU", 5, reset_after=False),
+    "gru_reset_before_sequences_state_no_bias": L(
+        "GRU", 5, reset_after=False, return_sequences=True, return_state=True, use_bias=False
+    ),
     "simple_rnn": L("SimpleRNN", 5),
     "simple_rnn_relu_sequences": L("SimpleRNN", 5, activation="relu", return_sequences=True),
     "simple_rnn_state": L("SimpleRNN", 5, return_state=True),
     "bi_lstm_concat_sequences": BiL("LSTM", 5, return_sequences=True),
     "bi_gru_sum": BiL("GRU", 5, merge_mode="sum"),
     "bi_gru_concat_sequences_state": BiL("GRU", 5, return_sequences=True, return_state=True),
+    "bi_gru_reset_before_concat_sequences_state": BiL(
+        "GRU", 5, reset_after=False, return_sequences=True, return_state=True
+    ),
+    "bi_gru_reset_before_ave": BiL("GRU", 5, reset_after=False, merge_mode="ave"),
     "bi_rnn_mul_sequences": BiL("SimpleRNN", 5, merge_mode="mul", return_sequences=True),
     "bi_lstm_ave": BiL("LSTM", 5, merge_mode="ave"),
     "bi_lstm_none_state": BiL("LSTM", 5, merge_mode=None, return_state=True),
@@ -173,6 +181,8 @@ def test_layer_round_trip(keras, tmp_path, case):
     if kind in kinds:
         assert type(ours[0].rnn) is kinds[kind]
         assert ours[0].rnn.bidirectional == case.startswith("bi_")
+    if kind == "gru":
+        assert ours[0].rnn.reset_after == ("reset_before" not in case)
 
 
 def test_embedding_round_trip(keras, tmp_path):
@@ -290,6 +300,62 @@ def test_keras_lstm_loads_into_gatelab_lstm(keras, tmp_path):
     assert_same(keras_call(model, x), (got,), "Keras LSTM -> gatelab.LSTM")
 
 
+def test_keras_gru_reset_before_loads_into_gatelab_gru(keras, tmp_path):
+    """GRU(reset_after=False): blocks z, r swapped, its one bias (3H,) -> bias_ih,
+    bias_hh 0; the layout of the other convention is refused naming both shapes."""
+    x = make_input()
+    model = sequential(keras, [keras.layers.GRU(5, reset_after=False, return_sequences=True)])
+    model.save_weights(tmp_path / "k.weights.h5")
+    gru = gatelab.GRU(I, 5, batch_first=True, reset_after=False)
+    assert gatelab.from_keras(tmp_path / "k.weights.h5", into=gru) is gru
+    kernel, recurrent, bias = (np.asarray(v.value.detach()) for v in model.layers[0].cell.weights)
+    assert bias.shape == (15,)
+
+    def zrh_to_rzn(a):
+        z, r, h = np.split(a, 3, axis=-1)
+        return np.concatenate([r, z, h], axis=-1)
+
+    np.testing.assert_array_equal(gru.weight_ih_l0.detach().numpy(), zrh_to_rzn(kernel).T)
+    np.testing.assert_array_equal(gru.weight_hh_l0.detach().numpy(), zrh_to_rzn(recurrent).T)
+    np.testing.assert_array_equal(gru.bias_ih_l0.detach().numpy(), zrh_to_rzn(bias))
+    assert not gru.bias_hh_l0.detach().any()
+    with torch.no_grad():
+        got = gru(torch.from_numpy(x))[0].numpy()
+    assert_same(keras_call(model, x), (got,), "Keras GRU(reset_after=False) -> gatelab.GRU")
+    with pytest.raises(DataError, match=r"has shape \(15,\).*needs \(2, 15\).*reset_after=True"):
+        gatelab.from_keras(tmp_path / "k.weights.h5", into=gatelab.GRU(I, 5, batch_first=True))
+    model.save(tmp_path / "k.keras")
+    with zipfile.ZipFile(tmp_path / "k.keras") as src:
+        with zipfile.ZipFile(tmp_path / "bad.keras", "w") as dst:
+            config = src.read("config.json").decode()
+            assert config.count('"reset_after": false') == 1
+            dst.writestr("config.json", config.replace('"reset_after": false', '"reset_after": 0'))
+            dst.writestr("model.weights.h5", src.read("model.weights.h5"))
+    with pytest.raises(DataError, match=r"\(class GRU\): reset_after=0; expected true or false"):
+        gatelab.from_keras(tmp_path / "bad.keras")
+
+
+def test_gatelab_gru_reset_before_to_keras(keras, tmp_path):
+    """A two-layer bidirectional gatelab.GRU(reset_after=False), both biases nonzero ->
+    the Keras layers to_keras_weights describes, built by Keras from that alone."""
+    x = make_input()
+    gru = gatelab.GRU(I, 3, num_layers=2, bidirectional=True, batch_first=True, reset_after=False)
+    randomize_torch(gru, 4)
+    layers = gatelab.to_keras_weights(gru, tmp_path / "g.weights.h5")
+    assert [c["class_name"] for c in layers] == ["Bidirectional", "Bidirectional"]
+    assert all(c["config"]["layer"]["config"]["reset_after"] is False for c in layers)
+    model = keras.Sequential([keras.Input((T, I)), *map(keras.layers.deserialize, layers)])
+    model.load_weights(tmp_path / "g.weights.h5")
+    with torch.no_grad():
+        want = gru(torch.from_numpy(x))[0].numpy()
+    assert_same((want,), keras_call(model, x), "gatelab.GRU(reset_after=False) -> Keras")
+    back = gatelab.GRU(I, 3, num_layers=2, bidirectional=True, batch_first=True, reset_after=False)
+    gatelab.from_keras(tmp_path / "g.weights.h5", into=back)
+    with torch.no_grad():
+        got = back(torch.from_numpy(x))[0].numpy()
+    assert_same((want,), (got,), "to_keras_weights -> from_keras(into=)")
+
+
 def test_torch_nn_lstm_to_keras(keras, tmp_path):
     x = make_input()
     lstm = nn.LSTM(I, 5, batch_first=True)
@@ -341,7 +407,6 @@ def test_lambda_layer_is_refused_and_never_run(keras, tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("layer", "message"),
     [
-        (L("GRU", 4, reset_after=False, name="g0"), r"'g0' \(class GRU\): reset_after=False"),
         (
             L("LSTM", 4, recurrent_activation="hard_sigmoid", name="l0"),
             r"'l0' \(class LSTM\): recurrent_activation='hard_sigmoid'",

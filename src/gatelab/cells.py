@@ -271,16 +271,24 @@ def lstm_step(
     return h, c, LSTMGates(i=i, f=f, g=g, o=o, c=c)
 
 
-def gru_step(xw_t: Tensor, h_prev: Tensor, p: dict[str, Tensor | None]) -> tuple[Tensor, dict]:
+def gru_step(
+    xw_t: Tensor, h_prev: Tensor, p: dict[str, Tensor | None], reset_after: bool = True
+) -> tuple[Tensor, dict]:
     """One GRU step, torch.nn.GRU's equations (gate order ``r, z, n``)::
 
         r = σ(W_ir x + b_ir + W_hr h + b_hr)
         z = σ(W_iz x + b_iz + W_hz h + b_hz)
-        n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))
+        n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))          reset_after=True
+        n = tanh(W_in x + b_in + W_hn (r ⊙ h) + b_hn)          reset_after=False
         h' = (1 - z) ⊙ n + z ⊙ h
 
-    ``xw_t`` is ``(B, 3H)`` = ``x W_ih^T + b_ih``. Returns ``h' (B, H)`` and the gates.
+    ``reset_after=False`` is Cho et al. (2014)'s original GRU and Keras's
+    ``GRU(reset_after=False)``, whose single bias sits outside the reset gate as ``b_hn``
+    does here. ``xw_t`` is ``(B, 3H)`` = ``x W_ih^T + b_ih``. Returns ``h' (B, H)`` and the
+    gates.
     """
+    if not reset_after:
+        return _gru_step_reset_before(xw_t, h_prev, p)
     hw = h_prev @ p["weight_hh"].T  # (B, 3H)
     if p.get("bias_hh") is not None:
         hw = hw + p["bias_hh"]
@@ -289,6 +297,26 @@ def gru_step(xw_t: Tensor, h_prev: Tensor, p: dict[str, Tensor | None]) -> tuple
     r = torch.sigmoid(x_r + h_r)
     z = torch.sigmoid(x_z + h_z)
     n = torch.tanh(x_n + r * h_n)
+    h = (1.0 - z) * n + z * h_prev
+    return h, {"reset_gate": r, "update_gate": z, "candidate": n}
+
+
+def _gru_step_reset_before(xw_t: Tensor, h_prev: Tensor, p: dict[str, Tensor | None]):
+    """:func:`gru_step` with ``reset_after=False``: ``r`` scales ``h`` before ``W_hn``."""
+    w_hrz, w_hn = p["weight_hh"].split([2 * h_prev.shape[-1], h_prev.shape[-1]])
+    hw = h_prev @ w_hrz.T  # (B, 2H)
+    b_hh = p.get("bias_hh")
+    if b_hh is not None:
+        b_hrz, b_hn = b_hh.split([2 * h_prev.shape[-1], h_prev.shape[-1]])
+        hw = hw + b_hrz
+    x_r, x_z, x_n = xw_t.chunk(3, dim=-1)
+    h_r, h_z = hw.chunk(2, dim=-1)
+    r = torch.sigmoid(x_r + h_r)
+    z = torch.sigmoid(x_z + h_z)
+    h_n = (r * h_prev) @ w_hn.T  # (B, H)
+    if b_hh is not None:
+        h_n = h_n + b_hn
+    n = torch.tanh(x_n + h_n)
     h = (1.0 - z) * n + z * h_prev
     return h, {"reset_gate": r, "update_gate": z, "candidate": n}
 

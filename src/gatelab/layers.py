@@ -647,12 +647,21 @@ class GRU(_Recurrent):
 
         r_t = σ(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)
         z_t = σ(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)
-        n_t = tanh(W_in x_t + b_in + r_t ⊙ (W_hn h_{t-1} + b_hn))
+        n_t = tanh(W_in x_t + b_in + r_t ⊙ (W_hn h_{t-1} + b_hn))      reset_after=True
+        n_t = tanh(W_in x_t + b_in + W_hn (r_t ⊙ h_{t-1}) + b_hn)      reset_after=False
         h_t = (1 - z_t) ⊙ n_t + z_t ⊙ h_{t-1}
 
     Arguments, parameters, shapes and init as ``torch.nn.GRU``; ``backend`` is ``"auto"``
     or ``"native"`` (the framework's kernel; traces are replayed from its outputs), or
     ``"reference"``. ``forward(input, hx=None, *, return_trace=False)``.
+
+    ``reset_after`` (default True: torch.nn.GRU's equation, Keras 3's default) chooses
+    where the reset gate acts. False applies it to ``h_{t-1}`` before the recurrent
+    matmul (Cho et al. 2014, "Learning Phrase Representations using RNN Encoder-Decoder";
+    Keras's ``GRU(reset_after=False)``); ``b_hn`` is then a plain additive bias, as
+    Keras's single bias is. The parameters and state dict are the same either way.
+    PyTorch's kernel computes only reset_after=True, so ``reset_after=False`` runs on the
+    reference backend (``"auto"`` picks it; ``"native"`` is refused).
     """
 
     mode = "gru"
@@ -669,10 +678,14 @@ class GRU(_Recurrent):
         dropout: float = 0.0,
         bidirectional: bool = False,
         *,
+        reset_after: bool = True,
         backend: str = "auto",
         device=None,
         dtype=None,
     ) -> None:
+        if not isinstance(reset_after, bool):
+            raise TypeError(f"reset_after must be a bool (True or False), got {reset_after!r}")
+        self.reset_after = reset_after
         super().__init__(
             input_size,
             hidden_size,
@@ -686,11 +699,33 @@ class GRU(_Recurrent):
             device,
             dtype,
         )
+        if not reset_after and backend == "native":
+            raise ValueError(_NATIVE_RESET_BEFORE)
+
+    def _choose_backend(self, need_trace: bool, device: torch.device) -> str:
+        if self.reset_after:
+            return super()._choose_backend(need_trace, device)
+        if self.backend == "native":
+            raise ValueError(_NATIVE_RESET_BEFORE)
+        return "reference" if self.backend == "auto" else self._explicit(self.backend)
 
     def _run_direction(self, backend, x, state0, p, lengths, need_trace):
-        module = native if backend == "native" else reference
-        out, h_n, tr = module.gru_layer(x, state0[0], p, lengths, need_trace)
+        if backend == "native":
+            out, h_n, tr = native.gru_layer(x, state0[0], p, lengths, need_trace)
+        else:
+            out, h_n, tr = reference.gru_layer(
+                x, state0[0], p, lengths, need_trace, self.reset_after
+            )
         return out, (h_n,), tr
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + ("" if self.reset_after else ", reset_after=False")
+
+
+_NATIVE_RESET_BEFORE = (
+    "backend='native' runs PyTorch's GRU kernel, which computes reset_after=True only; "
+    "GRU(reset_after=False) runs on backend='auto' or 'reference'"
+)
 
 
 class RNN(_Recurrent):

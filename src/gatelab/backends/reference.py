@@ -91,15 +91,23 @@ def lstm_layer(
 
 
 def gru_layer(
-    x: Tensor, h0: Tensor, p: dict[str, Tensor | None], lengths: Tensor | None, need_trace: bool
+    x: Tensor,
+    h0: Tensor,
+    p: dict[str, Tensor | None],
+    lengths: Tensor | None,
+    need_trace: bool,
+    reset_after: bool = True,
 ) -> tuple[Tensor, Tensor, dict[str, Tensor] | None]:
-    """One GRU layer-direction; trace ``{reset_gate, update_gate, candidate, hidden}``."""
+    """One GRU layer-direction; trace ``{reset_gate, update_gate, candidate, hidden}``.
+
+    ``reset_after`` as :func:`gatelab.cells.gru_step`.
+    """
     xw = x @ p["weight_ih"].T  # (T, B, 3H)
     if p.get("bias_ih") is not None:
         xw = xw + p["bias_ih"]
 
     def step(xw_t: Tensor, state: State):
-        h, tr = gru_step(xw_t, state[0], p)
+        h, tr = gru_step(xw_t, state[0], p, reset_after)
         return (h,), h, tr
 
     out, (h_n,), tr = scan(step, xw, (h0,), lengths, need_trace)

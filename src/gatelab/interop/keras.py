@@ -19,6 +19,7 @@ Weight layout (``I`` inputs, ``H`` units; PyTorch's ``(G*H, I)`` matrices are Ke
     Keras LSTM       kernel (I, 4H)   recurrent_kernel (H, 4H)   bias (4H,)     gates i, f, c, o
     torch LSTM       weight_ih (4H, I) weight_hh (4H, H)  bias_ih + bias_hh     gates i, f, g, o
     Keras GRU        kernel (I, 3H)   recurrent_kernel (H, 3H)   bias (2, 3H)   gates z, r, h
+    (reset_after=False)                                          bias (3H,)
     torch GRU        weight_ih (3H, I) weight_hh (3H, H)  bias_ih, bias_hh      gates r, z, n
     Keras SimpleRNN  kernel (I, H)    recurrent_kernel (H, H)    bias (H,)
     Keras Dense      kernel (I, O)    bias (O,)                  torch Linear weight (O, I)
@@ -28,8 +29,10 @@ The LSTM gate orders agree (Keras's ``c`` is PyTorch's ``g``); a GRU swaps its f
 blocks. Keras's one LSTM bias is loaded into ``bias_ih`` with ``bias_hh`` zero, and
 ``bias_ih + bias_hh`` is written back. Keras's GRU with ``reset_after=True`` (its default)
 is torch's GRU, input and recurrent bias included; ``reset_after=False`` applies the reset
-gate before the recurrent matmul, which neither torch.nn.GRU nor gatelab.GRU computes, so
-it is refused.
+gate before the recurrent matmul, ``tanh(W x + b + U (r ⊙ h))``, which is
+``gatelab.GRU(reset_after=False)``: its one bias loads into ``bias_ih`` with ``bias_hh``
+zero, and ``bias_ih + bias_hh`` is written back (exact: in that equation every bias is
+added outside the reset gate).
 """
 
 from __future__ import annotations
@@ -271,12 +274,14 @@ def _swap_zr(a: Tensor) -> Tensor:
     return torch.cat([r, z, h], dim=-1)
 
 
-def _direction_to_keras(kind: str, p: dict[str, Tensor]) -> list[Tensor]:
+def _direction_to_keras(kind: str, p: dict[str, Tensor], reset_after: bool = True) -> list[Tensor]:
     """One layer-direction's torch parameters -> Keras's variables, in Keras's order."""
     if kind == "GRU":
         kernel, recurrent = _swap_zr(p["weight_ih"].T), _swap_zr(p["weight_hh"].T)
         if "bias_ih" not in p:
             return [kernel, recurrent]
+        if not reset_after:  # one bias (3H,): b_hn is outside the reset gate here
+            return [kernel, recurrent, _swap_zr(p["bias_ih"] + p["bias_hh"])]
         return [kernel, recurrent, torch.stack([_swap_zr(p["bias_ih"]), _swap_zr(p["bias_hh"])])]
     variables = [p["weight_ih"].T, p["weight_hh"].T]  # (I, G*H), (H, G*H)
     if "bias_ih" in p:
@@ -284,12 +289,17 @@ def _direction_to_keras(kind: str, p: dict[str, Tensor]) -> list[Tensor]:
     return variables
 
 
-def _direction_from_keras(kind: str, variables: list[Tensor]) -> dict[str, Tensor]:
+def _direction_from_keras(
+    kind: str, variables: list[Tensor], reset_after: bool = True
+) -> dict[str, Tensor]:
     """Keras's variables of one recurrent layer -> the torch parameters by canonical name."""
     kernel, recurrent = variables[0], variables[1]
     if kind == "GRU":
         p = {"weight_ih": _swap_zr(kernel).T, "weight_hh": _swap_zr(recurrent).T}
-        if len(variables) == 3:
+        if len(variables) == 3 and not reset_after:
+            p["bias_ih"] = _swap_zr(variables[2])
+            p["bias_hh"] = torch.zeros_like(p["bias_ih"])
+        elif len(variables) == 3:
             p["bias_ih"], p["bias_hh"] = _swap_zr(variables[2][0]), _swap_zr(variables[2][1])
         return p
     p = {"weight_ih": kernel.T, "weight_hh": recurrent.T}
@@ -374,10 +384,12 @@ def _recurrent_layers(
         spec = getattr(module, "spec", CellSpec())
         config.update(_lstm_activations(spec, what))
     elif kind == "GRU":
-        config.update(activation="tanh", recurrent_activation="sigmoid", reset_after=True)
+        config.update(activation="tanh", recurrent_activation="sigmoid")
+        config["reset_after"] = getattr(module, "reset_after", True)  # torch.nn.GRU: True
     else:
         nonlinearity = getattr(module, "nonlinearity", "tanh")
         config["activation"] = nonlinearity
+    reset_after = config.get("reset_after", True)
     out = []
     for layer in range(module.num_layers):
         slots = []
@@ -386,11 +398,11 @@ def _recurrent_layers(
             p = _direction_params(module, layer, direction)
             sub = ("forward_layer/", "backward_layer/")[direction] if directions == 2 else ""
 
-            def get(p=p) -> list[Tensor]:
-                return [v.detach() for v in _direction_to_keras(kind, dict(p))]
+            def get(p=p, reset_after=reset_after) -> list[Tensor]:
+                return [v.detach() for v in _direction_to_keras(kind, dict(p), reset_after)]
 
-            def set_(variables: list[Tensor], p=p) -> None:
-                new = _direction_from_keras(kind, variables)
+            def set_(variables: list[Tensor], p=p, reset_after=reset_after) -> None:
+                new = _direction_from_keras(kind, variables, reset_after)
                 with torch.no_grad():
                     for name, value in new.items():
                         p[name].copy_(value)
@@ -398,7 +410,9 @@ def _recurrent_layers(
             sfx = f"_l{layer}{'_reverse' if direction else ''}"
             names = [f"weight_ih{sfx}", f"weight_hh{sfx}"]
             if "bias_ih" in p:
-                joint = "stacked" if kind == "GRU" else "summed"
+                joint = "stacked" if kind == "GRU" and reset_after else "summed"
+                if kind == "GRU":
+                    joint += f" (reset_after={reset_after})"
                 names.append(f"bias_ih{sfx} and bias_hh{sfx} {joint}")
             what_dir = f"{what} layer {layer}{' reverse' if direction else ''}"
             slots.append(_Slot(f"{sub}cell/vars", what_dir, names, get, set_))
@@ -644,14 +658,10 @@ def _rnn_config(layer: dict) -> dict[str, Any]:
             gate_activation=gate, candidate_activation=act, output_activation=act
         )
     elif cls == "GRU":
-        if not c.get("reset_after", True):
-            raise _refuse(
-                layer,
-                "reset_after=False applies the reset gate before the recurrent matmul "
-                "(tanh(W x + U (r ⊙ h))); torch.nn.GRU and gatelab.GRU apply it after "
-                "(tanh(W x + r ⊙ (U h + b))), Keras 3's default, so this layer has no gatelab "
-                "equivalent: retrain it with reset_after=True",
-            )
+        reset_after = c.get("reset_after", True)
+        if not isinstance(reset_after, bool):
+            raise _refuse(layer, f"reset_after={reset_after!r}; expected true or false")
+        args["reset_after"] = reset_after
         _activation(layer, "activation", {"tanh": "tanh"}, "gatelab.GRU computes")
         _activation(layer, "recurrent_activation", {"sigmoid": "sigmoid"}, "gatelab.GRU gates are")
     else:
@@ -667,7 +677,10 @@ def _make_rnn(cls: str, input_size: int, args: dict, bidirectional: bool, dtype)
         variant = args["variant"]
         return LSTM(input_size, args["hidden_size"], 1, args["bias"], variant=variant, **common)
     if cls == "GRU":
-        return GRU(input_size, args["hidden_size"], 1, args["bias"], **common)
+        reset_after = args["reset_after"]
+        return GRU(
+            input_size, args["hidden_size"], 1, args["bias"], reset_after=reset_after, **common
+        )
     return RNN(input_size, args["hidden_size"], 1, args["nonlinearity"], args["bias"], **common)
 
 
