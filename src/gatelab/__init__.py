@@ -5,6 +5,7 @@ from .cell import LSTMCell
 from .cells import PRESETS, CellSpec, resolve_spec
 from .charlm import CharLM, CharVocab
 from .estimators import Forecaster, SeriesClassifier, TextClassifier
+from .interop import to_onnx
 from .layers import GRU, LSTM, RNN
 from .seq2seq import Seq2Seq, WordVocab
 from .trace import GateTrace, GRUTrace, RNNTrace
@@ -33,4 +34,5 @@ __all__ = [
     "gate_saturation",
     "gradient_flow",
     "resolve_spec",
+    "to_onnx",
 ]
