@@ -168,6 +168,7 @@ SHAPES = [  # (variant, layers, bidirectional, T, B): the shape grid on a few pr
     ("layernorm", 2, False, 200, 1),
     ("nfg", 2, True, 200, 17),
     ("nog", 1, False, 1, 1),
+    ("nig", 2, True, 200, 1),
 ]
 
 
@@ -232,6 +233,12 @@ def test_projection_batch_first_and_opset_20_export_as_scan(tmp_path):
     assert onnx.load(str(path20)).opset_import[0].version == 20
     x = torch.randn(3, 6, 5)
     close(run_onnx(path20, {"input": x})[0], torch_layer(module, x)[0], "opset 20")
+
+
+@pytest.mark.parametrize("variant", ["standard", "nfg"])
+def test_lstm_without_bias(tmp_path, variant):
+    module = lstm(variant, layers=2, bi=True, bias=False)
+    check_layer(tmp_path, module, T=6, B=3, state=True, lengths=True, name=variant)
 
 
 def test_torch_nn_lstm_exports_as_a_native_node(tmp_path):

@@ -187,7 +187,7 @@ def lower_recurrent(
     x: str,
     lengths: str | None,
     state0: tuple[str, ...] | None,
-) -> tuple[str, tuple[str, ...], list[str]]:
+) -> tuple[str, tuple[str, ...]]:
     """Add ``module`` (gatelab or torch.nn LSTM / GRU / RNN) to the graph.
 
     Args:
@@ -196,7 +196,7 @@ def lower_recurrent(
         state0: ``(h0,)`` or ``(h0, c0)``, each ``(L*D, B, size)``, or None for zeros.
 
     Returns:
-        ``(output (T, B, D*P), final states each (L*D, B, size), node kinds used)``; padded
+        ``(output (T, B, D*P), final states each (L*D, B, size))``; padded
         steps of the output are zero and the final states are those after each sequence's
         last real step (after step 0 for the reverse direction), as with a PackedSequence.
     """
@@ -205,7 +205,7 @@ def lower_recurrent(
     native = kind != "lstm" or native_lstm_reason(module) is None
     seq_lens = b.op("Cast", [lengths], "seq_lens", to=b.onnx.TensorProto.INT32) if lengths else None
     mask = _step_mask(b, x, lengths) if (lengths and not native) else None
-    layer_in, finals, used = x, [], []
+    layer_in, finals = x, []
     for layer in range(module.num_layers):
         s0 = None
         if state0 is not None:
@@ -216,17 +216,15 @@ def lower_recurrent(
             )
         if native:
             layer_in, s_n = _native_layer(b, module, kind, layer, layer_in, seq_lens, s0)
-            used.append(kind.split("_")[0].upper())
         else:
             layer_in, s_n = _scan_lstm_layer(b, module, layer, layer_in, lengths, mask, s0)
-            used.append("Scan")
         finals.append(s_n)
     n_states = 2 if kind == "lstm" else 1
     states = tuple(
         finals[0][j] if len(finals) == 1 else b.op("Concat", [f[j] for f in finals], axis=0)
         for j in range(n_states)
     )
-    return layer_in, states, used
+    return layer_in, states
 
 
 def _step_mask(b: Builder, x: str, lengths: str) -> str:

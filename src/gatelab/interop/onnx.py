@@ -171,7 +171,7 @@ def _recurrent_graph(b: Builder, module: nn.Module, ports) -> list[str]:
     if "lengths" in names:
         lengths = "lengths"
     state0 = tuple(names[n] for n in ("h0", "c0") if n in names) or None
-    y, states, _ = lower_recurrent(b, module, x, lengths, state0)
+    y, states = lower_recurrent(b, module, x, lengths, state0)
     if module.batch_first:
         y = b.op("Transpose", [y], perm=[1, 0, 2])
     return [y, *states]
@@ -205,7 +205,7 @@ def _sequence_model(b: Builder, model: _SequenceModel, x: str, lengths: str | No
     else:
         e = x
     et = b.op("Transpose", [e], perm=[1, 0, 2])  # (T, B, E)
-    y, (h_n, _), _ = lower_recurrent(b, model.lstm, et, lengths, None)  # y (T, B, D*P)
+    y, (h_n, _) = lower_recurrent(b, model.lstm, et, lengths, None)  # y (T, B, D*P)
     D = model.lstm.num_directions
     if c.pooling == "last":
         last = b.op("Slice", [h_n, b.ints([-D]), b.ints([2**62]), b.ints([0])])  # (D, B, P)
@@ -278,7 +278,7 @@ def _model_ports(model: nn.Module, inputs: tuple[Tensor, ...]):
 def _char_lm_graph(b: Builder, model: CharLM, ids: str, state0) -> list[str]:
     e = b.op("Gather", [b.const(model.embedding.weight, "embedding"), ids], axis=0)  # (B, T, E)
     et = b.op("Transpose", [e], perm=[1, 0, 2])  # (T, B, E)
-    y, (h_n, c_n), _ = lower_recurrent(b, model.lstm, et, None, state0)  # (T, B, H)
+    y, (h_n, c_n) = lower_recurrent(b, model.lstm, et, None, state0)  # (T, B, H)
     y = b.op("Transpose", [y], perm=[1, 0, 2])  # (B, T, H)
     return [_linear(b, y, model.head, "logits"), h_n, c_n]
 
