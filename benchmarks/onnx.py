@@ -17,36 +17,24 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-# This file is named onnx.py: keep its folder off the path so `import onnx` finds the package.
+# This file is named onnx.py: its folder goes last on the path, so that `import onnx`
+# finds the package and `import speed` the sibling script.
 HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(HERE.parent / "src"))
+sys.path.append(str(HERE))
 
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
+from speed import interleaved_ms  # noqa: E402
 
 import gatelab  # noqa: E402
 
 VARIANTS = ("standard", "peephole", "layernorm")
-
-
-def interleaved_ms(fns: dict, repeats: int, warmup: int = 3) -> dict[str, float]:
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - start)
-    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
 
 
 def torch_fn(module, x):
