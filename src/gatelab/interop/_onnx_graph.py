@@ -14,6 +14,7 @@ Gate orders (each block ``H`` rows)::
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,8 @@ from torch import Tensor, nn
 from ..cells import LAYERNORM_EPS, PRESETS, CellSpec
 
 __all__ = ["Builder", "lower_recurrent", "native_lstm_reason", "recurrent_kind"]
+
+logger = logging.getLogger(__name__)
 
 
 class Builder:
@@ -202,7 +205,10 @@ def lower_recurrent(
     """
     kind = recurrent_kind(module)
     D = 2 if module.bidirectional else 1
-    native = kind != "lstm" or native_lstm_reason(module) is None
+    reason = native_lstm_reason(module) if kind == "lstm" else None
+    native = reason is None
+    if not native:
+        logger.info("%s exports as Scan: %s", type(module).__name__, reason)
     seq_lens = b.op("Cast", [lengths], "seq_lens", to=b.onnx.TensorProto.INT32) if lengths else None
     mask = _step_mask(b, x, lengths) if (lengths and not native) else None
     layer_in, finals = x, []

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from ..charlm import CharLM
 from ..models import ForecastNet, _SequenceModel
 from ..runs import RunFolderError, atomic_write_bytes, read_config
-from ._onnx_graph import Builder, lower_recurrent, native_lstm_reason, recurrent_kind
+from ._onnx_graph import Builder, lower_recurrent, recurrent_kind
 
 __all__ = ["DEFAULT_OPSET", "OPSETS", "export_run", "to_onnx"]
 
@@ -163,14 +163,12 @@ def _recurrent_ports(module: nn.Module, inputs: tuple[Tensor, ...]):
 
 
 def _recurrent_graph(b: Builder, module: nn.Module, ports) -> list[str]:
-    names = {p.name: p.name for p in ports}
-    x = names["input"]
+    names = {p.name for p in ports}
+    x = "input"
     if module.batch_first:
         x = b.op("Transpose", [x], perm=[1, 0, 2])  # (B, T, I) -> (T, B, I)
-    lengths = None
-    if "lengths" in names:
-        lengths = "lengths"
-    state0 = tuple(names[n] for n in ("h0", "c0") if n in names) or None
+    lengths = "lengths" if "lengths" in names else None
+    state0 = tuple(n for n in ("h0", "c0") if n in names) or None
     y, states = lower_recurrent(b, module, x, lengths, state0)
     if module.batch_first:
         y = b.op("Transpose", [y], perm=[1, 0, 2])
@@ -354,9 +352,12 @@ def _finish(
     model.ir_version = min(model.ir_version, 10)  # what onnxruntime >= 1.18 reads
     onnx.helper.set_model_props(model, metadata)
     onnx.checker.check_model(model)
-    if path is None:
-        raise TypeError("path must be a file path (str or os.PathLike), got None")
-    return atomic_write_bytes(os.fspath(path), model.SerializeToString())
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file path (str or os.PathLike), got {path!r}")
+    written = atomic_write_bytes(os.fspath(path), model.SerializeToString())
+    kinds = sorted({n.op_type for n in b.nodes if n.op_type in ("LSTM", "GRU", "RNN", "Scan")})
+    logger.info("wrote %s: %d nodes, recurrent %s", written, len(b.nodes), kinds)
+    return written
 
 
 def _version() -> str:
@@ -448,25 +449,22 @@ def to_onnx(
     b = Builder(onnx, _check_opset(opset), reserved=IO_NAMES)
     if recurrent_kind(module) is not None:
         in_ports = _recurrent_ports(module, inputs)
-        outputs = _recurrent_graph(b, module, in_ports)
         examples = _example_outputs(module, inputs, "recurrent")
+        outputs = _recurrent_graph(b, module, in_ports)
         time_axis = 1 if module.batch_first else 0
         out_names = ["output", "h_n", "c_n"][: len(outputs)]
         dyn = [{1 - time_axis: "batch", time_axis: "time"}] + [{1: "batch"}] * (len(outputs) - 1)
-        kind = recurrent_kind(module)
-        if kind == "lstm" and native_lstm_reason(module) is not None:
-            logger.info("%s exports as Scan: %s", type(module).__name__, native_lstm_reason(module))
     elif isinstance(module, _SequenceModel) or _is_ensemble(module):
         in_ports = _model_ports(module, inputs)
+        examples = _example_outputs(module, inputs, "model")
         lengths = "lengths" if len(inputs) == 2 else None
         outputs = [_model_outputs(b, module, "input", lengths)]
-        examples = _example_outputs(module, inputs, "model")
         out_names, dyn = ["output"], [{0: "batch"}]
     elif isinstance(module, CharLM):
         in_ports = _char_lm_ports(module, inputs)
+        examples = _example_outputs(module, inputs, "charlm")
         state0 = ("h0", "c0") if len(inputs) == 3 else None
         outputs = _char_lm_graph(b, module, "ids", state0)
-        examples = _example_outputs(module, inputs, "charlm")
         out_names = ["logits", "h_n", "c_n"]
         dyn = [{0: "batch", 1: "time"}, {1: "batch"}, {1: "batch"}]
     else:
