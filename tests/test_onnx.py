@@ -307,6 +307,21 @@ def test_classifier_models_match_with_padding(tmp_path, config):
     close(run_onnx(path, {"input": x, "lengths": lengths})[0], want, "logits")
 
 
+@pytest.mark.parametrize("opset", [17, 20])  # from 18 reductions take their axes as input
+@pytest.mark.parametrize("pooling", ["mean", "max"])
+def test_pooling_with_and_without_lengths(tmp_path, pooling, opset):
+    torch.manual_seed(0)
+    cfg = ModelConfig(kind="classifier", output_size=2, input_size=2, pooling=pooling)
+    model = SequenceClassifier(cfg).eval()
+    x, lengths = torch.randn(4, 6, 2), torch.tensor([6, 2, 5, 1])
+    for example in ((x,), (x, lengths)):
+        to_onnx(model, tmp_path / "m.onnx", example, opset=opset)
+        with torch.no_grad():
+            want = model(*example)
+        feed = dict(zip(("input", "lengths"), example))
+        close(run_onnx(tmp_path / "m.onnx", feed)[0], want, f"{pooling} {len(example)}")
+
+
 def test_forecaster_and_regressor_models_match(tmp_path):
     torch.manual_seed(0)
     cfg = ModelConfig(
