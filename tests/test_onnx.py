@@ -474,6 +474,8 @@ def test_missing_onnx_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)
     with pytest.raises(ImportError, match=r"pip install gatelab\[interop\]"):
         to_onnx(lstm("standard"), tmp_path / "m.onnx", (torch.randn(3, 2, 5),))
+    result = runner.invoke(app, ["export", str(tmp_path), "--out", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 2 and "pip install gatelab[interop]" in result.output
 
 
 def test_export_refuses_a_translator_run_and_a_bad_format(tmp_path):

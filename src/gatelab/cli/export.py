@@ -36,7 +36,10 @@ def export(
         raise CommandError(f"--format {format!r}; expected one of {', '.join(FORMATS)}")
     from ..interop import export_run
 
-    path = export_run(run_dir, out, opset=opset)
+    try:
+        path = export_run(run_dir, out, opset=opset)
+    except ImportError as err:  # onnx missing: the message names the extra to install
+        raise CommandError(str(err)) from err
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
