@@ -5,7 +5,7 @@ from .cell import LSTMCell
 from .cells import PRESETS, CellSpec, resolve_spec
 from .charlm import CharLM, CharVocab
 from .estimators import Forecaster, SeriesClassifier, TextClassifier
-from .interop import from_keras, to_keras_weights
+from .interop import from_keras, to_keras_weights, to_onnx
 from .layers import GRU, LSTM, RNN
 from .seq2seq import Seq2Seq, WordVocab
 from .trace import GateTrace, GRUTrace, RNNTrace
@@ -36,4 +36,5 @@ __all__ = [
     "gradient_flow",
     "resolve_spec",
     "to_keras_weights",
+    "to_onnx",
 ]

@@ -24,7 +24,7 @@ train_app = typer.Typer(
 )
 app.add_typer(train_app, name="train")
 
-COMMAND_MODULES = ("tasks", "insight", "seq2seq")
+COMMAND_MODULES = ("tasks", "insight", "seq2seq", "export")
 
 
 def _register() -> None:

@@ -1,0 +1,599 @@
+"""Export to ONNX: recurrent layers, LSTM -> Dense models, the char LM and run folders.
+
+The graph is built node by node with ``onnx.helper`` (no tracing), so each layer becomes
+exactly the node promised:
+
+- an LSTM whose cell the ONNX ``LSTM`` operator expresses (``standard``, ``peephole``,
+  ``cifg``, ``niaf``, ``noaf``, ``tanh_gates`` and their combinations, without
+  projection) becomes ONE native ``LSTM`` node per layer, both directions in it; ``GRU``
+  and ``RNN`` likewise become ``GRU`` (``linear_before_reset=1``, torch's form, or 0 for
+  ``reset_after=False``) and
+  ``RNN`` nodes;
+- every other cell (layer norm, a missing gate, ``proj_size``) becomes, per layer and
+  direction, one ``MatMul`` for the input projection of all steps and a ``Scan`` over
+  the step equations of :func:`gatelab.cells.lstm_step`.
+
+Padded batches take ``lengths (B,)``: the native nodes read them as ``sequence_lens``,
+the Scan form as a step mask (padded steps carry the state and output zeros) and the
+reverse direction reads each sequence reversed within its own length
+(``ReverseSequence``). The graph computes in float32 and exports inference behaviour
+(dropout off). See docs/interop.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..charlm import CharLM
+from ..models import ForecastNet, _SequenceModel
+from ..runs import RunFolderError, atomic_write_bytes, read_config
+from ._onnx_graph import Builder, lower_recurrent, recurrent_kind
+
+__all__ = ["DEFAULT_OPSET", "OPSETS", "export_run", "to_onnx"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 17
+OPSETS = range(17, 22)  # LayerNormalization needs 17; tested on 17 and 20
+RUN_TASKS = ("text-classifier", "series-classifier", "forecaster", "char-lm")
+IO_NAMES = (  # graph inputs and outputs; no inner value takes these names
+    *("input", "h0", "c0", "lengths", "ids", "series", "window"),
+    *("output", "h_n", "c_n", "logits", "probabilities", "forecast"),
+)
+
+
+def _require_onnx():
+    try:
+        import onnx
+    except ImportError as err:  # pragma: no cover - onnx is in the dev extra
+        raise ImportError(
+            "ONNX export needs the onnx package: pip install gatelab[interop]"
+        ) from err
+    return onnx
+
+
+# --------------------------------------------------------------------------- graph I/O
+
+
+class _Port:
+    """A graph input or output: its name, element type, example shape, dynamic axes."""
+
+    def __init__(self, name: str, example: Tensor, dynamic: dict[int, str]) -> None:
+        self.name, self.example, self.dynamic = name, example, dynamic
+
+    def info(self, onnx, axes: dict[int, str] | None):
+        dynamic = self.dynamic if axes is None else axes
+        shape = [dynamic.get(k, int(n)) for k, n in enumerate(self.example.shape)]
+        elem = (
+            onnx.TensorProto.INT64
+            if not self.example.is_floating_point()
+            else onnx.TensorProto.FLOAT
+        )
+        return onnx.helper.make_tensor_value_info(self.name, elem, shape)
+
+
+def _check_example_inputs(example_inputs) -> tuple[Tensor, ...]:
+    if isinstance(example_inputs, Tensor):
+        raise TypeError(
+            "example_inputs must be a tuple of tensors, as for torch.onnx.export; got a "
+            "single Tensor: wrap it as (x,)"
+        )
+    if not isinstance(example_inputs, (tuple, list)) or not example_inputs:
+        raise TypeError(
+            f"example_inputs must be a non-empty tuple of tensors, got "
+            f"{type(example_inputs).__name__}: {example_inputs!r:.80}"
+        )
+    for k, t in enumerate(example_inputs):
+        if not isinstance(t, Tensor):
+            raise TypeError(
+                f"example_inputs[{k}] is a {type(t).__name__}; expected a Tensor (pass an "
+                "LSTM state (h0, c0) as two tensors, not a tuple)"
+            )
+        if t.is_floating_point() and t.dtype != torch.float32:
+            raise TypeError(
+                f"example_inputs[{k}] has dtype {t.dtype}; expected torch.float32 (the "
+                "exported graph computes in float32)"
+            )
+        if not t.is_floating_point() and t.dtype != torch.int64:
+            raise TypeError(
+                f"example_inputs[{k}] has dtype {t.dtype}; expected float32 values or "
+                "int64 ids / lengths"
+            )
+    return tuple(example_inputs)
+
+
+def _check_lengths(lengths: Tensor, B: int, T: int, what: str) -> None:
+    if lengths.is_floating_point() or lengths.shape != (B,):
+        raise ValueError(
+            f"{what}: lengths must be an int64 tensor of shape ({B},), got {lengths.dtype} "
+            f"{tuple(lengths.shape)}"
+        )
+    if B and (int(lengths.min()) < 1 or int(lengths.max()) > T):
+        raise ValueError(
+            f"{what}: lengths must lie in [1, T={T}]; got min {int(lengths.min())}, max "
+            f"{int(lengths.max())}"
+        )
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def _recurrent_ports(module: nn.Module, inputs: tuple[Tensor, ...]):
+    """Ports of a recurrent layer: ``input``, [``h0`` [, ``c0``]], [``lengths``]."""
+    kind = recurrent_kind(module)
+    n_states = 2 if kind == "lstm" else 1
+    floats = [t for t in inputs if t.is_floating_point()]
+    ints = [t for t in inputs if not t.is_floating_point()]
+    state_names = ("h0", "c0")[:n_states]
+    what = type(module).__name__
+    if not inputs[0].is_floating_point() or inputs[0].dim() != 3:
+        raise ValueError(
+            f"{what}: example_inputs[0] must be a batched float32 input of 3 dimensions "
+            f"({'(B, T, I)' if module.batch_first else '(T, B, I)'}), got "
+            f"{inputs[0].dtype} {tuple(inputs[0].shape)}"
+        )
+    if (
+        len(floats) not in (1, 1 + n_states)
+        or len(ints) > 1
+        or (ints and inputs[-1] is not ints[0])
+    ):
+        forms = f"(input,), (input, {', '.join(state_names)})"
+        raise ValueError(
+            f"{what}: example_inputs must be {forms}, each optionally followed by int64 "
+            f"lengths (B,); got {len(inputs)} tensors of dtypes "
+            f"{[str(t.dtype) for t in inputs]}"
+        )
+    bt = (0, 1) if module.batch_first else (1, 0)
+    B, T = inputs[0].shape[bt[0]], inputs[0].shape[bt[1]]
+    ports = [_Port("input", inputs[0], {bt[0]: "batch", bt[1]: "time"})]
+    for name, t in zip(state_names, floats[1:]):
+        ports.append(_Port(name, t, {1: "batch"}))
+    if ints:
+        _check_lengths(ints[0], B, T, what)
+        ports.append(_Port("lengths", ints[0], {0: "batch"}))
+    return ports
+
+
+def _recurrent_graph(b: Builder, module: nn.Module, ports) -> list[str]:
+    names = {p.name for p in ports}
+    x = "input"
+    if module.batch_first:
+        x = b.op("Transpose", [x], perm=[1, 0, 2])  # (B, T, I) -> (T, B, I)
+    lengths = "lengths" if "lengths" in names else None
+    state0 = tuple(n for n in ("h0", "c0") if n in names) or None
+    y, states = lower_recurrent(b, module, x, lengths, state0)
+    if module.batch_first:
+        y = b.op("Transpose", [y], perm=[1, 0, 2])
+    return [y, *states]
+
+
+def _embed_tokens(b: Builder, model: _SequenceModel, ids: str) -> str:
+    c = model.config
+    looked_up = b.op("Mod", [ids, b.ints(c.vocab_size)]) if c.token_feature_sets > 1 else ids
+    e = b.op("Gather", [b.const(model.embedding.weight, "embedding"), looked_up], axis=0)
+    if c.token_features:
+        table = b.const(model.token_feature_table, "token_feature_table")
+        e = b.op("Concat", [e, b.op("Gather", [table, ids], axis=0)], axis=-1)  # (B, T, E+F)
+    return e
+
+
+def _linear(b: Builder, x: str, layer: nn.Linear, hint: str) -> str:
+    y = b.op("MatMul", [x, b.const(layer.weight.T, f"{hint}_weight_T")])
+    if layer.bias is not None:
+        y = b.op("Add", [y, b.const(layer.bias, f"{hint}_bias")], hint)
+    return y
+
+
+def _sequence_model(b: Builder, model: _SequenceModel, x: str, lengths: str | None) -> str:
+    """The graph of one LSTM -> Dense model: ``x`` -> outputs ``(B, out)`` before any
+    softmax (what ``model(x, lengths)`` returns)."""
+    c = model.config
+    if c.tokens:
+        e = _embed_tokens(b, model, x)  # (B, T, E)
+    elif c.embedding_dim > 0:
+        e = _linear(b, x, model.projection, "projection")
+    else:
+        e = x
+    et = b.op("Transpose", [e], perm=[1, 0, 2])  # (T, B, E)
+    y, (h_n, _) = lower_recurrent(b, model.lstm, et, lengths, None)  # y (T, B, D*P)
+    D = model.lstm.num_directions
+    if c.pooling == "last":
+        last = b.op("Slice", [h_n, b.ints([-D]), b.ints([2**62]), b.ints([0])])  # (D, B, P)
+        feats = b.op("Transpose", [last], perm=[1, 0, 2])
+        feats = b.op("Reshape", [feats, b.ints([0, -1])], "features")  # (B, D*P)
+    elif c.pooling == "mean":
+        if lengths is None:
+            feats = b.reduce("ReduceMean", y, [0])
+        else:
+            n = b.op("Cast", [b.unsqueeze(lengths, [1])], to=1)  # (B, 1) float
+            feats = b.op("Div", [b.reduce("ReduceSum", y, [0]), n])  # padded steps are 0
+    else:
+        if lengths is not None:
+            T = b.squeeze(b.dim(y, 0), [0])
+            steps = b.unsqueeze(b.op("Range", [b.ints(0), T, b.ints(1)]), [1])  # (T, 1)
+            mask = b.unsqueeze(b.op("Less", [steps, b.unsqueeze(lengths, [0])]), [2])
+            y = b.op("Where", [mask, y, b.const(-np.inf, "minus_inf")])
+        feats = b.reduce("ReduceMax", y, [0])  # (B, D*P)
+    out = _linear(b, feats, model.head, "head")  # (B, out)
+    if isinstance(model, ForecastNet) and c.highway:
+        k = c.highway
+        tail = b.op("Slice", [x, b.ints([-k]), b.ints([2**62]), b.ints([1])])  # (B, k, C)
+        tail = b.op("Gather", [tail, b.ints(0)], axis=2)  # (B, k): channel 0
+        out = b.op("Add", [out, _linear(b, tail, model.highway, "highway")])
+    return out
+
+
+def _model_outputs(b: Builder, model: nn.Module, x: str, lengths: str | None) -> str:
+    """A model or an ensemble of them (``_Ensemble``: classifiers average probabilities
+    and return their log, others average outputs)."""
+    if isinstance(model, _SequenceModel):
+        return _sequence_model(b, model, x, lengths)
+    members = [_sequence_model(b, m, x, lengths) for m in model.members]
+    if model.config.kind == "classifier":
+        members = [b.op("Softmax", [m], axis=-1) for m in members]
+        mean = b.op("Div", [b.op("Sum", members), b.const(float(len(members)), "n_members")])
+        return b.op("Log", [mean])
+    return b.op("Div", [b.op("Sum", members), b.const(float(len(members)), "n_members")])
+
+
+def _is_ensemble(module: nn.Module) -> bool:
+    from ..estimators import _Ensemble
+
+    return isinstance(module, _Ensemble)
+
+
+def _model_ports(model: nn.Module, inputs: tuple[Tensor, ...]):
+    c = model.config
+    what = type(model).__name__
+    if len(inputs) not in (1, 2):
+        raise ValueError(
+            f"{what}: example_inputs must be (x,) or (x, lengths); got {len(inputs)} tensors"
+        )
+    x = inputs[0]
+    if c.tokens and (x.is_floating_point() or x.dim() != 2):
+        raise ValueError(
+            f"{what}: x must be int64 token ids (B, T); got {x.dtype} {tuple(x.shape)}"
+        )
+    if not c.tokens and (not x.is_floating_point() or x.dim() != 3 or x.shape[-1] != c.input_size):
+        raise ValueError(
+            f"{what}: x must be float32 (B, T, {c.input_size}); got {x.dtype} {tuple(x.shape)}"
+        )
+    ports = [_Port("input", x, {0: "batch", 1: "time"})]
+    if len(inputs) == 2:
+        _check_lengths(inputs[1], x.shape[0], x.shape[1], what)
+        ports.append(_Port("lengths", inputs[1], {0: "batch"}))
+    return ports
+
+
+def _char_lm_graph(b: Builder, model: CharLM, ids: str, state0) -> list[str]:
+    e = b.op("Gather", [b.const(model.embedding.weight, "embedding"), ids], axis=0)  # (B, T, E)
+    et = b.op("Transpose", [e], perm=[1, 0, 2])  # (T, B, E)
+    y, (h_n, c_n) = lower_recurrent(b, model.lstm, et, None, state0)  # (T, B, H)
+    y = b.op("Transpose", [y], perm=[1, 0, 2])  # (B, T, H)
+    return [_linear(b, y, model.head, "logits"), h_n, c_n]
+
+
+def _char_lm_ports(model: CharLM, inputs: tuple[Tensor, ...]):
+    if len(inputs) not in (1, 3) or inputs[0].is_floating_point() or inputs[0].dim() != 2:
+        raise ValueError(
+            "CharLM: example_inputs must be (ids,) or (ids, h0, c0) with ids int64 (B, T) "
+            f"and h0, c0 float32 (L, B, H); got {[(str(t.dtype), tuple(t.shape)) for t in inputs]}"
+        )
+    ports = [_Port("ids", inputs[0], {0: "batch", 1: "time"})]
+    for name, t in zip(("h0", "c0"), inputs[1:]):
+        ports.append(_Port(name, t, {1: "batch"}))
+    return ports
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def _check_opset(opset) -> int:
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset not in OPSETS:
+        raise ValueError(
+            f"opset={opset!r}; expected an int in [{OPSETS.start}, {OPSETS.stop - 1}] "
+            "(LayerNormalization, used by the layernorm variant, needs 17)"
+        )
+    return opset
+
+
+def _finish(
+    onnx,
+    b: Builder,
+    in_ports,
+    outputs: list[str],
+    out_ports,
+    dynamic_axes,
+    path,
+    metadata: dict[str, str],
+) -> Path:
+    for port, name in zip(out_ports, outputs):
+        b.op_to("Identity", [name], [port.name])
+    valid = [p.name for p in in_ports] + [p.name for p in out_ports]
+    if dynamic_axes is not None:
+        if not isinstance(dynamic_axes, dict):
+            raise TypeError(
+                f"dynamic_axes must be a dict {{name: axes}} or None, got "
+                f"{type(dynamic_axes).__name__}"
+            )
+        unknown = sorted(set(dynamic_axes) - set(valid))
+        if unknown:
+            raise ValueError(f"dynamic_axes names {unknown}; the graph's names are {valid}")
+
+    def axes(port):
+        if dynamic_axes is None:
+            return None
+        given = dynamic_axes.get(port.name, {})
+        if isinstance(given, dict):
+            return {int(k): str(v) for k, v in given.items()}
+        return {int(k): f"{port.name}_dim{k}" for k in given}
+
+    graph = onnx.helper.make_graph(
+        b.nodes,
+        "gatelab",
+        [p.info(onnx, axes(p)) for p in in_ports],
+        [p.info(onnx, axes(p)) for p in out_ports],
+        b.initializers,
+    )
+    model = onnx.helper.make_model(
+        graph,
+        opset_imports=[onnx.helper.make_opsetid("", b.opset)],
+        producer_name="gatelab",
+        producer_version=_version(),
+    )
+    model.ir_version = min(model.ir_version, 10)  # what onnxruntime >= 1.18 reads
+    onnx.helper.set_model_props(model, metadata)
+    onnx.checker.check_model(model)
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file path (str or os.PathLike), got {path!r}")
+    written = atomic_write_bytes(os.fspath(path), model.SerializeToString())
+    kinds = sorted({n.op_type for n in b.nodes if n.op_type in ("LSTM", "GRU", "RNN", "Scan")})
+    logger.info("wrote %s: %d nodes, recurrent %s", written, len(b.nodes), kinds)
+    return written
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def _example_outputs(module: nn.Module, inputs: tuple[Tensor, ...], kind: str):
+    """Run ``module`` on the example once (eval mode, no grad): the output shapes."""
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            if kind == "recurrent":
+                from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+                x, rest = inputs[0], list(inputs[1:])
+                lengths = rest.pop() if rest and not rest[-1].is_floating_point() else None
+                hx = None if not rest else (rest[0] if len(rest) == 1 else tuple(rest))
+                if lengths is not None:
+                    packed = pack_padded_sequence(
+                        x, lengths.cpu(), batch_first=module.batch_first, enforce_sorted=False
+                    )
+                    out, state = module(packed, hx)
+                    T = x.shape[1 if module.batch_first else 0]
+                    out, _ = pad_packed_sequence(
+                        out, batch_first=module.batch_first, total_length=T
+                    )
+                else:
+                    out, state = module(x, hx)
+                return [out, *(state if isinstance(state, tuple) else (state,))]
+            if kind == "charlm":
+                state = tuple(inputs[1:]) if len(inputs) > 1 else None
+                logits, (h, c) = module(inputs[0], state)
+                return [logits, h, c]
+            return [module(*inputs)]
+    finally:
+        module.train(was_training)
+
+
+def to_onnx(
+    module: nn.Module,
+    path: str | os.PathLike,
+    example_inputs: Sequence[Tensor],
+    *,
+    dynamic_axes: dict[str, Any] | None = None,
+    opset: int = DEFAULT_OPSET,
+) -> Path:
+    """Write ``module`` as an ONNX model to ``path`` (inference behaviour, float32).
+
+    Args:
+        module: a recurrent layer (:class:`gatelab.LSTM` of any variant, ``gatelab.GRU``,
+            ``gatelab.RNN``, or ``torch.nn.LSTM / GRU / RNN``), an LSTM -> Dense model
+            (:class:`gatelab.models.SequenceClassifier`, ``SequenceRegressor``,
+            ``ForecastNet``, or an estimator's ensemble ``est.model_``), or a
+            :class:`gatelab.CharLM`.
+        path: the ``.onnx`` file to write (atomically).
+        example_inputs: a tuple of tensors as for ``torch.onnx.export``; they fix the
+            graph's input names, dtypes and the static axes:
+
+            - recurrent layer: ``(input,)``, ``(input, h0)`` (GRU, RNN) or
+              ``(input, h0, c0)`` (LSTM); input ``(T, B, I)`` (``(B, T, I)`` with
+              ``batch_first``); each form may end with int64 ``lengths (B,)`` for a padded
+              batch (graph inputs ``input``, ``h0``, ``c0``, ``lengths``; outputs
+              ``output`` zero at padded steps as ``pad_packed_sequence`` gives it, ``h_n``,
+              ``c_n`` after each sequence's last real step);
+            - model: ``(x,)`` or ``(x, lengths)`` as its ``forward`` (inputs ``input``,
+              ``lengths``; output ``output``, the logits or values ``forward`` returns);
+            - CharLM: ``(ids,)`` or ``(ids, h0, c0)`` (outputs ``logits (B, T, V)``,
+              ``h_n``, ``c_n``).
+        dynamic_axes: None makes the batch and time axes of every input and output dynamic;
+            a dict ``{name: [axis, ...] or {axis: "label"}}`` as for ``torch.onnx.export``
+            makes exactly those dynamic and every other axis fixed to the example's size.
+        opset: the ONNX opset, 17 to 21.
+
+    Returns:
+        The path written.
+
+    Raises:
+        TypeError: an unsupported module, or example_inputs that are not a tuple of tensors
+            of the expected dtypes. ValueError: shapes that do not fit the module, a bad
+            opset or dynamic_axes. ImportError: the onnx package is missing.
+    """
+    onnx = _require_onnx()
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+    inputs = _check_example_inputs(example_inputs)
+    b = Builder(onnx, _check_opset(opset), reserved=IO_NAMES)
+    if recurrent_kind(module) is not None:
+        in_ports = _recurrent_ports(module, inputs)
+        examples = _example_outputs(module, inputs, "recurrent")
+        outputs = _recurrent_graph(b, module, in_ports)
+        time_axis = 1 if module.batch_first else 0
+        out_names = ["output", "h_n", "c_n"][: len(outputs)]
+        dyn = [{1 - time_axis: "batch", time_axis: "time"}] + [{1: "batch"}] * (len(outputs) - 1)
+    elif isinstance(module, _SequenceModel) or _is_ensemble(module):
+        in_ports = _model_ports(module, inputs)
+        examples = _example_outputs(module, inputs, "model")
+        lengths = "lengths" if len(inputs) == 2 else None
+        outputs = [_model_outputs(b, module, "input", lengths)]
+        out_names, dyn = ["output"], [{0: "batch"}]
+    elif isinstance(module, CharLM):
+        in_ports = _char_lm_ports(module, inputs)
+        examples = _example_outputs(module, inputs, "charlm")
+        state0 = ("h0", "c0") if len(inputs) == 3 else None
+        outputs = _char_lm_graph(b, module, "ids", state0)
+        out_names = ["logits", "h_n", "c_n"]
+        dyn = [{0: "batch", 1: "time"}, {1: "batch"}, {1: "batch"}]
+    else:
+        raise TypeError(
+            f"cannot export a {type(module).__name__} to ONNX; expected gatelab.LSTM / GRU / "
+            "RNN, torch.nn.LSTM / GRU / RNN, a gatelab.models LSTM -> Dense model, or a "
+            "gatelab.CharLM (for a fitted estimator pass est.model_, or export its run "
+            "folder with gatelab.interop.export_run)"
+        )
+    out_ports = [_Port(n, t, d) for n, t, d in zip(out_names, examples, dyn)]
+    return _finish(onnx, b, in_ports, outputs, out_ports, dynamic_axes, path, _meta(module))
+
+
+def _meta(module: nn.Module, **extra: str) -> dict[str, str]:
+    meta = {"gatelab_module": type(module).__name__}
+    lstm = getattr(module, "lstm", None) or (
+        module.members[0].lstm if _is_ensemble(module) else module
+    )
+    spec = getattr(lstm, "spec", None)
+    if spec is not None:
+        meta["gatelab_cell"] = spec.describe()
+    meta.update(extra)
+    return meta
+
+
+# --------------------------------------------------------------------------- run folders
+
+
+def _series_normalize(b: Builder, x: str, lengths: str, how: str | None, scaler) -> str:
+    """The SeriesClassifier's normalisation of padded ``x (B, T, C)`` inside the graph."""
+    if how == "global":
+        x = b.op("Sub", [x, b.const(scaler.mean, "scaler_mean")])
+        return b.op("Div", [x, b.const(scaler.scale, "scaler_scale")])
+    if how != "series":
+        return x
+    # z-normalise each series over its own real steps (population std; 0 -> 1).
+    T = b.squeeze(b.dim(x, 1), [0])
+    steps = b.unsqueeze(b.op("Range", [b.ints(0), T, b.ints(1)]), [0])  # (1, T)
+    mask = b.op("Less", [steps, b.unsqueeze(lengths, [1])])  # (B, T)
+    m = b.unsqueeze(b.op("Cast", [mask], to=1), [2])  # (B, T, 1)
+    n = b.unsqueeze(b.op("Cast", [lengths], to=1), [1, 2])  # (B, 1, 1)
+    mean = b.op("Div", [b.op("ReduceSum", [b.op("Mul", [x, m]), b.ints([1])], keepdims=1), n])
+    d = b.op("Mul", [b.op("Sub", [x, mean]), m])  # (B, T, C), 0 at padding
+    var = b.op("Div", [b.op("ReduceSum", [b.op("Mul", [d, d]), b.ints([1])], keepdims=1), n])
+    std = b.op("Sqrt", [var])
+    zero = b.const(0.0, "zero_f")
+    std = b.op("Where", [b.op("Greater", [std, zero]), std, b.const(1.0, "one")])
+    return b.op("Div", [d, std])
+
+
+def export_run(
+    run_dir: str | os.PathLike, path: str | os.PathLike, *, opset: int = DEFAULT_OPSET
+) -> Path:
+    """Export the model of a run folder to ONNX, with what turns its input into numbers
+    that the graph can hold (scalers, normalisation) and softmax on classifiers.
+
+    Graphs by task kind (``B`` and ``T`` dynamic; ``lengths (B,)`` int64 real steps):
+
+    - ``text-classifier``: ``ids (B, T)`` int64 (the run's ``vocab.json``; 0 pads),
+      ``lengths`` -> ``probabilities (B, classes)``; metadata ``labels`` (JSON list);
+    - ``series-classifier``: ``series (B, T, C)`` float32 raw values (zero-padded),
+      ``lengths`` -> ``probabilities``; the run's normalisation is in the graph;
+    - ``forecaster``: ``window (B, history)`` raw values -> ``forecast (B, horizon)`` in
+      the series' units (the scaler is in the graph);
+    - ``char-lm``: ``ids (B, T)`` (``T = 1`` is one step), ``h0``, ``c0`` ``(L, B, H)``
+      -> ``logits (B, T, V)``, ``h_n``, ``c_n``; metadata ``chars`` (the vocabulary).
+
+    Raises:
+        RunFolderError: a missing or corrupt run folder, or a task kind that does not
+            export (the translator: its beam search is a Python loop).
+    """
+    onnx = _require_onnx()
+    run = Path(run_dir)
+    task = read_config(run)["task"]
+    b = Builder(onnx, _check_opset(opset), reserved=IO_NAMES)
+    meta = {"gatelab_task": task}
+    if task in ("text-classifier", "series-classifier"):
+        from ..estimators import ESTIMATORS
+
+        est = ESTIMATORS[task].load(run)
+        model = est.model_.cpu().eval()
+        meta["labels"] = json.dumps([str(c) for c in est.classes_])
+        x_name = "ids" if task == "text-classifier" else "series"
+        C = model.config.input_size
+        x_ex = torch.ones(2, 3, dtype=torch.long) if x_name == "ids" else torch.zeros(2, 3, C)
+        in_ports = [
+            _Port(x_name, x_ex, {0: "batch", 1: "time"}),
+            _Port("lengths", torch.full((2,), 3), {0: "batch"}),
+        ]
+        x = x_name
+        if task == "series-classifier":
+            x = _series_normalize(b, x, "lengths", est.normalize, est.scaler_)
+        probs = b.op("Softmax", [_model_outputs(b, model, x, "lengths")], axis=-1)
+        outputs = [probs]
+        out_ports = [_Port("probabilities", torch.zeros(2, len(est.classes_)), {0: "batch"})]
+    elif task == "forecaster":
+        from ..estimators import Forecaster
+
+        est = Forecaster.load(run)
+        model = est.model_.cpu().eval()
+        in_ports = [_Port("window", torch.zeros(2, est.history), {0: "batch"})]
+        mean, scale = float(est.scaler_.mean), float(est.scaler_.scale)
+        x = b.op("Div", [b.op("Sub", ["window", b.const(mean, "mean")]), b.const(scale, "scale")])
+        y = _model_outputs(b, model, b.unsqueeze(x, [2]), None)  # (B, horizon), scaled
+        outputs = [b.op("Add", [b.op("Mul", [y, b.const(scale, "scale")]), b.const(mean, "mean")])]
+        out_ports = [_Port("forecast", torch.zeros(2, est.horizon), {0: "batch"})]
+    elif task == "char-lm":
+        from ..seqtasks import load_char_lm
+
+        model = load_char_lm(run)
+        meta["chars"] = json.dumps(model.vocab.chars)
+        L, H = model.lstm.num_layers, model.lstm.hidden_size
+        state = torch.zeros(L, 2, H)
+        in_ports = [
+            _Port("ids", torch.zeros(2, 1, dtype=torch.long), {0: "batch", 1: "time"}),
+            _Port("h0", state, {1: "batch"}),
+            _Port("c0", state, {1: "batch"}),
+        ]
+        outputs = _char_lm_graph(b, model, "ids", ("h0", "c0"))
+        out_ports = [
+            _Port("logits", torch.zeros(2, 1, len(model.vocab)), {0: "batch", 1: "time"}),
+            _Port("h_n", state, {1: "batch"}),
+            _Port("c_n", state, {1: "batch"}),
+        ]
+    else:
+        raise RunFolderError(
+            f"run folder '{run}' holds a {task!r} run, which does not export to ONNX; "
+            f"expected one of {', '.join(RUN_TASKS)}"
+        )
+    meta.update(_meta(model))
+    return _finish(onnx, b, in_ports, outputs, out_ports, None, path, meta)
