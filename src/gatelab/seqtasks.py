@@ -31,8 +31,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .charlm import LN2, CharLM, CharVocab, detach_state, evaluate_loss, stream_batches
-from .data.corpus import read_sentence_pairs, read_text_corpus, split_pairs
+from .charlm import (
+    LN2,
+    CharCorpus,
+    CharLM,
+    CharVocab,
+    detach_state,
+    evaluate_loss,
+    split_point,
+    stream_batches,
+)
+from .data.corpus import read_sentence_pairs, split_pairs
 from .errors import DataError
 from .runs import (
     CONFIG_FILE,
@@ -191,14 +200,8 @@ def _write_metrics(out: Path, fit: FitState, extra: dict[str, Any]) -> dict[str,
 
 def split_text(text: str, valid_fraction: float = 0.1) -> tuple[str, str]:
     """-> (the first ``1 - f`` of ``text``, the last ``f``): a contiguous 90/10 split."""
-    cut = round(len(text) * (1.0 - valid_fraction))
-    train, valid = text[:cut], text[cut:]
-    if len(train) < 2 or len(valid) < 2:
-        raise DataError(
-            f"a text of {len(text)} characters is too short to split {1 - valid_fraction:.0%}"
-            f"/{valid_fraction:.0%}; expected at least 2 characters on each side"
-        )
-    return train, valid
+    cut = split_point(len(text), valid_fraction)
+    return text[:cut], text[cut:]
 
 
 def train_char_lm(
@@ -229,18 +232,16 @@ def train_char_lm(
     out = Path(out)
     train = train or CharLMTrainConfig()
     saved = _prepare_out(out, resume, CHAR_LM)
-    text = read_text_corpus(data)
+    # streamed: one chunked pass for the vocabulary, ids in temporary files on disk
+    corpus = CharCorpus(data, None if saved is None else _read_vocab(out, CHAR_LM))
+    vocab = corpus.vocab
     if saved is not None:
-        vocab = _read_vocab(out, CHAR_LM)
         model = CharLM.from_config(vocab, section(saved, "model", out))
         budget = {"epochs": train.epochs, "minutes": train.minutes}
         train = _from_dict(CharLMTrainConfig, {**section(saved, "train", out), **budget})
     else:
-        vocab = CharVocab.from_text(text)
         model = CharLM(vocab, **(model_kw or {}))
-    train_text, valid_text = split_text(text, train.valid_fraction)
-    train_ids = vocab.encode(train_text, what=f"'{data}'")
-    valid_ids = vocab.encode(valid_text, what=f"'{data}'")
+    train_ids, valid_ids = corpus.split(train.valid_fraction, what=f"'{data}'")
     torch.manual_seed(train.seed)
     optimizer = _adam(model, train.lr)
     fit = None
@@ -253,13 +254,13 @@ def train_char_lm(
             CHAR_LM,
             model=model.config.to_dict(),
             train=asdict(train),
-            data={"path": str(data), "characters": len(text), "valid_characters": len(valid_text)},
+            data={"path": str(data), "characters": len(corpus), "valid_characters": len(valid_ids)},
         )
     logger.info(
         "char LM: %d characters (%d train, %d valid), vocabulary %d",
-        len(text),
-        len(train_text),
-        len(valid_text),
+        len(corpus),
+        len(train_ids),
+        len(valid_ids),
         len(vocab),
     )
 
@@ -315,10 +316,11 @@ def evaluate_char_lm(run_dir: PathLike, data: PathLike) -> dict[str, Any]:
     config = read_config(run_dir, CHAR_LM)
     train = _from_dict(CharLMTrainConfig, section(config, "train", run_dir))
     model = load_char_lm(run_dir)
-    _, valid_text = split_text(read_text_corpus(data), train.valid_fraction)
-    ids = model.vocab.encode(valid_text, what=f"the held-out text of '{data}'")
+    corpus = CharCorpus(data, model.vocab)
+    cut = split_point(len(corpus), train.valid_fraction)
+    ids = corpus.ids(cut, None, what=f"the held-out text of '{data}'")
     loss = evaluate_loss(model, ids, train.batch_size, train.seq_len)
-    return {"bits_per_char": loss / LN2, "nats_per_char": loss, "characters": len(valid_text)}
+    return {"bits_per_char": loss / LN2, "nats_per_char": loss, "characters": len(ids)}
 
 
 # --------------------------------------------------------------------------- translator
