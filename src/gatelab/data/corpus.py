@@ -243,8 +243,11 @@ def split_pairs(
 
 # --------------------------------------------------------------------------- streaming
 
-#: Bytes read at a time when a corpus is streamed from disk (8 MiB).
-CHUNK_BYTES = 1 << 23
+#: Bytes read at a time when a corpus is streamed from disk (4 MiB).
+CHUNK_BYTES = 1 << 22
+
+#: Code points counted or mapped at a time: numpy turns them into 8-byte indices first.
+_BLOCK = 1 << 20
 
 _MAX_CODE = 0x110000  # one past the last Unicode code point
 
@@ -369,8 +372,9 @@ def scan_text_corpus(
             byte_offsets.append(offset)
             char_offsets.append(n_chars)
             # a bincount is ~50x faster than np.unique on a chunk: no sort
-            seen = np.bincount(codes, minlength=256 if codes.dtype == np.uint8 else 0)
-            counts[: len(seen)] += seen
+            for i in range(0, len(codes), _BLOCK):
+                seen = np.bincount(codes[i : i + _BLOCK])
+                counts[: len(seen)] += seen
             n_chars += len(codes)
     present = np.flatnonzero(counts)
     chars = [chr(c) for c in present]
@@ -550,12 +554,13 @@ def _encode_range(scan, lut, start, stop, out, dtype, chunk_bytes, what) -> None
         for _, codes in _code_chunks(f, scan.path, int(scan.byte_offsets[k]), chunk_bytes, what):
             a, b = max(start - pos, 0), min(stop - pos, len(codes))
             if b > a:
-                ids = lut[codes[a:b]]
-                if ids.min() < 0:  # keep reading to name every unseen character
-                    for i in np.flatnonzero(ids < 0):
-                        unseen.setdefault(chr(codes[a + i]), pos + a + int(i) - start)
-                elif not unseen:
-                    out.write(ids.astype(dtype).tobytes())
+                for i in range(a, b, _BLOCK):
+                    ids = lut[codes[i : min(i + _BLOCK, b)]]
+                    if ids.min() < 0:  # keep reading to name every unseen character
+                        for j in np.flatnonzero(ids < 0):
+                            unseen.setdefault(chr(codes[i + j]), pos + i + int(j) - start)
+                    elif not unseen:
+                        out.write(ids.astype(dtype).data)
             pos += len(codes)
             if pos >= stop:
                 break
