@@ -306,3 +306,24 @@ def test_one_gigabyte_corpus_trains_in_under_one_gigabyte_of_memory(tmp_path):
     finally:
         for f in (small, big):
             f.unlink(missing_ok=True)
+
+
+def test_pair_batches_are_padded_when_read_and_equal_the_eager_batches():
+    import random
+
+    from gatelab.seq2seq import collate_pairs, pair_batches
+
+    pairs = [([k % 5 + 3] * (k % 7 + 1), [4] * (k % 3 + 1)) for k in range(50)]
+    # the eager batches as pair_batches built them before (the oracle)
+    order = list(range(50))
+    rng = random.Random(3)
+    rng.shuffle(order)
+    order.sort(key=lambda k: (len(pairs[k][0]), len(pairs[k][1])))
+    chunks = [order[i : i + 8] for i in range(0, 50, 8)]
+    rng.shuffle(chunks)
+    expected = [collate_pairs([pairs[k] for k in c]) for c in chunks]
+    lazy = pair_batches(pairs, 8, seed=3)
+    assert len(lazy) == len(expected) == 7
+    for got, want in zip([*lazy, *lazy[2:4]], [*expected, *expected[2:4]], strict=True):
+        assert got.keys() == want.keys()
+        assert all(torch.equal(got[k], want[k]) for k in want)
