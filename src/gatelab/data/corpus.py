@@ -423,17 +423,17 @@ class TokenIds:
         start: int = 0,
         stop: int | None = None,
         *,
-        _fd: int | None = None,
-        _owner: Any = None,
+        _base: TokenIds | None = None,
     ) -> None:
         self.path = Path(path)
         self.dtype = np.dtype(dtype)
-        if _fd is None:
-            _fd = os.open(self.path, os.O_RDONLY)
-            _owner = weakref.finalize(self, os.close, _fd)
-        self._fd = _fd
-        self._owner = _owner  # keeps the descriptor open while any view is alive
-        total = os.fstat(_fd).st_size // self.dtype.itemsize
+        if _base is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+            weakref.finalize(self, os.close, self._fd)
+        else:
+            self._fd = _base._fd
+        self._base = _base  # a view keeps its base, and so the descriptor, alive
+        total = os.fstat(self._fd).st_size // self.dtype.itemsize
         stop = total if stop is None else stop
         if not 0 <= start <= stop <= total:
             raise ValueError(f"ids [{start}:{stop}] out of range; the file holds {total}")
@@ -459,8 +459,7 @@ class TokenIds:
             self.dtype,
             self.start + a,
             self.start + b,
-            _fd=self._fd,
-            _owner=self._owner,
+            _base=self._base or self,
         )
 
     def read(self, a: int, b: int) -> np.ndarray:
