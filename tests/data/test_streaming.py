@@ -191,6 +191,30 @@ def test_shard_arguments_are_checked():
         next(stream_batches(list(range(20)), 2, 3))
 
 
+def test_train_char_lm_streamed_equals_the_in_memory_path(tmp_path, monkeypatch):
+    """End to end: the run of ``train_char_lm`` (streamed) equals the same run fed the
+    in-memory ids of ``read_text_corpus`` + ``CharVocab.encode`` (the reader before)."""
+    import gatelab.seqtasks as seqtasks
+
+    class InMemory(CharCorpus):
+        def ids(self, start=0, stop=None, *, what="text"):
+            return self.vocab.encode(read_text_corpus(self.scan.path)[start:stop], what=what)
+
+    f = write(tmp_path / "t.txt", MIXED * 4)
+    kw = {"embedding_dim": 8, "hidden_size": 16, "num_layers": 1}
+    cfg = seqtasks.CharLMTrainConfig(epochs=2, minutes=None, batch_size=3, seq_len=16)
+    torch.manual_seed(0)  # the model's initial weights come from the global generator
+    streamed = seqtasks.train_char_lm(f, tmp_path / "a", kw, cfg)
+    monkeypatch.setattr(seqtasks, "CharCorpus", InMemory)
+    torch.manual_seed(0)
+    in_memory = seqtasks.train_char_lm(f, tmp_path / "b", kw, cfg)
+    for key in ("valid_loss", "best_epoch"):
+        assert streamed[key] == in_memory[key], key
+    a, b = seqtasks.load_char_lm(tmp_path / "a"), seqtasks.load_char_lm(tmp_path / "b")
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb), name
+
+
 # ----------------------------------------------------------------- whole-file loaders
 
 

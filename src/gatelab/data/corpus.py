@@ -146,7 +146,8 @@ def read_sentence_pairs(path: PathLike) -> PairsDataset:
             an empty side (its line number is named); no pairs at all.
     """
     p = Path(path)
-    data = read_bytes(p, what="sentence pairs file")
+    # the translator's pipeline (pairs, splits, ids, a batch) measured 13.9x the file
+    data = read_bytes(p, what="sentence pairs file", factor=16.0)
     text, encoding = decode_bytes(data, p)
     lines = split_lines(text)
     if not lines:

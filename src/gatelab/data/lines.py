@@ -92,8 +92,8 @@ def available_memory() -> int | None:
 
 #: How many times its size in bytes a text file takes in memory once read whole, decoded
 #: and split into lines or fields (Python strings and lists). Peak RSS growth measured on
-#: 20 MB files: labelled text (TSV) 9.8x, sentence pairs 10.9x, a .ts file 3.1x; the
-#: series CSV reader (one short number a line) needs 69x and asks for 80.
+#: 20 MB files: labelled text (TSV) 9.8x, a .ts file 3.1x; sentence pairs ask for 16x
+#: (the translator's pipeline, 13.9x), the series CSV reader for 80x (69x measured).
 READ_WHOLE_FACTOR = 12.0
 
 
