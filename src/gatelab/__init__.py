@@ -3,7 +3,7 @@
 from .analysis import cell_flow, gate_saturation, gradient_flow
 from .cell import LSTMCell
 from .cells import PRESETS, CellSpec, resolve_spec
-from .charlm import CharLM, CharVocab
+from .charlm import CharCorpus, CharLM, CharVocab
 from .estimators import Forecaster, SeriesClassifier, TextClassifier
 from .interop import from_keras, to_keras_weights, to_onnx
 from .layers import GRU, LSTM, RNN
@@ -18,6 +18,7 @@ __all__ = [
     "PRESETS",
     "RNN",
     "CellSpec",
+    "CharCorpus",
     "CharLM",
     "CharVocab",
     "Forecaster",

@@ -19,20 +19,24 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .cells import CellSpec
+from .data.corpus import CHUNK_BYTES, CorpusScan, TokenIds, encode_corpus, scan_text_corpus
 from .errors import DataError
 from .layers import LSTM
 from .trace import GateTrace
 
 __all__ = [
+    "CharCorpus",
     "CharLM",
     "CharLMConfig",
     "CharVocab",
@@ -40,6 +44,8 @@ __all__ = [
     "detach_state",
     "evaluate_loss",
     "sample_next",
+    "shard_range",
+    "split_point",
     "stream_batches",
 ]
 
@@ -71,6 +77,14 @@ class CharVocab:
     def from_text(cls, text: str) -> CharVocab:
         """The vocabulary of every character in ``text``."""
         return cls(list(set(text)))
+
+    @classmethod
+    def from_scan(cls, scan: CorpusScan) -> CharVocab:
+        """The vocabulary of a file scanned by :func:`gatelab.data.corpus.scan_text_corpus`.
+
+        Equal to ``from_text`` of the file's text: both sort by code point.
+        """
+        return cls(scan.chars)
 
     def __len__(self) -> int:
         return len(self.chars)
@@ -319,34 +333,184 @@ def sample_next(
 
 # --------------------------------------------------------------------------- batching
 
+#: Ids read from disk at a time by :func:`stream_batches` (all streams together), so a
+#: read costs one system call per stream every few windows.
+_READ_IDS = 1 << 20
 
-def stream_batches(ids: Tensor, batch_size: int, seq_len: int) -> Iterator[tuple[Tensor, Tensor]]:
+
+def _index(name: str, value: Any, low: int, high: int | None = None) -> int:
+    bad = isinstance(value, bool) or not isinstance(value, (int, np.integer))
+    if bad or value < low or (high is not None and value >= high):
+        expected = f">= {low}" if high is None else f"in {low}..{high - 1}"
+        raise ValueError(f"{name}={value!r}; expected an int {expected}")
+    return int(value)
+
+
+def shard_range(n_ids: int, batch_size: int, rank: int = 0, world_size: int = 1) -> tuple[int, int]:
+    """The ids ``[start, stop)`` that rank ``rank`` of ``world_size`` reads.
+
+    The text is cut into ``G = batch_size * world_size`` streams of ``n = (N - 1) // G``
+    ids each (the last ``(N - 1) % G`` ids are dropped); rank ``r`` holds streams
+    ``r * batch_size .. (r + 1) * batch_size - 1``, the contiguous ids
+    ``[r * batch_size * n, (r + 1) * batch_size * n + 1)`` (the ``+ 1`` is the last
+    target). ``stream_batches(ids[start:stop], batch_size, T)`` then equals
+    ``stream_batches(ids, batch_size, T, rank=rank, world_size=world_size)``, so a rank
+    can read (and encode) only its shard.
+
+    Args:
+        n_ids: ``N``, the length of the whole text.
+        batch_size: streams per rank (>= 1).
+        rank, world_size: this rank (``0 <= rank < world_size``) and the number of ranks.
+
+    Returns:
+        ``(start, stop)``.
+    """
+    batch_size = _index("batch_size", batch_size, 1)
+    world_size = _index("world_size", world_size, 1)
+    rank = _index("rank", rank, 0, world_size)
+    G = batch_size * world_size
+    n = (n_ids - 1) // G
+    if n < 1:
+        ranks = "" if world_size == 1 else f" ({world_size} ranks x {batch_size})"
+        raise DataError(
+            f"a text of {n_ids} characters is too short for {G} streams{ranks}; "
+            f"need at least {G + 1}"
+        )
+    start = rank * batch_size * n
+    return start, start + batch_size * n + 1
+
+
+def stream_batches(
+    ids: Tensor | TokenIds,
+    batch_size: int,
+    seq_len: int,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Iterator[tuple[Tensor, Tensor]]:
     """Cut a long text into ``batch_size`` contiguous streams and walk them in windows.
 
     Args:
-        ids: the text as ids ``(N,)``.
-        batch_size: ``B``, the number of parallel streams; stream ``b`` is
+        ids: the text as ids ``(N,)``: a tensor, or :class:`gatelab.data.corpus.TokenIds`
+            on disk (then only ``batch_size`` windows are in memory at a time, read a
+            block of windows per stream at once; the batches are the same).
+        batch_size: ``B``, the number of parallel streams (of this rank); stream ``b`` is
             ``ids[b*n : (b+1)*n + 1]`` with ``n = (N - 1) // B`` (the last ``(N-1) % B``
             characters are dropped).
         seq_len: ``T``, the window (TBPTT length). The last window may be shorter.
+        rank, world_size: read only this rank's shard (:func:`shard_range`): the text
+            is cut into ``B * world_size`` streams and this rank walks streams
+            ``rank * B .. (rank + 1) * B - 1``. The ranks' batches, stacked along the
+            batch axis in rank order, are the batches of ``batch_size = B * world_size``.
 
     Yields:
         ``(x, y)`` each ``(B, T)``: inputs and next-character targets; window ``k + 1``
         continues window ``k`` of the same stream, so the LSTM state can be carried.
     """
-    for name, v in (("batch_size", batch_size), ("seq_len", seq_len)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}={v!r}; expected an int >= 1")
-    n = (ids.numel() - 1) // batch_size
-    if n < 1:
-        raise DataError(
-            f"a text of {ids.numel()} characters is too short for {batch_size} streams; "
-            f"need at least {batch_size + 1}"
-        )
-    x = ids[: n * batch_size].view(batch_size, n)  # (B, n)
-    y = ids[1 : n * batch_size + 1].view(batch_size, n)  # (B, n)
+    seq_len = _index("seq_len", seq_len, 1)
+    if not isinstance(ids, (Tensor, TokenIds)):
+        raise TypeError(f"ids must be a Tensor or TokenIds, got {type(ids).__name__}")
+    start, stop = shard_range(ids.numel(), batch_size, rank, world_size)
+    B, n = batch_size, (stop - start - 1) // batch_size
+    if isinstance(ids, TokenIds):
+        yield from _disk_windows(ids, start, B, n, seq_len)
+        return
+    x = ids[start : start + n * B].view(B, n)  # (B, n)
+    y = ids[start + 1 : start + n * B + 1].view(B, n)  # (B, n)
     for t in range(0, n, seq_len):
         yield x[:, t : t + seq_len], y[:, t : t + seq_len]
+
+
+def _disk_windows(
+    ids: TokenIds, start: int, B: int, n: int, T: int
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """The windows of :func:`stream_batches`, read a block of ``k`` windows at a time."""
+    k = max(1, _READ_IDS // (B * (T + 1)))
+    for t0 in range(0, n, k * T):
+        span = min(k * T, n - t0)
+        block = np.empty((B, span + 1), dtype=np.int64)  # (B, span + 1)
+        for b in range(B):
+            a = start + b * n + t0
+            block[b] = ids.read(a, a + span + 1)
+        block = torch.from_numpy(block)
+        for t in range(0, span, T):
+            L = min(T, span - t)
+            yield block[:, t : t + L], block[:, t + 1 : t + 1 + L]
+
+
+def split_point(n_chars: int, valid_fraction: float = 0.1) -> int:
+    """Where a text of ``n_chars`` splits into ``1 - f`` training and ``f`` held-out text."""
+    cut = round(n_chars * (1.0 - valid_fraction))
+    if cut < 2 or n_chars - cut < 2:
+        raise DataError(
+            f"a text of {n_chars} characters is too short to split {1 - valid_fraction:.0%}"
+            f"/{valid_fraction:.0%}; expected at least 2 characters on each side"
+        )
+    return cut
+
+
+class CharCorpus:
+    """A UTF-8 text file of any size as character ids, streamed from disk.
+
+    Opening it reads the file once in chunks to count its characters (the vocabulary);
+    :meth:`ids` then encodes a range of characters into a temporary id file
+    (``uint8`` for up to 256 characters) read a window at a time by
+    :func:`stream_batches`. Memory stays ``O(chunk + vocabulary)`` while reading and
+    ``O(batch x window)`` while training, whatever the file's size; the disk holds one
+    id per character of the ranges asked for.
+
+    Args:
+        path: the text file (the checks of :func:`gatelab.data.read_text_corpus`).
+        vocab: the characters of a trained model; ``None`` takes the file's own
+            (equal to ``CharVocab.from_text`` of its text).
+        cache_dir: where the temporary id files go (default: the system's temporary
+            folder; they are unlinked at once and freed with the last view).
+        chunk_bytes: bytes read at a time.
+
+    Attributes:
+        scan: the :class:`gatelab.data.corpus.CorpusScan` of the file.
+        vocab: the :class:`CharVocab` used to encode.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        vocab: CharVocab | None = None,
+        *,
+        cache_dir: str | os.PathLike | None = None,
+        chunk_bytes: int = CHUNK_BYTES,
+    ) -> None:
+        if vocab is not None and not isinstance(vocab, CharVocab):
+            raise TypeError(f"vocab must be a CharVocab or None, got {type(vocab).__name__}")
+        self.scan = scan_text_corpus(path, chunk_bytes=chunk_bytes)
+        self.vocab = vocab if vocab is not None else CharVocab.from_scan(self.scan)
+        self.cache_dir = cache_dir
+        self.chunk_bytes = chunk_bytes
+
+    def __len__(self) -> int:
+        return self.scan.n_chars
+
+    def __repr__(self) -> str:
+        return f"CharCorpus('{self.scan.path}', {len(self)} characters, {self.vocab!r})"
+
+    def ids(self, start: int = 0, stop: int | None = None, *, what: str = "text") -> TokenIds:
+        """Characters ``start..stop-1`` as ids on disk; unseen characters raise DataError."""
+        return encode_corpus(
+            self.scan,
+            self.vocab.index,
+            start,
+            stop,
+            cache_dir=self.cache_dir,
+            chunk_bytes=self.chunk_bytes,
+            what=what,
+        )
+
+    def split(
+        self, valid_fraction: float = 0.1, *, what: str = "text"
+    ) -> tuple[TokenIds, TokenIds]:
+        """``(train, valid)`` ids: the first ``1 - f`` and the last ``f`` of the text."""
+        cut = split_point(len(self), valid_fraction)
+        return self.ids(0, cut, what=what), self.ids(cut, None, what=what)
 
 
 def detach_state(state: State | None) -> State | None:
@@ -355,7 +519,9 @@ def detach_state(state: State | None) -> State | None:
 
 
 @torch.no_grad()
-def evaluate_loss(model: CharLM, ids: Tensor, batch_size: int = 32, seq_len: int = 200) -> float:
+def evaluate_loss(
+    model: CharLM, ids: Tensor | TokenIds, batch_size: int = 32, seq_len: int = 200
+) -> float:
     """Mean cross-entropy in nats per character of ``model`` on ``ids (N,)``, stateful.
 
     The text is read as ``batch_size`` streams like in training (state carried), and every
@@ -378,6 +544,8 @@ def evaluate_loss(model: CharLM, ids: Tensor, batch_size: int = 32, seq_len: int
     return total / count
 
 
-def bits_per_char(model: CharLM, ids: Tensor, batch_size: int = 32, seq_len: int = 200) -> float:
+def bits_per_char(
+    model: CharLM, ids: Tensor | TokenIds, batch_size: int = 32, seq_len: int = 200
+) -> float:
     """Bits per character of ``model`` on ``ids (N,)``: :func:`evaluate_loss` / ln 2."""
     return evaluate_loss(model, ids, batch_size, seq_len) / LN2

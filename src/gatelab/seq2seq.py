@@ -57,6 +57,7 @@ __all__ = [
     "UNK",
     "Attention",
     "Hypothesis",
+    "PairBatches",
     "Seq2Seq",
     "Seq2SeqConfig",
     "WordVocab",
@@ -184,11 +185,33 @@ def collate_pairs(pairs: Sequence[tuple[list[int], list[int]]]) -> dict[str, Ten
     return {"src": src, "src_lengths": lengths, "tgt_in": tgt_in, "tgt_out": tgt_out}
 
 
+class PairBatches(Sequence):
+    """Batches of :func:`collate_pairs`, padded one at a time when asked for.
+
+    Only the order (which pairs go together) is kept; a batch's padded tensors exist
+    while it is used, so memory holds one batch of tensors, not an epoch's.
+    """
+
+    def __init__(
+        self, pairs: Sequence[tuple[list[int], list[int]]], chunks: list[list[int]]
+    ) -> None:
+        self.pairs = pairs
+        self.chunks = chunks
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        return collate_pairs([self.pairs[i] for i in self.chunks[k]])
+
+
 def pair_batches(
     pairs: Sequence[tuple[list[int], list[int]]], batch_size: int, *, seed: int | None = None
-) -> list[dict[str, Tensor]]:
+) -> PairBatches:
     """Batches of similar source length (less padding), in shuffled order when ``seed`` is
-    given (sorted by length otherwise)."""
+    given (sorted by length otherwise); each padded when it is read (:class:`PairBatches`)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r}; expected an int >= 1")
     order = list(range(len(pairs)))
@@ -199,7 +222,7 @@ def pair_batches(
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     if seed is not None:
         rng.shuffle(chunks)
-    return [collate_pairs([pairs[k] for k in chunk]) for chunk in chunks]
+    return PairBatches(pairs, chunks)
 
 
 # --------------------------------------------------------------------------- model

@@ -33,8 +33,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .charlm import LN2, CharLM, CharVocab, detach_state, evaluate_loss, stream_batches
-from .data.corpus import read_sentence_pairs, read_text_corpus, split_pairs
+from .charlm import (
+    LN2,
+    CharCorpus,
+    CharLM,
+    CharVocab,
+    detach_state,
+    evaluate_loss,
+    split_point,
+    stream_batches,
+)
+from .data.corpus import read_sentence_pairs, split_pairs
 from .errors import DataError
 from .runs import (
     CONFIG_FILE,
@@ -200,14 +209,8 @@ def _write_metrics(out: Path, fit: FitState, extra: dict[str, Any]) -> dict[str,
 
 def split_text(text: str, valid_fraction: float = 0.1) -> tuple[str, str]:
     """-> (the first ``1 - f`` of ``text``, the last ``f``): a contiguous 90/10 split."""
-    cut = round(len(text) * (1.0 - valid_fraction))
-    train, valid = text[:cut], text[cut:]
-    if len(train) < 2 or len(valid) < 2:
-        raise DataError(
-            f"a text of {len(text)} characters is too short to split {1 - valid_fraction:.0%}"
-            f"/{valid_fraction:.0%}; expected at least 2 characters on each side"
-        )
-    return train, valid
+    cut = split_point(len(text), valid_fraction)
+    return text[:cut], text[cut:]
 
 
 def train_char_lm(
@@ -250,18 +253,17 @@ def train_char_lm(
 
 def _train_char_lm(data, out: Path, model_kw, train, resume: bool, on_epoch) -> dict[str, Any]:
     saved, train = _settings(out, resume, CHAR_LM, CharLMTrainConfig, train)
-    text = read_text_corpus(data)
     inputs = {"data": fingerprint_file(data)}
-    vocab = _read_vocab(out, CHAR_LM) if saved else CharVocab.from_text(text)
+    # streamed: one chunked pass for the vocabulary, ids in temporary files on disk
+    corpus = CharCorpus(data, _read_vocab(out, CHAR_LM) if saved else None)
+    vocab = corpus.vocab
     torch.manual_seed(train.seed)  # the initial weights, the same on a restart
     if saved is not None and model_kw is None:
         model = CharLM.from_config(vocab, section(saved, "model", out))
     else:
         model = CharLM(vocab, **(model_kw or {}))
     saved = _start(out, CHAR_LM, model, train, inputs, resume)
-    train_text, valid_text = split_text(text, train.valid_fraction)
-    train_ids = vocab.encode(train_text, what=f"'{data}'")
-    valid_ids = vocab.encode(valid_text, what=f"'{data}'")
+    train_ids, valid_ids = corpus.split(train.valid_fraction, what=f"'{data}'")
     torch.manual_seed(train.seed)
     optimizer = _adam(model, train.lr)
     fit = None
@@ -274,14 +276,14 @@ def _train_char_lm(data, out: Path, model_kw, train, resume: bool, on_epoch) -> 
             CHAR_LM,
             model=model.config.to_dict(),
             train=asdict(train),
-            data={"path": str(data), "characters": len(text), "valid_characters": len(valid_text)},
+            data={"path": str(data), "characters": len(corpus), "valid_characters": len(valid_ids)},
             inputs=inputs,
         )
     logger.info(
         "char LM: %d characters (%d train, %d valid), vocabulary %d",
-        len(text),
-        len(train_text),
-        len(valid_text),
+        len(corpus),
+        len(train_ids),
+        len(valid_ids),
         len(vocab),
     )
 
@@ -337,10 +339,11 @@ def evaluate_char_lm(run_dir: PathLike, data: PathLike) -> dict[str, Any]:
     config = read_config(run_dir, CHAR_LM)
     train = _from_dict(CharLMTrainConfig, section(config, "train", run_dir))
     model = load_char_lm(run_dir)
-    _, valid_text = split_text(read_text_corpus(data), train.valid_fraction)
-    ids = model.vocab.encode(valid_text, what=f"the held-out text of '{data}'")
+    corpus = CharCorpus(data, model.vocab)
+    cut = split_point(len(corpus), train.valid_fraction)
+    ids = corpus.ids(cut, None, what=f"the held-out text of '{data}'")
     loss = evaluate_loss(model, ids, train.batch_size, train.seq_len)
-    return {"bits_per_char": loss / LN2, "nats_per_char": loss, "characters": len(valid_text)}
+    return {"bits_per_char": loss / LN2, "nats_per_char": loss, "characters": len(ids)}
 
 
 # --------------------------------------------------------------------------- translator

@@ -6,10 +6,14 @@ the line and the value at fault.
 """
 
 from gatelab.data.corpus import (
+    CorpusScan,
     PairsDataset,
     PairSplits,
+    TokenIds,
+    encode_corpus,
     read_sentence_pairs,
     read_text_corpus,
+    scan_text_corpus,
     split_pairs,
 )
 from gatelab.data.series import (
@@ -56,16 +60,19 @@ __all__ = [
     "TEXT_COLUMN_NAMES",
     "UNK",
     "UNK_ID",
+    "CorpusScan",
     "Labels",
     "PairSplits",
     "PairsDataset",
     "Scaler",
     "SeriesDataset",
     "TextDataset",
+    "TokenIds",
     "Tokenizer",
     "Vocabulary",
     "adding_problem",
     "copy_task",
+    "encode_corpus",
     "get_task",
     "make_windows",
     "pad_sequences",
@@ -74,6 +81,7 @@ __all__ = [
     "read_series_csv",
     "read_text_corpus",
     "read_ts",
+    "scan_text_corpus",
     "split_pairs",
     "split_series",
     "temporal_order",

@@ -339,7 +339,7 @@ def read_series_csv(
     if fill not in _FILLS:
         raise DataError(f"fill must be one of {list(_FILLS)}, got {fill!r}")
     p = Path(path)
-    data = read_bytes(p, what="series CSV file")
+    data = read_bytes(p, what="series CSV file", factor=80.0)  # measured 69x: a row per value
     text, _ = decode_bytes(data, p)
     numbered = [(n, line) for n, line in split_lines(text) if line.strip(ASCII_WHITESPACE)]
     if not numbered:
