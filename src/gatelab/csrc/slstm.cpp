@@ -23,18 +23,6 @@ namespace {
 constexpr int64_t kExpInput = 1;   // i = exp(i~), else sigmoid
 constexpr int64_t kExpForget = 2;  // f = exp(f~), else sigmoid
 
-template <typename T>
-inline T log_sigmoid(T x) {
-  return x >= T(0) ? -std::log1p(std::exp(-x)) : x - std::log1p(std::exp(x));
-}
-
-template <typename T>
-inline T sigmoid(T x) {
-  if (x >= T(0)) return T(1) / (T(1) + std::exp(-x));
-  const T e = std::exp(x);
-  return e / (T(1) + e);
-}
-
 void check_tensor(const at::Tensor& t, const char* name, at::ScalarType dtype,
                   at::IntArrayRef shape) {
   TORCH_CHECK(t.defined(), "slstm: ", name, " is undefined");
@@ -95,13 +83,56 @@ Sizes check_common(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor
   return s;
 }
 
+// Scratch of one forward step: the transcendental functions run as ATen's vectorised
+// (Sleef) kernels over the whole (B, 4H) step, the rest in two scalar passes. A scalar
+// libm loop (exp, log1p, tanh per element) cost 3x the step's GEMM at B=64, H=256.
+struct StepBuffers {
+  at::Tensor sig;  // (B, 4H) sigmoid(pre): o, and 1 - sigmoid for the log-gate slopes
+  at::Tensor lg;   // (B, 2H) log_sigmoid(pre_i, pre_f) (sigmoid input / forget gates)
+  at::Tensor z;    // (B, H) tanh(pre_z)
+  at::Tensor ea;   // (B, 2H) exp arguments, then i', f'
+};
+
 template <typename T>
 void forward_step(int64_t t, const Sizes& s, const std::vector<int64_t>& len, int64_t flags,
-                  const T* pre, T* h, T* c, T* n, T* m, T* out, T* acts, T* cells, T* norms,
-                  T* stabs, T* dlog) {
+                  const at::Tensor& pre_t, StepBuffers& buf, T* h, T* c, T* n, T* m, T* out,
+                  T* acts, T* cells, T* norms, T* stabs, T* dlog) {
   const int64_t B = s.B, H = s.H;
   const bool exp_i = flags & kExpInput, exp_f = flags & kExpForget;
-  at::parallel_for(0, B, std::max<int64_t>(1, 4096 / (4 * H)), [&](int64_t b0, int64_t b1) {
+  at::sigmoid_out(buf.sig, pre_t);
+  at::tanh_out(buf.z, pre_t.narrow(1, 2 * H, H));
+  if (!exp_i || !exp_f) at::log_sigmoid_out(buf.lg, pre_t.narrow(1, 0, 2 * H));
+  const T* pre = pre_t.data_ptr<T>();
+  const T* lg = buf.lg.data_ptr<T>();
+  T* ea = buf.ea.data_ptr<T>();
+  const int64_t grain = std::max<int64_t>(1, 4096 / (4 * H));
+
+  // pass 1: the stabilizer m_t and the exponents of i', f' (<= 0)
+  at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      if (t >= len[b]) continue;
+      const T* p = pre + b * 4 * H;
+      const T* l = lg + b * 2 * H;
+      T* e = ea + b * 2 * H;
+      T* m_t = stabs + (t * B + b) * H;
+      const T* mb = m + b * H;
+      const T* nb = n + b * H;
+      for (int64_t j = 0; j < H; ++j) {
+        const T li = exp_i ? p[j] : l[j];
+        const T lfm = (exp_f ? p[H + j] : l[H + j]) + mb[j];  // log f + m_{t-1}
+        const T m_new = nb[j] == T(0) ? li : std::max(lfm, li);
+        m_t[j] = m_new;
+        e[j] = li - m_new;
+        e[H + j] = std::min(lfm - m_new, T(0));  // > 0 only from n = 0: f' = min(e^u, 1)
+      }
+    }
+  });
+  at::exp_out(buf.ea, buf.ea);
+
+  // pass 2: the states, the output, the trace and the log-gate slopes
+  const T* sig = buf.sig.data_ptr<T>();
+  const T* zz = buf.z.data_ptr<T>();
+  at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       T* o_t = out + (t * B + b) * H;
       T* a_t = acts + (t * B + b) * 4 * H;
@@ -119,21 +150,18 @@ void forward_step(int64_t t, const Sizes& s, const std::vector<int64_t>& len, in
         continue;
       }
       const T* p = pre + b * 4 * H;
+      const T* l = lg + b * 2 * H;
+      const T* sg = sig + b * 4 * H;
+      const T* e = ea + b * 2 * H;
+      const T* zb = zz + b * H;
       T* hb = h + b * H;
       T* cb = c + b * H;
       T* nb = n + b * H;
       T* mb = m + b * H;
       for (int64_t j = 0; j < H; ++j) {
-        const T pre_i = p[j], pre_f = p[H + j], pre_z = p[2 * H + j], pre_o = p[3 * H + j];
-        const T li = exp_i ? pre_i : log_sigmoid(pre_i);
-        const T lfm = (exp_f ? pre_f : log_sigmoid(pre_f)) + mb[j];  // log f + m_{t-1}
-        const bool first = nb[j] == T(0);
-        const T m_new = first ? li : std::max(lfm, li);
-        const T i = std::exp(li - m_new);
-        const T u = lfm - m_new;  // <= 0 except from n = 0, where f' = min(e^u, 1)
-        const T f = std::exp(std::min(u, T(0)));
-        const T z = std::tanh(pre_z);
-        const T o = sigmoid(pre_o);
+        const T i = e[j], f = e[H + j], z = zb[j], o = sg[3 * H + j];
+        const T lfm = (exp_f ? p[H + j] : l[H + j]) + mb[j];
+        const bool clamped = lfm - m_t[j] > T(0);
         const T c_new = f * cb[j] + i * z;
         const T n_new = f * nb[j] + i;
         const T h_new = o * (c_new / n_new);
@@ -141,11 +169,11 @@ void forward_step(int64_t t, const Sizes& s, const std::vector<int64_t>& len, in
         a_t[H + j] = f;
         a_t[2 * H + j] = z;
         a_t[3 * H + j] = o;
-        d_t[j] = i * (exp_i ? T(1) : sigmoid(-pre_i));                          // di'/di~
-        d_t[H + j] = u > T(0) ? T(0) : f * (exp_f ? T(1) : sigmoid(-pre_f));  // df'/df~
+        d_t[j] = exp_i ? i : i * (T(1) - sg[j]);                                    // di'/di~
+        d_t[H + j] = clamped ? T(0) : exp_f ? f : f * (T(1) - sg[H + j]);  // df'/df~
         c_t[j] = cb[j] = c_new;
         n_t[j] = nb[j] = n_new;
-        m_t[j] = mb[j] = m_new;
+        mb[j] = m_t[j];
         o_t[j] = hb[j] = h_new;
       }
     }
@@ -189,12 +217,13 @@ std::vector<at::Tensor> slstm_forward(const at::Tensor& x, const at::Tensor& h0,
   at::Tensor stabs = at::empty({T, B, H}, x.options());
   at::Tensor dlog = at::empty({T, B, 2 * H}, x.options());
   at::Tensor pre = at::empty({B, 4 * H}, x.options());
+  StepBuffers buf{at::empty({B, 4 * H}, x.options()), at::empty({B, 2 * H}, x.options()),
+                  at::empty({B, H}, x.options()), at::empty({B, 2 * H}, x.options())};
 
   AT_DISPATCH_FLOATING_TYPES(dtype, "slstm_forward", [&] {
     for (int64_t t = 0; t < T; ++t) {
       at::addmm_out(pre, xw[t], h, r_t);  // (B, 4H) = x_t W_ih^T + b + h_{t-1} R^T
-      forward_step<scalar_t>(t, s, len, flags, pre.data_ptr<scalar_t>(),
-                             h.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(),
+      forward_step<scalar_t>(t, s, len, flags, pre, buf, h.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(),
                              n.data_ptr<scalar_t>(), m.data_ptr<scalar_t>(),
                              out.data_ptr<scalar_t>(), acts.data_ptr<scalar_t>(),
                              cells.data_ptr<scalar_t>(), norms.data_ptr<scalar_t>(),
