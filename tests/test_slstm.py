@@ -428,3 +428,47 @@ def test_heads_weight_layout():
     assert set(k for k in snap if k.startswith("grad:")) == {
         f"grad:{n}_l0" for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
     }
+
+
+# ------------------------------------------------------------------ report
+
+
+def test_report_shows_normalizer_and_stabilizer(tmp_path):
+    """The HTML report of an sLSTM carries n and m beside the gates (values equal to the
+    trace's); an LSTM's report has neither."""
+    from gatelab.report import render_html, report_data
+
+    m = make_slstm(SLSTM, 3, 4, dtype=torch.float32, backend="reference")
+    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(10))
+    data = report_data(m, x, labels=[str(t) for t in range(6)])
+    keys = [s["key"] for s in data["series"]]
+    assert keys[:7] == [
+        "input_gate",
+        "forget_gate",
+        "candidate",
+        "output_gate",
+        "cell",
+        "normalizer",
+        "stabilizer",
+    ]
+    tr = m(x, return_trace=True)[2]
+    for name in ("normalizer", "stabilizer"):
+        got = torch.tensor(data["layers"][0]["values"][name])
+        torch.testing.assert_close(got, getattr(tr, name)[0].detach(), rtol=1e-3, atol=1e-4)
+    assert "n_t = f'_t ⊙ n_{t-1} + i'_t" in data["equations"]
+    assert "normalizer n_t (sLSTM)" in render_html(data)
+    lstm = gatelab.LSTM(3, 4, backend="reference")
+    plain = report_data(lstm, x, labels=[str(t) for t in range(6)])
+    assert "normalizer" not in [s["key"] for s in plain["series"]]
+
+
+def test_gradient_flow_runs_the_slstm_step():
+    """analysis.gradient_flow reruns the sLSTM's own step: its loss is the layer's, and
+    its dL/dh_t at the last step is dL/dh_T = 1 per unit."""
+    from gatelab.analysis import gradient_flow
+
+    m = make_slstm(SLSTM, 3, 4, num_layers=2, backend="reference")
+    x = torch.randn(6, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(11))
+    flow = gradient_flow(m, x, lambda out, last: last.sum())
+    assert flow.loss == pytest.approx(float(m(x)[0][-1].sum().detach()), abs=1e-12)
+    assert float(flow.hidden[-1, -1]) == pytest.approx(2.0)  # ||(1, 1, 1, 1)||
