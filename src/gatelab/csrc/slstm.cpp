@@ -1,9 +1,10 @@
 // The sLSTM cell (xLSTM, Beck et al. 2024, eqs. 8-17): fused forward and hand-written
 // backward over one layer-direction, CPU, float32 and float64.
 //
-// Per step: one GEMM h_{t-1} R^T (ATen's addmm, MKL/oneDNN), then one pointwise pass
-// that writes the stabilised gates, c, n, m and h. Backward: per step one pointwise pass
-// and one GEMM for dh_{t-1}; dW_ih, dR, dx and the bias as large GEMMs after the loop.
+// Per step: one GEMM h_{t-1} R^T (oneDNN, see gemm_nt), ATen's vectorised sigmoid / tanh /
+// log-sigmoid / exp over the step's block, and two pointwise passes that write the
+// stabilised gates, c, n, m and h. Backward: per step one pointwise pass and one GEMM for
+// dh_{t-1}; dW_ih, dR, dx and the bias as large GEMMs after the loop.
 // The stabilizer m carries no gradient (c / n does not depend on it): see cells.py.
 //
 // Registered with TORCH_LIBRARY under the extension's own name (the build hash), so that
@@ -22,6 +23,9 @@ namespace {
 
 constexpr int64_t kExpInput = 1;   // i = exp(i~), else sigmoid
 constexpr int64_t kExpForget = 2;  // f = exp(f~), else sigmoid
+// Units per thread in the pointwise passes, ATen's own grain: a pass over fewer runs on one
+// thread, because on a shared machine a split pass can wait a time slice for its other half.
+constexpr int64_t kGrain = 32768;
 
 void check_tensor(const at::Tensor& t, const char* name, at::ScalarType dtype,
                   at::IntArrayRef shape) {
@@ -51,6 +55,29 @@ std::vector<int64_t> check_lengths(const c10::optional<at::Tensor>& lengths, int
     len[b] = p[b];
   }
   return len;
+}
+
+// a (M, K) times w (N, K) transposed -> (M, N). float32 goes to oneDNN through torch's own
+// mkldnn::_linear_pointwise (the op torch.compile's CPU backend calls) when this build of
+// torch registers it: on the 2-core AMD EPYC this was built on it ran the step's GEMM
+// (64 x 256 x 1024) and the weight-gradient GEMMs about 2x faster than ATen's mm (MKL).
+// float64 and torch builds without oneDNN use at::mm.
+at::Tensor gemm_nt(const at::Tensor& a, const at::Tensor& w, const at::Tensor& bias = {}) {
+  static const auto op =
+      c10::Dispatcher::singleton().findSchema({"mkldnn::_linear_pointwise", ""});
+  if (op.has_value() && a.scalar_type() == at::kFloat) {
+    std::vector<c10::IValue> stack;
+    stack.reserve(6);
+    stack.emplace_back(a);
+    stack.emplace_back(w);
+    stack.emplace_back(bias.defined() ? c10::IValue(bias) : c10::IValue());
+    stack.emplace_back(std::string("none"));
+    stack.emplace_back(c10::List<std::optional<at::Scalar>>());
+    stack.emplace_back(std::string(""));
+    op->callBoxed(&stack);
+    return stack.back().toTensor();
+  }
+  return bias.defined() ? at::addmm(bias, a, w.t()) : at::mm(a, w.t());
 }
 
 struct Sizes {
@@ -99,13 +126,29 @@ void forward_step(int64_t t, const Sizes& s, const std::vector<int64_t>& len, in
                   T* acts, T* cells, T* norms, T* stabs, T* dlog) {
   const int64_t B = s.B, H = s.H;
   const bool exp_i = flags & kExpInput, exp_f = flags & kExpForget;
-  at::sigmoid_out(buf.sig, pre_t);
+  // only the blocks that are used: o, and i, f where they are sigmoid gates
+  auto sigmoid_block = [&](int64_t k, int64_t n) {
+    at::Tensor out = buf.sig.narrow(1, k * H, n * H);
+    at::sigmoid_out(out, pre_t.narrow(1, k * H, n * H));
+  };
+  auto log_sigmoid_block = [&](int64_t k, int64_t n) {
+    at::Tensor out = buf.lg.narrow(1, k * H, n * H);
+    at::log_sigmoid_out(out, pre_t.narrow(1, k * H, n * H));
+  };
+  sigmoid_block(3, 1);
   at::tanh_out(buf.z, pre_t.narrow(1, 2 * H, H));
-  if (!exp_i || !exp_f) at::log_sigmoid_out(buf.lg, pre_t.narrow(1, 0, 2 * H));
+  if (!exp_i && !exp_f) {
+    sigmoid_block(0, 2);
+    log_sigmoid_block(0, 2);
+  } else if (!exp_i || !exp_f) {
+    const int64_t k = exp_i ? 1 : 0;  // the one sigmoid gate among i, f
+    sigmoid_block(k, 1);
+    log_sigmoid_block(k, 1);
+  }
   const T* pre = pre_t.data_ptr<T>();
   const T* lg = buf.lg.data_ptr<T>();
   T* ea = buf.ea.data_ptr<T>();
-  const int64_t grain = std::max<int64_t>(1, 4096 / (4 * H));
+  const int64_t grain = std::max<int64_t>(1, kGrain / H);
 
   // pass 1: the stabilizer m_t and the exponents of i', f' (<= 0)
   at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
@@ -203,11 +246,10 @@ std::vector<at::Tensor> slstm_forward(const at::Tensor& x, const at::Tensor& h0,
   const int64_t T = s.T, B = s.B, H = s.H;
 
   // Input projection of all steps at once, both biases folded in: (T*B, 4H).
-  at::Tensor xw = at::mm(x.reshape({T * B, s.I}), w_ih.t());
-  if (b_ih.has_value() && b_ih->defined()) xw.add_(*b_ih);
-  if (b_hh.has_value() && b_hh->defined()) xw.add_(*b_hh);
-  xw = xw.view({T, B, 4 * H});
-  const at::Tensor r_t = w_hh.t();  // (H, 4H) view; BLAS takes the transpose flag
+  at::Tensor bias;
+  if (b_ih.has_value() && b_ih->defined()) bias = b_ih->clone();
+  if (b_hh.has_value() && b_hh->defined()) bias = bias.defined() ? bias.add_(*b_hh) : *b_hh;
+  at::Tensor xw = gemm_nt(x.reshape({T * B, s.I}), w_ih, bias).view({T, B, 4 * H});
 
   at::Tensor h = h0.clone(), c = c0.clone(), n = n0.clone(), m = m0.clone();
   at::Tensor out = at::empty({T, B, H}, x.options());
@@ -216,13 +258,12 @@ std::vector<at::Tensor> slstm_forward(const at::Tensor& x, const at::Tensor& h0,
   at::Tensor norms = at::empty({T, B, H}, x.options());
   at::Tensor stabs = at::empty({T, B, H}, x.options());
   at::Tensor dlog = at::empty({T, B, 2 * H}, x.options());
-  at::Tensor pre = at::empty({B, 4 * H}, x.options());
   StepBuffers buf{at::empty({B, 4 * H}, x.options()), at::empty({B, 2 * H}, x.options()),
                   at::empty({B, H}, x.options()), at::empty({B, 2 * H}, x.options())};
 
   AT_DISPATCH_FLOATING_TYPES(dtype, "slstm_forward", [&] {
     for (int64_t t = 0; t < T; ++t) {
-      at::addmm_out(pre, xw[t], h, r_t);  // (B, 4H) = x_t W_ih^T + b + h_{t-1} R^T
+      const at::Tensor pre = gemm_nt(h, w_hh).add_(xw[t]);  // (B, 4H): + x_t W_ih^T + b
       forward_step<scalar_t>(t, s, len, flags, pre, buf, h.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(),
                              n.data_ptr<scalar_t>(), m.data_ptr<scalar_t>(),
                              out.data_ptr<scalar_t>(), acts.data_ptr<scalar_t>(),
@@ -238,7 +279,7 @@ void backward_step(int64_t t, const Sizes& s, const std::vector<int64_t>& len, c
                    const T* acts, const T* cells, const T* norms, const T* dlog, const T* c0,
                    const T* n0, T* dh, T* dc, T* dn, T* dpre) {
   const int64_t B = s.B, H = s.H;
-  at::parallel_for(0, B, std::max<int64_t>(1, 4096 / (4 * H)), [&](int64_t b0, int64_t b1) {
+  at::parallel_for(0, B, std::max<int64_t>(1, kGrain / H), [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       T* dp = dpre + (t * B + b) * 4 * H;
       if (t >= len[b]) {  // padding: the state passed through, its gradient too
@@ -311,7 +352,7 @@ std::vector<at::Tensor> slstm_backward(
     g_out = *d_out;
   }
   at::Tensor dpre = at::empty({T, B, 4 * H}, x.options());
-  at::Tensor dh_rec = at::empty({B, H}, x.options());
+  const at::Tensor r_t = w_hh.t().contiguous();  // (H, 4H): dh_{t-1} = dpre_t R
 
   AT_DISPATCH_FLOATING_TYPES(dtype, "slstm_backward", [&] {
     const scalar_t* go = g_out.defined() ? g_out.data_ptr<scalar_t>() : nullptr;
@@ -322,7 +363,7 @@ std::vector<at::Tensor> slstm_backward(
                               n0.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(),
                               dc.data_ptr<scalar_t>(), dn.data_ptr<scalar_t>(),
                               dpre.data_ptr<scalar_t>());
-      at::mm_out(dh_rec, dpre[t], w_hh);  // (B, H) = dpre_t R
+      const at::Tensor dh_rec = gemm_nt(dpre[t], r_t);  // (B, H) = dpre_t R
       scalar_t* dhp = dh.data_ptr<scalar_t>();
       const scalar_t* rec = dh_rec.data_ptr<scalar_t>();
       for (int64_t b = 0; b < B; ++b) {
@@ -334,10 +375,12 @@ std::vector<at::Tensor> slstm_backward(
   const at::Tensor dp = dpre.view({T * B, 4 * H});
   // h_{t-1} of every step: h0, then the outputs (a padded step's dpre is zero).
   const at::Tensor h_prev = at::cat({h0.unsqueeze(0), out.narrow(0, 0, T - 1)}, 0);
-  at::Tensor dw_hh = at::mm(dp.t(), h_prev.view({T * B, H}));
-  at::Tensor dw_ih = at::mm(dp.t(), x.reshape({T * B, s.I}));
+  const at::Tensor dp_t = dp.t().contiguous();  // (4H, T*B)
+  at::Tensor dw_hh = gemm_nt(dp_t, h_prev.view({T * B, H}).t().contiguous());
+  at::Tensor dw_ih = gemm_nt(dp_t, x.reshape({T * B, s.I}).t().contiguous());
   at::Tensor db = dp.sum(0);
-  at::Tensor dx = need_dx ? at::mm(dp, w_ih).view({T, B, s.I}) : at::empty({0}, x.options());
+  at::Tensor dx = need_dx ? gemm_nt(dp, w_ih.t().contiguous()).view({T, B, s.I})
+                          : at::empty({0}, x.options());
   return {dx, dh, dc, dn, dw_ih, dw_hh, db};
 }
 
