@@ -7,6 +7,8 @@ import dataclasses
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import gatelab
@@ -300,6 +302,48 @@ def test_fused_equals_reference_float32(name):
     ref, fus = _fused_vs_reference(SPECS[name], torch.float32, layers=1, bidirectional=False)
     for k in ref:
         torch.testing.assert_close(fus[k], ref[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    T=st.integers(1, 6),
+    B=st.integers(1, 4),
+    I=st.integers(1, 4),
+    head_dim=st.integers(1, 3),
+    heads=st.integers(1, 3),
+    exp_forget=st.booleans(),
+    bias=st.booleans(),
+    data=st.data(),
+)
+def test_random_shapes_fused_equals_reference(T, B, I, head_dim, heads, exp_forget, bias, data):
+    """Fuzz: any sizes, heads, gate kinds, bias or not, lengths or not, zero or carried
+    state; outputs, states and every gradient within 1e-10 in float64."""
+    spec = dataclasses.replace(
+        SLSTM, num_heads=heads, forget_gate_activation="exp" if exp_forget else "sigmoid"
+    )
+    H = heads * head_dim
+    seed = data.draw(st.integers(0, 99))
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(T, B, I, generator=g, dtype=torch.float64)
+    hx = None
+    if data.draw(st.booleans()):
+        hx = [torch.randn(1, B, H, generator=g, dtype=torch.float64) for _ in range(4)]
+        hx[2] = hx[2].abs() + 0.1
+    lengths = None
+    if data.draw(st.booleans()):
+        lengths = data.draw(st.lists(st.integers(1, T), min_size=B, max_size=B))
+    snaps = []
+    for backend in ("reference", "fused"):
+        m = make_slstm(spec, I, H, seed=seed, bias=bias, backend=backend)
+        xi = x.clone().requires_grad_()
+        inp = (
+            xi
+            if lengths is None
+            else pack_padded_sequence(xi, torch.tensor(lengths), enforce_sorted=False)
+        )
+        snaps.append(forward_backward(m, inp, None if hx is None else tuple(hx), leaves=(xi,)))
+    for k in snaps[0]:
+        assert_close(snaps[1][k], snaps[0][k], what=k)
 
 
 def test_fused_kernel_checks_its_arguments():
