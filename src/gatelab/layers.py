@@ -420,8 +420,12 @@ class LSTM(_Recurrent):
         input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
             proj_size: as ``torch.nn.LSTM``.
         variant: a preset name (``"standard"``, ``"peephole"``, ``"cifg"``, ``"nig"``,
-            ``"nfg"``, ``"nog"``, ``"niaf"``, ``"noaf"``, ``"layernorm"``, ``"tanh_gates"``)
-            or a :class:`CellSpec`.
+            ``"nfg"``, ``"nog"``, ``"niaf"``, ``"noaf"``, ``"layernorm"``, ``"tanh_gates"``,
+            ``"slstm"``) or a :class:`CellSpec`. The sLSTM (``normalizer=True``) has the
+            state ``hx = (h0, c0, n0, m0)``, each ``(L*D, B, H)``, returns four final
+            states, has no ``proj_size``, and with ``num_heads = K`` its
+            ``weight_hh_l{k}`` is ``(4H, H/K)``, the K diagonal blocks of ``R`` (see
+            :func:`gatelab.cells.slstm_recurrent`).
         forget_bias: added to the forget-gate part of ``bias_ih`` at init (1.0 is
             Jozefowicz et al. 2015's advice; Keras's ``unit_forget_bias``).
         backend: ``"auto"`` (native for the standard cell without trace, else fused where
