@@ -346,6 +346,20 @@ def test_random_shapes_fused_equals_reference(T, B, I, head_dim, heads, exp_forg
         assert_close(snaps[1][k], snaps[0][k], what=k)
 
 
+@pytest.mark.parametrize("T, B, I, H, heads", [(1, 1, 1, 1, 1), (3, 1, 2, 3, 3), (5, 7, 1, 6, 2)])
+def test_odd_shapes_float32(T, B, I, H, heads):
+    """float32 takes oneDNN's GEMM (float64 ATen's): odd and tiny shapes agree too."""
+    spec = dataclasses.replace(SLSTM, num_heads=heads)
+    snaps = []
+    for backend in ("reference", "fused"):
+        m = make_slstm(spec, I, H, backend=backend, dtype=torch.float32)
+        g = torch.Generator().manual_seed(12)
+        x = torch.randn(T, B, I, generator=g).requires_grad_()
+        snaps.append(forward_backward(m, x, leaves=(x,)))
+    for k in snaps[0]:
+        torch.testing.assert_close(snaps[1][k], snaps[0][k], rtol=1e-4, atol=1e-5, msg=k)
+
+
 def test_fused_kernel_checks_its_arguments():
     """The C++ entry points validate before any raw-pointer loop."""
     from gatelab.backends import fused
