@@ -3,6 +3,7 @@
     python benchmarks/speed.py            # the full table (a few minutes on 2 cores)
     python benchmarks/speed.py --quick    # a smoke run (seconds)
     python benchmarks/speed.py --json out.json
+    python benchmarks/speed.py --slstm    # only the sLSTM against torch.nn.LSTM (a minute)
 
 Times are medians of repeats after warm-up, forward (no grad) and forward+backward
 (``out.sum().backward()`` with ``x`` requiring grad), float32, time-major, T = 100.
@@ -139,6 +140,46 @@ def bench_config(B, I, H, T, presets, quick, with_reference):
         row["fused_vs_ref_train_ms"] = r["fused_train"]
     row["load_after"] = os.getloadavg()[0]
     return row
+
+
+SLSTM_CONFIG = (64, 128, 256)  # B, I, H: the issue's target shape, one head
+
+
+def bench_slstm(quick: bool, T: int) -> dict:
+    """The fused sLSTM's training step (and forward) against torch.nn.LSTM's on the same
+    hidden size, interleaved. The sLSTM does more per step (exp, a normalizer, a
+    division) and runs gatelab's C++ loop; torch.nn.LSTM runs oneDNN's fused kernel."""
+    B, I, H = SLSTM_CONFIG
+    torch.manual_seed(0)
+    x = torch.randn(T, B, I, requires_grad=True)
+    peer = torch.nn.LSTM(I, H)
+    slstm = gatelab.LSTM(I, H, variant="slstm", backend="fused")
+    n = repeats_for(B, H, T, quick)
+    row = {"B": B, "I": I, "H": H, "T": T, "repeats": n, "load_before": os.getloadavg()}
+    fwd = interleaved_ms({"torch": forward_fn(peer, x), "slstm": forward_fn(slstm, x)}, n)
+    train = interleaved_ms({"torch": train_fn(peer, x), "slstm": train_fn(slstm, x)}, n)
+    row.update(torch_fwd_ms=fwd["torch"], slstm_fwd_ms=fwd["slstm"])
+    row.update(torch_train_ms=train["torch"], slstm_train_ms=train["slstm"])
+    row["train_ratio"] = ratio(train["torch"], train["slstm"])
+    row["fwd_ratio"] = ratio(fwd["torch"], fwd["slstm"])
+    row["load_after"] = os.getloadavg()
+    return row
+
+
+def print_slstm(row: dict) -> None:
+    print(
+        f"sLSTM (fused, 1 head) vs torch.nn.LSTM, T={row['T']} B={row['B']} I={row['I']} "
+        f"H={row['H']}, {torch.get_num_threads()} threads, load {row['load_before']} -> "
+        f"{row['load_after']}"
+    )
+    print(
+        f"  train step: torch {row['torch_train_ms']:.1f} ms, sLSTM {row['slstm_train_ms']:.1f} "
+        f"ms, ratio torch/sLSTM {row['train_ratio']:.2f} (target >= 0.8)"
+    )
+    print(
+        f"  forward:    torch {row['torch_fwd_ms']:.1f} ms, sLSTM {row['slstm_fwd_ms']:.1f} "
+        f"ms, ratio {row['fwd_ratio']:.2f}"
+    )
 
 
 def bench_cell(quick: bool) -> dict:
@@ -365,18 +406,31 @@ def main(argv=None) -> int:
     ap.add_argument("--markdown", metavar="PATH", help="also write the tables as Markdown")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     ap.add_argument("-T", type=int, default=None, help="sequence length (default 100)")
+    ap.add_argument("--slstm", action="store_true", help="only the sLSTM against torch")
     args = ap.parse_args(argv)
 
     fused.extension()  # build (or load) before timing anything
     T = args.T or (20 if args.quick else 100)
+    if args.slstm:
+        row = bench_slstm(args.quick, T)
+        print_slstm(row)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"machine": machine(), "slstm": row}, indent=2))
+        return 0
     configs = QUICK_CONFIGS if args.quick else CONFIGS
-    presets = ["standard", "peephole", "cifg"] if args.quick else list(gatelab.PRESETS)
+    # the sLSTM (other state, other kernels) has its own comparison: bench_slstm
+    presets = (
+        ["standard", "peephole", "cifg"]
+        if args.quick
+        else [k for k, v in gatelab.PRESETS.items() if not v.normalizer]
+    )
     res = {"machine": machine(), "T": T, "rows": [], "memory": []}
     for B, I, H in configs:
         with_ref = (B, H) in ((16, 128), (1, 128))
         res["rows"].append(bench_config(B, I, H, T, presets, args.quick, with_ref))
         print(f"  done B={B} I={I} H={H}", file=sys.stderr, flush=True)
     res["cell"] = bench_cell(args.quick)
+    res["slstm"] = bench_slstm(args.quick, T)
     if not args.no_memory and sys.platform.startswith("linux"):
         mem_presets = ["standard"] if args.quick else ["standard", "peephole", "layernorm"]
         for B, I, H in configs:
@@ -386,6 +440,7 @@ def main(argv=None) -> int:
             res["memory"].append(mem)
     res["load_after"] = os.getloadavg()
     print_table(res)
+    print_slstm(res["slstm"])
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))
     if args.markdown:

@@ -126,8 +126,8 @@ def test_ablate_unknown_names_list_the_valid_ones(tmp_path):
         "adding, temporal-order, copy",
     )
     one_line_error(
-        run("ablate", "--variants", "standard,lstm2,gru", "--out", tmp_path),
-        "'lstm2', 'gru'",
+        run("ablate", "--variants", "standard,lstm2,gru2", "--out", tmp_path),
+        "'lstm2', 'gru2'",
         "standard, peephole, cifg, nig, nfg, nog, niaf, noaf, layernorm, tanh_gates",
     )
     one_line_error(run("ablate", "--seeds", "0", "--out", tmp_path), "--seeds=0")

@@ -21,7 +21,7 @@ TINY.update(test_size=16, eval_every=2)
 
 
 def test_tasks_and_their_names():
-    assert list(ex.TASKS) == ["adding", "temporal-order", "copy"]
+    assert list(ex.TASKS) == ["adding", "temporal-order", "copy", "parity", "cycle-navigation"]
     assert ex.resolve_task("temporal_order").name == "temporal-order"
     with pytest.raises(ValueError, match="unknown task 'add'; expected one of adding, temporal"):
         ex.resolve_task("add")

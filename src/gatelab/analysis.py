@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from .backends.reference import scan
-from .cells import CellSpec, gru_step, lstm_input_projection, lstm_step, rnn_step
+from .cells import CellSpec, gru_step, lstm_input_projection, lstm_step, rnn_step, slstm_step
 from .layers import GRU, LSTM, RNN, reverse_padded
 from .trace import GateTrace, GRUTrace, RNNTrace
 
@@ -388,7 +388,16 @@ def _probed_layer(model, x: Tensor, p: dict[str, Tensor], probe: Tensor, lengths
     """One layer over ``x (T, B, I)`` with ``probe[t]`` added to ``h_t``; -> ``(T, B, P)``."""
     probes = iter(probe.unbind(0))
     h0 = x.new_zeros(x.shape[1], model.output_size)
-    if isinstance(model, LSTM):
+    if isinstance(model, LSTM) and model.spec.normalizer:  # sLSTM: state (h, c, n, m)
+        xw = lstm_input_projection(model.spec, x, p)  # (T, B, 4H)
+
+        def step(xw_t, state):
+            (h, c, n, m), _ = slstm_step(model.spec, xw_t, state, p)
+            h = h + next(probes)
+            return (h, c, n, m), h, {}
+
+        state0 = (h0, *(x.new_zeros(x.shape[1], model.hidden_size) for _ in range(3)))
+    elif isinstance(model, LSTM):
         xw = lstm_input_projection(model.spec, x, p)  # (T, B, G*H)
 
         def step(xw_t, state):

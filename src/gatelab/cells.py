@@ -34,6 +34,8 @@ __all__ = [
     "lstm_step",
     "resolve_spec",
     "rnn_step",
+    "slstm_recurrent",
+    "slstm_step",
 ]
 
 LAYERNORM_EPS = 1e-5
@@ -59,6 +61,18 @@ class CellSpec:
             ``c_t`` before the output activation (Ba et al. 2016).
         forget_bias: added to the forget-gate part of ``bias_ih`` at initialisation
             (Jozefowicz et al. 2015 recommend 1.0). Needs a computed forget gate.
+        input_gate_activation: None (use ``gate_activation``), ``"sigmoid"`` or ``"exp"``
+            (xLSTM's exponential input gate, outside (0, 1); needs ``normalizer=True``).
+        forget_gate_activation: None (use ``gate_activation``), ``"sigmoid"`` or ``"exp"``
+            (needs ``normalizer=True``).
+        normalizer: the sLSTM cell (Beck et al. 2024, eqs. 8-17): a normalizer state
+            ``n_t = f_t n_{t-1} + i_t``, ``h_t = o_t ⊙ c_t / n_t`` (no output
+            activation), and the log-space stabilizer ``m_t`` that keeps ``exp`` finite.
+            The state is ``(h, c, n, m)``. Needs all four gates, a tanh candidate and no
+            peephole, coupling or layer norm.
+        num_heads: the recurrent matrix is block-diagonal over ``num_heads`` heads
+            (memory mixing within a head only); ``weight_hh`` is then ``(4H, H /
+            num_heads)``. Needs ``normalizer=True`` when > 1.
     """
 
     input_gate: bool = True
@@ -71,12 +85,18 @@ class CellSpec:
     gate_activation: str = "sigmoid"
     layernorm: bool = False
     forget_bias: float = 0.0
+    input_gate_activation: str | None = None
+    forget_gate_activation: str | None = None
+    normalizer: bool = False
+    num_heads: int = 1
 
     def __post_init__(self) -> None:
         for name, allowed in (
             ("candidate_activation", ("tanh", "identity")),
             ("output_activation", ("tanh", "identity")),
             ("gate_activation", ("sigmoid", "tanh")),
+            ("input_gate_activation", (None, "sigmoid", "exp")),
+            ("forget_gate_activation", (None, "sigmoid", "exp")),
         ):
             value = getattr(self, name)
             if value not in allowed:
@@ -92,6 +112,46 @@ class CellSpec:
                 f"CellSpec.forget_bias={self.forget_bias!r} needs forget-gate weights, but this "
                 "spec has none (forget_gate=False or coupled=True); expected forget_bias=0.0"
             )
+        self._check_slstm()
+
+    def _check_slstm(self) -> None:
+        """The sLSTM switches compose with each other, not with the Greff variants."""
+        if isinstance(self.num_heads, bool) or not isinstance(self.num_heads, int):
+            raise TypeError(f"CellSpec.num_heads must be an int >= 1, got {self.num_heads!r}")
+        if self.num_heads < 1:
+            raise ValueError(f"CellSpec.num_heads={self.num_heads}; expected an int >= 1")
+        if not self.normalizer:
+            for name in ("input_gate_activation", "forget_gate_activation"):
+                if getattr(self, name) == "exp":
+                    raise ValueError(
+                        f"CellSpec.{name}='exp' needs normalizer=True: an exponential gate "
+                        "is unbounded, and only the normalizer n_t and the stabilizer m_t keep "
+                        "h_t bounded (xLSTM's sLSTM)"
+                    )
+            if self.num_heads != 1:
+                raise ValueError(
+                    f"CellSpec.num_heads={self.num_heads} needs normalizer=True (the sLSTM "
+                    "path runs the block-diagonal recurrence); expected num_heads=1"
+                )
+            return
+        clashes = {
+            "input_gate": (self.input_gate, True),
+            "forget_gate": (self.forget_gate, True),
+            "output_gate": (self.output_gate, True),
+            "coupled": (self.coupled, False),
+            "peephole": (self.peephole, False),
+            "layernorm": (self.layernorm, False),
+            "candidate_activation": (self.candidate_activation, "tanh"),
+            "output_activation": (self.output_activation, "tanh"),
+            "gate_activation": (self.gate_activation, "sigmoid"),
+        }
+        for name, (value, want) in clashes.items():
+            if value != want:
+                raise ValueError(
+                    f"CellSpec(normalizer=True) is the sLSTM cell (h = o * c / n, no output "
+                    f"activation); it does not combine with {name}={value!r}: expected "
+                    f"{name}={want!r}"
+                )
 
     @property
     def has_forget_weights(self) -> bool:
@@ -116,12 +176,24 @@ class CellSpec:
         return tuple(k for k in ("i", "f", "o") if k in self.gates)
 
     @property
+    def input_activation(self) -> str:
+        """The input gate's activation: ``sigmoid``, ``tanh`` or ``exp``."""
+        return self.input_gate_activation or self.gate_activation
+
+    @property
+    def forget_activation(self) -> str:
+        """The forget gate's activation: ``sigmoid``, ``tanh`` or ``exp``."""
+        return self.forget_gate_activation or self.gate_activation
+
+    @property
     def is_standard(self) -> bool:
         """True when the equations are torch.nn.LSTM's (``forget_bias`` only changes init)."""
         return dataclasses.replace(self, forget_bias=0.0) == CellSpec()
 
     def describe(self) -> str:
         """The spec's equations as plain text, for docs and reports."""
+        if self.normalizer:
+            return self._describe_slstm()
         act = "σ" if self.gate_activation == "sigmoid" else "tanh"
         pi = " + w_ci ⊙ c_{t-1}" if "i" in self.peephole_gates else ""
         pf = " + w_cf ⊙ c_{t-1}" if "f" in self.peephole_gates else ""
@@ -147,6 +219,29 @@ class CellSpec:
         lines.append(f"h_t = o_t ⊙ {out}")
         return "\n".join(lines)
 
+    def _describe_slstm(self) -> str:
+        R = "R_{k}" + (f" (block-diagonal, {self.num_heads} heads)" if self.num_heads > 1 else "")
+
+        def pre(k: str) -> str:
+            return f"W_{k} x_t + {R.replace('{k}', k)} h_{{t-1}} + b_{k}"
+
+        def act(kind: str) -> str:
+            return "exp" if kind == "exp" else "σ"
+
+        return "\n".join(
+            [
+                f"i_t = {act(self.input_activation)}({pre('i')})",
+                f"f_t = {act(self.forget_activation)}({pre('f')})",
+                f"z_t = tanh({pre('z')})",
+                f"o_t = σ({pre('o')})",
+                "m_t = max(log f_t + m_{t-1}, log i_t)   (m_1 = log i_1 from n_0 = 0)",
+                "i'_t = exp(log i_t - m_t),  f'_t = exp(log f_t + m_{t-1} - m_t)",
+                "c_t = f'_t ⊙ c_{t-1} + i'_t ⊙ z_t",
+                "n_t = f'_t ⊙ n_{t-1} + i'_t",
+                "h_t = o_t ⊙ c_t / n_t",
+            ]
+        )
+
 
 PRESETS: dict[str, CellSpec] = {
     "standard": CellSpec(),
@@ -159,6 +254,9 @@ PRESETS: dict[str, CellSpec] = {
     "noaf": CellSpec(output_activation="identity"),
     "layernorm": CellSpec(layernorm=True),
     "tanh_gates": CellSpec(gate_activation="tanh"),
+    "slstm": CellSpec(
+        input_gate_activation="exp", forget_gate_activation="sigmoid", normalizer=True
+    ),
 }
 
 
@@ -236,6 +334,10 @@ def lstm_step(
     Returns:
         ``h (B, P), c (B, H), gates``.
     """
+    if spec.normalizer:
+        raise ValueError(
+            f"lstm_step runs the LSTM equations; {spec} is an sLSTM cell: use slstm_step"
+        )
     hw = h_prev @ p["weight_hh"].T  # (B, G*H)
     if spec.layernorm:
         hw = _layer_norm(hw, p["ln_hh_weight"], p["ln_hh_bias"])
@@ -269,6 +371,77 @@ def lstm_step(
     if p.get("weight_hr") is not None:
         h = h @ p["weight_hr"].T  # (B, P)
     return h, c, LSTMGates(i=i, f=f, g=g, o=o, c=c)
+
+
+def slstm_recurrent(h_prev: Tensor, weight_hh: Tensor, num_heads: int) -> Tensor:
+    """``R h_{t-1}`` with ``R`` block-diagonal over heads: ``h_prev (B, H)``,
+    ``weight_hh (4H, d)`` with ``d = H / num_heads``; returns ``(B, 4H)``.
+
+    Row ``g*H + k*d + r`` of ``weight_hh`` holds head ``k``'s weights from
+    ``h_{k*d .. k*d+d-1}`` into unit ``k*d + r`` of gate ``g``; one head is torch's ``(4H,
+    H)``. Reshaped to ``(4, K, d, d)`` and permuted to ``(K, 4d, d)`` it is the xlstm
+    package's vanilla ``_recurrent_kernel``.
+    """
+    if num_heads == 1:
+        return h_prev @ weight_hh.T  # (B, 4H)
+    B, d = h_prev.shape[0], weight_hh.shape[1]
+    hk = h_prev.reshape(B, num_heads, d)  # (B, K, d)
+    wk = weight_hh.reshape(4, num_heads, d, d)  # (4, K, d_out, d_in)
+    return torch.einsum("bkj,gkrj->bgkr", hk, wk).reshape(B, -1)  # (B, 4H)
+
+
+def _log_gate(kind: str, pre: Tensor) -> Tensor:
+    return pre if kind == "exp" else F.logsigmoid(pre)
+
+
+def slstm_step(
+    spec: CellSpec,
+    xw_t: Tensor,
+    state: tuple[Tensor, Tensor, Tensor, Tensor],
+    p: dict[str, Tensor | None],
+) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor], dict[str, Tensor]]:
+    """One sLSTM step (Beck et al. 2024, eqs. 8-17; the xlstm package's vanilla step)::
+
+        z = tanh(z~)   i = exp(i~) or σ(i~)   f = σ(f~) or exp(f~)   o = σ(o~)
+        m_t = max(log f + m_{t-1}, log i)      (m_t = log i where n_{t-1} = 0)
+        i' = exp(log i - m_t)   f' = exp(log f + m_{t-1} - m_t)   (f' <= 1 at that step)
+        c_t = f' c_{t-1} + i' z    n_t = f' n_{t-1} + i'    h_t = o c_t / n_t
+
+    ``i~, f~, z~, o~`` are ``xw_t + R h_{t-1} + b_hh``. ``c_t / n_t`` does not depend on
+    ``m``, so the stabilizer changes neither outputs nor gradients; it is detached here
+    (the xlstm package lets gradients through it: they cancel). The first step's ``m``
+    follows the package (``m = i~`` when ``n = 0``), per unit. Gradients of the returned
+    ``c`` and ``n`` are therefore those at fixed ``m``: exact for anything computed from
+    the state later (outputs, continued sequences), which sees ``c e^m`` and ``n e^m``.
+
+    Args:
+        xw_t: ``(B, 4H)`` = ``x_t W_ih^T + b_ih``.
+        state: ``(h, c, n, m)``, each ``(B, H)``.
+    Returns:
+        The new state and the trace ``{input_gate: i', forget_gate: f', candidate: z,
+        output_gate: o, cell, normalizer, stabilizer}``, each ``(B, H)``.
+    """
+    h_prev, c_prev, n_prev, m_prev = state
+    pre = xw_t + slstm_recurrent(h_prev, p["weight_hh"], spec.num_heads)  # (B, 4H)
+    if p.get("bias_hh") is not None:
+        pre = pre + p["bias_hh"]
+    pre_i, pre_f, pre_z, pre_o = pre.chunk(4, dim=-1)
+    log_i = _log_gate(spec.input_activation, pre_i)
+    log_f_m = _log_gate(spec.forget_activation, pre_f) + m_prev.detach()
+    first = n_prev == 0
+    m = torch.where(first, log_i, torch.maximum(log_f_m, log_i)).detach()
+    i = torch.exp(log_i - m)
+    # log f + m_{t-1} <= m_t except where n_{t-1} = 0 (m_t = log i): there f' = min(., 1)
+    # as in the package, clamped in log space so that exp cannot overflow.
+    f = torch.exp(torch.clamp(log_f_m - m, max=0.0))
+    z = torch.tanh(pre_z)
+    o = torch.sigmoid(pre_o)
+    c = f * c_prev + i * z
+    n = f * n_prev + i
+    h = o * (c / n)
+    trace = {"input_gate": i, "forget_gate": f, "candidate": z, "output_gate": o}
+    trace.update(cell=c, normalizer=n, stabilizer=m)
+    return (h, c, n, m), trace
 
 
 def gru_step(

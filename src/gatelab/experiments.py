@@ -19,6 +19,11 @@ Tasks (``--task`` names):
   relevant positions scaled with ``T``.
 - ``copy``: the copy-memory problem (Arjovsky et al. 2016) with delay ``T``;
   per-step classification; metric ``accuracy`` over the copied symbols.
+- ``parity``, ``cycle-navigation``: regular languages of Deletang et al. (2023), as the
+  xLSTM paper (Beck et al. 2024) uses them: train on lengths ``1 .. T`` (default 40),
+  test on lengths ``T .. 256`` (length generalisation); metric ``accuracy`` of the class
+  at the last real step, and the paper's ``scaled_accuracy`` = (accuracy - chance) / (1
+  - chance): 0 is chance, 1 perfect. The held-out (``valid``) set has training lengths.
 
 A finished run is saved as a run folder of :mod:`gatelab.runs` (see :func:`save_run`,
 :func:`load_run`): ``config.json`` (the run-folder header ``gatelab_version, format,
@@ -72,6 +77,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MODELS = ("lstm", "gru", "rnn")
+# What ablate accepts beside the LSTM presets: the other recurrent layers, as baselines.
+OTHER_MODELS = ("gru", "rnn")
 INITS = ("uniform", "chrono")
 RUN_TASK = "synthetic"  # the ``task`` entry of config.json for these run folders
 # Seeds of the held-out sets: fixed, so every model of a task sees the same sequences.
@@ -100,9 +107,20 @@ class _Task:
     input_size = 1
     output_size = 1
     per_step = False  # one prediction per step (copy) instead of one per sequence
+    chance: float | None = None  # accuracy of guessing, where a scaled accuracy applies
 
     def sample(self, n: int, T: int, seed: int) -> Batch:
         raise NotImplementedError
+
+    def sample_test(self, n: int, T: int, seed: int) -> Batch:
+        """The test set: the training distribution, unless the task tests generalisation."""
+        return self.sample(n, T, seed)
+
+    def scaled(self, accuracy: float) -> float | None:
+        """(accuracy - chance) / (1 - chance): 0 at chance, 1 perfect (xLSTM's measure)."""
+        if self.chance is None:
+            return None
+        return (accuracy - self.chance) / (1.0 - self.chance)
 
     def loss(self, out: Tensor, y: Tensor) -> Tensor:
         raise NotImplementedError
@@ -190,7 +208,60 @@ class _Copy(_Task):
         return [names[int(k)] for k in x.argmax(-1)]
 
 
-TASKS: dict[str, _Task] = {t.name: t for t in (_Adding(), _TemporalOrder(), _Copy())}
+class _FormalLanguage(_Task):
+    """A regular-language task: one class at the last real step; train on lengths ``1 ..
+    T``, test on ``T .. TEST_MAX_LENGTH``."""
+
+    metric = "accuracy"
+    default_T = 40
+    test_max_length = 256
+    generator: Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]]
+    symbols: tuple[str, ...] = ()
+
+    def _batch(self, n: int, lo: int, hi: int, seed: int) -> Batch:
+        X, lengths, y = type(self).generator(n, lo, hi, seed=seed)
+        return Batch(*(torch.from_numpy(a) for a in (X, lengths, y)))
+
+    def sample(self, n: int, T: int, seed: int) -> Batch:
+        return self._batch(n, 1, T, seed)
+
+    def sample_test(self, n: int, T: int, seed: int) -> Batch:
+        return self._batch(n, T, max(T, self.test_max_length), seed)
+
+    def loss(self, out: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(out, y)
+
+    def score(self, out: Tensor, y: Tensor) -> Tensor:
+        return (out.argmax(-1) == y).float()
+
+    def input_labels(self, x: Tensor) -> list[str]:
+        return [
+            self.symbols[int(k)] if float(x[t].sum()) > 0 else ""
+            for t, k in enumerate(x.argmax(-1))
+        ]
+
+
+class _Parity(_FormalLanguage):
+    name = "parity"
+    input_size = 2
+    output_size = 2
+    chance = 0.5
+    generator = staticmethod(synthetic.parity)
+    symbols = ("0", "1")
+
+
+class _CycleNavigation(_FormalLanguage):
+    name = "cycle-navigation"
+    input_size = 3
+    output_size = 5
+    chance = 0.2
+    generator = staticmethod(synthetic.cycle_navigation)
+    symbols = ("0", "+", "-")
+
+
+TASKS: dict[str, _Task] = {
+    t.name: t for t in (_Adding(), _TemporalOrder(), _Copy(), _Parity(), _CycleNavigation())
+}
 
 
 def resolve_task(name: str) -> _Task:
@@ -280,12 +351,14 @@ class ExperimentConfig:
     """One training run on a synthetic task; JSON-serialisable.
 
     Attributes:
-        task: ``"adding"``, ``"temporal-order"`` or ``"copy"``.
+        task: a :data:`TASKS` name (``"adding"``, ``"temporal-order"``, ``"copy"``,
+            ``"parity"``, ``"cycle-navigation"``).
         model: ``"lstm"``, ``"gru"`` or ``"rnn"`` (vanilla tanh RNN).
         variant: LSTM preset (:data:`gatelab.PRESETS`); GRU and RNN take only
             ``"standard"`` (they have no LSTM cell to vary).
         T: sequence length (minimal length for ``adding`` and ``temporal-order``; delay
-            for ``copy``); None takes the task's default.
+            for ``copy``; longest training length for ``parity`` and
+            ``cycle-navigation``); None takes the task's default.
         hidden_size: units of the recurrent layer.
         forget_bias: LSTM forget-gate bias at init (applied only to specs that have a
             forget gate of their own; ``init="chrono"`` replaces it).
@@ -458,10 +531,13 @@ class ExperimentResult:
         return resolve_task(self.config.task).metric
 
     def summary(self) -> dict[str, Any]:
-        """JSON-able: config, metric (by its name), steps, seconds, stopped, history."""
+        """JSON-able: config, metric (by its name), ``scaled_accuracy`` where the task
+        has one, steps, seconds, stopped, history."""
+        scaled = resolve_task(self.config.task).scaled(self.metric)
         return {
             "config": self.config.to_dict(),
             self.metric_name: self.metric,
+            **({} if scaled is None else {"scaled_accuracy": scaled}),
             "valid": self.valid_metric,
             "steps": self.steps,
             "seconds": round(self.seconds, 2),
@@ -552,7 +628,7 @@ def run_experiment(
             break
     seconds = time.perf_counter() - start
     model.eval()
-    test = task.sample(config.test_size, config.T, TEST_SEED)
+    test = task.sample_test(config.test_size, config.T, TEST_SEED)
     metric = evaluate(model, config.task, test)
     log.info(
         "%s on %s: test %s %.4f after %d steps",
@@ -672,7 +748,8 @@ def ablate(
 
     Args:
         task: a task name (:data:`TASKS`).
-        variants: preset names; ``standard`` is the baseline of the t-tests when present.
+        variants: preset names, and ``"gru"``, ``"rnn"`` for those layers as baselines;
+            ``standard`` is the baseline of the t-tests when present.
         seeds: a count ``n`` (seeds ``0 .. n-1``) or the seeds themselves.
         callback: ``callback(variant, seed, progress)`` after every step.
         config: :class:`ExperimentConfig` fields shared by all runs (the budget:
@@ -683,11 +760,11 @@ def ablate(
     """
     t = resolve_task(task)
     variants = list(variants)
-    unknown = [v for v in variants if v not in PRESETS]
+    unknown = [v for v in variants if v not in PRESETS and v not in OTHER_MODELS]
     if unknown or not variants:
         raise ValueError(
             f"unknown LSTM variant(s) {', '.join(map(repr, unknown)) or '(none given)'}; "
-            f"expected some of {', '.join(PRESETS)}"
+            f"expected some of {', '.join((*PRESETS, *OTHER_MODELS))}"
         )
     seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
     if not seed_list:
@@ -700,7 +777,8 @@ def ablate(
         runs[variant] = []
         for seed in seed_list:
             cb = None if callback is None else (lambda p, v=variant, s=seed: callback(v, s, p))
-            result = run_experiment(base, variant=variant, seed=seed, callback=cb)
+            kind = {"model": variant, "variant": "standard"} if variant in OTHER_MODELS else {}
+            result = run_experiment(base, seed=seed, callback=cb, **{"variant": variant, **kind})
             summary = result.summary()
             summary.pop("config")
             summary.pop("history")
@@ -709,6 +787,9 @@ def ablate(
     table = ablation_table({v: [r[t.metric] for r in rs] for v, rs in runs.items()})
     for row in table:
         row.extra["seconds"] = round(float(np.mean([r["seconds"] for r in runs[row.variant]])), 1)
+        if t.chance is not None:  # length generalisation: scaled test, and train lengths
+            row.extra["scaled_accuracy"] = float(t.scaled(row.mean))
+            row.extra["valid"] = float(np.mean([r["valid"] for r in runs[row.variant]]))
     budget = {
         k: getattr(base, k)
         for k in ("steps", "seconds", "batch_size", "hidden_size", "T", "lr", "init")

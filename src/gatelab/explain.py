@@ -120,6 +120,8 @@ def _symbols(task, text: str) -> Tensor:
 
     if task.name == "temporal-order":
         alphabet = list(synthetic.TEMPORAL_ORDER_SYMBOLS)
+    elif task.chance is not None:  # a formal language: parity 0 1, cycle navigation 0 + -
+        alphabet = list(task.symbols)
     else:  # copy
         alphabet = ["_", *(str(s) for s in range(1, task.n_symbols + 1)), ":"]
     tokens = text.split() if " " in text.strip() else list(text.strip())
@@ -328,6 +330,10 @@ def _describe_prediction(task, pred: Tensor, target: Tensor | None) -> str:
         names = synthetic.temporal_order(1, seed=0)[3]
         k = int(pred.argmax())
         return f"Predicted class: {names[k]} (p = {float(pred.softmax(-1)[k]):.3f})."
+    if task.chance is not None:  # a formal language: one class at the last step
+        k = int(pred.argmax())
+        s = f"Predicted class: {k} (p = {float(pred.softmax(-1)[k]):.3f})"
+        return s + (f", target {int(target)}." if target is not None else ".")
     copied = pred[-task.copy_length :].argmax(-1).tolist()
     return f"Copied symbols: {' '.join(str(c) for c in copied)}."
 

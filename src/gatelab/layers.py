@@ -61,6 +61,20 @@ def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
     return x.gather(0, index)
 
 
+def _check_slstm_sizes(spec: CellSpec, hidden_size: Any, proj_size: Any) -> None:
+    """An sLSTM has no projection and splits ``hidden_size`` evenly over its heads."""
+    if isinstance(proj_size, int) and proj_size != 0:
+        raise ValueError(
+            f"proj_size={proj_size}; the sLSTM cell (normalizer=True) has no projection: "
+            "expected proj_size=0"
+        )
+    if isinstance(hidden_size, int) and hidden_size % spec.num_heads:
+        raise ValueError(
+            f"hidden_size={hidden_size} does not split into num_heads={spec.num_heads} equal "
+            "heads; expected a multiple of num_heads"
+        )
+
+
 class _Recurrent(nn.Module):
     """What LSTM, GRU and RNN share: arguments, parameters, input forms, layer loop."""
 
@@ -366,6 +380,8 @@ class _Recurrent(nn.Module):
         mask = torch.ones(T, B, dtype=torch.bool, device=x.device) if mask is None else mask[..., 0]
         fields = {}
         for name in self.trace_cls.names():
+            if name not in traces[0]:  # a field this cell lacks (sLSTM's n, m): stays None
+                continue
             parts = [tr[name] for tr in traces]
             # (L*D, T, B, H); one layer-direction: a view, no copy of the whole trace
             v = parts[0].unsqueeze(0) if len(parts) == 1 else torch.stack(parts)
@@ -404,8 +420,12 @@ class LSTM(_Recurrent):
         input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
             proj_size: as ``torch.nn.LSTM``.
         variant: a preset name (``"standard"``, ``"peephole"``, ``"cifg"``, ``"nig"``,
-            ``"nfg"``, ``"nog"``, ``"niaf"``, ``"noaf"``, ``"layernorm"``, ``"tanh_gates"``)
-            or a :class:`CellSpec`.
+            ``"nfg"``, ``"nog"``, ``"niaf"``, ``"noaf"``, ``"layernorm"``, ``"tanh_gates"``,
+            ``"slstm"``) or a :class:`CellSpec`. The sLSTM (``normalizer=True``) has the
+            state ``hx = (h0, c0, n0, m0)``, each ``(L*D, B, H)``, returns four final
+            states, has no ``proj_size``, and with ``num_heads = K`` its
+            ``weight_hh_l{k}`` is ``(4H, H/K)``, the K diagonal blocks of ``R`` (see
+            :func:`gatelab.cells.slstm_recurrent`).
         forget_bias: added to the forget-gate part of ``bias_ih`` at init (1.0 is
             Jozefowicz et al. 2015's advice; Keras's ``unit_forget_bias``).
         backend: ``"auto"`` (native for the standard cell without trace, else fused where
@@ -462,6 +482,8 @@ class LSTM(_Recurrent):
         self.spec = resolve_spec(variant, forget_bias)
         if self.spec.forget_bias != 0.0 and not bias:
             raise ValueError(f"forget_bias={self.spec.forget_bias} needs bias=True; got bias=False")
+        if self.spec.normalizer:
+            _check_slstm_sizes(self.spec, hidden_size, proj_size)
         self.num_gates = self.spec.num_gates
         super().__init__(
             input_size,
@@ -484,6 +506,8 @@ class LSTM(_Recurrent):
     def _param_shapes(self, layer_in: int) -> dict[str, tuple[int, ...]]:
         shapes = super()._param_shapes(layer_in)
         H, gh = self.hidden_size, self.num_gates * self.hidden_size
+        if self.spec.num_heads > 1:  # block-diagonal R: (4H, d), see cells.slstm_recurrent
+            shapes["weight_hh"] = (gh, H // self.spec.num_heads)
         for gate in self.spec.peephole_gates:
             shapes[f"weight_c{gate}"] = (H,)
         if self.spec.layernorm:
@@ -532,21 +556,24 @@ class LSTM(_Recurrent):
         return self
 
     def _state_sizes(self) -> tuple[int, ...]:
+        if self.spec.normalizer:  # sLSTM: (h, c, n, m)
+            return (self.hidden_size,) * 4
         return (self.output_size, self.hidden_size)
 
     def _hx_names(self) -> tuple[str, ...]:
-        return ("h0", "c0")
+        return ("h0", "c0", "n0", "m0") if self.spec.normalizer else ("h0", "c0")
 
     def _split_hx(self, hx) -> tuple:
-        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+        names = self._hx_names()
+        if not isinstance(hx, (tuple, list)) or len(hx) != len(names):
             got = f"a {type(hx).__name__}" + (
                 f" of length {len(hx)}" if isinstance(hx, (tuple, list)) else ""
             )
-            raise TypeError(f"hx must be a tuple (h0, c0) for LSTM; got {got}")
+            raise TypeError(f"hx must be a tuple ({', '.join(names)}) for LSTM; got {got}")
         return tuple(hx)
 
     def _pack_state(self, state_n):
-        return state_n[0], state_n[1]
+        return tuple(state_n)
 
     def _choose_backend(self, need_trace: bool, device: torch.device) -> str:
         name, standard = self.backend, self.spec.is_standard
@@ -588,6 +615,8 @@ class LSTM(_Recurrent):
             from .backends import fused as module
         else:
             module = native if backend == "native" else reference
+        if self.spec.normalizer:  # sLSTM: state (h, c, n, m); never native (not standard)
+            return module.slstm_layer(self.spec, x, state0, p, lengths, need_trace)
         out, h_n, c_n, tr = module.lstm_layer(
             self.spec, x, state0[0], state0[1], p, lengths, need_trace
         )

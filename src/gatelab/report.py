@@ -53,6 +53,8 @@ SERIES: dict[str, tuple[str, str]] = {
     "candidate": ("candidate g_t", "g"),
     "output_gate": ("output gate o_t", "o"),
     "cell": ("cell state c_t", "c"),
+    "normalizer": ("normalizer n_t (sLSTM)", "n"),
+    "stabilizer": ("stabilizer m_t (sLSTM)", "m"),
     "hidden": ("hidden state h_t", "h"),
     "reset_gate": ("reset gate r_t", "r"),
     "update_gate": ("update gate z_t", "z"),

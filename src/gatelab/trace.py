@@ -10,6 +10,18 @@ from torch import Tensor
 __all__ = ["GRUTrace", "GateTrace", "RNNTrace"]
 
 
+class _names:
+    """``Trace.names()`` lists every field; ``trace.names()`` those the trace holds."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.__doc__ = fn.__doc__
+
+    def __get__(self, obj, cls):
+        owner = cls if obj is None else obj
+        return lambda: self.fn(owner)
+
+
 @dataclass
 class _Trace:
     """Common part. Each tensor field is ``(L * D, T, B, H)`` for time-major input or
@@ -22,13 +34,18 @@ class _Trace:
     batch_first: bool
     num_directions: int
 
-    @classmethod
-    def names(cls) -> tuple[str, ...]:
-        """The traced quantities, in order."""
+    @_names
+    def names(owner) -> tuple[str, ...]:
+        """The traced quantities, in order: on the class every field, on a trace those it
+        holds (an LSTM trace has ``normalizer`` and ``stabilizer`` only for the sLSTM)."""
         skip = {"mask", "batch_first", "num_directions"}
-        return tuple(f.name for f in dataclasses.fields(cls) if f.name not in skip)
+        names = tuple(f.name for f in dataclasses.fields(owner) if f.name not in skip)
+        if isinstance(owner, type):
+            return names
+        return tuple(k for k in names if getattr(owner, k) is not None)
 
     def items(self) -> list[tuple[str, Tensor]]:
+        """``(name, tensor)`` for every quantity this trace holds."""
         return [(k, getattr(self, k)) for k in self.names()]
 
     @property
@@ -60,7 +77,15 @@ class _Trace:
 class GateTrace(_Trace):
     """An LSTM's gates. Removed gates appear as their constant (ones for ``nfg``);
     ``cell`` is ``c_t`` (before any layer norm), ``hidden`` is ``h_t`` (projected when
-    ``proj_size > 0``, so its last axis is ``proj_size``)."""
+    ``proj_size > 0``, so its last axis is ``proj_size``).
+
+    sLSTM cells (``CellSpec(normalizer=True)``) also fill ``normalizer`` (``n_t``) and
+    ``stabilizer`` (``m_t``), None for every other cell. Their ``input_gate`` and
+    ``forget_gate`` are the effective, stabilised ``i'_t`` and ``f'_t`` that multiply
+    the states, so ``cell[t] = forget_gate[t] * cell[t-1] + input_gate[t] *
+    candidate[t]`` and ``normalizer[t] = forget_gate[t] * normalizer[t-1] +
+    input_gate[t]`` hold on the trace, and ``hidden = output_gate * cell / normalizer``.
+    """
 
     input_gate: Tensor = None
     forget_gate: Tensor = None
@@ -68,6 +93,8 @@ class GateTrace(_Trace):
     output_gate: Tensor = None
     cell: Tensor = None
     hidden: Tensor = None
+    normalizer: Tensor | None = None
+    stabilizer: Tensor | None = None
 
 
 @dataclass

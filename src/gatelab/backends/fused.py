@@ -45,11 +45,11 @@ from torch import Tensor
 from ..cells import CellSpec
 from .reference import step_mask
 
-__all__ = ["can_run", "extension", "lstm_layer", "spec_flags"]
+__all__ = ["can_run", "extension", "lstm_layer", "slstm_layer", "spec_flags"]
 
 logger = logging.getLogger(__name__)
 
-_SOURCES = ("fused_lstm.cpp",)
+_SOURCES = ("fused_lstm.cpp", "slstm.cpp")
 # No -march=native, no -ffast-math: see fused_lstm.cpp. -fopenmp because ATen's
 # parallel_for (OpenMP build) is a header template that runs serially without it; the
 # extension then shares torch's libgomp (same soname, already loaded). Without OpenMP
@@ -164,6 +164,9 @@ def can_run(module, device: torch.device | str | None = None) -> tuple[bool, str
             return False, f"the fused kernels run on CPU; parameter {name} is on {p.device}"
         if p.dtype not in _DTYPES:
             return False, f"the fused kernels run float32 and float64; {name} is {p.dtype}"
+    spec = getattr(module, "spec", None)
+    if spec is not None and spec.normalizer and not hasattr(module, "num_layers"):
+        return False, "the sLSTM cell (normalizer=True) runs as a gatelab.LSTM layer"
     if os.environ.get("GATELAB_DISABLE_FUSED"):
         return False, "the fused backend is disabled by GATELAB_DISABLE_FUSED"
     try:
@@ -350,6 +353,8 @@ def lstm_layer(
     cell, hidden}`` of ``(T, B, H)`` tensors (``hidden`` ``(T, B, P)``), zero on padded
     steps. The gate and cell tensors carry no gradient.
     """
+    if spec.normalizer:
+        raise ValueError(f"lstm_layer runs the LSTM kernels; {spec} is an sLSTM: use slstm_layer")
     params = [p.get(name) for name in _PARAMS]
     grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, h0, c0, *params)
@@ -386,3 +391,115 @@ def lstm_layer(
     tr = {"input_gate": i, "forget_gate": f, "candidate": blocks["g"], "output_gate": o}
     tr.update(cell=cells, hidden=out)
     return out, h_n, c_n, tr
+
+
+# --------------------------------------------------------------------------- sLSTM
+# The kernels are in csrc/slstm.cpp, registered as torch ops under the extension's name.
+# Their GEMMs run through oneDNN for float32 (torch's mkldnn::_linear_pointwise, 2x MKL on
+# the AMD EPYC this was built on), at::mm for float64.
+
+
+def _slstm_ops():
+    return getattr(torch.ops, extension().__name__)
+
+
+def _slstm_flags(spec: CellSpec) -> int:
+    return (spec.input_activation == "exp") | (spec.forget_activation == "exp") << 1
+
+
+def _dense_recurrent(weight_hh: Tensor, num_heads: int) -> Tensor:
+    """``(4H, d)`` head blocks -> the dense block-diagonal ``(4H, H)`` the kernel takes
+    (differentiable: autograd folds ``dR`` back into the blocks). One head: as is."""
+    if num_heads == 1:
+        return weight_hh
+    d = weight_hh.shape[1]
+    blocks = weight_hh.reshape(4, num_heads, d, d)  # (4, K, d, d)
+    return torch.cat([torch.block_diag(*blocks[g]) for g in range(4)])  # (4H, H)
+
+
+class _FusedSLSTM(torch.autograd.Function):
+    """``(x, h0, c0, n0, m0, W_ih, R, b_ih, b_hh) -> (out, h_n, c_n, n_n, m_n, acts,
+    cells, norms, stabs)``; ``m_n`` and the trace carry no gradient (m is the stabilizer)."""
+
+    @staticmethod
+    def forward(ctx, flags, lengths, x, h0, c0, n0, m0, w_ih, w_hh, b_ih, b_hh):
+        res = _slstm_ops().slstm_forward(x, h0, c0, n0, m0, w_ih, w_hh, b_ih, b_hh, lengths, flags)
+        out, h_n, c_n, n_n, m_n, acts, cells, norms, stabs, dlog = res
+        ctx.mark_non_differentiable(m_n, acts, cells, norms, stabs)
+        ctx.set_materialize_grads(False)
+        ctx.lengths, ctx.dlog = lengths, dlog
+        ctx.save_for_backward(x, h0, c0, n0, w_ih, w_hh, out, acts, cells, norms)
+        return out, h_n, c_n, n_n, m_n, acts, cells, norms, stabs
+
+    @staticmethod
+    def backward(ctx, d_out, d_hn, d_cn, d_nn, *_):
+        x, h0, c0, n0, w_ih, w_hh, out, acts, cells, norms = ctx.saved_tensors
+        if d_out is None and d_hn is None and d_cn is None and d_nn is None:
+            return (None,) * 11
+        grads = [None if g is None else g.contiguous() for g in (d_out, d_hn, d_cn, d_nn)]
+        need_dx = ctx.needs_input_grad[2]
+        dx, dh0, dc0, dn0, dw_ih, dw_hh, db = _slstm_ops().slstm_backward(
+            *grads,
+            x,
+            h0,
+            c0,
+            n0,
+            w_ih,
+            w_hh,
+            out,
+            acts,
+            cells,
+            norms,
+            ctx.dlog,
+            ctx.lengths,
+            need_dx,
+        )
+        need = ctx.needs_input_grad
+        return (
+            None,
+            None,
+            dx if need_dx else None,
+            dh0,
+            dc0,
+            dn0,
+            None,
+            dw_ih,
+            dw_hh,
+            db if need[9] else None,
+            db if need[10] else None,
+        )
+
+
+def slstm_layer(
+    spec: CellSpec,
+    x: Tensor,
+    state0: tuple[Tensor, Tensor, Tensor, Tensor],
+    p: dict[str, Tensor | None],
+    lengths: Tensor | None,
+    need_trace: bool,
+) -> tuple[Tensor, tuple[Tensor, ...], dict[str, Tensor] | None]:
+    """One sLSTM layer-direction; the contract of ``reference.slstm_layer``.
+
+    ``x (T, B, I)``, ``state0 = (h0, c0, n0, m0)`` each ``(B, H)``. With ``num_heads >
+    1`` the kernel runs the dense block-diagonal ``R`` (K times the recurrent flops of the
+    blocks; exact). The trace's gate and state tensors carry no gradient.
+    """
+    if lengths is not None:
+        lengths = lengths.to(device="cpu", dtype=torch.int64).contiguous()
+    w_hh = _dense_recurrent(p["weight_hh"], spec.num_heads).contiguous()
+    args = (
+        x.contiguous(),
+        *(s.contiguous() for s in state0),
+        p["weight_ih"].contiguous(),
+        w_hh,
+        p.get("bias_ih"),
+        p.get("bias_hh"),
+    )
+    flags = _slstm_flags(spec)
+    out, h_n, c_n, n_n, m_n, acts, cells, norms, stabs = _FusedSLSTM.apply(flags, lengths, *args)
+    if not need_trace:
+        return out, (h_n, c_n, n_n, m_n), None
+    i, f, z, o = acts.chunk(4, dim=-1)  # views of (T, B, 4H)
+    tr = {"input_gate": i, "forget_gate": f, "candidate": z, "output_gate": o}
+    tr.update(cell=cells, normalizer=norms, stabilizer=stabs, hidden=out)
+    return out, (h_n, c_n, n_n, m_n), tr

@@ -13,7 +13,14 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..cells import CellSpec, gru_step, lstm_input_projection, lstm_step, rnn_step
+from ..cells import (
+    CellSpec,
+    gru_step,
+    lstm_input_projection,
+    lstm_step,
+    rnn_step,
+    slstm_step,
+)
 
 State = tuple[Tensor, ...]
 
@@ -88,6 +95,34 @@ def lstm_layer(
         return out, h_n, c_n, None
     tr["hidden"] = out
     return out, h_n, c_n, tr
+
+
+def slstm_layer(
+    spec: CellSpec,
+    x: Tensor,
+    state0: tuple[Tensor, Tensor, Tensor, Tensor],
+    p: dict[str, Tensor | None],
+    lengths: Tensor | None,
+    need_trace: bool,
+) -> tuple[Tensor, tuple[Tensor, ...], dict[str, Tensor] | None]:
+    """One sLSTM layer-direction (``spec.normalizer``). ``x (T, B, I)``, ``state0 = (h0,
+    c0, n0, m0)`` each ``(B, H)``.
+
+    Returns ``out (T, B, H)``, the final ``(h, c, n, m)`` and, if asked, the trace
+    ``{input_gate, forget_gate, candidate, output_gate, cell, normalizer, stabilizer,
+    hidden}`` of ``(T, B, H)`` tensors (the gates are the stabilised ``i', f'``).
+    """
+    xw = lstm_input_projection(spec, x, p)  # (T, B, 4H)
+
+    def step(xw_t: Tensor, state: State):
+        new_state, tr = slstm_step(spec, xw_t, state, p)
+        return new_state, new_state[0], tr
+
+    out, state_n, tr = scan(step, xw, tuple(state0), lengths, need_trace)
+    if not need_trace:
+        return out, state_n, None
+    tr["hidden"] = out
+    return out, state_n, tr
 
 
 def gru_layer(

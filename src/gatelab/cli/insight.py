@@ -299,9 +299,15 @@ def _load() -> float:
 @app.command("ablate")
 @clean_errors
 def ablate(
-    task: Annotated[str, typer.Option(help="adding, temporal-order or copy.")] = "adding",
+    task: Annotated[
+        str, typer.Option(help="adding, temporal-order, copy, parity or cycle-navigation.")
+    ] = "adding",
     variants: Annotated[
-        str, typer.Option(help="Comma-separated LSTM presets; standard is the baseline.")
+        str,
+        typer.Option(
+            help="Comma-separated LSTM presets (slstm included), and gru, rnn as baselines; "
+            "standard is the baseline."
+        ),
     ] = "standard,nig,nfg,nog,noaf,tanh_gates",
     seeds: Annotated[int, typer.Option(help="Seeds per variant (0..N-1).")] = 3,
     steps: Annotated[int, typer.Option(help="Step budget of every run.")] = 500,
@@ -331,11 +337,11 @@ def ablate(
 
     t = ex.resolve_task(task)
     names = [v.strip() for v in variants.split(",") if v.strip()]
-    unknown = [v for v in names if v not in PRESETS]
+    unknown = [v for v in names if v not in PRESETS and v not in ex.OTHER_MODELS]
     if unknown or not names:
         raise CommandError(
             f"unknown variant(s) {', '.join(map(repr, unknown)) or '(none given)'}; valid "
-            f"variants: {', '.join(PRESETS)}"
+            f"variants: {', '.join((*PRESETS, *ex.OTHER_MODELS))}"
         )
     if len(set(names)) != len(names):
         raise CommandError(f"--variants lists a variant twice: {variants!r}")
@@ -365,6 +371,8 @@ def ablate(
     out.mkdir(parents=True, exist_ok=True)
     stem = f"ablation-{t.name}"
     md = ablation_markdown(result.table, metric=result.metric)
+    if t.chance is not None:
+        md += "\n" + _generalisation_markdown(result, t, T or t.default_T)
     command = (
         f"gatelab ablate --task {t.name} --variants {','.join(names)} --seeds {seeds} "
         f"--steps {steps}" + (f" --seconds {seconds:g}" if seconds else "") + f" --hidden-size "
@@ -401,6 +409,24 @@ def ablate(
     console = _console()
     console.print(table)
     console.print(f"wrote {out / (stem + '.md')} and {out / (stem + '.json')}")
+
+
+def _generalisation_markdown(result, task, T: int) -> str:
+    """Length generalisation: test accuracy, the xLSTM paper's scaled accuracy (0 chance,
+    1 perfect) and the accuracy at training lengths, per variant (means over seeds)."""
+    lo, hi = T, max(T, task.test_max_length)
+    lines = [
+        f"| variant | accuracy, lengths {lo}-{hi} | scaled accuracy | per seed (scaled) | "
+        f"accuracy, lengths 1-{T} |",
+        "|---|---:|---:|---|---:|",
+    ]
+    for r in result.table:
+        seeds = ", ".join(f"{task.scaled(v):.2f}" for v in r.values)
+        lines.append(
+            f"| {r.variant} | {r.mean:.3f} | {r.extra['scaled_accuracy']:.3f} | {seeds} | "
+            f"{r.extra['valid']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def config_test_size() -> int:

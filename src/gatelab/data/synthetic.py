@@ -5,6 +5,9 @@
 * :func:`temporal_order`: the same paper, Experiment 6 (temporal order, tasks 6a and 6b).
 * :func:`copy_task`: the copy-memory problem of Arjovsky, Shah & Bengio (2016),
   "Unitary Evolution Recurrent Neural Networks".
+* :func:`parity` and :func:`cycle_navigation`: regular-language tasks of Deletang et al.
+  (2023), "Neural Networks and the Chomsky Hierarchy", as the xLSTM paper (Beck et al.
+  2024) uses them for length generalisation: train on short strings, test on long ones.
 
 Every generator takes a ``seed`` and draws from ``numpy.random.default_rng(seed)``: the
 same arguments give the same arrays. Real-valued inputs are float32, lengths and class
@@ -24,11 +27,14 @@ from gatelab.errors import DataError
 
 __all__ = [
     "ADDING_TOLERANCE",
+    "CYCLE_MOVES",
     "TASKS",
     "TEMPORAL_ORDER_SYMBOLS",
     "adding_problem",
     "copy_task",
+    "cycle_navigation",
     "get_task",
+    "parity",
     "temporal_order",
 ]
 
@@ -238,9 +244,76 @@ def copy_task(
     return X, Y
 
 
+def _lengths(rng: np.random.Generator, n: int, min_len: Any, max_len: Any) -> np.ndarray:
+    min_len = _count(min_len, "min_len")
+    max_len = _count(max_len, "max_len")
+    if max_len < min_len:
+        raise DataError(f"max_len={max_len} < min_len={min_len}; expected min_len <= max_len")
+    return rng.integers(min_len, max_len + 1, size=n, dtype=np.int64)
+
+
+def _one_hot_padded(tokens: np.ndarray, lengths: np.ndarray, k: int) -> np.ndarray:
+    """``tokens (n, T)`` ids -> ``(n, T, k)`` float32 one-hot, zero after each length."""
+    T = tokens.shape[1]
+    X = np.eye(k, dtype=np.float32)[tokens]  # (n, T, k)
+    X[np.arange(T)[None, :] >= lengths[:, None]] = 0.0
+    return X
+
+
+def parity(
+    n: int, min_len: int = 1, max_len: int = 40, *, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Parity (Deletang et al. 2023; xLSTM's formal-language suite): is the number of 1s
+    in a uniform random bit string odd?
+
+    Args:
+        n: number of strings; lengths uniform in ``min_len .. max_len``.
+    Returns:
+        ``X (n, max_len, 2)`` float32 one-hot bits, zero-padded; ``lengths (n,)`` int64;
+        ``y (n,)`` int64 in ``{0, 1}`` (1: odd). Chance is 1/2.
+    """
+    n = _count(n, "n")
+    rng = _rng(seed)
+    lengths = _lengths(rng, n, min_len, max_len)
+    bits = rng.integers(0, 2, size=(n, int(max_len)), dtype=np.int64)
+    bits[np.arange(int(max_len))[None, :] >= lengths[:, None]] = 0
+    return _one_hot_padded(bits, lengths, 2), lengths, bits.sum(1) % 2
+
+
+#: Cycle navigation's moves, in one-hot index order: stay, one step forward, one back.
+CYCLE_MOVES: tuple[int, ...] = (0, 1, -1)
+
+
+def cycle_navigation(
+    n: int, min_len: int = 1, max_len: int = 40, *, seed: int = 0, cycle: int = 5
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cycle navigation (Deletang et al. 2023): an agent starts at 0 on a cycle of
+    ``cycle`` positions and takes the moves (stay, +1, -1, uniform); where does it end?
+
+    Returns:
+        ``X (n, max_len, 3)`` float32 one-hot moves (:data:`CYCLE_MOVES` order),
+        zero-padded; ``lengths (n,)`` int64; ``y (n,)`` int64 in ``0 .. cycle-1``.
+        Chance is ``1 / cycle``.
+    """
+    n = _count(n, "n")
+    cycle = _count(cycle, "cycle", 2)
+    rng = _rng(seed)
+    lengths = _lengths(rng, n, min_len, max_len)
+    moves = rng.integers(0, 3, size=(n, int(max_len)), dtype=np.int64)
+    moves[np.arange(int(max_len))[None, :] >= lengths[:, None]] = 0  # "stay": no effect
+    y = np.asarray(CYCLE_MOVES)[moves].sum(1) % cycle
+    return _one_hot_padded(moves, lengths, 3), lengths, y.astype(np.int64)
+
+
 #: Task name -> generator, for ``--task`` options. Read-only.
 TASKS: Mapping[str, Callable[..., tuple[Any, ...]]] = MappingProxyType(
-    {"adding": adding_problem, "copy": copy_task, "temporal_order": temporal_order}
+    {
+        "adding": adding_problem,
+        "copy": copy_task,
+        "cycle_navigation": cycle_navigation,
+        "parity": parity,
+        "temporal_order": temporal_order,
+    }
 )
 
 
