@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from ..cells import CellSpec, gru_step, lstm_input_projection, lstm_step, rnn_step
+from . import _checks
 
 State = tuple[Tensor, ...]
 
@@ -24,6 +25,13 @@ def step_mask(lengths: Tensor | None, T: int) -> Tensor | None:
         return None
     steps = torch.arange(T, device=lengths.device)
     return (steps[:, None] < lengths[None, :]).unsqueeze(-1)
+
+
+def mask_padding(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """``x (T, B, I)`` with padded steps zeroed: what stands there (NaN, inf) then reaches
+    neither the outputs nor any gradient, as with a PackedSequence."""
+    mask = step_mask(lengths, x.shape[0])
+    return x if mask is None else torch.where(mask, x, 0.0)
 
 
 def scan(
@@ -73,8 +81,11 @@ def lstm_layer(
 
     Returns ``out (T, B, P)``, ``h_n (B, P)``, ``c_n (B, H)`` and, if asked, the trace
     ``{input_gate, forget_gate, candidate, output_gate, cell, hidden}`` each ``(T, B, H)``
-    (``hidden`` is ``(T, B, P)``).
+    (``hidden`` is ``(T, B, P)``). Raises ``ValueError`` / ``TypeError`` for arguments that
+    disagree (:mod:`gatelab.backends._checks`), and for ``T = 0``.
     """
+    lengths = _checks.lstm_args("reference.lstm_layer", spec, x, h0, c0, p, lengths)
+    x = mask_padding(x, lengths)
     xw = lstm_input_projection(spec, x, p)  # (T, B, G*H)
 
     def step(xw_t: Tensor, state: State):
@@ -94,6 +105,8 @@ def gru_layer(
     x: Tensor, h0: Tensor, p: dict[str, Tensor | None], lengths: Tensor | None, need_trace: bool
 ) -> tuple[Tensor, Tensor, dict[str, Tensor] | None]:
     """One GRU layer-direction; trace ``{reset_gate, update_gate, candidate, hidden}``."""
+    lengths = _checks.gru_args("reference.gru_layer", x, h0, p, lengths)
+    x = mask_padding(x, lengths)
     xw = x @ p["weight_ih"].T  # (T, B, 3H)
     if p.get("bias_ih") is not None:
         xw = xw + p["bias_ih"]
@@ -117,6 +130,8 @@ def rnn_layer(
     nonlinearity: str = "tanh",
 ) -> tuple[Tensor, Tensor, dict[str, Tensor] | None]:
     """One Elman RNN layer-direction; trace ``{hidden}``."""
+    lengths = _checks.rnn_args("reference.rnn_layer", x, h0, p, lengths, nonlinearity)
+    x = mask_padding(x, lengths)
     xw = x @ p["weight_ih"].T  # (T, B, H)
     if p.get("bias_ih") is not None:
         xw = xw + p["bias_ih"]
