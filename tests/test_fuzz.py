@@ -362,6 +362,13 @@ def _kernel_case(c: dict):
         return torch.randn(t.shape, generator=g, dtype=torch.float64).to(x.dtype)
 
     def target():
+        ext.set_gemm_mode(c["gemm"])  # 0 the default; 1 BLAS, 2 MKL packed, 3 at::mm, ...
+        try:
+            return call()
+        finally:
+            ext.set_gemm_mode(0)
+
+    def call():
         res = ext.lstm_forward(x, h0, c0, params, lengths, flags, c["keep"])
         if c["fn"] == "forward":
             return [res[0], res[1], res[2]]
@@ -635,10 +642,11 @@ def backend_cases(draw):
 def kernel_cases(draw):
     case = {"entry": "kernel", **_call_fields(draw)}
     case["fn"] = draw(st.sampled_from(["forward", "forward", "backward", "backward", "activation"]))
-    case["flags"] = draw(st.sampled_from(["spec"] * 8 + [9, 600, -1]))
-    case["keep"] = draw(st.sampled_from([2, 2, 2, 1, 0, 3]))
-    case["tamper"] = draw(st.sampled_from(["none"] * 4 + ["short", "steps", "transposed", "d_out"]))
+    case["flags"] = draw(st.sampled_from(["spec"] * 15 + [9, 600, -1]))
+    case["keep"] = draw(st.sampled_from([2] * 6 + [1, 0, 3]))
+    case["tamper"] = draw(st.sampled_from(["none"] * 8 + ["short", "steps", "transposed", "d_out"]))
     case["transposed"] = draw(st.booleans())
+    case["gemm"] = draw(st.sampled_from([0] * 5 + [1, 2, 3, 4, 5]))
     if case["fn"] == "activation":
         case["variant"] = draw(st.sampled_from(["tanh", "sigmoid"]))
     return case

@@ -433,3 +433,23 @@ def test_second_order_gradients_through_auto_equal_torch(kind):
     assert float(results[0][1][0].abs().max()) > 0  # the penalty term is not trivially zero
     for a, b in zip(results[1][1], results[0][1]):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+# ------------------------------------------------------------------ found by the fuzz
+
+
+def test_infinite_input_propagates_as_in_the_reference():
+    """With an identity candidate (niaf) and an infinite input, the float32 kernels'
+    sigmoid(-inf) was 6e-39 instead of 0: a closed gate times an infinite candidate gave
+    inf (and then a finite h through tanh) where the reference gives NaN."""
+    inf = float("inf")
+    got = fused.extension().activation(torch.tensor([-inf, inf]), "sigmoid")
+    assert torch.equal(got, torch.tensor([0.0, 1.0]))
+    torch.manual_seed(0)
+    ref = gatelab.LSTM(1, 8, variant="niaf", backend="reference")
+    fus = gatelab.LSTM(1, 8, variant="niaf", backend="fused")
+    fus.load_state_dict(ref.state_dict())
+    x = torch.full((2, 1, 1), inf)
+    a, b = fus(x)[0], ref(x)[0]
+    assert not torch.isfinite(b).all()
+    assert torch.equal(torch.isfinite(a), torch.isfinite(b))

@@ -550,9 +550,12 @@ struct Tick {
 // ----------------------------------------------------------------------- scalar math
 
 // exp for float: Cephes expf (range reduction by ln 2, degree-6 polynomial), ~2 ulp on
-// [-87, 88]; arguments are clamped there (sigmoid/tanh saturate long before). Branch-free
-// so that loops over it vectorise; NaN in gives NaN out (p is NaN, p * 2^n stays NaN).
+// [-87, 88]; arguments are clamped there (sigmoid/tanh saturate long before), except that
+// past float's range (x > 88.72) the result is inf as expf's: then sigmoid(-inf) is 0, not
+// 6e-39, and 0 * inf stays NaN as in torch (an identity candidate times a closed gate).
+// Branch-free (selects) so that loops over it vectorise; NaN in gives NaN out.
 GL_INLINE float exp_approx(float x) {
+  const bool overflow = x > 88.72f;
   x = x > 88.0f ? 88.0f : x;
   x = x < -87.0f ? -87.0f : x;
   const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
@@ -569,7 +572,7 @@ GL_INLINE float exp_approx(float x) {
   p = p * r * r + r + 1.0f;
   const int32_t k = __builtin_bit_cast(int32_t, t) - __builtin_bit_cast(int32_t, magic);
   const float scale = __builtin_bit_cast(float, (k + 127) << 23);
-  return p * scale;
+  return overflow ? __builtin_inff() : p * scale;
 }
 
 GL_INLINE float sigmoid_(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
