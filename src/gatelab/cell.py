@@ -205,13 +205,14 @@ class LSTMCell(nn.Module):
     def _check_parameters(self, x: Tensor) -> None:
         """Every parameter still has its configured shape (one can be replaced after
         construction) and ``x``'s dtype and device."""
-        _checks.parameters("LSTMCell", dict(self.named_parameters()), self._param_shapes(), x)
+        _checks.parameters("LSTMCell", self._parameters, self._param_shapes(), x)
 
     def forward(self, input: Tensor, hx=None, *, return_gates: bool = False):
         """One step: ``(h', c')``, plus the gates when ``return_gates=True``."""
         x, h, c, unbatched = self._check(input, hx)
-        self._check_parameters(x)
         backend = self._choose_backend(x.device, return_gates)
+        if backend != "fused":  # fused.lstm_layer checks the parameters itself
+            self._check_parameters(x)
         self._last_backend = backend
         p = dict(self.named_parameters())
         if backend == "native" and not return_gates:

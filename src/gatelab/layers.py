@@ -265,14 +265,16 @@ class _Recurrent(nn.Module):
     def _check_parameters(self, x: Tensor) -> None:
         """Every parameter still has the shape the configuration gives it (a parameter can
         be replaced after construction) and ``x``'s dtype and device."""
-        params = dict(self.named_parameters())
-        want = {}
-        for layer in range(self.num_layers):
-            layer_in = self.input_size if layer == 0 else self.output_size * self.num_directions
-            for direction in range(self.num_directions):
-                for name, shape in self._param_shapes(layer_in).items():
-                    want[self._pname(name, layer, direction)] = shape
-        _checks.parameters(type(self).__name__, params, want, x)
+        want = self.__dict__.get("_want_shapes")
+        if want is None:  # the configuration does not change after construction
+            want = {}
+            for layer in range(self.num_layers):
+                layer_in = self.input_size if layer == 0 else self.output_size * self.num_directions
+                for direction in range(self.num_directions):
+                    for name, shape in self._param_shapes(layer_in).items():
+                        want[self._pname(name, layer, direction)] = shape
+            self.__dict__["_want_shapes"] = want
+        _checks.parameters(type(self).__name__, self._parameters, want, x)
 
     def _split_hx(self, hx) -> tuple:
         if isinstance(hx, (tuple, list)):

@@ -98,10 +98,14 @@ def parameters(
     for means the parameters belong to another configuration)."""
     if not isinstance(p, Mapping):
         raise TypeError(f"{where}: p must be a dict of parameters, got {type(p).__name__}")
+    dtype, device = like.dtype, like.device
     for name, shape in want.items():
         t = p.get(name)
         if t is None:
             raise ValueError(f"{where}: parameter {name} is missing; expected shape {shape}")
+        # the common case first, in as few operations as it takes (this runs every forward)
+        if isinstance(t, Tensor) and t.shape == shape and t.dtype == dtype and t.device == device:
+            continue
         t = _tensor(where, f"parameter {name}", t)
         if _shape(t) != shape:
             raise ValueError(f"{where}: parameter {name} has shape {_shape(t)}; expected {shape}")
@@ -130,7 +134,7 @@ def lengths_arg(where: str, lengths, B: int, T: int, x: Tensor) -> Tensor | None
         )
     if B == 0:
         return None
-    lo, hi = int(lengths.min()), int(lengths.max())
+    lo, hi = (int(v) for v in torch.aminmax(lengths))
     if lo < 1 or hi > T:
         raise ValueError(
             f"{where}: lengths holds values in [{lo}, {hi}]; expected each in 1..T={T}"
