@@ -453,3 +453,28 @@ def test_infinite_input_propagates_as_in_the_reference():
     a, b = fus(x)[0], ref(x)[0]
     assert not torch.isfinite(b).all()
     assert torch.equal(torch.isfinite(a), torch.isfinite(b))
+
+
+@pytest.mark.parametrize("backend", ["reference", "fused"])
+def test_padded_steps_reach_no_gradient(backend):
+    """Found by the fuzz: NaN on a padded step (t >= lengths[b]) of a backend's input made
+    dW_ih NaN (0 * NaN) on the reference and fused backends; native, which packs, ignores
+    it. What stands on padded steps now reaches nothing, as with a PackedSequence."""
+    from gatelab.backends import native, reference
+
+    torch.manual_seed(0)
+    m = gatelab.LSTM(3, 4, dtype=torch.float64)
+    x = torch.randn(4, 2, 3, dtype=torch.float64)
+    x[3, 1] = float("nan")  # sequence 1 has 3 steps: step 3 is padding
+    lengths = torch.tensor([4, 3])
+    h0 = torch.zeros(2, 4, dtype=torch.float64)
+    grads = []
+    for module in (native, reference if backend == "reference" else fused):
+        p = {k: v.detach().clone().requires_grad_() for k, v in m.layer_parameters(0).items()}
+        xi = x.clone().requires_grad_()
+        out, h_n, c_n, _ = module.lstm_layer(m.spec, xi, h0, h0, p, lengths, False)
+        loss = out.sum() + h_n.sum() + c_n.sum()
+        grads.append(torch.autograd.grad(loss, [xi, *p.values()]))
+    for a, b in zip(grads[1], grads[0]):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)

@@ -4,9 +4,10 @@
 :func:`rnn_args` before they compute, so that a bad shape, dtype, device or ``lengths``
 gets the same ``ValueError`` / ``TypeError`` whichever backend runs, naming the argument,
 what was expected and what came. The layers (:mod:`gatelab.layers`, :mod:`gatelab.cell`)
-check their own arguments (input forms, ``hx``) with :func:`sequence`, :func:`state` and
-:func:`parameters` from here too. The C++ kernels keep their own checks as the last line of
-defence: they are reachable directly through ``backends.fused.extension()``.
+check their input forms and ``hx`` themselves, and use :func:`empty_sequence` (``T = 0``)
+and :func:`parameters` (each parameter's configured shape, dtype and device) from here.
+The C++ kernels keep their own checks as the last line of defence: they are reachable
+directly through ``backends.fused.extension()``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,16 @@ from torch import Tensor
 from ..cells import CellSpec
 from ..errors import EmptySequenceError
 
-__all__ = ["gru_args", "lstm_args", "parameters", "rnn_args", "sequence", "state"]
+__all__ = [
+    "empty_sequence",
+    "gru_args",
+    "lengths_arg",
+    "lstm_args",
+    "parameters",
+    "rnn_args",
+    "sequence",
+    "state",
+]
 
 _LN = ("ln_ih_weight", "ln_ih_bias", "ln_hh_weight", "ln_hh_bias", "ln_c_weight", "ln_c_bias")
 _PEEP = ("weight_ci", "weight_cf", "weight_co")
@@ -127,7 +137,7 @@ def lengths_arg(where: str, lengths, B: int, T: int, x: Tensor) -> Tensor | None
     if lengths.dtype == torch.bool or lengths.is_floating_point() or lengths.is_complex():
         raise TypeError(f"{where}: lengths has dtype {lengths.dtype}; expected an integer dtype")
     if lengths.device.type != "cpu" and lengths.device != x.device:
-        raise ValueError(f"{where}: lengths is on {lengths.device}; expected the CPU")
+        raise ValueError(f"{where}: lengths is on {lengths.device}; expected the CPU or {x.device}")
     if lengths.shape[0] != B:
         raise ValueError(
             f"{where}: lengths has {lengths.shape[0]} entries; expected one per sequence, B={B}"
