@@ -191,14 +191,7 @@ class LSTMCell(nn.Module):
         want = (self.hidden_size,) if unbatched else (x.shape[0], self.hidden_size)
         state = []
         for name, t in zip(("h", "c"), hx):
-            if not isinstance(t, Tensor):
-                raise TypeError(f"hx[{name}] must be a Tensor, got {type(t).__name__}")
-            if tuple(t.shape) != want:
-                raise ValueError(f"{name} has shape {tuple(t.shape)}; expected {want}")
-            if t.dtype != x.dtype:
-                raise TypeError(f"{name} has dtype {t.dtype}; expected {x.dtype} like the input")
-            if t.device != x.device:
-                raise ValueError(f"{name} is on {t.device}; expected {x.device} like the input")
+            _checks.state("LSTMCell", name, t, want, x)
             state.append(t.unsqueeze(0) if unbatched else t)
         return x, state[0], state[1], unbatched
 

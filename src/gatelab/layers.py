@@ -244,18 +244,9 @@ class _Recurrent(nn.Module):
         parts = self._split_hx(hx)
         state = []
         for name, h, size in zip(self._hx_names(), parts, sizes):
-            if not isinstance(h, Tensor):
-                raise TypeError(f"{name} must be a Tensor, got {type(h).__name__}")
             want = (LD, size) if unbatched else (LD, B, size)
-            if tuple(h.shape) != want:
-                raise ValueError(
-                    f"{name} has shape {tuple(h.shape)}; expected {want} "
-                    "(num_layers * num_directions, batch, features)"
-                )
-            if h.dtype != x.dtype:
-                raise TypeError(f"{name} has dtype {h.dtype}; expected {x.dtype} like the input")
-            if h.device != x.device:
-                raise ValueError(f"{name} is on {h.device}; expected {x.device} like the input")
+            dims = "(num_layers * num_directions, batch, features)"
+            _checks.state(type(self).__name__, name, h, want, x, hint=dims)
             state.append(h.unsqueeze(1) if unbatched else h)
         return tuple(state)
 

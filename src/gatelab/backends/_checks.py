@@ -80,11 +80,13 @@ def empty_sequence(where: str, T: int) -> None:
         )
 
 
-def state(where: str, name: str, t, want: tuple[int, ...], like: Tensor) -> Tensor:
-    """A state tensor (``h0``, ``c0``): shape ``want``, ``like``'s dtype and device."""
+def state(where: str, name: str, t, want: tuple[int, ...], like: Tensor, hint: str = "") -> Tensor:
+    """A state tensor (``h0``, ``c0``): shape ``want`` (``hint`` names its dimensions),
+    ``like``'s dtype and device."""
     t = _tensor(where, name, t)
     if _shape(t) != want:
-        raise ValueError(f"{where}: {name} has shape {_shape(t)}; expected {want}")
+        hint = f" {hint}" if hint else ""
+        raise ValueError(f"{where}: {name} has shape {_shape(t)}; expected {want}{hint}")
     _same_kind(where, name, t, like)
     return t
 
