@@ -41,7 +41,7 @@ DTYPES = (*["float64"] * 3, *["float32"] * 3, "float16", "bfloat16", "int64")
 # |got - want| <= atol * scale + rtol * |want|, scale the largest |want| (at least 1)
 TOL = {
     "float64": (1e-9, 1e-7),
-    "float32": (2e-4, 2e-3),
+    "float32": (1e-3, 1e-3),  # layer norm over H = 1 feature multiplies errors by 1/sqrt(eps)
     "float16": (5e-2, 5e-2),  # half precision: other summation orders drift this far
     "bfloat16": (2e-1, 2e-1),
 }

@@ -51,15 +51,17 @@ def scan(
     outs: list[Tensor] = []
     traces: dict[str, list[Tensor]] = {}
     for t in range(xw.shape[0]):
-        new_state, out, tr = step(xw[t], state)
-        if mask is not None:
+        if mask is None:
+            state, out, tr = step(xw[t], state)
+        else:
             m = mask[t]  # (B, 1)
+            # a padded row steps from a zero state: its (discarded) step must not turn a NaN
+            # state into NaN weight gradients (0 * NaN), as it cannot in a PackedSequence
+            new_state, out, tr = step(xw[t], tuple(torch.where(m, s, 0.0) for s in state))
             state = tuple(torch.where(m, n, s) for n, s in zip(new_state, state))
             out = torch.where(m, out, 0.0)
             if need_trace:
                 tr = {k: torch.where(m, v, 0.0) for k, v in tr.items()}
-        else:
-            state = new_state
         outs.append(out)
         if need_trace:
             for k, v in tr.items():
