@@ -1550,7 +1550,24 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   g_hr.reset();
   tmp = tmp2 = dhr = Tensor();
 
-  // weight gradients as large GEMMs / reductions over all steps
+  // weight gradients as large GEMMs / reductions over all steps. Each is a sum over steps
+  // of (a gradient, zero on padded rows) times (an activation); the activations of padded
+  // rows, and the states that feed a padded step, are zeroed first: a NaN or inf carried
+  // through padding would make 0 * inf = NaN, which a PackedSequence never computes.
+  Tensor padded, padded_next;  // (T, B, 1): step t is padding; step t + 1 is
+  if (len && len_c.min().item<int64_t>() < T_) {
+    const Tensor steps = at::arange(T_, len_c.options()).unsqueeze(1);  // (T, 1)
+    padded = (steps >= len_c.unsqueeze(0)).unsqueeze(2);
+    padded_next = (steps + 1 >= len_c.unsqueeze(0)).unsqueeze(2);
+  }
+  auto zero_rows = [&](const Tensor& t, const Tensor& m, bool used) {
+    return used && m.defined() ? t.masked_fill(m, 0).contiguous() : t;
+  };
+  const Tensor h_feed = zero_rows(out, padded_next, true);  // h_t as h_{t-1} of step t + 1
+  const Tensor c_feed = zero_rows(c_all, padded_next, s.peep);  // c_t as c_{t-1} of step t + 1
+  const Tensor xhat_hh_r = zero_rows(xhat_hh, padded, s.ln);
+  const Tensor xhat_c_r = zero_rows(xhat_c, padded, s.ln);
+  const Tensor hr_r = zero_rows(hr_all, padded, proj);
   std::vector<Tensor> g(3 + kNumParams);
   g[1] = dld == P ? dh : dh.narrow(1, 0, P).contiguous();
   g[2] = dc;
@@ -1568,11 +1585,12 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   if (s.peep) {
     const T* dGp = dG.data_ptr<T>();
     const T* cp = c_all.data_ptr<T>();
+    const T* cf = c_feed.data_ptr<T>();
     auto prev_sum = [&](int off) {  // sum_t dG_gate[t] * c_{t-1}, c_{-1} = c0
       Tensor r = vec(H);
       col_dot<T>(dGp + off * H, GH, c0.data_ptr<T>(), H, B, H, r.data_ptr<T>(), false);
       if (T_ > 1)
-        col_dot<T>(dGp + B * GH + off * H, GH, cp, H, (T_ - 1) * B, H, r.data_ptr<T>(), true);
+        col_dot<T>(dGp + B * GH + off * H, GH, cf, H, (T_ - 1) * B, H, r.data_ptr<T>(), true);
       return r;
     };
     if (s.has_i) g[3 + kWci] = prev_sum(s.oi);
@@ -1585,16 +1603,17 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   }
   if (s.ln) {
     Tensor r = vec(GH);
-    col_dot<T>(dG.data_ptr<T>(), GH, xhat_hh.data_ptr<T>(), GH, TB, GH, r.data_ptr<T>(), false);
+    col_dot<T>(dG.data_ptr<T>(), GH, xhat_hh_r.data_ptr<T>(), GH, TB, GH, r.data_ptr<T>(),
+               false);
     g[3 + kLnHhW] = r;
     Tensor rc = vec(H), rb = vec(H);
-    col_dot<T>(dCN.data_ptr<T>(), H, xhat_c.data_ptr<T>(), H, TB, H, rc.data_ptr<T>(), false);
+    col_dot<T>(dCN.data_ptr<T>(), H, xhat_c_r.data_ptr<T>(), H, TB, H, rc.data_ptr<T>(), false);
     col_dot<T>(dCN.data_ptr<T>(), H, nullptr, 0, TB, H, rb.data_ptr<T>(), false);
     g[3 + kLnCW] = rc;
     g[3 + kLnCB] = rb;
     dCN = Tensor();
   }
-  if (proj) g[3 + kWhr] = at::mm(dH_all.view({TB, P}).t(), hr_all.view({TB, H}));
+  if (proj) g[3 + kWhr] = at::mm(dH_all.view({TB, P}).t(), hr_r.view({TB, H}));
   dH_all = Tensor();
 
   const bool own = g_gemm_mode == 0 || g_gemm_mode == 4;
@@ -1604,7 +1623,7 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   if (own) {
     Tensor hp = at::empty({Pp * TB}, opts);
     pack_rows<T>(h0.data_ptr<T>(), P, B, 0, TB, P, hp.data_ptr<T>());
-    if (T_ > 1) pack_rows<T>(out.data_ptr<T>(), P, TB - B, B, TB, P, hp.data_ptr<T>());
+    if (T_ > 1) pack_rows<T>(h_feed.data_ptr<T>(), P, TB - B, B, TB, P, hp.data_ptr<T>());
     Tensor dw = at::empty({GH, Pp}, opts);
     big_gemm<T>(GH, TB, P, dHW.data_ptr<T>(), 1, GH, hp.data_ptr<T>(), dw.data_ptr<T>(), Pp,
                 nullptr);
@@ -1613,7 +1632,7 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
     Tensor dwhh = at::mm(dHW.select(0, 0).t(), h0.contiguous());
     if (T_ > 1)
       dwhh.addmm_(dHW.narrow(0, 1, T_ - 1).reshape({(T_ - 1) * B, GH}).t(),
-                  out.narrow(0, 0, T_ - 1).reshape({(T_ - 1) * B, P}));
+                  h_feed.narrow(0, 0, T_ - 1).reshape({(T_ - 1) * B, P}));
     g[3 + kWhh] = dwhh;
   }
   dHW = Tensor();  // (layer norm: its own buffer, released here)
