@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint install browser clean
+.PHONY: demo test lint install browser clean fuzz
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ browser:
 test: $(VENV)/.installed browser
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+# A long fuzzing campaign (random seeds; GATELAB_FUZZ_EXAMPLES cases per entry point).
+fuzz: $(VENV)/.installed
+	GATELAB_FUZZ=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_fuzz.py
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info

@@ -8,6 +8,7 @@ import warnings
 import torch
 from torch import Tensor, nn
 
+from .backends import _checks
 from .cells import PRESETS, CellSpec, LSTMGates, lstm_input_projection, lstm_step, resolve_spec
 
 __all__ = ["LSTMCell"]
@@ -34,8 +35,10 @@ class LSTMCell(nn.Module):
         input_size, hidden_size, bias: as ``torch.nn.LSTMCell``.
         variant: a preset name or a :class:`CellSpec`.
         forget_bias: added to the forget-gate part of ``bias_ih`` at init.
-        backend: ``"auto"`` (the fused C++ step where it can run, else the reference step
-            with one warning), ``"fused"``, ``"reference"`` (the equations of
+        backend: ``"auto"`` (``"native"`` for the standard cell without gates, as
+            ``torch.nn.LSTMCell``, so that second-order gradients work as in torch; else the
+            fused C++ step where it can run, else the reference step with one warning),
+            ``"fused"``, ``"reference"`` (the equations of
             :mod:`gatelab.cells` in PyTorch), or ``"native"`` (``torch.nn.LSTMCell``'s
             kernel, standard cell only). An explicit backend that cannot run raises.
 
@@ -85,6 +88,12 @@ class LSTMCell(nn.Module):
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r}; expected one of {', '.join(BACKENDS)}")
         self.spec = resolve_spec(variant, forget_bias)
+        if self.spec.normalizer:
+            raise ValueError(
+                f"LSTMCell runs the (0, 1)-gated LSTM cell, whose state is (h, c); got the sLSTM "
+                f"cell {variant!r}, whose state is (h, c, n, m): use gatelab.LSTM(variant="
+                "'slstm') and step it one time step at a time"
+            )
         if self.spec.forget_bias != 0.0 and not bias:
             raise ValueError(f"forget_bias={self.spec.forget_bias} needs bias=True; got bias=False")
         if backend == "native" and not self.spec.is_standard:
@@ -95,19 +104,22 @@ class LSTMCell(nn.Module):
         self.input_size, self.hidden_size = input_size, hidden_size
         self.bias, self.backend = bool(bias), backend
         self._last_backend: str | None = None
-        H, gh = hidden_size, self.spec.num_gates * hidden_size
-        shapes: dict[str, tuple[int, ...]] = {"weight_ih": (gh, input_size), "weight_hh": (gh, H)}
-        if bias:
+        factory = {"device": device, "dtype": dtype}
+        for name, shape in self._param_shapes().items():
+            self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
+        self.reset_parameters()
+
+    def _param_shapes(self) -> dict[str, tuple[int, ...]]:
+        H, gh = self.hidden_size, self.spec.num_gates * self.hidden_size
+        shapes = {"weight_ih": (gh, self.input_size), "weight_hh": (gh, H)}
+        if self.bias:
             shapes.update(bias_ih=(gh,), bias_hh=(gh,))
         for gate in self.spec.peephole_gates:
             shapes[f"weight_c{gate}"] = (H,)
         if self.spec.layernorm:
             shapes.update(ln_ih_weight=(gh,), ln_ih_bias=(gh,), ln_hh_weight=(gh,))
             shapes.update(ln_hh_bias=(gh,), ln_c_weight=(H,), ln_c_bias=(H,))
-        factory = {"device": device, "dtype": dtype}
-        for name, shape in shapes.items():
-            self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
-        self.reset_parameters()
+        return shapes
 
     @property
     def variant(self) -> CellSpec:
@@ -143,9 +155,11 @@ class LSTMCell(nn.Module):
 
     # ----------------------------------------------------------------- forward
 
-    def _choose_backend(self, device: torch.device) -> str:
+    def _choose_backend(self, device: torch.device, return_gates: bool) -> str:
         if self.backend in ("reference", "native"):
             return self.backend
+        if self.backend == "auto" and self.spec.is_standard and not return_gates:
+            return "native"  # torch's own cell: differentiable twice, like the drop-in's model
         from .backends import fused
 
         ok, why = fused.can_run(self, device)
@@ -183,19 +197,21 @@ class LSTMCell(nn.Module):
         want = (self.hidden_size,) if unbatched else (x.shape[0], self.hidden_size)
         state = []
         for name, t in zip(("h", "c"), hx):
-            if not isinstance(t, Tensor):
-                raise TypeError(f"hx[{name}] must be a Tensor, got {type(t).__name__}")
-            if tuple(t.shape) != want:
-                raise ValueError(f"{name} has shape {tuple(t.shape)}; expected {want}")
-            if t.dtype != x.dtype:
-                raise TypeError(f"{name} has dtype {t.dtype}; expected {x.dtype} like the input")
+            _checks.state("LSTMCell", name, t, want, x)
             state.append(t.unsqueeze(0) if unbatched else t)
         return x, state[0], state[1], unbatched
+
+    def _check_parameters(self, x: Tensor) -> None:
+        """Every parameter still has its configured shape (one can be replaced after
+        construction) and ``x``'s dtype and device."""
+        _checks.parameters("LSTMCell", self._parameters, self._param_shapes(), x)
 
     def forward(self, input: Tensor, hx=None, *, return_gates: bool = False):
         """One step: ``(h', c')``, plus the gates when ``return_gates=True``."""
         x, h, c, unbatched = self._check(input, hx)
-        backend = self._choose_backend(x.device)
+        backend = self._choose_backend(x.device, return_gates)
+        if backend != "fused":  # fused.lstm_layer checks the parameters itself
+            self._check_parameters(x)
         self._last_backend = backend
         p = dict(self.named_parameters())
         if backend == "native" and not return_gates:

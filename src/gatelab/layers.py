@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from .backends import native, reference
+from .backends import _checks, native, reference
 from .backends.reference import step_mask
 from .cells import PRESETS, CellSpec, resolve_spec
 from .trace import GateTrace, GRUTrace, RNNTrace
@@ -229,6 +229,9 @@ class _Recurrent(nn.Module):
             )
         self._check_features(input, input.dim() - 1)
         unbatched = input.dim() == 2
+        _checks.empty_sequence(
+            type(self).__name__, input.shape[1 if self.batch_first and not unbatched else 0]
+        )
         if unbatched:
             input = input.unsqueeze(0 if self.batch_first else 1)
         x = input.transpose(0, 1) if self.batch_first else input
@@ -255,21 +258,28 @@ class _Recurrent(nn.Module):
         parts = self._split_hx(hx)
         state = []
         for name, h, size in zip(self._hx_names(), parts, sizes):
-            if not isinstance(h, Tensor):
-                raise TypeError(f"{name} must be a Tensor, got {type(h).__name__}")
             want = (LD, size) if unbatched else (LD, B, size)
-            if tuple(h.shape) != want:
-                raise ValueError(
-                    f"{name} has shape {tuple(h.shape)}; expected {want} "
-                    "(num_layers * num_directions, batch, features)"
-                )
-            if h.dtype != x.dtype:
-                raise TypeError(f"{name} has dtype {h.dtype}; expected {x.dtype} like the input")
+            dims = "(num_layers * num_directions, batch, features)"
+            _checks.state(type(self).__name__, name, h, want, x, hint=dims)
             state.append(h.unsqueeze(1) if unbatched else h)
         return tuple(state)
 
     def _hx_names(self) -> tuple[str, ...]:
         return ("h0",)
+
+    def _check_parameters(self, x: Tensor) -> None:
+        """Every parameter still has the shape the configuration gives it (a parameter can
+        be replaced after construction) and ``x``'s dtype and device."""
+        want = self.__dict__.get("_want_shapes")
+        if want is None:  # the configuration does not change after construction
+            want = {}
+            for layer in range(self.num_layers):
+                layer_in = self.input_size if layer == 0 else self.output_size * self.num_directions
+                for direction in range(self.num_directions):
+                    for name, shape in self._param_shapes(layer_in).items():
+                        want[self._pname(name, layer, direction)] = shape
+            self.__dict__["_want_shapes"] = want
+        _checks.parameters(type(self).__name__, self._parameters, want, x)
 
     def _split_hx(self, hx) -> tuple:
         if isinstance(hx, (tuple, list)):
@@ -292,6 +302,7 @@ class _Recurrent(nn.Module):
 
     def forward(self, input, hx=None, *, return_trace: bool = False):
         x, lengths, unbatched = self._normalize_input(input)
+        self._check_parameters(x)
         state = self._initial_state(hx, x, unbatched)
         backend = self._choose_backend(return_trace, x.device)
         self._last_backend = backend

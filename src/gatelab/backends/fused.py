@@ -27,7 +27,16 @@ backend off (``auto`` then uses the reference backend).
 
 Traces from this backend carry no gradient: the gate and cell tensors are outputs marked
 non-differentiable (the reference backend's traces do carry gradients). ``hidden`` is the
-layer output itself and does. Double backward is not supported.
+layer output itself and does. The backward is marked ``once_differentiable``: a second
+derivative through it (``create_graph=True``) raises rather than coming back as zero.
+
+Validation: :func:`lstm_layer` checks its arguments with :mod:`gatelab.backends._checks`,
+the one set of rules every backend runs (shapes of every parameter against the gate count,
+``I``, ``H``, ``P``; dtypes, devices, ``h0``/``c0``, ``lengths``; ``T = 0`` refused, ``B = 0``
+answered without the kernels). The C++ functions repeat every check their raw-pointer
+loops rely on with ``TORCH_CHECK``: they are the last line of defence, since
+:func:`extension` hands them out to be called directly, and a failed check there is a
+``RuntimeError``, never a crash.
 """
 
 from __future__ import annotations
@@ -41,8 +50,10 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from ..cells import CellSpec
+from . import _checks, reference
 from .reference import step_mask
 
 __all__ = ["can_run", "extension", "lstm_layer", "slstm_layer", "spec_flags"]
@@ -83,9 +94,11 @@ def _csrc() -> Path:
 
 
 def _build_name(cflags: list[str]) -> str:
-    """The extension's name carries a hash of its sources and flags, so that builds of
-    different versions (other checkouts, other torch) never overwrite one another."""
-    digest = hashlib.sha256()
+    """The extension's name carries a hash of its sources, their directory and the flags,
+    so that builds of different versions (other checkouts, other torch) never overwrite
+    one another: torch's build files name the sources' paths, so two checkouts sharing a
+    build directory would recompile it each time they alternate."""
+    digest = hashlib.sha256(str(_csrc()).encode())
     for name in _SOURCES:
         digest.update((_csrc() / name).read_bytes())
     digest.update(" ".join(cflags).encode())
@@ -209,6 +222,7 @@ class _FusedLSTM(torch.autograd.Function):
         return out, h_n, c_n, acts, cells
 
     @staticmethod
+    @once_differentiable  # hand-written: a second derivative would be silently zero
     def backward(ctx, d_out, d_hn, d_cn, _d_acts, _d_cells):
         x, h0, c0, out, acts, cells, *params = ctx.saved_tensors
         if d_out is None and d_hn is None and d_cn is None:
@@ -351,10 +365,17 @@ def lstm_layer(
     ``x (T, B, I)``, ``h0 (B, P)``, ``c0 (B, H)``; returns ``out (T, B, P)``, ``h_n``,
     ``c_n`` and, if asked, the trace ``{input_gate, forget_gate, candidate, output_gate,
     cell, hidden}`` of ``(T, B, H)`` tensors (``hidden`` ``(T, B, P)``), zero on padded
-    steps. The gate and cell tensors carry no gradient.
+    steps. The gate and cell tensors carry no gradient. Arguments are checked as for every
+    backend (:mod:`gatelab.backends._checks`); a batch of no sequences (``B = 0``) has
+    nothing to compute and is left to the reference backend.
     """
     if spec.normalizer:
         raise ValueError(f"lstm_layer runs the LSTM kernels; {spec} is an sLSTM: use slstm_layer")
+    lengths = _checks.lstm_args(
+        "fused.lstm_layer", spec, x, h0, c0, p, lengths, dtypes=_DTYPES, device="cpu"
+    )
+    if x.shape[1] == 0:
+        return reference.lstm_layer(spec, x, h0, c0, p, None, need_trace)
     params = [p.get(name) for name in _PARAMS]
     grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, h0, c0, *params)
@@ -482,8 +503,11 @@ def slstm_layer(
 
     ``x (T, B, I)``, ``state0 = (h0, c0, n0, m0)`` each ``(B, H)``. With ``num_heads >
     1`` the kernel runs the dense block-diagonal ``R`` (K times the recurrent flops of the
-    blocks; exact). The trace's gate and state tensors carry no gradient.
+    blocks; exact). The trace's gate and state tensors carry no gradient. A batch of no
+    sequences (``B = 0``) is left to the reference backend, as for the LSTM.
     """
+    if x.dim() == 3 and x.shape[1] == 0:
+        return reference.slstm_layer(spec, x, state0, p, lengths, need_trace)
     if lengths is not None:
         lengths = lengths.to(device="cpu", dtype=torch.int64).contiguous()
     w_hh = _dense_recurrent(p["weight_hh"], spec.num_heads).contiguous()

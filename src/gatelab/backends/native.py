@@ -14,6 +14,7 @@ from torch import _VF, Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from ..cells import gru_step, lstm_input_projection, lstm_step
+from . import _checks
 from .reference import step_mask
 
 _VF_FN = {"lstm": _VF.lstm, "gru": _VF.gru, "rnn_tanh": _VF.rnn_tanh, "rnn_relu": _VF.rnn_relu}
@@ -94,6 +95,7 @@ def _zero_padded(tr: dict[str, Tensor], lengths: Tensor | None) -> dict[str, Ten
 
 def lstm_layer(spec, x, h0, c0, p, lengths, need_trace):
     """One standard-LSTM layer-direction; same contract as ``reference.lstm_layer``."""
+    lengths = _checks.lstm_args("native.lstm_layer", spec, x, h0, c0, p, lengths)
     if not spec.is_standard:
         raise ValueError(f"the native backend runs only the standard LSTM; got {spec}")
     out, (h_n, c_n) = _run_single("lstm", x, (h0[None], c0[None]), _weights(p), lengths)
@@ -116,6 +118,7 @@ def lstm_layer(spec, x, h0, c0, p, lengths, need_trace):
 
 def gru_layer(x, h0, p, lengths, need_trace):
     """One GRU layer-direction; same contract as ``reference.gru_layer``."""
+    lengths = _checks.gru_args("native.gru_layer", x, h0, p, lengths)
     out, h_n = _run_single("gru", x, h0[None], _weights(p), lengths)
     if not need_trace:
         return out, h_n[0], None
@@ -129,5 +132,6 @@ def gru_layer(x, h0, p, lengths, need_trace):
 
 def rnn_layer(x, h0, p, lengths, need_trace, nonlinearity="tanh"):
     """One Elman RNN layer-direction; same contract as ``reference.rnn_layer``."""
+    lengths = _checks.rnn_args("native.rnn_layer", x, h0, p, lengths, nonlinearity)
     out, h_n = _run_single(f"rnn_{nonlinearity}", x, h0[None], _weights(p), lengths)
     return out, h_n[0], {"hidden": out} if need_trace else None

@@ -21,6 +21,7 @@ from ..cells import (
     rnn_step,
     slstm_step,
 )
+from . import _checks
 
 State = tuple[Tensor, ...]
 
@@ -31,6 +32,13 @@ def step_mask(lengths: Tensor | None, T: int) -> Tensor | None:
         return None
     steps = torch.arange(T, device=lengths.device)
     return (steps[:, None] < lengths[None, :]).unsqueeze(-1)
+
+
+def mask_padding(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """``x (T, B, I)`` with padded steps zeroed: what stands there (NaN, inf) then reaches
+    neither the outputs nor any gradient, as with a PackedSequence."""
+    mask = step_mask(lengths, x.shape[0])
+    return x if mask is None else torch.where(mask, x, 0.0)
 
 
 def scan(
@@ -50,15 +58,17 @@ def scan(
     outs: list[Tensor] = []
     traces: dict[str, list[Tensor]] = {}
     for t in range(xw.shape[0]):
-        new_state, out, tr = step(xw[t], state)
-        if mask is not None:
+        if mask is None:
+            state, out, tr = step(xw[t], state)
+        else:
             m = mask[t]  # (B, 1)
+            # a padded row steps from a zero state: its (discarded) step must not turn a NaN
+            # state into NaN weight gradients (0 * NaN), as it cannot in a PackedSequence
+            new_state, out, tr = step(xw[t], tuple(torch.where(m, s, 0.0) for s in state))
             state = tuple(torch.where(m, n, s) for n, s in zip(new_state, state))
             out = torch.where(m, out, 0.0)
             if need_trace:
                 tr = {k: torch.where(m, v, 0.0) for k, v in tr.items()}
-        else:
-            state = new_state
         outs.append(out)
         if need_trace:
             for k, v in tr.items():
@@ -80,8 +90,11 @@ def lstm_layer(
 
     Returns ``out (T, B, P)``, ``h_n (B, P)``, ``c_n (B, H)`` and, if asked, the trace
     ``{input_gate, forget_gate, candidate, output_gate, cell, hidden}`` each ``(T, B, H)``
-    (``hidden`` is ``(T, B, P)``).
+    (``hidden`` is ``(T, B, P)``). Raises ``ValueError`` / ``TypeError`` for arguments that
+    disagree (:mod:`gatelab.backends._checks`), and for ``T = 0``.
     """
+    lengths = _checks.lstm_args("reference.lstm_layer", spec, x, h0, c0, p, lengths)
+    x = mask_padding(x, lengths)
     xw = lstm_input_projection(spec, x, p)  # (T, B, G*H)
 
     def step(xw_t: Tensor, state: State):
@@ -137,6 +150,8 @@ def gru_layer(
 
     ``reset_after`` as :func:`gatelab.cells.gru_step`.
     """
+    lengths = _checks.gru_args("reference.gru_layer", x, h0, p, lengths)
+    x = mask_padding(x, lengths)
     xw = x @ p["weight_ih"].T  # (T, B, 3H)
     if p.get("bias_ih") is not None:
         xw = xw + p["bias_ih"]
@@ -160,6 +175,8 @@ def rnn_layer(
     nonlinearity: str = "tanh",
 ) -> tuple[Tensor, Tensor, dict[str, Tensor] | None]:
     """One Elman RNN layer-direction; trace ``{hidden}``."""
+    lengths = _checks.rnn_args("reference.rnn_layer", x, h0, p, lengths, nonlinearity)
+    x = mask_padding(x, lengths)
     xw = x @ p["weight_ih"].T  # (T, B, H)
     if p.get("bias_ih") is not None:
         xw = xw + p["bias_ih"]

@@ -33,6 +33,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -491,6 +492,11 @@ struct WeightGemm {
 // `cpu`, for single-threaded runs on a busy machine), C (M, N) = A (M, K) W^T with W (N, K).
 double bench_gemm(int64_t M, int64_t K, int64_t N, int64_t mode, int64_t reps, bool dbl,
                   bool cpu) {
+  constexpr int64_t kMaxDim = 1 << 14;
+  TORCH_CHECK(M >= 1 && K >= 1 && N >= 1 && M <= kMaxDim && K <= kMaxDim && N <= kMaxDim,
+              "bench_gemm: M, K, N must be in 1..", kMaxDim, ", got ", M, ", ", K, ", ", N);
+  TORCH_CHECK(mode >= 0 && mode <= 5, "bench_gemm: mode must be 0..5, got ", mode);
+  TORCH_CHECK(reps >= 1, "bench_gemm: reps must be >= 1, got ", reps);
   auto run = [&](auto zero) -> double {
     using T = decltype(zero);
     auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
@@ -544,9 +550,12 @@ struct Tick {
 // ----------------------------------------------------------------------- scalar math
 
 // exp for float: Cephes expf (range reduction by ln 2, degree-6 polynomial), ~2 ulp on
-// [-87, 88]; arguments are clamped there (sigmoid/tanh saturate long before). Branch-free
-// so that loops over it vectorise; NaN in gives NaN out (p is NaN, p * 2^n stays NaN).
+// [-87, 88]; arguments are clamped there (sigmoid/tanh saturate long before), except that
+// past float's range (x > 88.72) the result is inf as expf's: then sigmoid(-inf) is 0, not
+// 6e-39, and 0 * inf stays NaN as in torch (an identity candidate times a closed gate).
+// Branch-free (selects) so that loops over it vectorise; NaN in gives NaN out.
 GL_INLINE float exp_approx(float x) {
+  const bool overflow = x > 88.72f;
   x = x > 88.0f ? 88.0f : x;
   x = x < -87.0f ? -87.0f : x;
   const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
@@ -563,7 +572,7 @@ GL_INLINE float exp_approx(float x) {
   p = p * r * r + r + 1.0f;
   const int32_t k = __builtin_bit_cast(int32_t, t) - __builtin_bit_cast(int32_t, magic);
   const float scale = __builtin_bit_cast(float, (k + 127) << 23);
-  return p * scale;
+  return overflow ? __builtin_inff() : p * scale;
 }
 
 GL_INLINE float sigmoid_(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
@@ -1541,7 +1550,24 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   g_hr.reset();
   tmp = tmp2 = dhr = Tensor();
 
-  // weight gradients as large GEMMs / reductions over all steps
+  // weight gradients as large GEMMs / reductions over all steps. Each is a sum over steps
+  // of (a gradient, zero on padded rows) times (an activation); the activations of padded
+  // rows, and the states that feed a padded step, are zeroed first: a NaN or inf carried
+  // through padding would make 0 * inf = NaN, which a PackedSequence never computes.
+  Tensor padded, padded_next;  // (T, B, 1): step t is padding; step t + 1 is
+  if (len && len_c.min().item<int64_t>() < T_) {
+    const Tensor steps = at::arange(T_, len_c.options()).unsqueeze(1);  // (T, 1)
+    padded = (steps >= len_c.unsqueeze(0)).unsqueeze(2);
+    padded_next = (steps + 1 >= len_c.unsqueeze(0)).unsqueeze(2);
+  }
+  auto zero_rows = [&](const Tensor& t, const Tensor& m, bool used) {
+    return used && m.defined() ? t.masked_fill(m, 0).contiguous() : t;
+  };
+  const Tensor h_feed = zero_rows(out, padded_next, true);  // h_t as h_{t-1} of step t + 1
+  const Tensor c_feed = zero_rows(c_all, padded_next, s.peep);  // c_t as c_{t-1} of step t + 1
+  const Tensor xhat_hh_r = zero_rows(xhat_hh, padded, s.ln);
+  const Tensor xhat_c_r = zero_rows(xhat_c, padded, s.ln);
+  const Tensor hr_r = zero_rows(hr_all, padded, proj);
   std::vector<Tensor> g(3 + kNumParams);
   g[1] = dld == P ? dh : dh.narrow(1, 0, P).contiguous();
   g[2] = dc;
@@ -1559,11 +1585,12 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   if (s.peep) {
     const T* dGp = dG.data_ptr<T>();
     const T* cp = c_all.data_ptr<T>();
+    const T* cf = c_feed.data_ptr<T>();
     auto prev_sum = [&](int off) {  // sum_t dG_gate[t] * c_{t-1}, c_{-1} = c0
       Tensor r = vec(H);
       col_dot<T>(dGp + off * H, GH, c0.data_ptr<T>(), H, B, H, r.data_ptr<T>(), false);
       if (T_ > 1)
-        col_dot<T>(dGp + B * GH + off * H, GH, cp, H, (T_ - 1) * B, H, r.data_ptr<T>(), true);
+        col_dot<T>(dGp + B * GH + off * H, GH, cf, H, (T_ - 1) * B, H, r.data_ptr<T>(), true);
       return r;
     };
     if (s.has_i) g[3 + kWci] = prev_sum(s.oi);
@@ -1576,16 +1603,17 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   }
   if (s.ln) {
     Tensor r = vec(GH);
-    col_dot<T>(dG.data_ptr<T>(), GH, xhat_hh.data_ptr<T>(), GH, TB, GH, r.data_ptr<T>(), false);
+    col_dot<T>(dG.data_ptr<T>(), GH, xhat_hh_r.data_ptr<T>(), GH, TB, GH, r.data_ptr<T>(),
+               false);
     g[3 + kLnHhW] = r;
     Tensor rc = vec(H), rb = vec(H);
-    col_dot<T>(dCN.data_ptr<T>(), H, xhat_c.data_ptr<T>(), H, TB, H, rc.data_ptr<T>(), false);
+    col_dot<T>(dCN.data_ptr<T>(), H, xhat_c_r.data_ptr<T>(), H, TB, H, rc.data_ptr<T>(), false);
     col_dot<T>(dCN.data_ptr<T>(), H, nullptr, 0, TB, H, rb.data_ptr<T>(), false);
     g[3 + kLnCW] = rc;
     g[3 + kLnCB] = rb;
     dCN = Tensor();
   }
-  if (proj) g[3 + kWhr] = at::mm(dH_all.view({TB, P}).t(), hr_all.view({TB, H}));
+  if (proj) g[3 + kWhr] = at::mm(dH_all.view({TB, P}).t(), hr_r.view({TB, H}));
   dH_all = Tensor();
 
   const bool own = g_gemm_mode == 0 || g_gemm_mode == 4;
@@ -1595,7 +1623,7 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   if (own) {
     Tensor hp = at::empty({Pp * TB}, opts);
     pack_rows<T>(h0.data_ptr<T>(), P, B, 0, TB, P, hp.data_ptr<T>());
-    if (T_ > 1) pack_rows<T>(out.data_ptr<T>(), P, TB - B, B, TB, P, hp.data_ptr<T>());
+    if (T_ > 1) pack_rows<T>(h_feed.data_ptr<T>(), P, TB - B, B, TB, P, hp.data_ptr<T>());
     Tensor dw = at::empty({GH, Pp}, opts);
     big_gemm<T>(GH, TB, P, dHW.data_ptr<T>(), 1, GH, hp.data_ptr<T>(), dw.data_ptr<T>(), Pp,
                 nullptr);
@@ -1604,7 +1632,7 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
     Tensor dwhh = at::mm(dHW.select(0, 0).t(), h0.contiguous());
     if (T_ > 1)
       dwhh.addmm_(dHW.narrow(0, 1, T_ - 1).reshape({(T_ - 1) * B, GH}).t(),
-                  out.narrow(0, 0, T_ - 1).reshape({(T_ - 1) * B, P}));
+                  h_feed.narrow(0, 0, T_ - 1).reshape({(T_ - 1) * B, P}));
     g[3 + kWhh] = dwhh;
   }
   dHW = Tensor();  // (layer norm: its own buffer, released here)
@@ -1641,23 +1669,126 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   return g;
 }
 
-void check_inputs(const Tensor& x, const std::vector<OptTensor>& p) {
-  TORCH_CHECK(x.device().is_cpu(), "fused_lstm runs on CPU tensors, got ", x.device());
-  TORCH_CHECK(x.dim() == 3, "fused_lstm: x must be (T, B, I), got ", x.sizes());
-  TORCH_CHECK(int64_t(p.size()) == kNumParams, "fused_lstm: expected ", int(kNumParams),
-              " parameters, got ", p.size());
-  for (const auto& t : p) {
-    if (t.has_value())
-      TORCH_CHECK(t->scalar_type() == x.scalar_type(), "fused_lstm: parameter dtype ",
-                  t->scalar_type(), " differs from the input's ", x.scalar_type());
-  }
+// ----------------------------------------------------------------------- argument checks
+// The last line of defence: gatelab.backends._checks validates every argument before the
+// Python backend calls these functions, but they are reachable directly
+// (backends.fused.extension()), and the loops above trust every size they are given. So
+// each size, dtype, device and value the raw-pointer loops rely on is checked here again.
+
+const char* const kParamNames[kNumParams] = {
+    "weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr", "weight_ci", "weight_cf",
+    "weight_co", "ln_ih_weight", "ln_ih_bias", "ln_hh_weight", "ln_hh_bias", "ln_c_weight",
+    "ln_c_bias"};
+
+bool present(const OptTensor& t) { return t.has_value() && t->defined(); }
+
+struct Dims {
+  int64_t T, B, I, H, P, GH;
+};
+
+// A tensor the kernels read: defined, on the CPU, with x's dtype and exactly `want` sizes.
+void check_tensor(const char* fn, const char* name, const Tensor& t, const Tensor& x,
+                  at::IntArrayRef want) {
+  TORCH_CHECK(t.defined(), fn, ": ", name, " is missing; expected sizes ", want);
+  TORCH_CHECK(t.device().is_cpu(), fn, ": ", name, " is on ", t.device(), "; expected the CPU");
+  TORCH_CHECK(t.scalar_type() == x.scalar_type(), fn, ": ", name, " has dtype ",
+              t.scalar_type(), "; expected ", x.scalar_type(), " like x");
+  TORCH_CHECK(t.sizes() == want, fn, ": ", name, " has sizes ", t.sizes(), "; expected ", want);
 }
 
-std::vector<Tensor> lstm_forward(const Tensor& x, const Tensor& h0, const Tensor& c0,
+Dims check_args(const char* fn, const Tensor& x, const Tensor& h0, const Tensor& c0,
+                const std::vector<OptTensor>& p, const OptTensor& lengths, int64_t flags) {
+  TORCH_CHECK(flags >= 0 && flags < 512, fn, ": flags ", flags,
+              " out of range; expected 0..511 (see Spec, backends.fused.spec_flags)");
+  const Spec s(flags);
+  TORCH_CHECK(!s.coupled || ((flags & 1) && (flags & 2)), fn, ": flags ", flags,
+              " couple the forget gate to an input gate that is off; expected both on");
+  TORCH_CHECK(x.defined(), fn, ": x is undefined");
+  TORCH_CHECK(x.device().is_cpu(), fn, ": x is on ", x.device(), "; the kernels run on CPU");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, fn,
+              ": x has dtype ", x.scalar_type(), "; the kernels run float32 and float64");
+  TORCH_CHECK(x.dim() == 3, fn, ": x must be (T, B, I), got sizes ", x.sizes());
+  Dims d{};
+  d.T = x.size(0), d.B = x.size(1), d.I = x.size(2);
+  TORCH_CHECK(d.T > 0, fn, ": expected sequence length to be larger than 0, got x of sizes ",
+              x.sizes());
+  TORCH_CHECK(d.B > 0, fn, ": got B=0 sequences (x sizes ", x.sizes(),
+              "); the Python backend handles an empty batch, the kernels need B > 0");
+  TORCH_CHECK(d.I > 0, fn, ": x has no features, sizes ", x.sizes());
+  TORCH_CHECK(int64_t(p.size()) == kNumParams, fn, ": expected ", int(kNumParams),
+              " parameters (None where absent), got ", p.size());
+  const bool needed[kNumParams] = {
+      true,  true,  false, false, false, s.peep && s.has_i, s.peep && s.has_f,
+      s.peep && s.has_o, s.ln, s.ln, s.ln, s.ln, s.ln, s.ln};
+  for (int k = 0; k < kNumParams; ++k) {
+    const bool optional = k == kBih || k == kBhh || k == kWhr;
+    TORCH_CHECK(present(p[k]) == needed[k] || (optional && !needed[k]), fn, ": parameter ",
+                kParamNames[k], present(p[k]) ? " is given but flags " : " is missing for flags ",
+                flags, present(p[k]) ? " have no use for it" : "");
+  }
+  // H from c0, as the Python checks do, so that a weight of the wrong height is named
+  TORCH_CHECK(c0.defined() && c0.dim() == 2 && c0.size(0) == d.B && c0.size(1) > 0, fn,
+              ": c0 has sizes ", c0.defined() ? c0.sizes() : at::IntArrayRef{},
+              "; expected (B, H) with B=", d.B, " from x and H >= 1");
+  d.H = c0.size(1), d.GH = s.G * d.H, d.P = d.H;
+  if (present(p[kWhr])) {
+    TORCH_CHECK(p[kWhr]->dim() == 2 && p[kWhr]->size(0) > 0, fn, ": weight_hr has sizes ",
+                p[kWhr]->sizes(), "; expected (P, H) with P >= 1");
+    d.P = p[kWhr]->size(0);
+  }
+  constexpr int64_t kMax = std::numeric_limits<int>::max();  // BLAS takes int sizes
+  TORCH_CHECK(d.T * d.B <= kMax && d.GH <= kMax && d.I <= kMax && d.P <= kMax, fn,
+              ": sizes beyond the BLAS's int range: T*B=", d.T * d.B, ", G*H=", d.GH, ", I=", d.I);
+  for (int k = 0; k < kNumParams; ++k) {
+    if (!present(p[k])) continue;
+    std::vector<int64_t> want;
+    switch (k) {
+      case kWih: want = {d.GH, d.I}; break;
+      case kWhh: want = {d.GH, d.P}; break;
+      case kWhr: want = {d.P, d.H}; break;
+      case kBih: case kBhh: case kLnIhW: case kLnIhB: case kLnHhW: case kLnHhB:
+        want = {d.GH}; break;
+      default: want = {d.H};  // peepholes, the cell's layer norm
+    }
+    check_tensor(fn, kParamNames[k], *p[k], x, want);
+  }
+  check_tensor(fn, "h0", h0, x, {d.B, d.P});
+  check_tensor(fn, "c0", c0, x, {d.B, d.H});
+  if (lengths.has_value()) {
+    const Tensor& len = *lengths;
+    TORCH_CHECK(len.defined(), fn, ": lengths is undefined; pass None for full sequences");
+    TORCH_CHECK(len.device().is_cpu(), fn, ": lengths is on ", len.device(),
+                "; expected the CPU");
+    TORCH_CHECK(at::isIntegralType(len.scalar_type(), /*includeBool=*/false), fn,
+                ": lengths has dtype ", len.scalar_type(), "; expected an integer dtype");
+    TORCH_CHECK(len.dim() == 1 && len.size(0) == d.B, fn, ": lengths has sizes ", len.sizes(),
+                "; expected one per sequence, (", d.B, ")");
+    const int64_t lo = len.min().item<int64_t>(), hi = len.max().item<int64_t>();
+    TORCH_CHECK(lo >= 1 && hi <= d.T, fn, ": lengths holds values in [", lo, ", ", hi,
+                "]; expected each in 1..T=", d.T);
+  }
+  return d;
+}
+
+// Steps t >= lengths[b] are padding: zeroed, so that NaN or inf standing there reach no
+// output and no gradient (dW_ih = dxw^T x would turn 0 * inf into NaN), as with a
+// PackedSequence. A copy of x only when there is padding.
+Tensor zero_padding(const Tensor& x, const OptTensor& lengths) {
+  if (!lengths.has_value()) return x;
+  const Tensor len = lengths->to(at::kLong);
+  if (len.min().item<int64_t>() == x.size(0)) return x;
+  const Tensor steps = at::arange(x.size(0), len.options());
+  const Tensor pad = steps.unsqueeze(1) >= len.unsqueeze(0);  // (T, B)
+  return x.masked_fill(pad.unsqueeze(2), 0);
+}
+
+std::vector<Tensor> lstm_forward(const Tensor& x_, const Tensor& h0, const Tensor& c0,
                                  std::vector<OptTensor> p, const OptTensor& lengths,
                                  int64_t flags, int64_t keep) {
-  check_inputs(x, p);
+  check_args("lstm_forward", x_, h0, c0, p, lengths, flags);
+  TORCH_CHECK(keep >= 0 && keep <= 2, "lstm_forward: keep=", keep, "; expected 0, 1 or 2");
   at::NoGradGuard no_grad;
+  const Tensor x = zero_padding(x_, lengths);
   for (auto& t : p)
     if (t.has_value()) t = t->contiguous();
   if (x.scalar_type() == at::kFloat)
@@ -1668,19 +1799,50 @@ std::vector<Tensor> lstm_forward(const Tensor& x, const Tensor& h0, const Tensor
 }
 
 std::vector<Tensor> lstm_backward(const OptTensor& dout, const OptTensor& dhn,
-                                  const OptTensor& dcn, const Tensor& x, const Tensor& h0,
+                                  const OptTensor& dcn, const Tensor& x_, const Tensor& h0,
                                   const Tensor& c0, std::vector<OptTensor> p,
                                   const OptTensor& lengths, int64_t flags,
                                   const std::vector<Tensor>& saved, bool need_dx) {
-  check_inputs(x, p);
+  const char* fn = "lstm_backward";
+  const Dims d = check_args(fn, x_, h0, c0, p, lengths, flags);
+  const Tensor& x = x_;  // checks below compare dtypes with it
+  const Spec s(flags);
+  const int64_t T_ = d.T, B = d.B, H = d.H, P = d.P, GH = d.GH;
+  if (present(dout)) check_tensor(fn, "d_out", *dout, x, {T_, B, P});
+  if (present(dhn)) check_tensor(fn, "d_h_n", *dhn, x, {B, P});
+  if (present(dcn)) check_tensor(fn, "d_c_n", *dcn, x, {B, H});
+  // saved: lstm_forward's list (keep=2); the loops read every step of what they use
+  TORCH_CHECK(saved.size() >= 14, fn, ": saved holds ", saved.size(),
+              " tensors; expected lstm_forward's 14");
+  auto saved_ok = [&](int k, const char* name, at::IntArrayRef want) {
+    check_tensor(fn, name, saved[k], x, want);
+    TORCH_CHECK(saved[k].is_contiguous(), fn, ": saved ", name, " is not contiguous");
+  };
+  saved_ok(0, "out", {T_, B, P});
+  saved_ok(3, "acts", {T_, B, GH});
+  saved_ok(4, "c_all", {T_, B, H});
+  saved_ok(5, "y_all", {T_, B, H});
+  if (present(p[kWhr])) saved_ok(6, "hr_all", {T_, B, H});
+  if (s.ln) {
+    saved_ok(7, "xw_raw", {T_ * B, GH});
+    TORCH_CHECK(saved[8].defined() && saved[9].defined() && saved[8].numel() == T_ * B &&
+                    saved[9].numel() == T_ * B && saved[8].is_contiguous() &&
+                    saved[9].is_contiguous(),
+                fn, ": saved layer-norm statistics must hold T*B=", T_ * B, " values each");
+    saved_ok(10, "xhat_hh", {T_, B, GH});
+    saved_ok(11, "rstd_hh", {T_, B});
+    saved_ok(12, "xhat_c", {T_, B, H});
+    saved_ok(13, "rstd_c", {T_, B});
+  }
   at::NoGradGuard no_grad;
+  const Tensor xz = zero_padding(x_, lengths);
   for (auto& t : p)
     if (t.has_value()) t = t->contiguous();
   const Tensor h0c = h0.contiguous(), c0c = c0.contiguous();
   if (x.scalar_type() == at::kFloat)
-    return backward_impl<float>(dout, dhn, dcn, x, h0c, c0c, p, lengths, flags, saved,
+    return backward_impl<float>(dout, dhn, dcn, xz, h0c, c0c, p, lengths, flags, saved,
                                 need_dx);
-  return backward_impl<double>(dout, dhn, dcn, x, h0c, c0c, p, lengths, flags, saved,
+  return backward_impl<double>(dout, dhn, dcn, xz, h0c, c0c, p, lengths, flags, saved,
                                need_dx);
 }
 
@@ -1703,6 +1865,8 @@ std::vector<double> profile(int64_t mode) {
 // Microseconds per empty at::parallel_for region over `tasks` tasks (thread start-up and
 // join cost, which decides when a step is worth splitting).
 double bench_parallel(int64_t reps, int64_t tasks) {
+  TORCH_CHECK(reps >= 1 && tasks >= 1 && tasks <= (1 << 20), "bench_parallel: reps >= 1 and "
+              "tasks in 1..", 1 << 20, " expected, got ", reps, ", ", tasks);
   std::vector<int64_t> sink(tasks, 0);
   auto t0 = std::chrono::steady_clock::now();
   for (int64_t r = 0; r < reps; ++r)
@@ -1733,6 +1897,9 @@ GL_CLONES void act_span(T* a, int64_t n, bool use_tanh) {
 // Element-wise activations as the kernels compute them (same clones), for tests of the
 // float32 approximations and for timing them.
 Tensor activation(const Tensor& x_, const std::string& name) {
+  TORCH_CHECK(x_.defined() && x_.device().is_cpu(), "activation: expected a CPU tensor");
+  TORCH_CHECK(x_.scalar_type() == at::kFloat || x_.scalar_type() == at::kDouble,
+              "activation: x has dtype ", x_.scalar_type(), "; expected float32 or float64");
   Tensor x = x_.contiguous().clone();
   const bool use_tanh = name == "tanh";
   TORCH_CHECK(use_tanh || name == "sigmoid", "activation: tanh or sigmoid, got ", name);
