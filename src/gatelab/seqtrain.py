@@ -187,7 +187,16 @@ def fit_loop(
     Raises:
         TrainingDiverged: a non-finite loss, gradient norm or validation loss.
         RunLockedError: another process holds ``run_dir``.
+        ValueError: in a distributed job (``WORLD_SIZE`` > 1), which this loop does not
+            support yet.
     """
+    from . import distributed
+
+    if distributed.world_size() > 1:
+        raise ValueError(
+            f"WORLD_SIZE={distributed.world_size()}: the TBPTT loop (char LM, translator) "
+            "does not train data-parallel yet; run it in one process (no torchrun/--nproc)"
+        )
     run_dir = Path(run_dir)
     with run_lock(run_dir):
         return _fit_loop(
