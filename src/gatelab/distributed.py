@@ -145,7 +145,19 @@ def init(backend: str | None = None) -> bool:
     if backend == "nccl":
         torch.cuda.set_device(local_rank())
     timeout = datetime.timedelta(seconds=_env_int(TIMEOUT_ENV, 1800))
-    dist.init_process_group(backend, timeout=timeout)
+    # The store every rank meets at: torchrun's agent hosts one (TORCHELASTIC_USE_AGENT_STORE)
+    # that outlives an elastic restart, so each attempt's keys get a prefix of their own;
+    # without an agent, rank 0 hosts it.
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        _env_int("MASTER_PORT", 0),
+        n,
+        is_master=r == 0 and not agent,
+        timeout=timeout,
+    )
+    store = dist.PrefixStore(f"gatelab/attempt{restart_count()}", store)
+    dist.init_process_group(backend, store=store, rank=r, world_size=n, timeout=timeout)
     signal.signal(signal.SIGTERM, _terminate)
     logger.info("rank %d of %d joined the process group (%s)", r, n, backend)
     return True
@@ -263,10 +275,15 @@ def launch(argv: list[str], nproc: int, max_restarts: int = 0, module: str = "ga
     except ChildFailedError as err:
         first, failure = err.get_first_failure()
         others = sorted(r for r in err.failures if r != first)
+        how = (
+            f"was killed by signal {-failure.exitcode}"
+            if failure.exitcode < 0
+            else f"failed with exit code {failure.exitcode} (its error is printed above "
+            f"under 'rank {first}:')"
+        )
         message = (
-            f"rank {first} of {nproc} failed (exit code {failure.exitcode}, pid {failure.pid})"
-            + (f"; then rank(s) {others} too" if others else "")
+            f"rank {first} of {nproc} (pid {failure.pid}) {how}"
             + (f", after {max_restarts} restart(s)" if max_restarts else "")
-            + f"; its error is printed above under 'rank {first}:'"
+            + (f"; rank(s) {', '.join(map(str, others))} stopped with it" if others else "")
         )
         raise RankFailedError(message, [first, *others]) from None

@@ -125,9 +125,11 @@ def launching(fn: Callable) -> Callable:
             distributed.launch(argv, nproc, max_restarts)
         except distributed.RankFailedError as err:
             out = kwargs.get("out")
+            saved = read_json(out / "checkpoint.json") if (out / "checkpoint.json").exists() else {}
+            where = f"epoch {saved['epoch']}" if "epoch" in saved else "no epoch yet"
             raise TrainingError(
-                f"{err}. The run folder '{out}' holds the last finished epoch's checkpoint; "
-                "continue it with --resume (with any number of ranks)"
+                f"{err}. The run folder '{out}' holds a whole checkpoint ({where}); continue it "
+                "with --resume (with any number of ranks)"
             ) from None
 
     return wrapper
