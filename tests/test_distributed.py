@@ -263,3 +263,49 @@ def test_a_fresh_two_rank_run_records_its_ranks(tmp_path):
         "global_batch_size": 15,
         "per_rank_batch_size": 8,
     }
+
+
+# ----------------------------------------------------------------- launching
+
+
+def test_launch_names_the_failed_rank(monkeypatch):
+    import torch.distributed.run as torchrun
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    seen = {}
+
+    def failing_run(args):
+        seen["args"] = args
+        failures = {
+            1: ProcessFailure(local_rank=1, pid=42, exitcode=-9, error_file="<none>"),
+            0: ProcessFailure(local_rank=0, pid=41, exitcode=1, error_file="<none>"),
+        }
+        failures[0].timestamp = failures[1].timestamp + 1  # rank 1 failed first
+        raise ChildFailedError("gatelab", failures)
+
+    monkeypatch.setattr(torchrun, "run", failing_run)
+    with pytest.raises(D.RankFailedError, match=r"rank 1 of 2 \(pid 42\) was killed by signal 9"):
+        D.launch(["train", "forecaster", "--out", "x"], nproc=2, max_restarts=1)
+    args = seen["args"]
+    assert (args.nproc_per_node, args.max_restarts, args.standalone) == ("2", 1, True)
+    assert args.module and args.training_script == "gatelab"
+    assert args.training_script_args == ["train", "forecaster", "--out", "x"]
+    with pytest.raises(ValueError, match="nproc=0"):
+        D.launch([], nproc=0)
+
+
+def test_nproc_is_removed_from_the_ranks_command_line():
+    argv = ["train", "forecaster", "--nproc", "2", "--out", "r", "--max-restarts=3", "-q"]
+    assert cli_tasks._without(argv, ("--nproc", "--max-restarts")) == [
+        "train", "forecaster", "--out", "r", "-q",
+    ]  # fmt: skip
+
+
+def test_nproc_inside_a_torchrun_job_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    result = runner.invoke(
+        app, ["train", "forecaster", "--data", "x.csv", "--out", str(tmp_path), "--nproc", "2"]
+    )
+    assert result.exit_code == 2
+    assert "rank 0: error: --nproc 2 inside a job torchrun started" in result.stderr

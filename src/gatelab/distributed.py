@@ -278,8 +278,7 @@ def launch(argv: list[str], nproc: int, max_restarts: int = 0, module: str = "ga
         how = (
             f"was killed by signal {-failure.exitcode}"
             if failure.exitcode < 0
-            else f"failed with exit code {failure.exitcode} (its error is printed above "
-            f"under 'rank {first}:')"
+            else f"failed with exit code {failure.exitcode} (its output is above)"
         )
         message = (
             f"rank {first} of {nproc} (pid {failure.pid}) {how}"

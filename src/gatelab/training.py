@@ -580,6 +580,7 @@ def fit(
             remove_checkpoint(ckpt)
         train_model = model
         if distributed:
+            _check_same_data(train, valid)
             start, bad_epochs, best_state, history = _sync_state(
                 model, optimizer, scheduler, start, bad_epochs, best_state, history
             )
@@ -677,6 +678,18 @@ def _cpu(obj):
     if isinstance(obj, (list, tuple)):
         return type(obj)(_cpu(v) for v in obj)
     return obj
+
+
+def _check_same_data(train: TensorData, valid: TensorData | None) -> None:
+    """Refuse a job whose ranks hold different data (each reads its own copy of a file)."""
+    mine = (data_fingerprint(train), data_fingerprint(valid))
+    first = D.broadcast_object(mine)
+    if mine != first:
+        raise ValueError(
+            f"rank {D.rank()} holds other training or validation data than rank 0 "
+            f"(sha256 {mine[0]['sha256'][:12]}... against {first[0]['sha256'][:12]}...); "
+            "every rank must read the same data"
+        )
 
 
 def _sync_state(model, optimizer, scheduler, start, bad_epochs, best_state, history):
