@@ -309,3 +309,15 @@ def test_nproc_inside_a_torchrun_job_is_refused(tmp_path, monkeypatch):
     )
     assert result.exit_code == 2
     assert "rank 0: error: --nproc 2 inside a job torchrun started" in result.stderr
+
+
+def test_the_tbptt_loop_refuses_a_distributed_job_before_touching_the_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    text = tmp_path / "text.txt"
+    text.write_text("abc " * 200)
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", "char-lm", "--data", str(text), "--out", str(out)])
+    assert result.exit_code == 2
+    assert "do not train data-parallel yet" in result.stderr
+    assert not out.exists()

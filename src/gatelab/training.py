@@ -600,6 +600,7 @@ def fit(
             if distributed:
                 torch.manual_seed(_rank_seed(config.seed, epoch, rank))
             running = _Running(classifier)
+            logs: dict[str, float] = {}  # a rank may have no part of the first batches
             batches = batch_indices(
                 train.lengths,
                 config.batch_size,
