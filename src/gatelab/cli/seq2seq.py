@@ -125,18 +125,6 @@ def _set_threads(threads: int | None) -> None:
     torch.set_num_threads(threads)
 
 
-def _one_process() -> None:
-    """The TBPTT loop does not train data-parallel yet: refuse a torchrun job before the
-    run folder is touched (see docs/scaling-ddp.md)."""
-    from .. import distributed
-
-    if distributed.world_size() > 1:
-        raise ValueError(
-            f"WORLD_SIZE={distributed.world_size()}: the char LM and the translator do not "
-            "train data-parallel yet; run them in one process (without torchrun)"
-        )
-
-
 # ----------------------------------------------------------------- char LM
 
 
@@ -170,7 +158,6 @@ def train_char_lm_command(
     """Train a character language model (embedding -> LSTM -> Dense) on a text file,
     stateful TBPTT; reports validation bits per character."""
     _set_threads(threads)
-    _one_process()
     model_kw = {
         "embedding_dim": embedding_dim,
         "hidden_size": hidden_size,
@@ -291,7 +278,6 @@ def train_translator_command(
     """Train an LSTM encoder-decoder translator with attention on sentence pairs, with a
     fixed seeded train/valid/test split."""
     _set_threads(threads)
-    _one_process()
     model_kw = {
         "embedding_dim": embedding_dim,
         "hidden_size": hidden_size,
