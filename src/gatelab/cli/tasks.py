@@ -10,8 +10,10 @@ itself fails, e.g. a NaN loss), never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -110,7 +112,10 @@ def launching(fn: Callable) -> Callable:
             distributed.init()
             if distributed.restart_count() > 0:
                 kwargs["resume"] = True
-            return fn(*args, **kwargs)
+            if distributed.is_writer():
+                return fn(*args, **kwargs)
+            with contextlib.redirect_stdout(io.StringIO()):  # rank 0 reports for the job
+                return fn(*args, **kwargs)
         if nproc == 1 and max_restarts == 0:
             return fn(*args, **kwargs)
         from . import ARGV
