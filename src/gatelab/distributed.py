@@ -38,7 +38,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from .errors import GatelabError
+
 __all__ = [
+    "RankFailedError",
     "active",
     "all_reduce_sums",
     "broadcast_object",
@@ -230,7 +233,7 @@ def barrier() -> None:
         dist.barrier()
 
 
-class RankFailedError(RuntimeError):
+class RankFailedError(GatelabError, RuntimeError):
     """A rank of a job :func:`launch` started failed; the message names it."""
 
     def __init__(self, message: str, ranks: list[int]) -> None:
