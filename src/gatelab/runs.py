@@ -31,6 +31,9 @@ experiments) follows one protocol, all of it here:
   file honours the umask. A killed writer's temporary files are removed when the next
   process takes the lock.
 
+In a distributed job (:mod:`gatelab.distributed`) only rank 0 writes: on the other ranks
+the writes, removals and the lock here do nothing, so that they never touch the folder.
+
 Nothing is ever read with pickle: tensors come from safetensors, everything else from
 JSON. A folder from another gatelab major version, or with a missing or corrupt file,
 raises :class:`RunFolderError` naming the file. See docs/run-folders.md for what these
@@ -57,6 +60,7 @@ import safetensors.torch
 import torch
 from torch import Tensor
 
+from .distributed import is_writer
 from .errors import GatelabError
 
 __all__ = [
@@ -186,9 +190,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
     The file gets mode ``0o666 & ~umask`` like any new file (``mkstemp`` alone would make
     it ``0o600``). On any failure the temp file is removed and ``path`` keeps its old
-    content (or stays absent); after a kill, :func:`clean_folder` removes it.
+    content (or stays absent); after a kill, :func:`clean_folder` removes it. On a
+    distributed job's ranks other than 0 it writes nothing
+    (:func:`gatelab.distributed.is_writer`).
     """
     path = Path(path)
+    if not is_writer():
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_file(path.parent, f".{path.name}.", data)
     try:
@@ -318,6 +326,8 @@ def write_checkpoint(
     JSON naming a complete tensors file of its own epoch.
     """
     folder = Path(folder)
+    if not is_writer():
+        return folder / CHECKPOINT_FILE
     previous = _named_tensors(folder)
     name, k = f"checkpoint-{epoch:04d}.safetensors", 0
     while name == previous:
@@ -348,6 +358,8 @@ def remove_checkpoint(folder: str | os.PathLike) -> None:
     ``checkpoint-*.safetensors`` there is removed.
     """
     folder = Path(folder)
+    if not is_writer():
+        return
     (folder / CHECKPOINT_FILE).unlink(missing_ok=True)
     for old in folder.glob("checkpoint-*.safetensors"):
         old.unlink(missing_ok=True)
@@ -521,11 +533,17 @@ def run_lock(folder: str | os.PathLike) -> Iterator[Path]:
     writer left (:func:`clean_folder`); on leaving, releases the lock. Re-entrant: a
     thread that holds a folder, or a folder above it, passes straight through.
 
+    On a distributed job's ranks other than 0 it takes nothing and touches nothing:
+    rank 0 holds the folder for the job.
+
     Raises:
         RunLockedError: another process holds the folder, or a dead process left its lock
             (the message says which, and how to clear a stale lock).
     """
     folder = Path(folder)
+    if not is_writer():
+        yield folder
+        return
     if folder.exists() and not folder.is_dir():
         raise RunFolderError(f"run folder '{folder}' exists and is not a folder")
     folder.mkdir(parents=True, exist_ok=True)
@@ -585,6 +603,8 @@ def clean_folder(folder: str | os.PathLike) -> list[Path]:
     """
     folder = Path(folder)
     removed: list[Path] = []
+    if not is_writer():
+        return removed
     for d in [folder, *_members(folder)]:
         named = _named_tensors(d)
         unreadable = named is None and (d / CHECKPOINT_FILE).exists()
@@ -737,6 +757,8 @@ def start_run(
     run_dir = Path(run_dir)
     if resume and overwrite:
         raise ValueError("resume=True and overwrite=True contradict each other; pass one")
+    if not is_writer():  # rank 0 decides and checks; the other ranks never touch the folder
+        return None
     exists = (run_dir / CONFIG_FILE).exists()
     if exists and resume:
         saved = read_config(run_dir, task)
@@ -761,9 +783,19 @@ def start_run(
 
 
 def write_config(run_dir: str | os.PathLike, task: str, **sections: Any) -> Path:
-    """Write ``config.json``: ``{"gatelab_version", "format", "task", **sections}``."""
+    """Write ``config.json``: ``{"gatelab_version", "format", "task", **sections}``.
+
+    In a distributed job it adds ``"world_size"`` and a ``"distributed"`` section (the
+    backend and, where a ``train`` section gives ``batch_size``, the global batch and
+    the largest per-rank part of it): a reader tells a 2-rank run from two processes that
+    happened to share a folder. Single-process runs write no such keys (as before).
+    """
     config = {"gatelab_version": _version(), "format": FORMAT_VERSION, "task": task}
     config.update(sections)
+    from . import distributed
+
+    if distributed.world_size() > 1:
+        config.update(distributed.describe(sections))
     return atomic_write_json(Path(run_dir) / CONFIG_FILE, config)
 
 

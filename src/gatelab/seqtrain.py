@@ -34,8 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
+from . import distributed as D
 from .runs import (
     CHECKPOINT_FILE,
     WEIGHTS_FILE,
@@ -49,7 +51,7 @@ from .runs import (
     set_rng_tensors,
     write_checkpoint,
 )
-from .training import TrainingError
+from .training import TrainingError, _cpu
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -187,7 +189,16 @@ def fit_loop(
     Raises:
         TrainingDiverged: a non-finite loss, gradient norm or validation loss.
         RunLockedError: another process holds ``run_dir``.
+
+    In a distributed job (``WORLD_SIZE`` > 1, :mod:`gatelab.distributed`) every rank
+    iterates the same batches and takes its rows of each (every ``world_size``-th; the
+    batches must be batch-first tensors, or tuples/lists/dicts of them; a TBPTT stream's
+    carried state stays with its rows); the gradients are summed over the ranks weighted
+    by their tokens, so a step is the step of the whole batch. Rank 0's state starts
+    every rank, its validation loss and its clock (the time budget) decide for all, and
+    only it writes the run folder.
     """
+    D.init()  # joins the process group torchrun describes; nothing in one process
     run_dir = Path(run_dir)
     with run_lock(run_dir):
         return _fit_loop(
@@ -200,6 +211,9 @@ def _fit_loop(
     model, optimizer, run_dir, epochs, batches, step, validate, fit, time_budget_s, clip,
     on_epoch, on_step,
 ) -> FitState:  # fmt: skip
+    distributed, rank, world = D.active(), D.rank(), D.world_size()
+    if distributed:
+        fit = _sync_start(model, optimizer, fit)
     if fit.epoch == 0 and not fit.history:
         save_checkpoint(run_dir, model, optimizer, fit)  # the "last good" state from step 0
     elif fit.best_state is not None:
@@ -210,8 +224,11 @@ def _fit_loop(
     start = time.monotonic() - fit.elapsed_s
     params = [p for p in model.parameters() if p.requires_grad]
 
-    def out_of_time() -> bool:
+    def own_clock() -> bool:
         return time_budget_s is not None and time.monotonic() - start >= time_budget_s
+
+    def out_of_time() -> bool:  # rank 0's clock decides for every rank
+        return D.broadcast_object(own_clock()) if distributed else own_clock()
 
     if out_of_time():
         logger.info("time budget of %.0f s already spent; nothing to train", time_budget_s)
@@ -219,15 +236,26 @@ def _fit_loop(
         if out_of_time():
             break
         model.train()
+        if distributed:  # dropout: one stream per rank, drawn from rank 0's checkpointed RNG
+            base = D.broadcast_object(int(torch.randint(0, 2**62, ())))
+            torch.manual_seed(base + rank)
         carry, total, tokens, n_steps, stopped = None, 0.0, 0, 0, False
         epoch_start = time.monotonic()
         for k, batch in enumerate(batches(epoch)):
+            if distributed:
+                batch, real = _rows(batch, rank, world)
             loss, carry, n_tok = step(batch, carry)
             value = float(loss.detach())
-            if not math.isfinite(value):
+            if not distributed and not math.isfinite(value):
                 _diverged(run_dir, fit, epoch, k, f"the loss is {value}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if distributed:
+                value, n_tok, time_up = _reduce_step(
+                    params, value, n_tok if real else 0, own_clock()
+                )
+                if not math.isfinite(value):
+                    _diverged(run_dir, fit, epoch, k, f"the loss is {value}")
             if clip is not None:
                 norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
             else:
@@ -242,11 +270,13 @@ def _fit_loop(
             n_steps += 1
             if on_step is not None:
                 on_step(epoch, k, value)
-            if out_of_time():
+            if time_up if distributed else out_of_time():
                 stopped = True
                 break
         train_time = time.monotonic() - epoch_start
         valid = float(validate())
+        if distributed:
+            valid = D.broadcast_object(valid)
         if not math.isfinite(valid):
             _diverged(run_dir, fit, epoch, n_steps, f"the validation loss is {valid}")
         record = {
@@ -278,6 +308,74 @@ def _fit_loop(
         fit.finished = True
         save_checkpoint(run_dir, model, optimizer, fit)
     return fit
+
+
+def _rows(batch: Any, rank: int, world: int) -> tuple[Any, bool]:
+    """This rank's rows of a batch-first batch (a tensor or a tuple/list/dict of them, all
+    ``(B, ...)``): every ``world``-th row from ``rank``. A rank with no row of a short
+    batch gets row 0 as a stand-in (it still joins the all-reduce, at weight 0)."""
+    first = batch
+    while not isinstance(first, Tensor):  # the first tensor of a (nested) batch
+        first = next(iter(first.values())) if isinstance(first, dict) else first[0]
+    B = first.shape[0]
+    real = rank < B
+    take = slice(rank, None, world) if real else slice(0, 1)
+
+    def cut(x):
+        if isinstance(x, Tensor):
+            if x.shape[:1] != (B,):
+                raise ValueError(
+                    f"a batch holds tensors of shapes {tuple(first.shape)} and "
+                    f"{tuple(x.shape)}; a distributed job needs batch-first tensors that share "
+                    "their first dimension"
+                )
+            return x[take]
+        if isinstance(x, dict):
+            return {k: cut(v) for k, v in x.items()}
+        if isinstance(x, (tuple, list)):
+            return type(x)(cut(v) for v in x)
+        return x
+
+    return cut(batch), real
+
+
+def _reduce_step(params, value: float, n_tok: int, time_up: bool) -> tuple[float, int, bool]:
+    """Sum over the ranks of ``n_tok``-weighted gradients (set as the gradients of the whole
+    batch's token mean), the loss and the tokens; rank 0's ``time_up`` for all.
+
+    Returns ``(loss of the whole batch, its tokens, time_up)``."""
+    total_loss, total_tok, up = D.all_reduce_sums(
+        [value * n_tok, float(n_tok), float(time_up and D.rank() == 0)]
+    )
+    grads = [p.grad for p in params if p.grad is not None]
+    if grads:
+        flat = torch._utils._flatten_dense_tensors(grads) * n_tok
+        dist.all_reduce(flat)
+        flat /= max(total_tok, 1.0)
+        for g, reduced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
+            g.copy_(reduced)
+    return total_loss / max(total_tok, 1.0), int(total_tok), up > 0
+
+
+def _sync_start(model, optimizer, fit: FitState) -> FitState:
+    """Every rank takes rank 0's weights, optimizer state and progress (a resumed
+    checkpoint's, or the fresh start's), whatever it read or built itself."""
+    payload = None
+    if D.is_writer():
+        payload = {
+            "model": _cpu(model.state_dict()),
+            "optimizer": _cpu(optimizer.state_dict()),
+            "fit": fit.to_dict(),
+            "best": _cpu(fit.best_state),
+        }
+    payload = D.broadcast_object(payload)
+    if D.is_writer():
+        return fit
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    synced = FitState.from_dict(payload["fit"])
+    synced.best_state = payload["best"]
+    return synced
 
 
 def _diverged(run_dir: Path, fit: FitState, epoch: int, step: int, what: str) -> None:

@@ -15,6 +15,11 @@
 - a non-finite loss stops training with a :class:`TrainingError`; the last good
   checkpoint stays on disk.
 
+Under ``torchrun`` (``WORLD_SIZE`` > 1) the same loop trains data-parallel
+(:mod:`gatelab.distributed`): DDP over the ranks, each taking its part of every global
+batch of ``batch_size`` sequences, metrics all-reduced, validation and early stopping on
+rank 0 (broadcast), checkpoints written by rank 0 only. In one process nothing changes.
+
 The loop logs and never prints; progress goes to callbacks (:class:`RichProgress` draws
 a ``rich`` progress bar when the command line asks for one).
 """
@@ -35,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import distributed as D
 from . import metrics as M
 from .errors import GatelabError
 from .runs import (
@@ -451,6 +457,46 @@ class _Running:
             self.count += out.numel()
             return {"loss": self.loss_sum / self.n, "rmse": math.sqrt(self.sq / self.count)}
 
+    def reduced(self) -> dict[str, float]:
+        """The epoch's loss and metric over all ranks (sums all-reduced)."""
+        n, loss_sum, hits, sq, count = D.all_reduce_sums(
+            [self.n, self.loss_sum, self.hits, self.sq, self.count]
+        )
+        logs = {"loss": loss_sum / max(n, 1)}
+        if self.classifier:
+            logs["accuracy"] = hits / max(count, 1)
+        else:
+            logs["rmse"] = math.sqrt(sq / max(count, 1))
+        return logs
+
+
+def _rank_seed(seed: int, epoch: int, rank: int) -> int:
+    """The dropout seed of one rank in one epoch of a distributed run: a function of
+    ``(seed, epoch, rank)`` only, so that a run resumed at an epoch boundary, with any
+    number of ranks, continues as an uninterrupted run with that number does."""
+    return (seed * 1_000_003 + epoch) * 65_537 + rank + 1
+
+
+def _forward(train_model, data, index, loss_fn, device, rank: int, world: int):
+    """Forward of this rank's part of the global batch ``index``.
+
+    In one process, the whole batch at weight 1. With ``world`` ranks, this rank's shard
+    (:func:`gatelab.distributed.shard`) at weight ``n_rank * world / n_batch``: DDP
+    averages the ranks' gradients of ``weight * loss``, which is then the gradient of the
+    mean loss over the whole batch. A rank with no part of a short batch runs one
+    sequence at weight 0 (every rank must join the all-reduce).
+
+    Returns:
+        ``(loss, out, y, n, weight)``: the local mean loss (unweighted), outputs and
+        targets, the number of this rank's sequences (0 for the stand-in), the weight.
+    """
+    part = index if world == 1 else D.shard(index, rank, world)
+    n = len(part)
+    x, lengths, y = _take(data, part if n else index[:1], device)
+    out = train_model(x, lengths)
+    loss = loss_fn(out, y)
+    return loss, out, y, n, (1.0 if world == 1 else n * world / len(index))
+
 
 def _better(monitor: str, score: float, best: float | None) -> bool:
     if best is None:
@@ -502,6 +548,13 @@ def fit(
         batch_indices(train.lengths, config.batch_size, shuffle=False, bucket=config.bucket)
     )
     total_steps = config.epochs * epoch_batches
+    D.init()  # joins the process group torchrun describes; nothing in one process
+    distributed, rank, world, writer = D.active(), D.rank(), D.world_size(), D.is_writer()
+    if distributed and D.device().type == "cuda" and device.type != "cuda":
+        raise ValueError(
+            f"the model is on {device} but the process group uses nccl (GPUs); move the "
+            "model to this rank's GPU, or use gloo (gatelab.distributed.init('gloo'))"
+        )
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     inputs = None
     if ckpt is not None:
@@ -516,13 +569,25 @@ def fit(
         best_state: dict[str, Tensor] | None = None
         bad_epochs = 0
         start = 0
-        if resume and ckpt is not None and (ckpt / CHECKPOINT_FILE).exists():
+        if not writer:
+            pass  # rank 0 reads the checkpoint and sends its state below
+        elif resume and ckpt is not None and (ckpt / CHECKPOINT_FILE).exists():
             start, bad_epochs, best_state, history = _load_checkpoint(
                 ckpt, model, optimizer, scheduler, config, inputs
             )
             logger.info("resuming from %s after epoch %d", ckpt / CHECKPOINT_FILE, start)
         elif ckpt is not None:
             remove_checkpoint(ckpt)
+        train_model = model
+        if distributed:
+            _check_same_data(train, valid)
+            start, bad_epochs, best_state, history = _sync_state(
+                model, optimizer, scheduler, start, bad_epochs, best_state, history
+            )
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [device.index] if device.type == "cuda" else None
+            train_model = DistributedDataParallel(model, device_ids=ids)
 
         for cb in callbacks:
             cb.on_train_begin(config.epochs, epoch_batches, start)
@@ -532,7 +597,10 @@ def fit(
             for cb in callbacks:
                 cb.on_epoch_begin(epoch)
             model.train()
+            if distributed:
+                torch.manual_seed(_rank_seed(config.seed, epoch, rank))
             running = _Running(classifier)
+            logs: dict[str, float] = {}  # a rank may have no part of the first batches
             batches = batch_indices(
                 train.lengths,
                 config.batch_size,
@@ -542,13 +610,13 @@ def fit(
                 bucket=config.bucket,
             )
             for step, index in enumerate(batches):
-                x, lengths, y = _take(train, index, device)
-                out = model(x, lengths)
-                loss = loss_fn(out, y)
+                loss, out, y, n, weight = _forward(
+                    train_model, train, index, loss_fn, device, rank, world
+                )
                 if not torch.isfinite(loss):
                     raise TrainingError(_nan_message("loss", loss, epoch, step, ckpt, start))
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss if weight == 1.0 else loss * weight).backward()
                 if config.clip_norm is not None:
                     norm = nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
                     if not torch.isfinite(norm):
@@ -557,26 +625,37 @@ def fit(
                         )
                 optimizer.step()
                 scheduler.step()
-                logs = running.update(loss.item(), out.detach(), y)
+                if n:
+                    logs = running.update(loss.item(), out.detach(), y)
                 for cb in callbacks:
                     cb.on_batch_end(epoch, step, logs)
 
+            if distributed:
+                logs = running.reduced()
             logs = {f"train_{k}": v for k, v in logs.items()}
             logs["lr"] = optimizer.param_groups[0]["lr"]
             if valid is not None:
-                val = _validate(model, valid, config, loss_fn, metric_transform)
+                decision = None
+                if writer:  # rank 0 validates and decides; the others follow
+                    val = _validate(model, valid, config, loss_fn, metric_transform)
+                    better = _better(monitor, val[monitor], history.best_score)
+                    stop = (
+                        not better
+                        and config.patience is not None
+                        and bad_epochs + 1 >= config.patience
+                    )
+                    decision = (val, better, stop)
+                val, better, stop = D.broadcast_object(decision) if distributed else decision
                 logs.update({f"val_{k}": v for k, v in val.items()})
-                score = val[monitor]
-                if _better(monitor, score, history.best_score):
-                    history.best_score, history.best_epoch, bad_epochs = score, epoch, 0
+                if better:
+                    history.best_score, history.best_epoch, bad_epochs = val[monitor], epoch, 0
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 else:
                     bad_epochs += 1
-                    if config.patience is not None and bad_epochs >= config.patience:
-                        history.stopped_early = True
+                    history.stopped_early = stop
             history.epochs.append(logs)
             logger.info("epoch %d/%d: %s", epoch + 1, config.epochs, logs)
-            if ckpt is not None:
+            if ckpt is not None and writer:
                 _save_checkpoint(
                     ckpt, epoch + 1, model, optimizer, scheduler, config, history, bad_epochs,
                     best_state, inputs,
@@ -590,6 +669,54 @@ def fit(
         for cb in callbacks:
             cb.on_train_end(history)
     return history
+
+
+def _cpu(obj):
+    if isinstance(obj, Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu(v) for v in obj)
+    return obj
+
+
+def _check_same_data(train: TensorData, valid: TensorData | None) -> None:
+    """Refuse a job whose ranks hold different data (each reads its own copy of a file)."""
+    mine = (data_fingerprint(train), data_fingerprint(valid))
+    first = D.broadcast_object(mine)
+    if mine != first:
+        raise ValueError(
+            f"rank {D.rank()} holds other training or validation data than rank 0 "
+            f"(sha256 {mine[0]['sha256'][:12]}... against {first[0]['sha256'][:12]}...); "
+            "every rank must read the same data"
+        )
+
+
+def _sync_state(model, optimizer, scheduler, start, bad_epochs, best_state, history):
+    """Give every rank rank 0's starting state (a resumed checkpoint's, or the fresh
+    model's weights): weights, optimizer, scheduler, early stopping, history."""
+    payload = None
+    if D.is_writer():
+        payload = {
+            "model": _cpu(model.state_dict()),
+            "optimizer": _cpu(optimizer.state_dict()) if start else None,
+            "scheduler": scheduler.state_dict() if start else None,
+            "start": start,
+            "bad_epochs": bad_epochs,
+            "best_state": _cpu(best_state),
+            "history": history.to_dict(),
+        }
+    payload = D.broadcast_object(payload)
+    if not D.is_writer():
+        model.load_state_dict(payload["model"])
+        if payload["optimizer"] is not None:
+            optimizer.load_state_dict(payload["optimizer"])
+            scheduler.load_state_dict(payload["scheduler"])
+        history = History.from_dict(payload["history"])
+        best_state = payload["best_state"]
+        start, bad_epochs = payload["start"], payload["bad_epochs"]
+    return start, bad_epochs, best_state, history
 
 
 def _validate(model, valid, config, loss_fn, metric_transform) -> dict[str, float]:
@@ -652,6 +779,8 @@ def _save_checkpoint(
         "history": history.to_dict(),
         "inputs": inputs,
     }
+    if D.world_size() > 1:  # the ranks of the run's last epoch (a resume may change them)
+        state["world_size"] = D.world_size()
     write_checkpoint(ckpt, epoch, tensors, state)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 
 import typer
 
@@ -25,6 +26,7 @@ train_app = typer.Typer(
 app.add_typer(train_app, name="train")
 
 COMMAND_MODULES = ("tasks", "insight", "seq2seq", "export")
+ARGV: list[str] | None = None  # the command line main() ran, for `train ... --nproc N`
 
 
 def _register() -> None:
@@ -35,6 +37,8 @@ def _register() -> None:
 
 def main() -> None:
     """Entry point of the ``gatelab`` script."""
+    global ARGV
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    ARGV = sys.argv[1:]
     _register()
     app()

@@ -32,7 +32,7 @@ from ..seqtasks import (
     train_translator,
 )
 from . import app, train_app
-from .tasks import TaskKind, clean_errors, register_task_kind
+from .tasks import MaxRestarts, Nproc, TaskKind, clean_errors, launching, register_task_kind
 
 LM = CharLMTrainConfig(epochs=50)
 TR = TranslatorTrainConfig()
@@ -130,6 +130,7 @@ def _set_threads(threads: int | None) -> None:
 
 @train_app.command("char-lm")
 @clean_errors
+@launching
 def train_char_lm_command(
     data: Data,
     out: Out,
@@ -152,6 +153,8 @@ def train_char_lm_command(
     ] = LM.valid_fraction,
     seed: Seed = LM.seed,
     resume: Resume = False,
+    nproc: Nproc = 1,
+    max_restarts: MaxRestarts = 0,
     quiet: Quiet = False,
     threads: Threads = None,
 ) -> None:
@@ -227,6 +230,7 @@ def generate_command(
 
 @train_app.command("translator")
 @clean_errors
+@launching
 def train_translator_command(
     data: Annotated[
         Path,
@@ -272,6 +276,8 @@ def train_translator_command(
     clip: Clip = TR.clip,
     seed: Seed = TR.seed,
     resume: Resume = False,
+    nproc: Nproc = 1,
+    max_restarts: MaxRestarts = 0,
     quiet: Quiet = False,
     threads: Threads = None,
 ) -> None:

@@ -10,8 +10,10 @@ itself fails, e.g. a NaN loss), never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
+from .. import distributed
 from ..errors import GatelabError
 from ..estimators import Forecaster, SeriesClassifier, TextClassifier
 from ..runs import (
@@ -49,7 +52,8 @@ class CommandError(Exception):
 
 
 def _fail(message: str, code: int) -> None:
-    typer.echo(f"error: {' '.join(str(message).split())}", err=True)
+    where = f"rank {distributed.rank()}: " if distributed.world_size() > 1 else ""
+    typer.echo(f"{where}error: {' '.join(str(message).split())}", err=True)
     raise typer.Exit(code)
 
 
@@ -86,6 +90,69 @@ def holding_out(fn: Callable) -> Callable:
     return wrapper
 
 
+def launching(fn: Callable) -> Callable:
+    """Run a ``train`` command on ``--nproc`` ranks through ``torch.distributed.run``
+    (this command line again, without ``--nproc``), or as one rank of such a job; after
+    an elastic restart (``--max-restarts``) a rank resumes from the last checkpoint."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        nproc, max_restarts = kwargs.pop("nproc"), kwargs.pop("max_restarts")
+        if nproc < 1 or max_restarts < 0:
+            raise CommandError(
+                f"--nproc {nproc} --max-restarts {max_restarts}; expected --nproc >= 1 and "
+                "--max-restarts >= 0"
+            )
+        if distributed.world_size() > 1:  # a rank of a job torchrun started
+            if nproc > 1:
+                raise CommandError(
+                    f"--nproc {nproc} inside a job torchrun started ({distributed.world_size()} "
+                    "ranks); torchrun's --nproc-per-node sets the ranks"
+                )
+            distributed.init()
+            if distributed.restart_count() > 0:
+                kwargs["resume"] = True
+            if distributed.is_writer():
+                return fn(*args, **kwargs)
+            with contextlib.redirect_stdout(io.StringIO()):  # rank 0 reports for the job
+                return fn(*args, **kwargs)
+        if nproc == 1 and max_restarts == 0:
+            return fn(*args, **kwargs)
+        from . import ARGV
+
+        if ARGV is None:
+            raise CommandError(
+                "--nproc launches 'python -m gatelab' again and needs the gatelab command "
+                "line; elsewhere start the ranks with torchrun"
+            )
+        argv = _without(ARGV, ("--nproc", "--max-restarts"))
+        try:
+            distributed.launch(argv, nproc, max_restarts)
+        except distributed.RankFailedError as err:
+            out = kwargs.get("out")
+            saved = read_json(out / "checkpoint.json") if (out / "checkpoint.json").exists() else {}
+            where = f"epoch {saved['epoch']}" if "epoch" in saved else "no epoch yet"
+            raise TrainingError(
+                f"{err}. The run folder '{out}' holds a whole checkpoint ({where}); continue it "
+                "with --resume (with any number of ranks)"
+            ) from None
+
+    return wrapper
+
+
+def _without(argv: list[str], options: tuple[str, ...]) -> list[str]:
+    """``argv`` without the ``options`` and their values (``--opt V`` or ``--opt=V``)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in options:
+            skip = True
+        elif not arg.startswith(tuple(f"{o}=" for o in options)):
+            out.append(arg)
+    return out
+
+
 def _console(stderr: bool = False):
     from rich.console import Console
 
@@ -93,7 +160,11 @@ def _console(stderr: bool = False):
 
 
 def _progress(quiet: bool, what: str) -> list:
-    return [] if quiet else [RichProgress(_console(stderr=True), description=what)]
+    return (
+        []
+        if quiet or not distributed.is_writer()
+        else [RichProgress(_console(stderr=True), description=what)]
+    )
 
 
 def _defaults(cls) -> dict[str, Any]:
@@ -196,6 +267,14 @@ HELP = {
     "dropout": ("Dropout before the Dense head."),
     "models": ("Train an ensemble of this many models (seeds seed, seed+1, ...) and average them."),
     "quiet": ("No progress bar, only the summary."),
+    "nproc": (
+        "Train data-parallel on this many processes of this machine (torch.distributed, "
+        "launched through torch.distributed.run); --batch-size stays the global batch."
+    ),
+    "max_restarts": (
+        "With --nproc: restart all ranks this many times after one fails, resuming from "
+        "the last checkpoint."
+    ),
     "out": (
         "Run folder to write (config, weights, vocabulary/labels/scaler, metrics, checkpoints)."
     ),
@@ -306,6 +385,8 @@ Models = Annotated[int, typer.Option("--models", help=HELP["models"])]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help=HELP["quiet"])]
 Out = Annotated[Path, typer.Option("--out", help=HELP["out"], show_default=False)]
 Fill = Annotated[str | None, typer.Option("--fill", help=HELP["fill"])]
+Nproc = Annotated[int, typer.Option("--nproc", help=HELP["nproc"])]
+MaxRestarts = Annotated[int, typer.Option("--max-restarts", help=HELP["max_restarts"])]
 
 
 def _common_params(
@@ -366,6 +447,8 @@ def _record_source(out: Path, resume: bool, files: dict[str, Path | None], **opt
 
 
 def _summary(est, out: Path, quiet: bool) -> None:
+    if not distributed.is_writer():
+        return
     console = _console()
     metrics = est.validation_metrics_
     shown = "  ".join(f"{k} {v:.4f}" for k, v in (metrics or {}).items())
@@ -380,6 +463,7 @@ def _summary(est, out: Path, quiet: bool) -> None:
 
 @train_app.command("text-classifier")
 @clean_errors
+@launching
 @holding_out
 def train_text_classifier(
     train: Annotated[Path, typer.Option("--train", help=HELP["text_train"], show_default=False)],
@@ -394,6 +478,8 @@ def train_text_classifier(
     backend: Backend = "auto",
     seed: Seed = 0,
     resume: Resume = False,
+    nproc: Nproc = 1,
+    max_restarts: MaxRestarts = 0,
     embedding_dim: Annotated[int, typer.Option(help=HELP["embedding_dim"])] = TEXT["embedding_dim"],
     pooling: Annotated[str, typer.Option(help=HELP["pooling"])] = TEXT["pooling"],
     lr: Lr = TEXT["lr"],
@@ -532,6 +618,7 @@ def _read_ts(path: Path, fill: str | None, *, labelled: bool = True):
 
 @train_app.command("series-classifier")
 @clean_errors
+@launching
 @holding_out
 def train_series_classifier(
     train: Annotated[Path, typer.Option("--train", help=HELP["series_train"], show_default=False)],
@@ -546,6 +633,8 @@ def train_series_classifier(
     backend: Backend = "auto",
     seed: Seed = 0,
     resume: Resume = False,
+    nproc: Nproc = 1,
+    max_restarts: MaxRestarts = 0,
     normalize: Annotated[str, typer.Option(help=HELP["normalize"])] = "series",
     lr: Lr = SERIES["lr"],
     dropout: Dropout = SERIES["dropout"],
@@ -591,6 +680,7 @@ def train_series_classifier(
 
 @train_app.command("forecaster")
 @clean_errors
+@launching
 @holding_out
 def train_forecaster(
     data: Annotated[Path, typer.Option("--data", help=HELP["forecast_data"], show_default=False)],
@@ -608,6 +698,8 @@ def train_forecaster(
     backend: Backend = "auto",
     seed: Seed = 0,
     resume: Resume = False,
+    nproc: Nproc = 1,
+    max_restarts: MaxRestarts = 0,
     lr: Lr = FORECAST["lr"],
     dropout: Dropout = FORECAST["dropout"],
     models: Models = FORECAST["n_models"],
