@@ -127,6 +127,21 @@ def _check_lengths(lengths: Tensor, B: int, T: int, what: str) -> None:
 # --------------------------------------------------------------------------- pieces
 
 
+def _refuse_slstm(module: nn.Module) -> None:
+    """The sLSTM's exponential gates and (h, c, n, m) state are neither the ONNX LSTM
+    operator nor the Scan form's LSTM step: refused, never exported as something else."""
+    from ..layers import LSTM
+
+    for name, sub in module.named_modules():
+        if isinstance(sub, LSTM) and sub.spec.normalizer:
+            where = f" (at {name!r})" if name else ""
+            raise TypeError(
+                f"to_onnx does not export the sLSTM cell{where}: neither the ONNX LSTM "
+                "operator nor gatelab's Scan form computes its exponential gates and "
+                "(h, c, n, m) state"
+            )
+
+
 def _recurrent_ports(module: nn.Module, inputs: tuple[Tensor, ...]):
     """Ports of a recurrent layer: ``input``, [``h0`` [, ``c0``]], [``lengths``]."""
     kind = recurrent_kind(module)
@@ -447,6 +462,7 @@ def to_onnx(
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
     inputs = _check_example_inputs(example_inputs)
+    _refuse_slstm(module)
     b = Builder(onnx, _check_opset(opset), reserved=IO_NAMES)
     if recurrent_kind(module) is not None:
         in_ports = _recurrent_ports(module, inputs)
