@@ -375,6 +375,22 @@ def test_an_estimator_does_not_overwrite_a_finished_run_unless_asked(tmp_path):
         SeriesClassifier(**params).fit(X, y, run_dir=tmp_path / "r2", resume=True, overwrite=True)
 
 
+def test_overwrite_refuses_a_run_of_another_task_kind(tmp_path):
+    run = tmp_path / "run"
+    with run_lock(run):
+        runs.write_config(run, "char-lm", model={"hidden_size": 12})
+    atomic_write_tensors(run / runs.WEIGHTS_FILE, {"w": torch.ones(2)})
+    X, y = shape_series(24, T=8)
+    params = {"hidden_size": 4, "epochs": 1, "batch_size": 8, "validation_fraction": 0.0}
+    kinds = r"'char-lm' run.*'series-classifier' run"
+    with pytest.raises(RunFolderError, match=rf"'{run}' holds a {kinds}"):
+        SeriesClassifier(**params).fit(X, y, run_dir=run, overwrite=True)
+    with run_lock(run), pytest.raises(RunFolderError, match=r"'char-lm' run.*'synthetic' run"):
+        runs.start_run(run, "synthetic", {}, resume=False, overwrite=True)
+    assert runs.read_config(run)["task"] == "char-lm"
+    assert torch.equal(_weights(run)["w"], torch.ones(2))
+
+
 def test_an_estimator_resume_refuses_other_data(tmp_path):
     X, y = shape_series(24, T=8)
     params = {"hidden_size": 4, "epochs": 1, "batch_size": 8, "validation_fraction": 0.0}

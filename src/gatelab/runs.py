@@ -732,7 +732,8 @@ def start_run(
 
     Raises:
         RunFolderError: a run is there and neither ``resume`` nor ``overwrite`` was
-            given; or ``resume`` with other options or data (each difference listed).
+            given; ``overwrite`` on a run of another task kind; or ``resume`` with other
+            options or data (each difference listed).
     """
     run_dir = Path(run_dir)
     if resume and overwrite:
@@ -751,6 +752,18 @@ def start_run(
             f"run folder '{run_dir}' already holds a run; pass --resume (resume=True) to "
             "continue it, overwrite=True to replace it, or choose another folder"
         )
+    if exists:  # overwrite: only a run of this task kind
+        try:
+            held = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            held = None  # a corrupt config: no kind to protect
+        kind = held.get("task") if isinstance(held, dict) else None
+        if kind is not None and kind != task:
+            raise RunFolderError(
+                f"run folder '{run_dir}' holds a {kind!r} run; overwrite=True replaces only a "
+                f"run of the same kind, and this is a {task!r} run. Delete the folder by hand "
+                "or choose another one"
+            )
     if resume:
         logger.info("no run to resume in '%s' (no %s); starting a new one", run_dir, CONFIG_FILE)
     _clear_run(run_dir)
