@@ -254,6 +254,28 @@ def test_fingerprints_and_differences():
     )
 
 
+def test_fingerprint_tensors_hashes_the_bytes_without_copying_them():
+    import hashlib
+    import tracemalloc
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1 << 20, generator=g)  # 4 MiB
+    ids = torch.arange(6, dtype=torch.int64).reshape(2, 3).t()  # not contiguous
+    empty = torch.zeros(0, 3)
+    want = hashlib.sha256()
+    for t in (x, ids.contiguous(), empty):
+        want.update(f"{t.dtype}{tuple(t.shape)};".encode())
+        want.update(t.numpy().tobytes())
+    tracemalloc.start()
+    try:
+        got = runs.fingerprint_tensors(x, None, ids, empty)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert got == {"size": 4 * (1 << 20) + 8 * 6, "sha256": want.hexdigest()}
+    assert peak < (1 << 20), f"{peak} bytes allocated: the data were copied"
+
+
 # ----------------------------------------------------------------- char LM and translator runs
 
 

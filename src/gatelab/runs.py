@@ -628,9 +628,10 @@ def fingerprint_tensors(*tensors: Tensor | None) -> dict[str, Any]:
             continue
         t = t.detach().cpu().contiguous()
         digest.update(f"{t.dtype}{tuple(t.shape)};".encode())
-        data = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
-        digest.update(data)
-        size += len(data)
+        if t.numel():  # hashed through the buffer protocol: no copy of the data
+            data = t.view(torch.uint8).numpy()
+            digest.update(data)
+            size += data.nbytes
     return {"size": size, "sha256": digest.hexdigest()}
 
 
