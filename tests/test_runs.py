@@ -122,6 +122,37 @@ def test_a_lock_of_a_live_process_refuses_and_cannot_be_cleared(tmp_path):
         sleeper.wait()
 
 
+def test_a_folder_inside_one_another_process_holds_is_refused(tmp_path):
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from gatelab.runs import run_lock\n"
+            f"with run_lock({str(run)!r}):\n"
+            "    print('held', flush=True); sys.stdin.readline()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(runs.__file__).parents[1])},
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        for inner in (run / "member-0", run / "a" / "b" / "c"):
+            with pytest.raises(RunLockedError, match=rf"inside a locked one.*{holder.pid}"):
+                with run_lock(inner):
+                    pass
+            assert not (inner / LOCK_FILE).exists()  # ours was released
+        with run_lock(run / "a" / "b" / "c" / "d"):  # beyond three levels: not covered
+            pass
+    finally:
+        holder.communicate("\n", timeout=30)
+    assert holder.returncode == 0
+    with run_lock(run / "member-0"):  # free once the holder ends
+        pass
+
+
 def test_unreadable_and_foreign_locks_name_the_file(tmp_path):
     run = tmp_path / "run"
     run.mkdir()

@@ -513,17 +513,35 @@ def _release(path: Path) -> None:
         logger.warning("the lock '%s' is no longer this process's; left as it is", path)
 
 
+_ANCESTOR_LEVELS = 3  # how far up a lock covers: member-K folders sit one level down
+
+
+def _ancestor_lock(key: Path) -> str | None:
+    """The message for a live lock of another process on a folder up to
+    ``_ANCESTOR_LEVELS`` above ``key`` (or on another host), else None."""
+    for parent in key.parents[:_ANCESTOR_LEVELS]:
+        path = parent / LOCK_FILE
+        state, record = _lock_state(path)
+        if state == "elsewhere" or (state == "alive" and record["pid"] != os.getpid()):
+            return f"run folder '{key}' is inside a locked one: " + _lock_message(
+                path, state, record
+            )
+    return None
+
+
 @contextlib.contextmanager
 def run_lock(folder: str | os.PathLike) -> Iterator[Path]:
     """Hold ``folder`` (created if needed) for this process: ``with run_lock(d): ...``.
 
     Takes ``folder/.lock`` (pid, host, process start and time), then removes what a killed
     writer left (:func:`clean_folder`); on leaving, releases the lock. Re-entrant: a
-    thread that holds a folder, or a folder above it, passes straight through.
+    thread that holds a folder, or a folder above it, passes straight through. A folder
+    up to three levels below one another process holds (an ensemble's ``member-K``) is
+    refused too.
 
     Raises:
-        RunLockedError: another process holds the folder, or a dead process left its lock
-            (the message says which, and how to clear a stale lock).
+        RunLockedError: another process holds the folder or a folder above it, or a dead
+            process left its lock (the message says which, and how to clear a stale lock).
     """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
@@ -535,6 +553,10 @@ def run_lock(folder: str | os.PathLike) -> Iterator[Path]:
         return
     path = key / LOCK_FILE
     _acquire(path)
+    above = _ancestor_lock(key)  # after taking ours: a racing parent's lock is seen
+    if above is not None:
+        _release(path)
+        raise RunLockedError(above)
     with _held_guard:
         _held[key] = (os.getpid(), threading.get_ident())
     try:
