@@ -32,7 +32,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 NATIVE = ("standard", "peephole", "cifg", "niaf", "noaf", "tanh_gates")
-SCAN = ("nig", "nfg", "nog", "layernorm")
+SCAN = ("nig", "nfg", "nog", "layernorm", "slstm")
 RECURRENT_OPS = ("LSTM", "GRU", "RNN", "Scan", "Loop")
 
 
@@ -90,14 +90,10 @@ def check_layer(
     inputs, feed = [x], {"input": x}
     hx = None
     if state:
-        LD = module.num_layers * (2 if module.bidirectional else 1)
-        P = getattr(module, "proj_size", 0) or module.hidden_size
-        hx = [torch.randn(LD, B, P, generator=g)]
-        if isinstance(module, (gatelab.LSTM, nn.LSTM)):
-            hx.append(torch.randn(LD, B, module.hidden_size, generator=g))
+        hx = initial_state(module, B, g)
         inputs += hx
-        feed.update(zip(("h0", "c0"), hx))
-        hx = tuple(hx) if len(hx) == 2 else hx[0]
+        feed.update(zip(("h0", "c0", "n0", "m0"), hx))
+        hx = tuple(hx) if len(hx) > 1 else hx[0]
     ls = lengths_for(B, T, seed) if lengths else None
     if ls is not None:
         inputs.append(ls)
@@ -112,6 +108,24 @@ def check_layer(
     return path
 
 
+def initial_state(module, B, g) -> list[torch.Tensor]:
+    """A random ``[h0]``, ``[h0, c0]`` or, for the sLSTM, ``[h0, c0, n0, m0]`` with
+    ``n0 > 0`` except one batch row left fresh (``n0 = 0``: the first step's ``m = log i``)."""
+    LD = module.num_layers * (2 if module.bidirectional else 1)
+    P = getattr(module, "proj_size", 0) or module.hidden_size
+    H = module.hidden_size
+    hx = [torch.randn(LD, B, P, generator=g)]
+    if isinstance(module, (gatelab.LSTM, nn.LSTM)):
+        hx.append(torch.randn(LD, B, H, generator=g))
+    if getattr(getattr(module, "spec", None), "normalizer", False):
+        n0 = torch.rand(LD, B, H, generator=g) + 0.5
+        m0 = torch.randn(LD, B, H, generator=g)
+        if B > 1:
+            n0[:, 1] = 0.0
+        hx += [n0, m0]
+    return hx
+
+
 def lstm(variant, layers=1, bi=False, **kw):
     torch.manual_seed(0)
     return gatelab.LSTM(5, 8, layers, bidirectional=bi, variant=variant, backend="reference", **kw)
@@ -120,8 +134,7 @@ def lstm(variant, layers=1, bi=False, **kw):
 # --------------------------------------------------------------------------- presets
 
 
-# every preset but the sLSTM, which to_onnx refuses (test_slstm_is_refused_...)
-EXPORTED = [v for v in gatelab.PRESETS if v != "slstm"]
+EXPORTED = list(gatelab.PRESETS)  # every preset exports
 
 
 @pytest.mark.parametrize("bi", [False, True], ids=["uni", "bi"])
@@ -495,9 +508,69 @@ def test_export_refuses_a_translator_run_and_a_bad_format(tmp_path):
     assert result.exit_code == 2 and "does not exist" in result.output
 
 
-def test_slstm_is_refused_not_exported_as_an_lstm(tmp_path):
-    """An sLSTM must never leave as an LSTM node that computes something else."""
-    module = gatelab.LSTM(3, 4, variant="slstm")
-    with pytest.raises(TypeError, match="sLSTM"):
-        gatelab.to_onnx(module, tmp_path / "s.onnx", (torch.randn(5, 2, 3),))
+# --------------------------------------------------------------------------- sLSTM
+
+
+def slstm(forget="exp", heads=1, layers=1, bi=False, **kw):
+    torch.manual_seed(0)
+    spec = gatelab.CellSpec(
+        input_gate_activation="exp",
+        forget_gate_activation=forget,
+        normalizer=True,
+        num_heads=heads,
+    )
+    return gatelab.LSTM(5, 8, layers, bidirectional=bi, variant=spec, backend="reference", **kw)
+
+
+SLSTM_CASES = [  # (forget gate, heads, layers, bidirectional, T, B, state, lengths)
+    ("exp", 1, 1, False, 1, 3, False, False),
+    ("exp", 1, 2, True, 50, 4, False, True),
+    ("exp", 2, 2, False, 50, 4, True, True),
+    ("exp", 2, 1, True, 1, 4, True, True),
+    ("sigmoid", 1, 2, False, 50, 4, True, False),
+    ("sigmoid", 1, 1, True, 50, 4, True, True),
+    ("sigmoid", 2, 1, False, 1, 1, False, True),
+    ("sigmoid", 2, 2, True, 50, 4, False, True),
+]
+
+
+@pytest.mark.parametrize(
+    "forget,heads,layers,bi,T,B,state,lengths",
+    SLSTM_CASES,
+    ids=[
+        f"{c[0]}-K{c[1]}-L{c[2]}-{'bi' if c[3] else 'uni'}-T{c[4]}-B{c[5]}"
+        f"{'-state' if c[6] else ''}{'-padded' if c[7] else ''}"
+        for c in SLSTM_CASES
+    ],
+)
+def test_slstm_exports_as_a_scan_per_layer_direction(
+    tmp_path, forget, heads, layers, bi, T, B, state, lengths
+):
+    """The sLSTM's (h, c, n, m) recurrence as a Scan: output and all four final states."""
+    module = slstm(forget, heads, layers, bi)
+    path = check_layer(tmp_path, module, T=T, B=B, state=state, lengths=lengths, name="slstm")
+    assert node_types(path) == ["Scan"] * (layers * (2 if bi else 1))
+    names = [o.name for o in onnx.load(str(path)).graph.output]
+    assert names == ["output", "h_n", "c_n", "n_n", "m_n"]
+
+
+def test_slstm_graph_takes_other_batch_and_time_sizes(tmp_path):
+    """Exported at T=3, B=2 (batch_first), the graph runs T=1 and T=40 at other batches."""
+    module = slstm("sigmoid", heads=2, layers=2, bi=True, batch_first=True).eval()
+    path = tmp_path / "s.onnx"
+    to_onnx(module, path, (torch.randn(2, 3, 5), torch.tensor([3, 2])))
+    g = torch.Generator().manual_seed(1)
+    for B, T in ((1, 1), (5, 40)):
+        x = torch.randn(B, T, 5, generator=g)
+        ls = lengths_for(B, T, seed=T)
+        got = run_onnx(path, {"input": x, "lengths": ls})
+        for k, (a, b) in enumerate(zip(got, torch_layer(module, x, None, ls))):
+            close(a, b, f"B={B} T={T} output {k}")
+
+
+def test_char_lm_with_the_slstm_is_refused_not_half_exported(tmp_path):
+    """The char LM's ports hold (h, c); an sLSTM char LM must not lose n and m."""
+    model = gatelab.CharLM(gatelab.CharVocab("abc"), 4, 8, 1, variant="slstm")
+    with pytest.raises(TypeError, match=r"CharLM with the sLSTM cell.*\(h, c, n, m\)"):
+        gatelab.to_onnx(model, tmp_path / "s.onnx", (torch.zeros(2, 3, dtype=torch.long),))
     assert not (tmp_path / "s.onnx").exists()

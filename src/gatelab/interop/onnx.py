@@ -46,8 +46,8 @@ DEFAULT_OPSET = 17
 OPSETS = range(17, 22)  # LayerNormalization needs 17; tested on 17 and 20
 RUN_TASKS = ("text-classifier", "series-classifier", "forecaster", "char-lm")
 IO_NAMES = (  # graph inputs and outputs; no inner value takes these names
-    *("input", "h0", "c0", "lengths", "ids", "series", "window"),
-    *("output", "h_n", "c_n", "logits", "probabilities", "forecast"),
+    *("input", "h0", "c0", "n0", "m0", "lengths", "ids", "series", "window"),
+    *("output", "h_n", "c_n", "n_n", "m_n", "logits", "probabilities", "forecast"),
 )
 
 
@@ -127,28 +127,36 @@ def _check_lengths(lengths: Tensor, B: int, T: int, what: str) -> None:
 # --------------------------------------------------------------------------- pieces
 
 
-def _refuse_slstm(module: nn.Module) -> None:
-    """The sLSTM's exponential gates and (h, c, n, m) state are neither the ONNX LSTM
-    operator nor the Scan form's LSTM step: refused, never exported as something else."""
-    from ..layers import LSTM
+def _is_slstm(module: nn.Module) -> bool:
+    spec = getattr(module, "spec", None)
+    return spec is not None and spec.normalizer
 
-    for name, sub in module.named_modules():
-        if isinstance(sub, LSTM) and sub.spec.normalizer:
-            where = f" (at {name!r})" if name else ""
-            raise TypeError(
-                f"to_onnx does not export the sLSTM cell{where}: neither the ONNX LSTM "
-                "operator nor gatelab's Scan form computes its exponential gates and "
-                "(h, c, n, m) state"
-            )
+
+def _state_names(module: nn.Module) -> tuple[str, ...]:
+    """The recurrent layer's state inputs: ``h0`` (GRU, RNN), ``h0, c0`` (LSTM) or ``h0, c0,
+    n0, m0`` (sLSTM); the outputs are the same names with ``_n`` for ``0``."""
+    if recurrent_kind(module) != "lstm":
+        return ("h0",)
+    return ("h0", "c0", "n0", "m0") if _is_slstm(module) else ("h0", "c0")
+
+
+def _refuse_slstm_char_lm(module: CharLM) -> None:
+    """The char LM graph's ports hold an ``(h, c)`` state; an sLSTM char LM is refused,
+    never exported with half its state."""
+    if _is_slstm(module.lstm):
+        raise TypeError(
+            "to_onnx does not export a CharLM with the sLSTM cell: its graph carries the "
+            "state (h, c) and the sLSTM's is (h, c, n, m); export its gatelab.LSTM layer "
+            "(module.lstm) instead"
+        )
 
 
 def _recurrent_ports(module: nn.Module, inputs: tuple[Tensor, ...]):
     """Ports of a recurrent layer: ``input``, [``h0`` [, ``c0``]], [``lengths``]."""
-    kind = recurrent_kind(module)
-    n_states = 2 if kind == "lstm" else 1
+    state_names = _state_names(module)
+    n_states = len(state_names)
     floats = [t for t in inputs if t.is_floating_point()]
     ints = [t for t in inputs if not t.is_floating_point()]
-    state_names = ("h0", "c0")[:n_states]
     what = type(module).__name__
     if not inputs[0].is_floating_point() or inputs[0].dim() != 3:
         raise ValueError(
@@ -184,7 +192,7 @@ def _recurrent_graph(b: Builder, module: nn.Module, ports) -> list[str]:
     if module.batch_first:
         x = b.op("Transpose", [x], perm=[1, 0, 2])  # (B, T, I) -> (T, B, I)
     lengths = "lengths" if "lengths" in names else None
-    state0 = tuple(n for n in ("h0", "c0") if n in names) or None
+    state0 = tuple(n for n in _state_names(module) if n in names) or None
     y, states = lower_recurrent(b, module, x, lengths, state0)
     if module.batch_first:
         y = b.op("Transpose", [y], perm=[1, 0, 2])
@@ -219,7 +227,8 @@ def _sequence_model(b: Builder, model: _SequenceModel, x: str, lengths: str | No
     else:
         e = x
     et = b.op("Transpose", [e], perm=[1, 0, 2])  # (T, B, E)
-    y, (h_n, _) = lower_recurrent(b, model.lstm, et, lengths, None)  # y (T, B, D*P)
+    y, states = lower_recurrent(b, model.lstm, et, lengths, None)  # y (T, B, D*P)
+    h_n = states[0]  # (L*D, B, P)
     D = model.lstm.num_directions
     if c.pooling == "last":
         last = b.op("Slice", [h_n, b.ints([-D]), b.ints([2**62]), b.ints([0])])  # (D, B, P)
@@ -462,14 +471,15 @@ def to_onnx(
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
     inputs = _check_example_inputs(example_inputs)
-    _refuse_slstm(module)
+    if isinstance(module, CharLM):
+        _refuse_slstm_char_lm(module)
     b = Builder(onnx, _check_opset(opset), reserved=IO_NAMES)
     if recurrent_kind(module) is not None:
         in_ports = _recurrent_ports(module, inputs)
         examples = _example_outputs(module, inputs, "recurrent")
         outputs = _recurrent_graph(b, module, in_ports)
         time_axis = 1 if module.batch_first else 0
-        out_names = ["output", "h_n", "c_n"][: len(outputs)]
+        out_names = ["output"] + [n[:-1] + "_n" for n in _state_names(module)]
         dyn = [{1 - time_axis: "batch", time_axis: "time"}] + [{1: "batch"}] * (len(outputs) - 1)
     elif isinstance(module, _SequenceModel) or _is_ensemble(module):
         in_ports = _model_ports(module, inputs)
@@ -592,6 +602,7 @@ def export_run(
         from ..seqtasks import load_char_lm
 
         model = load_char_lm(run)
+        _refuse_slstm_char_lm(model)
         meta["chars"] = json.dumps(model.vocab.chars)
         L, H = model.lstm.num_layers, model.lstm.hidden_size
         state = torch.zeros(L, 2, H)
