@@ -11,7 +11,13 @@ exactly the node promised:
   ``RNN`` nodes;
 - every other cell (layer norm, a missing gate, ``proj_size``) becomes, per layer and
   direction, one ``MatMul`` for the input projection of all steps and a ``Scan`` over
-  the step equations of :func:`gatelab.cells.lstm_step`.
+  the step equations of :func:`gatelab.cells.lstm_step`;
+- the sLSTM cell (``variant="slstm"`` or any ``CellSpec(normalizer=True)``: exponential
+  or sigmoid gates in log space, the stabilizer ``m``, ``num_heads`` block-diagonal
+  recurrence) becomes the same ``MatMul`` and a ``Scan`` over
+  :func:`gatelab.cells.slstm_step` carrying the state ``(h, c, n, m)``; the graph takes
+  ``h0, c0, n0, m0`` and returns ``output, h_n, c_n, n_n, m_n``, as the layer does. A
+  :class:`gatelab.CharLM` with the sLSTM cell is refused (its ports carry ``(h, c)``).
 
 Padded batches take ``lengths (B,)``: the native nodes read them as ``sequence_lens``,
 the Scan form as a step mask (padded steps carry the state and output zeros) and the
@@ -444,8 +450,9 @@ def to_onnx(
         example_inputs: a tuple of tensors as for ``torch.onnx.export``; they fix the
             graph's input names, dtypes and the static axes:
 
-            - recurrent layer: ``(input,)``, ``(input, h0)`` (GRU, RNN) or
-              ``(input, h0, c0)`` (LSTM); input ``(T, B, I)`` (``(B, T, I)`` with
+            - recurrent layer: ``(input,)``, ``(input, h0)`` (GRU, RNN),
+              ``(input, h0, c0)`` (LSTM) or ``(input, h0, c0, n0, m0)`` (sLSTM, whose
+              outputs add ``n_n``, ``m_n``); input ``(T, B, I)`` (``(B, T, I)`` with
               ``batch_first``); each form may end with int64 ``lengths (B,)`` for a padded
               batch (graph inputs ``input``, ``h0``, ``c0``, ``lengths``; outputs
               ``output`` zero at padded steps as ``pad_packed_sequence`` gives it, ``h_n``,
@@ -463,9 +470,10 @@ def to_onnx(
         The path written.
 
     Raises:
-        TypeError: an unsupported module, or example_inputs that are not a tuple of tensors
-            of the expected dtypes. ValueError: shapes that do not fit the module, a bad
-            opset or dynamic_axes. ImportError: the onnx package is missing.
+        TypeError: an unsupported module (a CharLM with the sLSTM cell among them), or
+            example_inputs that are not a tuple of tensors of the expected dtypes.
+            ValueError: shapes that do not fit the module, a bad opset or dynamic_axes.
+            ImportError: the onnx package is missing.
     """
     onnx = _require_onnx()
     if not isinstance(module, nn.Module):
