@@ -16,8 +16,8 @@ exactly the node promised:
   or sigmoid gates in log space, the stabilizer ``m``, ``num_heads`` block-diagonal
   recurrence) becomes the same ``MatMul`` and a ``Scan`` over
   :func:`gatelab.cells.slstm_step` carrying the state ``(h, c, n, m)``; the graph takes
-  ``h0, c0, n0, m0`` and returns ``output, h_n, c_n, n_n, m_n``, as the layer does. A
-  :class:`gatelab.CharLM` with the sLSTM cell is refused (its ports carry ``(h, c)``).
+  ``h0, c0, n0, m0`` and returns ``output, h_n, c_n, n_n, m_n``, as the layer does (a
+  :class:`gatelab.CharLM` with the sLSTM cell likewise).
 
 Padded batches take ``lengths (B,)``: the native nodes read them as ``sequence_lens``,
 the Scan form as a step mask (padded steps carry the state and output zeros) and the
@@ -144,17 +144,6 @@ def _state_names(module: nn.Module) -> tuple[str, ...]:
     if recurrent_kind(module) != "lstm":
         return ("h0",)
     return ("h0", "c0", "n0", "m0") if _is_slstm(module) else ("h0", "c0")
-
-
-def _refuse_slstm_char_lm(module: CharLM) -> None:
-    """The char LM graph's ports hold an ``(h, c)`` state; an sLSTM char LM is refused,
-    never exported with half its state."""
-    if _is_slstm(module.lstm):
-        raise TypeError(
-            "to_onnx does not export a CharLM with the sLSTM cell: its graph carries the "
-            "state (h, c) and the sLSTM's is (h, c, n, m); export its gatelab.LSTM layer "
-            "(module.lstm) instead"
-        )
 
 
 def _recurrent_ports(module: nn.Module, inputs: tuple[Tensor, ...]):
@@ -305,21 +294,28 @@ def _model_ports(model: nn.Module, inputs: tuple[Tensor, ...]):
 
 
 def _char_lm_graph(b: Builder, model: CharLM, ids: str, state0) -> list[str]:
+    """-> ``logits`` and the final states (``h_n, c_n``; with the sLSTM ``h_n .. m_n``)."""
     e = b.op("Gather", [b.const(model.embedding.weight, "embedding"), ids], axis=0)  # (B, T, E)
     et = b.op("Transpose", [e], perm=[1, 0, 2])  # (T, B, E)
-    y, (h_n, c_n) = lower_recurrent(b, model.lstm, et, None, state0)  # (T, B, H)
+    y, states = lower_recurrent(b, model.lstm, et, None, state0)  # (T, B, H)
     y = b.op("Transpose", [y], perm=[1, 0, 2])  # (B, T, H)
-    return [_linear(b, y, model.head, "logits"), h_n, c_n]
+    return [_linear(b, y, model.head, "logits"), *states]
 
 
 def _char_lm_ports(model: CharLM, inputs: tuple[Tensor, ...]):
-    if len(inputs) not in (1, 3) or inputs[0].is_floating_point() or inputs[0].dim() != 2:
+    names = _state_names(model.lstm)  # h0, c0 (and n0, m0 for the sLSTM)
+    if (
+        len(inputs) not in (1, 1 + len(names))
+        or inputs[0].is_floating_point()
+        or inputs[0].dim() != 2
+    ):
+        got = [(str(t.dtype), tuple(t.shape)) for t in inputs]
         raise ValueError(
-            "CharLM: example_inputs must be (ids,) or (ids, h0, c0) with ids int64 (B, T) "
-            f"and h0, c0 float32 (L, B, H); got {[(str(t.dtype), tuple(t.shape)) for t in inputs]}"
+            f"CharLM: example_inputs must be (ids,) or (ids, {', '.join(names)}) with ids "
+            f"int64 (B, T) and {', '.join(names)} float32 (L, B, H); got {got}"
         )
     ports = [_Port("ids", inputs[0], {0: "batch", 1: "time"})]
-    for name, t in zip(("h0", "c0"), inputs[1:]):
+    for name, t in zip(names, inputs[1:]):
         ports.append(_Port(name, t, {1: "batch"}))
     return ports
 
@@ -423,8 +419,8 @@ def _example_outputs(module: nn.Module, inputs: tuple[Tensor, ...], kind: str):
                 return [out, *(state if isinstance(state, tuple) else (state,))]
             if kind == "charlm":
                 state = tuple(inputs[1:]) if len(inputs) > 1 else None
-                logits, (h, c) = module(inputs[0], state)
-                return [logits, h, c]
+                logits, state_n = module(inputs[0], state)
+                return [logits, *state_n]
             return [module(*inputs)]
     finally:
         module.train(was_training)
@@ -460,7 +456,8 @@ def to_onnx(
             - model: ``(x,)`` or ``(x, lengths)`` as its ``forward`` (inputs ``input``,
               ``lengths``; output ``output``, the logits or values ``forward`` returns);
             - CharLM: ``(ids,)`` or ``(ids, h0, c0)`` (outputs ``logits (B, T, V)``,
-              ``h_n``, ``c_n``).
+              ``h_n``, ``c_n``); with the sLSTM cell ``(ids, h0, c0, n0, m0)`` and
+              ``n_n``, ``m_n`` added.
         dynamic_axes: None makes the batch and time axes of every input and output dynamic;
             a dict ``{name: [axis, ...] or {axis: "label"}}`` as for ``torch.onnx.export``
             makes exactly those dynamic and every other axis fixed to the example's size.
@@ -470,7 +467,7 @@ def to_onnx(
         The path written.
 
     Raises:
-        TypeError: an unsupported module (a CharLM with the sLSTM cell among them), or
+        TypeError: an unsupported module, or
             example_inputs that are not a tuple of tensors of the expected dtypes.
             ValueError: shapes that do not fit the module, a bad opset or dynamic_axes.
             ImportError: the onnx package is missing.
@@ -479,8 +476,6 @@ def to_onnx(
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
     inputs = _check_example_inputs(example_inputs)
-    if isinstance(module, CharLM):
-        _refuse_slstm_char_lm(module)
     b = Builder(onnx, _check_opset(opset), reserved=IO_NAMES)
     if recurrent_kind(module) is not None:
         in_ports = _recurrent_ports(module, inputs)
@@ -498,10 +493,11 @@ def to_onnx(
     elif isinstance(module, CharLM):
         in_ports = _char_lm_ports(module, inputs)
         examples = _example_outputs(module, inputs, "charlm")
-        state0 = ("h0", "c0") if len(inputs) == 3 else None
+        names = _state_names(module.lstm)
+        state0 = names if len(inputs) > 1 else None
         outputs = _char_lm_graph(b, module, "ids", state0)
-        out_names = ["logits", "h_n", "c_n"]
-        dyn = [{0: "batch", 1: "time"}, {1: "batch"}, {1: "batch"}]
+        out_names = ["logits"] + [n[:-1] + "_n" for n in names]
+        dyn = [{0: "batch", 1: "time"}] + [{1: "batch"}] * len(names)
     else:
         raise TypeError(
             f"cannot export a {type(module).__name__} to ONNX; expected gatelab.LSTM / GRU / "
@@ -565,7 +561,8 @@ def export_run(
     - ``forecaster``: ``window (B, history)`` raw values -> ``forecast (B, horizon)`` in
       the series' units (the scaler is in the graph);
     - ``char-lm``: ``ids (B, T)`` (``T = 1`` is one step), ``h0``, ``c0`` ``(L, B, H)``
-      -> ``logits (B, T, V)``, ``h_n``, ``c_n``; metadata ``chars`` (the vocabulary).
+      -> ``logits (B, T, V)``, ``h_n``, ``c_n``; metadata ``chars`` (the vocabulary); with
+      the sLSTM cell also ``n0``, ``m0`` -> ``n_n``, ``m_n``.
 
     Raises:
         RunFolderError: a missing or corrupt run folder, or a task kind that does not
@@ -610,21 +607,15 @@ def export_run(
         from ..seqtasks import load_char_lm
 
         model = load_char_lm(run)
-        _refuse_slstm_char_lm(model)
         meta["chars"] = json.dumps(model.vocab.chars)
         L, H = model.lstm.num_layers, model.lstm.hidden_size
         state = torch.zeros(L, 2, H)
-        in_ports = [
-            _Port("ids", torch.zeros(2, 1, dtype=torch.long), {0: "batch", 1: "time"}),
-            _Port("h0", state, {1: "batch"}),
-            _Port("c0", state, {1: "batch"}),
-        ]
-        outputs = _char_lm_graph(b, model, "ids", ("h0", "c0"))
-        out_ports = [
-            _Port("logits", torch.zeros(2, 1, len(model.vocab)), {0: "batch", 1: "time"}),
-            _Port("h_n", state, {1: "batch"}),
-            _Port("c_n", state, {1: "batch"}),
-        ]
+        names = _state_names(model.lstm)  # h0, c0 (and n0, m0 for the sLSTM)
+        in_ports = [_Port("ids", torch.zeros(2, 1, dtype=torch.long), {0: "batch", 1: "time"})]
+        in_ports += [_Port(n, state, {1: "batch"}) for n in names]
+        outputs = _char_lm_graph(b, model, "ids", names)
+        out_ports = [_Port("logits", torch.zeros(2, 1, len(model.vocab)), {0: "batch", 1: "time"})]
+        out_ports += [_Port(n[:-1] + "_n", state, {1: "batch"}) for n in names]
     else:
         raise RunFolderError(
             f"run folder '{run}' holds a {task!r} run, which does not export to ONNX; "
