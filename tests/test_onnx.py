@@ -570,11 +570,15 @@ def test_slstm_exports_as_a_scan_per_layer_direction(
     assert names == ["output", "h_n", "c_n", "n_n", "m_n"]
 
 
-def test_slstm_graph_takes_other_batch_and_time_sizes(tmp_path):
-    """Exported at T=3, B=2 (batch_first), the graph runs T=1 and T=40 at other batches."""
+@pytest.mark.parametrize("opset", [17, 21])
+def test_slstm_graph_takes_other_batch_and_time_sizes(tmp_path, opset):
+    """Exported at T=3, B=2 (batch_first), the graph runs T=1 and T=40 at other batches;
+    it passes onnx's full checker (with shape inference) at the oldest and newest opset."""
     module = slstm("sigmoid", heads=2, layers=2, bi=True, batch_first=True).eval()
     path = tmp_path / "s.onnx"
-    to_onnx(module, path, (torch.randn(2, 3, 5), torch.tensor([3, 2])))
+    to_onnx(module, path, (torch.randn(2, 3, 5), torch.tensor([3, 2])), opset=opset)
+    assert onnx.load(str(path)).opset_import[0].version == opset
+    onnx.checker.check_model(str(path), full_check=True)
     g = torch.Generator().manual_seed(1)
     for B, T in ((1, 1), (5, 40)):
         x = torch.randn(B, T, 5, generator=g)
