@@ -32,7 +32,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 NATIVE = ("standard", "peephole", "cifg", "niaf", "noaf", "tanh_gates")
-SCAN = ("nig", "nfg", "nog", "layernorm")
+SCAN = ("nig", "nfg", "nog", "layernorm", "slstm")
 RECURRENT_OPS = ("LSTM", "GRU", "RNN", "Scan", "Loop")
 
 
@@ -90,14 +90,10 @@ def check_layer(
     inputs, feed = [x], {"input": x}
     hx = None
     if state:
-        LD = module.num_layers * (2 if module.bidirectional else 1)
-        P = getattr(module, "proj_size", 0) or module.hidden_size
-        hx = [torch.randn(LD, B, P, generator=g)]
-        if isinstance(module, (gatelab.LSTM, nn.LSTM)):
-            hx.append(torch.randn(LD, B, module.hidden_size, generator=g))
+        hx = initial_state(module, B, g)
         inputs += hx
-        feed.update(zip(("h0", "c0"), hx))
-        hx = tuple(hx) if len(hx) == 2 else hx[0]
+        feed.update(zip(("h0", "c0", "n0", "m0"), hx))
+        hx = tuple(hx) if len(hx) > 1 else hx[0]
     ls = lengths_for(B, T, seed) if lengths else None
     if ls is not None:
         inputs.append(ls)
@@ -112,6 +108,24 @@ def check_layer(
     return path
 
 
+def initial_state(module, B, g) -> list[torch.Tensor]:
+    """A random ``[h0]``, ``[h0, c0]`` or, for the sLSTM, ``[h0, c0, n0, m0]`` with
+    ``n0 > 0`` except one batch row left fresh (``n0 = 0``: the first step's ``m = log i``)."""
+    LD = module.num_layers * (2 if module.bidirectional else 1)
+    P = getattr(module, "proj_size", 0) or module.hidden_size
+    H = module.hidden_size
+    hx = [torch.randn(LD, B, P, generator=g)]
+    if isinstance(module, (gatelab.LSTM, nn.LSTM)):
+        hx.append(torch.randn(LD, B, H, generator=g))
+    if getattr(getattr(module, "spec", None), "normalizer", False):
+        n0 = torch.rand(LD, B, H, generator=g) + 0.5
+        m0 = torch.randn(LD, B, H, generator=g)
+        if B > 1:
+            n0[:, 1] = 0.0
+        hx += [n0, m0]
+    return hx
+
+
 def lstm(variant, layers=1, bi=False, **kw):
     torch.manual_seed(0)
     return gatelab.LSTM(5, 8, layers, bidirectional=bi, variant=variant, backend="reference", **kw)
@@ -120,8 +134,7 @@ def lstm(variant, layers=1, bi=False, **kw):
 # --------------------------------------------------------------------------- presets
 
 
-# every preset but the sLSTM, which to_onnx refuses (test_slstm_is_refused_...)
-EXPORTED = [v for v in gatelab.PRESETS if v != "slstm"]
+EXPORTED = list(gatelab.PRESETS)  # every preset exports
 
 
 @pytest.mark.parametrize("bi", [False, True], ids=["uni", "bi"])
@@ -345,18 +358,23 @@ def test_forecaster_and_regressor_models_match(tmp_path):
         close(run_onnx(tmp_path / "r.onnx", {"input": x})[0], reg(x), "regression")
 
 
-def test_char_lm_exports_one_step_with_state(tmp_path):
+@pytest.mark.parametrize("variant", ["standard", "slstm"])
+def test_char_lm_exports_one_step_with_state(tmp_path, variant):
     torch.manual_seed(0)
-    model = gatelab.CharLM(gatelab.CharVocab("abcdef"), 4, 8, 2).eval()
+    model = gatelab.CharLM(gatelab.CharVocab("abcdef"), 4, 8, 2, variant=variant).eval()
     ids = torch.randint(0, 6, (3, 1))
-    h0, c0 = torch.randn(2, 3, 8), torch.randn(2, 3, 8)
+    state = initial_state(model.lstm, 3, torch.Generator().manual_seed(0))
+    names = ("h0", "c0", "n0", "m0")[: len(state)]
     path = tmp_path / "lm.onnx"
-    to_onnx(model, path, (ids, h0, c0))
-    assert node_types(path) == ["LSTM", "LSTM"]
+    to_onnx(model, path, (ids, *state))
+    assert node_types(path) == (["LSTM"] * 2 if variant == "standard" else ["Scan"] * 2)
     with torch.no_grad():
-        logits, (h, c) = model(ids, (h0, c0))
-    got = run_onnx(path, {"ids": ids, "h0": h0, "c0": c0})
-    for a, b, what in zip(got, (logits, h, c), ("logits", "h_n", "c_n")):
+        logits, state_n = model(ids, tuple(state))
+    got = run_onnx(path, {"ids": ids, **dict(zip(names, state))})
+    outs = ["logits"] + [n[:-1] + "_n" for n in names]
+    assert [o.name for o in onnx.load(str(path)).graph.output] == outs
+    assert len(got) == 1 + len(state_n)
+    for a, b, what in zip(got, (logits, *state_n), outs):
         close(a, b, what)
 
 
@@ -408,7 +426,10 @@ def test_forecaster_run_exports_raw_values_in_and_out(tmp_path):
 runner = CliRunner()
 
 
-def test_cli_exports_a_char_lm_run_stepping_with_state(tmp_path):
+@pytest.mark.parametrize("variant", ["standard", "slstm"])
+def test_cli_exports_a_char_lm_run_stepping_with_state(tmp_path, variant):
+    """The sLSTM run is the standard run relabelled (same parameter shapes): `train
+    char-lm --variant slstm` does not run yet (its training loop carries (h, c))."""
     text = "ROMEO:\nWhat light through yonder window breaks?\n\n" * 10
     (tmp_path / "t.txt").write_text(text, encoding="utf-8")
     args = ["train", "char-lm", "--data", tmp_path / "t.txt", "--out", tmp_path / "run"]
@@ -416,25 +437,33 @@ def test_cli_exports_a_char_lm_run_stepping_with_state(tmp_path):
     args += ["--batch-size", 4, "--seq-len", 20, "--quiet"]
     result = runner.invoke(app, [str(a) for a in args])
     assert result.exit_code == 0, result.output
+    if variant != "standard":
+        config = json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))
+        config["model"]["variant"] = variant
+        (tmp_path / "run" / "config.json").write_text(json.dumps(config), encoding="utf-8")
     out = tmp_path / "lm.onnx"
     result = runner.invoke(app, ["export", str(tmp_path / "run"), "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
     info = json.loads(result.output)
-    assert info["inputs"] == ["ids", "h0", "c0"] and info["recurrent_nodes"] == ["LSTM"]
+    names = ["h0", "c0"] if variant == "standard" else ["h0", "c0", "n0", "m0"]
+    assert info["inputs"] == ["ids", *names]
+    assert info["recurrent_nodes"] == (["LSTM"] if variant == "standard" else ["Scan"])
     from gatelab.seqtasks import load_char_lm
 
     model = load_char_lm(tmp_path / "run")
     sess = session(out)
     ids = model.vocab.encode("ROMEO")[None, :]  # (1, 5)
-    state = (torch.zeros(2, 1, 12), torch.zeros(2, 1, 12))
-    h, c = state[0].numpy(), state[1].numpy()
+    state = tuple(torch.zeros(2, 1, 12) for _ in names)  # a fresh state: n0 = 0
+    carried = [s.numpy() for s in state]
     for t in range(ids.shape[1]):  # one character at a time, state carried
-        logits, h, c = sess.run(None, {"ids": ids[:, t : t + 1].numpy(), "h0": h, "c0": c})
+        feed = {"ids": ids[:, t : t + 1].numpy(), **dict(zip(names, carried))}
+        logits, *carried = sess.run(None, feed)
     with torch.no_grad():
-        want, (wh, wc) = model(ids, state)
+        want, want_state = model(ids, state)
     close(torch.from_numpy(logits)[:, 0], want[:, -1], "last logits")
-    close(torch.from_numpy(h), wh, "h_n")
-    close(torch.from_numpy(c), wc, "c_n")
+    assert len(carried) == len(want_state)
+    for name, a, b in zip(names, carried, want_state):
+        close(torch.from_numpy(a), b, name[:-1] + "_n")
 
 
 # --------------------------------------------------------------------------- bad input
@@ -495,9 +524,65 @@ def test_export_refuses_a_translator_run_and_a_bad_format(tmp_path):
     assert result.exit_code == 2 and "does not exist" in result.output
 
 
-def test_slstm_is_refused_not_exported_as_an_lstm(tmp_path):
-    """An sLSTM must never leave as an LSTM node that computes something else."""
-    module = gatelab.LSTM(3, 4, variant="slstm")
-    with pytest.raises(TypeError, match="sLSTM"):
-        gatelab.to_onnx(module, tmp_path / "s.onnx", (torch.randn(5, 2, 3),))
-    assert not (tmp_path / "s.onnx").exists()
+# --------------------------------------------------------------------------- sLSTM
+
+
+def slstm(forget="exp", heads=1, layers=1, bi=False, **kw):
+    torch.manual_seed(0)
+    spec = gatelab.CellSpec(
+        input_gate_activation="exp",
+        forget_gate_activation=forget,
+        normalizer=True,
+        num_heads=heads,
+    )
+    return gatelab.LSTM(5, 8, layers, bidirectional=bi, variant=spec, backend="reference", **kw)
+
+
+SLSTM_CASES = [  # (forget gate, heads, layers, bidirectional, T, B, state, lengths)
+    ("exp", 1, 1, False, 1, 3, False, False),
+    ("exp", 1, 2, True, 50, 4, False, True),
+    ("exp", 2, 2, False, 50, 4, True, True),
+    ("exp", 2, 1, True, 1, 4, True, True),
+    ("sigmoid", 1, 2, False, 50, 4, True, False),
+    ("sigmoid", 1, 1, True, 50, 4, True, True),
+    ("sigmoid", 2, 1, False, 1, 1, False, True),
+    ("sigmoid", 2, 2, True, 50, 4, False, True),
+]
+
+
+@pytest.mark.parametrize(
+    "forget,heads,layers,bi,T,B,state,lengths",
+    SLSTM_CASES,
+    ids=[
+        f"{c[0]}-K{c[1]}-L{c[2]}-{'bi' if c[3] else 'uni'}-T{c[4]}-B{c[5]}"
+        f"{'-state' if c[6] else ''}{'-padded' if c[7] else ''}"
+        for c in SLSTM_CASES
+    ],
+)
+def test_slstm_exports_as_a_scan_per_layer_direction(
+    tmp_path, forget, heads, layers, bi, T, B, state, lengths
+):
+    """The sLSTM's (h, c, n, m) recurrence as a Scan: output and all four final states."""
+    module = slstm(forget, heads, layers, bi)
+    path = check_layer(tmp_path, module, T=T, B=B, state=state, lengths=lengths, name="slstm")
+    assert node_types(path) == ["Scan"] * (layers * (2 if bi else 1))
+    names = [o.name for o in onnx.load(str(path)).graph.output]
+    assert names == ["output", "h_n", "c_n", "n_n", "m_n"]
+
+
+@pytest.mark.parametrize("opset", [17, 21])
+def test_slstm_graph_takes_other_batch_and_time_sizes(tmp_path, opset):
+    """Exported at T=3, B=2 (batch_first), the graph runs T=1 and T=40 at other batches;
+    it passes onnx's full checker (with shape inference) at the oldest and newest opset."""
+    module = slstm("sigmoid", heads=2, layers=2, bi=True, batch_first=True).eval()
+    path = tmp_path / "s.onnx"
+    to_onnx(module, path, (torch.randn(2, 3, 5), torch.tensor([3, 2])), opset=opset)
+    assert onnx.load(str(path)).opset_import[0].version == opset
+    onnx.checker.check_model(str(path), full_check=True)
+    g = torch.Generator().manual_seed(1)
+    for B, T in ((1, 1), (5, 40)):
+        x = torch.randn(B, T, 5, generator=g)
+        ls = lengths_for(B, T, seed=T)
+        got = run_onnx(path, {"input": x, "lengths": ls})
+        for k, (a, b) in enumerate(zip(got, torch_layer(module, x, None, ls))):
+            close(a, b, f"B={B} T={T} output {k}")

@@ -152,6 +152,11 @@ def native_lstm_reason(module: nn.Module) -> str | None:
     """None when one ONNX ``LSTM`` node per layer computes ``module``'s cell; otherwise
     why it exports as a ``Scan`` over the step equations."""
     spec = _spec(module)
+    if spec.normalizer:
+        return (
+            "the ONNX LSTM operator has no exponential gates, normalizer or stabilizer "
+            "(the sLSTM cell)"
+        )
     if module.proj_size > 0:
         return "the ONNX LSTM operator has no projection (proj_size)"
     if spec.layernorm:
@@ -196,7 +201,8 @@ def lower_recurrent(
     Args:
         x: time-major input ``(T, B, I)`` float.
         lengths: ``(B,)`` int64 real steps per sequence (prefix mask), or None.
-        state0: ``(h0,)`` or ``(h0, c0)``, each ``(L*D, B, size)``, or None for zeros.
+        state0: ``(h0,)``, ``(h0, c0)`` or, for the sLSTM, ``(h0, c0, n0, m0)``, each
+            ``(L*D, B, size)``, or None for zeros.
 
     Returns:
         ``(output (T, B, D*P), final states each (L*D, B, size))``; padded
@@ -225,7 +231,7 @@ def lower_recurrent(
         else:
             layer_in, s_n = _scan_lstm_layer(b, module, layer, layer_in, lengths, mask, s0)
         finals.append(s_n)
-    n_states = 2 if kind == "lstm" else 1
+    n_states = len(finals[0])
     states = tuple(
         finals[0][j] if len(finals) == 1 else b.op("Concat", [f[j] for f in finals], axis=0)
         for j in range(n_states)
@@ -324,7 +330,9 @@ def _native_layer(b, module, kind, layer, x, seq_lens, s0):
 
 def _scan_lstm_layer(b, module, layer, x, lengths, mask, s0):
     """Layer ``layer`` of an LSTM the ONNX operator cannot express: per direction, the
-    input projection for all steps at once, then a Scan over :func:`gatelab.cells.lstm_step`.
+    input projection for all steps at once, then a Scan over :func:`gatelab.cells.lstm_step`
+    (state ``(h, c)``) or, for the sLSTM, :func:`gatelab.cells.slstm_step` (state ``(h, c,
+    n, m)``).
 
     The reverse direction reads each sequence reversed within its own length
     (``ReverseSequence``, like gatelab's ``reverse_padded``) and is reversed back.
@@ -332,7 +340,9 @@ def _scan_lstm_layer(b, module, layer, x, lengths, mask, s0):
     D = 2 if module.bidirectional else 1
     spec = _spec(module)
     H, P = module.hidden_size, (module.proj_size or module.hidden_size)
-    outs, hs, cs = [], [], []
+    sizes = (H, H, H, H) if spec.normalizer else (P, H)
+    step_body = _slstm_body if spec.normalizer else _lstm_body
+    outs, finals = [], []
     for direction in range(D):
         p = _params(module, layer, direction)
         tag = f"l{layer}{'_reverse' if direction else ''}"
@@ -341,30 +351,27 @@ def _scan_lstm_layer(b, module, layer, x, lengths, mask, s0):
             xw = _layer_norm(b, xw, p["ln_ih_weight"], p["ln_ih_bias"], f"ln_ih_{tag}")
         if p.get("bias_ih") is not None:
             xw = b.op("Add", [xw, b.const(p["bias_ih"], f"bias_ih_{tag}")])
-        if s0 is not None:
-            h0 = b.op("Gather", [s0[0], b.ints(direction)], axis=0)  # (B, P)
-            c0 = b.op("Gather", [s0[1], b.ints(direction)], axis=0)  # (B, H)
+        if s0 is not None:  # each (B, size)
+            init = [b.op("Gather", [s, b.ints(direction)], axis=0) for s in s0]
         else:
-            h0, c0 = b.zeros_state(x, 1, P), b.zeros_state(x, 1, H)
+            init = [b.zeros_state(x, 1, size) for size in sizes]
         reverse_all = direction == 1 and lengths is None
         if direction == 1 and lengths is not None:
             xw = b.op("ReverseSequence", [xw, lengths], batch_axis=1, time_axis=0)
-        body = _lstm_body(b, spec, p, tag, H, P, masked=mask is not None)
-        scan_in = [h0, c0, xw] + ([mask] if mask is not None else [])
-        n_scan = len(scan_in) - 2
+        body = step_body(b, spec, p, tag, H, P, masked=mask is not None)
+        scan_in = [*init, xw] + ([mask] if mask is not None else [])
+        n_scan = len(scan_in) - len(sizes)
         attrs: dict[str, Any] = {"body": body, "num_scan_inputs": n_scan}
         if reverse_all:
             attrs.update(scan_input_directions=[1] * n_scan, scan_output_directions=[1])
-        h_n, c_n, y = b.op("Scan", scan_in, f"scan_{tag}", outputs=3, **attrs)
+        *state_n, y = b.op("Scan", scan_in, f"scan_{tag}", outputs=len(sizes) + 1, **attrs)
         if direction == 1 and lengths is not None:
             y = b.op("ReverseSequence", [y, lengths], batch_axis=1, time_axis=0)
         outs.append(y)
-        hs.append(b.unsqueeze(h_n, [0]))
-        cs.append(b.unsqueeze(c_n, [0]))
+        finals.append([b.unsqueeze(s, [0]) for s in state_n])
     y = outs[0] if D == 1 else b.op("Concat", outs, f"out_l{layer}", axis=-1)  # (T, B, D*P)
-    h = hs[0] if D == 1 else b.op("Concat", hs, axis=0)
-    c = cs[0] if D == 1 else b.op("Concat", cs, axis=0)
-    return y, (h, c)
+    states = tuple(f[0] if D == 1 else b.op("Concat", list(f), axis=0) for f in zip(*finals))
+    return y, states
 
 
 def _layer_norm(b, x, weight, bias, hint):
@@ -450,3 +457,79 @@ def _lstm_body(b, spec, p, tag, H, P, *, masked):
         s.value_info(y_out, FLOAT, [None, P]),
     ]
     return onnx.helper.make_graph(s.nodes, f"lstm_step_{tag}", inputs, outputs)
+
+
+def _log_sigmoid(s, v):
+    """``log σ(v) = min(v, 0) - log(1 + exp(-|v|))``, finite for any ``v``."""
+    zero = s.const(0.0, "zero_f")
+    tail = s.op("Exp", [s.op("Neg", [s.op("Abs", [v])])])
+    return s.op(
+        "Sub", [s.op("Min", [v, zero]), s.op("Log", [s.op("Add", [tail, s.const(1.0, "one")])])]
+    )
+
+
+def _slstm_recurrent(s, h_prev, weight_hh, K, tag):
+    """:func:`gatelab.cells.slstm_recurrent`: ``R h_{t-1}`` ``(B, 4H)``, R block-diagonal
+    over ``K`` heads (one ``MatMul`` for one head, an ``Einsum`` over the heads else)."""
+    if K == 1:
+        return s.op("MatMul", [h_prev, s.const(weight_hh.T, f"weight_hh_T_{tag}")])
+    d = weight_hh.shape[1]
+    wk = s.const(weight_hh.reshape(4, K, d, d), f"weight_hh_heads_{tag}")  # (4, K, d_out, d_in)
+    hk = s.op("Reshape", [h_prev, s.ints([0, K, d])])  # (B, K, d)
+    r = s.op("Einsum", [hk, wk], equation="bkj,gkrj->bgkr")  # (B, 4, K, d)
+    return s.op("Reshape", [r, s.ints([0, 4 * K * d])])
+
+
+def _slstm_body(b, spec, p, tag, H, P, *, masked):
+    """The Scan body: one step of :func:`gatelab.cells.slstm_step` as a graph.
+
+    Inputs ``h_prev, c_prev, n_prev, m_prev`` each ``(B, H)``, ``xw_t (B, 4H)`` and, for
+    padded batches, ``mask_t (B, 1)`` bool; outputs ``h, c, n, m`` and ``y_t``, each
+    ``(B, H)``. Where ``n_prev = 0`` (a fresh state) ``m = log i``. Padded steps carry the
+    state unchanged and output zeros.
+    """
+    onnx = b.onnx
+    FLOAT, BOOL = onnx.TensorProto.FLOAT, onnx.TensorProto.BOOL
+    s = b.child()
+    prev = [s.name(f"{k}_prev") for k in ("h", "c", "n", "m")]
+    xw_t = s.name("xw_t")
+    inputs = [s.value_info(v, FLOAT, [None, H]) for v in prev]
+    inputs.append(s.value_info(xw_t, FLOAT, [None, 4 * H]))
+    if masked:
+        mask_t = s.name("mask_t")
+        inputs.append(s.value_info(mask_t, BOOL, [None, 1]))
+    h_prev, c_prev, n_prev, m_prev = prev
+    zero = s.const(0.0, "zero_f")
+
+    pre = s.op("Add", [xw_t, _slstm_recurrent(s, h_prev, p["weight_hh"], spec.num_heads, tag)])
+    if p.get("bias_hh") is not None:
+        pre = s.op("Add", [pre, s.const(p["bias_hh"], f"bias_hh_{tag}")])
+    pre_i, pre_f, pre_z, pre_o = s.op(
+        "Split", [pre, s.ints([H] * 4, "split")], "gate_pre", outputs=4, axis=-1
+    )
+
+    def log_gate(kind, v):
+        return v if kind == "exp" else _log_sigmoid(s, v)
+
+    log_i = log_gate(spec.input_activation, pre_i)
+    log_f_m = s.op("Add", [log_gate(spec.forget_activation, pre_f), m_prev])
+    first = s.op("Equal", [n_prev, zero])
+    m = s.op("Where", [first, log_i, s.op("Max", [log_f_m, log_i])], "m")
+    i = s.op("Exp", [s.op("Sub", [log_i, m])])
+    f = s.op("Exp", [s.op("Min", [s.op("Sub", [log_f_m, m]), zero])])
+    z = s.op("Tanh", [pre_z])
+    o = s.op("Sigmoid", [pre_o])
+    c = s.op("Add", [s.op("Mul", [f, c_prev]), s.op("Mul", [i, z])], "c")
+    n = s.op("Add", [s.op("Mul", [f, n_prev]), i], "n")
+    h = s.op("Mul", [o, s.op("Div", [c, n])], "h")
+    new = [h, c, n, m]
+    out_names = [s.name(f"{k}_next") for k in ("h", "c", "n", "m")] + [s.name("y_t")]
+    if masked:
+        for v, old, name in zip(new, prev, out_names):
+            s.op_to("Where", [mask_t, v, old], [name])
+        s.op_to("Where", [mask_t, h, zero], [out_names[-1]])
+    else:
+        for v, name in zip([*new, h], out_names):
+            s.op_to("Identity", [v], [name])
+    outputs = [s.value_info(name, FLOAT, [None, H]) for name in out_names]
+    return onnx.helper.make_graph(s.nodes, f"slstm_step_{tag}", inputs, outputs)

@@ -11,7 +11,13 @@ exactly the node promised:
   ``RNN`` nodes;
 - every other cell (layer norm, a missing gate, ``proj_size``) becomes, per layer and
   direction, one ``MatMul`` for the input projection of all steps and a ``Scan`` over
-  the step equations of :func:`gatelab.cells.lstm_step`.
+  the step equations of :func:`gatelab.cells.lstm_step`;
+- the sLSTM cell (``variant="slstm"`` or any ``CellSpec(normalizer=True)``: exponential
+  or sigmoid gates in log space, the stabilizer ``m``, ``num_heads`` block-diagonal
+  recurrence) becomes the same ``MatMul`` and a ``Scan`` over
+  :func:`gatelab.cells.slstm_step` carrying the state ``(h, c, n, m)``; the graph takes
+  ``h0, c0, n0, m0`` and returns ``output, h_n, c_n, n_n, m_n``, as the layer does (a
+  :class:`gatelab.CharLM` with the sLSTM cell likewise).
 
 Padded batches take ``lengths (B,)``: the native nodes read them as ``sequence_lens``,
 the Scan form as a step mask (padded steps carry the state and output zeros) and the
@@ -46,8 +52,8 @@ DEFAULT_OPSET = 17
 OPSETS = range(17, 22)  # LayerNormalization needs 17; tested on 17 and 20
 RUN_TASKS = ("text-classifier", "series-classifier", "forecaster", "char-lm")
 IO_NAMES = (  # graph inputs and outputs; no inner value takes these names
-    *("input", "h0", "c0", "lengths", "ids", "series", "window"),
-    *("output", "h_n", "c_n", "logits", "probabilities", "forecast"),
+    *("input", "h0", "c0", "n0", "m0", "lengths", "ids", "series", "window"),
+    *("output", "h_n", "c_n", "n_n", "m_n", "logits", "probabilities", "forecast"),
 )
 
 
@@ -127,28 +133,25 @@ def _check_lengths(lengths: Tensor, B: int, T: int, what: str) -> None:
 # --------------------------------------------------------------------------- pieces
 
 
-def _refuse_slstm(module: nn.Module) -> None:
-    """The sLSTM's exponential gates and (h, c, n, m) state are neither the ONNX LSTM
-    operator nor the Scan form's LSTM step: refused, never exported as something else."""
-    from ..layers import LSTM
+def _is_slstm(module: nn.Module) -> bool:
+    spec = getattr(module, "spec", None)
+    return spec is not None and spec.normalizer
 
-    for name, sub in module.named_modules():
-        if isinstance(sub, LSTM) and sub.spec.normalizer:
-            where = f" (at {name!r})" if name else ""
-            raise TypeError(
-                f"to_onnx does not export the sLSTM cell{where}: neither the ONNX LSTM "
-                "operator nor gatelab's Scan form computes its exponential gates and "
-                "(h, c, n, m) state"
-            )
+
+def _state_names(module: nn.Module) -> tuple[str, ...]:
+    """The recurrent layer's state inputs: ``h0`` (GRU, RNN), ``h0, c0`` (LSTM) or ``h0, c0,
+    n0, m0`` (sLSTM); the outputs are the same names with ``_n`` for ``0``."""
+    if recurrent_kind(module) != "lstm":
+        return ("h0",)
+    return ("h0", "c0", "n0", "m0") if _is_slstm(module) else ("h0", "c0")
 
 
 def _recurrent_ports(module: nn.Module, inputs: tuple[Tensor, ...]):
     """Ports of a recurrent layer: ``input``, [``h0`` [, ``c0``]], [``lengths``]."""
-    kind = recurrent_kind(module)
-    n_states = 2 if kind == "lstm" else 1
+    state_names = _state_names(module)
+    n_states = len(state_names)
     floats = [t for t in inputs if t.is_floating_point()]
     ints = [t for t in inputs if not t.is_floating_point()]
-    state_names = ("h0", "c0")[:n_states]
     what = type(module).__name__
     if not inputs[0].is_floating_point() or inputs[0].dim() != 3:
         raise ValueError(
@@ -184,7 +187,7 @@ def _recurrent_graph(b: Builder, module: nn.Module, ports) -> list[str]:
     if module.batch_first:
         x = b.op("Transpose", [x], perm=[1, 0, 2])  # (B, T, I) -> (T, B, I)
     lengths = "lengths" if "lengths" in names else None
-    state0 = tuple(n for n in ("h0", "c0") if n in names) or None
+    state0 = tuple(n for n in _state_names(module) if n in names) or None
     y, states = lower_recurrent(b, module, x, lengths, state0)
     if module.batch_first:
         y = b.op("Transpose", [y], perm=[1, 0, 2])
@@ -219,7 +222,8 @@ def _sequence_model(b: Builder, model: _SequenceModel, x: str, lengths: str | No
     else:
         e = x
     et = b.op("Transpose", [e], perm=[1, 0, 2])  # (T, B, E)
-    y, (h_n, _) = lower_recurrent(b, model.lstm, et, lengths, None)  # y (T, B, D*P)
+    y, states = lower_recurrent(b, model.lstm, et, lengths, None)  # y (T, B, D*P)
+    h_n = states[0]  # (L*D, B, P)
     D = model.lstm.num_directions
     if c.pooling == "last":
         last = b.op("Slice", [h_n, b.ints([-D]), b.ints([2**62]), b.ints([0])])  # (D, B, P)
@@ -290,21 +294,28 @@ def _model_ports(model: nn.Module, inputs: tuple[Tensor, ...]):
 
 
 def _char_lm_graph(b: Builder, model: CharLM, ids: str, state0) -> list[str]:
+    """-> ``logits`` and the final states (``h_n, c_n``; with the sLSTM ``h_n .. m_n``)."""
     e = b.op("Gather", [b.const(model.embedding.weight, "embedding"), ids], axis=0)  # (B, T, E)
     et = b.op("Transpose", [e], perm=[1, 0, 2])  # (T, B, E)
-    y, (h_n, c_n) = lower_recurrent(b, model.lstm, et, None, state0)  # (T, B, H)
+    y, states = lower_recurrent(b, model.lstm, et, None, state0)  # (T, B, H)
     y = b.op("Transpose", [y], perm=[1, 0, 2])  # (B, T, H)
-    return [_linear(b, y, model.head, "logits"), h_n, c_n]
+    return [_linear(b, y, model.head, "logits"), *states]
 
 
 def _char_lm_ports(model: CharLM, inputs: tuple[Tensor, ...]):
-    if len(inputs) not in (1, 3) or inputs[0].is_floating_point() or inputs[0].dim() != 2:
+    names = _state_names(model.lstm)  # h0, c0 (and n0, m0 for the sLSTM)
+    if (
+        len(inputs) not in (1, 1 + len(names))
+        or inputs[0].is_floating_point()
+        or inputs[0].dim() != 2
+    ):
+        got = [(str(t.dtype), tuple(t.shape)) for t in inputs]
         raise ValueError(
-            "CharLM: example_inputs must be (ids,) or (ids, h0, c0) with ids int64 (B, T) "
-            f"and h0, c0 float32 (L, B, H); got {[(str(t.dtype), tuple(t.shape)) for t in inputs]}"
+            f"CharLM: example_inputs must be (ids,) or (ids, {', '.join(names)}) with ids "
+            f"int64 (B, T) and {', '.join(names)} float32 (L, B, H); got {got}"
         )
     ports = [_Port("ids", inputs[0], {0: "batch", 1: "time"})]
-    for name, t in zip(("h0", "c0"), inputs[1:]):
+    for name, t in zip(names, inputs[1:]):
         ports.append(_Port(name, t, {1: "batch"}))
     return ports
 
@@ -408,8 +419,8 @@ def _example_outputs(module: nn.Module, inputs: tuple[Tensor, ...], kind: str):
                 return [out, *(state if isinstance(state, tuple) else (state,))]
             if kind == "charlm":
                 state = tuple(inputs[1:]) if len(inputs) > 1 else None
-                logits, (h, c) = module(inputs[0], state)
-                return [logits, h, c]
+                logits, state_n = module(inputs[0], state)
+                return [logits, *state_n]
             return [module(*inputs)]
     finally:
         module.train(was_training)
@@ -435,8 +446,9 @@ def to_onnx(
         example_inputs: a tuple of tensors as for ``torch.onnx.export``; they fix the
             graph's input names, dtypes and the static axes:
 
-            - recurrent layer: ``(input,)``, ``(input, h0)`` (GRU, RNN) or
-              ``(input, h0, c0)`` (LSTM); input ``(T, B, I)`` (``(B, T, I)`` with
+            - recurrent layer: ``(input,)``, ``(input, h0)`` (GRU, RNN),
+              ``(input, h0, c0)`` (LSTM) or ``(input, h0, c0, n0, m0)`` (sLSTM, whose
+              outputs add ``n_n``, ``m_n``); input ``(T, B, I)`` (``(B, T, I)`` with
               ``batch_first``); each form may end with int64 ``lengths (B,)`` for a padded
               batch (graph inputs ``input``, ``h0``, ``c0``, ``lengths``; outputs
               ``output`` zero at padded steps as ``pad_packed_sequence`` gives it, ``h_n``,
@@ -444,7 +456,8 @@ def to_onnx(
             - model: ``(x,)`` or ``(x, lengths)`` as its ``forward`` (inputs ``input``,
               ``lengths``; output ``output``, the logits or values ``forward`` returns);
             - CharLM: ``(ids,)`` or ``(ids, h0, c0)`` (outputs ``logits (B, T, V)``,
-              ``h_n``, ``c_n``).
+              ``h_n``, ``c_n``); with the sLSTM cell ``(ids, h0, c0, n0, m0)`` and
+              ``n_n``, ``m_n`` added.
         dynamic_axes: None makes the batch and time axes of every input and output dynamic;
             a dict ``{name: [axis, ...] or {axis: "label"}}`` as for ``torch.onnx.export``
             makes exactly those dynamic and every other axis fixed to the example's size.
@@ -454,22 +467,22 @@ def to_onnx(
         The path written.
 
     Raises:
-        TypeError: an unsupported module, or example_inputs that are not a tuple of tensors
-            of the expected dtypes. ValueError: shapes that do not fit the module, a bad
-            opset or dynamic_axes. ImportError: the onnx package is missing.
+        TypeError: an unsupported module, or
+            example_inputs that are not a tuple of tensors of the expected dtypes.
+            ValueError: shapes that do not fit the module, a bad opset or dynamic_axes.
+            ImportError: the onnx package is missing.
     """
     onnx = _require_onnx()
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
     inputs = _check_example_inputs(example_inputs)
-    _refuse_slstm(module)
     b = Builder(onnx, _check_opset(opset), reserved=IO_NAMES)
     if recurrent_kind(module) is not None:
         in_ports = _recurrent_ports(module, inputs)
         examples = _example_outputs(module, inputs, "recurrent")
         outputs = _recurrent_graph(b, module, in_ports)
         time_axis = 1 if module.batch_first else 0
-        out_names = ["output", "h_n", "c_n"][: len(outputs)]
+        out_names = ["output"] + [n[:-1] + "_n" for n in _state_names(module)]
         dyn = [{1 - time_axis: "batch", time_axis: "time"}] + [{1: "batch"}] * (len(outputs) - 1)
     elif isinstance(module, _SequenceModel) or _is_ensemble(module):
         in_ports = _model_ports(module, inputs)
@@ -480,10 +493,11 @@ def to_onnx(
     elif isinstance(module, CharLM):
         in_ports = _char_lm_ports(module, inputs)
         examples = _example_outputs(module, inputs, "charlm")
-        state0 = ("h0", "c0") if len(inputs) == 3 else None
+        names = _state_names(module.lstm)
+        state0 = names if len(inputs) > 1 else None
         outputs = _char_lm_graph(b, module, "ids", state0)
-        out_names = ["logits", "h_n", "c_n"]
-        dyn = [{0: "batch", 1: "time"}, {1: "batch"}, {1: "batch"}]
+        out_names = ["logits"] + [n[:-1] + "_n" for n in names]
+        dyn = [{0: "batch", 1: "time"}] + [{1: "batch"}] * len(names)
     else:
         raise TypeError(
             f"cannot export a {type(module).__name__} to ONNX; expected gatelab.LSTM / GRU / "
@@ -547,7 +561,8 @@ def export_run(
     - ``forecaster``: ``window (B, history)`` raw values -> ``forecast (B, horizon)`` in
       the series' units (the scaler is in the graph);
     - ``char-lm``: ``ids (B, T)`` (``T = 1`` is one step), ``h0``, ``c0`` ``(L, B, H)``
-      -> ``logits (B, T, V)``, ``h_n``, ``c_n``; metadata ``chars`` (the vocabulary).
+      -> ``logits (B, T, V)``, ``h_n``, ``c_n``; metadata ``chars`` (the vocabulary); with
+      the sLSTM cell also ``n0``, ``m0`` -> ``n_n``, ``m_n``.
 
     Raises:
         RunFolderError: a missing or corrupt run folder, or a task kind that does not
@@ -595,17 +610,12 @@ def export_run(
         meta["chars"] = json.dumps(model.vocab.chars)
         L, H = model.lstm.num_layers, model.lstm.hidden_size
         state = torch.zeros(L, 2, H)
-        in_ports = [
-            _Port("ids", torch.zeros(2, 1, dtype=torch.long), {0: "batch", 1: "time"}),
-            _Port("h0", state, {1: "batch"}),
-            _Port("c0", state, {1: "batch"}),
-        ]
-        outputs = _char_lm_graph(b, model, "ids", ("h0", "c0"))
-        out_ports = [
-            _Port("logits", torch.zeros(2, 1, len(model.vocab)), {0: "batch", 1: "time"}),
-            _Port("h_n", state, {1: "batch"}),
-            _Port("c_n", state, {1: "batch"}),
-        ]
+        names = _state_names(model.lstm)  # h0, c0 (and n0, m0 for the sLSTM)
+        in_ports = [_Port("ids", torch.zeros(2, 1, dtype=torch.long), {0: "batch", 1: "time"})]
+        in_ports += [_Port(n, state, {1: "batch"}) for n in names]
+        outputs = _char_lm_graph(b, model, "ids", names)
+        out_ports = [_Port("logits", torch.zeros(2, 1, len(model.vocab)), {0: "batch", 1: "time"})]
+        out_ports += [_Port(n[:-1] + "_n", state, {1: "batch"}) for n in names]
     else:
         raise RunFolderError(
             f"run folder '{run}' holds a {task!r} run, which does not export to ONNX; "
