@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 
 LN2 = math.log(2.0)
 
-State = tuple[Tensor, Tensor]
+State = tuple[Tensor, ...]  # (h, c); the sLSTM's (h, c, n, m)
 
 
 class CharVocab:
@@ -528,7 +528,7 @@ class CharCorpus:
 
 def detach_state(state: State | None) -> State | None:
     """Cut the graph between TBPTT windows; values are kept."""
-    return None if state is None else (state[0].detach(), state[1].detach())
+    return None if state is None else tuple(s.detach() for s in state)
 
 
 @torch.no_grad()

@@ -267,12 +267,14 @@ class _SequenceModel(nn.Module):
         e = self.embedding_dropout(self.lstm_input(x))
         T = x.shape[1]
         if lengths is None or bool((lengths == T).all()):
-            out, (h_n, _) = self.lstm(e)  # out (B, T, D*P), h_n (L*D, B, P)
+            out, state = self.lstm(e)  # out (B, T, D*P), state[0] = h_n (L*D, B, P)
+            h_n = state[0]  # (h, c), or the sLSTM's (h, c, n, m)
             mask = None
         else:
             # Packing keeps padded steps out of both directions and of the final state.
             packed = pack_padded_sequence(e, lengths.cpu(), batch_first=True, enforce_sorted=False)
-            out, (h_n, _) = self.lstm(packed)
+            out, state = self.lstm(packed)
+            h_n = state[0]
             out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)  # (B, T, D*P)
             steps = torch.arange(T, device=x.device)
             mask = steps[None, :] < lengths.to(x.device)[:, None]  # (B, T)
