@@ -164,8 +164,8 @@ HELP = {
     ),
     "text_train": (
         "Labelled text: a TSV/CSV file with a text and a label column (header names such "
-        "as text/sentence and label), or one file per class given as a folder or a path "
-        "stem (rt-polarity -> rt-polarity.pos, rt-polarity.neg)."
+        "as text/sentence and label), a 'LABEL ||| text' file (SST), or one file per "
+        "class given as a folder or a path stem (rt-polarity -> rt-polarity.pos, rt-polarity.neg)."
     ),
     "text_valid": (
         "Labelled text for early stopping and best weights, same layout as --train. "
@@ -183,14 +183,22 @@ HELP = {
         "With naive-Bayes features, training texts read ratios computed without their "
         "1/N share of the training texts (out-of-fold); 0 or 1: the full ratios."
     ),
+    "separator": (
+        "Field separator of the --train/--valid tables: a character such as ',' or a "
+        "separator such as '|||' (SST files, LABEL ||| text). Default: sniffed from the "
+        "first line (tab, then '|||', then comma)."
+    ),
     "text_column": ("Name or 0-based index of the text column (default: found from the header)."),
     "label_column": ("Name or 0-based index of the label column (default: found from the header)."),
     "series_train": (
-        "Labelled series in sktime/UCR .ts format (values comma-separated, channels "
-        "':'-separated, label last)."
+        "Labelled series: sktime .ts (values comma-separated, channels ':'-separated, label"
+        " last) or UCR text (label first, then the values separated by tabs, commas or "
+        "spaces; the 2018 .tsv and the old .txt files). The format is found from the "
+        "content."
     ),
     "series_valid": (
-        "A .ts file for early stopping and best weights. Default: none (train all epochs)."
+        "Labelled series (any format --train takes) for early stopping and best weights. "
+        "Default: none."
     ),
     "normalize": (
         "series (z-normalise each series), global (training mean/std per channel) or none."
@@ -341,6 +349,7 @@ def train_text_classifier(
     nb_folds: Annotated[int, typer.Option(help=HELP["nb_folds"])] = TEXT["nb_folds"],
     text_column: Annotated[str | None, typer.Option(help=HELP["text_column"])] = None,
     label_column: Annotated[str | None, typer.Option(help=HELP["label_column"])] = None,
+    separator: Annotated[str | None, typer.Option(help=HELP["separator"])] = None,
     quiet: Quiet = False,
 ) -> None:
     """Train a text classifier (embedding -> BiLSTM -> pooling -> Dense) on labelled text."""
@@ -348,10 +357,10 @@ def train_text_classifier(
 
     _prepare_out(out, resume)
     columns = {"text_column": _column(text_column), "label_column": _column(label_column)}
-    data = read_labelled_text(train, **columns)
+    data = read_labelled_text(train, **columns, delimiter=separator)
     validation = None
     if valid is not None:
-        v = read_labelled_text(valid, **columns)
+        v = read_labelled_text(valid, **columns, delimiter=separator)
         validation = (v.texts, v.labels)
     params = _common_params(
         epochs=epochs,
@@ -382,7 +391,12 @@ def train_text_classifier(
     )
     atomic_write_json(
         out / SOURCE_FILE,
-        {"train": str(train), "valid": None if valid is None else str(valid), **columns},
+        {
+            "train": str(train),
+            "valid": None if valid is None else str(valid),
+            **columns,
+            "separator": separator,
+        },
     )
     _summary(est, out, quiet)
 
@@ -394,22 +408,6 @@ def _column(value: str | None) -> str | int | None:
 
 
 # ----------------------------------------------------------------- series helpers
-
-
-def _ts_line_numbers(path: Path) -> list[int]:
-    """The file line number of each series of a ``.ts`` file (for messages)."""
-    from ..data.lines import read_lines
-
-    numbers, in_data = [], False
-    for number, raw in read_lines(path, what=".ts file").lines:
-        line = raw.strip()
-        if line.startswith("#"):
-            continue
-        if not in_data:
-            in_data = line.lower().startswith("@data")
-            continue
-        numbers.append(number)
-    return numbers
 
 
 def _fill_series(s: np.ndarray, how: str) -> np.ndarray:
@@ -434,21 +432,21 @@ def _fill_series(s: np.ndarray, how: str) -> np.ndarray:
 
 
 def _read_ts(path: Path, fill: str | None, *, labelled: bool = True):
-    from ..data import read_ts
+    """Labelled series from a .ts or UCR text/tsv file (the format found from the content)."""
+    from ..data import read_labelled_series
 
     if fill not in (None, "ffill", "interpolate"):
         raise CommandError(f"--fill {fill!r}; expected ffill or interpolate")
-    data = read_ts(path)
+    data = read_labelled_series(path)
     if labelled and not data.labels:
         raise CommandError(f"'{path}' has no class labels ('@classLabel false'); expected labels")
     series = list(data.series)
-    numbers = None
+    numbers = data.line_numbers
     for i, s in enumerate(series):
         bad = np.argwhere(~np.isfinite(s))
         if not len(bad):
             continue
         if fill is None:
-            numbers = numbers or _ts_line_numbers(path)
             line = numbers[i] if i < len(numbers) else "?"
             t, c = bad[0]
             raise CommandError(
@@ -458,7 +456,6 @@ def _read_ts(path: Path, fill: str | None, *, labelled: bool = True):
         try:
             series[i] = _fill_series(s, fill)
         except ValueError as err:
-            numbers = numbers or _ts_line_numbers(path)
             raise CommandError(f"{path}, line {numbers[i]}: series {i}: {err}") from None
     return series, data.labels
 
