@@ -209,7 +209,11 @@ HELP = {
         "non-date column."
     ),
     "horizon": ("Steps forecast at once."),
-    "history": ("Past steps the model sees per forecast."),
+    "history": (
+        "Past steps each forecast reads. Default: from the season, the horizon and the "
+        "length (docs/models.md)."
+    ),
+    "season": ("Seasonal period in steps. Default: found from the data; 0: none."),
     "holdout": (
         "Hold out the last N values: not trained on, evaluated after training (one "
         "forecast per step, RMSE/MAE in metrics.json)."
@@ -531,11 +535,16 @@ def train_forecaster(
     out: Out,
     column: Annotated[str | None, typer.Option("--column", help=HELP["forecast_column"])] = None,
     horizon: Annotated[int, typer.Option("--horizon", help=HELP["horizon"])] = 1,
-    history: Annotated[int, typer.Option(help=HELP["history"])] = FORECAST["history"],
+    history: Annotated[int | None, typer.Option(help=HELP["history"])] = FORECAST["history"],
+    season: Annotated[int | None, typer.Option(help=HELP["season"])] = FORECAST["season"],
     holdout: Annotated[int, typer.Option(help=HELP["holdout"])] = 0,
-    epochs: Epochs = FORECAST["epochs"],
+    epochs: Annotated[
+        int | None, typer.Option(help=HELP["epochs"] + " Default: about 1,500 steps.")
+    ] = FORECAST["epochs"],
     batch_size: BatchSize = FORECAST["batch_size"],
-    hidden_size: HiddenSize = FORECAST["hidden_size"],
+    hidden_size: Annotated[
+        int | None, typer.Option(help=HELP["hidden_size"] + " Default: from the length.")
+    ] = FORECAST["hidden_size"],
     layers: Layers = FORECAST["num_layers"],
     bidirectional: Bidirectional = FORECAST["bidirectional"],
     variant: Variant = "standard",
@@ -569,10 +578,12 @@ def train_forecaster(
         dropout=dropout,
         models=models,
     )
-    params.update(horizon=horizon, history=history)
+    params.update(horizon=horizon, history=history, season=season)
+    if hidden_size is None:
+        del params["hidden_size"]
+    if epochs is None:
+        del params["epochs"]
     est = Forecaster(**params)
-    if est.highway > est.history:
-        est.set_params(highway=est.history)
     est.fit(train, run_dir=out, resume=resume, callbacks=_progress(quiet, "train"))
     atomic_write_json(
         out / SOURCE_FILE,
@@ -595,13 +606,14 @@ def _forecast_metrics(est, series: np.ndarray, start: int | None = None) -> dict
     from ..data import make_windows
     from ..metrics import regression_metrics
 
-    X, Y = make_windows(series, est.history, est.horizon)
+    history = est.history_steps_
+    X, Y = make_windows(series, history, est.horizon)
     if start is not None:
-        first = max(0, start - est.history)
+        first = max(0, start - history)
         X, Y = X[first:], Y[first:]
     if len(X) == 0:
         raise CommandError(
-            f"the series is too short: forecasting needs history={est.history} + "
+            f"the series is too short: forecasting needs history={history} + "
             f"horizon={est.horizon} values"
         )
     pred = est.predict(X).reshape(Y.shape)

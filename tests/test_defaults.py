@@ -1,0 +1,170 @@
+"""The data-derived defaults of the estimators (issue 11): the forecaster's linear part,
+season, gate and window rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from statsmodels.tsa.ar_model import AutoReg
+
+from gatelab.autoregressive import LinearForecast, find_season, fit_ar, fit_direct
+from gatelab.estimators import Forecaster
+
+FAST = dict(hidden_size=8, epochs=5, n_models=1)
+
+
+def ar2(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = np.zeros(n)
+    for t in range(2, n):
+        x[t] = 1.0 + 0.6 * x[t - 1] - 0.3 * x[t - 2] + rng.normal()
+    return x
+
+
+def seasonal_trend(n: int, period: int = 12, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    return 100 + 2.0 * t + 15 * np.sin(2 * np.pi * t / period) + rng.normal(scale=1.0, size=n)
+
+
+# ----------------------------------------------------------------- the linear part
+
+
+def test_fit_ar_equals_statsmodels_autoreg():
+    x = ar2(300)
+    model = fit_ar(x, log=False, d=0, D=0, season=0, p_max=8)
+    assert model.p >= 2
+    # the same rows (every p is fitted after the first p_max values): AutoReg's hold_back
+    ref = AutoReg(x, lags=model.p, trend="c", hold_back=8).fit().params
+    np.testing.assert_allclose([model.const, *model.coef], ref, rtol=0, atol=1e-9)
+    windows = np.lib.stride_tricks.sliding_window_view(x, model.p)[:-1]
+    want = ref[0] + windows[:, ::-1] @ ref[1:]
+    np.testing.assert_allclose(model.forecast(windows, 1)[:, 0], want, atol=1e-9)
+
+
+def test_recursive_forecast_inverts_first_and_seasonal_differences():
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=(4, 20)).cumsum(axis=1)
+    persistence = LinearForecast(d=1)
+    np.testing.assert_allclose(persistence.forecast(w, 3), np.repeat(w[:, -1:], 3, axis=1))
+    naive = LinearForecast(D=1, season=5)
+    np.testing.assert_allclose(naive.forecast(w, 7), np.concatenate([w[:, -5:], w[:, -5:-3]], 1))
+    # both differences and AR(1) on them, two steps by hand
+    m = LinearForecast(d=1, D=1, season=4, p=1, const=0.5, coef=[0.3])
+    z = w[:, -6:]
+    u_t = (z[:, -1] - z[:, -2]) - (z[:, -5] - z[:, -6])
+    z1 = 0.5 + 0.3 * u_t + z[:, -1] + z[:, -4] - z[:, -5]
+    u1 = 0.5 + 0.3 * u_t
+    z2 = 0.5 + 0.3 * u1 + z1 + z[:, -3] - z[:, -4]
+    np.testing.assert_allclose(m.forecast(z, 2), np.stack([z1, z2], axis=1), atol=1e-12)
+    assert LinearForecast.from_dict(m.to_dict()) == m
+
+
+def test_fit_direct_recovers_a_linear_map():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(50, 6))
+    W = rng.normal(size=(6, 2))
+    Y = X @ W + np.array([1.0, -2.0])
+    model = fit_direct(X, Y)
+    np.testing.assert_allclose(model.forecast(X, 2), Y, atol=1e-5)
+
+
+def test_find_season():
+    assert find_season(seasonal_trend(144, period=12)) == 12
+    assert find_season(seasonal_trend(300, period=7, seed=3)) == 7
+    assert find_season(np.random.default_rng(0).normal(size=300).cumsum()) == 0
+
+
+# ----------------------------------------------------------------- the forecaster
+
+
+@pytest.fixture(scope="module")
+def trended():
+    x = seasonal_trend(132)
+    return x, Forecaster(**FAST).fit(x[:-12])
+
+
+def test_forecaster_rules_come_from_the_data(trended):
+    x, f = trended
+    assert f.season_ == 12
+    assert f.linear_.d + f.linear_.D >= 1  # a trend: the linear part differences
+    assert f.input_["mode"] == "level"
+    assert f.history_steps_ >= max(f.network_steps_, f.linear_.window)
+    assert f.network_steps_ == 24  # two seasons
+    metrics = f.validation_metrics_
+    assert metrics["rmse"] <= metrics["linear_rmse"] + 1e-9  # the gate
+    windows = np.stack([x[t - f.history_steps_ : t] for t in range(120, 132)])
+    pred = f.predict(windows)
+    persistence = x[119:131]
+    rmse = np.sqrt(np.mean((pred - x[120:]) ** 2))
+    assert rmse < np.sqrt(np.mean((persistence - x[120:]) ** 2)) / 2
+
+
+def test_forecast_is_the_linear_part_plus_the_gated_network(trended, tmp_path):
+    x, f = trended
+    windows = np.stack([x[t - f.history_steps_ : t] for t in range(100, 110)])
+    net = f.model_(f._windows_data(windows, None).inputs).detach().numpy()
+    want = f.linear_.forecast(windows, 1)[:, 0] + net[:, 0] * f.scaler_.scale
+    np.testing.assert_allclose(f.predict(windows), want, rtol=1e-6)
+    again = Forecaster.load(f.save(tmp_path / "run"))
+    np.testing.assert_array_equal(again.predict(windows), f.predict(windows))
+    np.testing.assert_array_equal(again.predict(), f.predict())
+
+
+def test_gate_weight_zero_leaves_the_linear_forecast():
+    x = ar2(200, seed=4)
+    f = Forecaster(**FAST).fit(x)
+    f._gate(np.zeros((0, f.history_steps_)), np.zeros((0, 1)), f.linear_)  # no data: keeps
+    w = np.lib.stride_tricks.sliding_window_view(x, f.history_steps_)[-20:]
+    # a network that can only hurt: the validation targets are the linear forecasts
+    target = f.linear_.forecast(w, 1)
+    assert f._gate(w, target, f.linear_) == 0.0
+    np.testing.assert_allclose(f.predict(w), target[:, 0], atol=1e-9)
+
+
+def test_multi_step_and_short_series():
+    x = ar2(60, seed=5)
+    f = Forecaster(horizon=3, **FAST).fit(x)
+    assert f.predict().shape == (3,)
+    assert f.history_steps_ <= 60 // 4 + f.linear_.window
+    with pytest.raises(ValueError, match="season=-1"):
+        Forecaster(season=-1).fit(x)
+
+
+# ----------------------------------------------------------------- text, > 2 classes
+
+
+def test_logit_adjustment_for_more_than_two_classes():
+    import copy
+
+    import torch
+
+    from gatelab.estimators import TextClassifier
+    from gatelab.metrics import classification_metrics
+
+    rng = np.random.default_rng(0)
+    words = {"a": ["good", "great"], "b": ["bad", "awful"], "c": ["odd", "plain"]}
+    labels = list(rng.choice(["a", "a", "a", "b", "c"], size=150))
+    texts = [f"the {rng.choice(words[y])} film {rng.choice(['x', 'y'])}" for y in labels]
+    tiny = dict(embedding_dim=8, hidden_size=8, epochs=2, n_models=2, nb_features=False)
+    clf = TextClassifier(**tiny).fit(
+        texts[:120], labels[:120], validation_data=(texts[120:], labels[120:])
+    )
+    assert clf.prior_adjustment_ in (0.0, 0.25, 0.5, 0.75, 1.0)
+    two = TextClassifier(**tiny).fit(texts[:120], ["a" if y == "a" else "z" for y in labels[:120]])
+    assert two.prior_adjustment_ == 0.0  # binary tasks are left alone
+
+    before = copy.deepcopy(clf)
+    valid = clf._tensor_data(
+        texts[120:], torch.as_tensor(np.searchsorted(clf.classes_, labels[120:]))
+    )
+    counts = np.array([90, 20, 10])
+    tau = clf._adjust_for_priors(valid, counts)
+    logits = torch.stack([m(valid.inputs, valid.lengths) for m in before.model_.members]).detach()
+    log_prior = np.log(counts / counts.sum())
+    want = (logits.numpy() - tau * log_prior).astype(np.float64)
+    proba = np.exp(want - want.max(-1, keepdims=True))
+    proba = (proba / proba.sum(-1, keepdims=True)).mean(0)
+    np.testing.assert_allclose(clf.predict_proba(texts[120:]), proba, rtol=1e-4, atol=1e-6)
+    got = classification_metrics(valid.targets.numpy(), proba.argmax(-1))
+    assert clf.validation_metrics_ == got
