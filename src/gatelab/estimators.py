@@ -111,7 +111,9 @@ class _LSTMEstimator(BaseEstimator):
     # --- configs from the constructor arguments
 
     def _model_config(self, **data) -> ModelConfig:
-        return ModelConfig(
+        """The model config from the constructor arguments; ``data`` adds the sizes the
+        data decide and overrides arguments resolved from the data (e.g. hidden_size)."""
+        fields = dict(
             kind=self.kind,
             embedding_dim=self.embedding_dim,
             hidden_size=self.hidden_size,
@@ -122,8 +124,8 @@ class _LSTMEstimator(BaseEstimator):
             pooling=self.pooling,
             dropout=self.dropout,
             lstm_dropout=self.lstm_dropout,
-            **data,
         )
+        return ModelConfig(**{**fields, **data})
 
     def _epochs(self, n_train: int) -> int:
         """``epochs``, or for None: enough passes for about 800 optimizer steps, at
@@ -1257,20 +1259,6 @@ class Forecaster(RegressorMixin, _LSTMEstimator):
         if run_dir is not None:
             self._write_results(Path(run_dir))
         return self
-
-    def _model_config(self, **data) -> ModelConfig:
-        return ModelConfig(
-            kind=self.kind,
-            embedding_dim=self.embedding_dim,
-            num_layers=self.num_layers,
-            bidirectional=self.bidirectional,
-            variant=self.variant,
-            backend=self.backend,
-            pooling=self.pooling,
-            dropout=self.dropout,
-            lstm_dropout=self.lstm_dropout,
-            **data,
-        )
 
     def _validation_windows(self, X, n_valid: int, validation_data, width: int):
         """``(windows (N, width), targets (N, horizon))``: those of ``X`` whose targets lie
