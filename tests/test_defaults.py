@@ -168,3 +168,80 @@ def test_logit_adjustment_for_more_than_two_classes():
     np.testing.assert_allclose(clf.predict_proba(texts[120:]), proba, rtol=1e-4, atol=1e-6)
     got = classification_metrics(valid.targets.numpy(), proba.argmax(-1))
     assert clf.validation_metrics_ == got
+
+
+# ----------------------------------------------------------------- series classifier
+
+
+def test_masked_batch_norm_uses_only_the_real_steps():
+    import torch
+
+    from gatelab.models import _MaskedBatchNorm1d
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 10)
+    lengths = torch.tensor([10, 6, 3])
+    mask = torch.arange(10)[None, :] < lengths[:, None]
+    ours, ref = _MaskedBatchNorm1d(4), torch.nn.BatchNorm1d(4)
+    out = ours(x, mask)
+    real = torch.cat([x[i, :, :n] for i, n in enumerate(lengths.tolist())], dim=1)[None]
+    want = ref(real)[0]  # (C, sum of lengths)
+    got = torch.cat([out[i, :, :n] for i, n in enumerate(lengths.tolist())], dim=1)
+    torch.testing.assert_close(got, want)
+    assert float(out.detach()[~mask[:, None, :].expand_as(out)].abs().max()) == 0.0
+    torch.testing.assert_close(ours.running_mean, ref.running_mean)
+    torch.testing.assert_close(ours.running_var, ref.running_var)
+    ours.eval(), ref.eval()
+    torch.testing.assert_close(ours(x, None), ref(x))
+
+
+def test_patches_and_conv_branch_do_not_depend_on_padding():
+    import torch
+
+    from gatelab.models import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        kind="classifier", output_size=3, input_size=2, embedding_dim=8, hidden_size=6,
+        patch=4, conv_channels=[4, 8, 4], conv_pool=3, pooling="mean",
+    )  # fmt: skip
+    model = build_model(cfg).eval()
+    x = torch.randn(3, 37, 2)
+    lengths = torch.tensor([37, 20, 9])
+    for i, n in enumerate(lengths.tolist()):
+        x[i, n:] = 0
+    out = model(x, lengths)
+    for i, n in enumerate(lengths.tolist()):
+        torch.testing.assert_close(model(x[i : i + 1, :n], lengths[i : i + 1])[0], out[i])
+    # a patch is a linear map of its P x C values
+    e = model.lstm_input(x[:, :36])  # (3, 9, 8)
+    w = model.patch_projection.weight  # (E, C, P)
+    patches = x[:, :36].reshape(3, 9, 4, 2).transpose(2, 3).reshape(3, 9, 8)  # (B, T/P, C*P)
+    want = patches @ w.reshape(8, 8).T + model.patch_projection.bias
+    torch.testing.assert_close(e, want)
+
+
+def test_series_sizes_follow_the_length_and_the_choice_is_recorded(tmp_path):
+    import json
+
+    from gatelab.estimators import SeriesClassifier
+
+    from .helpers import shape_series
+
+    clf = SeriesClassifier()
+    assert clf._sizes(24) == {"patch": 1, "embedding_dim": 0, "conv_pool": 1}
+    assert clf._sizes(1460) == {"patch": 23, "embedding_dim": 32, "conv_pool": 12}
+    X, y = shape_series(40, T=20)
+    fast = dict(hidden_size=8, conv_width=4, epochs=3, n_models=1, selection_folds=2)
+    clf = SeriesClassifier(**fast).fit(X, y, run_dir=tmp_path / "run")
+    sel = clf.selection_
+    assert sel["folds"] == 2 and set(sel["scores"]) == {"lstm-fcn", "lstm"}
+    means = {a: float(np.mean(s)) for a, s in sel["scores"].items()}
+    assert sel["chosen"] == max(["lstm-fcn", "lstm"], key=lambda a: (means[a], a == "lstm-fcn"))
+    assert bool(clf.model_config_.conv_channels) == (sel["chosen"] == "lstm-fcn")
+    assert json.loads((tmp_path / "run" / "selection.json").read_text()) == sel
+    again = SeriesClassifier.load(tmp_path / "run")
+    assert again.selection_ == sel
+    np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
+    with pytest.raises(ValueError, match="architecture='cnn'"):
+        SeriesClassifier(architecture="cnn").fit(X, y)

@@ -62,6 +62,7 @@ logger = logging.getLogger(__name__)
 
 ESTIMATORS: dict[str, type[_LSTMEstimator]] = {}
 NB_AUTO_MAX_TEXTS = 20_000  # TextClassifier(nb_features="auto") uses them below this
+SELECTION_FILE = "selection.json"  # SeriesClassifier: the inner cross-validation
 
 
 def register_estimator(cls: type[_LSTMEstimator]) -> type[_LSTMEstimator]:
@@ -768,25 +769,46 @@ def _series_list(X, what: str = "X") -> list[np.ndarray]:
 
 @register_estimator
 class SeriesClassifier(_ClassifierBase):
-    """Classify numeric series with a projection -> (Bi)LSTM -> pooling -> Dense model.
+    """Classify numeric series: (patches ->) (Bi)LSTM -> pooling, beside a fully
+    convolutional branch (LSTM-FCN), -> Dense.
 
     ``X`` is an ``(N, T, C)`` array, an ``(N, T)`` array (one channel), or a list of
-    ``(T_i, C)`` arrays of different lengths (padded and masked inside). NaN or infinite
-    values raise :class:`gatelab.errors.DataError` naming the series, step and channel.
+    ``(T_i, C)`` arrays of different lengths (padded and masked inside: nothing is cut,
+    pooling and batch norm see only the real steps). NaN or infinite values raise
+    :class:`gatelab.errors.DataError` naming the series, step and channel.
+
+    Architectures (``architecture``): ``"lstm"`` (the LSTM alone) and ``"lstm-fcn"`` (the
+    LSTM beside convolution blocks of ``conv_width``, ``2 conv_width`` and ``conv_width``
+    channels, Karim et al. 2017). ``"auto"`` chooses between them by stratified inner
+    cross-validation on the training data only (``selection_folds`` folds, one model
+    each, stopped after the fold during which ``selection_budget`` seconds ran out); the
+    scores and the choice are in ``selection_`` and in the run folder's
+    ``selection.json``.
+
+    Sizes from the data when left to None (docs/models.md): ``patch`` = ceil(T / 64), so
+    the LSTM reads at most 64 steps, each a patch projected to ``embedding_dim`` (32, or
+    the raw channels without patches); the convolutional branch reads the series
+    averaged over ceil(T / 128) steps; ``epochs`` enough for about 1,000 optimizer steps
+    (30 to 200).
 
     Args:
         normalize: ``"series"`` z-normalises each series per channel over its own steps
             (the UCR convention), ``"global"`` with the training set's per-channel mean and
             standard deviation, ``None`` leaves values as they are.
-        embedding_dim: size of the linear input projection (0: the LSTM sees the raw
-            channels). Other arguments as :class:`TextClassifier`.
+        embedding_dim: size of the input projection (None: 32 with patches, else 0 = the
+            raw channels). Other arguments as :class:`TextClassifier`.
     """
 
     task = "series-classifier"
+    ARCHITECTURES: ClassVar[tuple[str, ...]] = ("lstm-fcn", "lstm")
+    _TARGET_STEPS: ClassVar[int] = 1000
+    _LSTM_STEPS: ClassVar[int] = 64
+    _CONV_STEPS: ClassVar[int] = 128
 
     def __init__(
         self,
-        embedding_dim: int = 0,
+        architecture: str = "auto",
+        embedding_dim: int | None = None,
         hidden_size: int = 32,
         num_layers: int = 1,
         bidirectional: bool = True,
@@ -795,8 +817,10 @@ class SeriesClassifier(_ClassifierBase):
         backend: str = "auto",
         dropout: float = 0.1,
         lstm_dropout: float = 0.0,
+        patch: int | None = None,
+        conv_width: int = 32,
         normalize: str | None = "series",
-        epochs: int = 200,
+        epochs: int | None = None,
         batch_size: int = 16,
         lr: float = 3e-3,
         weight_decay: float = 0.01,
@@ -804,10 +828,13 @@ class SeriesClassifier(_ClassifierBase):
         patience: int | None = None,
         label_smoothing: float = 0.0,
         validation_fraction: float = 0.0,
-        n_models: int = 5,
+        selection_folds: int = 3,
+        selection_budget: float = 120.0,
+        n_models: int = 3,
         seed: int = 0,
         device: str = "cpu",
     ) -> None:
+        self.architecture = architecture
         self.embedding_dim = embedding_dim
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -817,6 +844,8 @@ class SeriesClassifier(_ClassifierBase):
         self.backend = backend
         self.dropout = dropout
         self.lstm_dropout = lstm_dropout
+        self.patch = patch
+        self.conv_width = conv_width
         self.normalize = normalize
         self.epochs = epochs
         self.batch_size = batch_size
@@ -826,6 +855,8 @@ class SeriesClassifier(_ClassifierBase):
         self.patience = patience
         self.label_smoothing = label_smoothing
         self.validation_fraction = validation_fraction
+        self.selection_folds = selection_folds
+        self.selection_budget = selection_budget
         self.n_models = n_models
         self.seed = seed
         self.device = device
@@ -859,6 +890,50 @@ class SeriesClassifier(_ClassifierBase):
         self._check_fitted()
         return self._tensor_data(_series_list(X), None)
 
+    def _check_series_args(self) -> None:
+        if self.normalize not in ("series", "global", None):
+            raise ValueError(f"normalize={self.normalize!r}; expected 'series', 'global' or None")
+        if self.architecture not in ("auto", *self.ARCHITECTURES):
+            raise ValueError(
+                f"architecture={self.architecture!r}; expected 'auto' or one of "
+                f"{', '.join(self.ARCHITECTURES)}"
+            )
+        for name, minimum in (("patch", 1), ("embedding_dim", 0), ("epochs", 1)):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < minimum):
+                raise ValueError(f"{name}={v!r}; expected an int >= {minimum} or None")
+        for name, minimum in (("conv_width", 1), ("selection_folds", 2)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+                raise ValueError(f"{name}={v!r}; expected an int >= {minimum}")
+
+    def _sizes(self, max_len: int) -> dict[str, int]:
+        """The data-decided sizes for series of at most ``max_len`` steps."""
+        patch = self.patch if self.patch is not None else math.ceil(max_len / self._LSTM_STEPS)
+        emb = self.embedding_dim
+        if emb is None:
+            emb = 32 if patch > 1 else 0
+        return {
+            "patch": patch,
+            "embedding_dim": emb,
+            "conv_pool": max(1, math.ceil(max_len / self._CONV_STEPS)),
+        }
+
+    def _epochs(self, n_train: int) -> int:
+        if self.epochs is not None:
+            return self.epochs
+        steps = math.ceil(n_train / self.batch_size)
+        return min(200, max(30, math.ceil(self._TARGET_STEPS / steps)))
+
+    def _config_for(self, architecture: str, n_classes: int, sizes: dict) -> ModelConfig:
+        w = self.conv_width
+        return self._model_config(
+            output_size=n_classes,
+            input_size=self.n_channels_,
+            conv_channels=[w, 2 * w, w] if architecture == "lstm-fcn" else [],
+            **sizes,
+        )
+
     def fit(
         self,
         X,
@@ -871,8 +946,7 @@ class SeriesClassifier(_ClassifierBase):
     ) -> SeriesClassifier:
         """Train on series ``X`` with labels ``y``; arguments as :meth:`TextClassifier.fit`."""
         self._check_common()
-        if self.normalize not in ("series", "global", None):
-            raise ValueError(f"normalize={self.normalize!r}; expected 'series', 'global' or None")
+        self._check_series_args()
         series = _series_list(X)
         if len(series) != len(y):
             raise DataError(f"X has {len(series)} series but y has {len(y)} labels")
@@ -897,13 +971,64 @@ class SeriesClassifier(_ClassifierBase):
             valid = self._tensor_data(
                 [series[i] for i in valid_idx], torch.as_tensor(y_ids[valid_idx])
             )
-        model_config = self._model_config(
-            output_size=len(self.classes_), input_size=self.n_channels_
-        )
+        sizes = self._sizes(int(train.lengths.max()))
+        architecture = self.architecture
+        self.selection_ = None
+        if architecture == "auto":
+            self.selection_ = self._select(train, sizes)
+            architecture = self.selection_["chosen"]
+        self.architecture_ = architecture
+        model_config = self._config_for(architecture, len(self.classes_), sizes)
         self._fit_tensors(
             train, valid, model_config, run_dir=run_dir, resume=resume, callbacks=callbacks
         )
+        if run_dir is not None and self.selection_ is not None:
+            atomic_write_json(Path(run_dir) / SELECTION_FILE, self.selection_)
         return self
+
+    def _select(self, data: TensorData, sizes: dict) -> dict[str, Any]:
+        """Inner stratified cross-validation on the training data: every architecture
+        trains one model per fold (seed ``seed``) and is scored on the held-out fold;
+        folds run until ``selection_budget`` seconds are spent (at least one). The best
+        mean accuracy wins; a tie keeps the earlier of :attr:`ARCHITECTURES`."""
+        from sklearn.model_selection import StratifiedKFold
+
+        y = data.targets.numpy()
+        k = min(self.selection_folds, int(np.bincount(y).min()))
+        scores: dict[str, list[float]] = {a: [] for a in self.ARCHITECTURES}
+        start = time.perf_counter()
+        if k < 2:
+            logger.info("a class has fewer than 2 series: no inner cross-validation")
+            return {"chosen": self.ARCHITECTURES[0], "scores": scores, "folds": 0, "seconds": 0.0}
+        splits = StratifiedKFold(k, shuffle=True, random_state=self.seed).split(np.zeros(len(y)), y)
+        done = 0
+        for tr, va in splits:
+            tr_t, va_t = torch.as_tensor(tr), torch.as_tensor(va)
+            part = TensorData(data.inputs[tr_t], data.lengths[tr_t], data.targets[tr_t])
+            held = TensorData(data.inputs[va_t], data.lengths[va_t], data.targets[va_t])
+            for arch in self.ARCHITECTURES:
+                config = self._config_for(arch, len(self.classes_), sizes)
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(self.seed)
+                    model = build_model(config)
+                fit(model, part, None, self._train_config(len(part)))
+                out = _predict_batches(model.eval(), held, 256)
+                scores[arch].append(float((out.argmax(-1) == held.targets).float().mean()))
+            done += 1
+            if time.perf_counter() - start > self.selection_budget:
+                break
+        means = {a: float(np.mean(s)) for a, s in scores.items()}
+        chosen = max(self.ARCHITECTURES, key=lambda a: (means[a], -self.ARCHITECTURES.index(a)))
+        seconds = time.perf_counter() - start
+        logger.info("architecture by %d inner folds: %s -> %s", done, means, chosen)
+        return {
+            "chosen": chosen,
+            "scores": scores,
+            "mean_accuracy": means,
+            "folds": done,
+            "of_folds": k,
+            "seconds": seconds,
+        }
 
     def _artifacts(self) -> dict[str, Any]:
         return {"scaler.json": self.scaler_.to_dict(), "labels.json": self._labels_artifact()}
@@ -912,6 +1037,8 @@ class SeriesClassifier(_ClassifierBase):
         self.scaler_ = _read_artifact(run, "scaler.json", Scaler.from_dict)
         self.n_channels_ = int(np.size(self.scaler_.mean))
         self._read_labels(run)
+        path = run / SELECTION_FILE
+        self.selection_ = read_json(path, "selection file") if path.exists() else None
 
 
 # ----------------------------------------------------------------- forecaster
