@@ -200,6 +200,10 @@ HELP = {
         "Labelled series (any format --train takes) for early stopping and best weights. "
         "Default: none."
     ),
+    "architecture": (
+        "lstm, lstm-fcn (the LSTM beside a fully convolutional branch) or auto (chosen by "
+        "inner cross-validation on the training data; the choice is in selection.json)."
+    ),
     "normalize": (
         "series (z-normalise each series), global (training mean/std per channel) or none."
     ),
@@ -473,7 +477,9 @@ def train_series_classifier(
     train: Annotated[Path, typer.Option("--train", help=HELP["series_train"], show_default=False)],
     out: Out,
     valid: Annotated[Path | None, typer.Option("--valid", help=HELP["series_valid"])] = None,
-    epochs: Epochs = SERIES["epochs"],
+    epochs: Annotated[
+        int | None, typer.Option(help=HELP["epochs"] + " Default: about 1,000 steps.")
+    ] = SERIES["epochs"],
     batch_size: BatchSize = SERIES["batch_size"],
     hidden_size: HiddenSize = SERIES["hidden_size"],
     layers: Layers = SERIES["num_layers"],
@@ -483,13 +489,15 @@ def train_series_classifier(
     seed: Seed = 0,
     resume: Resume = False,
     normalize: Annotated[str, typer.Option(help=HELP["normalize"])] = "series",
+    architecture: Annotated[str, typer.Option(help=HELP["architecture"])] = SERIES["architecture"],
     lr: Lr = SERIES["lr"],
     dropout: Dropout = SERIES["dropout"],
     models: Models = SERIES["n_models"],
     fill: Fill = None,
     quiet: Quiet = False,
 ) -> None:
-    """Train a series classifier (BiLSTM -> pooling -> Dense) on a .ts file."""
+    """Train a series classifier (patches -> BiLSTM beside a convolutional branch ->
+    Dense) on a .ts or UCR text file."""
     _prepare_out(out, resume)
     if normalize not in ("series", "global", "none"):
         raise CommandError(f"--normalize {normalize!r}; expected series, global or none")
@@ -509,6 +517,9 @@ def train_series_classifier(
         models=models,
     )
     params["normalize"] = None if normalize == "none" else normalize
+    params["architecture"] = architecture
+    if epochs is None:
+        del params["epochs"]
     est = SeriesClassifier(**params)
     est.fit(
         series,
