@@ -241,7 +241,7 @@ def test_series_sizes_follow_the_length_and_the_choice_is_recorded(tmp_path):
     assert bool(clf.model_config_.conv_channels) == (sel["chosen"] == "lstm-fcn")
     assert json.loads((tmp_path / "run" / "selection.json").read_text()) == sel
     again = SeriesClassifier.load(tmp_path / "run")
-    assert again.selection_ == sel
+    assert again.selection_ == sel and again.architecture_ == sel["chosen"]
     np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
     with pytest.raises(ValueError, match="architecture='cnn'"):
         SeriesClassifier(architecture="cnn").fit(X, y)

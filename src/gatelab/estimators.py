@@ -1039,6 +1039,8 @@ class SeriesClassifier(_ClassifierBase):
         self._read_labels(run)
         path = run / SELECTION_FILE
         self.selection_ = read_json(path, "selection file") if path.exists() else None
+        auto = self.architecture == "auto" and isinstance(self.selection_, dict)
+        self.architecture_ = self.selection_.get("chosen") if auto else self.architecture
 
 
 # ----------------------------------------------------------------- forecaster
