@@ -785,11 +785,11 @@ class SeriesClassifier(_ClassifierBase):
     scores and the choice are in ``selection_`` and in the run folder's
     ``selection.json``.
 
-    Sizes from the data when left to None (docs/models.md), with T the median length of
-    the training series: ``patch`` = ceil(T / 64), so the LSTM reads about 64 steps, each
-    a patch projected to ``embedding_dim`` (32, or the raw channels without patches); the
-    convolutional branch reads the series averaged over ceil(T / 128) steps; ``epochs``
-    enough for about 1,000 optimizer steps (30 to 200).
+    Sizes from the data when left to None (docs/models.md): ``patch`` = ceil(T / 64), so
+    the LSTM reads at most 64 steps, each a patch projected to ``embedding_dim`` (32, or
+    the raw channels without patches); the convolutional branch reads the series
+    averaged over ceil(T / 128) steps; ``epochs`` enough for about 1,000 optimizer steps
+    (30 to 200).
 
     Args:
         normalize: ``"series"`` z-normalises each series per channel over its own steps
@@ -907,16 +907,16 @@ class SeriesClassifier(_ClassifierBase):
             if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
                 raise ValueError(f"{name}={v!r}; expected an int >= {minimum}")
 
-    def _sizes(self, length: int) -> dict[str, int]:
-        """The data-decided sizes for series of typical (median) ``length`` steps."""
-        patch = self.patch if self.patch is not None else math.ceil(length / self._LSTM_STEPS)
+    def _sizes(self, max_len: int) -> dict[str, int]:
+        """The data-decided sizes for series of at most ``max_len`` steps."""
+        patch = self.patch if self.patch is not None else math.ceil(max_len / self._LSTM_STEPS)
         emb = self.embedding_dim
         if emb is None:
             emb = 32 if patch > 1 else 0
         return {
             "patch": patch,
             "embedding_dim": emb,
-            "conv_pool": max(1, math.ceil(length / self._CONV_STEPS)),
+            "conv_pool": max(1, math.ceil(max_len / self._CONV_STEPS)),
         }
 
     def _epochs(self, n_train: int) -> int:
@@ -971,9 +971,7 @@ class SeriesClassifier(_ClassifierBase):
             valid = self._tensor_data(
                 [series[i] for i in valid_idx], torch.as_tensor(y_ids[valid_idx])
             )
-        # the median length: a few long series must not crush the short ones (PLAID:
-        # 100 to 1,344 steps, median 300)
-        sizes = self._sizes(int(np.ceil(np.median(train.lengths.numpy()))))
+        sizes = self._sizes(int(train.lengths.max()))
         architecture = self.architecture
         self.selection_ = None
         if architecture == "auto":
