@@ -245,3 +245,25 @@ def test_series_sizes_follow_the_length_and_the_choice_is_recorded(tmp_path):
     np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
     with pytest.raises(ValueError, match="architecture='cnn'"):
         SeriesClassifier(architecture="cnn").fit(X, y)
+
+
+def test_level_and_scale_are_kept_when_the_series_are_not_z_normalised(tmp_path):
+    from gatelab.estimators import SeriesClassifier
+
+    from .helpers import shape_series
+
+    X, y = shape_series(30, T=12)
+    fast = dict(hidden_size=4, conv_width=2, epochs=1, n_models=1, architecture="lstm")
+    z = (X - X.mean(axis=1, keepdims=True)) / X.std(axis=1, keepdims=True)
+    plain = SeriesClassifier(**fast).fit(z, y)
+    assert plain.level_scaler_ is None and plain.model_config_.input_size == 1
+    scaled = X * np.linspace(0.1, 100, 30)[:, None, None] + 5.0  # amplitude and offset vary
+    clf = SeriesClassifier(**fast).fit(scaled, y, run_dir=tmp_path / "run")
+    assert clf.model_config_.input_size == 3
+    data = clf._inputs(scaled[:4]).inputs.numpy()  # (4, T, 3)
+    stats = np.stack([[s.mean(), np.log(s.std() + 1e-8)] for s in scaled[:, :, 0]])
+    want = (stats[:4] - stats.mean(0)) / stats.std(0)
+    np.testing.assert_allclose(data[:, 0, 1:], want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(data[:, :, 1:], np.repeat(data[:, :1, 1:], 12, axis=1))
+    again = SeriesClassifier.load(tmp_path / "run")
+    np.testing.assert_array_equal(again.predict_proba(scaled), clf.predict_proba(scaled))

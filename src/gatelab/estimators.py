@@ -63,6 +63,7 @@ logger = logging.getLogger(__name__)
 ESTIMATORS: dict[str, type[_LSTMEstimator]] = {}
 NB_AUTO_MAX_TEXTS = 20_000  # TextClassifier(nb_features="auto") uses them below this
 SELECTION_FILE = "selection.json"  # SeriesClassifier: the inner cross-validation
+LEVEL_FILE = "level.json"  # SeriesClassifier: scaling of each series' level and log scale
 
 
 def register_estimator(cls: type[_LSTMEstimator]) -> type[_LSTMEstimator]:
@@ -866,7 +867,12 @@ class SeriesClassifier(_ClassifierBase):
             out = []
             for s in series:
                 std = s.std(axis=0)
-                out.append((s - s.mean(axis=0)) / np.where(std > 0, std, 1.0))
+                z = (s - s.mean(axis=0)) / np.where(std > 0, std, 1.0)
+                if getattr(self, "level_scaler_", None) is not None:
+                    # the level and scale z-normalisation removes, as constant channels
+                    level = self.level_scaler_.transform(_level(s))  # (2C,)
+                    z = np.concatenate([z, np.broadcast_to(level, (len(s), len(level)))], 1)
+                out.append(z)
             return out
         if self.normalize == "global":
             return [self.scaler_.transform(s) for s in series]
@@ -929,7 +935,7 @@ class SeriesClassifier(_ClassifierBase):
         w = self.conv_width
         return self._model_config(
             output_size=n_classes,
-            input_size=self.n_channels_,
+            input_size=self.n_channels_ * (1 if self.level_scaler_ is None else 3),
             conv_channels=[w, 2 * w, w] if architecture == "lstm-fcn" else [],
             **sizes,
         )
@@ -960,6 +966,9 @@ class SeriesClassifier(_ClassifierBase):
         )
         train_series = [series[i] for i in train_idx]
         self.scaler_ = Scaler().fit(np.concatenate(train_series))
+        self.level_scaler_ = None
+        if self.normalize == "series" and not _z_normalised(train_series):
+            self.level_scaler_ = Scaler().fit(np.stack([_level(s) for s in train_series]))
         train = self._tensor_data(train_series, torch.as_tensor(y_ids[train_idx]))
         self.n_channels_ = series[0].shape[1]
         valid = None
@@ -1031,16 +1040,36 @@ class SeriesClassifier(_ClassifierBase):
         }
 
     def _artifacts(self) -> dict[str, Any]:
-        return {"scaler.json": self.scaler_.to_dict(), "labels.json": self._labels_artifact()}
+        out = {"scaler.json": self.scaler_.to_dict(), "labels.json": self._labels_artifact()}
+        if self.level_scaler_ is not None:
+            out[LEVEL_FILE] = self.level_scaler_.to_dict()
+        return out
 
     def _load_artifacts(self, run: Path) -> None:
         self.scaler_ = _read_artifact(run, "scaler.json", Scaler.from_dict)
         self.n_channels_ = int(np.size(self.scaler_.mean))
+        self.level_scaler_ = None
+        if (run / LEVEL_FILE).exists():
+            self.level_scaler_ = _read_artifact(run, LEVEL_FILE, Scaler.from_dict)
         self._read_labels(run)
         path = run / SELECTION_FILE
         self.selection_ = read_json(path, "selection file") if path.exists() else None
         auto = self.architecture == "auto" and isinstance(self.selection_, dict)
         self.architecture_ = self.selection_.get("chosen") if auto else self.architecture
+
+
+def _level(s: np.ndarray) -> np.ndarray:
+    """``(2C,)``: a series' per-channel mean and log standard deviation."""
+    return np.concatenate([s.mean(axis=0), np.log(s.std(axis=0) + 1e-8)])
+
+
+def _z_normalised(series: list[np.ndarray]) -> bool:
+    """Whether every series is z-normalised already (mean within 0.05 of 0, standard
+    deviation within 10% of 1, either ddof): the UCR archive ships most sets so."""
+    return all(
+        bool(np.all(np.abs(s.mean(axis=0)) < 0.05) and np.all(np.abs(s.std(axis=0) - 1) < 0.1))
+        for s in series
+    )
 
 
 # ----------------------------------------------------------------- forecaster
