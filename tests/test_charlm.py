@@ -16,6 +16,7 @@ from gatelab.charlm import (
     detach_state,
     evaluate_loss,
     sample_next,
+    split_point,
     stream_batches,
 )
 from gatelab.errors import DataError
@@ -273,3 +274,10 @@ def test_tinyshakespeare_vocabulary():
     vocab = CharVocab.from_text(text)
     assert len(vocab) == 65
     assert vocab.decode(vocab.encode(text[:200])) == text[:200]
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5, math.nan, True])
+def test_split_point_refuses_a_fraction_outside_0_1_naming_it(fraction):
+    with pytest.raises(ValueError, match=r"valid_fraction=.*0 < valid_fraction < 1"):
+        split_point(10_000, fraction)
+    assert split_point(10_000, 0.1) == 9000

@@ -17,6 +17,7 @@ from sklearn.preprocessing import FunctionTransformer
 import gatelab
 from gatelab.errors import DataError
 from gatelab.estimators import Forecaster, SeriesClassifier, TextClassifier, load
+from gatelab.models import ModelConfig
 from gatelab.runs import RunFolderError
 from gatelab.training import Callback
 
@@ -359,3 +360,44 @@ def test_nb_features_auto_follows_the_data_size(monkeypatch):
     assert large.model_config_.token_features == 0
     with pytest.raises(ValueError, match="nb_features='yes'"):
         TextClassifier(**{**TINY_TEXT, "epochs": 1}, nb_features="yes").fit(X, y)
+
+
+def test_a_run_folder_with_one_layer_lstm_dropout_still_loads(tmp_path, caplog):
+    # as gatelab wrote it before ModelConfig refused lstm_dropout with one layer (zeroed)
+    X, y = shape_series(24, T=8)
+    params = {"hidden_size": 4, "epochs": 1, "batch_size": 8, "validation_fraction": 0.0}
+    est = SeriesClassifier(**params).fit(X, y, run_dir=tmp_path / "run")
+    path = tmp_path / "run" / "config.json"
+    config = json.loads(path.read_text())
+    assert config["model"]["num_layers"] == 1
+    config["model"]["lstm_dropout"] = config["params"]["lstm_dropout"] = 0.3
+    path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"lstm_dropout=0\.3"):
+        ModelConfig(**config["model"])
+    with caplog.at_level("WARNING", logger="gatelab.models"):
+        again = SeriesClassifier.load(tmp_path / "run")
+    assert "lstm_dropout=0.3 with num_layers=1" in caplog.text
+    assert again.model_config_.lstm_dropout == 0.0
+    np.testing.assert_array_equal(again.predict_proba(X), est.predict_proba(X))
+
+
+def test_save_replaces_the_run_a_folder_holds_checkpoints_included(tmp_path):
+    X, y = shape_series(24, T=8)
+    params = {"hidden_size": 4, "epochs": 1, "batch_size": 8, "validation_fraction": 0.0}
+    run = tmp_path / "run"
+    SeriesClassifier(**params, n_models=2).fit(X, y, run_dir=run)
+    assert list(run.glob("member-*/checkpoint*"))
+    other = SeriesClassifier(**params, seed=1, n_models=1).fit(X, y)
+    other.save(run)
+    assert not list(run.rglob("checkpoint*")) and not list(run.rglob("member-*/*.safetensors"))
+    config = json.loads((run / "config.json").read_text())
+    assert config["inputs"] == {} and config["n_models"] == 1
+    np.testing.assert_array_equal(
+        SeriesClassifier.load(run).predict_proba(X), other.predict_proba(X)
+    )
+    with pytest.raises(RunFolderError, match=r"inputs\.train: not saved"):
+        SeriesClassifier(**params, seed=1, n_models=1).fit(X, y, run_dir=run, resume=True)
+    with pytest.raises(RunFolderError, match=r"holds a 'series-classifier' run.*'forecaster'"):
+        Forecaster(hidden_size=4, epochs=1, n_models=1, history=4, highway=0).fit(X[0, :, 0]).save(
+            run
+        )

@@ -79,6 +79,19 @@ def test_config_checks():
         ex.ExperimentConfig.from_dict({"epochs": 3})
 
 
+def test_an_old_gru_config_with_a_variant_and_fused_still_loads(caplog):
+    # as gatelab wrote it before a GRU/RNN refused variant/backend='fused' (both ignored)
+    old = {**ex.ExperimentConfig(model="gru").to_dict(), "variant": "nfg", "backend": "fused"}
+    with pytest.raises(ValueError, match="variant='nfg' applies to model='lstm' only"):
+        ex.ExperimentConfig(**old)
+    with caplog.at_level("WARNING", logger="gatelab.experiments"):
+        c = ex.ExperimentConfig.from_dict(old)
+    assert (c.model, c.variant, c.backend) == ("gru", "standard", "auto")
+    assert "variant='nfg'" in caplog.text and "backend='fused'" in caplog.text
+    lstm = {**old, "model": "lstm"}
+    assert ex.ExperimentConfig.from_dict(lstm).backend == "fused"
+
+
 def test_chrono_init():
     torch.manual_seed(0)
     lstm = gatelab.LSTM(2, 50, num_layers=2, bidirectional=True)

@@ -501,6 +501,31 @@ def test_to_keras_weights_refuses_what_keras_cannot_hold(tmp_path):
     assert not list(tmp_path.iterdir())  # nothing half-written
 
 
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_to_keras_weights_writes_atomically_honouring_the_umask(tmp_path, monkeypatch, mask):
+    pytest.importorskip("h5py")
+    import gatelab.runs
+
+    synced, fsync_dir = [], gatelab.runs._fsync_dir
+    monkeypatch.setattr(gatelab.runs, "_fsync_dir", lambda d: (synced.append(d), fsync_dir(d)))
+    lstm = gatelab.LSTM(3, 4, batch_first=True)
+    randomize_torch(lstm, 1)
+    old = os.umask(mask)
+    try:
+        gatelab.to_keras_weights(lstm, tmp_path / "w.weights.h5")
+    finally:
+        os.umask(old)
+    path = tmp_path / "w.weights.h5"
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~mask
+    assert synced == [tmp_path] and os.listdir(tmp_path) == ["w.weights.h5"]
+    fresh = gatelab.LSTM(3, 4, batch_first=True)
+    gatelab.from_keras(path, into=[fresh])
+    a, b = lstm.state_dict(), fresh.state_dict()  # Keras holds one bias: b_ih + b_hh
+    for name in ("weight_ih_l0", "weight_hh_l0"):
+        assert torch.equal(a[name], b[name]), name
+    torch.testing.assert_close(a["bias_ih_l0"] + a["bias_hh_l0"], b["bias_ih_l0"] + b["bias_hh_l0"])
+
+
 def test_missing_h5py_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "h5py", None)
     with pytest.raises(ImportError, match=r"pip install gatelab\[interop\]"):

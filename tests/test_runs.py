@@ -122,6 +122,37 @@ def test_a_lock_of_a_live_process_refuses_and_cannot_be_cleared(tmp_path):
         sleeper.wait()
 
 
+def test_a_folder_inside_one_another_process_holds_is_refused(tmp_path):
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from gatelab.runs import run_lock\n"
+            f"with run_lock({str(run)!r}):\n"
+            "    print('held', flush=True); sys.stdin.readline()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(runs.__file__).parents[1])},
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        for inner in (run / "member-0", run / "a" / "b" / "c"):
+            with pytest.raises(RunLockedError, match=rf"inside a locked one.*{holder.pid}"):
+                with run_lock(inner):
+                    pass
+            assert not (inner / LOCK_FILE).exists()  # ours was released
+        with run_lock(run / "a" / "b" / "c" / "d"):  # beyond three levels: not covered
+            pass
+    finally:
+        holder.communicate("\n", timeout=30)
+    assert holder.returncode == 0
+    with run_lock(run / "member-0"):  # free once the holder ends
+        pass
+
+
 def test_unreadable_and_foreign_locks_name_the_file(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
@@ -254,6 +285,28 @@ def test_fingerprints_and_differences():
     )
 
 
+def test_fingerprint_tensors_hashes_the_bytes_without_copying_them():
+    import hashlib
+    import tracemalloc
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1 << 20, generator=g)  # 4 MiB
+    ids = torch.arange(6, dtype=torch.int64).reshape(2, 3).t()  # not contiguous
+    empty = torch.zeros(0, 3)
+    want = hashlib.sha256()
+    for t in (x, ids.contiguous(), empty):
+        want.update(f"{t.dtype}{tuple(t.shape)};".encode())
+        want.update(t.numpy().tobytes())
+    tracemalloc.start()
+    try:
+        got = runs.fingerprint_tensors(x, None, ids, empty)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert got == {"size": 4 * (1 << 20) + 8 * 6, "sha256": want.hexdigest()}
+    assert peak < (1 << 20), f"{peak} bytes allocated: the data were copied"
+
+
 # ----------------------------------------------------------------- char LM and translator runs
 
 
@@ -373,6 +426,22 @@ def test_an_estimator_does_not_overwrite_a_finished_run_unless_asked(tmp_path):
     assert first is not again
     with pytest.raises(ValueError, match="contradict"):
         SeriesClassifier(**params).fit(X, y, run_dir=tmp_path / "r2", resume=True, overwrite=True)
+
+
+def test_overwrite_refuses_a_run_of_another_task_kind(tmp_path):
+    run = tmp_path / "run"
+    with run_lock(run):
+        runs.write_config(run, "char-lm", model={"hidden_size": 12})
+    atomic_write_tensors(run / runs.WEIGHTS_FILE, {"w": torch.ones(2)})
+    X, y = shape_series(24, T=8)
+    params = {"hidden_size": 4, "epochs": 1, "batch_size": 8, "validation_fraction": 0.0}
+    kinds = r"'char-lm' run.*'series-classifier' run"
+    with pytest.raises(RunFolderError, match=rf"'{run}' holds a {kinds}"):
+        SeriesClassifier(**params).fit(X, y, run_dir=run, overwrite=True)
+    with run_lock(run), pytest.raises(RunFolderError, match=r"'char-lm' run.*'synthetic' run"):
+        runs.start_run(run, "synthetic", {}, resume=False, overwrite=True)
+    assert runs.read_config(run)["task"] == "char-lm"
+    assert torch.equal(_weights(run)["w"], torch.ones(2))
 
 
 def test_an_estimator_resume_refuses_other_data(tmp_path):

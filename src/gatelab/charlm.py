@@ -439,7 +439,20 @@ def _disk_windows(
 
 
 def split_point(n_chars: int, valid_fraction: float = 0.1) -> int:
-    """Where a text of ``n_chars`` splits into ``1 - f`` training and ``f`` held-out text."""
+    """Where a text of ``n_chars`` splits into ``1 - f`` training and ``f`` held-out text.
+
+    Raises:
+        ValueError: ``valid_fraction`` is not a number in (0, 1).
+        DataError: the text is too short to leave 2 characters on each side.
+    """
+    if (
+        isinstance(valid_fraction, bool)
+        or not isinstance(valid_fraction, (int, float))
+        or not 0.0 < valid_fraction < 1.0
+    ):
+        raise ValueError(
+            f"valid_fraction={valid_fraction!r}; expected a number with 0 < valid_fraction < 1"
+        )
     cut = round(n_chars * (1.0 - valid_fraction))
     if cut < 2 or n_chars - cut < 2:
         raise DataError(

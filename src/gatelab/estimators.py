@@ -279,11 +279,19 @@ class _LSTMEstimator(BaseEstimator):
             )
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the fitted estimator as a run folder ``path`` (created if needed)."""
+        """Write the fitted estimator as a run folder ``path`` (created if needed).
+
+        A run of this kind already in ``path`` is replaced (saving is the request), its
+        checkpoints and members' files included, so that no resume continues a training
+        this save did not write; a run of another kind is refused (RunFolderError). The
+        config records no input data (``"inputs": {}``): a ``fit(path, resume=True)``
+        with data is refused, since the data cannot be checked.
+        """
         self._check_fitted()
         run = Path(path)
         with run_lock(run):
-            self._write_config(run, self.model_config_, self.train_config_)
+            start_run(run, self.task, {}, resume=False, overwrite=True)
+            self._write_config(run, self.model_config_, self.train_config_, inputs={})
             self._write_results(run)
         return run
 

@@ -461,6 +461,22 @@ class ExperimentConfig:
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"unknown experiment config keys {unknown}; expected {sorted(names)}")
+        d = dict(d)
+        if d.get("model", "lstm") != "lstm":
+            # run folders written before these were refused: a GRU/RNN ignored the variant
+            # and ran backend 'fused' as 'auto'
+            for key, old, value in (("variant", None, "standard"), ("backend", "fused", "auto")):
+                if key in d and d[key] != value and old in (None, d[key]):
+                    log.warning(
+                        "the experiment config has model=%r with %s=%r, which had no effect "
+                        "(a run folder from an older gatelab); read as %s=%r",
+                        d["model"],
+                        key,
+                        d[key],
+                        key,
+                        value,
+                    )
+                    d[key] = value
         return cls(**d)
 
 

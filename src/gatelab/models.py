@@ -17,6 +17,7 @@ One :class:`ModelConfig`, passed whole and JSON-serialisable, describes any of t
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .cells import PRESETS
 from .layers import BACKENDS, LSTM
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "KINDS",
@@ -181,7 +184,10 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        """The config a :meth:`to_dict` wrote; unknown keys are an error."""
+        """The config a :meth:`to_dict` wrote; unknown keys are an error.
+
+        A saved ``lstm_dropout > 0`` with ``num_layers=1`` (older run folders; it had no
+        effect) is read as 0 with a logged warning; a new config refuses it."""
         if not isinstance(d, dict):
             raise TypeError(f"a model config must be a dict, got {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
@@ -190,6 +196,16 @@ class ModelConfig:
             raise ValueError(
                 f"unknown model config keys {unknown}; expected some of {sorted(names)}"
             )
+        d = dict(d)
+        if d.get("lstm_dropout", 0.0) and d.get("num_layers", 1) == 1:
+            # run folders written before one-layer lstm_dropout was refused: it had no
+            # effect (zeroed), so it is read as 0
+            logger.warning(
+                "the model config has lstm_dropout=%r with num_layers=1, which has no effect "
+                "(a run folder from an older gatelab); read as lstm_dropout=0",
+                d["lstm_dropout"],
+            )
+            d["lstm_dropout"] = 0.0
         return cls(**d)
 
 

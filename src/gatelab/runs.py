@@ -525,20 +525,38 @@ def _release(path: Path) -> None:
         logger.warning("the lock '%s' is no longer this process's; left as it is", path)
 
 
+_ANCESTOR_LEVELS = 3  # how far up a lock covers: member-K folders sit one level down
+
+
+def _ancestor_lock(key: Path) -> str | None:
+    """The message for a live lock of another process on a folder up to
+    ``_ANCESTOR_LEVELS`` above ``key`` (or on another host), else None."""
+    for parent in key.parents[:_ANCESTOR_LEVELS]:
+        path = parent / LOCK_FILE
+        state, record = _lock_state(path)
+        if state == "elsewhere" or (state == "alive" and record["pid"] != os.getpid()):
+            return f"run folder '{key}' is inside a locked one: " + _lock_message(
+                path, state, record
+            )
+    return None
+
+
 @contextlib.contextmanager
 def run_lock(folder: str | os.PathLike) -> Iterator[Path]:
     """Hold ``folder`` (created if needed) for this process: ``with run_lock(d): ...``.
 
     Takes ``folder/.lock`` (pid, host, process start and time), then removes what a killed
     writer left (:func:`clean_folder`); on leaving, releases the lock. Re-entrant: a
-    thread that holds a folder, or a folder above it, passes straight through.
+    thread that holds a folder, or a folder above it, passes straight through. A folder
+    up to three levels below one another process holds (an ensemble's ``member-K``) is
+    refused too.
 
     On a distributed job's ranks other than 0 it takes nothing and touches nothing:
     rank 0 holds the folder for the job.
 
     Raises:
-        RunLockedError: another process holds the folder, or a dead process left its lock
-            (the message says which, and how to clear a stale lock).
+        RunLockedError: another process holds the folder or a folder above it, or a dead
+            process left its lock (the message says which, and how to clear a stale lock).
     """
     folder = Path(folder)
     if not is_writer():
@@ -553,6 +571,10 @@ def run_lock(folder: str | os.PathLike) -> Iterator[Path]:
         return
     path = key / LOCK_FILE
     _acquire(path)
+    above = _ancestor_lock(key)  # after taking ours: a racing parent's lock is seen
+    if above is not None:
+        _release(path)
+        raise RunLockedError(above)
     with _held_guard:
         _held[key] = (os.getpid(), threading.get_ident())
     try:
@@ -648,9 +670,10 @@ def fingerprint_tensors(*tensors: Tensor | None) -> dict[str, Any]:
             continue
         t = t.detach().cpu().contiguous()
         digest.update(f"{t.dtype}{tuple(t.shape)};".encode())
-        data = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
-        digest.update(data)
-        size += len(data)
+        if t.numel():  # hashed through the buffer protocol: no copy of the data
+            data = t.view(torch.uint8).numpy()
+            digest.update(data)
+            size += data.nbytes
     return {"size": size, "sha256": digest.hexdigest()}
 
 
@@ -752,7 +775,8 @@ def start_run(
 
     Raises:
         RunFolderError: a run is there and neither ``resume`` nor ``overwrite`` was
-            given; or ``resume`` with other options or data (each difference listed).
+            given; ``overwrite`` on a run of another task kind; or ``resume`` with other
+            options or data (each difference listed).
     """
     run_dir = Path(run_dir)
     if resume and overwrite:
@@ -773,6 +797,18 @@ def start_run(
             f"run folder '{run_dir}' already holds a run; pass --resume (resume=True) to "
             "continue it, overwrite=True to replace it, or choose another folder"
         )
+    if exists:  # overwrite: only a run of this task kind
+        try:
+            held = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            held = None  # a corrupt config: no kind to protect
+        kind = held.get("task") if isinstance(held, dict) else None
+        if kind is not None and kind != task:
+            raise RunFolderError(
+                f"run folder '{run_dir}' holds a {kind!r} run; overwrite=True replaces only a "
+                f"run of the same kind, and this is a {task!r} run. Delete the folder by hand "
+                "or choose another one"
+            )
     if resume:
         logger.info("no run to resume in '%s' (no %s); starting a new one", run_dir, CONFIG_FILE)
     _clear_run(run_dir)

@@ -194,7 +194,7 @@ def test_copy_task_defaults() -> None:
 
 
 def test_task_registry() -> None:
-    assert sorted(TASKS) == ["adding", "copy", "temporal_order"]
+    assert sorted(TASKS) == ["adding", "copy", "cycle_navigation", "parity", "temporal_order"]
     assert get_task("adding") is adding_problem
     with pytest.raises(DataError, match="unknown task 'add'; valid tasks: adding, copy"):
         get_task("add")

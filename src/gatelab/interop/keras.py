@@ -43,7 +43,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import zipfile
 from collections import OrderedDict
 from collections.abc import Callable
@@ -59,6 +58,7 @@ from torch import Tensor, nn
 from ..cells import CellSpec
 from ..errors import DataError
 from ..layers import GRU, LSTM, RNN
+from ..runs import atomic_write_bytes
 
 __all__ = [
     "DENSE_ACTIVATIONS",
@@ -962,7 +962,8 @@ def to_keras_weights(
             computes: standard, ``tanh_gates`` (``recurrent_activation="tanh"``), with
             identity candidate and output (``activation="linear"``) or not; no projection.
         path: the file to write; its name must end in ``.weights.h5`` (Keras's rule). It is
-            written to a temporary file first and then renamed, so it is never half-written.
+            written atomically (:func:`gatelab.runs.atomic_write_bytes`: a temporary file,
+            fsync, rename), so it is never half-written, and it honours the umask.
 
     Returns:
         The Keras layers with weights, in order, as Keras serializes them
@@ -982,22 +983,17 @@ def to_keras_weights(
         raise ValueError(f"module {type(module).__name__} has no layers with weights to write")
     h5py = _h5py()
     keys = _layer_keys([layer.keras_class for layer in plan])
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as h5:
+        h5.create_group("vars").attrs["name"] = "gatelab"
+        layers = h5.create_group("layers")
+        for key, layer in zip(keys, plan):
+            layers.create_group(f"{key}/vars").attrs["name"] = key
+            for slot in layer.slots:
+                group = layers.require_group(f"{key}/{slot.group}")
+                for i, value in enumerate(slot.get()):
+                    group.create_dataset(str(i), data=value.detach().cpu().numpy())
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as h5:
-            h5.create_group("vars").attrs["name"] = "gatelab"
-            layers = h5.create_group("layers")
-            for key, layer in zip(keys, plan):
-                layers.create_group(f"{key}/vars").attrs["name"] = key
-                for slot in layer.slots:
-                    group = layers.require_group(f"{key}/{slot.group}")
-                    for i, value in enumerate(slot.get()):
-                        group.create_dataset(str(i), data=value.detach().cpu().numpy())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write_bytes(path, buffer.getvalue())
     log.info("wrote %d Keras layers to %s", len(plan), path)
     return [layer.config for layer in plan]
