@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
 OPSETS = range(17, 22)  # LayerNormalization needs 17; tested on 17 and 20
+SUPPORTED_PARTS: tuple[str, ...] = ()  # model parts beyond the LSTM -> Dense core
+FORECASTER_PARTS = False  # the forecaster's linear part and input transform
 RUN_TASKS = ("text-classifier", "series-classifier", "forecaster", "char-lm")
 IO_NAMES = (  # graph inputs and outputs; no inner value takes these names
     *("input", "h0", "c0", "lengths", "ids", "series", "window"),
@@ -206,6 +208,25 @@ def _linear(b: Builder, x: str, layer: nn.Linear, hint: str) -> str:
     if layer.bias is not None:
         y = b.op("Add", [y, b.const(layer.bias, f"{hint}_bias")], hint)
     return y
+
+
+def _refuse_model_parts(model: nn.Module, what: str = "") -> None:
+    """Refuse the model parts the exporter does not express, never export them as
+    something else."""
+    members = model.members if _is_ensemble(model) else [model]
+    for m in members:
+        c = getattr(m, "config", None)
+        if c is None:
+            continue
+        for present, part in (
+            (c.patch > 1, f"patch front end (patch={c.patch})"),
+            (bool(c.conv_channels), f"convolutional branch (conv_channels={c.conv_channels})"),
+        ):
+            if present and part.split(" (")[0] not in SUPPORTED_PARTS:
+                raise TypeError(
+                    f"cannot export {what or type(m).__name__}: the ONNX exporter does not "
+                    f"express the model's {part} yet"
+                )
 
 
 def _sequence_model(b: Builder, model: _SequenceModel, x: str, lengths: str | None) -> str:
@@ -472,6 +493,7 @@ def to_onnx(
         out_names = ["output", "h_n", "c_n"][: len(outputs)]
         dyn = [{1 - time_axis: "batch", time_axis: "time"}] + [{1: "batch"}] * (len(outputs) - 1)
     elif isinstance(module, _SequenceModel) or _is_ensemble(module):
+        _refuse_model_parts(module)
         in_ports = _model_ports(module, inputs)
         examples = _example_outputs(module, inputs, "model")
         lengths = "lengths" if len(inputs) == 2 else None
@@ -563,6 +585,20 @@ def export_run(
 
         est = ESTIMATORS[task].load(run)
         model = est.model_.cpu().eval()
+        what = f"the {task} run '{run}'"
+        if task == "series-classifier":
+            what = f"the series-classifier run '{run}' (architecture {est.architecture_!r})"
+            if getattr(est, "level_scaler_", None) is not None and "level" not in SUPPORTED_PARTS:
+                raise RunFolderError(
+                    f"cannot export {what}: the ONNX exporter does not express the series "
+                    "classifier's level and log-scale channels (level.json) yet"
+                )
+        try:
+            _refuse_model_parts(model, what)
+        except TypeError as err:
+            raise RunFolderError(
+                str(err).replace("model's", f"{task.replace('-', ' ')}'s")
+            ) from None
         meta["labels"] = json.dumps([str(c) for c in est.classes_])
         x_name = "ids" if task == "text-classifier" else "series"
         C = model.config.input_size
@@ -582,6 +618,16 @@ def export_run(
 
         est = Forecaster.load(run)
         model = est.model_.cpu().eval()
+        if not FORECASTER_PARTS:
+            part = (
+                "linear AR part"
+                if est.linear_ is not None
+                else "input transform (input_ centre and scale)"
+            )
+            raise RunFolderError(
+                f"cannot export the forecaster run '{run}': the ONNX exporter does not "
+                f"express the forecaster's {part} yet"
+            )
         in_ports = [_Port("window", torch.zeros(2, est.history), {0: "batch"})]
         mean, scale = float(est.scaler_.mean), float(est.scaler_.scale)
         x = b.op("Div", [b.op("Sub", ["window", b.const(mean, "mean")]), b.const(scale, "scale")])
