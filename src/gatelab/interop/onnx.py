@@ -22,6 +22,7 @@ reverse direction reads each sequence reversed within its own length
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -45,7 +46,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_OPSET = 17
 OPSETS = range(17, 22)  # LayerNormalization needs 17; tested on 17 and 20
 SUPPORTED_PARTS: tuple[str, ...] = ()  # model parts beyond the LSTM -> Dense core
-FORECASTER_PARTS = False  # the forecaster's linear part and input transform
 RUN_TASKS = ("text-classifier", "series-classifier", "forecaster", "char-lm")
 IO_NAMES = (  # graph inputs and outputs; no inner value takes these names
     *("input", "h0", "c0", "lengths", "ids", "series", "window"),
@@ -554,6 +554,62 @@ def _series_normalize(b: Builder, x: str, lengths: str, how: str | None, scaler)
     return b.op("Div", [d, std])
 
 
+def _linear_affine(linear, horizon: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """The linear part as one affine map of its (transformed) inputs: ``(W, M (W, horizon),
+    c (horizon,))`` with ``forecast = z[:, -W:] @ M + c`` on ``z`` = the window or its log.
+
+    A recursive AR on differences is linear in the values it reads (differencing and its
+    inverse are linear, and so is each step of the recursion), so ``M`` and ``c`` are read
+    off the forecast of zero and unit windows in float64."""
+    if linear.kind == "direct":
+        return (
+            linear.width,
+            np.asarray(linear.coef, dtype=np.float64),
+            np.asarray(linear.const, dtype=np.float64),
+        )
+    on_z = dataclasses.replace(linear, log=False)
+    W = linear.window
+    c = on_z.forecast(np.zeros((1, W)), horizon)[0]
+    M = on_z.forecast(np.eye(W), horizon) - c  # (W, horizon): row j = unit value at step j
+    return W, M, c
+
+
+def _forecaster_graph(b: Builder, est, model: nn.Module, window: str) -> str:
+    """Raw windows ``(B, history)`` -> forecasts ``(B, horizon)`` as
+    :meth:`gatelab.Forecaster.predict` computes them: the linear part plus the network's
+    term (its weight is folded into the head), each from its own transform of the window."""
+
+    def tail(x: str, k: int) -> str:
+        return b.op("Slice", [x, b.ints([-k]), b.ints([2**62]), b.ints([1])])
+
+    def log(x: str) -> str:
+        return b.op("Log", [b.op("Max", [x, b.const(1e-12, "log_floor")])])
+
+    parts = est.input_
+    z = tail(window, est.network_steps_)
+    if parts["log"]:
+        z = log(z)
+    if parts["mode"] == "level":
+        z = b.op("Sub", [z, tail(z, 1)])  # minus the window's last value
+    else:
+        z = b.op("Sub", [z, b.const(float(parts["center"]), "input_center")])
+    z = b.op("Div", [z, b.const(float(parts["scale"]), "input_scale")], "network_input")
+    net = _model_outputs(b, model, b.unsqueeze(z, [2]), None)  # (B, horizon), scaled
+    scale = b.const(np.asarray(est.scaler_.scale, dtype=np.float64), "resid_scale")
+    net = b.op("Mul", [net, scale])
+    net = b.op("Add", [net, b.const(np.asarray(est.scaler_.mean, dtype=np.float64), "resid_mean")])
+    if est.linear_ is None:
+        return net
+    W, M, c = _linear_affine(est.linear_, est.horizon)
+    zl = tail(window, W)
+    if est.linear_.log:
+        zl = log(zl)
+    lin = b.op("Add", [b.op("MatMul", [zl, b.const(M, "linear_M")]), b.const(c, "linear_c")])
+    if est.linear_.log:
+        lin = b.op("Exp", [lin])
+    return b.op("Add", [lin, net], "forecast_sum")
+
+
 def export_run(
     run_dir: str | os.PathLike, path: str | os.PathLike, *, opset: int = DEFAULT_OPSET
 ) -> Path:
@@ -618,21 +674,8 @@ def export_run(
 
         est = Forecaster.load(run)
         model = est.model_.cpu().eval()
-        if not FORECASTER_PARTS:
-            part = (
-                "linear AR part"
-                if est.linear_ is not None
-                else "input transform (input_ centre and scale)"
-            )
-            raise RunFolderError(
-                f"cannot export the forecaster run '{run}': the ONNX exporter does not "
-                f"express the forecaster's {part} yet"
-            )
-        in_ports = [_Port("window", torch.zeros(2, est.history), {0: "batch"})]
-        mean, scale = float(est.scaler_.mean), float(est.scaler_.scale)
-        x = b.op("Div", [b.op("Sub", ["window", b.const(mean, "mean")]), b.const(scale, "scale")])
-        y = _model_outputs(b, model, b.unsqueeze(x, [2]), None)  # (B, horizon), scaled
-        outputs = [b.op("Add", [b.op("Mul", [y, b.const(scale, "scale")]), b.const(mean, "mean")])]
+        in_ports = [_Port("window", torch.zeros(2, est.history_steps_), {0: "batch"})]
+        outputs = [_forecaster_graph(b, est, model, "window")]
         out_ports = [_Port("forecast", torch.zeros(2, est.horizon), {0: "batch"})]
     elif task == "char-lm":
         from ..seqtasks import load_char_lm
