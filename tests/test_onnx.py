@@ -380,20 +380,44 @@ def test_text_classifier_run_exports_probabilities(tmp_path):
     assert json.loads(meta["labels"]) == [str(c) for c in est.classes_]
 
 
-@pytest.mark.xfail(raises=RunFolderError, strict=True, reason="refused until built")
-def test_series_classifier_run_exports_normalisation_and_padding(tmp_path):
-    X, y = shape_series(40, T=12)
-    est = gatelab.SeriesClassifier(**TINY).fit(X, y)
-    est.save(tmp_path / "run")
-    export_run(tmp_path / "run", tmp_path / "series.onnx")
-    rng = np.random.default_rng(1)
-    series = [rng.normal(size=(n, 1)) * 3 + 5 for n in (12, 5, 9, 1)]  # ragged, one step
-    lengths = torch.tensor([len(s) for s in series])
-    padded = torch.zeros(len(series), 12, 1)
+def _ragged(lengths, channels=1, seed=1):
+    rng = np.random.default_rng(seed)
+    series = [rng.normal(size=(n, channels)) * 3 + 5 for n in lengths]
+    padded = torch.zeros(len(series), max(lengths), channels)
     for i, s in enumerate(series):
         padded[i, : len(s)] = torch.from_numpy(s).float()
+    return series, padded, torch.tensor(lengths)
+
+
+@pytest.mark.parametrize(
+    ("kw", "T", "lengths"),
+    [
+        (dict(), 12, (12, 5, 9, 1)),  # the defaults: inner CV, level channels
+        (dict(architecture="lstm-fcn"), 300, (300, 7, 150, 1, 299)),  # patch 5, conv pool 3
+        (dict(architecture="lstm", patch=4, embedding_dim=4, pooling="max"), 12, (12, 3, 9, 1)),
+        (
+            dict(architecture="lstm-fcn", normalize="global", pooling="mean", conv_width=4),
+            20,
+            (20, 6, 13, 2),
+        ),
+        (dict(architecture="lstm-fcn", normalize=None, patch=3, embedding_dim=4), 14, (14, 4, 1)),
+    ],
+    ids=["defaults", "fcn-long", "lstm-patch", "fcn-global", "fcn-raw-patch"],
+)
+def test_series_classifier_run_exports_normalisation_and_padding(tmp_path, kw, T, lengths):
+    """Patches, level channels, the convolutional branch with masked batch norm and input
+    pooling, on padded batches of unequal lengths: the run's predict_proba is the oracle."""
+    X, y = shape_series(24 if T > 100 else 40, T=T)
+    est = gatelab.SeriesClassifier(**{**TINY, **kw}).fit(X * 3 + 5, y)
+    est.save(tmp_path / "run")
+    export_run(tmp_path / "run", tmp_path / "series.onnx")
+    series, padded, lengths = _ragged(list(lengths))
     got = run_onnx(tmp_path / "series.onnx", {"series": padded, "lengths": lengths})[0]
     close(got, torch.from_numpy(est.predict_proba(series)).float(), "probabilities")
+    # the same series in a longer padded batch: padding changes nothing
+    wider = torch.cat([padded, torch.full((len(series), 5, 1), 7.0)], dim=1)
+    got_wider = run_onnx(tmp_path / "series.onnx", {"series": wider, "lengths": lengths})[0]
+    close(got_wider, got, "wider padding")
 
 
 def _members(est):
@@ -446,48 +470,25 @@ def test_forecaster_run_exports_raw_values_in_and_out(tmp_path, kind, horizon):
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
-REFUSE = dict(hidden_size=4, batch_size=16, lr=1e-2, n_models=1, epochs=1)
-
-
-@pytest.mark.parametrize(
-    ("make", "part"),
-    [
-        (
-            lambda: gatelab.SeriesClassifier(architecture="lstm-fcn", normalize=None, **REFUSE),
-            "series classifier's convolutional branch",
-        ),
-        (
-            lambda: gatelab.SeriesClassifier(
-                architecture="lstm", patch=4, embedding_dim=4, normalize=None, **REFUSE
-            ),
-            "series classifier's patch front end",
-        ),
-        (
-            lambda: gatelab.SeriesClassifier(architecture="lstm", **REFUSE),
-            "series classifier's level and log-scale channels",
-        ),
-    ],
-    ids=["fcn", "patch", "level"],
-)
-def test_run_parts_the_exporter_cannot_express_are_refused(tmp_path, make, part):
-    """Never a silently wrong graph: a part the exporter does not build is named."""
-    est = make()
-    est.fit(*shape_series(24, T=12))
-    est.save(tmp_path / "run")
-    with pytest.raises(RunFolderError, match=part):
-        export_run(tmp_path / "run", tmp_path / "m.onnx")
-    assert not (tmp_path / "m.onnx").exists()
-
-
-def test_to_onnx_refuses_a_model_with_patches_or_a_conv_branch(tmp_path):
-    for extra, part in (
-        (dict(patch=3, embedding_dim=4), "patch front end"),
-        (dict(conv_channels=[4, 4]), "convolutional branch"),
-    ):
-        model = SequenceClassifier(ModelConfig(input_size=2, hidden_size=4, output_size=3, **extra))
-        with pytest.raises(TypeError, match=part):
-            to_onnx(model, tmp_path / "m.onnx", (torch.randn(2, 7, 2),))
-        assert not (tmp_path / "m.onnx").exists()
+def test_to_onnx_exports_a_model_with_patches_and_a_conv_branch(tmp_path):
+    config = ModelConfig(
+        input_size=2, hidden_size=4, output_size=3, patch=3, embedding_dim=4, conv_channels=[3, 5]
+    )
+    model = SequenceClassifier(config).eval()
+    with torch.no_grad():
+        for norm in model.conv.norms:  # batch norm statistics that matter
+            norm.running_mean.normal_()
+            norm.running_var.uniform_(0.5, 2.0)
+    x, lengths = torch.randn(3, 10, 2), torch.tensor([10, 4, 1])
+    x[1, 4:], x[2, 1:] = 0.0, 0.0  # the model reads zero padding
+    to_onnx(model, tmp_path / "m.onnx", (x, lengths))
+    with torch.no_grad():
+        want = model(x, lengths)
+    close(run_onnx(tmp_path / "m.onnx", {"input": x, "lengths": lengths})[0], want, "logits")
+    to_onnx(model, tmp_path / "full.onnx", (x,))
+    with torch.no_grad():
+        want = model(x)
+    close(run_onnx(tmp_path / "full.onnx", {"input": x})[0], want, "logits, no lengths")
 
 
 runner = CliRunner()

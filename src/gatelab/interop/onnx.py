@@ -45,7 +45,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
 OPSETS = range(17, 22)  # LayerNormalization needs 17; tested on 17 and 20
-SUPPORTED_PARTS: tuple[str, ...] = ()  # model parts beyond the LSTM -> Dense core
 RUN_TASKS = ("text-classifier", "series-classifier", "forecaster", "char-lm")
 IO_NAMES = (  # graph inputs and outputs; no inner value takes these names
     *("input", "h0", "c0", "lengths", "ids", "series", "window"),
@@ -210,31 +209,82 @@ def _linear(b: Builder, x: str, layer: nn.Linear, hint: str) -> str:
     return y
 
 
-def _refuse_model_parts(model: nn.Module, what: str = "") -> None:
-    """Refuse the model parts the exporter does not express, never export them as
-    something else."""
-    members = model.members if _is_ensemble(model) else [model]
-    for m in members:
-        c = getattr(m, "config", None)
-        if c is None:
-            continue
-        for present, part in (
-            (c.patch > 1, f"patch front end (patch={c.patch})"),
-            (bool(c.conv_channels), f"convolutional branch (conv_channels={c.conv_channels})"),
-        ):
-            if present and part.split(" (")[0] not in SUPPORTED_PARTS:
-                raise TypeError(
-                    f"cannot export {what or type(m).__name__}: the ONNX exporter does not "
-                    f"express the model's {part} yet"
-                )
+def _step_mask(b: Builder, x: str, lengths: str, axis: int) -> str:
+    """``(B, T)`` bool: step ``t`` of row ``b`` is real, ``T = x.shape[axis]``."""
+    T = b.squeeze(b.dim(x, axis), [0])
+    steps = b.unsqueeze(b.op("Range", [b.ints(0), T, b.ints(1)]), [0])  # (1, T)
+    return b.op("Less", [steps, b.unsqueeze(lengths, [1])])
+
+
+def _ceil_div(b: Builder, lengths: str, k: int) -> str:
+    return b.op("Div", [b.op("Add", [lengths, b.ints(k - 1)]), b.ints(k)])
+
+
+def _patches(b: Builder, model: _SequenceModel, x: str) -> str:
+    """The patch projection: ``x (B, T, C)`` -> ``(B, ceil(T / patch), E)``; zeros complete
+    the last patch (the Conv's end padding of ``patch - 1``)."""
+    p = model.config.patch
+    conv = model.patch_projection
+    xt = b.op("Transpose", [x], perm=[0, 2, 1])  # (B, C, T)
+    y = b.op(
+        "Conv",
+        [xt, b.const(conv.weight, "patch_weight"), b.const(conv.bias, "patch_bias")],
+        "patches",
+        kernel_shape=[p],
+        strides=[p],
+        pads=[0, p - 1],
+    )
+    return b.op("Transpose", [y], perm=[0, 2, 1])  # (B, ceil(T / p), E)
+
+
+def _conv_branch(b: Builder, branch, x: str, lengths: str) -> str:
+    """:class:`gatelab.models.ConvBranch` in eval mode: ``x (B, T, C)``, ``lengths (B,)``
+    -> ``(B, channels[-1])``. Batch norm in eval mode is an affine map per channel, folded
+    into the convolution; padded steps are zeroed after every block."""
+    h = b.op("Transpose", [x], perm=[0, 2, 1])  # (B, C, T)
+    if branch.pool > 1:
+        k = branch.pool
+        real = b.op("Cast", [b.unsqueeze(_step_mask(b, h, lengths, 2), [1])], to=1)  # (B, 1, T)
+        attrs = dict(kernel_shape=[k], strides=[k], pads=[0, k - 1], count_include_pad=1)
+        num = b.op("AveragePool", [b.op("Mul", [h, real])], **attrs)
+        den = b.op("Max", [b.op("AveragePool", [real], **attrs), b.const(1e-12, "tiny")])
+        h = b.op("Div", [num, den], "pooled_input")  # (B, C, ceil(T / k))
+        lengths = _ceil_div(b, lengths, k)
+    m = b.op("Cast", [b.unsqueeze(_step_mask(b, h, lengths, 2), [1])], to=1)  # (B, 1, T')
+    h = b.op("Mul", [h, m])
+    for n, (conv, norm) in enumerate(zip(branch.convs, branch.norms)):
+        k = conv.kernel_size[0]
+        a = norm.weight.detach().double() / torch.sqrt(norm.running_var.double() + norm.eps)
+        shift = norm.bias.detach().double() - norm.running_mean.double() * a
+        w = conv.weight.detach().double() * a[:, None, None]
+        bias = conv.bias.detach().double() * a + shift
+        h = b.op(
+            "Conv",
+            [h, b.const(w, f"conv{n}_weight"), b.const(bias, f"conv{n}_bias")],
+            f"conv{n}",
+            kernel_shape=[k],
+            pads=[(k - 1) // 2, k // 2],
+        )
+        h = b.op("Relu", [b.op("Mul", [h, m])])  # (B, F, T'), padding 0
+    n = b.op("Cast", [b.unsqueeze(lengths, [1])], to=1)  # (B, 1)
+    return b.op("Div", [b.reduce("ReduceSum", h, [2]), n], "conv_features")  # (B, F)
 
 
 def _sequence_model(b: Builder, model: _SequenceModel, x: str, lengths: str | None) -> str:
     """The graph of one LSTM -> Dense model: ``x`` -> outputs ``(B, out)`` before any
     softmax (what ``model(x, lengths)`` returns)."""
     c = model.config
+    extra = []
+    if c.conv_channels:
+        full = lengths
+        if full is None:  # every step real
+            full = b.op("Expand", [b.dim(x, 1), b.dim(x, 0)], "full_lengths")
+        extra.append(_conv_branch(b, model.conv, x, full))
     if c.tokens:
         e = _embed_tokens(b, model, x)  # (B, T, E)
+    elif c.patch > 1:
+        e = _patches(b, model, x)  # (B, ceil(T / patch), E)
+        lengths = None if lengths is None else _ceil_div(b, lengths, c.patch)
     elif c.embedding_dim > 0:
         e = _linear(b, x, model.projection, "projection")
     else:
@@ -259,6 +309,8 @@ def _sequence_model(b: Builder, model: _SequenceModel, x: str, lengths: str | No
             mask = b.unsqueeze(b.op("Less", [steps, b.unsqueeze(lengths, [0])]), [2])
             y = b.op("Where", [mask, y, b.const(-np.inf, "minus_inf")])
         feats = b.reduce("ReduceMax", y, [0])  # (B, D*P)
+    if extra:
+        feats = b.op("Concat", [feats, *extra], "features_all", axis=-1)
     out = _linear(b, feats, model.head, "head")  # (B, out)
     if isinstance(model, ForecastNet) and c.highway:
         k = c.highway
@@ -493,7 +545,6 @@ def to_onnx(
         out_names = ["output", "h_n", "c_n"][: len(outputs)]
         dyn = [{1 - time_axis: "batch", time_axis: "time"}] + [{1: "batch"}] * (len(outputs) - 1)
     elif isinstance(module, _SequenceModel) or _is_ensemble(module):
-        _refuse_model_parts(module)
         in_ports = _model_ports(module, inputs)
         examples = _example_outputs(module, inputs, "model")
         lengths = "lengths" if len(inputs) == 2 else None
@@ -532,26 +583,34 @@ def _meta(module: nn.Module, **extra: str) -> dict[str, str]:
 # --------------------------------------------------------------------------- run folders
 
 
-def _series_normalize(b: Builder, x: str, lengths: str, how: str | None, scaler) -> str:
-    """The SeriesClassifier's normalisation of padded ``x (B, T, C)`` inside the graph."""
-    if how == "global":
-        x = b.op("Sub", [x, b.const(scaler.mean, "scaler_mean")])
-        return b.op("Div", [x, b.const(scaler.scale, "scaler_scale")])
-    if how != "series":
-        return x
+def _series_normalize(b: Builder, x: str, lengths: str, est) -> str:
+    """The SeriesClassifier's normalisation of padded ``x (B, T, C)`` inside the graph,
+    with its level channels (``level.json``) when it has them; padded steps are 0, as in
+    the batches the estimator builds (what the patches and the conv branch read)."""
+    m = b.unsqueeze(b.op("Cast", [_step_mask(b, x, lengths, 1)], to=1), [2])  # (B, T, 1)
+    if est.normalize == "global":
+        x = b.op("Sub", [x, b.const(est.scaler_.mean, "scaler_mean")])
+        return b.op("Mul", [b.op("Div", [x, b.const(est.scaler_.scale, "scaler_scale")]), m])
+    if est.normalize != "series":
+        return b.op("Mul", [x, m])
     # z-normalise each series over its own real steps (population std; 0 -> 1).
-    T = b.squeeze(b.dim(x, 1), [0])
-    steps = b.unsqueeze(b.op("Range", [b.ints(0), T, b.ints(1)]), [0])  # (1, T)
-    mask = b.op("Less", [steps, b.unsqueeze(lengths, [1])])  # (B, T)
-    m = b.unsqueeze(b.op("Cast", [mask], to=1), [2])  # (B, T, 1)
     n = b.unsqueeze(b.op("Cast", [lengths], to=1), [1, 2])  # (B, 1, 1)
     mean = b.op("Div", [b.op("ReduceSum", [b.op("Mul", [x, m]), b.ints([1])], keepdims=1), n])
     d = b.op("Mul", [b.op("Sub", [x, mean]), m])  # (B, T, C), 0 at padding
     var = b.op("Div", [b.op("ReduceSum", [b.op("Mul", [d, d]), b.ints([1])], keepdims=1), n])
     std = b.op("Sqrt", [var])
     zero = b.const(0.0, "zero_f")
-    std = b.op("Where", [b.op("Greater", [std, zero]), std, b.const(1.0, "one")])
-    return b.op("Div", [d, std])
+    safe = b.op("Where", [b.op("Greater", [std, zero]), std, b.const(1.0, "one")])
+    z = b.op("Div", [d, safe])
+    level = getattr(est, "level_scaler_", None)
+    if level is None:
+        return z
+    # the level and log scale that z-normalisation removes, as constant channels
+    log_std = b.op("Log", [b.op("Add", [std, b.const(1e-8, "std_eps")])])
+    lv = b.op("Concat", [mean, log_std], axis=2)  # (B, 1, 2C)
+    lv = b.op("Sub", [lv, b.const(level.mean, "level_mean")])
+    lv = b.op("Div", [lv, b.const(level.scale, "level_scale")])
+    return b.op("Concat", [z, b.op("Mul", [lv, m])], "with_level", axis=2)  # (B, T, 3C)
 
 
 def _linear_affine(linear, horizon: int) -> tuple[int, np.ndarray, np.ndarray]:
@@ -641,23 +700,9 @@ def export_run(
 
         est = ESTIMATORS[task].load(run)
         model = est.model_.cpu().eval()
-        what = f"the {task} run '{run}'"
-        if task == "series-classifier":
-            what = f"the series-classifier run '{run}' (architecture {est.architecture_!r})"
-            if getattr(est, "level_scaler_", None) is not None and "level" not in SUPPORTED_PARTS:
-                raise RunFolderError(
-                    f"cannot export {what}: the ONNX exporter does not express the series "
-                    "classifier's level and log-scale channels (level.json) yet"
-                )
-        try:
-            _refuse_model_parts(model, what)
-        except TypeError as err:
-            raise RunFolderError(
-                str(err).replace("model's", f"{task.replace('-', ' ')}'s")
-            ) from None
         meta["labels"] = json.dumps([str(c) for c in est.classes_])
         x_name = "ids" if task == "text-classifier" else "series"
-        C = model.config.input_size
+        C = getattr(est, "n_channels_", model.config.input_size)
         x_ex = torch.ones(2, 3, dtype=torch.long) if x_name == "ids" else torch.zeros(2, 3, C)
         in_ports = [
             _Port(x_name, x_ex, {0: "batch", 1: "time"}),
@@ -665,7 +710,7 @@ def export_run(
         ]
         x = x_name
         if task == "series-classifier":
-            x = _series_normalize(b, x, "lengths", est.normalize, est.scaler_)
+            x = _series_normalize(b, x, "lengths", est)
         probs = b.op("Softmax", [_model_outputs(b, model, x, "lengths")], axis=-1)
         outputs = [probs]
         out_ports = [_Port("probabilities", torch.zeros(2, len(est.classes_)), {0: "batch"})]
