@@ -587,3 +587,12 @@ def test_slstm_is_refused_not_exported_as_an_lstm(tmp_path):
     with pytest.raises(TypeError, match="sLSTM"):
         gatelab.to_onnx(module, tmp_path / "s.onnx", (torch.randn(5, 2, 3),))
     assert not (tmp_path / "s.onnx").exists()
+
+
+def test_a_gate_with_its_own_activation_is_refused(tmp_path):
+    """Never a silently wrong graph: both forms use one gate activation for every gate.
+    (export_run applies the same check to a run's model.)"""
+    spec = gatelab.CellSpec(gate_activation="tanh", input_gate_activation="sigmoid")
+    with pytest.raises(TypeError, match="input gate has its own activation"):
+        to_onnx(gatelab.LSTM(3, 4, variant=spec), tmp_path / "m.onnx", (torch.randn(5, 2, 3),))
+    assert not (tmp_path / "m.onnx").exists()

@@ -141,6 +141,16 @@ def _refuse_slstm(module: nn.Module) -> None:
                 "operator nor gatelab's Scan form computes its exponential gates and "
                 "(h, c, n, m) state"
             )
+        spec = getattr(sub, "spec", None) if isinstance(sub, LSTM) else None
+        for gate in ("input", "forget"):
+            act = getattr(spec, f"{gate}_gate_activation", None)
+            if act is not None and act != spec.gate_activation:
+                where = f" (at {name!r})" if name else ""
+                raise TypeError(
+                    f"to_onnx does not export an LSTM cell{where} whose {gate} gate has its "
+                    f"own activation ({act!r}, the other gates {spec.gate_activation!r}): the "
+                    "ONNX LSTM operator and gatelab's Scan form use one gate activation"
+                )
 
 
 def _recurrent_ports(module: nn.Module, inputs: tuple[Tensor, ...]):
@@ -669,6 +679,13 @@ def _forecaster_graph(b: Builder, est, model: nn.Module, window: str) -> str:
     return b.op("Add", [lin, net], "forecast_sum")
 
 
+def _refuse_run_cells(model: nn.Module, task: str, run: Path) -> None:
+    try:
+        _refuse_slstm(model)
+    except TypeError as err:
+        raise RunFolderError(f"cannot export the {task} run '{run}': {err}") from None
+
+
 def export_run(
     run_dir: str | os.PathLike, path: str | os.PathLike, *, opset: int = DEFAULT_OPSET
 ) -> Path:
@@ -700,6 +717,7 @@ def export_run(
 
         est = ESTIMATORS[task].load(run)
         model = est.model_.cpu().eval()
+        _refuse_run_cells(model, task, run)
         meta["labels"] = json.dumps([str(c) for c in est.classes_])
         x_name = "ids" if task == "text-classifier" else "series"
         C = getattr(est, "n_channels_", model.config.input_size)
@@ -719,6 +737,7 @@ def export_run(
 
         est = Forecaster.load(run)
         model = est.model_.cpu().eval()
+        _refuse_run_cells(model, task, run)
         in_ports = [_Port("window", torch.zeros(2, est.history_steps_), {0: "batch"})]
         outputs = [_forecaster_graph(b, est, model, "window")]
         out_ports = [_Port("forecast", torch.zeros(2, est.horizon), {0: "batch"})]
@@ -726,6 +745,7 @@ def export_run(
         from ..seqtasks import load_char_lm
 
         model = load_char_lm(run)
+        _refuse_run_cells(model, task, run)
         meta["chars"] = json.dumps(model.vocab.chars)
         L, H = model.lstm.num_layers, model.lstm.hidden_size
         state = torch.zeros(L, 2, H)
