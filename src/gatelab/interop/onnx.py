@@ -696,16 +696,19 @@ def export_run(
 
     - ``text-classifier``: ``ids (B, T)`` int64 (the run's ``vocab.json``; 0 pads),
       ``lengths`` -> ``probabilities (B, classes)``; metadata ``labels`` (JSON list);
-    - ``series-classifier``: ``series (B, T, C)`` float32 raw values (zero-padded),
-      ``lengths`` -> ``probabilities``; the run's normalisation is in the graph;
-    - ``forecaster``: ``window (B, history)`` raw values -> ``forecast (B, horizon)`` in
-      the series' units (the scaler is in the graph);
+    - ``series-classifier``: ``series (B, T, C)`` float32 raw values (steps past a
+      series' length are ignored), ``lengths`` -> ``probabilities``; the run's
+      normalisation, level channels, patches and LSTM-FCN branch are in the graph;
+    - ``forecaster``: ``window (B, history_steps_)`` raw values -> ``forecast (B,
+      horizon)`` in the series' units: the linear part plus the weighted LSTM term, each
+      from its own transform of the window;
     - ``char-lm``: ``ids (B, T)`` (``T = 1`` is one step), ``h0``, ``c0`` ``(L, B, H)``
       -> ``logits (B, T, V)``, ``h_n``, ``c_n``; metadata ``chars`` (the vocabulary).
 
     Raises:
-        RunFolderError: a missing or corrupt run folder, or a task kind that does not
-            export (the translator: its beam search is a Python loop).
+        RunFolderError: a missing or corrupt run folder, a task kind that does not
+            export (the translator: its beam search is a Python loop), or a run whose
+            LSTM cell neither ONNX form computes (the sLSTM), named with the run kind.
     """
     onnx = _require_onnx()
     run = Path(run_dir)
