@@ -441,6 +441,8 @@ def _forecaster(kind: str, horizon: int):
     est = gatelab.Forecaster(history=16, season=12, **kw).fit(series)
     if kind == "log-diff":  # the network reads log values too
         est.input_ = dict(est.input_, log=True)
+    if kind == "seasonal":  # the network reads fewer values than the window holds
+        est.network_steps_ = 10
     log, d, D = {"ar": (False, 0, 0), "log-diff": (True, 1, 0), "seasonal": (True, 1, 1)}[kind]
     est.linear_ = fit_ar(series, log=log, d=d, D=D, season=12, p_max=3)
     return est
@@ -463,11 +465,16 @@ def test_forecaster_run_exports_raw_values_in_and_out(tmp_path, kind, horizon):
     export_run(tmp_path / "run", tmp_path / "fc.onnx")
     W = est.history_steps_
     windows = np.stack([sine_series(120, seed=2)[k : k + W] + 0.5 * k for k in range(6)])
+    windows = windows.astype(np.float32).astype(np.float64)  # what the graph reads
     got = run_onnx(tmp_path / "fc.onnx", {"window": torch.from_numpy(windows).float()})[0]
     want = est.predict(windows).reshape(len(windows), horizon)
     linear_alone = est._linear(windows)
     assert np.abs(want - linear_alone).max() > 0.01  # the network term is in the oracle
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    net = want - linear_alone  # the network term alone, to a tighter absolute tolerance
+    got_net = got.numpy() - linear_alone
+    bound = 1e-3 * np.abs(net).max() + 2e-6 * np.abs(want).max()  # float32 rounding of the sum
+    np.testing.assert_allclose(got_net, net, rtol=0, atol=bound)
 
 
 def test_to_onnx_exports_a_model_with_patches_and_a_conv_branch(tmp_path):

@@ -673,7 +673,12 @@ def _forecaster_graph(b: Builder, est, model: nn.Module, window: str) -> str:
     zl = tail(window, W)
     if est.linear_.log:
         zl = log(zl)
-    lin = b.op("Add", [b.op("MatMul", [zl, b.const(M, "linear_M")]), b.const(c, "linear_c")])
+    # z @ M + c as (z - z_last) @ M + z_last * sum(M) + c: for differenced models the
+    # columns of M sum to 1, and the small differences keep float32 rounding small
+    last = tail(zl, 1)  # (B, 1)
+    lin = b.op("MatMul", [b.op("Sub", [zl, last]), b.const(M, "linear_M")])
+    lin = b.op("Add", [lin, b.op("Mul", [last, b.const(M.sum(axis=0), "linear_M_sum")])])
+    lin = b.op("Add", [lin, b.const(c, "linear_c")])
     if est.linear_.log:
         lin = b.op("Exp", [lin])
     return b.op("Add", [lin, net], "forecast_sum")
