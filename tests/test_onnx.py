@@ -398,29 +398,123 @@ def test_text_classifier_run_exports_probabilities(tmp_path):
     assert json.loads(meta["labels"]) == [str(c) for c in est.classes_]
 
 
-def test_series_classifier_run_exports_normalisation_and_padding(tmp_path):
-    X, y = shape_series(40, T=12)
-    est = gatelab.SeriesClassifier(**TINY).fit(X, y)
-    est.save(tmp_path / "run")
-    export_run(tmp_path / "run", tmp_path / "series.onnx")
-    rng = np.random.default_rng(1)
-    series = [rng.normal(size=(n, 1)) * 3 + 5 for n in (12, 5, 9, 1)]  # ragged, one step
-    lengths = torch.tensor([len(s) for s in series])
-    padded = torch.zeros(len(series), 12, 1)
+def _ragged(lengths, channels=1, seed=1):
+    rng = np.random.default_rng(seed)
+    series = [rng.normal(size=(n, channels)) * 3 + 5 for n in lengths]
+    padded = torch.zeros(len(series), max(lengths), channels)
     for i, s in enumerate(series):
         padded[i, : len(s)] = torch.from_numpy(s).float()
+    return series, padded, torch.tensor(lengths)
+
+
+@pytest.mark.parametrize(
+    ("kw", "T", "lengths"),
+    [
+        (dict(), 12, (12, 5, 9, 1)),  # the defaults: inner CV, level channels
+        (dict(architecture="lstm-fcn"), 300, (300, 7, 150, 1, 299)),  # patch 5, conv pool 3
+        (dict(architecture="lstm", patch=4, embedding_dim=4, pooling="max"), 12, (12, 3, 9, 1)),
+        (
+            dict(architecture="lstm-fcn", normalize="global", pooling="mean", conv_width=4),
+            20,
+            (20, 6, 13, 2),
+        ),
+        (dict(architecture="lstm-fcn", normalize=None, patch=3, embedding_dim=4), 14, (14, 4, 1)),
+        (dict(architecture="lstm", variant="slstm", backend="reference"), 12, (12, 5, 9, 1)),
+    ],
+    ids=["defaults", "fcn-long", "lstm-patch", "fcn-global", "fcn-raw-patch", "slstm"],
+)
+def test_series_classifier_run_exports_normalisation_and_padding(tmp_path, kw, T, lengths):
+    """Patches, level channels, the convolutional branch with masked batch norm and input
+    pooling, on padded batches of unequal lengths: the run's predict_proba is the oracle."""
+    X, y = shape_series(24 if T > 100 else 40, T=T)
+    est = gatelab.SeriesClassifier(**{**TINY, **kw}).fit(X * 3 + 5, y)
+    est.save(tmp_path / "run")
+    export_run(tmp_path / "run", tmp_path / "series.onnx")
+    series, padded, lengths = _ragged(list(lengths))
     got = run_onnx(tmp_path / "series.onnx", {"series": padded, "lengths": lengths})[0]
     close(got, torch.from_numpy(est.predict_proba(series)).float(), "probabilities")
+    # the same series in a longer padded batch: padding changes nothing
+    wider = torch.cat([padded, torch.full((len(series), 5, 1), 7.0)], dim=1)
+    got_wider = run_onnx(tmp_path / "series.onnx", {"series": wider, "lengths": lengths})[0]
+    close(got_wider, got, "wider padding")
 
 
-def test_forecaster_run_exports_raw_values_in_and_out(tmp_path):
-    est = gatelab.Forecaster(history=10, highway=4, **TINY).fit(sine_series(120))
+def _members(est):
+    return list(getattr(est.model_, "members", [est.model_]))
+
+
+def _forecaster(kind: str, horizon: int):
+    """A fitted forecaster of each form the export builds; the transform of the linear
+    part is set by hand (the oracle, ``predict``, reads the same ``linear_``)."""
+    from gatelab.autoregressive import fit_ar
+
+    series = sine_series(120)
+    kw = dict(TINY, horizon=horizon, highway=4)
+    if kind in ("direct", "network"):  # windows in: a direct linear part, or none
+        X = np.stack([series[k : k + 16] for k in range(100)])
+        Y = np.stack([series[k + 16 : k + 16 + horizon] for k in range(100)])
+        est = gatelab.Forecaster(linear=kind == "direct", **kw)
+        return est.fit(X, Y if horizon > 1 else Y[:, 0])
+    if kind == "default":  # history, season, transform and network steps from the data
+        return gatelab.Forecaster(**kw).fit(series)
+    est = gatelab.Forecaster(history=16, season=12, **kw).fit(series)
+    if kind == "log-diff":  # the network reads log values too
+        est.input_ = dict(est.input_, log=True)
+    if kind == "seasonal":  # the network reads fewer values than the window holds
+        est.network_steps_ = 10
+    log, d, D = {"ar": (False, 0, 0), "log-diff": (True, 1, 0), "seasonal": (True, 1, 1)}[kind]
+    est.linear_ = fit_ar(series, log=log, d=d, D=D, season=12, p_max=3)
+    return est
+
+
+@pytest.mark.parametrize(
+    ("kind", "horizon"),
+    [("default", 2), ("ar", 1), ("log-diff", 3), ("seasonal", 2), ("direct", 3), ("network", 1)],
+)
+def test_forecaster_run_exports_raw_values_in_and_out(tmp_path, kind, horizon):
+    """The linear part (any transform, or direct), the network's own input transform and
+    its weighted term: the run's own ``predict`` on raw windows is the oracle."""
+    est = _forecaster(kind, horizon)
+    torch.manual_seed(0)
+    with torch.no_grad():  # a network term that matters, whatever weight fit chose
+        for m in _members(est):
+            m.head.weight.normal_(0.0, 0.5)
+            m.head.bias.normal_(0.0, 0.5)
     est.save(tmp_path / "run")
     export_run(tmp_path / "run", tmp_path / "fc.onnx")
-    windows = np.stack([sine_series(120, seed=2)[k : k + 10] for k in range(5)])
+    W = est.history_steps_
+    windows = np.stack([sine_series(120, seed=2)[k : k + W] + 0.5 * k for k in range(6)])
+    windows = windows.astype(np.float32).astype(np.float64)  # what the graph reads
     got = run_onnx(tmp_path / "fc.onnx", {"window": torch.from_numpy(windows).float()})[0]
-    want = torch.from_numpy(est.predict(windows)).float()
-    torch.testing.assert_close(got[:, 0], want, rtol=1e-5, atol=1e-4)  # values near 50
+    want = est.predict(windows).reshape(len(windows), horizon)
+    linear_alone = est._linear(windows)
+    assert np.abs(want - linear_alone).max() > 0.01  # the network term is in the oracle
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    net = want - linear_alone  # the network term alone, to a tighter absolute tolerance
+    got_net = got.numpy() - linear_alone
+    bound = 1e-3 * np.abs(net).max() + 2e-6 * np.abs(want).max()  # float32 rounding of the sum
+    np.testing.assert_allclose(got_net, net, rtol=0, atol=bound)
+
+
+def test_to_onnx_exports_a_model_with_patches_and_a_conv_branch(tmp_path):
+    config = ModelConfig(
+        input_size=2, hidden_size=4, output_size=3, patch=3, embedding_dim=4, conv_channels=[3, 5]
+    )
+    model = SequenceClassifier(config).eval()
+    with torch.no_grad():
+        for norm in model.conv.norms:  # batch norm statistics that matter
+            norm.running_mean.normal_()
+            norm.running_var.uniform_(0.5, 2.0)
+    x, lengths = torch.randn(3, 10, 2), torch.tensor([10, 4, 1])
+    x[1, 4:], x[2, 1:] = 0.0, 0.0  # the model reads zero padding
+    to_onnx(model, tmp_path / "m.onnx", (x, lengths))
+    with torch.no_grad():
+        want = model(x, lengths)
+    close(run_onnx(tmp_path / "m.onnx", {"input": x, "lengths": lengths})[0], want, "logits")
+    to_onnx(model, tmp_path / "full.onnx", (x,))
+    with torch.no_grad():
+        want = model(x)
+    close(run_onnx(tmp_path / "full.onnx", {"input": x})[0], want, "logits, no lengths")
 
 
 runner = CliRunner()
@@ -581,3 +675,12 @@ def test_slstm_graph_takes_other_batch_and_time_sizes(tmp_path, opset):
         got = run_onnx(path, {"input": x, "lengths": ls})
         for k, (a, b) in enumerate(zip(got, torch_layer(module, x, None, ls))):
             close(a, b, f"B={B} T={T} output {k}")
+
+
+def test_a_gate_with_its_own_activation_is_refused(tmp_path):
+    """Never a silently wrong graph: both forms use one gate activation for every gate.
+    (export_run applies the same check to a run's model.)"""
+    spec = gatelab.CellSpec(gate_activation="tanh", input_gate_activation="sigmoid")
+    with pytest.raises(TypeError, match="input gate has its own activation"):
+        to_onnx(gatelab.LSTM(3, 4, variant=spec), tmp_path / "m.onnx", (torch.randn(5, 2, 3),))
+    assert not (tmp_path / "m.onnx").exists()

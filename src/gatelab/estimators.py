@@ -69,6 +69,8 @@ logger = logging.getLogger(__name__)
 
 ESTIMATORS: dict[str, type[_LSTMEstimator]] = {}
 NB_AUTO_MAX_TEXTS = 20_000  # TextClassifier(nb_features="auto") uses them below this
+SELECTION_FILE = "selection.json"  # SeriesClassifier: the inner cross-validation
+LEVEL_FILE = "level.json"  # SeriesClassifier: scaling of each series' level and log scale
 
 
 def register_estimator(cls: type[_LSTMEstimator]) -> type[_LSTMEstimator]:
@@ -118,7 +120,9 @@ class _LSTMEstimator(BaseEstimator):
     # --- configs from the constructor arguments
 
     def _model_config(self, **data) -> ModelConfig:
-        return ModelConfig(
+        """The model config from the constructor arguments; ``data`` adds the sizes the
+        data decide and overrides arguments resolved from the data (e.g. hidden_size)."""
+        fields = dict(
             kind=self.kind,
             embedding_dim=self.embedding_dim,
             hidden_size=self.hidden_size,
@@ -129,8 +133,8 @@ class _LSTMEstimator(BaseEstimator):
             pooling=self.pooling,
             dropout=self.dropout,
             lstm_dropout=self.lstm_dropout,
-            **data,
         )
+        return ModelConfig(**{**fields, **data})
 
     def _epochs(self, n_train: int) -> int:
         """``epochs``, or for None: enough passes for about 800 optimizer steps, at
@@ -628,7 +632,42 @@ class TextClassifier(_ClassifierBase):
         )
         run = {"run_dir": run_dir, "resume": resume, "overwrite": overwrite}
         self._fit_tensors(train, valid, model_config, callbacks=callbacks, **run)
+        self.prior_adjustment_ = 0.0
+        if len(self.classes_) > 2 and valid is not None:
+            counts = np.bincount(y_ids[train_idx], minlength=len(self.classes_))
+            self.prior_adjustment_ = self._adjust_for_priors(valid, counts)
+            if run_dir is not None:
+                self._write_results(Path(run_dir))
         return self
+
+    def _adjust_for_priors(self, valid: TensorData, counts: np.ndarray) -> float:
+        """Logit adjustment for more than two classes (Menon et al. 2021): subtract
+        ``tau * log(prior)`` from every member's logits, ``tau`` in {0, 1/4, ..., 1}
+        chosen on the validation data by the mean of accuracy and macro F1 (a tie keeps
+        the smaller). A model trained on skewed classes under-predicts the rare ones
+        (SST-5's extremes); ``tau = 1`` aims at balanced recall. Built into the heads'
+        biases, so predictions and the saved weights carry it. Returns ``tau``."""
+        from .metrics import classification_metrics
+
+        members = self.model_.members if isinstance(self.model_, _Ensemble) else [self.model_]
+        eval_bs = self.train_config_.eval_batch_size
+        logits = torch.stack([_predict_batches(m, valid, eval_bs) for m in members])  # (M, N, C)
+        log_prior = torch.log(torch.as_tensor(np.maximum(counts, 1) / counts.sum()))
+        y = valid.targets.numpy()
+        best = None
+        for tau in (0.0, 0.25, 0.5, 0.75, 1.0):
+            proba = (logits - tau * log_prior.float()).softmax(-1).mean(0)  # (N, C)
+            m = classification_metrics(y, proba.argmax(-1).numpy())
+            score = (m["accuracy"] + m["macro_f1"]) / 2
+            if best is None or score > best[0] + 1e-12:
+                best = (score, tau, m)
+        _, tau, metrics = best
+        with torch.no_grad():
+            for m in members:
+                m.head.bias.sub_(tau * log_prior.to(m.head.bias.dtype))
+        self.validation_metrics_ = metrics
+        logger.info("logit adjustment tau=%.2f: validation %s", tau, metrics)
+        return tau
 
     def _use_nb(self, n_train: int) -> bool:
         if self.nb_features == "auto":
@@ -752,25 +791,46 @@ def _series_list(X, what: str = "X") -> list[np.ndarray]:
 
 @register_estimator
 class SeriesClassifier(_ClassifierBase):
-    """Classify numeric series with a projection -> (Bi)LSTM -> pooling -> Dense model.
+    """Classify numeric series: (patches ->) (Bi)LSTM -> pooling, beside a fully
+    convolutional branch (LSTM-FCN), -> Dense.
 
     ``X`` is an ``(N, T, C)`` array, an ``(N, T)`` array (one channel), or a list of
-    ``(T_i, C)`` arrays of different lengths (padded and masked inside). NaN or infinite
-    values raise :class:`gatelab.errors.DataError` naming the series, step and channel.
+    ``(T_i, C)`` arrays of different lengths (padded and masked inside: nothing is cut,
+    pooling and batch norm see only the real steps). NaN or infinite values raise
+    :class:`gatelab.errors.DataError` naming the series, step and channel.
+
+    Architectures (``architecture``): ``"lstm"`` (the LSTM alone) and ``"lstm-fcn"`` (the
+    LSTM beside convolution blocks of ``conv_width``, ``2 conv_width`` and ``conv_width``
+    channels, Karim et al. 2017). ``"auto"`` chooses between them by stratified inner
+    cross-validation on the training data only (``selection_folds`` folds, one model
+    each, stopped after the fold during which ``selection_budget`` seconds ran out); the
+    scores and the choice are in ``selection_`` and in the run folder's
+    ``selection.json``.
+
+    Sizes from the data when left to None (docs/models.md): ``patch`` = ceil(T / 64), so
+    the LSTM reads at most 64 steps, each a patch projected to ``embedding_dim`` (32, or
+    the raw channels without patches); the convolutional branch reads the series
+    averaged over ceil(T / 128) steps; ``epochs`` enough for about 1,000 optimizer steps
+    (30 to 200).
 
     Args:
         normalize: ``"series"`` z-normalises each series per channel over its own steps
             (the UCR convention), ``"global"`` with the training set's per-channel mean and
             standard deviation, ``None`` leaves values as they are.
-        embedding_dim: size of the linear input projection (0: the LSTM sees the raw
-            channels). Other arguments as :class:`TextClassifier`.
+        embedding_dim: size of the input projection (None: 32 with patches, else 0 = the
+            raw channels). Other arguments as :class:`TextClassifier`.
     """
 
     task = "series-classifier"
+    ARCHITECTURES: ClassVar[tuple[str, ...]] = ("lstm-fcn", "lstm")
+    _TARGET_STEPS: ClassVar[int] = 1000
+    _LSTM_STEPS: ClassVar[int] = 64
+    _CONV_STEPS: ClassVar[int] = 128
 
     def __init__(
         self,
-        embedding_dim: int = 0,
+        architecture: str = "auto",
+        embedding_dim: int | None = None,
         hidden_size: int = 32,
         num_layers: int = 1,
         bidirectional: bool = True,
@@ -779,8 +839,10 @@ class SeriesClassifier(_ClassifierBase):
         backend: str = "auto",
         dropout: float = 0.1,
         lstm_dropout: float = 0.0,
+        patch: int | None = None,
+        conv_width: int = 32,
         normalize: str | None = "series",
-        epochs: int = 200,
+        epochs: int | None = None,
         batch_size: int = 16,
         lr: float = 3e-3,
         weight_decay: float = 0.01,
@@ -788,10 +850,13 @@ class SeriesClassifier(_ClassifierBase):
         patience: int | None = None,
         label_smoothing: float = 0.0,
         validation_fraction: float = 0.0,
-        n_models: int = 5,
+        selection_folds: int = 3,
+        selection_budget: float = 120.0,
+        n_models: int = 3,
         seed: int = 0,
         device: str = "cpu",
     ) -> None:
+        self.architecture = architecture
         self.embedding_dim = embedding_dim
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -801,6 +866,8 @@ class SeriesClassifier(_ClassifierBase):
         self.backend = backend
         self.dropout = dropout
         self.lstm_dropout = lstm_dropout
+        self.patch = patch
+        self.conv_width = conv_width
         self.normalize = normalize
         self.epochs = epochs
         self.batch_size = batch_size
@@ -810,6 +877,8 @@ class SeriesClassifier(_ClassifierBase):
         self.patience = patience
         self.label_smoothing = label_smoothing
         self.validation_fraction = validation_fraction
+        self.selection_folds = selection_folds
+        self.selection_budget = selection_budget
         self.n_models = n_models
         self.seed = seed
         self.device = device
@@ -819,7 +888,12 @@ class SeriesClassifier(_ClassifierBase):
             out = []
             for s in series:
                 std = s.std(axis=0)
-                out.append((s - s.mean(axis=0)) / np.where(std > 0, std, 1.0))
+                z = (s - s.mean(axis=0)) / np.where(std > 0, std, 1.0)
+                if getattr(self, "level_scaler_", None) is not None:
+                    # the level and scale z-normalisation removes, as constant channels
+                    level = self.level_scaler_.transform(_level(s))  # (2C,)
+                    z = np.concatenate([z, np.broadcast_to(level, (len(s), len(level)))], 1)
+                out.append(z)
             return out
         if self.normalize == "global":
             return [self.scaler_.transform(s) for s in series]
@@ -843,6 +917,50 @@ class SeriesClassifier(_ClassifierBase):
         self._check_fitted()
         return self._tensor_data(_series_list(X), None)
 
+    def _check_series_args(self) -> None:
+        if self.normalize not in ("series", "global", None):
+            raise ValueError(f"normalize={self.normalize!r}; expected 'series', 'global' or None")
+        if self.architecture not in ("auto", *self.ARCHITECTURES):
+            raise ValueError(
+                f"architecture={self.architecture!r}; expected 'auto' or one of "
+                f"{', '.join(self.ARCHITECTURES)}"
+            )
+        for name, minimum in (("patch", 1), ("embedding_dim", 0), ("epochs", 1)):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < minimum):
+                raise ValueError(f"{name}={v!r}; expected an int >= {minimum} or None")
+        for name, minimum in (("conv_width", 1), ("selection_folds", 2)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+                raise ValueError(f"{name}={v!r}; expected an int >= {minimum}")
+
+    def _sizes(self, max_len: int) -> dict[str, int]:
+        """The data-decided sizes for series of at most ``max_len`` steps."""
+        patch = self.patch if self.patch is not None else math.ceil(max_len / self._LSTM_STEPS)
+        emb = self.embedding_dim
+        if emb is None:
+            emb = 32 if patch > 1 else 0
+        return {
+            "patch": patch,
+            "embedding_dim": emb,
+            "conv_pool": max(1, math.ceil(max_len / self._CONV_STEPS)),
+        }
+
+    def _epochs(self, n_train: int) -> int:
+        if self.epochs is not None:
+            return self.epochs
+        steps = math.ceil(n_train / self.batch_size)
+        return min(200, max(30, math.ceil(self._TARGET_STEPS / steps)))
+
+    def _config_for(self, architecture: str, n_classes: int, sizes: dict) -> ModelConfig:
+        w = self.conv_width
+        return self._model_config(
+            output_size=n_classes,
+            input_size=self.n_channels_ * (1 if self.level_scaler_ is None else 3),
+            conv_channels=[w, 2 * w, w] if architecture == "lstm-fcn" else [],
+            **sizes,
+        )
+
     def fit(
         self,
         X,
@@ -856,8 +974,7 @@ class SeriesClassifier(_ClassifierBase):
     ) -> SeriesClassifier:
         """Train on series ``X`` with labels ``y``; arguments as :meth:`TextClassifier.fit`."""
         self._check_common()
-        if self.normalize not in ("series", "global", None):
-            raise ValueError(f"normalize={self.normalize!r}; expected 'series', 'global' or None")
+        self._check_series_args()
         series = _series_list(X)
         if len(series) != len(y):
             raise DataError(f"X has {len(series)} series but y has {len(y)} labels")
@@ -871,6 +988,9 @@ class SeriesClassifier(_ClassifierBase):
         )
         train_series = [series[i] for i in train_idx]
         self.scaler_ = Scaler().fit(np.concatenate(train_series))
+        self.level_scaler_ = None
+        if self.normalize == "series" and not _z_normalised(train_series):
+            self.level_scaler_ = Scaler().fit(np.stack([_level(s) for s in train_series]))
         train = self._tensor_data(train_series, torch.as_tensor(y_ids[train_idx]))
         self.n_channels_ = series[0].shape[1]
         valid = None
@@ -882,20 +1002,95 @@ class SeriesClassifier(_ClassifierBase):
             valid = self._tensor_data(
                 [series[i] for i in valid_idx], torch.as_tensor(y_ids[valid_idx])
             )
-        model_config = self._model_config(
-            output_size=len(self.classes_), input_size=self.n_channels_
-        )
+        sizes = self._sizes(int(train.lengths.max()))
+        architecture = self.architecture
+        self.selection_ = None
+        if architecture == "auto":
+            self.selection_ = self._select(train, sizes)
+            architecture = self.selection_["chosen"]
+        self.architecture_ = architecture
+        model_config = self._config_for(architecture, len(self.classes_), sizes)
         run = {"run_dir": run_dir, "resume": resume, "overwrite": overwrite}
         self._fit_tensors(train, valid, model_config, callbacks=callbacks, **run)
+        if run_dir is not None and self.selection_ is not None:
+            atomic_write_json(Path(run_dir) / SELECTION_FILE, self.selection_)
         return self
 
+    def _select(self, data: TensorData, sizes: dict) -> dict[str, Any]:
+        """Inner stratified cross-validation on the training data: every architecture
+        trains one model per fold (seed ``seed``) and is scored on the held-out fold;
+        folds run until ``selection_budget`` seconds are spent (at least one). The best
+        mean accuracy wins; a tie keeps the earlier of :attr:`ARCHITECTURES`."""
+        from sklearn.model_selection import StratifiedKFold
+
+        y = data.targets.numpy()
+        k = min(self.selection_folds, int(np.bincount(y).min()))
+        scores: dict[str, list[float]] = {a: [] for a in self.ARCHITECTURES}
+        start = time.perf_counter()
+        if k < 2:
+            logger.info("a class has fewer than 2 series: no inner cross-validation")
+            return {"chosen": self.ARCHITECTURES[0], "scores": scores, "folds": 0, "seconds": 0.0}
+        splits = StratifiedKFold(k, shuffle=True, random_state=self.seed).split(np.zeros(len(y)), y)
+        done = 0
+        for tr, va in splits:
+            tr_t, va_t = torch.as_tensor(tr), torch.as_tensor(va)
+            part = TensorData(data.inputs[tr_t], data.lengths[tr_t], data.targets[tr_t])
+            held = TensorData(data.inputs[va_t], data.lengths[va_t], data.targets[va_t])
+            for arch in self.ARCHITECTURES:
+                config = self._config_for(arch, len(self.classes_), sizes)
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(self.seed)
+                    model = build_model(config)
+                fit(model, part, None, self._train_config(len(part)))
+                out = _predict_batches(model.eval(), held, 256)
+                scores[arch].append(float((out.argmax(-1) == held.targets).float().mean()))
+            done += 1
+            if time.perf_counter() - start > self.selection_budget:
+                break
+        means = {a: float(np.mean(s)) for a, s in scores.items()}
+        chosen = max(self.ARCHITECTURES, key=lambda a: (means[a], -self.ARCHITECTURES.index(a)))
+        seconds = time.perf_counter() - start
+        logger.info("architecture by %d inner folds: %s -> %s", done, means, chosen)
+        return {
+            "chosen": chosen,
+            "scores": scores,
+            "mean_accuracy": means,
+            "folds": done,
+            "of_folds": k,
+            "seconds": seconds,
+        }
+
     def _artifacts(self) -> dict[str, Any]:
-        return {"scaler.json": self.scaler_.to_dict(), "labels.json": self._labels_artifact()}
+        out = {"scaler.json": self.scaler_.to_dict(), "labels.json": self._labels_artifact()}
+        if self.level_scaler_ is not None:
+            out[LEVEL_FILE] = self.level_scaler_.to_dict()
+        return out
 
     def _load_artifacts(self, run: Path) -> None:
         self.scaler_ = _read_artifact(run, "scaler.json", Scaler.from_dict)
         self.n_channels_ = int(np.size(self.scaler_.mean))
+        self.level_scaler_ = None
+        if (run / LEVEL_FILE).exists():
+            self.level_scaler_ = _read_artifact(run, LEVEL_FILE, Scaler.from_dict)
         self._read_labels(run)
+        path = run / SELECTION_FILE
+        self.selection_ = read_json(path, "selection file") if path.exists() else None
+        auto = self.architecture == "auto" and isinstance(self.selection_, dict)
+        self.architecture_ = self.selection_.get("chosen") if auto else self.architecture
+
+
+def _level(s: np.ndarray) -> np.ndarray:
+    """``(2C,)``: a series' per-channel mean and log standard deviation."""
+    return np.concatenate([s.mean(axis=0), np.log(s.std(axis=0) + 1e-8)])
+
+
+def _z_normalised(series: list[np.ndarray]) -> bool:
+    """Whether every series is z-normalised already (mean within 0.05 of 0, standard
+    deviation within 10% of 1, either ddof): the UCR archive ships most sets so."""
+    return all(
+        bool(np.all(np.abs(s.mean(axis=0)) < 0.05) and np.all(np.abs(s.std(axis=0) - 1) < 0.1))
+        for s in series
+    )
 
 
 # ----------------------------------------------------------------- forecaster
@@ -903,33 +1098,63 @@ class SeriesClassifier(_ClassifierBase):
 
 @register_estimator
 class Forecaster(RegressorMixin, _LSTMEstimator):
-    """Forecast the next ``horizon`` values of a series from its last ``history`` values.
+    """Forecast the next ``horizon`` values of a series: a linear autoregressive part plus
+    an LSTM term, the LSTM kept only as far as it helps on validation data.
 
-    ``fit(series)`` takes a 1-D series: it is standard-scaled (statistics of the training
-    part), cut into ``(history, horizon)`` windows, and the last ``validation_fraction``
-    of the windows (the most recent) validate. ``fit(X, y)`` with ``X (N, history)`` and
-    ``y (N,)`` or ``(N, horizon)`` trains on given windows instead (scikit-learn style).
+    ``fit(series)`` takes a 1-D series. Its last part (``validation_fraction``; by default
+    a fifth, at least ``horizon + 7`` values) validates; the rest fits:
+
+    1. the season ``s`` is found from the data (:func:`gatelab.autoregressive.find_season`,
+       the autocorrelation peak of the differences) unless ``season`` is given;
+    2. the linear part is an AR(p) with a constant fitted by least squares, p by AIC, on
+       the values, their first differences, their seasonal differences or both (and the
+       same on logs for a positive series); the transform with the lowest validation
+       RMSE wins (persistence and the seasonal naive forecast are among the candidates),
+       and is refitted on the whole series;
+    3. the LSTM learns what the linear part leaves: its input is the window's last
+       ``network steps`` values minus the window's last value (a per-window level, so a
+       trend never leaves the range the network saw) when the linear part differences,
+       else standard-scaled values; its target is the linear part's error, scaled;
+    4. the LSTM term is then multiplied by the weight in {0, 1/4, 1/2, 3/4, 1} that gives
+       the lowest validation RMSE, so the forecaster is never worse than its linear part
+       on the validation data (weight 0 drops the LSTM term).
+
+    History, model size and epochs follow from the data when left to None (docs/models.md
+    lists the rules). ``fit(X, y)`` with windows ``X (N, W)`` and ``y (N,)`` or
+    ``(N, horizon)`` trains on given windows instead (scikit-learn style; the linear part
+    is then a direct least-squares map from the window to the horizon).
 
     ``predict()`` forecasts the ``horizon`` values after the training series; ``predict(s)``
-    with a 1-D series ``s`` (at least ``history`` long) those after ``s``; with windows
-    ``X (N, history)`` it returns ``(N, horizon)`` (``(N,)`` when ``horizon == 1``).
+    with a 1-D series ``s`` (at least ``history_steps_`` long) those after ``s``; with windows
+    ``X (N, history_steps_)`` it returns ``(N, horizon)`` (``(N,)`` when ``horizon == 1``).
 
     Args:
-        history: input steps per window. horizon: steps forecast at once.
-        highway: a linear autoregressive skip from the last ``highway`` values (0 off;
+        history: past values each forecast reads (None: from the season, the horizon and
+            the length, at least what the linear part needs). horizon: steps at once.
+        season: the seasonal period (None: found from the data; 0: none).
+        linear: fit the linear part (False: the LSTM alone, on standard-scaled values).
+        highway: a linear skip inside the network from its last ``highway`` inputs (0 off;
             see :class:`gatelab.models.ForecastNet`).
+        hidden_size: None picks 8 to 64 from the number of training windows.
+        epochs: None picks enough for about 1,500 optimizer steps (20 to 300 epochs).
+        patience: epochs without a better validation RMSE before stopping; None: a fifth
+            of the epochs (at least 10).
         Other arguments as :class:`TextClassifier`.
     """
 
     task = "forecaster"
     kind = "forecaster"
+    _GATE_WEIGHTS: ClassVar[tuple[float, ...]] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    _TARGET_STEPS: ClassVar[int] = 1500
 
     def __init__(
         self,
-        history: int = 24,
+        history: int | None = None,
         horizon: int = 1,
+        season: int | None = None,
+        linear: bool = True,
         embedding_dim: int = 0,
-        hidden_size: int = 32,
+        hidden_size: int | None = None,
         num_layers: int = 1,
         bidirectional: bool = False,
         pooling: str = "last",
@@ -937,20 +1162,22 @@ class Forecaster(RegressorMixin, _LSTMEstimator):
         backend: str = "auto",
         dropout: float = 0.0,
         lstm_dropout: float = 0.0,
-        highway: int = 12,
-        epochs: int = 200,
+        highway: int = 0,
+        epochs: int | None = None,
         batch_size: int = 32,
         lr: float = 3e-3,
         weight_decay: float = 0.01,
         clip_norm: float | None = 1.0,
         patience: int | None = None,
-        validation_fraction: float = 0.0,
-        n_models: int = 5,
+        validation_fraction: float | None = None,
+        n_models: int = 3,
         seed: int = 0,
         device: str = "cpu",
     ) -> None:
         self.history = history
         self.horizon = horizon
+        self.season = season
+        self.linear = linear
         self.embedding_dim = embedding_dim
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -972,24 +1199,113 @@ class Forecaster(RegressorMixin, _LSTMEstimator):
         self.seed = seed
         self.device = device
 
-    def _check_sizes(self) -> None:
-        for name in ("history", "horizon"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}={v!r}; expected an int >= 1")
-        if isinstance(self.highway, bool) or not 0 <= self.highway <= self.history:
-            raise ValueError(
-                f"highway={self.highway!r}; expected an int in [0, history={self.history}]"
-            )
+    # --- arguments and the rules behind the defaults
 
-    def _windows_data(self, X: np.ndarray, Y: np.ndarray | None) -> TensorData:
-        x = torch.from_numpy(self.scaler_.transform(X).astype(np.float32))[..., None]
+    def _check_common(self) -> None:
+        n = self.n_models
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n_models={n!r}; expected an int >= 1")
+        v = self.validation_fraction
+        if v is not None and not 0.0 <= v < 1.0:
+            raise ValueError(f"validation_fraction={v!r}; expected None or a fraction in [0, 1)")
+
+    def _check_sizes(self) -> None:
+        for name, minimum in (("horizon", 1), ("history", 1), ("season", 0)):
+            v = getattr(self, name)
+            if name != "horizon" and v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+                raise ValueError(
+                    f"{name}={v!r}; expected an int >= {minimum}"
+                    + ("" if name == "horizon" else " or None")
+                )
+        h = self.highway
+        if isinstance(h, bool) or not isinstance(h, int) or h < 0:
+            raise ValueError(f"highway={h!r}; expected an int >= 0")
+        if self.history is not None and h > self.history:
+            raise ValueError(f"highway={h!r}; expected an int in [0, history={self.history}]")
+        if self.hidden_size is not None and (
+            isinstance(self.hidden_size, bool)
+            or not isinstance(self.hidden_size, int)
+            or self.hidden_size < 1
+        ):
+            raise ValueError(f"hidden_size={self.hidden_size!r}; expected an int >= 1 or None")
+
+    def _n_valid(self, n: int) -> int:
+        """Values held out at the end of a series of ``n`` for validation: a fifth (at
+        least ``horizon + 7``, so that 8 forecasts are scored), none when that would
+        leave fewer than 16 to fit."""
+        frac = 0.2 if self.validation_fraction is None else self.validation_fraction
+        if frac == 0:
+            return 0
+        k = max(round(frac * n), self.horizon + 7)
+        return k if n - k >= 16 else 0
+
+    def _network_steps(self, season: int, n_fit: int) -> int:
+        """Values the LSTM reads: two seasons (12 without one), at least 4 horizons,
+        within [8, 48] and at most a quarter of the fitting part."""
+        steps = max(2 * season if season else 12, 4 * self.horizon)
+        return max(4, min(steps, 48, n_fit // 4))
+
+    def _hidden(self, n_windows: int) -> int:
+        """8 to 64 units: the power of two nearest 2 sqrt(windows) (32 for 250 windows)."""
+        if self.hidden_size is not None:
+            return self.hidden_size
+        return int(min(64, max(8, 2 ** round(math.log2(2 * math.sqrt(max(n_windows, 1)))))))
+
+    def _epochs(self, n_train: int) -> int:
+        if self.epochs is not None:
+            return self.epochs
+        steps = math.ceil(n_train / self.batch_size)
+        return min(300, max(20, math.ceil(self._TARGET_STEPS / steps)))
+
+    def _train_config(self, n_train: int) -> TrainConfig:
+        epochs = self._epochs(n_train)
+        patience = self.patience if self.patience is not None else max(10, epochs // 5)
+        return TrainConfig(
+            epochs=epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            clip_norm=self.clip_norm,
+            patience=patience,
+            seed=self.seed,
+        )
+
+    # --- tensors
+
+    def _windows_data(self, X: np.ndarray, Y: np.ndarray | None, linear=None) -> TensorData:
+        """Network inputs ``(N, steps, 1)`` for raw windows ``X (N, >= steps)``; targets
+        are the scaled errors of the linear part (``linear``, default the fitted one) when
+        ``Y (N, horizon)`` is given."""
+        X = np.asarray(X, dtype=np.float64)
+        w = X[:, -self.network_steps_ :]
+        z = np.log(np.maximum(w, 1e-12)) if self.input_["log"] else w
+        if self.input_["mode"] == "level":
+            z = z - z[:, -1:]
+        else:
+            z = z - self.input_["center"]
+        x = torch.from_numpy((z / self.input_["scale"]).astype(np.float32))[..., None]
         if Y is None:
             y = torch.zeros(len(X), self.horizon)
         else:
-            y = torch.from_numpy(self.scaler_.transform(Y).astype(np.float32))
-        lengths = torch.full((len(X),), X.shape[1], dtype=torch.long)
-        return TensorData(x, lengths, y)  # x (N, history, 1), y (N, horizon)
+            resid = np.asarray(Y, dtype=np.float64) - self._linear(X, linear)
+            y = torch.from_numpy(self.scaler_.transform(resid).astype(np.float32))
+        lengths = torch.full((len(X),), x.shape[1], dtype=torch.long)
+        return TensorData(x, lengths, y)  # x (N, steps, 1), y (N, horizon)
+
+    def _linear(self, X: np.ndarray, linear=None) -> np.ndarray:
+        linear = linear if linear is not None else self.linear_
+        if linear is None:
+            return np.zeros((len(X), self.horizon))
+        return linear.forecast(X, self.horizon)
+
+    def _forecast(self, X: np.ndarray) -> np.ndarray:
+        """``(N, horizon)`` forecasts of raw windows ``X (N, history_steps_)``."""
+        out = self._outputs(self._windows_data(X, None)).numpy().astype(np.float64)
+        return self._linear(X) + self.scaler_.inverse_transform(out)
+
+    # --- fitting
 
     def fit(
         self,
@@ -1002,55 +1318,118 @@ class Forecaster(RegressorMixin, _LSTMEstimator):
         overwrite: bool = False,
         callbacks: Sequence[Callback] = (),
     ) -> Forecaster:
-        """Train on a 1-D series ``X`` (``y`` None), or on windows ``X (N, history)`` with
-        targets ``y``; other arguments as :meth:`TextClassifier.fit`."""
+        """Train on a 1-D series ``X`` (``y`` None), or on windows ``X (N, W)`` with
+        targets ``y``. ``validation_data``: a later series (or ``(windows, targets)``)
+        to validate on instead of the end of ``X``. Other arguments as
+        :meth:`TextClassifier.fit`."""
+        from .autoregressive import find_season, fit_ar, fit_direct, select_linear
         from .data import make_windows
 
         self._check_common()
         self._check_sizes()
         X = _finite_array(X, "X")
+        h = self.horizon
         if y is None:
             if X.ndim != 1:
                 raise DataError(f"fit(X) takes a 1-D series, got shape {X.shape}; or pass y")
-            n_valid_windows = 0
-            windows, targets = make_windows(X, self.history, self.horizon)
-            if self.validation_fraction > 0 and validation_data is None:
-                n_valid_windows = round(len(windows) * self.validation_fraction)
-            fit_part = X[: len(X) - n_valid_windows] if n_valid_windows else X
-            self.scaler_ = Scaler().fit(fit_part)
-            self.last_window_ = X[-self.history :].astype(np.float64)
+            n_valid = 0 if validation_data is not None else self._n_valid(len(X))
+            fit_part = X[: len(X) - n_valid]
+            season = self.season if self.season is not None else find_season(fit_part)
+            steps = self._network_steps(season, len(fit_part))
+            if self.history is not None:
+                steps = min(steps, self.history)
+            history = self.history if self.history is not None else steps
+            linear, final, table, mode = None, None, [], "global"
+            if self.linear:
+                max_window = self.history or max(steps, min(len(fit_part) // 3, 64))
+                p_max = min(max(12, season + 1), max_window)
+                if n_valid or validation_data is not None:
+                    vw, vt = self._validation_windows(X, n_valid, validation_data, max_window)
+                    vw = vw[:, -max_window:]
+                    (log, d, D), table = select_linear(
+                        fit_part, vw, vt, season=season, max_window=max_window, p_max=p_max
+                    )
+                else:
+                    log, d, D = False, 0, 0
+                kw = dict(log=log, d=d, D=D, season=season)
+                linear = fit_ar(fit_part, **kw, p_max=min(p_max, max_window - d - season * D))
+                final = fit_ar(X, **kw, p_max=min(p_max, max_window - d - season * D))
+                history = max(history, linear.window, final.window)
+                mode = "level" if d or D else "global"
+                log_input = log
+            else:
+                log_input = False
+            if len(X) - n_valid < history + h:
+                raise DataError(
+                    f"a series of {len(X)} values (holding out {n_valid} to validate) is too "
+                    f"short for history={history} + horizon={h}"
+                )
+            windows, targets = make_windows(X, history, h)
+            windows, targets = windows.astype(np.float64), targets.astype(np.float64)
+            n_train = len(fit_part) - history - h + 1
+            self.last_window_ = X[-history:].astype(np.float64)
+            z = np.log(np.maximum(fit_part, 1e-12)) if log_input else fit_part
+            scale = float(np.std(np.diff(z)) if mode == "level" else np.std(z)) or 1.0
+            self.input_ = {
+                "mode": mode,
+                "log": log_input,
+                "center": float(np.mean(z)),
+                "scale": scale,
+            }
         else:
             windows = X
             targets = _finite_array(y, "y")
             targets = targets[:, None] if targets.ndim == 1 else targets
-            if windows.ndim != 2 or windows.shape[1] != self.history:
-                raise DataError(f"X has shape {windows.shape}; expected (N, {self.history})")
-            if targets.shape != (len(windows), self.horizon):
+            if windows.ndim != 2 or (self.history is not None and windows.shape[1] != self.history):
+                raise DataError(
+                    f"X has shape {windows.shape}; expected (N, {self.history or 'W'}) windows"
+                )
+            if targets.shape != (len(windows), h):
                 raise DataError(
                     f"y has shape {targets.shape}; expected ({len(windows)},) or "
-                    f"({len(windows)}, {self.horizon})"
+                    f"({len(windows)}, {h})"
                 )
-            n_valid_windows = (
-                round(len(windows) * self.validation_fraction) if validation_data is None else 0
-            )
-            self.scaler_ = Scaler().fit(windows[: len(windows) - n_valid_windows].ravel())
+            history = windows.shape[1]
+            n_valid = 0 if validation_data is not None else self._n_valid(len(windows))
+            n_train = len(windows) - n_valid
+            season, table = 0, []
+            linear = fit_direct(windows[:n_train], targets[:n_train]) if self.linear else None
+            final = fit_direct(windows, targets) if self.linear else None
+            steps = history
             self.last_window_ = windows[-1].astype(np.float64)
-        n_train = len(windows) - n_valid_windows
+            part = windows[:n_train]
+            self.input_ = {
+                "mode": "global",
+                "log": False,
+                "center": float(part.mean()),
+                "scale": float(part.std()) or 1.0,
+            }
         if n_train < 1:
-            raise DataError(f"no training windows left after holding out {n_valid_windows}")
-        train = self._windows_data(windows[:n_train], targets[:n_train])
-        valid = None
-        if n_valid_windows:
-            valid = self._windows_data(windows[n_train:], targets[n_train:])
-        elif validation_data is not None:
-            vx, vy = validation_data
-            vx = _finite_array(vx, "validation X")
-            if vx.ndim == 1:
-                vx, vy = make_windows(vx, self.history, self.horizon)
-            vy = _finite_array(vy, "validation y")
-            valid = self._windows_data(vx, vy[:, None] if vy.ndim == 1 else vy)
+            raise DataError(f"no training windows left after holding out {n_valid} values")
+        if self.highway > steps:
+            raise ValueError(
+                f"highway={self.highway!r}; expected an int in [0, {steps}] (the values "
+                "the network reads)"
+            )
+        self.history_steps_, self.season_, self.network_steps_ = history, season, steps
+        # The network learns the errors of the linear part fitted without the validation
+        # values; forecasts use the one refitted on every value (`final`).
+        self.linear_ = final
+        resid = targets[:n_train] - self._linear(windows[:n_train], linear)
+        self.scaler_ = Scaler.from_dict(
+            {"type": "standard_scaler", "mean": 0.0, "scale": float(np.std(resid)) or 1.0}
+        )
+        train = self._windows_data(windows[:n_train], targets[:n_train], linear)
+        if validation_data is not None:
+            vw, vt = self._validation_windows(X if y is None else None, 0, validation_data, history)
+        else:
+            vw, vt = windows[n_train:], targets[n_train:]
+        valid = self._windows_data(vw, vt, linear) if len(vw) else None
         model_config = self._model_config(
-            output_size=self.horizon, input_size=1, highway=self.highway
+            output_size=h,
+            input_size=1,
+            highway=self.highway,
+            hidden_size=self._hidden(n_train),
         )
         self._fit_tensors(
             train,
@@ -1059,20 +1438,75 @@ class Forecaster(RegressorMixin, _LSTMEstimator):
             run_dir=run_dir,
             resume=resume,
             callbacks=callbacks,
-            metric_transform=self._unscale_pair,
             overwrite=overwrite,
         )
+        self.linear_table_ = table
+        self.network_weight_ = self._gate(vw, vt, linear)
+        if run_dir is not None:
+            self._write_results(Path(run_dir))
         return self
 
-    def _unscale_pair(self, out: Tensor, y: Tensor):
-        return (
-            torch.from_numpy(self.scaler_.inverse_transform(out.numpy())),
-            torch.from_numpy(self.scaler_.inverse_transform(y.numpy())),
+    def _validation_windows(self, X, n_valid: int, validation_data, width: int):
+        """``(windows (N, width), targets (N, horizon))``: those of ``X`` whose targets lie
+        in its last ``n_valid`` values, or those of ``validation_data`` (a later series,
+        continued from the end of ``X``, or ``(windows, targets)``)."""
+        from .data import make_windows
+
+        if validation_data is None:
+            w, t = make_windows(X, width, self.horizon)
+            first = len(X) - n_valid - width  # the window whose target is value n - n_valid
+            return w[first:].astype(np.float64), t[first:].astype(np.float64)
+        if isinstance(validation_data, tuple):
+            vx, vy = validation_data
+        else:
+            vx, vy = validation_data, None
+        vx = _finite_array(vx, "validation X")
+        if vx.ndim == 1:
+            joined = vx if X is None else np.concatenate([X[-width:], vx])
+            w, t = make_windows(joined, width, self.horizon)
+            return w.astype(np.float64), t.astype(np.float64)
+        vy = _finite_array(vy, "validation y")
+        return vx, (vy[:, None] if vy.ndim == 1 else vy)
+
+    def _gate(self, vw: np.ndarray, vt: np.ndarray, linear) -> float:
+        """Scale the LSTM term by the weight with the lowest validation RMSE (exactly:
+        the heads' weights and biases are multiplied); 1.0 when there is no validation
+        data."""
+        if not len(vw):
+            self.validation_metrics_ = None
+            return 1.0
+        net = self.scaler_.inverse_transform(
+            self._outputs(self._windows_data(vw, None)).numpy().astype(np.float64)
         )
+        lin = self._linear(vw, linear)
+        scores = {a: float(np.sqrt(np.mean((lin + a * net - vt) ** 2))) for a in self._GATE_WEIGHTS}
+        best = min(scores, key=lambda a: (scores[a], a))  # a tie drops the LSTM term
+        members = self.model_.members if isinstance(self.model_, _Ensemble) else [self.model_]
+        with torch.no_grad():
+            for m in members:
+                m.head.weight.mul_(best)
+                m.head.bias.mul_(best)
+                if self.highway:
+                    m.highway.weight.mul_(best)
+                    m.highway.bias.mul_(best)
+        from .metrics import regression_metrics
+
+        self.validation_metrics_ = {
+            **regression_metrics(vt, lin + best * net),
+            "linear_rmse": scores[0.0],
+            "network_weight": best,
+        }
+        logger.info(
+            "validation RMSE: linear %.4g, with the LSTM term %.4g; LSTM weight %.2f",
+            scores[0.0],
+            scores[1.0],
+            best,
+        )
+        return best
 
     def predict(self, X=None) -> np.ndarray:
         """Forecasts: ``(horizon,)`` after the training series (``X`` None) or after a 1-D
-        series ``X``; ``(N, horizon)`` for windows ``X (N, history)`` (``(N,)`` if
+        series ``X``; ``(N, horizon)`` for windows ``X (N, history_steps_)`` (``(N,)`` if
         ``horizon == 1``)."""
         self._check_fitted()
         if X is None:
@@ -1080,16 +1514,15 @@ class Forecaster(RegressorMixin, _LSTMEstimator):
         X = _finite_array(X, "X")
         single = X.ndim == 1
         if single:
-            if len(X) < self.history:
+            if len(X) < self.history_steps_:
                 raise DataError(
                     f"the series has {len(X)} values; forecasting needs the last "
-                    f"history={self.history}"
+                    f"history={self.history_steps_}"
                 )
-            X = X[None, -self.history :]
-        if X.ndim != 2 or X.shape[1] != self.history:
-            raise DataError(f"X has shape {X.shape}; expected (N, {self.history}) or 1-D")
-        out = self._outputs(self._windows_data(X, None)).numpy()
-        out = self.scaler_.inverse_transform(out)
+            X = X[None, -self.history_steps_ :]
+        if X.ndim != 2 or X.shape[1] != self.history_steps_:
+            raise DataError(f"X has shape {X.shape}; expected (N, {self.history_steps_}) or 1-D")
+        out = self._forecast(X)
         if single:
             return out[0]
         return out[:, 0] if self.horizon == 1 else out
@@ -1098,17 +1531,41 @@ class Forecaster(RegressorMixin, _LSTMEstimator):
         return {
             "scaler.json": self.scaler_.to_dict(),
             "window.json": {"type": "series_tail", "values": self.last_window_.tolist()},
+            "forecast.json": {
+                "type": "forecast_parts",
+                "history": self.history_steps_,
+                "season": self.season_,
+                "network_steps": self.network_steps_,
+                "input": self.input_,
+                "linear": None if self.linear_ is None else self.linear_.to_dict(),
+            },
         }
 
     def _load_artifacts(self, run: Path) -> None:
+        from .autoregressive import LinearForecast
+
         self.scaler_ = _read_artifact(run, "scaler.json", Scaler.from_dict)
+
+        def parts(d):
+            if not isinstance(d, dict) or d.get("type") != "forecast_parts":
+                raise ValueError("expected {'type': 'forecast_parts', ...}")
+            linear = None if d["linear"] is None else LinearForecast.from_dict(d["linear"])
+            return int(d["history"]), int(d["season"]), int(d["network_steps"]), d["input"], linear
+
+        (
+            self.history_steps_,
+            self.season_,
+            self.network_steps_,
+            self.input_,
+            self.linear_,
+        ) = _read_artifact(run, "forecast.json", parts)
 
         def tail(d):
             if not isinstance(d, dict) or d.get("type") != "series_tail":
                 raise ValueError("expected {'type': 'series_tail', 'values': [...]}")
             values = np.asarray(d["values"], dtype=np.float64)
-            if values.shape != (self.history,):
-                raise ValueError(f"expected {self.history} values, got shape {values.shape}")
+            if values.shape != (self.history_steps_,):
+                raise ValueError(f"expected {self.history_steps_} values, got shape {values.shape}")
             return values
 
         self.last_window_ = _read_artifact(run, "window.json", tail)

@@ -482,6 +482,7 @@ def _explain_estimator(
         notes.append(f"An ensemble of {len(members)} models: the report shows the first.")
         net = members[0]
     kind = est.task
+    forecast = None
     if kind == "text-classifier":
         if data is not None or text is None:
             raise ExplainError(f"a {kind} run is explained on --text, not --data")
@@ -511,27 +512,29 @@ def _explain_estimator(
         if series.shape[0] == 0:
             raise ExplainError(f"--data file '{data}' has no rows; expected one row per step")
         if kind == "forecaster":
-            if series.shape[0] < est.history:
+            history = est.history_steps_
+            if series.shape[0] < history:
                 raise ExplainError(
                     f"--data has {series.shape[0]} steps; the forecaster needs its history of "
-                    f"{est.history}"
+                    f"{history}"
                 )
-            if series.shape[0] > est.history:
+            if series.shape[0] > history:
                 _say(
                     warn,
                     f"the series has {series.shape[0]} steps; the forecaster reads its last "
-                    f"history={est.history}, so the report shows those",
+                    f"history={history}, so the report shows those",
                 )
-            series = series[-est.history :]
+            series = series[-history:]
             window = series[:, 0].numpy()[None, :]  # (1, history)
             x = est._windows_data(window, None).inputs
+            forecast = est.predict(window).reshape(-1)  # linear part + LSTM term
         else:
             x = est._inputs([series.numpy()]).inputs  # (1, T, C), normalised as in training
         labels = [",".join(f"{v:.3g}" for v in row) for row in series.tolist()]
     with torch.no_grad():
         e = net.lstm_input(x)[0]  # (T, E): what the LSTM reads
         out = net(x)[0]
-    subtitle = _estimator_prediction(est, kind, out)
+    subtitle = _estimator_prediction(est, kind, out, forecast)
     flow = None
     if gradient:
         flow = _estimator_gradient(net, e, kind)
@@ -557,9 +560,9 @@ def _say(warn: Callable[[str], None] | None, message: str) -> None:
         warn(message)
 
 
-def _estimator_prediction(est, kind: str, out: Tensor) -> str:
+def _estimator_prediction(est, kind: str, out: Tensor, forecast=None) -> str:
     if kind == "forecaster":
-        values = est.scaler_.inverse_transform(out.numpy()[None, :])[0]
+        values = forecast
         return "Forecast: " + ", ".join(f"{v:.4g}" for v in values) + "."
     p = out.softmax(-1)
     k = int(p.argmax())

@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "KINDS",
     "POOLINGS",
+    "ConvBranch",
     "ForecastNet",
     "ModelConfig",
     "SequenceClassifier",
@@ -79,6 +80,17 @@ class ModelConfig:
             means word ``w`` read with table ``s`` (its embedding is word ``w``'s). Ids
             below ``vocab_size`` read table 0. TextClassifier uses this for out-of-fold
             ratios: training texts read tables computed without them.
+        patch: real-valued input only: the series is cut into non-overlapping patches of
+            this many steps, each projected to ``embedding_dim`` (a strided convolution,
+            kernel = stride = patch), so the LSTM reads ``ceil(T / patch)`` steps (1: off).
+        conv_channels: real-valued input only: a fully convolutional branch beside the
+            LSTM (LSTM-FCN, Karim et al. 2017): one block per entry (convolution with
+            kernel 8, 5, 3, 3, ... and "same" zero padding, batch norm over the real
+            steps, ReLU), global average pooling over the real steps, concatenated with
+            the LSTM's pooled features before the Dense head. Empty: no branch.
+        conv_pool: the convolutional branch reads the series averaged over windows of
+            this many steps (non-overlapping; 1: every step), which bounds its cost on
+            long series.
     """
 
     kind: str = "classifier"
@@ -101,6 +113,9 @@ class ModelConfig:
     highway: int = 0
     token_features: int = 0
     token_feature_sets: int = 1
+    patch: int = 1
+    conv_channels: list[int] = dataclasses.field(default_factory=list)
+    conv_pool: int = 1
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -122,6 +137,8 @@ class ModelConfig:
             ("highway", 0),
             ("token_features", 0),
             ("token_feature_sets", 1),
+            ("patch", 1),
+            ("conv_pool", 1),
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -145,6 +162,15 @@ class ModelConfig:
             raise ValueError(
                 f"token_feature_sets={self.token_feature_sets} needs token_features > 0"
             )
+        if not isinstance(self.conv_channels, (list, tuple)) or any(
+            isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in self.conv_channels
+        ):
+            raise ValueError(f"conv_channels={self.conv_channels!r}; expected a list of ints >= 1")
+        self.conv_channels = list(self.conv_channels)
+        if (self.patch > 1 or self.conv_channels) and self.vocab_size > 0:
+            raise ValueError("patch and conv_channels are for real-valued input (vocab_size=0)")
+        if self.patch > 1 and self.embedding_dim == 0:
+            raise ValueError(f"patch={self.patch} needs embedding_dim > 0 (the patch projection)")
         if self.highway and (self.kind != "forecaster" or self.vocab_size > 0):
             raise ValueError("highway is for a forecaster on real-valued input")
 
@@ -196,6 +222,11 @@ class _SequenceModel(nn.Module):
             if c.token_features:
                 table = torch.zeros(c.token_feature_sets * c.vocab_size, c.token_features)
                 self.register_buffer("token_feature_table", table)
+        elif c.patch > 1:
+            self.patch_projection = nn.Conv1d(
+                c.input_size, c.embedding_dim, kernel_size=c.patch, stride=c.patch
+            )
+            lstm_in = c.embedding_dim
         elif c.embedding_dim > 0:
             self.projection = nn.Linear(c.input_size, c.embedding_dim)
             lstm_in = c.embedding_dim
@@ -216,6 +247,9 @@ class _SequenceModel(nn.Module):
         )
         self.dropout = nn.Dropout(c.dropout)
         self.features = self.lstm.output_size * self.lstm.num_directions
+        if c.conv_channels:
+            self.conv = ConvBranch(c.input_size, c.conv_channels, pool=c.conv_pool)
+            self.features += c.conv_channels[-1]
         self.head = nn.Linear(self.features, c.output_size)
 
     def _check_input(self, x: Tensor, lengths: Tensor | None) -> None:
@@ -249,6 +283,11 @@ class _SequenceModel(nn.Module):
             if c.token_features:
                 e = torch.cat([e, self.token_feature_table[x]], dim=-1)  # (B, T, E + F)
             return e
+        if c.patch > 1:
+            T = x.shape[1]
+            pad = (-T) % c.patch  # zeros complete the last patch
+            x = F.pad(x.transpose(1, 2), (0, pad))  # (B, C, T + pad)
+            return self.patch_projection(x).transpose(1, 2)  # (B, ceil(T / patch), E)
         if c.embedding_dim > 0:
             return self.projection(x)  # (B, T, E)
         return x
@@ -265,7 +304,20 @@ class _SequenceModel(nn.Module):
             drop = torch.rand(x.shape, device=x.device) < c.word_dropout
             x = torch.where(drop & (x != 0), torch.full_like(x, UNK_ID), x)
         e = self.embedding_dropout(self.lstm_input(x))
-        T = x.shape[1]
+        extra = []
+        if c.conv_channels:
+            extra.append(self.conv(x, lengths))  # (B, F)
+        if c.patch > 1:
+            raw = lengths
+            lengths = None if raw is None else (raw + c.patch - 1) // c.patch
+        pooled = self._pool(e, lengths)
+        return torch.cat([pooled, *extra], dim=-1) if extra else pooled
+
+    def _pool(self, e: Tensor, lengths: Tensor | None) -> Tensor:
+        """The LSTM over ``e (B, T, E)`` with ``lengths`` real steps, pooled: ``(B, D*P)``."""
+        c = self.config
+        x = e
+        T = e.shape[1]
         if lengths is None or bool((lengths == T).all()):
             out, state = self.lstm(e)  # out (B, T, D*P), state[0] = h_n (L*D, B, P)
             h_n = state[0]  # (h, c), or the sLSTM's (h, c, n, m)
@@ -292,6 +344,80 @@ class _SequenceModel(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         return self.head(self.dropout(self.encode(x, lengths)))  # (B, out)
+
+
+class _MaskedBatchNorm1d(nn.BatchNorm1d):
+    """Batch norm over the real steps only: ``(B, C, T)`` with a ``(B, T)`` mask (padding
+    neither enters the statistics nor keeps a value: it is set to 0)."""
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        if mask is None:
+            return super().forward(x)
+        m = mask[:, None, :].to(x.dtype)  # (B, 1, T)
+        if self.training:
+            n = m.sum()
+            mean = (x * m).sum(dim=(0, 2)) / n  # (C,)
+            var = (((x - mean[None, :, None]) * m) ** 2).sum(dim=(0, 2)) / n
+            with torch.no_grad():
+                k = self.momentum
+                unbiased = var * n / max(float(n) - 1.0, 1.0)
+                self.running_mean.mul_(1 - k).add_(k * mean)
+                self.running_var.mul_(1 - k).add_(k * unbiased)
+                self.num_batches_tracked += 1
+        else:
+            mean, var = self.running_mean, self.running_var
+        y = (x - mean[None, :, None]) / torch.sqrt(var[None, :, None] + self.eps)
+        return (y * self.weight[None, :, None] + self.bias[None, :, None]) * m
+
+
+class ConvBranch(nn.Module):
+    """The fully convolutional branch of LSTM-FCN (Karim et al. 2017; Wang et al. 2017):
+    blocks of convolution ("same" zero padding, kernels 8, 5, 3, 3, ...), batch norm over
+    the real steps and ReLU, then the mean over the real steps.
+
+    ``forward(x (B, T, C), lengths (B,) or None) -> (B, channels[-1])``. Padded steps are
+    zeroed after every block, so a real step sees exactly what it would see in a batch
+    of its own (zero padding at the sequence's end): in eval mode the output does not
+    depend on the padding.
+    """
+
+    KERNELS = (8, 5, 3)
+
+    def __init__(self, input_size: int, channels: list[int], pool: int = 1) -> None:
+        super().__init__()
+        self.pool = pool
+        sizes = [input_size, *channels]
+        kernels = [self.KERNELS[i] if i < len(self.KERNELS) else 3 for i in range(len(channels))]
+        self.convs = nn.ModuleList(nn.Conv1d(a, b, k) for a, b, k in zip(sizes, sizes[1:], kernels))
+        self.norms = nn.ModuleList(_MaskedBatchNorm1d(b) for b in channels)
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        h = x.transpose(1, 2)  # (B, C, T)
+        if self.pool > 1:
+            # the mean of each window of `pool` real steps (a last partial window too)
+            T = h.shape[-1]
+            pad = (-T) % self.pool
+            h = F.pad(h, (0, pad))
+            if lengths is None:
+                lengths = torch.full((h.shape[0],), T, device=x.device, dtype=torch.long)
+            steps = torch.arange(T + pad, device=x.device)
+            real = (steps[None, :] < lengths.to(x.device)[:, None]).to(h.dtype)  # (B, T')
+            h = F.avg_pool1d(h * real[:, None, :], self.pool) / F.avg_pool1d(
+                real[:, None, :], self.pool
+            ).clamp_min(1e-12)  # (B, C, ceil(T / pool))
+            lengths = (lengths + self.pool - 1) // self.pool
+        T = h.shape[-1]
+        mask = None
+        if lengths is not None and not bool((lengths == T).all()):
+            mask = torch.arange(T, device=x.device)[None, :] < lengths.to(x.device)[:, None]
+            h = h * mask[:, None, :].to(h.dtype)
+        for conv, norm in zip(self.convs, self.norms):
+            k = conv.kernel_size[0]
+            h = F.pad(h, ((k - 1) // 2, k // 2))  # "same" length, as torch pads it
+            h = torch.relu(norm(conv(h), mask))  # (B, F, T); padding stays 0
+        if mask is None:
+            return h.mean(dim=-1)
+        return h.sum(dim=-1) / lengths.to(h.device, h.dtype)[:, None]  # (B, F)
 
 
 class SequenceClassifier(_SequenceModel):

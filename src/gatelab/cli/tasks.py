@@ -285,8 +285,8 @@ HELP = {
     ),
     "text_train": (
         "Labelled text: a TSV/CSV file with a text and a label column (header names such "
-        "as text/sentence and label), or one file per class given as a folder or a path "
-        "stem (rt-polarity -> rt-polarity.pos, rt-polarity.neg)."
+        "as text/sentence and label), a 'LABEL ||| text' file (SST), or one file per "
+        "class given as a folder or a path stem (rt-polarity -> rt-polarity.pos, rt-polarity.neg)."
     ),
     "text_valid": (
         "Labelled text for early stopping and best weights, same layout as --train. "
@@ -305,14 +305,26 @@ HELP = {
         f"1/N share of the training texts (out-of-fold); 0 or 1: the full ratios. Default "
         f"{TEXT['nb_folds']}; refused with --nb-features off."
     ),
+    "separator": (
+        "Field separator of the --train/--valid tables: a character such as ',' or a "
+        "separator such as '|||' (SST files, LABEL ||| text). Default: sniffed from the "
+        "first line (tab, then '|||', then comma)."
+    ),
     "text_column": ("Name or 0-based index of the text column (default: found from the header)."),
     "label_column": ("Name or 0-based index of the label column (default: found from the header)."),
     "series_train": (
-        "Labelled series in sktime/UCR .ts format (values comma-separated, channels "
-        "':'-separated, label last)."
+        "Labelled series: sktime .ts (values comma-separated, channels ':'-separated, label"
+        " last) or UCR text (label first, then the values separated by tabs, commas or "
+        "spaces; the 2018 .tsv and the old .txt files). The format is found from the "
+        "content."
     ),
     "series_valid": (
-        "A .ts file for early stopping and best weights. Default: none (train all epochs)."
+        "Labelled series (any format --train takes) for early stopping and best weights. "
+        "Default: none."
+    ),
+    "architecture": (
+        "lstm, lstm-fcn (the LSTM beside a fully convolutional branch) or auto (chosen by "
+        "inner cross-validation on the training data; the choice is in selection.json)."
     ),
     "normalize": (
         "series (z-normalise each series), global (training mean/std per channel) or none."
@@ -323,7 +335,11 @@ HELP = {
         "non-date column."
     ),
     "horizon": ("Steps forecast at once."),
-    "history": ("Past steps the model sees per forecast."),
+    "history": (
+        "Past steps each forecast reads. Default: from the season, the horizon and the "
+        "length (docs/models.md)."
+    ),
+    "season": ("Seasonal period in steps. Default: found from the data; 0: none."),
     "holdout": (
         "Hold out the last N values: not trained on, evaluated after training (one "
         "forecast per step, RMSE/MAE in metrics.json)."
@@ -491,6 +507,7 @@ def train_text_classifier(
     nb_folds: Annotated[int | None, typer.Option(help=HELP["nb_folds"])] = None,
     text_column: Annotated[str | None, typer.Option(help=HELP["text_column"])] = None,
     label_column: Annotated[str | None, typer.Option(help=HELP["label_column"])] = None,
+    separator: Annotated[str | None, typer.Option(help=HELP["separator"])] = None,
     quiet: Quiet = False,
 ) -> None:
     """Train a text classifier (embedding -> BiLSTM -> pooling -> Dense) on labelled text."""
@@ -498,12 +515,12 @@ def train_text_classifier(
 
     _prepare_out(out, resume)
     columns = {"text_column": _column(text_column), "label_column": _column(label_column)}
-    data = read_labelled_text(train, **columns)
+    data = read_labelled_text(train, **columns, delimiter=separator)
     validation = None
     if valid is not None:
-        v = read_labelled_text(valid, **columns)
+        v = read_labelled_text(valid, **columns, delimiter=separator)
         validation = (v.texts, v.labels)
-    _record_source(out, resume, {"train": train, "valid": valid}, **columns)
+    _record_source(out, resume, {"train": train, "valid": valid}, **columns, separator=separator)
     params = _common_params(
         epochs=epochs,
         batch_size=batch_size,
@@ -546,22 +563,6 @@ def _column(value: str | None) -> str | int | None:
 # ----------------------------------------------------------------- series helpers
 
 
-def _ts_line_numbers(path: Path) -> list[int]:
-    """The file line number of each series of a ``.ts`` file (for messages)."""
-    from ..data.lines import read_lines
-
-    numbers, in_data = [], False
-    for number, raw in read_lines(path, what=".ts file").lines:
-        line = raw.strip()
-        if line.startswith("#"):
-            continue
-        if not in_data:
-            in_data = line.lower().startswith("@data")
-            continue
-        numbers.append(number)
-    return numbers
-
-
 def _fill_series(s: np.ndarray, how: str) -> np.ndarray:
     """Fill NaN along time, per channel: ffill (leading NaN take the first value) or
     linear interpolation (edges take the nearest value)."""
@@ -584,21 +585,21 @@ def _fill_series(s: np.ndarray, how: str) -> np.ndarray:
 
 
 def _read_ts(path: Path, fill: str | None, *, labelled: bool = True):
-    from ..data import read_ts
+    """Labelled series from a .ts or UCR text/tsv file (the format found from the content)."""
+    from ..data import read_labelled_series
 
     if fill not in (None, "ffill", "interpolate"):
         raise CommandError(f"--fill {fill!r}; expected ffill or interpolate")
-    data = read_ts(path)
+    data = read_labelled_series(path)
     if labelled and not data.labels:
         raise CommandError(f"'{path}' has no class labels ('@classLabel false'); expected labels")
     series = list(data.series)
-    numbers = None
+    numbers = data.line_numbers
     for i, s in enumerate(series):
         bad = np.argwhere(~np.isfinite(s))
         if not len(bad):
             continue
         if fill is None:
-            numbers = numbers or _ts_line_numbers(path)
             line = numbers[i] if i < len(numbers) else "?"
             t, c = bad[0]
             raise CommandError(
@@ -608,7 +609,6 @@ def _read_ts(path: Path, fill: str | None, *, labelled: bool = True):
         try:
             series[i] = _fill_series(s, fill)
         except ValueError as err:
-            numbers = numbers or _ts_line_numbers(path)
             raise CommandError(f"{path}, line {numbers[i]}: series {i}: {err}") from None
     return series, data.labels
 
@@ -624,7 +624,9 @@ def train_series_classifier(
     train: Annotated[Path, typer.Option("--train", help=HELP["series_train"], show_default=False)],
     out: Out,
     valid: Annotated[Path | None, typer.Option("--valid", help=HELP["series_valid"])] = None,
-    epochs: Epochs = SERIES["epochs"],
+    epochs: Annotated[
+        int | None, typer.Option(help=HELP["epochs"] + " Default: about 1,000 steps.")
+    ] = SERIES["epochs"],
     batch_size: BatchSize = SERIES["batch_size"],
     hidden_size: HiddenSize = SERIES["hidden_size"],
     layers: Layers = SERIES["num_layers"],
@@ -636,13 +638,15 @@ def train_series_classifier(
     nproc: Nproc = 1,
     max_restarts: MaxRestarts = 0,
     normalize: Annotated[str, typer.Option(help=HELP["normalize"])] = "series",
+    architecture: Annotated[str, typer.Option(help=HELP["architecture"])] = SERIES["architecture"],
     lr: Lr = SERIES["lr"],
     dropout: Dropout = SERIES["dropout"],
     models: Models = SERIES["n_models"],
     fill: Fill = None,
     quiet: Quiet = False,
 ) -> None:
-    """Train a series classifier (BiLSTM -> pooling -> Dense) on a .ts file."""
+    """Train a series classifier (patches -> BiLSTM beside a convolutional branch ->
+    Dense) on a .ts or UCR text file."""
     _prepare_out(out, resume)
     if normalize not in ("series", "global", "none"):
         raise CommandError(f"--normalize {normalize!r}; expected series, global or none")
@@ -663,6 +667,9 @@ def train_series_classifier(
         models=models,
     )
     params["normalize"] = None if normalize == "none" else normalize
+    params["architecture"] = architecture
+    if epochs is None:
+        del params["epochs"]
     est = SeriesClassifier(**params)
     est.fit(
         series,
@@ -687,11 +694,16 @@ def train_forecaster(
     out: Out,
     column: Annotated[str | None, typer.Option("--column", help=HELP["forecast_column"])] = None,
     horizon: Annotated[int, typer.Option("--horizon", help=HELP["horizon"])] = 1,
-    history: Annotated[int, typer.Option(help=HELP["history"])] = FORECAST["history"],
+    history: Annotated[int | None, typer.Option(help=HELP["history"])] = FORECAST["history"],
+    season: Annotated[int | None, typer.Option(help=HELP["season"])] = FORECAST["season"],
     holdout: Annotated[int, typer.Option(help=HELP["holdout"])] = 0,
-    epochs: Epochs = FORECAST["epochs"],
+    epochs: Annotated[
+        int | None, typer.Option(help=HELP["epochs"] + " Default: about 1,500 steps.")
+    ] = FORECAST["epochs"],
     batch_size: BatchSize = FORECAST["batch_size"],
-    hidden_size: HiddenSize = FORECAST["hidden_size"],
+    hidden_size: Annotated[
+        int | None, typer.Option(help=HELP["hidden_size"] + " Default: from the length.")
+    ] = FORECAST["hidden_size"],
     layers: Layers = FORECAST["num_layers"],
     bidirectional: Bidirectional = FORECAST["bidirectional"],
     variant: Variant = "standard",
@@ -728,10 +740,12 @@ def train_forecaster(
         dropout=dropout,
         models=models,
     )
-    params.update(horizon=horizon, history=history)
+    params.update(horizon=horizon, history=history, season=season)
+    if hidden_size is None:
+        del params["hidden_size"]
+    if epochs is None:
+        del params["epochs"]
     est = Forecaster(**params)
-    if est.highway > est.history:
-        est.set_params(highway=est.history)
     est.fit(train, run_dir=out, resume=resume, callbacks=_progress(quiet, "train"))
     _summary(est, out, quiet)
     if holdout:
@@ -750,13 +764,14 @@ def _forecast_metrics(est, series: np.ndarray, start: int | None = None) -> dict
     from ..data import make_windows
     from ..metrics import regression_metrics
 
-    X, Y = make_windows(series, est.history, est.horizon)
+    history = est.history_steps_
+    X, Y = make_windows(series, history, est.horizon)
     if start is not None:
-        first = max(0, start - est.history)
+        first = max(0, start - history)
         X, Y = X[first:], Y[first:]
     if len(X) == 0:
         raise CommandError(
-            f"the series is too short: forecasting needs history={est.history} + "
+            f"the series is too short: forecasting needs history={history} + "
             f"horizon={est.horizon} values"
         )
     pred = est.predict(X).reshape(Y.shape)
@@ -874,7 +889,12 @@ def _text_evaluate(fitted, data: Path, options) -> dict[str, float]:
 
     source = options["source"]
     text_column = options["column"] if options["column"] is not None else source.get("text_column")
-    d = read_labelled_text(data, text_column=text_column, label_column=source.get("label_column"))
+    d = read_labelled_text(
+        data,
+        text_column=text_column,
+        label_column=source.get("label_column"),
+        delimiter=source.get("separator"),  # as at training (None: found from the content)
+    )
     return _classification(fitted, d.texts, d.labels, data)
 
 

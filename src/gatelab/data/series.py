@@ -20,11 +20,15 @@ from gatelab.errors import DataError
 
 __all__ = [
     "DATE_COLUMN_NAMES",
+    "SERIES_FORMATS",
     "Scaler",
     "SeriesDataset",
+    "detect_series_format",
     "make_windows",
+    "read_labelled_series",
     "read_series_csv",
     "read_ts",
+    "read_ucr_text",
     "split_series",
 ]
 
@@ -50,6 +54,8 @@ class SeriesDataset:
         problem_name: ``@problemName`` (``""`` when absent).
         path: the file read.
         header: every ``@`` header as ``{lower-cased name: raw value}``.
+        line_numbers: the file line of each series (for messages).
+        format: the file format read (one of :data:`SERIES_FORMATS`).
     """
 
     series: list[np.ndarray]
@@ -58,6 +64,8 @@ class SeriesDataset:
     problem_name: str = ""
     path: Path | None = None
     header: dict[str, str] = field(default_factory=dict)
+    line_numbers: list[int] = field(default_factory=list)
+    format: str = "ts"
 
     def __len__(self) -> int:
         return len(self.series)
@@ -146,6 +154,7 @@ def read_ts(path: PathLike) -> SeriesDataset:
     in_data = False
     series: list[np.ndarray] = []
     labels: list[str] = []
+    numbers: list[int] = []
     n_channels: int | None = None
     first_data_line = 0
 
@@ -238,6 +247,7 @@ def read_ts(path: PathLike) -> SeriesDataset:
                 f"{[len(ch) for ch in channels]}; expected one length"
             )
         series.append(np.asarray(channels, dtype=np.float32).T.copy())
+        numbers.append(number)
 
     if not in_data:
         raise DataError(f"{p}: no '@data' line; expected headers, '@data', then series")
@@ -258,6 +268,8 @@ def read_ts(path: PathLike) -> SeriesDataset:
         problem_name=header.get("problemname", ""),
         path=p,
         header=header,
+        line_numbers=numbers,
+        format="ts",
     )
 
 
@@ -279,6 +291,178 @@ def _check_header(p: Path, header: dict[str, str], series: list[np.ndarray], c: 
             raise DataError(f"{p}: '@seriesLength {want}' but the series have length {lengths[0]}")
     if header.get("missing", "").lower() == "false" and any(np.isnan(s).any() for s in series):
         logger.warning("%s: '@missing false' but some values are '?' (read as NaN)", p)
+
+
+# --------------------------------------------------------------------------------------
+# UCR text files (label first) and format detection
+# --------------------------------------------------------------------------------------
+
+#: The labelled-series formats :func:`read_labelled_series` tells apart by content:
+#: ``"ts"`` (sktime), ``"ucr-tsv"`` (UCR 2018: label, then values, tab-separated),
+#: ``"ucr-text"`` (old UCR: label, then values, separated by runs of spaces),
+#: ``"ucr-csv"`` (label, then values, comma-separated).
+SERIES_FORMATS = ("ts", "ucr-tsv", "ucr-text", "ucr-csv")
+_UCR_SEPARATORS = {"ucr-tsv": "\t", "ucr-text": None, "ucr-csv": ","}
+_NAN_TOKENS = frozenset({"nan", "?", ""})
+
+
+def _first_content_line(path: Path) -> tuple[int, str]:
+    for number, raw in read_lines(path, what="series file").lines:
+        line = raw.strip(ASCII_WHITESPACE)
+        if line and not line.startswith("#"):
+            return number, raw
+    raise DataError(f"series file '{path}' holds only comments; expected series")
+
+
+def detect_series_format(path: PathLike) -> str:
+    """The format of a labelled-series file, from its content (never its name).
+
+    The first line that is not blank or a ``#`` comment decides: an ``@`` header means
+    ``"ts"``; otherwise a line of numbers, label first, separated by tabs (``"ucr-tsv"``),
+    commas (``"ucr-csv"``) or runs of spaces (``"ucr-text"``).
+
+    Raises:
+        DataError: a first line that is none of these (it is quoted).
+    """
+    p = Path(path)
+    number, raw = _first_content_line(p)
+    line = raw.strip(ASCII_WHITESPACE)
+    if line.startswith("@"):
+        return "ts"
+    fmt = "ucr-tsv" if "\t" in line else "ucr-csv" if "," in line else "ucr-text"
+    tokens = _ucr_tokens(line, fmt)
+    numeric = [t for t in tokens[1:] if _ucr_value(t) is not None]
+    if len(tokens) < 2 or len(numeric) != len(tokens) - 1:
+        raise DataError(
+            f"{p}, line {number}: cannot tell the format: {line[:60]!r} is neither an '@' "
+            "header (sktime .ts) nor a label followed by numbers (UCR text: tab-, comma- "
+            "or space-separated)"
+        )
+    return fmt
+
+
+def _ucr_tokens(line: str, fmt: str) -> list[str]:
+    sep = _UCR_SEPARATORS[fmt]
+    if sep is None:
+        return line.split()
+    return [t.strip(ASCII_WHITESPACE) for t in line.strip(ASCII_WHITESPACE).split(sep)]
+
+
+def _ucr_value(token: str) -> float | None:
+    if token.lower() in _NAN_TOKENS:
+        return math.nan
+    if "_" in token:
+        return None
+    try:
+        return float(token)
+    except ValueError:
+        return None
+
+
+def _ucr_label(token: str) -> str:
+    """``1.0000000e+00`` -> ``"1"``, ``-1`` -> ``"-1"``; other labels as written."""
+    v = _ucr_value(token)
+    if v is not None and math.isfinite(v) and v == int(v):
+        return str(int(v))
+    return token
+
+
+def read_ucr_text(path: PathLike, fmt: str | None = None) -> SeriesDataset:
+    """Read a UCR text file: one univariate series a line, the class label first.
+
+    The old UCR archive separates values by runs of spaces (``Coffee_TRAIN.txt``), the
+    2018 archive by tabs (``.tsv``); comma-separated copies exist too. Labels written as
+    numbers are normalised (``1.0000000e+00`` -> ``"1"``). ``NaN`` (or ``?``, or an empty
+    field) is a missing value; the NaNs that END a line are padding of a shorter series
+    (the 2018 archive pads unequal lengths that way) and are cut off, so each series keeps
+    its own length.
+
+    Args:
+        path: the file.
+        fmt: ``"ucr-tsv"``, ``"ucr-text"`` or ``"ucr-csv"``; None detects it
+            (:func:`detect_series_format`).
+
+    Returns:
+        A :class:`SeriesDataset` (one channel; ``class_labels`` sorted numerically when
+        every label is a number).
+
+    Raises:
+        DataError: a value that is not a number (line and token named), a line with no
+            values, a series made only of missing values.
+    """
+    p = Path(path)
+    if fmt is None:
+        fmt = detect_series_format(p)
+    if fmt not in _UCR_SEPARATORS:
+        raise DataError(f"fmt={fmt!r}; expected one of {list(_UCR_SEPARATORS)} or None")
+    series: list[np.ndarray] = []
+    labels: list[str] = []
+    numbers: list[int] = []
+    for number, raw in read_lines(p, what="UCR series file").lines:
+        line = raw.strip(ASCII_WHITESPACE)
+        if not line or line.startswith("#"):
+            continue
+        tokens = _ucr_tokens(line, fmt)
+        if len(tokens) < 2:
+            raise DataError(
+                f"{p}, line {number}: only {len(tokens)} field(s); expected a class label "
+                "then the series' values"
+            )
+        values = []
+        for t in tokens[1:]:
+            v = _ucr_value(t)
+            if v is None:
+                raise DataError(
+                    f"{p}, line {number}: bad value {t!r}; expected a number or NaN "
+                    f"(line starts {line[:60]!r})"
+                )
+            values.append(v)
+        x = np.asarray(values, dtype=np.float32)
+        real = np.flatnonzero(~np.isnan(x))
+        if not len(real):
+            raise DataError(f"{p}, line {number}: the series holds only missing values")
+        series.append(x[: real[-1] + 1, None].copy())  # (T_i, 1), trailing padding cut
+        labels.append(_ucr_label(tokens[0]))
+        numbers.append(number)
+    if not series:
+        raise DataError(f"{p}: no series; expected one series a line, label first")
+    classes = sorted(set(labels), key=_label_key)
+    logger.info(
+        "read %d series (%s, %d classes, lengths %d-%d) from %s",
+        len(series),
+        fmt,
+        len(classes),
+        min(len(s) for s in series),
+        max(len(s) for s in series),
+        p,
+    )
+    return SeriesDataset(
+        series=series,
+        labels=labels,
+        class_labels=classes,
+        path=p,
+        line_numbers=numbers,
+        format=fmt,
+    )
+
+
+def _label_key(label: str) -> tuple[int, float, str]:
+    v = _ucr_value(label)
+    return (0, v, "") if v is not None and math.isfinite(v) else (1, 0.0, label)
+
+
+def read_labelled_series(path: PathLike) -> SeriesDataset:
+    """Read labelled series in any of :data:`SERIES_FORMATS`, detected from the content.
+
+    Args:
+        path: a ``.ts`` file (:func:`read_ts`) or a UCR text file (:func:`read_ucr_text`),
+            whatever its name.
+
+    Returns:
+        A :class:`SeriesDataset` whose ``format`` names what was read.
+    """
+    fmt = detect_series_format(path)
+    return read_ts(path) if fmt == "ts" else read_ucr_text(path, fmt)
 
 
 # --------------------------------------------------------------------------------------

@@ -53,6 +53,9 @@ TEXT_COLUMN_NAMES: tuple[str, ...] = ("text", "sentence", "content", "review")
 #: Header names recognised (case-insensitive) as the label column.
 LABEL_COLUMN_NAMES: tuple[str, ...] = ("label", "score", "sentiment")
 
+#: The field separator of the SST files (``LABEL ||| text``), found by sniffing.
+SST_SEPARATOR = "|||"
+
 PAD = "<pad>"
 UNK = "<unk>"
 PAD_ID = 0
@@ -115,10 +118,13 @@ def read_labelled_text(
         label_column: the label column, likewise. Default: the column named one of
             :data:`LABEL_COLUMN_NAMES`. With no header line and two columns, the column
             whose values look like short class labels.
-        delimiter: the table's delimiter. Default: sniffed from the first line, tab if it
-            holds a tab, else comma. Tab-separated files are read without quoting (a
-            ``"`` is an ordinary character: real TSVs hold unbalanced quotes); other
-            delimiters use CSV quoting (:mod:`csv`).
+        delimiter: the table's field separator. Default: sniffed from the first line:
+            tab if it holds a tab, else ``|||`` if it holds that (the SST files,
+            ``LABEL ||| text``), else comma. Tab-separated files are read without
+            quoting (a ``"`` is an ordinary character: real TSVs hold unbalanced
+            quotes); a multi-character separator such as ``|||`` likewise; comma and
+            other single characters use CSV quoting (:mod:`csv`). In ``|||`` files the
+            Penn Treebank escapes ``\\/`` and ``\\*`` are read as ``/`` and ``*``.
 
     Returns:
         A :class:`TextDataset`. Blank lines are skipped.
@@ -252,6 +258,17 @@ def _parse_rows(
     return rows
 
 
+def _split_rows(numbered: list[tuple[int, str]], delimiter: str) -> list[tuple[int, list[str]]]:
+    """Rows of a file whose fields are separated by a multi-character separator (no
+    quoting: a ``"`` is an ordinary character)."""
+    return [(n, line.split(delimiter)) for n, line in numbered if line.strip(ASCII_WHITESPACE)]
+
+
+def _unescape_ptb(text: str) -> str:
+    """Undo the Penn Treebank escapes of the SST files: ``\\/`` -> ``/``, ``\\*`` -> ``*``."""
+    return text.replace("\\/", "/").replace("\\*", "*")
+
+
 def _looks_like_labels(values: list[str]) -> bool:
     if not values:
         return False
@@ -323,18 +340,26 @@ def _read_table(
     if delimiter is None:
         if "\t" in first:
             delimiter = "\t"
+        elif SST_SEPARATOR in first:
+            delimiter = SST_SEPARATOR
         elif "," in first:
             delimiter = ","
         else:
             raise DataError(
                 f"{p}: cannot sniff the delimiter: the first line {first[:80]!r} holds "
-                "neither a tab nor a comma; expected two or more columns (text and label), "
-                "or pass delimiter="
+                f"neither a tab nor a comma (nor {SST_SEPARATOR!r}); expected two or more "
+                "columns (text and label), or pass delimiter="
             )
-    elif len(delimiter) != 1:
-        raise DataError(f"delimiter must be a single character, got {delimiter!r}")
+    elif not isinstance(delimiter, str) or not delimiter or delimiter.isspace():
+        raise DataError(
+            f"delimiter must be a non-blank string (a character such as ',' or a separator "
+            f"such as '|||'), got {delimiter!r}"
+        )
 
-    rows = _parse_rows(p, numbered, delimiter)
+    if len(delimiter) == 1:
+        rows = _parse_rows(p, numbered, delimiter)
+    else:
+        rows = _split_rows(numbered, delimiter)
     first_row = rows[0][1]
     n_columns = len(first_row)
     if n_columns < 2:
@@ -432,6 +457,8 @@ def _read_table(
                 f"expected {n_columns}: {delimiter.join(row)[:120]!r}"
             )
         t, lab = row[ti].strip(ASCII_WHITESPACE), row[li].strip()
+        if delimiter == SST_SEPARATOR:
+            t = _unescape_ptb(t)
         if not t:
             raise DataError(f"{p}, line {number}: empty text (column {ti}); expected text")
         if not lab:

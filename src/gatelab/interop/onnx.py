@@ -28,6 +28,7 @@ reverse direction reads each sequence reversed within its own length
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -146,6 +147,27 @@ def _state_names(module: nn.Module) -> tuple[str, ...]:
     return ("h0", "c0", "n0", "m0") if _is_slstm(module) else ("h0", "c0")
 
 
+def _refuse_unexpressed_cells(module: nn.Module) -> None:
+    """An LSTM whose input or forget gate has its own activation (without the sLSTM's
+    normalizer) is neither the ONNX LSTM operator nor the Scan form: refused, never
+    exported as something else."""
+    from ..layers import LSTM
+
+    for name, sub in module.named_modules():
+        if not isinstance(sub, LSTM) or sub.spec.normalizer:
+            continue
+        spec = sub.spec
+        for gate in ("input", "forget"):
+            act = getattr(spec, f"{gate}_gate_activation", None)
+            if act is not None and act != spec.gate_activation:
+                where = f" (at {name!r})" if name else ""
+                raise TypeError(
+                    f"to_onnx does not export an LSTM cell{where} whose {gate} gate has its "
+                    f"own activation ({act!r}, the other gates {spec.gate_activation!r}): the "
+                    "ONNX LSTM operator and gatelab's Scan form use one gate activation"
+                )
+
+
 def _recurrent_ports(module: nn.Module, inputs: tuple[Tensor, ...]):
     """Ports of a recurrent layer: ``input``, [``h0`` [, ``c0``]], [``lengths``]."""
     state_names = _state_names(module)
@@ -211,12 +233,82 @@ def _linear(b: Builder, x: str, layer: nn.Linear, hint: str) -> str:
     return y
 
 
+def _step_mask(b: Builder, x: str, lengths: str, axis: int) -> str:
+    """``(B, T)`` bool: step ``t`` of row ``b`` is real, ``T = x.shape[axis]``."""
+    T = b.squeeze(b.dim(x, axis), [0])
+    steps = b.unsqueeze(b.op("Range", [b.ints(0), T, b.ints(1)]), [0])  # (1, T)
+    return b.op("Less", [steps, b.unsqueeze(lengths, [1])])
+
+
+def _ceil_div(b: Builder, lengths: str, k: int) -> str:
+    return b.op("Div", [b.op("Add", [lengths, b.ints(k - 1)]), b.ints(k)])
+
+
+def _patches(b: Builder, model: _SequenceModel, x: str) -> str:
+    """The patch projection: ``x (B, T, C)`` -> ``(B, ceil(T / patch), E)``; zeros complete
+    the last patch (the Conv's end padding of ``patch - 1``)."""
+    p = model.config.patch
+    conv = model.patch_projection
+    xt = b.op("Transpose", [x], perm=[0, 2, 1])  # (B, C, T)
+    y = b.op(
+        "Conv",
+        [xt, b.const(conv.weight, "patch_weight"), b.const(conv.bias, "patch_bias")],
+        "patches",
+        kernel_shape=[p],
+        strides=[p],
+        pads=[0, p - 1],
+    )
+    return b.op("Transpose", [y], perm=[0, 2, 1])  # (B, ceil(T / p), E)
+
+
+def _conv_branch(b: Builder, branch, x: str, lengths: str) -> str:
+    """:class:`gatelab.models.ConvBranch` in eval mode: ``x (B, T, C)``, ``lengths (B,)``
+    -> ``(B, channels[-1])``. Batch norm in eval mode is an affine map per channel, folded
+    into the convolution; padded steps are zeroed after every block."""
+    h = b.op("Transpose", [x], perm=[0, 2, 1])  # (B, C, T)
+    if branch.pool > 1:
+        k = branch.pool
+        real = b.op("Cast", [b.unsqueeze(_step_mask(b, h, lengths, 2), [1])], to=1)  # (B, 1, T)
+        attrs = dict(kernel_shape=[k], strides=[k], pads=[0, k - 1], count_include_pad=1)
+        num = b.op("AveragePool", [b.op("Mul", [h, real])], **attrs)
+        den = b.op("Max", [b.op("AveragePool", [real], **attrs), b.const(1e-12, "tiny")])
+        h = b.op("Div", [num, den], "pooled_input")  # (B, C, ceil(T / k))
+        lengths = _ceil_div(b, lengths, k)
+    m = b.op("Cast", [b.unsqueeze(_step_mask(b, h, lengths, 2), [1])], to=1)  # (B, 1, T')
+    h = b.op("Mul", [h, m])
+    for n, (conv, norm) in enumerate(zip(branch.convs, branch.norms)):
+        k = conv.kernel_size[0]
+        a = norm.weight.detach().double() / torch.sqrt(norm.running_var.double() + norm.eps)
+        shift = norm.bias.detach().double() - norm.running_mean.double() * a
+        w = conv.weight.detach().double() * a[:, None, None]
+        bias = conv.bias.detach().double() * a + shift
+        h = b.op(
+            "Conv",
+            [h, b.const(w, f"conv{n}_weight"), b.const(bias, f"conv{n}_bias")],
+            f"conv{n}",
+            kernel_shape=[k],
+            pads=[(k - 1) // 2, k // 2],
+        )
+        h = b.op("Relu", [b.op("Mul", [h, m])])  # (B, F, T'), padding 0
+    n = b.op("Cast", [b.unsqueeze(lengths, [1])], to=1)  # (B, 1)
+    return b.op("Div", [b.reduce("ReduceSum", h, [2]), n], "conv_features")  # (B, F)
+
+
 def _sequence_model(b: Builder, model: _SequenceModel, x: str, lengths: str | None) -> str:
     """The graph of one LSTM -> Dense model: ``x`` -> outputs ``(B, out)`` before any
     softmax (what ``model(x, lengths)`` returns)."""
     c = model.config
+    extra = []
+    if c.conv_channels:
+        full = lengths
+        if full is None:  # every step real
+            full = b.op("Expand", [b.dim(x, 1), b.dim(x, 0)], "full_lengths")
+        extra.append(_conv_branch(b, model.conv, x, full))
     if c.tokens:
         e = _embed_tokens(b, model, x)  # (B, T, E)
+    elif c.patch > 1:
+        e = _patches(b, model, x)  # (B, ceil(T / patch), E)
+        lengths = None if lengths is None else _ceil_div(b, lengths, c.patch)
     elif c.embedding_dim > 0:
         e = _linear(b, x, model.projection, "projection")
     else:
@@ -242,6 +334,8 @@ def _sequence_model(b: Builder, model: _SequenceModel, x: str, lengths: str | No
             mask = b.unsqueeze(b.op("Less", [steps, b.unsqueeze(lengths, [0])]), [2])
             y = b.op("Where", [mask, y, b.const(-np.inf, "minus_inf")])
         feats = b.reduce("ReduceMax", y, [0])  # (B, D*P)
+    if extra:
+        feats = b.op("Concat", [feats, *extra], "features_all", axis=-1)
     out = _linear(b, feats, model.head, "head")  # (B, out)
     if isinstance(model, ForecastNet) and c.highway:
         k = c.highway
@@ -476,6 +570,7 @@ def to_onnx(
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
     inputs = _check_example_inputs(example_inputs)
+    _refuse_unexpressed_cells(module)
     b = Builder(onnx, _check_opset(opset), reserved=IO_NAMES)
     if recurrent_kind(module) is not None:
         in_ports = _recurrent_ports(module, inputs)
@@ -524,26 +619,102 @@ def _meta(module: nn.Module, **extra: str) -> dict[str, str]:
 # --------------------------------------------------------------------------- run folders
 
 
-def _series_normalize(b: Builder, x: str, lengths: str, how: str | None, scaler) -> str:
-    """The SeriesClassifier's normalisation of padded ``x (B, T, C)`` inside the graph."""
-    if how == "global":
-        x = b.op("Sub", [x, b.const(scaler.mean, "scaler_mean")])
-        return b.op("Div", [x, b.const(scaler.scale, "scaler_scale")])
-    if how != "series":
-        return x
+def _series_normalize(b: Builder, x: str, lengths: str, est) -> str:
+    """The SeriesClassifier's normalisation of padded ``x (B, T, C)`` inside the graph,
+    with its level channels (``level.json``) when it has them; padded steps are 0, as in
+    the batches the estimator builds (what the patches and the conv branch read)."""
+    m = b.unsqueeze(b.op("Cast", [_step_mask(b, x, lengths, 1)], to=1), [2])  # (B, T, 1)
+    if est.normalize == "global":
+        x = b.op("Sub", [x, b.const(est.scaler_.mean, "scaler_mean")])
+        return b.op("Mul", [b.op("Div", [x, b.const(est.scaler_.scale, "scaler_scale")]), m])
+    if est.normalize != "series":
+        return b.op("Mul", [x, m])
     # z-normalise each series over its own real steps (population std; 0 -> 1).
-    T = b.squeeze(b.dim(x, 1), [0])
-    steps = b.unsqueeze(b.op("Range", [b.ints(0), T, b.ints(1)]), [0])  # (1, T)
-    mask = b.op("Less", [steps, b.unsqueeze(lengths, [1])])  # (B, T)
-    m = b.unsqueeze(b.op("Cast", [mask], to=1), [2])  # (B, T, 1)
     n = b.unsqueeze(b.op("Cast", [lengths], to=1), [1, 2])  # (B, 1, 1)
     mean = b.op("Div", [b.op("ReduceSum", [b.op("Mul", [x, m]), b.ints([1])], keepdims=1), n])
     d = b.op("Mul", [b.op("Sub", [x, mean]), m])  # (B, T, C), 0 at padding
     var = b.op("Div", [b.op("ReduceSum", [b.op("Mul", [d, d]), b.ints([1])], keepdims=1), n])
     std = b.op("Sqrt", [var])
     zero = b.const(0.0, "zero_f")
-    std = b.op("Where", [b.op("Greater", [std, zero]), std, b.const(1.0, "one")])
-    return b.op("Div", [d, std])
+    safe = b.op("Where", [b.op("Greater", [std, zero]), std, b.const(1.0, "one")])
+    z = b.op("Div", [d, safe])
+    level = getattr(est, "level_scaler_", None)
+    if level is None:
+        return z
+    # the level and log scale that z-normalisation removes, as constant channels
+    log_std = b.op("Log", [b.op("Add", [std, b.const(1e-8, "std_eps")])])
+    lv = b.op("Concat", [mean, log_std], axis=2)  # (B, 1, 2C)
+    lv = b.op("Sub", [lv, b.const(level.mean, "level_mean")])
+    lv = b.op("Div", [lv, b.const(level.scale, "level_scale")])
+    return b.op("Concat", [z, b.op("Mul", [lv, m])], "with_level", axis=2)  # (B, T, 3C)
+
+
+def _linear_affine(linear, horizon: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """The linear part as one affine map of its (transformed) inputs: ``(W, M (W, horizon),
+    c (horizon,))`` with ``forecast = z[:, -W:] @ M + c`` on ``z`` = the window or its log.
+
+    A recursive AR on differences is linear in the values it reads (differencing and its
+    inverse are linear, and so is each step of the recursion), so ``M`` and ``c`` are read
+    off the forecast of zero and unit windows in float64."""
+    if linear.kind == "direct":
+        return (
+            linear.width,
+            np.asarray(linear.coef, dtype=np.float64),
+            np.asarray(linear.const, dtype=np.float64),
+        )
+    on_z = dataclasses.replace(linear, log=False)
+    W = linear.window
+    c = on_z.forecast(np.zeros((1, W)), horizon)[0]
+    M = on_z.forecast(np.eye(W), horizon) - c  # (W, horizon): row j = unit value at step j
+    return W, M, c
+
+
+def _forecaster_graph(b: Builder, est, model: nn.Module, window: str) -> str:
+    """Raw windows ``(B, history)`` -> forecasts ``(B, horizon)`` as
+    :meth:`gatelab.Forecaster.predict` computes them: the linear part plus the network's
+    term (its weight is folded into the head), each from its own transform of the window."""
+
+    def tail(x: str, k: int) -> str:
+        return b.op("Slice", [x, b.ints([-k]), b.ints([2**62]), b.ints([1])])
+
+    def log(x: str) -> str:
+        return b.op("Log", [b.op("Max", [x, b.const(1e-12, "log_floor")])])
+
+    parts = est.input_
+    z = tail(window, est.network_steps_)
+    if parts["log"]:
+        z = log(z)
+    if parts["mode"] == "level":
+        z = b.op("Sub", [z, tail(z, 1)])  # minus the window's last value
+    else:
+        z = b.op("Sub", [z, b.const(float(parts["center"]), "input_center")])
+    z = b.op("Div", [z, b.const(float(parts["scale"]), "input_scale")], "network_input")
+    net = _model_outputs(b, model, b.unsqueeze(z, [2]), None)  # (B, horizon), scaled
+    scale = b.const(np.asarray(est.scaler_.scale, dtype=np.float64), "resid_scale")
+    net = b.op("Mul", [net, scale])
+    net = b.op("Add", [net, b.const(np.asarray(est.scaler_.mean, dtype=np.float64), "resid_mean")])
+    if est.linear_ is None:
+        return net
+    W, M, c = _linear_affine(est.linear_, est.horizon)
+    zl = tail(window, W)
+    if est.linear_.log:
+        zl = log(zl)
+    # z @ M + c as (z - z_last) @ M + z_last * sum(M) + c: for differenced models the
+    # columns of M sum to 1, and the small differences keep float32 rounding small
+    last = tail(zl, 1)  # (B, 1)
+    lin = b.op("MatMul", [b.op("Sub", [zl, last]), b.const(M, "linear_M")])
+    lin = b.op("Add", [lin, b.op("Mul", [last, b.const(M.sum(axis=0), "linear_M_sum")])])
+    lin = b.op("Add", [lin, b.const(c, "linear_c")])
+    if est.linear_.log:
+        lin = b.op("Exp", [lin])
+    return b.op("Add", [lin, net], "forecast_sum")
+
+
+def _refuse_run_cells(model: nn.Module, task: str, run: Path) -> None:
+    try:
+        _refuse_unexpressed_cells(model)
+    except TypeError as err:
+        raise RunFolderError(f"cannot export the {task} run '{run}': {err}") from None
 
 
 def export_run(
@@ -556,17 +727,21 @@ def export_run(
 
     - ``text-classifier``: ``ids (B, T)`` int64 (the run's ``vocab.json``; 0 pads),
       ``lengths`` -> ``probabilities (B, classes)``; metadata ``labels`` (JSON list);
-    - ``series-classifier``: ``series (B, T, C)`` float32 raw values (zero-padded),
-      ``lengths`` -> ``probabilities``; the run's normalisation is in the graph;
-    - ``forecaster``: ``window (B, history)`` raw values -> ``forecast (B, horizon)`` in
-      the series' units (the scaler is in the graph);
+    - ``series-classifier``: ``series (B, T, C)`` float32 raw values (steps past a
+      series' length are ignored), ``lengths`` -> ``probabilities``; the run's
+      normalisation, level channels, patches and LSTM-FCN branch are in the graph;
+    - ``forecaster``: ``window (B, history_steps_)`` raw values -> ``forecast (B,
+      horizon)`` in the series' units: the linear part plus the weighted LSTM term, each
+      from its own transform of the window;
     - ``char-lm``: ``ids (B, T)`` (``T = 1`` is one step), ``h0``, ``c0`` ``(L, B, H)``
       -> ``logits (B, T, V)``, ``h_n``, ``c_n``; metadata ``chars`` (the vocabulary); with
       the sLSTM cell also ``n0``, ``m0`` -> ``n_n``, ``m_n``.
 
     Raises:
-        RunFolderError: a missing or corrupt run folder, or a task kind that does not
-            export (the translator: its beam search is a Python loop).
+        RunFolderError: a missing or corrupt run folder, a task kind that does not
+            export (the translator: its beam search is a Python loop), or a run whose
+            LSTM cell neither ONNX form computes (a gate with its own activation), named
+            with the run kind.
     """
     onnx = _require_onnx()
     run = Path(run_dir)
@@ -578,9 +753,10 @@ def export_run(
 
         est = ESTIMATORS[task].load(run)
         model = est.model_.cpu().eval()
+        _refuse_run_cells(model, task, run)
         meta["labels"] = json.dumps([str(c) for c in est.classes_])
         x_name = "ids" if task == "text-classifier" else "series"
-        C = model.config.input_size
+        C = getattr(est, "n_channels_", model.config.input_size)
         x_ex = torch.ones(2, 3, dtype=torch.long) if x_name == "ids" else torch.zeros(2, 3, C)
         in_ports = [
             _Port(x_name, x_ex, {0: "batch", 1: "time"}),
@@ -588,7 +764,7 @@ def export_run(
         ]
         x = x_name
         if task == "series-classifier":
-            x = _series_normalize(b, x, "lengths", est.normalize, est.scaler_)
+            x = _series_normalize(b, x, "lengths", est)
         probs = b.op("Softmax", [_model_outputs(b, model, x, "lengths")], axis=-1)
         outputs = [probs]
         out_ports = [_Port("probabilities", torch.zeros(2, len(est.classes_)), {0: "batch"})]
@@ -597,16 +773,15 @@ def export_run(
 
         est = Forecaster.load(run)
         model = est.model_.cpu().eval()
-        in_ports = [_Port("window", torch.zeros(2, est.history), {0: "batch"})]
-        mean, scale = float(est.scaler_.mean), float(est.scaler_.scale)
-        x = b.op("Div", [b.op("Sub", ["window", b.const(mean, "mean")]), b.const(scale, "scale")])
-        y = _model_outputs(b, model, b.unsqueeze(x, [2]), None)  # (B, horizon), scaled
-        outputs = [b.op("Add", [b.op("Mul", [y, b.const(scale, "scale")]), b.const(mean, "mean")])]
+        _refuse_run_cells(model, task, run)
+        in_ports = [_Port("window", torch.zeros(2, est.history_steps_), {0: "batch"})]
+        outputs = [_forecaster_graph(b, est, model, "window")]
         out_ports = [_Port("forecast", torch.zeros(2, est.horizon), {0: "batch"})]
     elif task == "char-lm":
         from ..seqtasks import load_char_lm
 
         model = load_char_lm(run)
+        _refuse_run_cells(model, task, run)
         meta["chars"] = json.dumps(model.vocab.chars)
         L, H = model.lstm.num_layers, model.lstm.hidden_size
         state = torch.zeros(L, 2, H)
