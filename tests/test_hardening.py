@@ -403,9 +403,10 @@ def test_layer_checks_its_parameters():
 # ------------------------------------------------------------------ 3. double backward
 
 
-def test_fused_backward_is_once_differentiable():
+@pytest.mark.parametrize("variant", ["peephole", "slstm"])
+def test_fused_backward_is_once_differentiable(variant):
     torch.manual_seed(0)
-    lstm = gatelab.LSTM(3, 4, variant="peephole", backend="fused", dtype=torch.float64)
+    lstm = gatelab.LSTM(3, 4, variant=variant, backend="fused", dtype=torch.float64)
     x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
     out, _ = lstm(x)
     (gx,) = torch.autograd.grad(out.pow(2).sum(), x, create_graph=True)

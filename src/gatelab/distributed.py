@@ -73,21 +73,33 @@ def _env_int(name: str, default: int) -> int:
         ) from None
 
 
+# True once gatelab itself joined the process group (init). A group the user's own code
+# set up is not gatelab's: a script that trains on rank 0 only must not meet collectives
+# its other ranks never enter.
+_joined = False
+
+
+def _ours() -> bool:
+    return _joined and dist.is_available() and dist.is_initialized()
+
+
 def active() -> bool:
-    """True in a process group of more than one rank that this process has joined."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    """True in a process group of more than one rank that gatelab has joined (init)."""
+    return _ours() and dist.get_world_size() > 1
 
 
 def world_size() -> int:
-    """The number of ranks: the process group's, else ``WORLD_SIZE``, else 1."""
-    if dist.is_available() and dist.is_initialized():
+    """The number of ranks: gatelab's process group's, else ``WORLD_SIZE``, else 1."""
+    if _ours():
         return dist.get_world_size()
+    if dist.is_available() and dist.is_initialized():
+        return 1  # a group of the user's own: gatelab trains as a single process
     return _env_int("WORLD_SIZE", 1)
 
 
 def rank() -> int:
-    """This process's rank: the process group's, else ``RANK`` (0 without torchrun)."""
-    if dist.is_available() and dist.is_initialized():
+    """This process's rank in gatelab's group, else ``RANK`` (0 without torchrun)."""
+    if _ours():
         return dist.get_rank()
     return _env_int("RANK", 0) if world_size() > 1 else 0
 
@@ -128,10 +140,11 @@ def init(backend: str | None = None) -> bool:
         ValueError: ``WORLD_SIZE`` set but ``RANK``, ``MASTER_ADDR`` or ``MASTER_PORT``
             missing or malformed, or an unknown ``backend``.
     """
+    global _joined
     if world_size() <= 1:
         return False
     if dist.is_initialized():
-        return True
+        return _joined
     missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(k)]
     if missing:
         raise ValueError(
@@ -161,6 +174,7 @@ def init(backend: str | None = None) -> bool:
     )
     store = dist.PrefixStore(f"gatelab/attempt{restart_count()}", store)
     dist.init_process_group(backend, store=store, rank=r, world_size=n, timeout=timeout)
+    _joined = True
     signal.signal(signal.SIGTERM, _terminate)
     logger.info("rank %d of %d joined the process group (%s)", r, n, backend)
     return True

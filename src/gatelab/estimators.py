@@ -33,6 +33,7 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from torch import Tensor, nn
 
+from . import distributed as D
 from .data import Labels, Scaler, Tokenizer, Vocabulary, pad_sequences
 from .errors import DataError
 from .models import ModelConfig, build_model
@@ -1045,7 +1046,8 @@ class SeriesClassifier(_ClassifierBase):
                 out = _predict_batches(model.eval(), held, 256)
                 scores[arch].append(float((out.argmax(-1) == held.targets).float().mean()))
             done += 1
-            if time.perf_counter() - start > self.selection_budget:
+            spent = time.perf_counter() - start > self.selection_budget
+            if D.broadcast_object(spent) if D.active() else spent:  # every rank stops alike
                 break
         means = {a: float(np.mean(s)) for a, s in scores.items()}
         chosen = max(self.ARCHITECTURES, key=lambda a: (means[a], -self.ARCHITECTURES.index(a)))
@@ -1416,8 +1418,10 @@ class Forecaster(RegressorMixin, _LSTMEstimator):
         # values; forecasts use the one refitted on every value (`final`).
         self.linear_ = final
         resid = targets[:n_train] - self._linear(windows[:n_train], linear)
+        # without a linear part the network learns the values themselves: centre them
+        centre = float(np.mean(resid)) if linear is None else 0.0
         self.scaler_ = Scaler.from_dict(
-            {"type": "standard_scaler", "mean": 0.0, "scale": float(np.std(resid)) or 1.0}
+            {"type": "standard_scaler", "mean": centre, "scale": float(np.std(resid)) or 1.0}
         )
         train = self._windows_data(windows[:n_train], targets[:n_train], linear)
         if validation_data is not None:

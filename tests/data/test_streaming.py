@@ -331,7 +331,8 @@ def test_one_gigabyte_corpus_trains_in_under_one_gigabyte_of_memory(tmp_path):
         new_small = run_child(small, "new", 3, tmp_path)
         assert new_small["losses"] == old["losses"]  # same batches, same model, same steps
         old_ratio = (old["peak"] - old["base"]) / small.stat().st_size
-        assert old_ratio > 10, old  # the list of ints + int64 tensor: ~18 bytes per byte
+        # the list of ints + int64 tensor: 9-22 bytes per byte, by the numpy/torch build
+        assert old_ratio > 5, old
         small.unlink()
         write_corpus(big, 2**30)
         new = run_child(big, "new", 3, tmp_path)

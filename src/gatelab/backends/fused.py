@@ -453,6 +453,7 @@ class _FusedSLSTM(torch.autograd.Function):
         return out, h_n, c_n, n_n, m_n, acts, cells, norms, stabs
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, d_out, d_hn, d_cn, d_nn, *_):
         x, h0, c0, n0, w_ih, w_hh, out, acts, cells, norms = ctx.saved_tensors
         if d_out is None and d_hn is None and d_cn is None and d_nn is None:

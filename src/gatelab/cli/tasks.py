@@ -103,6 +103,8 @@ def launching(fn: Callable) -> Callable:
                 f"--nproc {nproc} --max-restarts {max_restarts}; expected --nproc >= 1 and "
                 "--max-restarts >= 0"
             )
+        if distributed.restart_count() > 0:  # an elastic restart, one rank or more
+            kwargs["resume"] = True
         if distributed.world_size() > 1:  # a rank of a job torchrun started
             if nproc > 1:
                 raise CommandError(
@@ -110,8 +112,6 @@ def launching(fn: Callable) -> Callable:
                     "ranks); torchrun's --nproc-per-node sets the ranks"
                 )
             distributed.init()
-            if distributed.restart_count() > 0:
-                kwargs["resume"] = True
             if distributed.is_writer():
                 return fn(*args, **kwargs)
             with contextlib.redirect_stdout(io.StringIO()):  # rank 0 reports for the job
