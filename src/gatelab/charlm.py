@@ -30,7 +30,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .cells import CellSpec
-from .data.corpus import CHUNK_BYTES, CorpusScan, TokenIds, encode_corpus, scan_text_corpus
+from .data.corpus import (
+    CHUNK_BYTES,
+    CorpusScan,
+    TokenIds,
+    check_int,
+    encode_corpus,
+    scan_text_corpus,
+)
 from .errors import DataError
 from .layers import LSTM
 from .trace import GateTrace
@@ -338,14 +345,6 @@ def sample_next(
 _READ_IDS = 1 << 20
 
 
-def _index(name: str, value: Any, low: int, high: int | None = None) -> int:
-    bad = isinstance(value, bool) or not isinstance(value, (int, np.integer))
-    if bad or value < low or (high is not None and value >= high):
-        expected = f">= {low}" if high is None else f"in {low}..{high - 1}"
-        raise ValueError(f"{name}={value!r}; expected an int {expected}")
-    return int(value)
-
-
 def shard_range(n_ids: int, batch_size: int, rank: int = 0, world_size: int = 1) -> tuple[int, int]:
     """The ids ``[start, stop)`` that rank ``rank`` of ``world_size`` reads.
 
@@ -365,9 +364,9 @@ def shard_range(n_ids: int, batch_size: int, rank: int = 0, world_size: int = 1)
     Returns:
         ``(start, stop)``.
     """
-    batch_size = _index("batch_size", batch_size, 1)
-    world_size = _index("world_size", world_size, 1)
-    rank = _index("rank", rank, 0, world_size)
+    batch_size = check_int("batch_size", batch_size, 1)
+    world_size = check_int("world_size", world_size, 1)
+    rank = check_int("rank", rank, 0, world_size)
     G = batch_size * world_size
     n = (n_ids - 1) // G
     if n < 1:
@@ -407,7 +406,7 @@ def stream_batches(
         ``(x, y)`` each ``(B, T)``: inputs and next-character targets; window ``k + 1``
         continues window ``k`` of the same stream, so the LSTM state can be carried.
     """
-    seq_len = _index("seq_len", seq_len, 1)
+    seq_len = check_int("seq_len", seq_len, 1)
     if not isinstance(ids, (Tensor, TokenIds)):
         raise TypeError(f"ids must be a Tensor or TokenIds, got {type(ids).__name__}")
     start, stop = shard_range(ids.numel(), batch_size, rank, world_size)

@@ -312,9 +312,13 @@ def _code_chunks(
             return
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}={value!r}; expected an int >= 1")
+def check_int(name: str, value: Any, low: int = 1, high: int | None = None) -> int:
+    """``value`` as an int in ``low..high - 1`` (no upper bound when ``high`` is None);
+    ValueError naming ``name`` and the range otherwise (bools are refused)."""
+    bad = isinstance(value, bool) or not isinstance(value, (int, np.integer))
+    if bad or value < low or (high is not None and value >= high):
+        expected = f">= {low}" if high is None else f"in {low}..{high - 1}"
+        raise ValueError(f"{name}={value!r}; expected an int {expected}")
     return int(value)
 
 
@@ -361,7 +365,7 @@ def scan_text_corpus(
     Returns:
         A :class:`CorpusScan`.
     """
-    chunk_bytes = _positive_int("chunk_bytes", chunk_bytes)
+    chunk_bytes = check_int("chunk_bytes", chunk_bytes)
     p = check_file(path, what=what)
     counts = np.zeros(_MAX_CODE, dtype=np.int64)
     byte_offsets: list[int] = []
@@ -511,7 +515,7 @@ def encode_corpus(
         DataError: characters missing from ``index`` (named, with their first position
             counted from ``start``, as :meth:`gatelab.CharVocab.encode` does).
     """
-    chunk_bytes = _positive_int("chunk_bytes", chunk_bytes)
+    chunk_bytes = check_int("chunk_bytes", chunk_bytes)
     mapping = index if isinstance(index, dict) else {c: k for k, c in enumerate(index)}
     stop = scan.n_chars if stop is None else stop
     if not 0 <= start <= stop <= scan.n_chars:
