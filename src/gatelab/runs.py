@@ -314,6 +314,22 @@ def _named_tensors(folder: Path) -> str | None:
     return name if isinstance(name, str) and Path(name).name == name else None
 
 
+def checkpoint_tensors(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    best_state: dict[str, Tensor] | None,
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The tensors of a checkpoint both loops write (``model.*``, ``best.*`` where there
+    are best weights, the optimizer's moments, the RNG states) and the optimizer's JSON."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if best_state is not None:
+        tensors.update({f"best.{k}": v for k, v in best_state.items()})
+    opt_tensors, opt_meta = optimizer_to_tensors(optimizer)
+    tensors.update(opt_tensors)
+    tensors.update(get_rng_tensors())
+    return tensors, opt_meta
+
+
 def write_checkpoint(
     folder: str | os.PathLike, epoch: int, tensors: dict[str, Tensor], state: dict[str, Any]
 ) -> Path:

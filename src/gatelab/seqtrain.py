@@ -43,9 +43,8 @@ from .runs import (
     WEIGHTS_FILE,
     RunFolderError,
     atomic_write_tensors,
-    get_rng_tensors,
+    checkpoint_tensors,
     optimizer_from_tensors,
-    optimizer_to_tensors,
     read_checkpoint,
     run_lock,
     set_rng_tensors,
@@ -117,12 +116,7 @@ def save_checkpoint(
 ) -> None:
     """Write the checkpoint of ``model``, ``optimizer`` and progress ``fit`` atomically
     (:func:`gatelab.runs.write_checkpoint`), with ``fit.best_state`` as ``best.*``."""
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    if fit.best_state is not None:
-        tensors.update({f"best.{k}": v for k, v in fit.best_state.items()})
-    opt_tensors, opt_meta = optimizer_to_tensors(optimizer)
-    tensors.update(opt_tensors)
-    tensors.update(get_rng_tensors())
+    tensors, opt_meta = checkpoint_tensors(model, optimizer, fit.best_state)
     write_checkpoint(run_dir, fit.epoch, tensors, {"fit": fit.to_dict(), "optimizer": opt_meta})
 
 

@@ -47,11 +47,10 @@ from .runs import (
     CHECKPOINT_FILE,
     RunFolderError,
     check_same,
+    checkpoint_tensors,
     fingerprint_tensors,
-    get_rng_tensors,
     json_safe,
     optimizer_from_tensors,
-    optimizer_to_tensors,
     read_checkpoint,
     remove_checkpoint,
     run_lock,
@@ -754,12 +753,7 @@ def data_fingerprint(data: TensorData | None) -> dict[str, Any] | None:
 def _save_checkpoint(
     ckpt: Path, epoch, model, optimizer, scheduler, config, history, bad_epochs, best_state, inputs
 ) -> None:
-    tensors: dict[str, Tensor] = {f"model.{k}": v for k, v in model.state_dict().items()}
-    if best_state is not None:
-        tensors.update({f"best.{k}": v for k, v in best_state.items()})
-    opt_tensors, opt_meta = optimizer_to_tensors(optimizer)
-    tensors.update(opt_tensors)
-    tensors.update(get_rng_tensors())
+    tensors, opt_meta = checkpoint_tensors(model, optimizer, best_state)
     sched = {
         k: json_safe(v)
         for k, v in scheduler.state_dict().items()
