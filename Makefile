@@ -35,7 +35,7 @@ test: $(VENV)/.installed browser
 
 # A long fuzzing campaign (random seeds; GATELAB_FUZZ_EXAMPLES cases per entry point).
 fuzz: $(VENV)/.installed
-	GATELAB_FUZZ=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_fuzz.py
+	GATELAB_FUZZ=1 $(PY) -m pytest -q -p no:cacheprovider tests/nn/test_fuzz.py
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info

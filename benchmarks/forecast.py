@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Timer, load_average, parser, setup
 
 from gatelab import Forecaster
-from gatelab.autoregressive import find_season
 from gatelab.data import read_series_csv
+from gatelab.models.autoregressive import find_season
 
 SERIES = [
     ("sunspots", "sunspots.csv", "SUNACTIVITY", 30),

@@ -31,9 +31,9 @@ from _common import load_average, machine
 def worker(args) -> None:
     import torch.distributed as dist
 
-    from gatelab import distributed as D
-    from gatelab.models import ModelConfig, build_model
-    from gatelab.training import Callback, TensorData, TrainConfig, fit
+    from gatelab.models.heads import ModelConfig, build_model
+    from gatelab.train import distributed as D
+    from gatelab.train.fit import Callback, TensorData, TrainConfig, fit
 
     D.init("gloo")
     world = D.world_size()

@@ -27,9 +27,9 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from gatelab.charlm import CharLM, CharVocab
-from gatelab.layers import LSTM
-from gatelab.seq2seq import Seq2Seq, WordVocab, collate_pairs
+from gatelab.models.charlm import CharLM, CharVocab
+from gatelab.models.seq2seq import Seq2Seq, WordVocab, collate_pairs
+from gatelab.nn.layers import LSTM
 
 
 def backend_of(lstm) -> str:

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 import gatelab  # noqa: E402
-from gatelab.backends import fused  # noqa: E402
+from gatelab.nn.backends import fused  # noqa: E402
 
 CONFIGS = [(1, 64, 128), (8, 64, 128), (16, 64, 128), (64, 128, 256), (32, 256, 512)]
 QUICK_CONFIGS = [(1, 64, 128), (16, 64, 128)]

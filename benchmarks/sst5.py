@@ -37,7 +37,7 @@ from sst2 import PeerBiLSTM
 
 from gatelab import TextClassifier
 from gatelab.data import read_labelled_text
-from gatelab.metrics import classification_metrics
+from gatelab.train.metrics import classification_metrics
 
 
 def show(name: str, metrics: dict, seconds: float) -> str:

@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
-from gatelab.training import TensorData
+from gatelab.train.fit import TensorData
 
 TOL = {
     torch.float64: {"rtol": 0.0, "atol": 1e-10},

@@ -1,16 +1,15 @@
 """gatelab: the LSTM you can see into, at full speed."""
 
-from .analysis import cell_flow, gate_saturation, gradient_flow
-from .cell import LSTMCell
-from .cells import PRESETS, CellSpec, resolve_spec
-from .charlm import CharCorpus, CharLM, CharVocab
-from .estimators import Forecaster, SeriesClassifier, TextClassifier
-from .interop import from_keras, to_keras_weights, to_onnx
-from .layers import GRU, LSTM, RNN
-from .seq2seq import Seq2Seq, WordVocab
-from .trace import GateTrace, GRUTrace, RNNTrace
-
-__version__ = "0.1.0"
+from gatelab._version import __version__
+from gatelab.estimators import Forecaster, SeriesClassifier, TextClassifier
+from gatelab.insight.analysis import cell_flow, gate_saturation, gradient_flow
+from gatelab.interop import from_keras, to_keras_weights, to_onnx
+from gatelab.models.charlm import CharCorpus, CharLM, CharVocab
+from gatelab.models.seq2seq import Seq2Seq, WordVocab
+from gatelab.nn.cell import LSTMCell
+from gatelab.nn.equations import PRESETS, CellSpec, resolve_spec
+from gatelab.nn.layers import GRU, LSTM, RNN
+from gatelab.nn.trace import GateTrace, GRUTrace, RNNTrace
 
 __all__ = [
     "GRU",

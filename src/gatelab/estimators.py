@@ -10,7 +10,7 @@ Each follows scikit-learn's contract (constructor arguments stored as given, lea
 in attributes ending in ``_``, ``get_params / set_params``, ``fit / predict / score``;
 classifiers have ``predict_proba`` and ``classes_``), so they work inside
 ``sklearn.pipeline.Pipeline`` and ``cross_val_score``. ``save(path)`` writes a run folder
-(:mod:`gatelab.runs`) and ``load(path)`` reads one back; ``fit(..., run_dir=DIR)`` trains
+(:mod:`gatelab.train.runs`) and ``load(path)`` reads one back; ``fit(..., run_dir=DIR)`` trains
 with a checkpoint each epoch and ``resume=True`` continues an interrupted run (the same
 settings and data, checked); a folder that holds a run is replaced only with
 ``overwrite=True``.
@@ -33,11 +33,14 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from torch import Tensor, nn
 
-from . import distributed as D
-from .data import Labels, Scaler, Tokenizer, Vocabulary, pad_sequences
-from .errors import DataError
-from .models import ModelConfig, build_model
-from .runs import (
+from gatelab.data import Labels, Scaler, Tokenizer, Vocabulary, pad_sequences
+from gatelab.errors import DataError
+from gatelab.models.heads import ModelConfig, build_model
+from gatelab.train import distributed as D
+from gatelab.train.fit import Callback, History, TensorData, TrainConfig, evaluate_outputs, fit
+from gatelab.train.fit import data_fingerprint as _data_fingerprint
+from gatelab.train.fit import predict_batches as _predict_batches
+from gatelab.train.runs import (
     CONFIG_FILE,
     MEMBER_PREFIX,
     METRICS_FILE,
@@ -53,9 +56,6 @@ from .runs import (
     start_run,
     write_config,
 )
-from .training import Callback, History, TensorData, TrainConfig, evaluate_outputs, fit
-from .training import data_fingerprint as _data_fingerprint
-from .training import predict_batches as _predict_batches
 
 __all__ = [
     "ESTIMATORS",
@@ -438,12 +438,12 @@ class TextClassifier(_ClassifierBase):
 
     Args:
         embedding_dim, hidden_size, num_layers, bidirectional, variant, backend, pooling:
-            of the model (:class:`gatelab.models.ModelConfig`).
+            of the model (:class:`gatelab.models.heads.ModelConfig`).
         dropout: before the Dense head; embedding_dropout: on the embeddings;
             word_dropout: replace training tokens by ``<unk>`` with this probability;
             lstm_dropout: between LSTM layers.
         epochs, batch_size, lr, weight_decay, clip_norm, patience, label_smoothing: of the
-            fit loop (:class:`gatelab.training.TrainConfig`); ``epochs=None`` picks 4 to 8
+            fit loop (:class:`gatelab.train.fit.TrainConfig`); ``epochs=None`` picks 4 to 8
             passes, enough for about 800 optimizer steps.
         validation_fraction: held out of ``fit``'s data (stratified) for early stopping
             and best weights, unless ``fit`` gets ``validation_data``; 0 turns it off.
@@ -578,7 +578,7 @@ class TextClassifier(_ClassifierBase):
                 settings; each difference is named). Without it (or ``overwrite``), a
                 ``run_dir`` that holds a run is refused.
             overwrite: replace the run ``run_dir`` holds.
-            callbacks: :class:`gatelab.training.Callback` objects (e.g. progress).
+            callbacks: :class:`gatelab.train.fit.Callback` objects (e.g. progress).
         """
         self._check_common()
         k = self.nb_folds
@@ -648,7 +648,7 @@ class TextClassifier(_ClassifierBase):
         the smaller). A model trained on skewed classes under-predicts the rare ones
         (SST-5's extremes); ``tau = 1`` aims at balanced recall. Built into the heads'
         biases, so predictions and the saved weights carry it. Returns ``tau``."""
-        from .metrics import classification_metrics
+        from gatelab.train.metrics import classification_metrics
 
         members = self.model_.members if isinstance(self.model_, _Ensemble) else [self.model_]
         eval_bs = self.train_config_.eval_batch_size
@@ -1106,7 +1106,7 @@ class Forecaster(RegressorMixin, _LSTMEstimator):
     ``fit(series)`` takes a 1-D series. Its last part (``validation_fraction``; by default
     a fifth, at least ``horizon + 7`` values) validates; the rest fits:
 
-    1. the season ``s`` is found from the data (:func:`gatelab.autoregressive.find_season`,
+    1. the season ``s`` is found from the data (:func:`gatelab.models.autoregressive.find_season`,
        the autocorrelation peak of the differences) unless ``season`` is given;
     2. the linear part is an AR(p) with a constant fitted by least squares, p by AIC, on
        the values, their first differences, their seasonal differences or both (and the
@@ -1136,7 +1136,7 @@ class Forecaster(RegressorMixin, _LSTMEstimator):
         season: the seasonal period (None: found from the data; 0: none).
         linear: fit the linear part (False: the LSTM alone, on standard-scaled values).
         highway: a linear skip inside the network from its last ``highway`` inputs (0 off;
-            see :class:`gatelab.models.ForecastNet`).
+            see :class:`gatelab.models.heads.ForecastNet`).
         hidden_size: None picks 8 to 64 from the number of training windows.
         epochs: None picks enough for about 1,500 optimizer steps (20 to 300 epochs).
         patience: epochs without a better validation RMSE before stopping; None: a fifth
@@ -1324,8 +1324,8 @@ class Forecaster(RegressorMixin, _LSTMEstimator):
         targets ``y``. ``validation_data``: a later series (or ``(windows, targets)``)
         to validate on instead of the end of ``X``. Other arguments as
         :meth:`TextClassifier.fit`."""
-        from .autoregressive import find_season, fit_ar, fit_direct, select_linear
-        from .data import make_windows
+        from gatelab.data import make_windows
+        from gatelab.models.autoregressive import find_season, fit_ar, fit_direct, select_linear
 
         self._check_common()
         self._check_sizes()
@@ -1454,7 +1454,7 @@ class Forecaster(RegressorMixin, _LSTMEstimator):
         """``(windows (N, width), targets (N, horizon))``: those of ``X`` whose targets lie
         in its last ``n_valid`` values, or those of ``validation_data`` (a later series,
         continued from the end of ``X``, or ``(windows, targets)``)."""
-        from .data import make_windows
+        from gatelab.data import make_windows
 
         if validation_data is None:
             w, t = make_windows(X, width, self.horizon)
@@ -1493,7 +1493,7 @@ class Forecaster(RegressorMixin, _LSTMEstimator):
                 if self.highway:
                     m.highway.weight.mul_(best)
                     m.highway.bias.mul_(best)
-        from .metrics import regression_metrics
+        from gatelab.train.metrics import regression_metrics
 
         self.validation_metrics_ = {
             **regression_metrics(vt, lin + best * net),
@@ -1546,7 +1546,7 @@ class Forecaster(RegressorMixin, _LSTMEstimator):
         }
 
     def _load_artifacts(self, run: Path) -> None:
-        from .autoregressive import LinearForecast
+        from gatelab.models.autoregressive import LinearForecast
 
         self.scaler_ = _read_artifact(run, "scaler.json", Scaler.from_dict)
 

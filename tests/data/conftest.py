@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+from tests.helpers import SHARED_DATA
 
 
 @pytest.fixture(scope="session")
@@ -21,4 +21,4 @@ def shared_data() -> Path:
             f"real data not available: {SHARED_DATA.resolve()} does not exist "
             "(it lives outside the repository, at ../shared/data from the repository root)"
         )
-    return SHARED_DATA.resolve()
+    return SHARED_DATA

@@ -25,12 +25,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gatelab
-import gatelab.charlm as charlm
 import gatelab.data.lines as lines
-from gatelab.charlm import CharCorpus, CharVocab, shard_range, stream_batches
+import gatelab.models.charlm as charlm
 from gatelab.data import read_labelled_text, read_series_csv, read_text_corpus
 from gatelab.data.corpus import encode_corpus, scan_text_corpus
 from gatelab.errors import DataError
+from gatelab.models.charlm import CharCorpus, CharVocab, shard_range, stream_batches
 
 # 1-, 2-, 3- and 4-byte UTF-8 characters, CRLF and NEL (U+0085) inside lines
 MIXED = "ab\r\ncafé naïve — 中文 😀 z\x85y\n" * 7 + "end é"
@@ -195,7 +195,7 @@ def test_shard_arguments_are_checked():
 def test_train_char_lm_streamed_equals_the_in_memory_path(tmp_path, monkeypatch):
     """End to end: the run of ``train_char_lm`` (streamed) equals the same run fed the
     in-memory ids of ``read_text_corpus`` + ``CharVocab.encode`` (the reader before)."""
-    import gatelab.seqtasks as seqtasks
+    import gatelab.tasks.sequence as seqtasks
 
     class InMemory(CharCorpus):
         def ids(self, start=0, stop=None, *, what="text"):
@@ -245,14 +245,14 @@ _CHILD = textwrap.dedent(
     import json, resource, sys, time
     import torch
     import torch.nn.functional as F
-    from gatelab.charlm import CharCorpus, CharLM, detach_state, stream_batches
+    from gatelab.models.charlm import CharCorpus, CharLM, detach_state, stream_batches
 
     path, mode, steps, tmp = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     torch.set_num_threads(1)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     t0 = time.perf_counter()
     if mode == "old":  # the reader before streaming: the whole text, a list, a tensor
-        from gatelab.charlm import CharVocab, split_point
+        from gatelab.models.charlm import CharVocab, split_point
         from gatelab.data.corpus import read_text_corpus
         text = read_text_corpus(path)
         vocab = CharVocab.from_text(text)
@@ -347,7 +347,7 @@ def test_one_gigabyte_corpus_trains_in_under_one_gigabyte_of_memory(tmp_path):
 def test_pair_batches_are_padded_when_read_and_equal_the_eager_batches():
     import random
 
-    from gatelab.seq2seq import collate_pairs, pair_batches
+    from gatelab.models.seq2seq import collate_pairs, pair_batches
 
     pairs = [([k % 5 + 3] * (k % 7 + 1), [4] * (k % 3 + 1)) for k in range(50)]
     # the eager batches as pair_batches built them before (the oracle)

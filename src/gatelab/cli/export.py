@@ -13,8 +13,8 @@ from typing import Annotated
 
 import typer
 
-from . import app
-from .tasks import CommandError, clean_errors
+from gatelab.cli import app
+from gatelab.cli.tasks import CommandError, clean_errors
 
 FORMATS = ("onnx",)
 
@@ -34,7 +34,7 @@ def export(
     dynamic batch and sequence length, lengths for padded batches."""
     if format not in FORMATS:
         raise CommandError(f"--format {format!r}; expected one of {', '.join(FORMATS)}")
-    from ..interop import export_run
+    from gatelab.interop import export_run
 
     try:
         path = export_run(run_dir, out, opset=opset)

@@ -17,8 +17,8 @@ from typing import Annotated, Any
 
 import typer
 
-from ..runs import atomic_write_text
-from . import app, train_app
+from gatelab.cli import app, train_app
+from gatelab.train.runs import atomic_write_text
 
 DEMO_T = 100
 
@@ -44,7 +44,7 @@ def clean_errors(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from ..errors import GatelabError
+        from gatelab.errors import GatelabError
 
         try:
             return fn(*args, **kwargs)
@@ -118,7 +118,7 @@ class _Progress:
 
     def runs(self, count: int, steps: int) -> Callable[[str, int, Any], None]:
         """One bar over ``count`` runs of ``steps`` each, for
-        :func:`gatelab.experiments.ablate`'s callback."""
+        :func:`gatelab.tasks.synthetic.ablate`'s callback."""
         if self._bar is None:
             return lambda variant, seed, progress: None
         bar = self._bar
@@ -136,7 +136,7 @@ class _Progress:
         return callback
 
     def task(self, description: str, total: int) -> Callable[[Any], None]:
-        """A callback for :func:`gatelab.experiments.run_experiment` driving one bar; the
+        """A callback for :func:`gatelab.tasks.synthetic.run_experiment` driving one bar; the
         bar stops (its clock too) at the run's last step."""
         if self._bar is None:
             return lambda progress: None
@@ -197,8 +197,8 @@ def demo(
     """Train a vanilla RNN and an LSTM on the adding problem (T=100) on the same budget,
     print the fraction of test sequences each solves (|error| < 0.04), and write the LSTM's
     gate report (the input gate opens at the two marked steps, the forget gate holds)."""
-    from .. import experiments as ex
-    from ..explain import demo_report
+    from gatelab.insight.explain import demo_report
+    from gatelab.tasks import synthetic as ex
 
     _check_positive("--seconds", seconds)
     n_threads = _set_threads(threads)
@@ -331,9 +331,9 @@ def ablate(
     JSON."""
     import warnings
 
-    from .. import experiments as ex
-    from ..analysis import ablation_markdown
-    from ..cells import PRESETS
+    from gatelab.insight.analysis import ablation_markdown
+    from gatelab.nn.equations import PRESETS
+    from gatelab.tasks import synthetic as ex
 
     t = ex.resolve_task(task)
     names = [v.strip() for v in variants.split(",") if v.strip()]
@@ -430,7 +430,7 @@ def _generalisation_markdown(result, task, T: int) -> str:
 
 
 def config_test_size() -> int:
-    from ..experiments import ExperimentConfig
+    from gatelab.tasks.synthetic import ExperimentConfig
 
     return ExperimentConfig().test_size
 
@@ -461,8 +461,8 @@ def explain(
     ] = None,
 ) -> None:
     """Write one self-contained HTML report of a trained model's gates on one input."""
-    from ..explain import explain_run
-    from ..runs import read_config
+    from gatelab.insight.explain import explain_run
+    from gatelab.train.runs import read_config
 
     if text is not None and data is not None:
         raise CommandError("give either --text or --data, not both")
@@ -477,7 +477,7 @@ def explain(
     result = explain_run(
         run_dir, text=text, data=data, seed=seed or 0, gradient=gradient_flow, warn=_warn
     )
-    from ..report import write_pngs, write_report
+    from gatelab.insight.report import write_pngs, write_report
 
     path = write_report(result, out)
     typer.echo(f"report: {path}")
@@ -563,7 +563,7 @@ def train_synthetic(
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Train one model on a synthetic long-time-lag task into a run folder (for explain)."""
-    from .. import experiments as ex
+    from gatelab.tasks import synthetic as ex
 
     _check_positive("--seconds", seconds)
     config = ex.ExperimentConfig(

@@ -19,7 +19,16 @@ from typing import Annotated, Any
 
 import typer
 
-from ..seqtasks import (
+from gatelab.cli import app, train_app
+from gatelab.cli.tasks import (
+    MaxRestarts,
+    Nproc,
+    TaskKind,
+    clean_errors,
+    launching,
+    register_task_kind,
+)
+from gatelab.tasks.sequence import (
     CHAR_LM,
     TRANSLATOR,
     CharLMTrainConfig,
@@ -31,8 +40,6 @@ from ..seqtasks import (
     train_char_lm,
     train_translator,
 )
-from . import app, train_app
-from .tasks import MaxRestarts, Nproc, TaskKind, clean_errors, launching, register_task_kind
 
 LM = CharLMTrainConfig(epochs=50)
 TR = TranslatorTrainConfig()
@@ -358,7 +365,7 @@ PREDICT_LENGTH = 200  # characters a char LM adds to each prompt in ``gatelab pr
 
 
 def _lines(data: Path | None) -> list[str]:
-    from ..data.lines import read_lines
+    from gatelab.data.lines import read_lines
 
     if data is None:
         return []
@@ -381,7 +388,7 @@ def _translator_predict(run_dir: Path, texts: list[str], data: Path | None, opti
 
 
 # ``evaluate`` / ``predict`` get the run folder itself: loading happens in the functions
-# above and in :mod:`gatelab.seqtasks`, which also need the run's saved data split.
+# above and in :mod:`gatelab.tasks.sequence`, which also need the run's saved data split.
 register_task_kind(
     TaskKind(
         CHAR_LM,

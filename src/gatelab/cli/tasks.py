@@ -23,10 +23,12 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from .. import distributed
-from ..errors import GatelabError
-from ..estimators import Forecaster, SeriesClassifier, TextClassifier
-from ..runs import (
+from gatelab.cli import app, train_app
+from gatelab.errors import GatelabError
+from gatelab.estimators import Forecaster, SeriesClassifier, TextClassifier
+from gatelab.train import distributed
+from gatelab.train.fit import RichProgress, TrainingError
+from gatelab.train.runs import (
     CONFIG_FILE,
     RunFolderError,
     atomic_write_json,
@@ -36,8 +38,6 @@ from ..runs import (
     read_json,
     run_lock,
 )
-from ..training import RichProgress, TrainingError
-from . import app, train_app
 
 __all__ = ["TASK_KINDS", "TaskKind", "register_task_kind"]
 
@@ -76,7 +76,7 @@ def clean_errors(fn: Callable) -> Callable:
 
 
 def holding_out(fn: Callable) -> Callable:
-    """Run a ``train`` command holding its ``--out`` folder (:func:`gatelab.runs.run_lock`):
+    """Run a ``train`` command holding its ``--out`` folder (:func:`gatelab.train.runs.run_lock`):
     a second process on the same folder is refused with a clear message."""
 
     @functools.wraps(fn)
@@ -118,7 +118,7 @@ def launching(fn: Callable) -> Callable:
                 return fn(*args, **kwargs)
         if nproc == 1 and max_restarts == 0:
             return fn(*args, **kwargs)
-        from . import ARGV
+        from gatelab.cli import ARGV
 
         if ARGV is None:
             raise CommandError(
@@ -511,7 +511,7 @@ def train_text_classifier(
     quiet: Quiet = False,
 ) -> None:
     """Train a text classifier (embedding -> BiLSTM -> pooling -> Dense) on labelled text."""
-    from ..data import read_labelled_text
+    from gatelab.data import read_labelled_text
 
     _prepare_out(out, resume)
     columns = {"text_column": _column(text_column), "label_column": _column(label_column)}
@@ -586,7 +586,7 @@ def _fill_series(s: np.ndarray, how: str) -> np.ndarray:
 
 def _read_ts(path: Path, fill: str | None, *, labelled: bool = True):
     """Labelled series from a .ts or UCR text/tsv file (the format found from the content)."""
-    from ..data import read_labelled_series
+    from gatelab.data import read_labelled_series
 
     if fill not in (None, "ffill", "interpolate"):
         raise CommandError(f"--fill {fill!r}; expected ffill or interpolate")
@@ -719,7 +719,7 @@ def train_forecaster(
     quiet: Quiet = False,
 ) -> None:
     """Train a forecaster (LSTM -> Dense horizon head, plus a linear autoregressive skip)."""
-    from ..data import read_series_csv
+    from gatelab.data import read_series_csv
 
     _prepare_out(out, resume)
     series = read_series_csv(data, _column(column), fill=fill)
@@ -761,8 +761,8 @@ def train_forecaster(
 def _forecast_metrics(est, series: np.ndarray, start: int | None = None) -> dict[str, float]:
     """RMSE/MAE of forecasts from every window of ``series`` whose targets start at or
     after ``start`` (default: every window)."""
-    from ..data import make_windows
-    from ..metrics import regression_metrics
+    from gatelab.data import make_windows
+    from gatelab.train.metrics import regression_metrics
 
     history = est.history_steps_
     X, Y = make_windows(series, history, est.horizon)
@@ -858,7 +858,7 @@ def _cell(value: Any) -> str:
 
 
 def _read_text_lines(path: Path) -> list[str]:
-    from ..data.lines import read_lines
+    from gatelab.data.lines import read_lines
 
     texts = [line.strip() for _, line in read_lines(path, what="text file").lines]
     texts = [t for t in texts if t]
@@ -877,7 +877,7 @@ def _check_known(labels, classes, path: Path) -> None:
 
 
 def _classification(fitted, X, labels, path: Path) -> dict[str, float]:
-    from ..metrics import classification_metrics
+    from gatelab.train.metrics import classification_metrics
 
     _check_known(labels, fitted.classes_, path)
     pred = [str(p) for p in fitted.predict(X)]
@@ -885,7 +885,7 @@ def _classification(fitted, X, labels, path: Path) -> dict[str, float]:
 
 
 def _text_evaluate(fitted, data: Path, options) -> dict[str, float]:
-    from ..data import read_labelled_text
+    from gatelab.data import read_labelled_text
 
     source = options["source"]
     text_column = options["column"] if options["column"] is not None else source.get("text_column")
@@ -950,7 +950,7 @@ def _series_predict(fitted, texts: list[str], data: Path | None, options) -> lis
 
 
 def _forecast_series(fitted, data: Path, options) -> np.ndarray:
-    from ..data import read_series_csv
+    from gatelab.data import read_series_csv
 
     column = options["column"] if options["column"] is not None else options["source"].get("column")
     return read_series_csv(data, column, fill=options["fill"])
@@ -972,7 +972,7 @@ def _forecast_predict(fitted, texts: list[str], data: Path | None, options) -> l
 
 def _estimator_loader(task: str) -> Callable[[Path], Any]:
     def load(run_dir: Path):
-        from ..estimators import ESTIMATORS
+        from gatelab.estimators import ESTIMATORS
 
         return ESTIMATORS[task].load(run_dir)
 

@@ -12,7 +12,7 @@
 gatelab[interop]``). See docs/interop.md for the gate orders and what maps to what.
 """
 
-from .keras import from_keras, to_keras_weights
-from .onnx import export_run, to_onnx
+from gatelab.interop.keras import from_keras, to_keras_weights
+from gatelab.interop.onnx import export_run, to_onnx
 
 __all__ = ["export_run", "from_keras", "to_keras_weights", "to_onnx"]

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..cells import LAYERNORM_EPS, PRESETS, CellSpec
+from gatelab.nn.equations import LAYERNORM_EPS, PRESETS, CellSpec
 
 __all__ = ["Builder", "lower_recurrent", "native_lstm_reason", "recurrent_kind"]
 
@@ -133,7 +133,7 @@ class Builder:
 def recurrent_kind(module: nn.Module) -> str | None:
     """``"lstm"``, ``"gru"``, ``"rnn_tanh"``, ``"rnn_relu"`` for a gatelab or torch.nn
     recurrent layer; None for anything else."""
-    from ..layers import GRU, LSTM, RNN
+    from gatelab.nn.layers import GRU, LSTM, RNN
 
     if isinstance(module, (LSTM, nn.LSTM)):
         return "lstm"
@@ -330,8 +330,8 @@ def _native_layer(b, module, kind, layer, x, seq_lens, s0):
 
 def _scan_lstm_layer(b, module, layer, x, lengths, mask, s0):
     """Layer ``layer`` of an LSTM the ONNX operator cannot express: per direction, the
-    input projection for all steps at once, then a Scan over :func:`gatelab.cells.lstm_step`
-    (state ``(h, c)``) or, for the sLSTM, :func:`gatelab.cells.slstm_step` (state ``(h, c,
+    input projection for all steps at once, then a Scan over :func:`gatelab.nn.equations.lstm_step`
+    (state ``(h, c)``) or, for the sLSTM, :func:`gatelab.nn.equations.slstm_step` (state ``(h, c,
     n, m)``).
 
     The reverse direction reads each sequence reversed within its own length
@@ -385,7 +385,7 @@ def _layer_norm(b, x, weight, bias, hint):
 
 
 def _lstm_body(b, spec, p, tag, H, P, *, masked):
-    """The Scan body: one step of :func:`gatelab.cells.lstm_step` as a graph.
+    """The Scan body: one step of :func:`gatelab.nn.equations.lstm_step` as a graph.
 
     Inputs ``h_prev (B, P)``, ``c_prev (B, H)``, ``xw_t (B, G*H)`` and, for padded
     batches, ``m_t (B, 1)`` bool; outputs ``h (B, P)``, ``c (B, H)``, ``y_t (B, P)``.
@@ -469,7 +469,7 @@ def _log_sigmoid(s, v):
 
 
 def _slstm_recurrent(s, h_prev, weight_hh, K, tag):
-    """:func:`gatelab.cells.slstm_recurrent`: ``R h_{t-1}`` ``(B, 4H)``, R block-diagonal
+    """:func:`gatelab.nn.equations.slstm_recurrent`: ``R h_{t-1}`` ``(B, 4H)``, R block-diagonal
     over ``K`` heads (one ``MatMul`` for one head, an ``Einsum`` over the heads else)."""
     if K == 1:
         return s.op("MatMul", [h_prev, s.const(weight_hh.T, f"weight_hh_T_{tag}")])
@@ -481,7 +481,7 @@ def _slstm_recurrent(s, h_prev, weight_hh, K, tag):
 
 
 def _slstm_body(b, spec, p, tag, H, P, *, masked):
-    """The Scan body: one step of :func:`gatelab.cells.slstm_step` as a graph.
+    """The Scan body: one step of :func:`gatelab.nn.equations.slstm_step` as a graph.
 
     Inputs ``h_prev, c_prev, n_prev, m_prev`` each ``(B, H)``, ``xw_t (B, 4H)`` and, for
     padded batches, ``mask_t (B, 1)`` bool; outputs ``h, c, n, m`` and ``y_t``, each

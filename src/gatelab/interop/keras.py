@@ -55,10 +55,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..cells import CellSpec
-from ..errors import DataError
-from ..layers import GRU, LSTM, RNN
-from ..runs import atomic_write_bytes
+from gatelab.errors import DataError
+from gatelab.nn.equations import CellSpec
+from gatelab.nn.layers import GRU, LSTM, RNN
+from gatelab.train.runs import atomic_write_bytes
 
 __all__ = [
     "DENSE_ACTIVATIONS",
@@ -962,7 +962,7 @@ def to_keras_weights(
             computes: standard, ``tanh_gates`` (``recurrent_activation="tanh"``), with
             identity candidate and output (``activation="linear"``) or not; no projection.
         path: the file to write; its name must end in ``.weights.h5`` (Keras's rule). It is
-            written atomically (:func:`gatelab.runs.atomic_write_bytes`: a temporary file,
+            written atomically (:func:`gatelab.train.runs.atomic_write_bytes`: a temporary file,
             fsync, rename), so it is never half-written, and it honours the umask.
 
     Returns:

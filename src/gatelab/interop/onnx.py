@@ -11,11 +11,11 @@ exactly the node promised:
   ``RNN`` nodes;
 - every other cell (layer norm, a missing gate, ``proj_size``) becomes, per layer and
   direction, one ``MatMul`` for the input projection of all steps and a ``Scan`` over
-  the step equations of :func:`gatelab.cells.lstm_step`;
+  the step equations of :func:`gatelab.nn.equations.lstm_step`;
 - the sLSTM cell (``variant="slstm"`` or any ``CellSpec(normalizer=True)``: exponential
   or sigmoid gates in log space, the stabilizer ``m``, ``num_heads`` block-diagonal
   recurrence) becomes the same ``MatMul`` and a ``Scan`` over
-  :func:`gatelab.cells.slstm_step` carrying the state ``(h, c, n, m)``; the graph takes
+  :func:`gatelab.nn.equations.slstm_step` carrying the state ``(h, c, n, m)``; the graph takes
   ``h0, c0, n0, m0`` and returns ``output, h_n, c_n, n_n, m_n``, as the layer does (a
   :class:`gatelab.CharLM` with the sLSTM cell likewise).
 
@@ -40,10 +40,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..charlm import CharLM
-from ..models import ForecastNet, _SequenceModel
-from ..runs import RunFolderError, atomic_write_bytes, read_config
-from ._onnx_graph import Builder, lower_recurrent, recurrent_kind
+from gatelab.interop._onnx_graph import Builder, lower_recurrent, recurrent_kind
+from gatelab.models.charlm import CharLM
+from gatelab.models.heads import ForecastNet, _SequenceModel
+from gatelab.train.runs import RunFolderError, atomic_write_bytes, read_config
 
 __all__ = ["DEFAULT_OPSET", "OPSETS", "export_run", "to_onnx"]
 
@@ -151,7 +151,7 @@ def _refuse_unexpressed_cells(module: nn.Module) -> None:
     """An LSTM whose input or forget gate has its own activation (without the sLSTM's
     normalizer) is neither the ONNX LSTM operator nor the Scan form: refused, never
     exported as something else."""
-    from ..layers import LSTM
+    from gatelab.nn.layers import LSTM
 
     for name, sub in module.named_modules():
         if not isinstance(sub, LSTM) or sub.spec.normalizer:
@@ -262,7 +262,7 @@ def _patches(b: Builder, model: _SequenceModel, x: str) -> str:
 
 
 def _conv_branch(b: Builder, branch, x: str, lengths: str) -> str:
-    """:class:`gatelab.models.ConvBranch` in eval mode: ``x (B, T, C)``, ``lengths (B,)``
+    """:class:`gatelab.models.heads.ConvBranch` in eval mode: ``x (B, T, C)``, ``lengths (B,)``
     -> ``(B, channels[-1])``. Batch norm in eval mode is an affine map per channel, folded
     into the convolution; padded steps are zeroed after every block."""
     h = b.op("Transpose", [x], perm=[0, 2, 1])  # (B, C, T)
@@ -359,7 +359,7 @@ def _model_outputs(b: Builder, model: nn.Module, x: str, lengths: str | None) ->
 
 
 def _is_ensemble(module: nn.Module) -> bool:
-    from ..estimators import _Ensemble
+    from gatelab.estimators import _Ensemble
 
     return isinstance(module, _Ensemble)
 
@@ -482,7 +482,7 @@ def _finish(
 
 
 def _version() -> str:
-    from .. import __version__
+    from gatelab._version import __version__
 
     return __version__
 
@@ -533,7 +533,7 @@ def to_onnx(
     Args:
         module: a recurrent layer (:class:`gatelab.LSTM` of any variant, ``gatelab.GRU``,
             ``gatelab.RNN``, or ``torch.nn.LSTM / GRU / RNN``), an LSTM -> Dense model
-            (:class:`gatelab.models.SequenceClassifier`, ``SequenceRegressor``,
+            (:class:`gatelab.models.heads.SequenceClassifier`, ``SequenceRegressor``,
             ``ForecastNet``, or an estimator's ensemble ``est.model_``), or a
             :class:`gatelab.CharLM`.
         path: the ``.onnx`` file to write (atomically).
@@ -596,7 +596,7 @@ def to_onnx(
     else:
         raise TypeError(
             f"cannot export a {type(module).__name__} to ONNX; expected gatelab.LSTM / GRU / "
-            "RNN, torch.nn.LSTM / GRU / RNN, a gatelab.models LSTM -> Dense model, or a "
+            "RNN, torch.nn.LSTM / GRU / RNN, a gatelab.models.heads LSTM -> Dense model, or a "
             "gatelab.CharLM (for a fitted estimator pass est.model_, or export its run "
             "folder with gatelab.interop.export_run)"
         )
@@ -749,7 +749,7 @@ def export_run(
     b = Builder(onnx, _check_opset(opset), reserved=IO_NAMES)
     meta = {"gatelab_task": task}
     if task in ("text-classifier", "series-classifier"):
-        from ..estimators import ESTIMATORS
+        from gatelab.estimators import ESTIMATORS
 
         est = ESTIMATORS[task].load(run)
         model = est.model_.cpu().eval()
@@ -769,7 +769,7 @@ def export_run(
         outputs = [probs]
         out_ports = [_Port("probabilities", torch.zeros(2, len(est.classes_)), {0: "batch"})]
     elif task == "forecaster":
-        from ..estimators import Forecaster
+        from gatelab.estimators import Forecaster
 
         est = Forecaster.load(run)
         model = est.model_.cpu().eval()
@@ -778,7 +778,7 @@ def export_run(
         outputs = [_forecaster_graph(b, est, model, "window")]
         out_ports = [_Port("forecast", torch.zeros(2, est.horizon), {0: "batch"})]
     elif task == "char-lm":
-        from ..seqtasks import load_char_lm
+        from gatelab.tasks.sequence import load_char_lm
 
         model = load_char_lm(run)
         _refuse_run_cells(model, task, run)

@@ -1,0 +1,1 @@
+"""Insight into the gates: statistics, ablations, explain and the HTML report."""

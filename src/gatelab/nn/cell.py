@@ -1,0 +1,252 @@
+"""``LSTMCell``: one step of any LSTM variant, a drop-in for ``torch.nn.LSTMCell``."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+from torch import Tensor, nn
+
+from gatelab.nn.backends import _checks
+from gatelab.nn.equations import (
+    PRESETS,
+    CellSpec,
+    LSTMGates,
+    lstm_input_projection,
+    lstm_step,
+    resolve_spec,
+)
+
+__all__ = ["LSTMCell"]
+
+BACKENDS = ("auto", "reference", "native", "fused")
+_warned: set[str] = set()
+
+
+class LSTMCell(nn.Module):
+    r"""One LSTM step, a drop-in ``torch.nn.LSTMCell`` with literature variants and gates.
+
+    For the standard cell (``σ`` the sigmoid, ``⊙`` the element-wise product)::
+
+        i = σ(W_ii x + b_ii + W_hi h + b_hi)     input gate, in (0, 1)
+        f = σ(W_if x + b_if + W_hf h + b_hf)     forget gate, in (0, 1)
+        g = tanh(W_ig x + b_ig + W_hg h + b_hg)  candidate, in (-1, 1)
+        o = σ(W_io x + b_io + W_ho h + b_ho)     output gate, in (0, 1)
+        c' = f ⊙ c + i ⊙ g
+        h' = o ⊙ tanh(c')
+
+    ``variant`` changes these equations (see :data:`gatelab.PRESETS`, :class:`CellSpec`).
+
+    Args:
+        input_size, hidden_size, bias: as ``torch.nn.LSTMCell``.
+        variant: a preset name or a :class:`CellSpec`.
+        forget_bias: added to the forget-gate part of ``bias_ih`` at init.
+        backend: ``"auto"`` (``"native"`` for the standard cell without gates, as
+            ``torch.nn.LSTMCell``, so that second-order gradients work as in torch; else the
+            fused C++ step where it can run, else the reference step with one warning),
+            ``"fused"``, ``"reference"`` (the equations of
+            :mod:`gatelab.nn.equations` in PyTorch), or ``"native"`` (``torch.nn.LSTMCell``'s
+            kernel, standard cell only). An explicit backend that cannot run raises.
+
+    Parameters, with ``G`` the gates with weights (4 for the standard cell), stacked in
+    ``i, f, g, o`` order without the removed ones: ``weight_ih (G*H, I)``,
+    ``weight_hh (G*H, H)``, ``bias_ih``, ``bias_hh`` ``(G*H,)``; ``peephole``:
+    ``weight_ci, weight_cf, weight_co (H,)``; ``layernorm``: ``ln_ih_weight, ln_ih_bias,
+    ln_hh_weight, ln_hh_bias (G*H,)``, ``ln_c_weight, ln_c_bias (H,)``. Every weight starts
+    ``U(-1/sqrt(H), 1/sqrt(H))`` as in torch.nn; layer-norm gains 1, shifts 0. For the
+    standard cell names, shapes and init equal ``torch.nn.LSTMCell``'s, so their state
+    dicts load into each other strictly.
+
+    Shapes:
+        input ``(B, I)`` or unbatched ``(I,)``; ``hx = (h, c)`` each ``(B, H)`` (or
+        ``(H,)``), zeros when omitted. Returns ``(h', c')``, and with
+        ``return_gates=True`` also :class:`gatelab.nn.equations.LSTMGates` (``i, f, g, o, c``,
+        removed gates as ones). Fused gates carry no gradient; reference gates do.
+
+    Example::
+
+        >>> cell = gatelab.LSTMCell(8, 16, variant="cifg")
+        >>> h, c, gates = cell(torch.randn(3, 8), return_gates=True)
+        >>> bool(torch.equal(gates.f, 1 - gates.i))
+        True
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        *,
+        variant: str | CellSpec = "standard",
+        forget_bias: float | None = None,
+        backend: str = "auto",
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(
+                    f"{name} must be an int >= 1, got {type(value).__name__}: {value!r}"
+                )
+            if value < 1:
+                raise ValueError(f"{name}={value}; expected an int >= 1")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend={backend!r}; expected one of {', '.join(BACKENDS)}")
+        self.spec = resolve_spec(variant, forget_bias)
+        if self.spec.normalizer:
+            raise ValueError(
+                f"LSTMCell runs the (0, 1)-gated LSTM cell, whose state is (h, c); got the sLSTM "
+                f"cell {variant!r}, whose state is (h, c, n, m): use gatelab.LSTM(variant="
+                "'slstm') and step it one time step at a time"
+            )
+        if self.spec.forget_bias != 0.0 and not bias:
+            raise ValueError(f"forget_bias={self.spec.forget_bias} needs bias=True; got bias=False")
+        if backend == "native" and not self.spec.is_standard:
+            raise ValueError(
+                f"backend='native' runs only the standard LSTM cell, not {self.spec}; use "
+                "backend='auto', 'fused' or 'reference'"
+            )
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.bias, self.backend = bool(bias), backend
+        self._last_backend: str | None = None
+        factory = {"device": device, "dtype": dtype}
+        for name, shape in self._param_shapes().items():
+            self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
+        self.reset_parameters()
+
+    def _param_shapes(self) -> dict[str, tuple[int, ...]]:
+        H, gh = self.hidden_size, self.spec.num_gates * self.hidden_size
+        shapes = {"weight_ih": (gh, self.input_size), "weight_hh": (gh, H)}
+        if self.bias:
+            shapes.update(bias_ih=(gh,), bias_hh=(gh,))
+        for gate in self.spec.peephole_gates:
+            shapes[f"weight_c{gate}"] = (H,)
+        if self.spec.layernorm:
+            shapes.update(ln_ih_weight=(gh,), ln_ih_bias=(gh,), ln_hh_weight=(gh,))
+            shapes.update(ln_hh_bias=(gh,), ln_c_weight=(H,), ln_c_bias=(H,))
+        return shapes
+
+    @property
+    def variant(self) -> CellSpec:
+        return self.spec
+
+    @property
+    def last_backend(self) -> str | None:
+        """The backend the last forward ran on (``"fused"``, ``"reference"`` or
+        ``"native"``); None before the first forward."""
+        return self._last_backend
+
+    def reset_parameters(self) -> None:
+        """torch.nn's uniform init; layer-norm gains 1, shifts 0; then ``forget_bias``."""
+        stdv = 1.0 / math.sqrt(self.hidden_size)
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                if name.startswith("ln_"):
+                    p.fill_(1.0 if name.endswith("_weight") else 0.0)
+                else:
+                    nn.init.uniform_(p, -stdv, stdv)
+            if self.spec.forget_bias != 0.0:
+                f = self.spec.gates.index("f") * self.hidden_size
+                self.bias_ih[f : f + self.hidden_size] += self.spec.forget_bias
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if not self.bias:
+            s += ", bias=False"
+        if self.backend != "auto":
+            s += f", backend={self.backend!r}"
+        preset = next((k for k, v in PRESETS.items() if v == self.spec), None)
+        return s + (f", variant={preset!r}" if preset else f", variant={self.spec}")
+
+    # ----------------------------------------------------------------- forward
+
+    def _choose_backend(self, device: torch.device, return_gates: bool) -> str:
+        if self.backend in ("reference", "native"):
+            return self.backend
+        if self.backend == "auto" and self.spec.is_standard and not return_gates:
+            return "native"  # torch's own cell: differentiable twice, like the drop-in's model
+        from gatelab.nn.backends import fused
+
+        ok, why = fused.can_run(self, device)
+        if ok:
+            return "fused"
+        if self.backend == "fused":
+            raise RuntimeError(f"backend='fused' cannot run: {why}")
+        if why not in _warned:
+            _warned.add(why)
+            warnings.warn(
+                f"gatelab.LSTMCell(backend='auto') runs variant {self.spec} on the reference "
+                f"backend: {why}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return "reference"
+
+    def _check(self, input: Tensor, hx) -> tuple[Tensor, Tensor, Tensor, bool]:
+        if not isinstance(input, Tensor):
+            raise TypeError(f"input must be a Tensor, got {type(input).__name__}")
+        if input.dim() not in (1, 2) or input.shape[-1] != self.input_size:
+            raise ValueError(
+                f"input has shape {tuple(input.shape)}; expected (B, {self.input_size}) or "
+                f"unbatched ({self.input_size},)"
+            )
+        if not input.is_floating_point():
+            raise TypeError(f"input has dtype {input.dtype}; expected a floating-point tensor")
+        unbatched = input.dim() == 1
+        x = input.unsqueeze(0) if unbatched else input
+        if hx is None:
+            zeros = x.new_zeros(x.shape[0], self.hidden_size)
+            return x, zeros, zeros, unbatched
+        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+            raise TypeError(f"hx must be a tuple (h, c) for LSTMCell; got {type(hx).__name__}")
+        want = (self.hidden_size,) if unbatched else (x.shape[0], self.hidden_size)
+        state = []
+        for name, t in zip(("h", "c"), hx):
+            _checks.state("LSTMCell", name, t, want, x)
+            state.append(t.unsqueeze(0) if unbatched else t)
+        return x, state[0], state[1], unbatched
+
+    def _check_parameters(self, x: Tensor) -> None:
+        """Every parameter still has its configured shape (one can be replaced after
+        construction) and ``x``'s dtype and device."""
+        _checks.parameters("LSTMCell", self._parameters, self._param_shapes(), x)
+
+    def forward(self, input: Tensor, hx=None, *, return_gates: bool = False):
+        """One step: ``(h', c')``, plus the gates when ``return_gates=True``."""
+        x, h, c, unbatched = self._check(input, hx)
+        backend = self._choose_backend(x.device, return_gates)
+        if backend != "fused":  # fused.lstm_layer checks the parameters itself
+            self._check_parameters(x)
+        self._last_backend = backend
+        p = dict(self.named_parameters())
+        if backend == "native" and not return_gates:
+            h, c = torch._VF.lstm_cell(x, (h, c), *self._native_weights())
+            gates = None
+        elif backend == "fused":
+            from gatelab.nn.backends import fused
+
+            _, h, c, tr = fused.lstm_layer(self.spec, x[None], h, c, p, None, return_gates)
+            gates = None
+            if return_gates:
+                gates = LSTMGates(
+                    i=tr["input_gate"][0],
+                    f=tr["forget_gate"][0],
+                    g=tr["candidate"][0],
+                    o=tr["output_gate"][0],
+                    c=tr["cell"][0],
+                )
+        else:  # the reference step (also the native backend's gates)
+            xw = lstm_input_projection(self.spec, x, p)  # (B, G*H)
+            h, c, gates = lstm_step(self.spec, xw, h, c, p)
+        if unbatched:
+            h, c = h.squeeze(0), c.squeeze(0)
+            if gates is not None:
+                gates = LSTMGates(*(getattr(gates, k).squeeze(0) for k in "ifgoc"))
+        return (h, c, gates) if return_gates else (h, c)
+
+    def _native_weights(self) -> tuple[Tensor, ...]:
+        if self.bias:
+            return self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
+        return self.weight_ih, self.weight_hh

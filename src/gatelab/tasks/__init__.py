@@ -1,0 +1,1 @@
+"""Task kinds: what each kind of run builds, trains, loads, evaluates and predicts."""

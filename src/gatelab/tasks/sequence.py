@@ -1,0 +1,557 @@
+"""The two sequence tasks end to end: data file -> model -> run folder -> evaluation.
+
+``char-lm``: a text file, split 90/10 (the last 10% is the validation text), a
+:class:`~gatelab.models.charlm.CharLM` trained statefully with TBPTT, quality in bits per
+character on the held-out text.
+
+``translator``: a ``source<TAB>target`` file (the cut-off last line of Tatoeba's
+``eng-fra.txt`` is reported and skipped by :func:`gatelab.data.corpus.read_sentence_pairs`),
+a fixed seeded train/valid/test split (1,000 + 1,000 pairs by default), a
+:class:`~gatelab.models.seq2seq.Seq2Seq`, quality as sacreBLEU corpus BLEU on the test pairs.
+
+A run folder follows :mod:`gatelab.train.runs` (locked while training, written atomically,
+no pickle; ``--resume`` refuses other options or another data file) and holds::
+
+    config.json             task kind, model, train, data and inputs (the data file's
+                            size and SHA-256) sections
+    model.safetensors       the weights with the best validation loss
+    vocab.json              the characters, or {"source": ..., "target": ...} words
+    metrics.json            per-epoch history and the final validation figures
+    checkpoint.json / checkpoint-NNNN.safetensors   the last epoch, for --resume
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from gatelab.data.corpus import read_sentence_pairs, split_pairs
+from gatelab.errors import DataError
+from gatelab.models.charlm import (
+    LN2,
+    CharCorpus,
+    CharLM,
+    CharVocab,
+    detach_state,
+    evaluate_loss,
+    split_point,
+    stream_batches,
+)
+from gatelab.models.seq2seq import PAD_ID, Seq2Seq, WordVocab, pair_batches, tokenize
+from gatelab.train.runs import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    RunFolderError,
+    atomic_write_json,
+    fingerprint_file,
+    load_state,
+    read_config,
+    read_json,
+    run_lock,
+    section,
+    start_run,
+    write_config,
+)
+from gatelab.train.tbptt import CHECKPOINT_FILE, FitState, fit_loop, load_checkpoint
+
+__all__ = [
+    "CHAR_LM",
+    "TRANSLATOR",
+    "VOCAB_FILE",
+    "CharLMTrainConfig",
+    "TranslatorTrainConfig",
+    "corpus_bleu",
+    "evaluate_char_lm",
+    "evaluate_translator",
+    "load_char_lm",
+    "load_translator",
+    "split_text",
+    "train_char_lm",
+    "train_translator",
+    "translator_splits",
+]
+
+logger = logging.getLogger(__name__)
+
+CHAR_LM = "char-lm"
+TRANSLATOR = "translator"
+VOCAB_FILE = "vocab.json"
+
+PathLike = str | os.PathLike
+OnEpoch = Callable[[dict[str, Any]], None] | None
+
+
+def _positive(name: str, value: Any, kind: type = int, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    ok = not isinstance(value, bool) and isinstance(value, (int, float) if kind is float else int)
+    if not ok or not value > 0 or (kind is float and not math.isfinite(value)):
+        raise ValueError(f"{name}={value!r}; expected a {'number' if kind is float else 'int'} > 0")
+
+
+@dataclass
+class CharLMTrainConfig:
+    """How a character LM is trained (defaults reach <= 1.60 nats/char on
+    tiny-shakespeare in 20 minutes on 2 CPU cores; see BENCHMARKS.md)."""
+
+    epochs: int = 50
+    minutes: float | None = 20.0
+    batch_size: int = 64
+    seq_len: int = 100
+    lr: float = 2e-3
+    clip: float = 5.0
+    valid_fraction: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _positive("epochs", self.epochs)
+        _positive("minutes", self.minutes, float, allow_none=True)
+        _positive("batch_size", self.batch_size)
+        _positive("seq_len", self.seq_len)
+        _positive("lr", self.lr, float)
+        _positive("clip", self.clip, float)
+        if not 0.0 < self.valid_fraction < 1.0:
+            raise ValueError(f"valid_fraction={self.valid_fraction}; expected 0 < f < 1")
+
+
+@dataclass
+class TranslatorTrainConfig:
+    """How a translator is trained, and how its data are split."""
+
+    epochs: int = 20
+    minutes: float | None = None
+    batch_size: int = 64
+    lr: float = 2e-3
+    clip: float = 5.0
+    teacher_forcing: float = 1.0
+    min_freq: int = 2
+    valid: int = 1000
+    test: int = 1000
+    split_seed: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _positive("epochs", self.epochs)
+        _positive("minutes", self.minutes, float, allow_none=True)
+        _positive("batch_size", self.batch_size)
+        _positive("lr", self.lr, float)
+        _positive("clip", self.clip, float)
+        _positive("min_freq", self.min_freq)
+        _positive("valid", self.valid)
+        if not 0.0 <= self.teacher_forcing <= 1.0:
+            raise ValueError(f"teacher_forcing={self.teacher_forcing}; expected 0 <= p <= 1")
+
+
+def _from_dict(cls, d: dict[str, Any]):
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in names})
+
+
+BUDGET = ("train.epochs", "train.minutes")  # what a resumed run may change: it may go on
+
+
+def _settings(out: Path, resume: bool, task: str, cls, train):
+    """-> (the config of the run to resume in ``out`` or None, the training settings:
+    ``train`` if given, else the saved ones when resuming, else the defaults)."""
+    saved = read_config(out, task) if resume and (out / CONFIG_FILE).exists() else None
+    if train is None and saved is not None:
+        train = _from_dict(cls, section(saved, "train", out))
+    return saved, train or cls()
+
+
+def _start(out: Path, task: str, model, train, inputs, resume: bool) -> dict[str, Any] | None:
+    """:func:`gatelab.train.runs.start_run` for a sequence task: the saved config when resuming
+    (same model, training settings but the budget, and data file), None to start fresh."""
+    now = {"model": model.config.to_dict(), "train": asdict(train), "inputs": inputs}
+    return start_run(out, task, now, resume=resume, free=BUDGET)
+
+
+def _adam(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    return torch.optim.Adam(model.parameters(), lr=lr)
+
+
+def _read_vocab(run_dir: Path, task: str):
+    """A run's ``vocab.json``: a CharVocab, or (source, target) WordVocabs."""
+    path = run_dir / VOCAB_FILE
+    doc = read_json(path, "vocabulary")
+    try:
+        if task == CHAR_LM:
+            return CharVocab.from_dict(doc)
+        if not isinstance(doc, dict) or "source" not in doc or "target" not in doc:
+            raise DataError("expected {'source': ..., 'target': ...} word vocabularies")
+        return WordVocab.from_dict(doc["source"]), WordVocab.from_dict(doc["target"])
+    except DataError as err:
+        raise RunFolderError(f"vocabulary '{path}' of a {task!r} run is corrupt: {err}") from None
+
+
+def _write_metrics(out: Path, fit: FitState, extra: dict[str, Any]) -> dict[str, Any]:
+    metrics = {
+        "epochs": fit.epoch,
+        "best_epoch": fit.best_epoch,
+        "elapsed_s": fit.elapsed_s,
+        "history": fit.history,
+        **extra,
+    }
+    atomic_write_json(out / METRICS_FILE, metrics)
+    return metrics
+
+
+# --------------------------------------------------------------------------- char LM
+
+
+def split_text(text: str, valid_fraction: float = 0.1) -> tuple[str, str]:
+    """-> (the first ``1 - f`` of ``text``, the last ``f``): a contiguous 90/10 split."""
+    cut = split_point(len(text), valid_fraction)
+    return text[:cut], text[cut:]
+
+
+def train_char_lm(
+    data: PathLike,
+    out: PathLike,
+    model_kw: dict[str, Any] | None = None,
+    train: CharLMTrainConfig | None = None,
+    *,
+    resume: bool = False,
+    on_epoch: OnEpoch = None,
+) -> dict[str, Any]:
+    """Train a :class:`CharLM` on the text file ``data`` into the run folder ``out``.
+
+    Args:
+        data: a UTF-8 text file (empty, whitespace-only or binary files raise DataError).
+        out: the run folder (created; an existing run is refused unless ``resume``).
+        model_kw: :class:`CharLM` arguments besides the vocabulary (``embedding_dim``,
+            ``hidden_size``, ``num_layers``, ``dropout``, ``variant``, ``forget_bias``,
+            ``backend``); when resuming, None takes the saved ones, and others than the
+            saved ones are refused.
+        train: the training settings; when resuming, None takes the saved ones, and
+            others are refused but for ``epochs`` and ``minutes`` (both count the epochs
+            and time already spent).
+        resume: continue the run in ``out`` from its checkpoint (from the start if it
+            has none yet; a folder without a run starts a new one). Another data file
+            (size and SHA-256) or other settings are refused, each difference named.
+
+    Raises:
+        RunFolderError: ``out`` holds a run and ``resume`` is False; ``resume`` with other
+            settings or data; ``out`` locked by another process.
+        on_epoch: called with each epoch's record.
+
+    Returns:
+        The metrics written to ``metrics.json``.
+    """
+    out = Path(out)
+    with run_lock(out):
+        return _train_char_lm(data, out, model_kw, train, resume, on_epoch)
+
+
+def _train_char_lm(data, out: Path, model_kw, train, resume: bool, on_epoch) -> dict[str, Any]:
+    saved, train = _settings(out, resume, CHAR_LM, CharLMTrainConfig, train)
+    inputs = {"data": fingerprint_file(data)}
+    # streamed: one chunked pass for the vocabulary, ids in temporary files on disk
+    corpus = CharCorpus(data, _read_vocab(out, CHAR_LM) if saved else None)
+    vocab = corpus.vocab
+    torch.manual_seed(train.seed)  # the initial weights, the same on a restart
+    if saved is not None and model_kw is None:
+        model = CharLM.from_config(vocab, section(saved, "model", out))
+    else:
+        model = CharLM(vocab, **(model_kw or {}))
+    saved = _start(out, CHAR_LM, model, train, inputs, resume)
+    train_ids, valid_ids = corpus.split(train.valid_fraction, what=f"'{data}'")
+    torch.manual_seed(train.seed)
+    optimizer = _adam(model, train.lr)
+    fit = None
+    if saved is not None and (out / CHECKPOINT_FILE).exists():
+        fit = load_checkpoint(out, model, optimizer)
+    elif saved is None:  # the vocabulary, then the config: the config marks a run
+        atomic_write_json(out / VOCAB_FILE, vocab.to_dict())
+        write_config(
+            out,
+            CHAR_LM,
+            model=model.config.to_dict(),
+            train=asdict(train),
+            data={"path": str(data), "characters": len(corpus), "valid_characters": len(valid_ids)},
+            inputs=inputs,
+        )
+    logger.info(
+        "char LM: %d characters (%d train, %d valid), vocabulary %d",
+        len(corpus),
+        len(train_ids),
+        len(valid_ids),
+        len(vocab),
+    )
+
+    def step(batch, state):
+        x, y = batch
+        logits, state = model(x, detach_state(state))  # (B, T, V)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        return loss, state, y.numel()
+
+    fit = fit_loop(
+        model,
+        optimizer,
+        out,
+        epochs=train.epochs,
+        batches=lambda epoch: stream_batches(train_ids, train.batch_size, train.seq_len),
+        step=step,
+        validate=lambda: evaluate_loss(model, valid_ids, train.batch_size, train.seq_len),
+        fit=fit,
+        time_budget_s=None if train.minutes is None else 60.0 * train.minutes,
+        clip=train.clip,
+        on_epoch=on_epoch,
+    )
+    return _write_metrics(
+        out,
+        fit,
+        {
+            "valid_loss": fit.best_valid,
+            "valid_bits_per_char": fit.best_valid / LN2,
+            "tokens": "characters",
+        },
+    )
+
+
+def load_char_lm(run_dir: PathLike) -> CharLM:
+    """The :class:`CharLM` of a run folder, with its best weights, in eval mode."""
+    run_dir = Path(run_dir)
+    config = read_config(run_dir, CHAR_LM)
+    vocab = _read_vocab(run_dir, CHAR_LM)
+    model = CharLM.from_config(vocab, section(config, "model", run_dir))
+    load_state(model, run_dir)
+    return model.eval()
+
+
+def evaluate_char_lm(run_dir: PathLike, data: PathLike) -> dict[str, Any]:
+    """Bits per character of a run's model on the held-out part of the text ``data``.
+
+    Returns ``{"bits_per_char", "nats_per_char", "characters"}`` (numbers only). The
+    held-out part is the last ``valid_fraction`` (saved with the run, 10% by
+    default) of the file, as in training; characters the model never saw raise
+    DataError naming them.
+    """
+    run_dir = Path(run_dir)
+    config = read_config(run_dir, CHAR_LM)
+    train = _from_dict(CharLMTrainConfig, section(config, "train", run_dir))
+    model = load_char_lm(run_dir)
+    corpus = CharCorpus(data, model.vocab)
+    cut = split_point(len(corpus), train.valid_fraction)
+    ids = corpus.ids(cut, None, what=f"the held-out text of '{data}'")
+    loss = evaluate_loss(model, ids, train.batch_size, train.seq_len)
+    return {"bits_per_char": loss / LN2, "nats_per_char": loss, "characters": len(ids)}
+
+
+# --------------------------------------------------------------------------- translator
+
+
+def translator_splits(data: PathLike, train: TranslatorTrainConfig):
+    """Read the pairs of ``data`` and split them (:func:`gatelab.data.corpus.split_pairs`)."""
+    dataset = read_sentence_pairs(data)  # logs a warning for a skipped cut-off last line
+    splits = split_pairs(dataset, valid=train.valid, test=train.test, seed=train.split_seed)
+    return dataset, splits
+
+
+def _encode_pairs(pairs, src_vocab: WordVocab, tgt_vocab: WordVocab):
+    encoded = []
+    for src, tgt in pairs:
+        s, t = tokenize(src), tokenize(tgt)
+        if s and t:
+            encoded.append((src_vocab.encode(s), tgt_vocab.encode(t)))
+    return encoded
+
+
+def train_translator(
+    data: PathLike,
+    out: PathLike,
+    model_kw: dict[str, Any] | None = None,
+    train: TranslatorTrainConfig | None = None,
+    *,
+    resume: bool = False,
+    on_epoch: OnEpoch = None,
+) -> dict[str, Any]:
+    """Train a :class:`Seq2Seq` on the sentence pairs in ``data`` into ``out``.
+
+    Args:
+        data: ``source<TAB>target`` lines; a line without a tab raises DataError naming
+            its number (the file's cut-off last line is skipped with a warning).
+        out: the run folder.
+        model_kw: :class:`Seq2Seq` arguments besides the vocabularies; when resuming,
+            None takes the saved ones, and others are refused.
+        train: training and split settings; when resuming, None takes the saved ones,
+            and others are refused but for ``epochs`` and ``minutes``.
+        resume: continue the run in ``out`` (as for :func:`train_char_lm`; another data
+            file or other settings are refused, each difference named).
+        on_epoch: called with each epoch's record.
+
+    Returns:
+        The metrics written to ``metrics.json`` (validation loss per target token).
+    """
+    out = Path(out)
+    with run_lock(out):
+        return _train_translator(data, out, model_kw, train, resume, on_epoch)
+
+
+def _train_translator(data, out: Path, model_kw, train, resume: bool, on_epoch) -> dict[str, Any]:
+    saved, train = _settings(out, resume, TRANSLATOR, TranslatorTrainConfig, train)
+    dataset, splits = translator_splits(data, train)
+    inputs = {"data": fingerprint_file(data)}
+    if saved is not None:
+        src_vocab, tgt_vocab = _read_vocab(out, TRANSLATOR)
+    else:
+        src_vocab = WordVocab.build((tokenize(s) for s, _ in splits.train), train.min_freq)
+        tgt_vocab = WordVocab.build((tokenize(t) for _, t in splits.train), train.min_freq)
+    torch.manual_seed(train.seed)  # the initial weights, the same on a restart
+    if saved is not None and model_kw is None:
+        model = Seq2Seq.from_config(src_vocab, tgt_vocab, section(saved, "model", out))
+    else:
+        model = Seq2Seq(src_vocab, tgt_vocab, **(model_kw or {}))
+    saved = _start(out, TRANSLATOR, model, train, inputs, resume)
+    train_pairs = _encode_pairs(splits.train, src_vocab, tgt_vocab)
+    valid_batches = pair_batches(_encode_pairs(splits.valid, src_vocab, tgt_vocab), 128)
+    torch.manual_seed(train.seed)
+    optimizer = _adam(model, train.lr)
+    fit = None
+    if saved is not None and (out / CHECKPOINT_FILE).exists():
+        fit = load_checkpoint(out, model, optimizer)
+    elif saved is None:  # the vocabularies, then the config: the config marks a run
+        vocab_doc = {"source": src_vocab.to_dict(), "target": tgt_vocab.to_dict()}
+        atomic_write_json(out / VOCAB_FILE, vocab_doc)
+        write_config(
+            out,
+            TRANSLATOR,
+            model=model.config.to_dict(),
+            train=asdict(train),
+            data={
+                "path": str(data),
+                "pairs": len(dataset),
+                "skipped_lines": [n for n, _ in dataset.skipped],
+                "train": len(splits.train),
+                "valid": len(splits.valid),
+                "test": len(splits.test),
+            },
+            inputs=inputs,
+        )
+    logger.info(
+        "translator: %d train pairs, vocabularies %d -> %d",
+        len(train_pairs),
+        len(src_vocab),
+        len(tgt_vocab),
+    )
+
+    def step(batch, _carry):
+        n_tok = int((batch["tgt_out"] != PAD_ID).sum())
+        return model.loss(batch, train.teacher_forcing), None, n_tok
+
+    @torch.no_grad()
+    def validate() -> float:
+        model.eval()
+        total, count = 0.0, 0
+        for batch in valid_batches:
+            n = int((batch["tgt_out"] != PAD_ID).sum())
+            total += float(model.loss(batch)) * n
+            count += n
+        return total / max(count, 1)
+
+    fit = fit_loop(
+        model,
+        optimizer,
+        out,
+        epochs=train.epochs,
+        batches=lambda epoch: pair_batches(
+            train_pairs, train.batch_size, seed=train.seed * 1_000_003 + epoch
+        ),
+        step=step,
+        validate=validate if valid_batches else (lambda: math.nan),
+        fit=fit,
+        time_budget_s=None if train.minutes is None else 60.0 * train.minutes,
+        clip=train.clip,
+        on_epoch=on_epoch,
+    )
+    return _write_metrics(
+        out,
+        fit,
+        {
+            "valid_loss": fit.best_valid,
+            "valid_perplexity": math.exp(min(fit.best_valid, 700.0)),
+            "tokens": "target words",
+        },
+    )
+
+
+def load_translator(run_dir: PathLike) -> Seq2Seq:
+    """The :class:`Seq2Seq` of a run folder, with its best weights, in eval mode."""
+    run_dir = Path(run_dir)
+    config = read_config(run_dir, TRANSLATOR)
+    src_vocab, tgt_vocab = _read_vocab(run_dir, TRANSLATOR)
+    model = Seq2Seq.from_config(src_vocab, tgt_vocab, section(config, "model", run_dir))
+    load_state(model, run_dir)
+    return model.eval()
+
+
+def corpus_bleu(hypotheses: list[str], references: list[str]) -> float:
+    """sacreBLEU corpus BLEU of tokenised, lower-cased hypotheses against references
+    (tokenised the same way, :func:`gatelab.models.seq2seq.tokenize`)."""
+    import sacrebleu
+
+    refs = [" ".join(tokenize(r)) for r in references]
+    # force=True: both sides are tokenised on purpose (the same way), which sacreBLEU
+    # would otherwise warn about as "forgot to detokenize".
+    return float(sacrebleu.corpus_bleu(hypotheses, [refs], force=True).score)
+
+
+@torch.no_grad()
+def translate_all(model: Seq2Seq, sources: list[str], beam: int = 1, alpha: float = 1.0):
+    """Translate many sentences (greedy in batches of 64, beam search one by one)."""
+    encoded = [model.encode_source(s)[1] for s in sources]
+    out: list[str] = [""] * len(sources)
+    if beam == 1:
+        order = sorted(range(len(encoded)), key=lambda k: len(encoded[k]))
+        for i in range(0, len(order), 64):
+            chunk = order[i : i + 64]
+            S = max(len(encoded[k]) for k in chunk)
+            src = torch.full((len(chunk), S), PAD_ID, dtype=torch.long)
+            for b, k in enumerate(chunk):
+                src[b, : len(encoded[k])] = torch.tensor(encoded[k])
+            lengths = torch.tensor([len(encoded[k]) for k in chunk])
+            for k, hyp in zip(chunk, model.greedy(src, lengths)):
+                out[k] = " ".join(model.tgt_vocab.decode(hyp.ids))
+    else:
+        for k, ids in enumerate(encoded):
+            hyp = model.beam_search(ids, beam, alpha=alpha)
+            out[k] = " ".join(model.tgt_vocab.decode(hyp.ids))
+    return out
+
+
+def evaluate_translator(
+    run_dir: PathLike, data: PathLike, beam: int = 5, alpha: float = 1.0
+) -> dict[str, Any]:
+    """sacreBLEU corpus BLEU of a run's model on the held-out test pairs of ``data``.
+
+    The test pairs are re-derived from ``data`` with the split saved in the run (sizes
+    and seed), so only the file is needed. Returns numbers only: ``bleu`` (beam search
+    of width ``beam``), ``bleu_greedy`` on the same pairs, ``pairs``, ``beam`` and
+    ``length_normalisation_alpha``.
+    """
+    run_dir = Path(run_dir)
+    config = read_config(run_dir, TRANSLATOR)
+    train = _from_dict(TranslatorTrainConfig, section(config, "train", run_dir))
+    model = load_translator(run_dir)
+    _, splits = translator_splits(data, train)
+    test = [(s, t) for s, t in splits.test if tokenize(s)]
+    if not test:
+        raise DataError(f"'{data}' gives no test pairs (test={train.test}); nothing to evaluate")
+    sources, refs = [s for s, _ in test], [t for _, t in test]
+    greedy = translate_all(model, sources, 1)
+    result = {"pairs": len(test), "bleu_greedy": corpus_bleu(greedy, refs)}
+    if beam > 1:
+        result["bleu"] = corpus_bleu(translate_all(model, sources, beam, alpha), refs)
+        result["beam"] = beam
+    else:
+        result["bleu"], result["beam"] = result["bleu_greedy"], 1
+    result["length_normalisation_alpha"] = alpha
+    return result

@@ -1,0 +1,434 @@
+"""The fused backend against the reference backend (the oracle), every preset.
+
+Compilation of the extension happens once per machine (cached in torch's extensions
+directory); the first test to need it pays for it.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.func import functional_call
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import gatelab
+from gatelab.nn import layers
+from gatelab.nn.backends import fused
+
+# the sLSTM (normalizer=True; state h, c, n, m) has its own kernels: tests/nn/test_slstm.py
+PRESETS = [k for k, v in gatelab.PRESETS.items() if not v.normalizer]
+TOL = {torch.float64: 1e-10, torch.float32: 1e-5}  # relative to each tensor's largest value
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _built():
+    fused.extension()  # fail loudly here if the kernels cannot be built
+
+
+def _pair(variant, input_size=5, hidden_size=6, dtype=torch.float64, seed=0, **kw):
+    """The same LSTM on the reference and on the fused backend."""
+    torch.manual_seed(seed)
+    ref = gatelab.LSTM(
+        input_size, hidden_size, variant=variant, backend="reference", dtype=dtype, **kw
+    )
+    fus = gatelab.LSTM(input_size, hidden_size, variant=variant, backend="fused", dtype=dtype, **kw)
+    fus.load_state_dict(ref.state_dict(), strict=True)
+    return ref, fus
+
+
+def _run(module, x, hx=None, lengths=None, loss_on=("out", "h", "c")):
+    """Forward and backward with a loss that weighs every output differently; returns the
+    outputs and the gradients of x, h0, c0 and every parameter (in parameter order)."""
+    module.zero_grad()
+    x = x.detach().clone().requires_grad_(True)
+    leaves = [x]
+    if hx is not None:
+        hx = tuple(t.detach().clone().requires_grad_(True) for t in hx)
+        leaves += list(hx)
+    inp = x
+    if lengths is not None:
+        inp = pack_padded_sequence(x, lengths, batch_first=module.batch_first, enforce_sorted=False)
+    out, (h, c) = module(inp, hx)
+    data = out.data if lengths is not None else out
+    g = torch.Generator().manual_seed(123)
+
+    def weigh(t):  # the same weights in every dtype
+        return (t * torch.randn(t.shape, generator=g, dtype=torch.float64).to(t.dtype)).sum()
+
+    loss = 0.0
+    if "out" in loss_on:
+        loss = loss + weigh(data)
+    if "h" in loss_on:
+        loss = loss + weigh(h)
+    if "c" in loss_on:
+        loss = loss + weigh(c)
+    loss.backward()
+    grads = [t.grad for t in leaves] + [p.grad for p in module.parameters()]
+    return [data, h, c], grads
+
+
+def _assert_close(got, want, dtype, what=""):
+    assert len(got) == len(want)
+    for k, (g, w) in enumerate(zip(got, want)):
+        if w is None:
+            assert g is None or not g.abs().any(), f"{what}[{k}]: expected no gradient"
+            continue
+        assert g is not None, f"{what}[{k}]: missing gradient"
+        scale = 1.0 + w.abs().max().item()
+        err = (g - w).abs().max().item() / scale
+        assert err <= TOL[dtype], f"{what}[{k}]: relative error {err:.3g} > {TOL[dtype]}"
+
+
+CONFIGS = {
+    "2 layers, bidirectional, proj, packed": dict(
+        kw=dict(num_layers=2, bidirectional=True, proj_size=3), packed=True, hx=True
+    ),
+    "batch_first, no bias, packed": dict(kw=dict(batch_first=True, bias=False), packed=True),
+    "1 layer, given state": dict(kw=dict(), packed=False, hx=True),
+}
+
+
+def _inputs(module, T=7, B=4, dtype=torch.float64, seed=1, hx=False):
+    g = torch.Generator().manual_seed(seed)
+    shape = (B, T, module.input_size) if module.batch_first else (T, B, module.input_size)
+    x = torch.randn(*shape, generator=g, dtype=dtype)
+    state = None
+    if hx:
+        LD = module.num_layers * module.num_directions
+        state = (
+            torch.randn(LD, B, module.output_size, generator=g, dtype=dtype),
+            torch.randn(LD, B, module.hidden_size, generator=g, dtype=dtype),
+        )
+    return x, state
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+@pytest.mark.parametrize("variant", PRESETS)
+def test_fused_equals_reference_float64(variant, config):
+    cfg = CONFIGS[config]
+    ref, fus = _pair(variant, **cfg["kw"])
+    x, hx = _inputs(ref, hx=cfg.get("hx", False))
+    lengths = torch.tensor([7, 3, 5, 1]) if cfg["packed"] else None
+    out_r, g_r = _run(ref, x, hx, lengths)
+    out_f, g_f = _run(fus, x, hx, lengths)
+    _assert_close(out_f, out_r, torch.float64, "outputs")
+    _assert_close(g_f, g_r, torch.float64, "grads")
+    assert fus.last_backend == "fused" and ref.last_backend == "reference"
+
+
+@pytest.mark.parametrize("variant", PRESETS)
+def test_fused_equals_reference_float32(variant):
+    # Layer norm over h W_hh^T with a 3-dim projection is ill-conditioned in float32 for
+    # both backends (errors ~3e-5 against float64); float64 covers that configuration.
+    proj = 0 if variant == "layernorm" else 3
+    ref, fus = _pair(variant, 5, 8, torch.float32, num_layers=2, bidirectional=True, proj_size=proj)
+    x, hx = _inputs(ref, T=9, dtype=torch.float32, hx=True)
+    lengths = torch.tensor([9, 3, 5, 1])
+    out_r, g_r = _run(ref, x, hx, lengths)
+    out_f, g_f = _run(fus, x, hx, lengths)
+    _assert_close(out_f, out_r, torch.float32, "outputs")
+    _assert_close(g_f, g_r, torch.float32, "grads")
+
+
+@pytest.mark.parametrize("loss_on", [("out",), ("h",), ("c",)])
+@pytest.mark.parametrize("variant", ["standard", "peephole", "layernorm"])
+def test_gradient_from_each_output_alone(variant, loss_on):
+    """Gradients flowing in from only ``out``, only ``h_n`` or only ``c_n``."""
+    ref, fus = _pair(variant, proj_size=2 if variant == "peephole" else 0)
+    x, hx = _inputs(ref, hx=True)
+    lengths = torch.tensor([7, 2, 6, 4])
+    _, g_r = _run(ref, x, hx, lengths, loss_on)
+    _, g_f = _run(fus, x, hx, lengths, loss_on)
+    _assert_close(g_f, g_r, torch.float64, f"grads from {loss_on}")
+
+
+def test_forget_bias_and_unbatched():
+    ref, fus = _pair("standard", forget_bias=1.0)
+    assert torch.equal(ref.bias_ih_l0, fus.bias_ih_l0)
+    x = torch.randn(6, 5, dtype=torch.float64)  # unbatched (T, I)
+    out_r, g_r = _run(ref, x)
+    out_f, g_f = _run(fus, x)
+    _assert_close(out_f, out_r, torch.float64, "outputs")
+    _assert_close(g_f, g_r, torch.float64, "grads")
+
+
+@pytest.fixture
+def two_threads():
+    """The suite runs on one torch thread (conftest); the parallel paths need two."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("variant", ["standard", "cifg", "layernorm"])
+def test_parallel_pointwise_path(variant, two_threads):
+    """Big enough for the pointwise pass to run in parallel, split over columns."""
+    ref, fus = _pair(variant, 4, 700, num_layers=1)
+    x, hx = _inputs(ref, T=3, B=3, hx=True)
+    lengths = torch.tensor([3, 1, 2])
+    out_r, g_r = _run(ref, x, hx, lengths)
+    out_f, g_f = _run(fus, x, hx, lengths)
+    _assert_close(out_f, out_r, torch.float64, "outputs")
+    _assert_close(g_f, g_r, torch.float64, "grads")
+
+
+@pytest.mark.parametrize(
+    "variant,proj", [("standard", 0), ("peephole", 24), ("layernorm", 0), ("layernorm", 24)]
+)
+def test_parallel_steps_equal_reference_and_do_not_depend_on_timing(variant, proj, two_threads):
+    """Two threads, steps big enough to split (B * G*H * P >= 2^17): over columns, or over
+    batch rows for layer norm and projection. The result equals the reference; and since
+    the adaptive loop picks serial or split steps by timing, a step must give the same
+    bits either way: adaptive (the first steps serial) equals always split, bit for bit."""
+    ext = fused.extension()
+    ref, fus = _pair(variant, 8, 64, proj_size=proj, num_layers=1)
+    x, hx = _inputs(ref, T=12, B=8, hx=True)
+    lengths = torch.tensor([12, 5, 9, 1, 12, 7, 3, 11])
+    out_r, g_r = _run(ref, x, hx, lengths)
+    out_a, g_a = _run(fus, x, hx, lengths)
+    try:
+        ext.set_gemm_mode(0, 1, 0)
+        out_s, g_s = _run(fus, x, hx, lengths)
+    finally:
+        ext.set_gemm_mode(0, 1, 1)
+    _assert_close(out_a, out_r, torch.float64, "outputs")
+    _assert_close(g_a, g_r, torch.float64, "grads")
+    for k, (a, b) in enumerate(zip(out_a + g_a, out_s + g_s)):
+        assert torch.equal(a, b), k
+
+
+@pytest.mark.parametrize("hidden", [19, 20])
+@pytest.mark.parametrize("variant", ["standard", "peephole", "layernorm", "nig"])
+def test_long_sequence_odd_sizes(variant, hidden):
+    """T * B >= 128 (the packed input projection and weight-gradient GEMMs), sizes that are
+    and are not multiples of the vector width, projection and padding."""
+    ref, fus = _pair(variant, 5, hidden, proj_size=7)
+    x, hx = _inputs(ref, T=40, B=5, hx=True)
+    lengths = torch.tensor([40, 17, 33, 1, 39])
+    out_r, g_r = _run(ref, x, hx, lengths)
+    out_f, g_f = _run(fus, x, hx, lengths)
+    _assert_close(out_f, out_r, torch.float64, "outputs")
+    _assert_close(g_f, g_r, torch.float64, "grads")
+
+
+@pytest.mark.parametrize("mode", [1, 2, 3, 5])
+def test_other_gemm_paths(mode):
+    """The BLAS paths kept for comparison (1 MKL sgemm, 2 MKL packed, 3 at::mm, 5 gemv)."""
+    ext = fused.extension()
+    try:
+        ext.set_gemm_mode(mode)
+        for dtype in (torch.float64, torch.float32):
+            ref, fus = _pair("peephole", 5, 6, dtype, proj_size=2, bidirectional=True)
+            x, hx = _inputs(ref, T=30, B=5, dtype=dtype, hx=True)
+            lengths = torch.tensor([30, 3, 25, 1, 29])
+            out_r, g_r = _run(ref, x, hx, lengths)
+            out_f, g_f = _run(fus, x, hx, lengths)
+            _assert_close(out_f, out_r, dtype, "outputs")
+            _assert_close(g_f, g_r, dtype, "grads")
+    finally:
+        ext.set_gemm_mode(0)
+
+
+@pytest.mark.parametrize("variant", ["standard", "peephole", "layernorm"])
+def test_inference_without_grad(variant):
+    ref, fus = _pair(variant, proj_size=2, bidirectional=True)
+    x, hx = _inputs(ref, hx=True)
+    packed = pack_padded_sequence(x, torch.tensor([7, 3, 5, 1]), enforce_sorted=False)
+    with torch.no_grad():
+        out_r, (h_r, c_r) = ref(packed, hx)
+        out_f, (h_f, c_f) = fus(packed, hx)
+    _assert_close([out_f.data, h_f, c_f], [out_r.data, h_r, c_r], torch.float64, "no-grad")
+
+
+def test_backward_twice_with_retain_graph():
+    _, fus = _pair("layernorm", proj_size=2)
+    x, _ = _inputs(fus)
+    out, _ = fus(x)
+    loss = (out**2).sum()
+    first = torch.autograd.grad(loss, list(fus.parameters()), retain_graph=True)
+    second = torch.autograd.grad(loss, list(fus.parameters()))
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+
+
+# ------------------------------------------------------------------ gradcheck
+
+
+@pytest.mark.parametrize("variant", PRESETS)
+def test_gradcheck(variant):
+    torch.manual_seed(0)
+    kw = dict(proj_size=2) if variant in ("standard", "peephole", "cifg") else {}
+    m = gatelab.LSTM(3, 3, variant=variant, backend="fused", dtype=torch.float64, **kw)
+    names = [n for n, _ in m.named_parameters()]
+    params = [p.detach().clone().requires_grad_(True) for p in m.parameters()]
+    x = torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(1, 2, m.output_size, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(1, 2, 3, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([4, 2])
+
+    def f(x, h0, c0, *ps):
+        packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+        out, (h, c) = functional_call(m, dict(zip(names, ps)), (packed, (h0, c0)))
+        return out.data, h, c
+
+    assert torch.autograd.gradcheck(f, (x, h0, c0, *params), eps=1e-6, atol=1e-7)
+
+
+# ------------------------------------------------------------------ traces
+
+
+@pytest.mark.parametrize("variant", PRESETS)
+def test_trace_equals_reference(variant):
+    ref, fus = _pair(variant, batch_first=True, bidirectional=True)
+    x, _ = _inputs(ref)
+    packed = pack_padded_sequence(
+        x, torch.tensor([7, 3, 5, 1]), batch_first=True, enforce_sorted=False
+    )
+    _, _, tr_r = ref(packed, return_trace=True)
+    _, _, tr_f = fus(packed, return_trace=True)
+    assert torch.equal(tr_r.mask, tr_f.mask)
+    for name in tr_r.names():
+        a, b = getattr(tr_r, name), getattr(tr_f, name)
+        assert a.shape == b.shape, name
+        assert (a - b).abs().max().item() <= 1e-10, name
+    for name in ("input_gate", "forget_gate", "candidate", "output_gate", "cell"):
+        assert not getattr(tr_f, name).requires_grad, name
+
+
+def test_closed_form_facts():
+    torch.manual_seed(0)
+    x = torch.randn(6, 3, 4)
+    lengths = torch.tensor([6, 2, 4])
+    packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+    real = torch.arange(6)[:, None] < lengths[None, :]  # (T, B)
+
+    def trace(variant):
+        m = gatelab.LSTM(4, 5, variant=variant, backend="fused")
+        return m(packed, return_trace=True)[2]
+
+    tr = trace("cifg")
+    assert torch.equal(tr.forget_gate, torch.where(real[None, ..., None], 1 - tr.input_gate, 0.0))
+    for variant, gate in (("nfg", "forget_gate"), ("nig", "input_gate"), ("nog", "output_gate")):
+        v = getattr(trace(variant), gate)[0]
+        assert torch.equal(v, real[..., None].expand_as(v).to(v.dtype)), variant
+    tr = trace("noaf")
+    h = tr.output_gate * tr.cell
+    assert torch.allclose(tr.hidden, h, atol=1e-6)
+    for variant in ("standard", "peephole", "layernorm"):
+        tr = trace(variant)
+        for gate in ("input_gate", "forget_gate", "output_gate"):
+            v = getattr(tr, gate)[0][real]
+            assert bool(((v > 0) & (v < 1)).all()), (variant, gate)
+    assert bool((trace("tanh_gates").input_gate < 0).any())
+
+
+def test_activations_accuracy_and_nan():
+    ext = fused.extension()
+    x = torch.cat(
+        [
+            torch.linspace(-100, 100, 20001),
+            torch.tensor([0.0, -0.0, 1e-30, -1e-30, 0.6249, 0.6251, 88.5, -88.5]),
+            torch.tensor([float("inf"), float("-inf"), float("nan")]),
+        ]
+    )
+    for name, want in (("sigmoid", torch.sigmoid(x)), ("tanh", torch.tanh(x))):
+        got = ext.activation(x, name)
+        assert torch.isnan(got[-1]), name
+        ok = ~torch.isnan(want)
+        assert (got[ok] - want[ok]).abs().max().item() <= 2e-7, name
+        small = ok & (x.abs() < 1)
+        rel = ((got[small] - want[small]).abs() / want[small].abs().clamp_min(1e-30)).max()
+        assert rel.item() <= 1e-6, name
+    for name, fn in (("sigmoid", torch.sigmoid), ("tanh", torch.tanh)):
+        got, want = ext.activation(x.double(), name), fn(x.double())
+        assert (got[:-1] - want[:-1]).abs().max().item() <= 1e-15, name
+
+
+# ------------------------------------------------------------------ backend choice
+
+
+def test_auto_picks_fused_for_variants_and_traces():
+    x = torch.randn(5, 2, 4)
+    m = gatelab.LSTM(4, 6, variant="peephole")
+    m(x)
+    assert m.last_backend == "fused"
+    s = gatelab.LSTM(4, 6)
+    s(x)
+    assert s.last_backend == "native"
+    s(x, return_trace=True)
+    assert s.last_backend == "fused"
+
+
+def test_auto_falls_back_with_one_warning(monkeypatch):
+    monkeypatch.setattr(fused, "_ext", None)
+    monkeypatch.setattr(fused, "_error", "the fused kernels could not be built: no compiler")
+    monkeypatch.setattr(layers, "_warned", set())
+    m = gatelab.LSTM(4, 6, variant="cifg")
+    x = torch.randn(5, 2, 4)
+    with pytest.warns(RuntimeWarning, match="no compiler"):
+        m(x)
+    assert m.last_backend == "reference"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m(x)  # one warning only
+    with pytest.raises(RuntimeError, match="no compiler"):
+        gatelab.LSTM(4, 6, variant="cifg", backend="fused")(x)
+    ok, why = fused.can_run(m, "cpu")
+    assert not ok and "no compiler" in why
+
+
+def test_build_falls_back_to_flags_without_openmp(monkeypatch, caplog):
+    calls = []
+
+    def build(cflags, ldflags):
+        calls.append(cflags)
+        if "-fopenmp" in cflags:
+            raise RuntimeError("c++: error: unrecognized command-line option '-fopenmp'")
+        return "serial kernels"
+
+    monkeypatch.setattr(fused, "_ext", None)
+    monkeypatch.setattr(fused, "_error", None)
+    monkeypatch.setattr(fused, "_build", build)
+    assert fused.extension() == "serial kernels"
+    assert calls == [["-O3", "-fopenmp"], ["-O3"]]
+    assert "failed" in caplog.text
+
+
+def test_can_run_rejects_other_dtypes_and_devices():
+    m = gatelab.LSTM(3, 4, variant="nfg", dtype=torch.bfloat16)
+    ok, why = fused.can_run(m, "cpu")
+    assert not ok and "bfloat16" in why
+    ok, why = fused.can_run(gatelab.LSTM(3, 4), "meta")
+    assert not ok and "CPU" in why
+
+
+# ------------------------------------------------------------------ random shapes
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    variant=st.sampled_from(PRESETS),
+    T=st.integers(1, 6),
+    B=st.integers(1, 5),
+    I=st.integers(1, 5),
+    H=st.integers(2, 7),
+    proj=st.booleans(),
+    bias=st.booleans(),
+    data=st.data(),
+)
+def test_random_shapes(variant, T, B, I, H, proj, bias, data):
+    kw = dict(bias=bias, proj_size=data.draw(st.integers(1, H - 1)) if proj else 0)
+    ref, fus = _pair(variant, I, H, **kw)
+    x, hx = _inputs(ref, T=T, B=B, hx=True, seed=data.draw(st.integers(0, 99)))
+    lengths = None
+    if data.draw(st.booleans()):
+        lengths = torch.tensor(data.draw(st.lists(st.integers(1, T), min_size=B, max_size=B)))
+    out_r, g_r = _run(ref, x, hx, lengths)
+    out_f, g_f = _run(fus, x, hx, lengths)
+    _assert_close(out_f, out_r, torch.float64, "outputs")
+    _assert_close(g_f, g_r, torch.float64, "grads")
