@@ -256,33 +256,3 @@ def test_load_run_errors(tmp_path):
     with pytest.raises(ex.RunFolderError, match="not a valid safetensors"):
         ex.load_run(tmp_path / "run")
     assert not list(tmp_path.glob("run/.*.tmp"))  # atomic writes leave no temp files
-
-
-def test_ablate_builds_the_table():
-    progress = []
-    result = ex.ablate(
-        "adding",
-        ["standard", "nfg"],
-        seeds=2,
-        callback=lambda v, s, p: progress.append((v, s, p.step)),
-        **dict(TINY, steps=2),
-    )
-    assert [r.variant for r in result.table] == ["standard", "nfg"]
-    assert len(result.runs["nfg"]) == 2 and result.runs["nfg"][1]["seed"] == 1
-    assert result.table[1].values == [r["solved"] for r in result.runs["nfg"]]
-    assert progress[:2] == [("standard", 0, 1), ("standard", 0, 2)]
-    assert len(progress) == 8
-    d = result.to_dict()
-    json.dumps(d, allow_nan=False)
-    assert d["budget"]["steps"] == 2 and d["metric"] == "solved"
-
-
-def test_ablate_errors():
-    with pytest.raises(
-        ValueError, match=r"unknown LSTM variant.*'lstm2'.*expected some of standard"
-    ):
-        ex.ablate("adding", ["standard", "lstm2"], 1)
-    with pytest.raises(ValueError, match="unknown task"):
-        ex.ablate("sorting", ["standard"], 1)
-    with pytest.raises(ValueError, match="at least one seed"):
-        ex.ablate("adding", ["standard"], 0)

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from gatelab.cli import app
-from gatelab.cli.tasks import CommandError, clean_errors
+from gatelab.cli.common import CommandError, clean_errors
 
 FORMATS = ("onnx",)
 

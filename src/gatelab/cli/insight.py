@@ -6,7 +6,6 @@ itself fails), never a traceback. Progress goes to stderr; ``--json`` prints onl
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -18,69 +17,18 @@ from typing import Annotated, Any
 import typer
 
 from gatelab.cli import app, train_app
+from gatelab.cli.common import (
+    CommandError,
+    Threads,
+    check_positive,
+    clean_errors,
+    console,
+    set_threads,
+    warn,
+)
 from gatelab.train.runs import atomic_write_text
 
 DEMO_T = 100
-
-
-# ----------------------------------------------------------------- errors and output
-
-
-class CommandError(Exception):
-    """A problem with the command's input: reported in one line, exit code 2."""
-
-
-def _fail(message: str, code: int) -> None:
-    typer.echo(f"error: {' '.join(str(message).split())}", err=True)
-    raise typer.Exit(code)
-
-
-def _warn(message: str) -> None:
-    typer.echo(f"warning: {' '.join(str(message).split())}", err=True)
-
-
-def clean_errors(fn: Callable) -> Callable:
-    """The library's errors become one line on stderr and an exit code, no traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from gatelab.errors import GatelabError
-
-        try:
-            return fn(*args, **kwargs)
-        except FloatingPointError as err:
-            _fail(str(err), 1)
-        except (CommandError, GatelabError, ValueError, TypeError, OSError) as err:
-            _fail(str(err), 2)
-        except ImportError as err:  # an optional dependency (scipy, matplotlib) is missing
-            _fail(str(err), 2)
-        except KeyboardInterrupt:
-            _fail("interrupted", 130)
-
-    return wrapper
-
-
-def _console(stderr: bool = False):
-    from rich.console import Console
-
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
-
-
-def _set_threads(threads: int | None) -> int:
-    """One torch thread unless asked for more.
-
-    These models are small (B=64, H=32): a second thread gains little on an idle machine,
-    and on a shared one oneDNN's threads spin-wait against other processes. Measured here
-    with a load of about 5 on 2 cores: the whole demo took 41 s on 1 thread and 500 s on 2;
-    one LSTM step (B=64, H=64, T=105) took 16 ms on 1 thread and 443 ms on 2.
-    """
-    import torch
-
-    threads = 1 if threads is None else threads
-    if threads < 1:
-        raise CommandError(f"--threads={threads}; expected an int >= 1")
-    torch.set_num_threads(threads)
-    return threads
 
 
 class _Progress:
@@ -106,7 +54,7 @@ class _Progress:
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
                 TextColumn("{task.fields[stats]}"),
-                console=_console(stderr=True),
+                console=console(stderr=True),
                 transient=False,
             )
             self._bar.__enter__()
@@ -118,7 +66,7 @@ class _Progress:
 
     def runs(self, count: int, steps: int) -> Callable[[str, int, Any], None]:
         """One bar over ``count`` runs of ``steps`` each, for
-        :func:`gatelab.tasks.synthetic.ablate`'s callback."""
+        :func:`gatelab.insight.ablation.ablate`'s callback."""
         if self._bar is None:
             return lambda variant, seed, progress: None
         bar = self._bar
@@ -165,11 +113,6 @@ class _Progress:
         return callback
 
 
-def _check_positive(name: str, value: float | None) -> None:
-    if value is not None and not value > 0:
-        raise CommandError(f"{name}={value}; expected a positive number")
-
-
 # ----------------------------------------------------------------- demo
 
 
@@ -189,9 +132,7 @@ def demo(
     hidden_size: Annotated[int, typer.Option("--hidden-size", help="Units per model.")] = 32,
     T: Annotated[int, typer.Option("--T", help="Minimal sequence length.")] = DEMO_T,
     seed: Annotated[int, typer.Option(help="Seed of weights and training data.")] = 0,
-    threads: Annotated[
-        int | None, typer.Option(help="CPU threads (default 1: see the docs).")
-    ] = None,
+    threads: Threads = None,
     test_size: Annotated[int, typer.Option("--test-size", help="Test sequences.")] = 1000,
 ) -> None:
     """Train a vanilla RNN and an LSTM on the adding problem (T=100) on the same budget,
@@ -200,8 +141,8 @@ def demo(
     from gatelab.insight.explain import demo_report
     from gatelab.tasks import synthetic as ex
 
-    _check_positive("--seconds", seconds)
-    n_threads = _set_threads(threads)
+    check_positive("--seconds", seconds)
+    n_threads = set_threads(threads)
     start = time.perf_counter()
     load_before = _load()
     common = {
@@ -260,10 +201,10 @@ def demo(
     for name, label in (("rnn", "vanilla RNN"), ("lstm", "LSTM")):
         r = results[name]
         table.add_row(label, f"{r.metric:.1%}", str(r.steps), f"{r.seconds:.0f}", r.stopped)
-    console = _console()
-    console.print(table)
-    console.print(f"report: {report}")
-    console.print(
+    shown = console()
+    shown.print(table)
+    shown.print(f"report: {report}")
+    shown.print(
         f"run folders: {out / 'lstm'}, {out / 'rnn'}; total {total:.0f} s on {n_threads} "
         f"thread(s), load {load_before:.1f} -> {_load():.1f}"
     )
@@ -323,7 +264,7 @@ def ablate(
     out: Annotated[Path, typer.Option(help="Folder for the Markdown and JSON tables.")] = Path(
         "runs/ablation"
     ),
-    threads: Annotated[int | None, typer.Option(help="CPU threads.")] = None,
+    threads: Threads = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print only the JSON.")] = False,
 ) -> None:
     """Train LSTM variants x seeds on one task on the same budget; print mean, std and
@@ -331,7 +272,8 @@ def ablate(
     JSON."""
     import warnings
 
-    from gatelab.insight.analysis import ablation_markdown
+    from gatelab.insight.ablation import ablate as run_ablation
+    from gatelab.insight.ablation import ablation_markdown
     from gatelab.nn.equations import PRESETS
     from gatelab.tasks import synthetic as ex
 
@@ -347,8 +289,8 @@ def ablate(
         raise CommandError(f"--variants lists a variant twice: {variants!r}")
     if seeds < 1:
         raise CommandError(f"--seeds={seeds}; expected an int >= 1")
-    _check_positive("--seconds", seconds)
-    n_threads = _set_threads(threads)
+    check_positive("--seconds", seconds)
+    n_threads = set_threads(threads)
     config = {
         "steps": steps,
         "seconds": seconds,
@@ -367,7 +309,7 @@ def ablate(
         warnings.filterwarnings("ignore", "gatelab.LSTM", RuntimeWarning)
         callback = progress.runs(len(names) * seeds, steps)
 
-        result = ex.ablate(t.name, names, seeds, callback=callback, **config)
+        result = run_ablation(t.name, names, seeds, callback=callback, **config)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"ablation-{t.name}"
     md = ablation_markdown(result.table, metric=result.metric)
@@ -406,9 +348,9 @@ def ablate(
             _num(r.p, ".3g"),
             f"{r.extra.get('seconds', math.nan):.1f}",
         )
-    console = _console()
-    console.print(table)
-    console.print(f"wrote {out / (stem + '.md')} and {out / (stem + '.json')}")
+    shown = console()
+    shown.print(table)
+    shown.print(f"wrote {out / (stem + '.md')} and {out / (stem + '.json')}")
 
 
 def _generalisation_markdown(result, task, T: int) -> str:
@@ -475,7 +417,7 @@ def explain(
             "give --text or --data"
         )
     result = explain_run(
-        run_dir, text=text, data=data, seed=seed or 0, gradient=gradient_flow, warn=_warn
+        run_dir, text=text, data=data, seed=seed or 0, gradient=gradient_flow, warn=warn
     )
     from gatelab.insight.report import write_pngs, write_report
 
@@ -559,13 +501,13 @@ def train_synthetic(
         float | None, typer.Option(help="Stop once the held-out metric reaches this.")
     ] = None,
     seed: Annotated[int, typer.Option()] = 0,
-    threads: Annotated[int | None, typer.Option(help="CPU threads.")] = None,
+    threads: Threads = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Train one model on a synthetic long-time-lag task into a run folder (for explain)."""
     from gatelab.tasks import synthetic as ex
 
-    _check_positive("--seconds", seconds)
+    check_positive("--seconds", seconds)
     config = ex.ExperimentConfig(
         task=task,
         model=model,
@@ -586,7 +528,7 @@ def train_synthetic(
     if forget_bias is not None and (config.init == "chrono" or config.spec_forget_bias is None):
         why = "init chrono sets it" if config.init == "chrono" else f"{model} {variant} has none"
         raise CommandError(f"--forget-bias {forget_bias:g} has no effect: {why}; drop the option")
-    n_threads = _set_threads(threads)
+    n_threads = set_threads(threads)
     with _Progress(quiet=quiet) as progress:
         result = ex.run_experiment(config, callback=progress.task(f"{model} {variant}", steps))
     ex.save_run(result, out)

@@ -20,11 +20,11 @@ from typing import Annotated, Any
 import typer
 
 from gatelab.cli import app, train_app
+from gatelab.cli.common import Threads, clean_errors, set_threads
 from gatelab.cli.tasks import (
     MaxRestarts,
     Nproc,
     TaskKind,
-    clean_errors,
     launching,
     register_task_kind,
 )
@@ -112,24 +112,6 @@ Resume = Annotated[
     ),
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", help="No per-epoch lines, only the summary.")]
-Threads = Annotated[
-    int | None,
-    typer.Option(
-        "--threads",
-        help="CPU threads for torch (default: torch's choice). On a busy machine 1 thread "
-        "can be much faster than several.",
-    ),
-]
-
-
-def _set_threads(threads: int | None) -> None:
-    if threads is None:
-        return
-    if threads < 1:
-        raise ValueError(f"--threads={threads}; expected an int >= 1")
-    import torch
-
-    torch.set_num_threads(threads)
 
 
 # ----------------------------------------------------------------- char LM
@@ -167,7 +149,7 @@ def train_char_lm_command(
 ) -> None:
     """Train a character language model (embedding -> LSTM -> Dense) on a text file,
     stateful TBPTT; reports validation bits per character."""
-    _set_threads(threads)
+    set_threads(threads)
     model_kw = {
         "embedding_dim": embedding_dim,
         "hidden_size": hidden_size,
@@ -290,7 +272,7 @@ def train_translator_command(
 ) -> None:
     """Train an LSTM encoder-decoder translator with attention on sentence pairs, with a
     fixed seeded train/valid/test split."""
-    _set_threads(threads)
+    set_threads(threads)
     model_kw = {
         "embedding_dim": embedding_dim,
         "hidden_size": hidden_size,

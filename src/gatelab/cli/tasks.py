@@ -24,7 +24,7 @@ import numpy as np
 import typer
 
 from gatelab.cli import app, train_app
-from gatelab.errors import GatelabError
+from gatelab.cli.common import CommandError, clean_errors, console
 from gatelab.estimators import Forecaster, SeriesClassifier, TextClassifier
 from gatelab.train import distributed
 from gatelab.train.fit import RichProgress, TrainingError
@@ -45,34 +45,6 @@ SOURCE_FILE = "source.json"  # what the command line trained on (file, column, .
 
 
 # ----------------------------------------------------------------- errors and output
-
-
-class CommandError(Exception):
-    """A problem with the command's input: reported in one line, exit code 2."""
-
-
-def _fail(message: str, code: int) -> None:
-    where = f"rank {distributed.rank()}: " if distributed.world_size() > 1 else ""
-    typer.echo(f"{where}error: {' '.join(str(message).split())}", err=True)
-    raise typer.Exit(code)
-
-
-def clean_errors(fn: Callable) -> Callable:
-    """Turn the library's errors into one line on stderr and an exit code (no traceback)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except TrainingError as err:
-            _fail(str(err), 1)
-        except (CommandError, GatelabError, ValueError, TypeError) as err:
-            # ValueError/TypeError come from argument checks of configs and models.
-            _fail(str(err), 2)
-        except KeyboardInterrupt:
-            _fail("interrupted; continue the run with --resume", 130)
-
-    return wrapper
 
 
 def holding_out(fn: Callable) -> Callable:
@@ -153,17 +125,11 @@ def _without(argv: list[str], options: tuple[str, ...]) -> list[str]:
     return out
 
 
-def _console(stderr: bool = False):
-    from rich.console import Console
-
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
-
-
 def _progress(quiet: bool, what: str) -> list:
     return (
         []
         if quiet or not distributed.is_writer()
-        else [RichProgress(_console(stderr=True), description=what)]
+        else [RichProgress(console(stderr=True), description=what)]
     )
 
 
@@ -441,7 +407,7 @@ def _prepare_out(out: Path, resume: bool) -> None:
             f"'{out}' already holds a run; pass --resume to continue it, or choose another --out"
         )
     if resume and not (out / CONFIG_FILE).exists():
-        _console(stderr=True).print(f"no run to resume in '{out}'; starting a new one")
+        console(stderr=True).print(f"no run to resume in '{out}'; starting a new one")
 
 
 def _record_source(out: Path, resume: bool, files: dict[str, Path | None], **options) -> None:
@@ -465,10 +431,9 @@ def _record_source(out: Path, resume: bool, files: dict[str, Path | None], **opt
 def _summary(est, out: Path, quiet: bool) -> None:
     if not distributed.is_writer():
         return
-    console = _console()
     metrics = est.validation_metrics_
     shown = "  ".join(f"{k} {v:.4f}" for k, v in (metrics or {}).items())
-    console.print(
+    console().print(
         f"trained in {est.train_seconds_:.1f} s; run folder: {out}"
         + (f"\nvalidation: {shown}" if shown else "")
     )
@@ -755,7 +720,7 @@ def train_forecaster(
         metrics["test"] = test
         atomic_write_json(metrics_path, metrics)
         shown = "  ".join(f"{k} {v:.4f}" for k, v in test.items())
-        _console().print(f"holdout ({holdout} values, one forecast per step): {shown}")
+        console().print(f"holdout ({holdout} values, one forecast per step): {shown}")
 
 
 def _forecast_metrics(est, series: np.ndarray, start: int | None = None) -> dict[str, float]:
@@ -807,7 +772,7 @@ def evaluate(
     table.add_column("value", justify="right")
     for name, value in metrics.items():
         table.add_row(name, f"{value:.4f}")
-    _console().print(table)
+    console().print(table)
 
 
 @app.command("predict")
@@ -841,7 +806,7 @@ def predict(
         table.add_column(name, overflow="fold")
     for row in rows:
         table.add_row(*(_cell(row[c]) for c in columns))
-    _console().print(table)
+    console().print(table)
 
 
 def _cell(value: Any) -> str:
@@ -927,7 +892,7 @@ def _text_predict(fitted, texts: list[str], data: Path | None, options) -> list[
     ]
     if any(u == 1.0 for u in unknown):
         n = int(sum(u == 1.0 for u in unknown))
-        _console(stderr=True).print(
+        console(stderr=True).print(
             f"note: {n} text(s) contain no word seen in training; their label is the model's "
             "guess for unknown words only"
         )

@@ -1,4 +1,4 @@
-"""Looking at the gates: saturation, the cell's keep-vs-write flow, gradient flow, ablations.
+"""Looking at the gates: saturation, the cell's keep-vs-write flow, gradient flow.
 
 Every function takes a trace (:class:`gatelab.GateTrace`, ``GRUTrace``, ``RNNTrace``) or a
 gatelab layer plus its input, and counts only real steps (``trace.mask``) of packed or
@@ -11,18 +11,15 @@ length-masked batches.
   (``i_t ⊙ g_t``); ``c_t`` is their sum.
 - :func:`gradient_flow`: ``‖∂loss/∂h_t‖`` and ``‖∂loss/∂x_t‖`` against ``t``: the
   vanishing gradient of the vanilla RNN that the LSTM's forget gate (near 1) cures.
-- :func:`ablation_table`: mean, standard deviation and Welch's t-test of each variant
-  against a baseline over seeds, in the manner of Greff et al. 2017 ("LSTM: A Search Space
-  Odyssey"); :func:`gatelab.tasks.synthetic.ablate` produces its input.
+
+Ablations (runs of variants x seeds and their statistics) are :mod:`gatelab.insight.ablation`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import warnings
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -43,18 +40,14 @@ from gatelab.nn.trace import GateTrace, GRUTrace, RNNTrace
 
 __all__ = [
     "LSTM_GATES",
-    "AblationRow",
     "CellFlow",
     "GateSaturation",
     "GradientFlow",
-    "ablation_markdown",
-    "ablation_table",
     "cell_flow",
     "gate_saturation",
     "gradient_flow",
     "saturation_thresholds",
     "trace_of",
-    "welch_t_test",
 ]
 
 log = logging.getLogger(__name__)
@@ -433,100 +426,3 @@ def _probed_layer(model, x: Tensor, p: dict[str, Tensor], probe: Tensor, lengths
         state0 = (h0,)
     out, _, _ = scan(step, xw, state0, lengths, False)
     return out
-
-
-# --------------------------------------------------------------------------- ablations
-
-
-def welch_t_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
-    """Welch's unequal-variance t-test of ``a`` against ``b``: ``(t, two-sided p)``.
-
-    ``scipy.stats.ttest_ind(a, b, equal_var=False)``; ``(nan, nan)`` where it is undefined
-    (fewer than 2 values in a group, or both groups constant).
-    """
-    try:
-        from scipy import stats
-    except ImportError as err:  # scipy is a dev extra today
-        raise ImportError(
-            "Welch's t-test needs scipy: pip install scipy (or gatelab[dev])"
-        ) from err
-    a, b = [float(v) for v in a], [float(v) for v in b]
-    if len(a) < 2 or len(b) < 2:
-        return math.nan, math.nan
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # scipy warns on zero variance; we return nan
-        result = stats.ttest_ind(a, b, equal_var=False)
-    return float(result.statistic), float(result.pvalue)
-
-
-@dataclass
-class AblationRow:
-    """One variant's line of an ablation table."""
-
-    variant: str
-    values: list[float]
-    mean: float
-    std: float
-    t: float = math.nan
-    p: float = math.nan
-    extra: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        def num(v: float) -> float | None:
-            return None if math.isnan(v) else v
-
-        return {
-            "variant": self.variant,
-            "values": self.values,
-            "mean": self.mean,
-            "std": num(self.std),
-            "t": num(self.t),
-            "p": num(self.p),
-            **self.extra,
-        }
-
-
-def ablation_table(
-    results: Mapping[str, Sequence[float]], baseline: str = "standard"
-) -> list[AblationRow]:
-    """Mean, sample standard deviation and Welch's t-test against ``baseline`` per variant.
-
-    Args:
-        results: ``{variant: [metric of each seed]}``.
-        baseline: the variant the others are tested against (no test when absent).
-    """
-    rows = []
-    base = results.get(baseline)
-    for variant, values in results.items():
-        values = [float(v) for v in values]
-        if not values:
-            raise ValueError(f"variant {variant!r} has no results")
-        t = torch.tensor(values, dtype=torch.float64)
-        std = float(t.std()) if len(values) > 1 else math.nan
-        row = AblationRow(variant, values, float(t.mean()), std)
-        if base is not None and variant != baseline:
-            row.t, row.p = welch_t_test(values, base)
-        rows.append(row)
-    return rows
-
-
-def ablation_markdown(rows: Sequence[AblationRow], metric: str = "metric") -> str:
-    """The table as Markdown: variant, mean, std, seeds, Welch t and p against the
-    baseline, and seconds per run when every row has ``extra["seconds"]``."""
-
-    def fmt(v: float, spec: str) -> str:
-        return "–" if math.isnan(v) else format(v, spec)
-
-    seconds = all("seconds" in r.extra for r in rows)
-    lines = [
-        f"| variant | {metric} mean | std | n | t vs standard | p (Welch) |"
-        + (" s/run |" if seconds else ""),
-        "|---|---:|---:|---:|---:|---:|" + ("---:|" if seconds else ""),
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r.variant} | {r.mean:.3f} | {fmt(r.std, '.3f')} | {len(r.values)} | "
-            f"{fmt(r.t, '.2f')} | {fmt(r.p, '.3g')} |"
-            + (f" {r.extra['seconds']:.1f} |" if seconds else "")
-        )
-    return "\n".join(lines) + "\n"

@@ -39,7 +39,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +51,6 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from gatelab.data import synthetic
-from gatelab.insight.analysis import AblationRow, ablation_table
 from gatelab.nn.equations import PRESETS, resolve_spec
 from gatelab.nn.layers import BACKENDS, GRU, LSTM, RNN
 from gatelab.train import runs
@@ -59,13 +58,11 @@ from gatelab.train import runs
 __all__ = [
     "MODELS",
     "TASKS",
-    "AblationResult",
     "Batch",
     "ExperimentConfig",
     "ExperimentResult",
     "Progress",
     "TaskModel",
-    "ablate",
     "build_model",
     "evaluate",
     "load_run",
@@ -721,95 +718,3 @@ def load_run(run_dir: str | os.PathLike) -> tuple[ExperimentConfig, TaskModel]:
     runs.load_state(model, run_dir)
     model.eval()
     return config, model
-
-
-# --------------------------------------------------------------------------- ablations
-
-
-@dataclass
-class AblationResult:
-    """An ablation: one :class:`ExperimentResult` summary per variant and seed.
-
-    ``table`` holds the rows of :func:`gatelab.insight.analysis.ablation_table` (test metric per
-    seed, mean, std, Welch's t-test against ``standard``).
-    """
-
-    task: str
-    metric: str
-    budget: dict[str, Any]
-    runs: dict[str, list[dict[str, Any]]]
-    table: list[AblationRow]
-    seconds: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "task": self.task,
-            "metric": self.metric,
-            "budget": self.budget,
-            "seconds": round(self.seconds, 1),
-            "table": [r.to_dict() for r in self.table],
-            "runs": self.runs,
-        }
-
-
-def ablate(
-    task: str,
-    variants: Sequence[str],
-    seeds: int | Sequence[int] = 3,
-    *,
-    callback: Callable[[str, int, Progress], None] | None = None,
-    **config: Any,
-) -> AblationResult:
-    """Train every LSTM variant with every seed on the same task and budget.
-
-    Args:
-        task: a task name (:data:`TASKS`).
-        variants: preset names, and ``"gru"``, ``"rnn"`` for those layers as baselines;
-            ``standard`` is the baseline of the t-tests when present.
-        seeds: a count ``n`` (seeds ``0 .. n-1``) or the seeds themselves.
-        callback: ``callback(variant, seed, progress)`` after every step.
-        config: :class:`ExperimentConfig` fields shared by all runs (the budget:
-            ``steps``, ``seconds``, ``hidden_size``, ``T``...). ``target`` defaults to
-            None here, so that every run spends the same budget.
-    Returns:
-        An :class:`AblationResult`.
-    """
-    t = resolve_task(task)
-    variants = list(variants)
-    unknown = [v for v in variants if v not in PRESETS and v not in OTHER_MODELS]
-    if unknown or not variants:
-        raise ValueError(
-            f"unknown LSTM variant(s) {', '.join(map(repr, unknown)) or '(none given)'}; "
-            f"expected some of {', '.join((*PRESETS, *OTHER_MODELS))}"
-        )
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
-    if not seed_list:
-        raise ValueError(f"seeds={seeds!r}; expected at least one seed")
-    config.setdefault("target", None)
-    base = ExperimentConfig(task=t.name, model="lstm", **config)
-    start = time.perf_counter()
-    runs: dict[str, list[dict[str, Any]]] = {}
-    for variant in variants:
-        runs[variant] = []
-        for seed in seed_list:
-            cb = None if callback is None else (lambda p, v=variant, s=seed: callback(v, s, p))
-            kind = {"model": variant, "variant": "standard"} if variant in OTHER_MODELS else {}
-            result = run_experiment(base, seed=seed, callback=cb, **{"variant": variant, **kind})
-            summary = result.summary()
-            summary.pop("config")
-            summary.pop("history")
-            summary["seed"] = seed
-            runs[variant].append(summary)
-    table = ablation_table({v: [r[t.metric] for r in rs] for v, rs in runs.items()})
-    for row in table:
-        row.extra["seconds"] = round(float(np.mean([r["seconds"] for r in runs[row.variant]])), 1)
-        if t.chance is not None:  # length generalisation: scaled test, and train lengths
-            row.extra["scaled_accuracy"] = float(t.scaled(row.mean))
-            row.extra["valid"] = float(np.mean([r["valid"] for r in runs[row.variant]]))
-    budget = {
-        k: getattr(base, k)
-        for k in ("steps", "seconds", "batch_size", "hidden_size", "T", "lr", "init")
-    }
-    if base.init == "uniform":
-        budget["forget_bias"] = base.forget_bias
-    return AblationResult(t.name, t.metric, budget, runs, table, time.perf_counter() - start)
