@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from gatelab.cli import _register, app
 from gatelab.cli import tasks as cli_tasks
+from gatelab.tasks import registry
 from gatelab.train.fit import Callback
 from tests.helpers import (
     sentiment_texts,
@@ -304,13 +305,13 @@ def test_a_new_task_kind_plugs_into_evaluate_and_predict(tmp_path, monkeypatch):
     from gatelab.train.runs import write_config
 
     write_config(tmp_path, "char-lm")
-    kind = cli_tasks.TaskKind(
+    kind = registry.TaskKind(
         "char-lm",
         load=lambda run: "model",
         evaluate=lambda model, data, options: {"perplexity": 3.5},
         predict=lambda model, texts, data, options: [{"text": t, "next": "!"} for t in texts],
     )
-    monkeypatch.setitem(cli_tasks.TASK_KINDS, "char-lm", kind)
+    monkeypatch.setitem(registry.TASK_KINDS, "char-lm", kind)
     (tmp_path / "d.txt").write_text("x\n")
     result = invoke("evaluate", tmp_path, "--data", tmp_path / "d.txt", "--json")
     assert json.loads(result.stdout) == {"perplexity": 3.5}

@@ -1,8 +1,11 @@
 """The ``gatelab`` command line: one typer app over the whole library.
 
-Each module of this package registers its commands on :data:`app` (or :data:`train_app`)
-when imported: ``tasks`` (train, evaluate, predict), ``insight`` (demo, explain, ablate),
-``seq2seq`` (char LM and translator: train, generate, translate).
+Each command module of this package registers its commands on :data:`app` (or
+:data:`train_app`) when imported: ``tasks`` (train the estimators), ``use`` (evaluate,
+predict), ``insight`` (demo, explain, ablate, train synthetic), ``seq2seq`` (char LM and
+translator: train, generate, translate), ``export``. They share ``common`` (the one error
+policy, console, threads) and ``options`` (help texts and option types); the task kinds
+they handle are the one registry, :mod:`gatelab.tasks.registry`.
 Only the command line prints; the library logs.
 """
 
@@ -25,7 +28,7 @@ train_app = typer.Typer(
 )
 app.add_typer(train_app, name="train")
 
-COMMAND_MODULES = ("tasks", "insight", "seq2seq", "export")
+COMMAND_MODULES = ("tasks", "use", "insight", "seq2seq", "export")
 ARGV: list[str] | None = None  # the command line main() ran, for `train ... --nproc N`
 
 

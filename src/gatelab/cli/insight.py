@@ -404,20 +404,13 @@ def explain(
 ) -> None:
     """Write one self-contained HTML report of a trained model's gates on one input."""
     from gatelab.insight.explain import explain_run
-    from gatelab.train.runs import read_config
 
     if text is not None and data is not None:
         raise CommandError("give either --text or --data, not both")
     if seed is not None and (text is not None or data is not None):
         raise CommandError("--seed picks a sampled sequence; it does not apply with --text/--data")
-    kind = read_config(run_dir)["task"] if seed is not None else "synthetic"
-    if kind != "synthetic":
-        raise CommandError(
-            f"--seed applies to synthetic-task runs only; '{run_dir}' holds a {kind} run: "
-            "give --text or --data"
-        )
     result = explain_run(
-        run_dir, text=text, data=data, seed=seed or 0, gradient=gradient_flow, warn=warn
+        run_dir, text=text, data=data, seed=seed, gradient=gradient_flow, warn=warn
     )
     from gatelab.insight.report import write_pngs, write_report
 

@@ -3,8 +3,8 @@
 ``gatelab evaluate DIR --data FILE [--json]`` handles these run folders too (bits per
 character on the file's held-out part; sacreBLEU on the held-out test pairs, beam 5 and
 greedy), and so does ``gatelab predict DIR TEXT...`` (a greedy 200-character
-continuation; a beam-5 translation): this module registers the ``char-lm`` and
-``translator`` task kinds with :mod:`gatelab.cli.tasks`.
+continuation; a beam-5 translation): :mod:`gatelab.tasks.registry` lists the ``char-lm``
+and ``translator`` task kinds.
 
 Bad input ends with one line ``error: ...`` on stderr and exit code 2 (1 when training
 itself fails, e.g. a NaN loss: the last good checkpoint is kept), never a traceback.
@@ -21,20 +21,10 @@ import typer
 
 from gatelab.cli import app, train_app
 from gatelab.cli.common import Threads, clean_errors, set_threads
-from gatelab.cli.tasks import (
-    MaxRestarts,
-    Nproc,
-    TaskKind,
-    launching,
-    register_task_kind,
-)
+from gatelab.cli.tasks import MaxRestarts, Nproc, launching
 from gatelab.tasks.sequence import (
-    CHAR_LM,
-    TRANSLATOR,
     CharLMTrainConfig,
     TranslatorTrainConfig,
-    evaluate_char_lm,
-    evaluate_translator,
     load_char_lm,
     load_translator,
     train_char_lm,
@@ -114,6 +104,20 @@ Resume = Annotated[
 Quiet = Annotated[bool, typer.Option("--quiet", help="No per-epoch lines, only the summary.")]
 
 
+def _model_kw(given: dict[str, Any], *extra: str) -> dict[str, Any]:
+    """The model arguments from a ``train`` command's options (its ``locals()``): the
+    ones both models take, then ``extra`` ones by their own names."""
+    kw = {
+        "embedding_dim": given["embedding_dim"],
+        "hidden_size": given["hidden_size"],
+        "num_layers": given["layers"],
+        "dropout": given["dropout"],
+    }
+    kw.update({name: given[name] for name in extra})
+    kw.update(variant=given["variant"], backend=given["backend"])
+    return kw
+
+
 # ----------------------------------------------------------------- char LM
 
 
@@ -150,22 +154,10 @@ def train_char_lm_command(
     """Train a character language model (embedding -> LSTM -> Dense) on a text file,
     stateful TBPTT; reports validation bits per character."""
     set_threads(threads)
-    model_kw = {
-        "embedding_dim": embedding_dim,
-        "hidden_size": hidden_size,
-        "num_layers": layers,
-        "dropout": dropout,
-        "variant": variant,
-        "backend": backend,
-    }
+    model_kw = _model_kw(locals())
     config = CharLMTrainConfig(epochs, minutes, batch_size, seq_len, lr, clip, valid_fraction, seed)
     metrics = train_char_lm(
-        data,
-        out,
-        model_kw,
-        config,
-        resume=resume,
-        on_epoch=_epoch_printer(quiet, "chars", bits=True),
+        data, out, model_kw, config, resume=resume, on_epoch=_epoch_printer(quiet, "chars", True)
     )
     typer.echo(
         f"{out}: valid {metrics['valid_loss']:.4f} nats/char = "
@@ -273,16 +265,7 @@ def train_translator_command(
     """Train an LSTM encoder-decoder translator with attention on sentence pairs, with a
     fixed seeded train/valid/test split."""
     set_threads(threads)
-    model_kw = {
-        "embedding_dim": embedding_dim,
-        "hidden_size": hidden_size,
-        "num_layers": layers,
-        "dropout": dropout,
-        "attention": attention,
-        "input_feeding": input_feeding,
-        "variant": variant,
-        "backend": backend,
-    }
+    model_kw = _model_kw(locals(), "attention", "input_feeding")
     config = TranslatorTrainConfig(
         epochs,
         minutes,
@@ -296,14 +279,8 @@ def train_translator_command(
         split_seed,
         seed,
     )
-    metrics = train_translator(
-        data,
-        out,
-        model_kw,
-        config,
-        resume=resume,
-        on_epoch=_epoch_printer(quiet, "target words", bits=False),
-    )
+    on_epoch = _epoch_printer(quiet, "target words", False)
+    metrics = train_translator(data, out, model_kw, config, resume=resume, on_epoch=on_epoch)
     typer.echo(
         f"{out}: valid {metrics['valid_loss']:.4f} nats/word (perplexity "
         f"{metrics['valid_perplexity']:.2f}, epoch {metrics['best_epoch']}), "
@@ -339,51 +316,3 @@ def translate_command(
     if unknown:
         typer.echo(f"note: unknown words read as <unk>: {', '.join(unknown)}", err=True)
     typer.echo(model.translate(sentence, beam=beam, alpha=alpha))
-
-
-# ----------------------------------------------------------------- evaluate and predict
-
-PREDICT_LENGTH = 200  # characters a char LM adds to each prompt in ``gatelab predict``
-
-
-def _lines(data: Path | None) -> list[str]:
-    from gatelab.data.lines import read_lines
-
-    if data is None:
-        return []
-    return [line.strip() for _, line in read_lines(data, what="prompts file").lines]
-
-
-def _char_lm_predict(run_dir: Path, texts: list[str], data: Path | None, options) -> list:
-    model = load_char_lm(run_dir)
-    prompts = list(texts) + _lines(data)
-    return [
-        {"prompt": p, "continuation": model.sample(p, PREDICT_LENGTH, temperature=0)}
-        for p in prompts
-    ]
-
-
-def _translator_predict(run_dir: Path, texts: list[str], data: Path | None, options) -> list:
-    model = load_translator(run_dir)
-    sources = list(texts) + _lines(data)
-    return [{"source": s, "translation": model.translate(s, beam=5)} for s in sources if s]
-
-
-# ``evaluate`` / ``predict`` get the run folder itself: loading happens in the functions
-# above and in :mod:`gatelab.tasks.sequence`, which also need the run's saved data split.
-register_task_kind(
-    TaskKind(
-        CHAR_LM,
-        load=lambda run_dir: run_dir,
-        evaluate=lambda run_dir, data, options: evaluate_char_lm(run_dir, data),
-        predict=_char_lm_predict,
-    )
-)
-register_task_kind(
-    TaskKind(
-        TRANSLATOR,
-        load=lambda run_dir: run_dir,
-        evaluate=lambda run_dir, data, options: evaluate_translator(run_dir, data),
-        predict=_translator_predict,
-    )
-)

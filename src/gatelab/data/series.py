@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ __all__ = [
     "Scaler",
     "SeriesDataset",
     "detect_series_format",
+    "fill_missing",
     "make_windows",
     "read_labelled_series",
     "read_series_csv",
@@ -618,25 +620,55 @@ def _resolve_column(column: str | int, names: list[str], p: Path) -> int:
 def _fill(
     values: np.ndarray, missing: list[int], fill: str | None, numbers: list[int], name: str, p: Path
 ) -> np.ndarray:
-    if missing[0] == 0:
-        raise DataError(
-            f"{p}, line {numbers[0]}, column {name!r}: the first value is missing and "
-            f"fill={fill!r} cannot fill it"
-        )
-    if fill == "interpolate" and missing[-1] == len(values) - 1:
-        raise DataError(
-            f"{p}, line {numbers[-1]}, column {name!r}: the last value is missing and "
-            "fill='interpolate' cannot fill it"
-        )
-    out = values.copy()
-    if fill == "ffill":
-        for i in missing:
-            out[i] = out[i - 1]
-    else:
-        ok = ~np.isnan(out)
-        idx = np.arange(len(out))
-        out[~ok] = np.interp(idx[~ok], idx[ok], out[ok])
+    out = fill_missing(values, fill, lambda t, c: f"{p}, line {numbers[t]}, column {name!r}")
     logger.info("%s: filled %d missing values of %r with %s", p, len(missing), name, fill)
+    return out
+
+
+def fill_missing(
+    values: np.ndarray, fill: str, where: Callable[[int, int], str] | None = None
+) -> np.ndarray:
+    """Fill the missing values (NaN) of a series along time, per channel: the one policy of
+    every reader (CSV series, .ts and UCR files through the command line).
+
+    ``"ffill"`` repeats the last value before a gap; ``"interpolate"`` interpolates
+    linearly between its neighbours. A missing first value (or last, for
+    ``"interpolate"``) has nothing to fill from and is refused, never guessed.
+
+    Arguments:
+        values: ``(T,)`` or ``(T, C)`` floats.
+        fill: ``"ffill"`` or ``"interpolate"``.
+        where: ``(step, channel) -> location`` for the message (default: ``step t,
+            channel c``).
+    Returns:
+        a filled copy, same shape.
+    Raises:
+        DataError: an unknown ``fill``, or a gap at an edge it cannot fill (located).
+    """
+    if fill not in ("ffill", "interpolate"):
+        raise DataError(f"fill must be 'ffill' or 'interpolate', got {fill!r}")
+    where = where or (lambda t, c: f"step {t}, channel {c}")
+    out = np.array(values, dtype=np.float64)  # a copy
+    columns = out.reshape(len(out), -1)  # (T, C), a view of out
+    idx = np.arange(len(out))
+    for c in range(columns.shape[1]):
+        ok = ~np.isnan(columns[:, c])
+        if ok.all():
+            continue
+        if not ok[0]:
+            raise DataError(
+                f"{where(0, c)}: the first value is missing and fill={fill!r} cannot fill it"
+            )
+        if fill == "interpolate" and not ok[-1]:
+            raise DataError(
+                f"{where(len(out) - 1, c)}: the last value is missing and "
+                "fill='interpolate' cannot fill it"
+            )
+        if fill == "ffill":
+            last = np.maximum.accumulate(np.where(ok, idx, 0))  # index of the last value
+            columns[:, c] = columns[last, c]
+        else:
+            columns[~ok, c] = np.interp(idx[~ok], idx[ok], columns[ok, c])
     return out
 
 

@@ -12,8 +12,6 @@ show extrapolation, not what was learned).
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -24,10 +22,13 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from gatelab.errors import GatelabError
+from gatelab.errors import DataError, GatelabError
 from gatelab.insight.analysis import gradient_flow
 from gatelab.insight.report import report_data, write_report
 from gatelab.tasks import synthetic as ex
+from gatelab.tasks.estimator_kinds import EstimatorInput
+from gatelab.tasks.problems import read_sequence
+from gatelab.tasks.registry import TASK_KINDS, read_task
 from gatelab.train import runs
 
 __all__ = [
@@ -42,7 +43,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SATURATION_SEQUENCES = 200
-EXPLAINED_KINDS = ("text-classifier", "series-classifier", "forecaster")
 
 
 class ExplainError(GatelabError, ValueError):
@@ -58,93 +58,12 @@ def max_length(config: ex.ExperimentConfig) -> int:
 
 
 def parse_sequence(config: ex.ExperimentConfig, *, text: str | None, data: Path | None) -> Tensor:
-    """``--text`` or ``--data`` -> one sequence ``(T, input_size)`` for a synthetic task.
-
-    ``--data``: a CSV (or whitespace-separated) file with one row per step and
-    ``input_size`` numeric columns (adding: ``value, marker``); a header row is skipped.
-    ``--text``: symbols, one per character or separated by spaces: temporal order
-    ``E a b c d X Y B``; copy ``1..8``, ``_`` blank, ``:`` delimiter; adding
-    ``value,marker`` pairs separated by spaces or semicolons.
-    """
-    task = ex.resolve_task(config.task)
-    if data is not None:
-        try:
-            raw = Path(data).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as err:
-            raise ExplainError(f"cannot read --data file '{data}': {err}") from err
-        rows = _numeric_rows(raw, str(data), task.input_size)
-    else:
-        if text is None:
-            raise ExplainError("no input: give --text or --data")
-        if not text.strip():
-            raise ExplainError("the text is empty; expected at least one step")
-        if task.name == "adding":
-            pairs = [p for p in text.replace(";", " ").split() if p]
-            rows = _numeric_rows("\n".join(pairs), "--text", task.input_size)
-        else:
-            return _symbols(task, text)
-    if not rows:
-        raise ExplainError(f"--data file '{data}' has no rows; expected one row per step")
-    return torch.tensor(rows, dtype=torch.float32)
-
-
-def _numeric_rows(raw: str, where: str, width: int) -> list[list[float]]:
-    rows = []
-    sample = raw[:2048]
-    delimiter = "," if "," in sample else ("\t" if "\t" in sample else None)
-    lines = [ln for ln in raw.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    if delimiter:
-        parsed = list(csv.reader(io.StringIO("\n".join(lines)), delimiter=delimiter))
-    else:
-        parsed = [ln.split() for ln in lines]
-    for k, cells in enumerate(parsed):
-        cells = [c.strip() for c in cells if c.strip()]
-        try:
-            values = [float(c) for c in cells]
-        except ValueError:
-            if k == 0 and rows == []:
-                continue  # a header
-            raise ExplainError(
-                f"{where}: row {k + 1} is {','.join(cells)!r}; expected {width} numbers"
-            ) from None
-        if len(values) != width:
-            raise ExplainError(
-                f"{where}: row {k + 1} has {len(values)} values; expected {width} per step"
-            )
-        rows.append(values)
-    return rows
-
-
-def _symbols(task, text: str) -> Tensor:
-    from gatelab.data import synthetic
-
-    if task.name == "temporal-order":
-        alphabet = list(synthetic.TEMPORAL_ORDER_SYMBOLS)
-    elif task.chance is not None:  # a formal language: parity 0 1, cycle navigation 0 + -
-        alphabet = list(task.symbols)
-    else:  # copy
-        alphabet = ["_", *(str(s) for s in range(1, task.n_symbols + 1)), ":"]
-    tokens = text.split() if " " in text.strip() else list(text.strip())
-    bad = [t for t in tokens if t not in alphabet]
-    if bad:
-        raise ExplainError(
-            f"--text has symbol(s) {', '.join(map(repr, bad[:5]))} that the {task.name} task "
-            f"does not know; expected some of {' '.join(alphabet)}"
-        )
-    ids = torch.tensor([alphabet.index(t) for t in tokens])
-    return torch.nn.functional.one_hot(ids, task.input_size).float()  # (T, I)
-
-
-def _marks(task_name: str, x: Tensor) -> list[int]:
-    if task_name == "adding":
-        return [int(t) for t in torch.nonzero(x[:, 1] > 0.5).flatten()]
-    if task_name == "temporal-order":
-        from gatelab.data import synthetic
-
-        ix = synthetic.TEMPORAL_ORDER_SYMBOLS.index("X")
-        return [int(t) for t in torch.nonzero(x[:, ix:].sum(-1) > 0).flatten()]
-    ids = x.argmax(-1)
-    return [int(t) for t in torch.nonzero(ids > 0).flatten()]
+    """``--text`` or ``--data`` -> one sequence ``(T, input_size)`` for a synthetic task
+    (:func:`gatelab.tasks.problems.read_sequence`); bad input raises :class:`ExplainError`."""
+    try:
+        return read_sequence(ex.resolve_task(config.task), text=text, data=data)
+    except DataError as err:
+        raise ExplainError(str(err)) from err
 
 
 # --------------------------------------------------------------------------- gradient flow
@@ -228,58 +147,54 @@ def explain_run(
     *,
     text: str | None = None,
     data: str | os.PathLike | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     gradient: bool = False,
     warn: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """The report data of a run folder's model on one input.
 
+    Reads the run's ``config.json`` once, finds its kind in the one registry
+    (:mod:`gatelab.tasks.registry`) and asks the kind for the report's input.
+
     Args:
-        run_dir: a run folder: of :func:`gatelab.tasks.synthetic.save_run` (a synthetic task),
-            or of an estimator (``text-classifier``, ``series-classifier``,
-            ``forecaster``; see :func:`_explain_estimator`).
+        run_dir: a run folder of a kind the registry explains: a synthetic task
+            (:func:`gatelab.tasks.synthetic.save_run`) or an estimator
+            (``text-classifier``, ``series-classifier``, ``forecaster``; see
+            :func:`gatelab.tasks.estimator_kinds.explain_input`).
         text, data: the input (see :func:`parse_sequence`); neither: a sequence sampled
-            from the task with ``seed``, with its marked steps (synthetic tasks only).
+            from the task with ``seed`` (default 0), with its marked steps (synthetic tasks
+            only: another kind refuses a seed).
         gradient: add the gradient flow (this model, and an LSTM, GRU and RNN at init).
         warn: called with a one-line message when the input is truncated.
     Raises:
-        ExplainError / RunFolderError (ValueErrors) with a one-line message.
+        ExplainError (a ValueError) with a one-line message.
     """
     try:
-        kind = runs.read_config(run_dir)["task"]
-        if kind != ex.RUN_TASK:
-            return _explain_estimator(run_dir, text=text, data=data, gradient=gradient, warn=warn)
-        config, model = ex.load_run(run_dir)
+        kind, config = read_task(run_dir)
+        if kind.explain is None:
+            able = [k.name for k in TASK_KINDS.values() if k.explain is not None]
+            raise ExplainError(
+                f"run folder '{run_dir}' holds a {kind.name!r} run; explain traces "
+                f"{', '.join(able)} runs"
+            )
+        inp = kind.explain(run_dir, config, text=text, data=data, seed=seed, warn=warn)
     except runs.RunFolderError as err:
         raise ExplainError(f"cannot explain '{run_dir}': {err}") from err
-    task = ex.resolve_task(config.task)
-    limit = max_length(config)
-    target = None
-    if text is None and data is None:
-        sample = task.sample(1, config.T, seed)
-        x = sample.x[0, : int(sample.lengths[0])]
-        target = sample.y[0]
-        source = f"a {task.name} sequence sampled with seed {seed}"
-    else:
-        x = parse_sequence(config, text=text, data=Path(data) if data is not None else None)
-        source = "the given text" if text is not None else f"'{data}'"
-    if x.shape[0] == 0:
-        raise ExplainError("the input is empty; expected at least one step")
-    if x.shape[0] > limit:
-        message = (
-            f"the input has {x.shape[0]} steps, longer than the {limit} the model saw in "
-            f"training; explaining its first {limit} steps"
-        )
-        log.warning(message)
-        if warn is not None:
-            warn(message)
-        x = x[:limit]
+    except DataError as err:
+        raise ExplainError(str(err)) from err
+    if isinstance(inp, ex.SyntheticInput):
+        return _synthetic_report(inp, gradient)
+    return _estimator_report(inp, gradient)
+
+
+def _synthetic_report(inp: ex.SyntheticInput, gradient: bool) -> dict[str, Any]:
+    """The report of a synthetic-task run on its input: the gates, the prediction,
+    saturation over held-out sequences, the saved results and the gradient flow."""
+    config, model, task, x = inp.config, inp.model, inp.task, inp.x
     with torch.no_grad():
         pred = model(x[None], torch.tensor([x.shape[0]]))[0]
-    prediction = _describe_prediction(task, pred, target)
     batch = task.sample(SATURATION_SEQUENCES, config.T, ex.TEST_SEED)
     packed = pack_padded_sequence(batch.x, batch.lengths, batch_first=True, enforce_sorted=False)
-    results = _results_rows(run_dir, config)
     flow = None
     if gradient:
         flow = gradient_flow_comparison(
@@ -291,7 +206,7 @@ def explain_run(
             fresh=("lstm", "lstm-chrono", "gru", "rnn"),
         )
     kind = config.model.upper() + (f" ({config.variant})" if config.model == "lstm" else "")
-    marks = _marks(task.name, x)
+    marks = task.marks(x)
     notes = [f"Saturation is measured over {SATURATION_SEQUENCES} held-out sequences."]
     unit, rows = None, "units"
     if task.name == "adding" and config.model == "lstm" and len(marks) == 2:
@@ -301,52 +216,22 @@ def explain_run(
         model.rnn,
         x,
         labels=task.input_labels(x),
-        title=f"{kind} on {task.name}: gates on {source}",
+        title=f"{kind} on {task.name}: gates on {inp.source}",
         subtitle=(
             f"hidden size {config.hidden_size}, trained {config.steps} steps max on "
-            f"{task.name} (T={config.T}). {prediction}"
+            f"{task.name} (T={config.T}). {task.describe(pred, inp.target)}"
         ),
         marks=marks,
         saturation_input=packed,
         gradient_flow=flow,
-        results=results,
+        results=_results_rows(inp.results, config, task.metric),
         notes=notes,
         default_unit=unit,
         default_rows=rows,
     )
 
 
-def _describe_prediction(task, pred: Tensor, target: Tensor | None) -> str:
-    if task.name == "adding":
-        s = f"Output for this input: {float(pred[0]):.4f}"
-        if target is not None:
-            err = abs(float(pred[0]) - float(target[0]))
-            verdict = "solved" if err < 0.04 else "not solved"
-            s += f" (target {float(target[0]):.4f}, |error| {err:.4f}: {verdict})"
-        return s + "."
-    if task.name == "temporal-order":
-        from gatelab.data import synthetic
-
-        names = synthetic.temporal_order(1, seed=0)[3]
-        k = int(pred.argmax())
-        return f"Predicted class: {names[k]} (p = {float(pred.softmax(-1)[k]):.3f})."
-    if task.chance is not None:  # a formal language: one class at the last step
-        k = int(pred.argmax())
-        s = f"Predicted class: {k} (p = {float(pred.softmax(-1)[k]):.3f})"
-        return s + (f", target {int(target)}." if target is not None else ".")
-    copied = pred[-task.copy_length :].argmax(-1).tolist()
-    return f"Copied symbols: {' '.join(str(c) for c in copied)}."
-
-
-def _results_rows(run_dir, config) -> list[dict[str, Any]]:
-    import json
-
-    try:
-        raw = json.loads((Path(run_dir) / runs.CONFIG_FILE).read_text(encoding="utf-8"))
-        r = raw.get("results", {})
-    except (OSError, ValueError):
-        return []
-    metric = ex.resolve_task(config.task).metric
+def _results_rows(r: dict[str, Any], config, metric: str) -> list[dict[str, Any]]:
     if metric not in r:
         return []
     return [
@@ -456,108 +341,29 @@ def _memory_unit(model: ex.TaskModel, x: Tensor, marks: list[int]) -> tuple[int,
 # --------------------------------------------------------------------------- estimators
 
 
-def _explain_estimator(
-    run_dir, *, text: str | None, data, gradient: bool, warn: Callable[[str], None] | None
-) -> dict[str, Any]:
-    """The report data of an estimator's run folder (:mod:`gatelab.estimators`).
-
-    ``text-classifier``: ``--text``, tokenised as in training and cut to the estimator's
-    ``max_len`` (with a warning). ``series-classifier``: ``--data``, a numeric CSV with a
-    row per step and a column per channel, normalised as in training. ``forecaster``:
-    ``--data``, one column; the model sees its last ``history`` values (a warning says
-    so when the file is longer). An ensemble shows its first member.
-    """
-    from gatelab import estimators
-
-    est = estimators.load(run_dir)
-    if est.task not in EXPLAINED_KINDS:
-        raise ExplainError(
-            f"run folder '{run_dir}' holds a {est.task!r} run; explain traces "
-            f"{', '.join(EXPLAINED_KINDS)} and synthetic-task runs"
-        )
-    net = est.model_
-    members = getattr(net, "members", None)
-    notes = []
-    if members is not None:
-        notes.append(f"An ensemble of {len(members)} models: the report shows the first.")
-        net = members[0]
-    kind = est.task
-    forecast = None
-    if kind == "text-classifier":
-        if data is not None or text is None:
-            raise ExplainError(f"a {kind} run is explained on --text, not --data")
-        if not text.strip():
-            raise ExplainError("the text is empty; expected at least one word")
-        tokens = est.tokenizer_(text)
-        if not tokens:
-            raise ExplainError(f"the text {text[:40]!r} has no tokens the tokenizer keeps")
-        if est.max_len and len(tokens) > est.max_len:
-            _say(
-                warn,
-                f"the text has {len(tokens)} tokens, more than the {est.max_len} the model saw "
-                f"in training (max_len); explaining its first {est.max_len}",
-            )
-            tokens = tokens[: est.max_len]
-        ids = torch.tensor([est.vocab_.encode(tokens)])  # (1, T)
-        x = ids
-        labels = tokens
-    else:
-        if text is not None or data is None:
-            raise ExplainError(f"a {kind} run is explained on --data FILE, not --text")
-        width = getattr(est, "n_channels_", 1) if kind == "series-classifier" else 1
-        raw = Path(data).read_text(encoding="utf-8") if Path(data).is_file() else None
-        if raw is None:
-            raise ExplainError(f"cannot read --data file '{data}': no such file")
-        series = torch.tensor(_numeric_rows(raw, str(data), width), dtype=torch.float64)
-        if series.shape[0] == 0:
-            raise ExplainError(f"--data file '{data}' has no rows; expected one row per step")
-        if kind == "forecaster":
-            history = est.history_steps_
-            if series.shape[0] < history:
-                raise ExplainError(
-                    f"--data has {series.shape[0]} steps; the forecaster needs its history of "
-                    f"{history}"
-                )
-            if series.shape[0] > history:
-                _say(
-                    warn,
-                    f"the series has {series.shape[0]} steps; the forecaster reads its last "
-                    f"history={history}, so the report shows those",
-                )
-            series = series[-history:]
-            window = series[:, 0].numpy()[None, :]  # (1, history)
-            x = est._windows_data(window, None).inputs
-            forecast = est.predict(window).reshape(-1)  # linear part + LSTM term
-        else:
-            x = est._inputs([series.numpy()]).inputs  # (1, T, C), normalised as in training
-        labels = [",".join(f"{v:.3g}" for v in row) for row in series.tolist()]
+def _estimator_report(inp: EstimatorInput, gradient: bool) -> dict[str, Any]:
+    """The report of an estimator run on its input (:class:`EstimatorInput`): the gates
+    of its LSTM on what the LSTM reads, the prediction and the gradient flow."""
+    est, net, kind = inp.estimator, inp.net, inp.estimator.task
     with torch.no_grad():
-        e = net.lstm_input(x)[0]  # (T, E): what the LSTM reads
-        out = net(x)[0]
-    subtitle = _estimator_prediction(est, kind, out, forecast)
-    flow = None
-    if gradient:
-        flow = _estimator_gradient(net, e, kind)
+        e = net.lstm_input(inp.x)[0]  # (T, E): what the LSTM reads
+        out = net(inp.x)[0]
+    subtitle = _estimator_prediction(est, kind, out, inp.forecast)
+    flow = _estimator_gradient(net, e, kind) if gradient else None
     lstm = net.lstm
     variant = getattr(est, "variant", "standard")
     return report_data(
         lstm,
         e,
-        labels=labels,
+        labels=inp.labels,
         title=f"{kind}: the LSTM's gates on this input",
         subtitle=(
             f"LSTM ({variant}), hidden size {lstm.hidden_size}, {lstm.num_layers} layer(s)"
             f"{', bidirectional' if lstm.bidirectional else ''}. {subtitle}"
         ),
         gradient_flow=flow,
-        notes=[*notes, "Saturation is measured over the steps of this input."],
+        notes=[*inp.notes, "Saturation is measured over the steps of this input."],
     )
-
-
-def _say(warn: Callable[[str], None] | None, message: str) -> None:
-    log.warning(message)
-    if warn is not None:
-        warn(message)
 
 
 def _estimator_prediction(est, kind: str, out: Tensor, forecast=None) -> str:

@@ -43,7 +43,8 @@ from torch import Tensor, nn
 from gatelab.interop._onnx_graph import Builder, lower_recurrent, recurrent_kind
 from gatelab.models.charlm import CharLM
 from gatelab.models.heads import ForecastNet, _SequenceModel
-from gatelab.train.runs import RunFolderError, atomic_write_bytes, read_config
+from gatelab.tasks.registry import TASK_KINDS, read_task
+from gatelab.train.runs import RunFolderError, atomic_write_bytes
 
 __all__ = ["DEFAULT_OPSET", "OPSETS", "export_run", "to_onnx"]
 
@@ -51,7 +52,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
 OPSETS = range(17, 22)  # LayerNormalization needs 17; tested on 17 and 20
-RUN_TASKS = ("text-classifier", "series-classifier", "forecaster", "char-lm")
 IO_NAMES = (  # graph inputs and outputs; no inner value takes these names
     *("input", "h0", "c0", "n0", "m0", "lengths", "ids", "series", "window"),
     *("output", "h_n", "c_n", "n_n", "m_n", "logits", "probabilities", "forecast"),
@@ -745,13 +745,18 @@ def export_run(
     """
     onnx = _require_onnx()
     run = Path(run_dir)
-    task = read_config(run)["task"]
+    kind, _ = read_task(run)  # the one registry of task kinds says which kinds export
+    task = kind.name
+    if not kind.exports:
+        exported = [k.name for k in TASK_KINDS.values() if k.exports]
+        raise RunFolderError(
+            f"run folder '{run}' holds a {task!r} run, which does not export to ONNX; "
+            f"expected one of {', '.join(exported)}"
+        )
     b = Builder(onnx, _check_opset(opset), reserved=IO_NAMES)
     meta = {"gatelab_task": task}
     if task in ("text-classifier", "series-classifier"):
-        from gatelab.estimators import ESTIMATORS
-
-        est = ESTIMATORS[task].load(run)
+        est = kind.load(run)
         model = est.model_.cpu().eval()
         _refuse_run_cells(model, task, run)
         meta["labels"] = json.dumps([str(c) for c in est.classes_])
@@ -769,15 +774,13 @@ def export_run(
         outputs = [probs]
         out_ports = [_Port("probabilities", torch.zeros(2, len(est.classes_)), {0: "batch"})]
     elif task == "forecaster":
-        from gatelab.estimators import Forecaster
-
-        est = Forecaster.load(run)
+        est = kind.load(run)
         model = est.model_.cpu().eval()
         _refuse_run_cells(model, task, run)
         in_ports = [_Port("window", torch.zeros(2, est.history_steps_), {0: "batch"})]
         outputs = [_forecaster_graph(b, est, model, "window")]
         out_ports = [_Port("forecast", torch.zeros(2, est.horizon), {0: "batch"})]
-    elif task == "char-lm":
+    else:  # char-lm
         from gatelab.tasks.sequence import load_char_lm
 
         model = load_char_lm(run)
@@ -791,10 +794,5 @@ def export_run(
         outputs = _char_lm_graph(b, model, "ids", names)
         out_ports = [_Port("logits", torch.zeros(2, 1, len(model.vocab)), {0: "batch", 1: "time"})]
         out_ports += [_Port(n[:-1] + "_n", state, {1: "batch"}) for n in names]
-    else:
-        raise RunFolderError(
-            f"run folder '{run}' holds a {task!r} run, which does not export to ONNX; "
-            f"expected one of {', '.join(RUN_TASKS)}"
-        )
     meta.update(_meta(model))
     return _finish(onnx, b, in_ports, outputs, out_ports, None, path, meta)

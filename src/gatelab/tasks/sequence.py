@@ -555,3 +555,34 @@ def evaluate_translator(
         result["bleu"], result["beam"] = result["bleu_greedy"], 1
     result["length_normalisation_alpha"] = alpha
     return result
+
+
+# --------------------------------------------------------------------------- predict
+
+PREDICT_LENGTH = 200  # characters a char LM adds to each prompt in ``gatelab predict``
+
+
+def _lines(data: PathLike | None) -> list[str]:
+    from gatelab.data.lines import read_lines
+
+    if data is None:
+        return []
+    return [line.strip() for _, line in read_lines(data, what="prompts file").lines]
+
+
+def char_lm_predict(run_dir: Path, texts: list[str], data: Path | None, options) -> list:
+    """A greedy :data:`PREDICT_LENGTH`-character continuation of each prompt (the texts,
+    then the lines of ``data``)."""
+    model = load_char_lm(run_dir)
+    prompts = list(texts) + _lines(data)
+    return [
+        {"prompt": p, "continuation": model.sample(p, PREDICT_LENGTH, temperature=0)}
+        for p in prompts
+    ]
+
+
+def translator_predict(run_dir: Path, texts: list[str], data: Path | None, options) -> list:
+    """A beam-5 translation of each sentence (the texts, then the lines of ``data``)."""
+    model = load_translator(run_dir)
+    sources = list(texts) + _lines(data)
+    return [{"source": s, "translation": model.translate(s, beam=5)} for s in sources if s]

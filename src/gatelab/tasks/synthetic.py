@@ -8,22 +8,7 @@ clipping and a cosine-decayed learning rate, checks a held-out set every
 metric reaches ``target``. The final metric is measured on a separate test set (1000
 sequences by default), the same for every model, so runs on the same task compare.
 
-Tasks (``--task`` names):
-
-- ``adding``: the adding problem; regression of ``0.5 + (X1 + X2) / 4`` at the last real
-  step, MSE loss; metric ``solved`` = fraction of test sequences with absolute error
-  < 0.04 (the paper's criterion). Sequences have lengths ``T .. T + T/10``; batches are
-  packed, so padding never reaches the model.
-- ``temporal-order``: Experiment 6a; classification of the order of ``X``/``Y`` at the
-  last real step; metric ``accuracy``. Lengths ``T .. T + T/10`` (the paper: T = 100), the
-  relevant positions scaled with ``T``.
-- ``copy``: the copy-memory problem (Arjovsky et al. 2016) with delay ``T``;
-  per-step classification; metric ``accuracy`` over the copied symbols.
-- ``parity``, ``cycle-navigation``: regular languages of Deletang et al. (2023), as the
-  xLSTM paper (Beck et al. 2024) uses them: train on lengths ``1 .. T`` (default 40),
-  test on lengths ``T .. 256`` (length generalisation); metric ``accuracy`` of the class
-  at the last real step, and the paper's ``scaled_accuracy`` = (accuracy - chance) / (1
-  - chance): 0 is chance, 1 perfect. The held-out (``valid``) set has training lengths.
+The tasks (``--task`` names) are :mod:`gatelab.tasks.problems`.
 
 A finished run is saved as a run folder of :mod:`gatelab.train.runs` (see :func:`save_run`,
 :func:`load_run`): ``config.json`` (the run-folder header ``gatelab_version, format,
@@ -44,15 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from gatelab.data import synthetic
+from gatelab.errors import DataError
 from gatelab.nn.equations import PRESETS, resolve_spec
 from gatelab.nn.layers import BACKENDS, GRU, LSTM, RNN
+from gatelab.tasks.problems import TASKS, Batch, read_sequence, resolve_task
 from gatelab.train import runs
 
 __all__ = [
@@ -62,9 +46,11 @@ __all__ = [
     "ExperimentConfig",
     "ExperimentResult",
     "Progress",
+    "SyntheticInput",
     "TaskModel",
     "build_model",
     "evaluate",
+    "explain_input",
     "load_run",
     "resolve_task",
     "run_experiment",
@@ -81,192 +67,6 @@ RUN_TASK = "synthetic"  # the ``task`` entry of config.json for these run folder
 # Seeds of the held-out sets: fixed, so every model of a task sees the same sequences.
 VALID_SEED = 1_000_003
 TEST_SEED = 2_000_003
-
-
-# --------------------------------------------------------------------------- tasks
-
-
-@dataclass
-class Batch:
-    """``x (B, T, I)`` float32, ``lengths (B,)`` int64, targets ``y`` and, where the task
-    has them, the ``positions (B, k)`` of the steps that matter."""
-
-    x: Tensor
-    lengths: Tensor
-    y: Tensor
-    positions: Tensor | None = None
-
-
-class _Task:
-    name = ""
-    metric = ""
-    default_T = 100
-    input_size = 1
-    output_size = 1
-    per_step = False  # one prediction per step (copy) instead of one per sequence
-    chance: float | None = None  # accuracy of guessing, where a scaled accuracy applies
-
-    def sample(self, n: int, T: int, seed: int) -> Batch:
-        raise NotImplementedError
-
-    def sample_test(self, n: int, T: int, seed: int) -> Batch:
-        """The test set: the training distribution, unless the task tests generalisation."""
-        return self.sample(n, T, seed)
-
-    def scaled(self, accuracy: float) -> float | None:
-        """(accuracy - chance) / (1 - chance): 0 at chance, 1 perfect (xLSTM's measure)."""
-        if self.chance is None:
-            return None
-        return (accuracy - self.chance) / (1.0 - self.chance)
-
-    def loss(self, out: Tensor, y: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def score(self, out: Tensor, y: Tensor) -> Tensor:
-        """Per-sequence score in [0, 1] ``(B,)``; the metric is its mean."""
-        raise NotImplementedError
-
-    def input_labels(self, x: Tensor) -> list[str]:
-        """A short label per step of one sequence ``x (T, I)``, for reports."""
-        return [f"{t}" for t in range(x.shape[0])]
-
-
-class _Adding(_Task):
-    name = "adding"
-    metric = "solved"
-    input_size = 2
-
-    def sample(self, n: int, T: int, seed: int) -> Batch:
-        X, lengths, y, pos = synthetic.adding_problem(n, T, seed=seed, return_positions=True)
-        return Batch(
-            torch.from_numpy(X),
-            torch.from_numpy(lengths),
-            torch.from_numpy(y)[:, None],  # (B, 1)
-            torch.from_numpy(pos),
-        )
-
-    def loss(self, out: Tensor, y: Tensor) -> Tensor:
-        return F.mse_loss(out, y)
-
-    def score(self, out: Tensor, y: Tensor) -> Tensor:
-        return ((out - y).abs() < synthetic.ADDING_TOLERANCE).float().squeeze(-1)
-
-    def input_labels(self, x: Tensor) -> list[str]:
-        return [f"{v:+.2f}" + ("*" if m > 0 else "") for v, m in x.tolist()]
-
-
-class _TemporalOrder(_Task):
-    name = "temporal-order"
-    metric = "accuracy"
-    input_size = len(synthetic.TEMPORAL_ORDER_SYMBOLS)
-    output_size = 4
-
-    def sample(self, n: int, T: int, seed: int) -> Batch:
-        X, lengths, y, _, pos = synthetic.temporal_order(n, T, seed=seed, return_positions=True)
-        return Batch(*(torch.from_numpy(a) for a in (X, lengths, y, pos)))
-
-    def loss(self, out: Tensor, y: Tensor) -> Tensor:
-        return F.cross_entropy(out, y)
-
-    def score(self, out: Tensor, y: Tensor) -> Tensor:
-        return (out.argmax(-1) == y).float()
-
-    def input_labels(self, x: Tensor) -> list[str]:
-        return [synthetic.TEMPORAL_ORDER_SYMBOLS[int(k)] for k in x.argmax(-1)]
-
-
-class _Copy(_Task):
-    name = "copy"
-    metric = "accuracy"
-    default_T = 30
-    n_symbols = 8
-    copy_length = 10
-    input_size = n_symbols + 2  # blank, symbols 1..8, delimiter
-    output_size = n_symbols + 1  # blank and symbols
-    per_step = True
-
-    def sample(self, n: int, T: int, seed: int) -> Batch:
-        X, Y = synthetic.copy_task(
-            n, T, seed=seed, n_symbols=self.n_symbols, copy_length=self.copy_length
-        )
-        x = F.one_hot(torch.from_numpy(X), self.input_size).float()  # (B, T', I)
-        lengths = torch.full((n,), X.shape[1], dtype=torch.int64)
-        return Batch(x, lengths, torch.from_numpy(Y))
-
-    def loss(self, out: Tensor, y: Tensor) -> Tensor:
-        return F.cross_entropy(out.flatten(0, 1), y.flatten())
-
-    def score(self, out: Tensor, y: Tensor) -> Tensor:
-        k = self.copy_length
-        return (out[:, -k:].argmax(-1) == y[:, -k:]).float().mean(-1)
-
-    def input_labels(self, x: Tensor) -> list[str]:
-        names = ["_", *(str(s) for s in range(1, self.n_symbols + 1)), ":"]
-        return [names[int(k)] for k in x.argmax(-1)]
-
-
-class _FormalLanguage(_Task):
-    """A regular-language task: one class at the last real step; train on lengths ``1 ..
-    T``, test on ``T .. TEST_MAX_LENGTH``."""
-
-    metric = "accuracy"
-    default_T = 40
-    test_max_length = 256
-    generator: Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]]
-    symbols: tuple[str, ...] = ()
-
-    def _batch(self, n: int, lo: int, hi: int, seed: int) -> Batch:
-        X, lengths, y = type(self).generator(n, lo, hi, seed=seed)
-        return Batch(*(torch.from_numpy(a) for a in (X, lengths, y)))
-
-    def sample(self, n: int, T: int, seed: int) -> Batch:
-        return self._batch(n, 1, T, seed)
-
-    def sample_test(self, n: int, T: int, seed: int) -> Batch:
-        return self._batch(n, T, max(T, self.test_max_length), seed)
-
-    def loss(self, out: Tensor, y: Tensor) -> Tensor:
-        return F.cross_entropy(out, y)
-
-    def score(self, out: Tensor, y: Tensor) -> Tensor:
-        return (out.argmax(-1) == y).float()
-
-    def input_labels(self, x: Tensor) -> list[str]:
-        return [
-            self.symbols[int(k)] if float(x[t].sum()) > 0 else ""
-            for t, k in enumerate(x.argmax(-1))
-        ]
-
-
-class _Parity(_FormalLanguage):
-    name = "parity"
-    input_size = 2
-    output_size = 2
-    chance = 0.5
-    generator = staticmethod(synthetic.parity)
-    symbols = ("0", "1")
-
-
-class _CycleNavigation(_FormalLanguage):
-    name = "cycle-navigation"
-    input_size = 3
-    output_size = 5
-    chance = 0.2
-    generator = staticmethod(synthetic.cycle_navigation)
-    symbols = ("0", "+", "-")
-
-
-TASKS: dict[str, _Task] = {
-    t.name: t for t in (_Adding(), _TemporalOrder(), _Copy(), _Parity(), _CycleNavigation())
-}
-
-
-def resolve_task(name: str) -> _Task:
-    """The task called ``name`` (``temporal_order`` is accepted for ``temporal-order``)."""
-    key = name.replace("_", "-") if isinstance(name, str) else name
-    if key not in TASKS:
-        raise ValueError(f"unknown task {name!r}; expected one of {', '.join(TASKS)}")
-    return TASKS[key]
 
 
 # --------------------------------------------------------------------------- model
@@ -677,33 +477,38 @@ def save_run(result: ExperimentResult, run_dir: str | os.PathLike) -> Path:
             run_dir,
             RUN_TASK,
             experiment=result.config.to_dict(),
-            results=_json_safe(summary),
+            results=_finite_or_none(summary),
             inputs={},
         )
     return run_dir
 
 
-def _json_safe(value: Any) -> Any:
+def _finite_or_none(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: _finite_or_none(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_json_safe(v) for v in value]
+        return [_finite_or_none(v) for v in value]
     return value
 
 
 RunFolderError = runs.RunFolderError
 
 
-def load_run(run_dir: str | os.PathLike) -> tuple[ExperimentConfig, TaskModel]:
+def load_run(
+    run_dir: str | os.PathLike, config: dict[str, Any] | None = None
+) -> tuple[ExperimentConfig, TaskModel]:
     """Read a run folder :func:`save_run` wrote: ``(config, model in eval mode)``.
+
+    ``config``: its ``config.json`` when the caller has read it already
+    (:func:`gatelab.tasks.registry.read_task`); None reads it.
 
     Raises:
         RunFolderError: no such folder, a missing or corrupt ``config.json`` or weights
             file, another gatelab major version, or a run of another task kind.
     """
-    raw = runs.read_config(run_dir)
+    raw = runs.read_config(run_dir) if config is None else config
     path = Path(run_dir) / runs.CONFIG_FILE
     if raw["task"] != RUN_TASK or "experiment" not in raw:
         raise RunFolderError(
@@ -711,10 +516,71 @@ def load_run(run_dir: str | os.PathLike) -> tuple[ExperimentConfig, TaskModel]:
             f"experiment (expected task {RUN_TASK!r} with an 'experiment' section)"
         )
     try:
-        config = ExperimentConfig.from_dict(raw["experiment"])
+        experiment = ExperimentConfig.from_dict(raw["experiment"])
     except (TypeError, ValueError) as err:
         raise RunFolderError(f"run config '{path}' is corrupt ({err})") from err
-    model = build_model(config)
+    model = build_model(experiment)
     runs.load_state(model, run_dir)
     model.eval()
-    return config, model
+    return experiment, model
+
+
+# --------------------------------------------------------------------------- explain input
+
+
+@dataclass
+class SyntheticInput:
+    """What a synthetic-task run's explain report reads: its config, model and task, one
+    sequence ``x (T, I)`` (cut to the longest the model saw in training), its target when
+    it was sampled, where it came from, and the run's saved ``results``."""
+
+    config: ExperimentConfig
+    model: TaskModel
+    task: Any
+    x: Tensor
+    target: Tensor | None
+    source: str
+    results: dict[str, Any]
+
+
+def explain_input(
+    run_dir: str | os.PathLike,
+    config: dict[str, Any],
+    *,
+    text: str | None = None,
+    data: str | os.PathLike | None = None,
+    seed: int | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> SyntheticInput:
+    """The input of a synthetic-task run's explain report: ``--text``, ``--data`` or,
+    with neither, a sequence of the task sampled with ``seed`` (with its target). An input
+    longer than the longest sequence the model saw in training is cut to that length
+    with a warning (the gates past it would show extrapolation, not what was learned)."""
+    seed = 0 if seed is None else seed
+    experiment, model = load_run(run_dir, config)
+    task = resolve_task(experiment.task)
+    target = None
+    if text is None and data is None:
+        sample = task.sample(1, experiment.T, seed)
+        x = sample.x[0, : int(sample.lengths[0])]
+        target = sample.y[0]
+        source = f"a {task.name} sequence sampled with seed {seed}"
+    else:
+        x = read_sequence(task, text=text, data=Path(data) if data is not None else None)
+        source = "the given text" if text is not None else f"'{data}'"
+    if x.shape[0] == 0:
+        raise DataError("the input is empty; expected at least one step")
+    limit = int(task.sample(1, experiment.T, 0).x.shape[1])  # the longest training sequence
+    if x.shape[0] > limit:
+        message = (
+            f"the input has {x.shape[0]} steps, longer than the {limit} the model saw in "
+            f"training; explaining its first {limit} steps"
+        )
+        log.warning(message)
+        if warn is not None:
+            warn(message)
+        x = x[:limit]
+    results = config.get("results")
+    return SyntheticInput(
+        experiment, model, task, x, target, source, results if isinstance(results, dict) else {}
+    )
