@@ -193,8 +193,14 @@ def demo(
     if as_json:
         typer.echo(json.dumps(summary))
         return
+    _print_demo(results, summary, out)
+
+
+def _print_demo(results: dict[str, Any], summary: dict[str, Any], out: Path) -> None:
+    """The demo's results table, report and run folders, for a person."""
     from rich.table import Table
 
+    T, test_size = summary["T"], summary["test_sequences"]
     table = Table(title=f"Adding problem, T={T}: {test_size} test sequences, |error| < 0.04")
     for col in ("model", "solved", "steps", "train seconds", "stopped"):
         table.add_column(col, justify="left" if col == "model" else "right")
@@ -203,10 +209,11 @@ def demo(
         table.add_row(label, f"{r.metric:.1%}", str(r.steps), f"{r.seconds:.0f}", r.stopped)
     shown = console()
     shown.print(table)
-    shown.print(f"report: {report}")
+    shown.print(f"report: {summary['report']}")
+    total, load_before = summary["wall_seconds"], summary["load"][0]
     shown.print(
-        f"run folders: {out / 'lstm'}, {out / 'rnn'}; total {total:.0f} s on {n_threads} "
-        f"thread(s), load {load_before:.1f} -> {_load():.1f}"
+        f"run folders: {out / 'lstm'}, {out / 'rnn'}; total {total:.0f} s on "
+        f"{summary['threads']} thread(s), load {load_before:.1f} -> {_load():.1f}"
     )
 
 
@@ -273,20 +280,10 @@ def ablate(
     import warnings
 
     from gatelab.insight.ablation import ablate as run_ablation
-    from gatelab.insight.ablation import ablation_markdown
-    from gatelab.nn.equations import PRESETS
     from gatelab.tasks import synthetic as ex
 
     t = ex.resolve_task(task)
-    names = [v.strip() for v in variants.split(",") if v.strip()]
-    unknown = [v for v in names if v not in PRESETS and v not in ex.OTHER_MODELS]
-    if unknown or not names:
-        raise CommandError(
-            f"unknown variant(s) {', '.join(map(repr, unknown)) or '(none given)'}; valid "
-            f"variants: {', '.join((*PRESETS, *ex.OTHER_MODELS))}"
-        )
-    if len(set(names)) != len(names):
-        raise CommandError(f"--variants lists a variant twice: {variants!r}")
+    names = _variant_names(variants)
     if seeds < 1:
         raise CommandError(f"--seeds={seeds}; expected an int >= 1")
     check_positive("--seconds", seconds)
@@ -310,32 +307,63 @@ def ablate(
         callback = progress.runs(len(names) * seeds, steps)
 
         result = run_ablation(t.name, names, seeds, callback=callback, **config)
-    out.mkdir(parents=True, exist_ok=True)
     stem = f"ablation-{t.name}"
-    md = ablation_markdown(result.table, metric=result.metric)
-    if t.chance is not None:
-        md += "\n" + _generalisation_markdown(result, t, T or t.default_T)
     command = (
         f"gatelab ablate --task {t.name} --variants {','.join(names)} --seeds {seeds} "
         f"--steps {steps}" + (f" --seconds {seconds:g}" if seconds else "") + f" --hidden-size "
         f"{hidden_size}" + (f" --T {T}" if T else "") + f" --batch-size {batch_size} --lr {lr:g} "
         f"--init {init} --out {out}"
     )
-    header = (
-        f"Ablation on `{t.name}` ({result.metric} on {config_test_size()} test sequences), "
-        f"{seeds} seed(s) per variant, budget {json.dumps(result.budget)}; "
-        f"{result.seconds:.0f} s on {n_threads} thread(s).\n\n"
-    )
-    atomic_write_text(out / f"{stem}.md", header + md + f"\n`{command}`\n")
+    _write_markdown(result, t, T, seeds, n_threads, command, out / f"{stem}.md")
     payload = result.to_dict()
     payload["threads"] = n_threads
     atomic_write_text(out / f"{stem}.json", json.dumps(payload, indent=2) + "\n")
     if as_json:
         typer.echo(json.dumps(payload))
         return
+    _print_ablation(result, f"{t.name}: {result.metric}, {seeds} seed(s), {steps} steps each")
+    console().print(f"wrote {out / (stem + '.md')} and {out / (stem + '.json')}")
+
+
+def _write_markdown(result, t, T, seeds: int, n_threads: int, command: str, path: Path) -> None:
+    """The ablation as Markdown: a header (task, metric, budget, time), the table (and
+    the length generalisation of a formal language) and the command that made it."""
+    from gatelab.insight.ablation import ablation_markdown
+
+    md = ablation_markdown(result.table, metric=result.metric)
+    if t.chance is not None:
+        md += "\n" + _generalisation_markdown(result, t, T or t.default_T)
+    header = (
+        f"Ablation on `{t.name}` ({result.metric} on {config_test_size()} test sequences), "
+        f"{seeds} seed(s) per variant, budget {json.dumps(result.budget)}; "
+        f"{result.seconds:.0f} s on {n_threads} thread(s).\n\n"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, header + md + f"\n`{command}`\n")
+
+
+def _variant_names(variants: str) -> list[str]:
+    """``--variants``: LSTM presets and the other layers, each once."""
+    from gatelab.nn.equations import PRESETS
+    from gatelab.tasks.synthetic import OTHER_MODELS
+
+    names = [v.strip() for v in variants.split(",") if v.strip()]
+    unknown = [v for v in names if v not in PRESETS and v not in OTHER_MODELS]
+    if unknown or not names:
+        raise CommandError(
+            f"unknown variant(s) {', '.join(map(repr, unknown)) or '(none given)'}; valid "
+            f"variants: {', '.join((*PRESETS, *OTHER_MODELS))}"
+        )
+    if len(set(names)) != len(names):
+        raise CommandError(f"--variants lists a variant twice: {variants!r}")
+    return names
+
+
+def _print_ablation(result, title: str) -> None:
+    """The ablation table (mean, std, n, Welch's t and p, seconds per run), for a person."""
     from rich.table import Table
 
-    table = Table(title=f"{t.name}: {result.metric}, {seeds} seed(s), {steps} steps each")
+    table = Table(title=title)
     for col in ("variant", "mean", "std", "n", "t vs standard", "p (Welch)", "s/run"):
         table.add_column(col, justify="left" if col == "variant" else "right")
     for r in result.table:
@@ -348,9 +376,7 @@ def ablate(
             _num(r.p, ".3g"),
             f"{r.extra.get('seconds', math.nan):.1f}",
         )
-    shown = console()
-    shown.print(table)
-    shown.print(f"wrote {out / (stem + '.md')} and {out / (stem + '.json')}")
+    console().print(table)
 
 
 def _generalisation_markdown(result, task, T: int) -> str:

@@ -198,6 +198,15 @@ def _record_source(out: Path, resume: bool, files: dict[str, Path | None], **opt
     atomic_write_json(path, source)
 
 
+def _fit(est, out: Path, resume: bool, quiet: bool, X, y=None, validation=None) -> None:
+    """Fit ``est`` into the run folder ``out`` (resuming it), with a progress bar unless
+    ``quiet``, and print the summary."""
+    kw = {} if y is None else {"validation_data": validation}
+    args = (X,) if y is None else (X, y)
+    est.fit(*args, **kw, run_dir=out, resume=resume, callbacks=_progress(quiet, "train"))
+    _summary(est, out, quiet)
+
+
 def _summary(est, out: Path, quiet: bool) -> None:
     if not distributed.is_writer():
         return
@@ -266,15 +275,7 @@ def train_text_classifier(
     params.update(embedding_dim=embedding_dim, pooling=pooling, max_len=max_len)
     params.update(min_freq=min_freq, nb_features=nb[nb_features], nb_folds=nb_folds)
     est = TextClassifier(**params)
-    est.fit(
-        data.texts,
-        data.labels,
-        validation_data=validation,
-        run_dir=out,
-        resume=resume,
-        callbacks=_progress(quiet, "train"),
-    )
-    _summary(est, out, quiet)
+    _fit(est, out, resume, quiet, data.texts, data.labels, validation)
 
 
 # ----------------------------------------------------------------- train series-classifier
@@ -323,15 +324,7 @@ def train_series_classifier(
     if epochs is None:
         del params["epochs"]
     est = SeriesClassifier(**params)
-    est.fit(
-        series,
-        labels,
-        validation_data=validation,
-        run_dir=out,
-        resume=resume,
-        callbacks=_progress(quiet, "train"),
-    )
-    _summary(est, out, quiet)
+    _fit(est, out, resume, quiet, series, labels, validation)
 
 
 # ----------------------------------------------------------------- train forecaster
@@ -388,8 +381,7 @@ def train_forecaster(
     if epochs is None:
         del params["epochs"]
     est = Forecaster(**params)
-    est.fit(train, run_dir=out, resume=resume, callbacks=_progress(quiet, "train"))
-    _summary(est, out, quiet)
+    _fit(est, out, resume, quiet, train)
     if holdout:
         test = forecast_metrics(est, series, start=len(series) - holdout)
         metrics_path = out / "metrics.json"

@@ -129,6 +129,9 @@ def report_data(
         default_series, default_unit, default_rows: what the heatmap shows first; the
             default unit is the one whose input gate (or first series) varies most over the
             sequence; rows ``"units"`` (of the default series) or ``"gates"`` (of the unit).
+
+    Over 80 lines on purpose: it checks its arguments and then writes the report's whole
+    JSON format in one pass, so that the format reads in one place.
     """
     if not isinstance(model, (LSTM, GRU, RNN)):
         raise TypeError(f"expected a gatelab LSTM, GRU or RNN, got {type(model).__name__}")
@@ -319,7 +322,10 @@ def write_report(data: Mapping[str, Any], path: str | os.PathLike) -> Path:
 def write_pngs(data: Mapping[str, Any], out_dir: str | os.PathLike) -> list[Path]:
     """The report's figures as PNG files (matplotlib, Agg): ``gates.png`` (every gate of
     the default unit), ``units.png`` (every unit of the default gate), ``saturation.png``,
-    ``flow.png`` and, when present, ``gradient_flow.png``. Top layer shown."""
+    ``flow.png`` and, when present, ``gradient_flow.png``. Top layer shown.
+
+    Over 80 lines on purpose: five figures in a row that share the step axis and colour
+    helpers defined inside; split, each would need them passed around."""
     try:
         import matplotlib
 

@@ -397,6 +397,10 @@ def train_translator(
 
 
 def _train_translator(data, out: Path, model_kw, train, resume: bool, on_epoch) -> dict[str, Any]:
+    """The body of :func:`train_translator`, under its lock. Over 80 lines on purpose: the
+    order of its writes (vocabularies, then the config that marks a run, then checkpoints
+    through ``fit_loop``, then metrics) is what makes a kill at any instant resumable, and
+    it reads best in one place."""
     saved, train = _settings(out, resume, TRANSLATOR, TranslatorTrainConfig, train)
     dataset, splits = translator_splits(data, train)
     inputs = {"data": fingerprint_file(data)}
