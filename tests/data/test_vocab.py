@@ -17,7 +17,9 @@ from gatelab.data.vocab import (
     SPECIALS,
     UNK_ID,
     CharVocab,
+    IdMap,
     Labels,
+    PlainTokenizer,
     Tokenizer,
     Vocabulary,
     WordVocab,
@@ -168,3 +170,64 @@ def test_tinyshakespeare_vocabulary():
     vocab = CharVocab.from_text(text)
     assert len(vocab) == 65
     assert vocab.decode(vocab.encode(text[:200])) == text[:200]
+
+
+# --------------------------------------------------------------------------------------
+# One family: the JSON of run folders, the shared core
+# --------------------------------------------------------------------------------------
+
+
+def test_every_map_writes_the_json_its_run_folders_hold_and_refuses_the_others() -> None:
+    maps = {
+        Vocabulary: (
+            ["<pad>", "<unk>", "b"],
+            {"type": "vocabulary", "tokens": ["<pad>", "<unk>", "b"]},
+        ),
+        WordVocab: ([*SPECIALS, "x"], {"kind": "words", "tokens": [*SPECIALS, "x"]}),
+        CharVocab: ("ba", {"kind": "chars", "chars": ["a", "b"]}),
+        Labels: (["10", "2"], {"type": "labels", "names": ["2", "10"]}),
+    }
+    for cls, (items, doc) in maps.items():
+        m = cls(items)
+        assert json.dumps(m.to_dict()) == json.dumps(doc)  # keys in the same order too
+        assert cls.from_dict(json.loads(json.dumps(doc))) == m
+        for other, (_, other_doc) in maps.items():
+            if other is not cls:
+                with pytest.raises(DataError, match=f"not a {cls.__name__} description"):
+                    cls.from_dict(other_doc)
+    # equal entries of different kinds are different maps
+    assert Vocabulary(["<pad>", "<unk>"]) != IdMap(["<pad>", "<unk>"])
+    assert Labels(["a"]) != CharVocab("a")
+
+
+def test_shared_core_ids_range_check_and_counting() -> None:
+    v = WordVocab.build([["b", "a", "b", "<s>"], ["c", "b", "a"]], max_size=2)
+    assert v.tokens == [*SPECIALS, "b", "a"]  # the literal '<s>' is not counted
+    assert [v.index[t] for t in v.tokens] == list(range(6))
+    assert "b" in v and "c" not in v
+    assert v.lookup([5, 4, 0]) == ["a", "b", "<pad>"]
+    with pytest.raises(DataError, match=r"token id 6 is out of range 0\.\.5"):
+        v.lookup([6])
+    with pytest.raises(DataError, match=r"character id -1 is out of range 0\.\.1"):
+        CharVocab("ab").decode([0, -1])  # a negative id never wraps around
+    with pytest.raises(DataError, match="item 0 is a str"):
+        WordVocab.build(["not tokenised"])
+    with pytest.raises(DataError, match="min_freq must be an integer >= 1, got 0"):
+        WordVocab.build([["a"]], min_freq=0)
+    with pytest.raises(DataError, match=r"word vocabulary token 'a' appears twice \(ids 4 and 5\)"):
+        WordVocab([*SPECIALS, "a", "a"])
+
+
+def test_plain_tokenizer_keeps_apostrophes_and_contractions_whole() -> None:
+    text = "They don\u2019t SEE it's 3.5"
+    assert tokenize(text) == ["they", "don", "\u2019", "t", "see", "it", "'", "s", "3", ".", "5"]
+    assert PlainTokenizer()(text) == tokenize(text)
+    assert Tokenizer()(text) == ["they", "do", "n't", "see", "it", "'s", "3.5"]
+    plain = PlainTokenizer(lower=False)
+    assert plain.to_dict() == {"type": "regex_plain", "lower": False}
+    assert PlainTokenizer.from_dict(plain.to_dict()) == plain
+    assert plain != Tokenizer(lower=False)
+    with pytest.raises(DataError, match="not a Tokenizer description"):
+        Tokenizer.from_dict(plain.to_dict())
+    with pytest.raises(DataError, match="PlainTokenizer expects a str"):
+        plain(["a"])

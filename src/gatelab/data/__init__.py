@@ -26,18 +26,14 @@ from gatelab.data.corpus import (
 )
 from gatelab.data.pairs import PairsDataset, PairSplits, read_sentence_pairs, split_pairs
 from gatelab.data.series import (
-    DATE_COLUMN_NAMES,
     SERIES_FORMATS,
-    Scaler,
     SeriesDataset,
     detect_series_format,
-    make_windows,
     read_labelled_series,
-    read_series_csv,
     read_ts,
     read_ucr_text,
-    split_series,
 )
+from gatelab.data.series_csv import DATE_COLUMN_NAMES, read_series_csv
 from gatelab.data.synthetic import (
     ADDING_TOLERANCE,
     TASKS,
@@ -67,6 +63,7 @@ from gatelab.data.vocab import (
     WordVocab,
     tokenize,
 )
+from gatelab.data.windows import Scaler, make_windows, split_series
 
 __all__ = [
     "ADDING_TOLERANCE",

@@ -321,25 +321,7 @@ def _read_table(
     first = next((line for _, line in numbered if line.strip(ASCII_WHITESPACE)), None)
     if first is None:
         raise DataError(f"labelled text file '{p}' holds only blank lines; expected rows")
-    if delimiter is None:
-        if "\t" in first:
-            delimiter = "\t"
-        elif SST_SEPARATOR in first:
-            delimiter = SST_SEPARATOR
-        elif "," in first:
-            delimiter = ","
-        else:
-            raise DataError(
-                f"{p}: cannot sniff the delimiter: the first line {first[:80]!r} holds "
-                f"neither a tab nor a comma (nor {SST_SEPARATOR!r}); expected two or more "
-                "columns (text and label), or pass delimiter="
-            )
-    elif not isinstance(delimiter, str) or not delimiter or delimiter.isspace():
-        raise DataError(
-            f"delimiter must be a non-blank string (a character such as ',' or a separator "
-            f"such as '|||'), got {delimiter!r}"
-        )
-
+    delimiter = _sniff_delimiter(p, first, delimiter)
     if len(delimiter) == 1:
         rows = _parse_rows(p, numbered, delimiter)
     else:
@@ -351,87 +333,146 @@ def _read_table(
             f"{p}, line {rows[0][0]}: found 1 column with delimiter {delimiter!r}; "
             "expected a text column and a label column"
         )
-    guessed = ""
     lowered = {h.strip().lower() for h in first_row}
     known = lowered & (set(TEXT_COLUMN_NAMES) | set(LABEL_COLUMN_NAMES))
     by_name = [c for c in (text_column, label_column) if isinstance(c, str)]
-
     if known or by_name:
-        header: list[str] | None = first_row
-        body = rows[1:]
-        ti = (
-            _resolve(text_column, header, n_columns, p)
-            if text_column is not None
-            else _find_named(header, TEXT_COLUMN_NAMES, "text", p)
-        )
-        li = (
-            _resolve(label_column, header, n_columns, p)
-            if label_column is not None
-            else _find_named(header, LABEL_COLUMN_NAMES, "label", p)
-        )
-        if n_columns == 2 and (ti is None) != (li is None):
-            ti, li = _complete_pair(ti, li)
-        if ti is None or li is None:
-            raise DataError(
-                f"{p}: no recognisable {'text' if ti is None else 'label'} column in the "
-                f"header {header!r}; names accepted (case-insensitive): {_accepted()}; "
-                "or pass text_column=/label_column="
-            )
+        header, body, ti, li = _named_columns(p, rows, text_column, label_column)
+        guessed = ""
     else:
-        header = None
-        ti = _resolve(text_column, None, n_columns, p) if text_column is not None else None
-        li = _resolve(label_column, None, n_columns, p) if label_column is not None else None
-        rest = rows[1:] if len(rows) > 1 else rows
-        if ti is None or li is None:
-            if n_columns != 2:
-                raise DataError(
-                    f"{p}: no recognisable text/label columns: the first line {first_row!r} "
-                    f"is not a header with names accepted ({_accepted()}), and with "
-                    f"{n_columns} columns the columns cannot be guessed; pass "
-                    "text_column=/label_column="
-                )
-            if ti is None and li is None:
-                candidates = [
-                    j
-                    for j in range(2)
-                    if _looks_like_labels([r[j].strip() for _, r in rest if len(r) == 2])
-                ]
-                if len(candidates) != 1:
-                    raise DataError(
-                        f"{p}: no recognisable text/label columns: the first line "
-                        f"{first_row!r} is not a header with names accepted ({_accepted()}), "
-                        f"and {'no' if not candidates else 'each'} column looks like short "
-                        "class labels; pass text_column=/label_column="
-                    )
-                li = candidates[0]
-            ti, li = _complete_pair(ti, li)
-        label_values = {r[li].strip() for _, r in rows[1:] if len(r) == n_columns}
-        if len(rows) > 1 and first_row[li].strip() not in label_values:
-            if text_column is None or label_column is None:
-                raise DataError(
-                    f"{p}: no recognisable text/label columns: the first line {first_row!r} "
-                    f"is not a header with names accepted (case-insensitive: {_accepted()}), "
-                    f"and not a data row either (its label {first_row[li]!r} in column {li} "
-                    "is on no other line); pass text_column=/label_column="
-                )
-            logger.info(
-                "%s: treating the first line %r as a header: its label %r is not among "
-                "the labels of the lines below it",
-                p,
-                first_row,
-                first_row[li],
-            )
-            header = first_row
-            guessed = (
-                f" (line {rows[0][0]} was taken as a header: its label {first_row[li]!r} is "
-                "not among the labels of the lines below it)"
-            )
-            body = rows[1:]
-        else:
-            body = rows
+        header, body, ti, li, guessed = _guessed_columns(p, rows, text_column, label_column)
     if ti == li:
         raise DataError(f"{p}: the text and label columns are the same column ({ti})")
+    texts, labels = _read_body(p, body, ti, li, n_columns, delimiter)
+    if not texts:
+        raise DataError(f"{p}: no data rows after the header {header!r}; expected rows")
+    distinct = set(labels)
+    if len(distinct) < 2:
+        name = header[li] if header is not None else f"#{li}"
+        raise DataError(
+            f"{p}: label column {name!r} holds a single class {labels[0]!r} in all "
+            f"{len(labels)} rows; expected at least two classes{guessed}"
+        )
+    logger.info(
+        "read %d labelled texts (%d classes) from %s (%s)", len(texts), len(distinct), p, encoding
+    )
+    return TextDataset(texts=texts, labels=labels, path=p, encoding=encoding, files=(p,))
 
+
+def _sniff_delimiter(p: Path, first: str, delimiter: str | None) -> str:
+    """The delimiter given (checked), or the one the first line shows."""
+    if delimiter is None:
+        if "\t" in first:
+            return "\t"
+        if SST_SEPARATOR in first:
+            return SST_SEPARATOR
+        if "," in first:
+            return ","
+        raise DataError(
+            f"{p}: cannot sniff the delimiter: the first line {first[:80]!r} holds "
+            f"neither a tab nor a comma (nor {SST_SEPARATOR!r}); expected two or more "
+            "columns (text and label), or pass delimiter="
+        )
+    if not isinstance(delimiter, str) or not delimiter or delimiter.isspace():
+        raise DataError(
+            f"delimiter must be a non-blank string (a character such as ',' or a separator "
+            f"such as '|||'), got {delimiter!r}"
+        )
+    return delimiter
+
+
+Rows = list[tuple[int, list[str]]]
+
+
+def _named_columns(
+    p: Path, rows: Rows, text_column: str | int | None, label_column: str | int | None
+) -> tuple[list[str], Rows, int, int]:
+    """``(header, body, text index, label index)`` of a table whose first row is a header."""
+    header = rows[0][1]
+    n_columns = len(header)
+    ti = (
+        _resolve(text_column, header, n_columns, p)
+        if text_column is not None
+        else _find_named(header, TEXT_COLUMN_NAMES, "text", p)
+    )
+    li = (
+        _resolve(label_column, header, n_columns, p)
+        if label_column is not None
+        else _find_named(header, LABEL_COLUMN_NAMES, "label", p)
+    )
+    if n_columns == 2 and (ti is None) != (li is None):
+        ti, li = _complete_pair(ti, li)
+    if ti is None or li is None:
+        raise DataError(
+            f"{p}: no recognisable {'text' if ti is None else 'label'} column in the "
+            f"header {header!r}; names accepted (case-insensitive): {_accepted()}; "
+            "or pass text_column=/label_column="
+        )
+    return header, rows[1:], ti, li
+
+
+def _guessed_columns(
+    p: Path, rows: Rows, text_column: str | int | None, label_column: str | int | None
+) -> tuple[list[str] | None, Rows, int, int, str]:
+    """``(header, body, text index, label index, note)`` of a table without a known
+    header: columns by index, or the two-column table's label column guessed from its
+    values; the first row is a header only when its label is on no other line."""
+    first_row = rows[0][1]
+    n_columns = len(first_row)
+    ti = _resolve(text_column, None, n_columns, p) if text_column is not None else None
+    li = _resolve(label_column, None, n_columns, p) if label_column is not None else None
+    rest = rows[1:] if len(rows) > 1 else rows
+    if ti is None or li is None:
+        if n_columns != 2:
+            raise DataError(
+                f"{p}: no recognisable text/label columns: the first line {first_row!r} "
+                f"is not a header with names accepted ({_accepted()}), and with "
+                f"{n_columns} columns the columns cannot be guessed; pass "
+                "text_column=/label_column="
+            )
+        if ti is None and li is None:
+            candidates = [
+                j
+                for j in range(2)
+                if _looks_like_labels([r[j].strip() for _, r in rest if len(r) == 2])
+            ]
+            if len(candidates) != 1:
+                raise DataError(
+                    f"{p}: no recognisable text/label columns: the first line "
+                    f"{first_row!r} is not a header with names accepted ({_accepted()}), "
+                    f"and {'no' if not candidates else 'each'} column looks like short "
+                    "class labels; pass text_column=/label_column="
+                )
+            li = candidates[0]
+        ti, li = _complete_pair(ti, li)
+    label_values = {r[li].strip() for _, r in rows[1:] if len(r) == n_columns}
+    if not (len(rows) > 1 and first_row[li].strip() not in label_values):
+        return None, rows, ti, li, ""
+    if text_column is None or label_column is None:
+        raise DataError(
+            f"{p}: no recognisable text/label columns: the first line {first_row!r} "
+            f"is not a header with names accepted (case-insensitive: {_accepted()}), "
+            f"and not a data row either (its label {first_row[li]!r} in column {li} "
+            "is on no other line); pass text_column=/label_column="
+        )
+    logger.info(
+        "%s: treating the first line %r as a header: its label %r is not among "
+        "the labels of the lines below it",
+        p,
+        first_row,
+        first_row[li],
+    )
+    guessed = (
+        f" (line {rows[0][0]} was taken as a header: its label {first_row[li]!r} is "
+        "not among the labels of the lines below it)"
+    )
+    return first_row, rows[1:], ti, li, guessed
+
+
+def _read_body(
+    p: Path, body: Rows, ti: int, li: int, n_columns: int, delimiter: str
+) -> tuple[list[str], list[str]]:
+    """The texts and labels of the data rows; a short row or an empty field raises."""
     texts: list[str] = []
     labels: list[str] = []
     for number, row in body:
@@ -449,16 +490,4 @@ def _read_table(
             raise DataError(f"{p}, line {number}: empty label (column {li}); expected a class")
         texts.append(t)
         labels.append(lab)
-    if not texts:
-        raise DataError(f"{p}: no data rows after the header {header!r}; expected rows")
-    distinct = set(labels)
-    if len(distinct) < 2:
-        name = header[li] if header is not None else f"#{li}"
-        raise DataError(
-            f"{p}: label column {name!r} holds a single class {labels[0]!r} in all "
-            f"{len(labels)} rows; expected at least two classes{guessed}"
-        )
-    logger.info(
-        "read %d labelled texts (%d classes) from %s (%s)", len(texts), len(distinct), p, encoding
-    )
-    return TextDataset(texts=texts, labels=labels, path=p, encoding=encoding, files=(p,))
+    return texts, labels

@@ -132,16 +132,9 @@ class CharLM(nn.Module):
                 f"config says vocab_size={config.vocab_size} but the vocabulary holds "
                 f"{len(vocab)} characters"
             )
-        return cls(
-            vocab,
-            config.embedding_dim,
-            config.hidden_size,
-            config.num_layers,
-            config.dropout,
-            variant=config.variant,
-            forget_bias=config.forget_bias,
-            backend=config.backend,
-        )
+        kw = config.to_dict()
+        del kw["vocab_size"]  # the vocabulary's own
+        return cls(vocab, **kw)
 
     def forward(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         x = self.embedding(ids)  # (B, T, E)

@@ -255,19 +255,9 @@ class Seq2Seq(nn.Module):
         ):
             if len(v) != n:
                 raise DataError(f"config says a {side} vocabulary of {n} but it holds {len(v)}")
-        return cls(
-            src_vocab,
-            tgt_vocab,
-            config.embedding_dim,
-            config.hidden_size,
-            config.num_layers,
-            config.dropout,
-            attention=config.attention,
-            input_feeding=config.input_feeding,
-            variant=config.variant,
-            forget_bias=config.forget_bias,
-            backend=config.backend,
-        )
+        kw = config.to_dict()
+        del kw["src_vocab_size"], kw["tgt_vocab_size"]  # the vocabularies' own
+        return cls(src_vocab, tgt_vocab, **kw)
 
     # ----------------------------------------------------------------- encoder, decoder
 

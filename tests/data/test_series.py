@@ -1,4 +1,5 @@
-"""Tests of gatelab.data.series: .ts files, numeric CSV columns, windows, splits, scaling."""
+"""Tests of gatelab.data.series, series_csv and windows: .ts files, numeric CSV columns,
+forecasting windows, splits, scaling."""
 
 from __future__ import annotations
 

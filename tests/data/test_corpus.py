@@ -1,4 +1,5 @@
-"""Tests of gatelab.data.corpus: text corpus, sentence pairs, pair splits."""
+"""Tests of gatelab.data.corpus (text corpus) and gatelab.data.pairs (sentence pairs,
+pair splits)."""
 
 from __future__ import annotations
 
