@@ -31,15 +31,12 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from gatelab.errors import DataError
-
-if TYPE_CHECKING:  # corpus.py imports this module
-    from gatelab.data.corpus import CorpusScan
 
 __all__ = [
     "BOS",
@@ -456,10 +453,12 @@ class CharVocab(IdMap):
         return cls(list(set(text)))
 
     @classmethod
-    def from_scan(cls, scan: CorpusScan) -> CharVocab:
+    def from_scan(cls, scan: Any) -> CharVocab:
         """The vocabulary of a file scanned by :func:`gatelab.data.corpus.scan_text_corpus`.
 
-        Equal to ``from_text`` of the file's text: both sort by code point.
+        Equal to ``from_text`` of the file's text: both sort by code point. (``scan`` is a
+        :class:`gatelab.data.corpus.CorpusScan`; it is not imported here because
+        :mod:`gatelab.data.corpus` imports this module.)
         """
         return cls(scan.chars)
 
