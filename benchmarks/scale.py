@@ -2,7 +2,7 @@
 
 For each corpus size (default 100 MB and 1 GB, words in ASCII with a few multi-byte
 characters up front, written to a temporary folder and deleted after), a child process
-reads it with the streaming reader (:class:`gatelab.models.charlm.CharCorpus`: one chunked pass
+reads it with the streaming reader (:class:`gatelab.data.corpus.CharCorpus`: one chunked pass
 for the vocabulary, ids encoded to a temporary file, windows read back by ``pread``) and
 trains ``--steps`` TBPTT steps; it reports its peak RSS (``ru_maxrss``) and its RSS after
 ``import torch`` (the interpreter's own footprint). The peer is the reader before
@@ -35,14 +35,10 @@ CHILD = r"""
 import json, resource, statistics, sys, time
 import torch
 import torch.nn.functional as F
-from gatelab.models.charlm import (
-    CharCorpus,
-    CharLM,
-    CharVocab,
-    detach_state,
-    split_point,
-    stream_batches,
-)
+from gatelab.data.batching import stream_batches
+from gatelab.data.corpus import CharCorpus, split_point
+from gatelab.data.vocab import CharVocab
+from gatelab.models.charlm import CharLM, detach_state
 
 path, mode, steps, rounds, tmp = sys.argv[1:6]
 steps, rounds = int(steps), int(rounds)

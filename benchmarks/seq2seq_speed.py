@@ -27,8 +27,10 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from gatelab.models.charlm import CharLM, CharVocab
-from gatelab.models.seq2seq import Seq2Seq, WordVocab, collate_pairs
+from gatelab.data.batching import collate_pairs
+from gatelab.data.vocab import CharVocab, WordVocab
+from gatelab.models.charlm import CharLM
+from gatelab.models.seq2seq import Seq2Seq
 from gatelab.nn.layers import LSTM
 
 

@@ -207,7 +207,7 @@ def test_evaluate_char_lm_gives_bits_per_char_of_the_held_out_text(lm_run):
 def test_evaluate_translator_gives_sacrebleu_of_beam_and_greedy(tr_run):
     import sacrebleu
 
-    from gatelab.models.seq2seq import tokenize
+    from gatelab.data.vocab import tokenize
     from gatelab.tasks.sequence import TranslatorTrainConfig, load_translator, translator_splits
 
     out = ok(invoke("evaluate", tr_run / "run", "--data", tr_run / "pairs.txt", "--json"))

@@ -16,6 +16,7 @@ from gatelab.data import (
     read_ucr_text,
 )
 from gatelab.errors import DataError
+from tests.helpers import shared_data
 
 
 def write(path: Path, content: str) -> Path:
@@ -92,8 +93,8 @@ def test_errors_name_the_line_and_token(tmp_path):
         read_ucr_text(bad, "xls")
 
 
-def test_coffee_old_ucr_format(shared_data: Path):
-    path = shared_data / "timeseries/ucr/Coffee_TRAIN.txt"
+def test_coffee_old_ucr_format():
+    path = shared_data() / "timeseries/ucr/Coffee_TRAIN.txt"
     ds = read_labelled_series(path)
     assert ds.format == "ucr-text"
     assert len(ds) == 28 and ds.class_labels == ["0", "1"]
@@ -104,8 +105,8 @@ def test_coffee_old_ucr_format(shared_data: Path):
     np.testing.assert_array_equal(ds.series[0][:, 0], np.asarray(first[1:], dtype=np.float32))
 
 
-def test_real_ts_files_still_read_as_ts(shared_data: Path):
-    ds = read_labelled_series(shared_data / "timeseries/ucr/PickupGestureWiimoteZ_TRAIN.ts")
+def test_real_ts_files_still_read_as_ts():
+    ds = read_labelled_series(shared_data() / "timeseries/ucr/PickupGestureWiimoteZ_TRAIN.ts")
     assert ds.format == "ts" and len(ds) == 50 and len(set(ds.lengths.tolist())) > 1
 
 
@@ -141,8 +142,8 @@ def test_separator_errors(tmp_path):
         read_labelled_text(path, delimiter=" ")
 
 
-def test_sst5_real_files(shared_data: Path):
-    folder = shared_data / "sentiment/sst5"
+def test_sst5_real_files():
+    folder = shared_data() / "sentiment/sst5"
     sizes = {"train": 8544, "dev": 1101, "test": 2210}
     for split, n in sizes.items():
         ds = read_labelled_text(folder / f"{split}.txt")

@@ -25,12 +25,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gatelab
+import gatelab.data.batching as batching
 import gatelab.data.lines as lines
-import gatelab.models.charlm as charlm
 from gatelab.data import read_labelled_text, read_series_csv, read_text_corpus
-from gatelab.data.corpus import encode_corpus, scan_text_corpus
+from gatelab.data.batching import shard_range, stream_batches
+from gatelab.data.corpus import CharCorpus, encode_corpus, scan_text_corpus
+from gatelab.data.vocab import CharVocab
 from gatelab.errors import DataError
-from gatelab.models.charlm import CharCorpus, CharVocab, shard_range, stream_batches
 
 # 1-, 2-, 3- and 4-byte UTF-8 characters, CRLF and NEL (U+0085) inside lines
 MIXED = "ab\r\ncafé naïve — 中文 😀 z\x85y\n" * 7 + "end é"
@@ -142,7 +143,7 @@ def assert_same_batches(a, b):
 
 @pytest.mark.parametrize("B,T,read", [(3, 4, 1 << 20), (4, 7, 30), (1, 5, 6), (5, 1, 7)])
 def test_disk_batches_equal_tensor_batches(tmp_path, monkeypatch, B, T, read):
-    monkeypatch.setattr(charlm, "_READ_IDS", read)  # small reads: windows span blocks
+    monkeypatch.setattr(batching, "_READ_IDS", read)  # small reads: windows span blocks
     corpus = CharCorpus(write(tmp_path / "t.txt", MIXED), chunk_bytes=4)
     tensor = corpus.vocab.encode(MIXED)
     ids = corpus.ids()
@@ -245,15 +246,17 @@ _CHILD = textwrap.dedent(
     import json, resource, sys, time
     import torch
     import torch.nn.functional as F
-    from gatelab.models.charlm import CharCorpus, CharLM, detach_state, stream_batches
+    from gatelab.data.batching import stream_batches
+    from gatelab.data.corpus import CharCorpus
+    from gatelab.models.charlm import CharLM, detach_state
 
     path, mode, steps, tmp = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     torch.set_num_threads(1)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     t0 = time.perf_counter()
     if mode == "old":  # the reader before streaming: the whole text, a list, a tensor
-        from gatelab.models.charlm import CharVocab, split_point
-        from gatelab.data.corpus import read_text_corpus
+        from gatelab.data.corpus import read_text_corpus, split_point
+        from gatelab.data.vocab import CharVocab
         text = read_text_corpus(path)
         vocab = CharVocab.from_text(text)
         ids = vocab.encode(text[: split_point(len(text), 0.1)])
@@ -347,7 +350,7 @@ def test_one_gigabyte_corpus_trains_in_under_one_gigabyte_of_memory(tmp_path):
 def test_pair_batches_are_padded_when_read_and_equal_the_eager_batches():
     import random
 
-    from gatelab.models.seq2seq import collate_pairs, pair_batches
+    from gatelab.data.batching import collate_pairs, pair_batches
 
     pairs = [([k % 5 + 3] * (k % 7 + 1), [4] * (k % 3 + 1)) for k in range(50)]
     # the eager batches as pair_batches built them before (the oracle)

@@ -8,16 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from gatelab.data.batching import stream_batches
+from gatelab.data.vocab import CharVocab
 from gatelab.errors import DataError
 from gatelab.models.charlm import (
     CharLM,
-    CharVocab,
     bits_per_char,
     detach_state,
     evaluate_loss,
     sample_next,
-    split_point,
-    stream_batches,
 )
 from gatelab.tasks.sequence import split_text
 from gatelab.train.runs import read_json
@@ -56,35 +55,6 @@ def make_lm(vocab=None, seed=0, **kw) -> CharLM:
     torch.manual_seed(seed)
     args = {"embedding_dim": 8, "hidden_size": 16, "num_layers": 2} | kw
     return CharLM(vocab or CharVocab.from_text(TEXT), **args)
-
-
-# ----------------------------------------------------------------- vocabulary, batches
-
-
-def test_vocab_round_trip_and_unseen_characters_are_refused_with_positions():
-    v = CharVocab.from_text("banana")
-    assert v.chars == ["a", "b", "n"]
-    assert v.decode(v.encode("nab")) == "nab"
-    assert CharVocab.from_dict(v.to_dict()) == v
-    with pytest.raises(
-        DataError, match=r"2 character\(s\) never seen.*'x' \(first at position 1\)"
-    ):
-        v.encode("axbzx", what="the prompt")
-    with pytest.raises(DataError, match=r"'z' \(first at position 3\)"):
-        v.encode("axbzx")
-
-
-def test_stream_batches_are_contiguous_streams_with_next_char_targets():
-    ids = torch.arange(23)
-    batches = list(stream_batches(ids, batch_size=3, seq_len=4))
-    x = torch.cat([b[0] for b in batches], dim=1)  # (3, n)
-    y = torch.cat([b[1] for b in batches], dim=1)
-    n = (23 - 1) // 3
-    assert torch.equal(x, torch.arange(3 * n).view(3, n))  # stream b = ids[b*n:(b+1)*n]
-    assert torch.equal(y, x + 1)
-    assert [b[0].shape[1] for b in batches] == [4, 3]  # the last window is shorter
-    with pytest.raises(DataError, match="too short for 8 streams"):
-        next(stream_batches(torch.arange(5), 8, 4))
 
 
 # ----------------------------------------------------------------- values
@@ -262,23 +232,3 @@ def test_split_text_is_contiguous_90_10():
     assert train + valid == "abcdefghij" * 10
     with pytest.raises(DataError, match="too short to split"):
         split_text("abc", 0.1)
-
-
-@pytest.mark.skipif(
-    not (DATA / "text" / "tinyshakespeare.txt").is_file(),
-    reason=f"the shared data folder {DATA} is absent (tiny-shakespeare lives there)",
-)
-def test_tinyshakespeare_vocabulary():
-    from gatelab.data.corpus import read_text_corpus
-
-    text = read_text_corpus(DATA / "text" / "tinyshakespeare.txt")
-    vocab = CharVocab.from_text(text)
-    assert len(vocab) == 65
-    assert vocab.decode(vocab.encode(text[:200])) == text[:200]
-
-
-@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5, math.nan, True])
-def test_split_point_refuses_a_fraction_outside_0_1_naming_it(fraction):
-    with pytest.raises(ValueError, match=r"valid_fraction=.*0 < valid_fraction < 1"):
-        split_point(10_000, fraction)
-    assert split_point(10_000, 0.1) == 9000

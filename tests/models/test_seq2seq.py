@@ -5,21 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from gatelab.data.batching import collate_pairs
+from gatelab.data.vocab import BOS_ID, EOS, PAD_ID, WordVocab, tokenize
 from gatelab.errors import DataError
-from gatelab.models.seq2seq import (
-    BOS_ID,
-    EOS,
-    EOS_ID,
-    PAD_ID,
-    SPECIALS,
-    UNK_ID,
-    Attention,
-    Seq2Seq,
-    WordVocab,
-    collate_pairs,
-    pair_batches,
-    tokenize,
-)
+from gatelab.models.seq2seq import Attention, Seq2Seq
 from gatelab.tasks.sequence import TranslatorTrainConfig, corpus_bleu, translator_splits
 
 # real data live beside the repository; tests that need them skip when they are absent
@@ -64,34 +53,6 @@ def encoded_pairs(model):
     return [
         (model.src_vocab.encode(tokenize(s)), model.tgt_vocab.encode(tokenize(t))) for s, t in PAIRS
     ]
-
-
-# ----------------------------------------------------------------- tokens
-
-
-def test_tokenizer_lower_cases_and_splits_words_from_punctuation():
-    assert tokenize("Ils l'ont VU, déjà !") == ["ils", "l", "'", "ont", "vu", ",", "déjà", "!"]
-    assert tokenize("  ") == []
-
-
-def test_vocabulary_specials_frequency_order_and_unknowns():
-    v = WordVocab.build([["b", "a", "b"], ["c", "b", "a"], ["d"]], min_freq=2)
-    assert v.tokens == [*SPECIALS, "b", "a"]
-    assert v.encode(["a", "zzz"]) == [5, UNK_ID]
-    assert v.decode([BOS_ID, 4, 5, EOS_ID, 4]) == ["b", "a"]
-    assert WordVocab.from_dict(v.to_dict()) == v
-    with pytest.raises(DataError, match="starts with"):
-        WordVocab(["a", "b"])
-
-
-def test_collate_adds_eos_to_sources_and_shifts_targets():
-    batch = collate_pairs([([5, 6], [7]), ([8], [9, 10])])
-    assert batch["src"].tolist() == [[5, 6, EOS_ID], [8, EOS_ID, PAD_ID]]
-    assert batch["src_lengths"].tolist() == [3, 2]
-    assert batch["tgt_in"].tolist() == [[BOS_ID, 7, PAD_ID], [BOS_ID, 9, 10]]
-    assert batch["tgt_out"].tolist() == [[7, EOS_ID, PAD_ID], [9, 10, EOS_ID]]
-    sizes = sorted(len(b["src"]) for b in pair_batches([([1] * k, [2]) for k in range(7)], 3))
-    assert sizes == [1, 3, 3]
 
 
 # ----------------------------------------------------------------- attention

@@ -1,5 +1,5 @@
 """The estimator kinds' readers (gatelab.tasks.estimator_kinds): .ts files fill missing
-values by the same policy as the CSV reader (gatelab.data.series.fill_missing)."""
+values by the same policy as the CSV reader (gatelab.data.series_csv.fill_missing)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gatelab.cli import _register, app
-from gatelab.data.series import fill_missing, read_series_csv
+from gatelab.data.series_csv import fill_missing, read_series_csv
 from gatelab.errors import DataError
 from gatelab.tasks.estimator_kinds import read_series_file
 from tests.helpers import write_series_csv, write_ts

@@ -1,5 +1,10 @@
-"""Corpora for sequence-to-sequence work: a plain text corpus, tab-separated sentence
-pairs, and a fixed seeded train/valid/test split of pairs.
+"""Text corpora of any size: read whole, or scanned and encoded as ids on disk.
+
+:func:`read_text_corpus` reads a text into memory; :func:`scan_text_corpus` and
+:func:`encode_corpus` stream a file of any size (one chunked pass for the characters,
+ids in a temporary file read a window at a time, :class:`TokenIds`), and
+:class:`CharCorpus` puts the two together for a character model. Sentence pairs for
+translation are read by :mod:`gatelab.data.pairs`.
 """
 
 from __future__ import annotations
@@ -10,43 +15,31 @@ import os
 import tempfile
 import weakref
 from codecs import BOM_UTF8
-from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
-from gatelab.data.lines import (
-    ASCII_WHITESPACE,
-    check_file,
-    decode_bytes,
-    decode_utf8,
-    read_bytes,
-    split_lines,
-)
+from gatelab.data.lines import check_file, decode_utf8, read_bytes
+from gatelab.data.vocab import CharVocab
 from gatelab.errors import DataError
 
 __all__ = [
     "CHUNK_BYTES",
+    "CharCorpus",
     "CorpusScan",
-    "PairSplits",
-    "PairsDataset",
     "TokenIds",
     "encode_corpus",
-    "read_sentence_pairs",
     "read_text_corpus",
     "scan_text_corpus",
-    "split_pairs",
+    "split_point",
 ]
 
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike
-
-# Characters that end a complete sentence (or close a quotation after one).
-_SENTENCE_END = frozenset(".!?…»\"')]”’。！？")
 
 
 def read_text_corpus(path: PathLike) -> str:
@@ -84,162 +77,6 @@ def read_text_corpus(path: PathLike) -> str:
         raise DataError(f"text corpus '{p}' holds only whitespace; expected text")
     logger.info("read a text corpus of %d characters from %s", len(text), p)
     return text
-
-
-@dataclass
-class PairsDataset:
-    """Sentence pairs read from a tab-separated file.
-
-    Attributes:
-        pairs: ``(source, target)`` pairs in file order, surrounding ASCII whitespace
-            stripped from each side.
-        skipped: ``(line_number, line)`` of the lines left out: at most the file's last
-            line, when it is cut off (see :func:`read_sentence_pairs`).
-        path: the file read.
-        encoding: ``"utf-8"`` or ``"latin-1"`` (the logged fallback).
-    """
-
-    pairs: list[tuple[str, str]]
-    skipped: list[tuple[int, str]] = field(default_factory=list)
-    path: Path | None = None
-    encoding: str = "utf-8"
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-
-def _cut_off_reason(line: str, fields: list[str], usual: int | None, ends_nl: bool) -> str:
-    """Why the last line looks cut off, or "" when it looks whole."""
-    if len(fields) < 2:
-        return "it has no tab"
-    if usual is not None and len(fields) < usual:
-        return f"it has {len(fields)} tab-separated fields, the other lines {usual}"
-    if not fields[0].strip(ASCII_WHITESPACE) or not fields[1].strip(ASCII_WHITESPACE):
-        return "one side is empty"
-    if fields[-1] != fields[-1].rstrip(ASCII_WHITESPACE):
-        return "it ends in whitespace, mid-sentence"
-    if not ends_nl and len(fields) == 2 and line.rstrip()[-1:] not in _SENTENCE_END:
-        return "the file ends without a newline, mid-sentence"
-    return ""
-
-
-def read_sentence_pairs(path: PathLike) -> PairsDataset:
-    """Read ``source<TAB>target`` sentence pairs (e.g. Tatoeba's ``eng-fra.txt``).
-
-    Columns after the second (e.g. an attribution) are ignored. Blank lines are skipped;
-    files are decoded as UTF-8 with a logged latin-1 fallback and split on ``"\\n"``
-    only. The file's last line may be cut off (a download cut short): it is skipped,
-    logged as a warning with its line number, and kept in ``skipped``, when it has no
-    tab, fewer fields than the other lines, an empty side, ends in whitespace (the cut
-    fell after a word, as in ``translation/eng-fra.txt``: ``They did it again.<TAB>Ils
-    l'ont ``), or when the file does not end with a newline and the line's last character
-    does not end a sentence. Anywhere else these are errors.
-
-    Args:
-        path: the file.
-
-    Returns:
-        A :class:`PairsDataset`.
-
-    Raises:
-        DataError: a missing or empty file; a line other than the last with no tab or
-            an empty side (its line number is named); no pairs at all.
-    """
-    p = Path(path)
-    # the translator's pipeline (pairs, splits, ids, a batch) measured 13.9x the file
-    data = read_bytes(p, what="sentence pairs file", factor=16.0)
-    text, encoding = decode_bytes(data, p)
-    lines = split_lines(text)
-    if not lines:
-        raise DataError(f"sentence pairs file '{p}' holds only blank lines; expected pairs")
-    counts = Counter(line.count("\t") + 1 for _, line in lines[:-1])
-    usual = counts.most_common(1)[0][0] if counts else None
-    pairs: list[tuple[str, str]] = []
-    skipped: list[tuple[int, str]] = []
-    last = len(lines) - 1
-    for i, (number, line) in enumerate(lines):
-        fields = line.split("\t")
-        if i == last:
-            reason = _cut_off_reason(line, fields, usual, data.endswith(b"\n"))
-            if reason:
-                logger.warning(
-                    "%s, line %d: skipping the last line, cut off (%s): %r",
-                    p,
-                    number,
-                    reason,
-                    line[:80],
-                )
-                skipped.append((number, line))
-                continue
-        if len(fields) < 2:
-            raise DataError(
-                f"{p}, line {number}: no tab; expected 'source<TAB>target', got {line[:80]!r}"
-            )
-        source, target = fields[0].strip(ASCII_WHITESPACE), fields[1].strip(ASCII_WHITESPACE)
-        if not source or not target:
-            raise DataError(
-                f"{p}, line {number}: empty {'source' if not source else 'target'}; "
-                f"expected 'source<TAB>target', got {line[:80]!r}"
-            )
-        pairs.append((source, target))
-    if not pairs:
-        raise DataError(f"{p}: no sentence pairs; expected 'source<TAB>target' lines")
-    logger.info("read %d sentence pairs from %s (%d skipped)", len(pairs), p, len(skipped))
-    return PairsDataset(pairs=pairs, skipped=skipped, path=p, encoding=encoding)
-
-
-class PairSplits(NamedTuple):
-    """Disjoint train/valid/test parts of a pair list, each in the original order."""
-
-    train: list[tuple[str, str]]
-    valid: list[tuple[str, str]]
-    test: list[tuple[str, str]]
-
-
-def split_pairs(
-    pairs: Sequence[tuple[str, str]] | PairsDataset,
-    *,
-    valid: int = 1000,
-    test: int = 1000,
-    seed: int = 0,
-) -> PairSplits:
-    """Split pairs into train/valid/test with a fixed seeded permutation.
-
-    The positions ``0..N-1`` are permuted with ``numpy.random.default_rng(seed)``; the
-    first ``test`` go to test, the next ``valid`` to valid, the rest to train; each part
-    keeps the file order. The parts are disjoint by position (a pair repeated in the
-    file can land in two parts), and the same N and seed always give the same split.
-
-    Args:
-        pairs: the pairs (or a :class:`PairsDataset`).
-        valid: number of validation pairs (>= 0).
-        test: number of test pairs (>= 0).
-        seed: seed of the permutation (>= 0).
-
-    Returns:
-        A :class:`PairSplits` ``(train, valid, test)``.
-
-    Raises:
-        DataError: negative sizes, or sizes leaving no training pair.
-    """
-    items = list(pairs.pairs if isinstance(pairs, PairsDataset) else pairs)
-    for name, value in (("valid", valid), ("test", test), ("seed", seed)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise DataError(f"{name} must be an integer >= 0, got {value!r}")
-    if valid + test >= len(items):
-        raise DataError(
-            f"valid={valid} + test={test} leaves no training pair out of {len(items)}; "
-            f"expected valid + test < {len(items)}"
-        )
-    order = np.random.default_rng(int(seed)).permutation(len(items))
-    test_idx = np.sort(order[:test])
-    valid_idx = np.sort(order[test : test + valid])
-    train_idx = np.sort(order[test + valid :])
-    return PairSplits(
-        train=[items[i] for i in train_idx],
-        valid=[items[i] for i in valid_idx],
-        test=[items[i] for i in test_idx],
-    )
 
 
 # --------------------------------------------------------------------------- streaming
@@ -578,3 +415,94 @@ def _encode_range(scan, lut, start, stop, out, dtype, chunk_bytes, what) -> None
             f"{what} holds {len(unseen)} character(s) never seen in training: {listed}; "
             f"the model knows {int((lut >= 0).sum())} characters"
         )
+
+
+# --------------------------------------------------------------------------- char corpus
+
+
+def split_point(n_chars: int, valid_fraction: float = 0.1) -> int:
+    """Where a text of ``n_chars`` splits into ``1 - f`` training and ``f`` held-out text.
+
+    Raises:
+        ValueError: ``valid_fraction`` is not a number in (0, 1).
+        DataError: the text is too short to leave 2 characters on each side.
+    """
+    if (
+        isinstance(valid_fraction, bool)
+        or not isinstance(valid_fraction, (int, float))
+        or not 0.0 < valid_fraction < 1.0
+    ):
+        raise ValueError(
+            f"valid_fraction={valid_fraction!r}; expected a number with 0 < valid_fraction < 1"
+        )
+    cut = round(n_chars * (1.0 - valid_fraction))
+    if cut < 2 or n_chars - cut < 2:
+        raise DataError(
+            f"a text of {n_chars} characters is too short to split {1 - valid_fraction:.0%}"
+            f"/{valid_fraction:.0%}; expected at least 2 characters on each side"
+        )
+    return cut
+
+
+class CharCorpus:
+    """A UTF-8 text file of any size as character ids, streamed from disk.
+
+    Opening it reads the file once in chunks to count its characters (the vocabulary);
+    :meth:`ids` then encodes a range of characters into a temporary id file
+    (``uint8`` for up to 256 characters) read a window at a time by
+    :func:`gatelab.data.batching.stream_batches`. Memory stays ``O(chunk + vocabulary)``
+    while reading and ``O(batch x window)`` while training, whatever the file's size; the
+    disk holds one id per character of the ranges asked for.
+
+    Args:
+        path: the text file (the checks of :func:`gatelab.data.read_text_corpus`).
+        vocab: the characters of a trained model; ``None`` takes the file's own
+            (equal to ``CharVocab.from_text`` of its text).
+        cache_dir: where the temporary id files go (default: the system's temporary
+            folder; they are unlinked at once and freed with the last view).
+        chunk_bytes: bytes read at a time.
+
+    Attributes:
+        scan: the :class:`gatelab.data.corpus.CorpusScan` of the file.
+        vocab: the :class:`CharVocab` used to encode.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        vocab: CharVocab | None = None,
+        *,
+        cache_dir: str | os.PathLike | None = None,
+        chunk_bytes: int = CHUNK_BYTES,
+    ) -> None:
+        if vocab is not None and not isinstance(vocab, CharVocab):
+            raise TypeError(f"vocab must be a CharVocab or None, got {type(vocab).__name__}")
+        self.scan = scan_text_corpus(path, chunk_bytes=chunk_bytes)
+        self.vocab = vocab if vocab is not None else CharVocab.from_scan(self.scan)
+        self.cache_dir = cache_dir
+        self.chunk_bytes = chunk_bytes
+
+    def __len__(self) -> int:
+        return self.scan.n_chars
+
+    def __repr__(self) -> str:
+        return f"CharCorpus('{self.scan.path}', {len(self)} characters, {self.vocab!r})"
+
+    def ids(self, start: int = 0, stop: int | None = None, *, what: str = "text") -> TokenIds:
+        """Characters ``start..stop-1`` as ids on disk; unseen characters raise DataError."""
+        return encode_corpus(
+            self.scan,
+            self.vocab.index,
+            start,
+            stop,
+            cache_dir=self.cache_dir,
+            chunk_bytes=self.chunk_bytes,
+            what=what,
+        )
+
+    def split(
+        self, valid_fraction: float = 0.1, *, what: str = "text"
+    ) -> tuple[TokenIds, TokenIds]:
+        """``(train, valid)`` ids: the first ``1 - f`` and the last ``f`` of the text."""
+        cut = split_point(len(self), valid_fraction)
+        return self.ids(0, cut, what=what), self.ids(cut, None, what=what)

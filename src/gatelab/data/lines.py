@@ -120,7 +120,7 @@ def check_fits_in_memory(
         f"{size * factor / gib:.1f} GiB of memory ({factor:g}x its size) and only "
         f"{free / gib:.1f} GiB is available. This format is read whole; split the file, "
         "or use a streaming reader (the character LM streams a text corpus of any size: "
-        "gatelab.models.charlm.CharCorpus)"
+        "gatelab.data.corpus.CharCorpus)"
     )
 
 

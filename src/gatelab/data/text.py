@@ -1,4 +1,5 @@
-"""Labelled text: reading classification data, tokenising, vocabularies, label maps, padding.
+"""Labelled text: reading classification data (tokenisers, vocabularies and label maps
+are in :mod:`gatelab.data.vocab`, padding in :mod:`gatelab.data.batching`).
 
 Two layouts are read by :func:`read_labelled_text`:
 
@@ -17,30 +18,18 @@ from __future__ import annotations
 import csv
 import logging
 import os
-import re
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
 
 from gatelab.data.lines import ASCII_WHITESPACE, decode_bytes, read_bytes, read_lines, split_lines
+from gatelab.data.vocab import Labels
 from gatelab.errors import DataError
 
 __all__ = [
     "LABEL_COLUMN_NAMES",
-    "PAD",
-    "PAD_ID",
     "TEXT_COLUMN_NAMES",
-    "UNK",
-    "UNK_ID",
-    "Labels",
     "TextDataset",
-    "Tokenizer",
-    "Vocabulary",
-    "pad_sequences",
     "read_labelled_text",
 ]
 
@@ -55,11 +44,6 @@ LABEL_COLUMN_NAMES: tuple[str, ...] = ("label", "score", "sentiment")
 
 #: The field separator of the SST files (``LABEL ||| text``), found by sniffing.
 SST_SEPARATOR = "|||"
-
-PAD = "<pad>"
-UNK = "<unk>"
-PAD_ID = 0
-UNK_ID = 1
 
 # A value "looks like a class label" when it is short and has no whitespace inside.
 _MAX_LABEL_CHARS = 32
@@ -337,25 +321,7 @@ def _read_table(
     first = next((line for _, line in numbered if line.strip(ASCII_WHITESPACE)), None)
     if first is None:
         raise DataError(f"labelled text file '{p}' holds only blank lines; expected rows")
-    if delimiter is None:
-        if "\t" in first:
-            delimiter = "\t"
-        elif SST_SEPARATOR in first:
-            delimiter = SST_SEPARATOR
-        elif "," in first:
-            delimiter = ","
-        else:
-            raise DataError(
-                f"{p}: cannot sniff the delimiter: the first line {first[:80]!r} holds "
-                f"neither a tab nor a comma (nor {SST_SEPARATOR!r}); expected two or more "
-                "columns (text and label), or pass delimiter="
-            )
-    elif not isinstance(delimiter, str) or not delimiter or delimiter.isspace():
-        raise DataError(
-            f"delimiter must be a non-blank string (a character such as ',' or a separator "
-            f"such as '|||'), got {delimiter!r}"
-        )
-
+    delimiter = _sniff_delimiter(p, first, delimiter)
     if len(delimiter) == 1:
         rows = _parse_rows(p, numbered, delimiter)
     else:
@@ -367,87 +333,146 @@ def _read_table(
             f"{p}, line {rows[0][0]}: found 1 column with delimiter {delimiter!r}; "
             "expected a text column and a label column"
         )
-    guessed = ""
     lowered = {h.strip().lower() for h in first_row}
     known = lowered & (set(TEXT_COLUMN_NAMES) | set(LABEL_COLUMN_NAMES))
     by_name = [c for c in (text_column, label_column) if isinstance(c, str)]
-
     if known or by_name:
-        header: list[str] | None = first_row
-        body = rows[1:]
-        ti = (
-            _resolve(text_column, header, n_columns, p)
-            if text_column is not None
-            else _find_named(header, TEXT_COLUMN_NAMES, "text", p)
-        )
-        li = (
-            _resolve(label_column, header, n_columns, p)
-            if label_column is not None
-            else _find_named(header, LABEL_COLUMN_NAMES, "label", p)
-        )
-        if n_columns == 2 and (ti is None) != (li is None):
-            ti, li = _complete_pair(ti, li)
-        if ti is None or li is None:
-            raise DataError(
-                f"{p}: no recognisable {'text' if ti is None else 'label'} column in the "
-                f"header {header!r}; names accepted (case-insensitive): {_accepted()}; "
-                "or pass text_column=/label_column="
-            )
+        header, body, ti, li = _named_columns(p, rows, text_column, label_column)
+        guessed = ""
     else:
-        header = None
-        ti = _resolve(text_column, None, n_columns, p) if text_column is not None else None
-        li = _resolve(label_column, None, n_columns, p) if label_column is not None else None
-        rest = rows[1:] if len(rows) > 1 else rows
-        if ti is None or li is None:
-            if n_columns != 2:
-                raise DataError(
-                    f"{p}: no recognisable text/label columns: the first line {first_row!r} "
-                    f"is not a header with names accepted ({_accepted()}), and with "
-                    f"{n_columns} columns the columns cannot be guessed; pass "
-                    "text_column=/label_column="
-                )
-            if ti is None and li is None:
-                candidates = [
-                    j
-                    for j in range(2)
-                    if _looks_like_labels([r[j].strip() for _, r in rest if len(r) == 2])
-                ]
-                if len(candidates) != 1:
-                    raise DataError(
-                        f"{p}: no recognisable text/label columns: the first line "
-                        f"{first_row!r} is not a header with names accepted ({_accepted()}), "
-                        f"and {'no' if not candidates else 'each'} column looks like short "
-                        "class labels; pass text_column=/label_column="
-                    )
-                li = candidates[0]
-            ti, li = _complete_pair(ti, li)
-        label_values = {r[li].strip() for _, r in rows[1:] if len(r) == n_columns}
-        if len(rows) > 1 and first_row[li].strip() not in label_values:
-            if text_column is None or label_column is None:
-                raise DataError(
-                    f"{p}: no recognisable text/label columns: the first line {first_row!r} "
-                    f"is not a header with names accepted (case-insensitive: {_accepted()}), "
-                    f"and not a data row either (its label {first_row[li]!r} in column {li} "
-                    "is on no other line); pass text_column=/label_column="
-                )
-            logger.info(
-                "%s: treating the first line %r as a header: its label %r is not among "
-                "the labels of the lines below it",
-                p,
-                first_row,
-                first_row[li],
-            )
-            header = first_row
-            guessed = (
-                f" (line {rows[0][0]} was taken as a header: its label {first_row[li]!r} is "
-                "not among the labels of the lines below it)"
-            )
-            body = rows[1:]
-        else:
-            body = rows
+        header, body, ti, li, guessed = _guessed_columns(p, rows, text_column, label_column)
     if ti == li:
         raise DataError(f"{p}: the text and label columns are the same column ({ti})")
+    texts, labels = _read_body(p, body, ti, li, n_columns, delimiter)
+    if not texts:
+        raise DataError(f"{p}: no data rows after the header {header!r}; expected rows")
+    distinct = set(labels)
+    if len(distinct) < 2:
+        name = header[li] if header is not None else f"#{li}"
+        raise DataError(
+            f"{p}: label column {name!r} holds a single class {labels[0]!r} in all "
+            f"{len(labels)} rows; expected at least two classes{guessed}"
+        )
+    logger.info(
+        "read %d labelled texts (%d classes) from %s (%s)", len(texts), len(distinct), p, encoding
+    )
+    return TextDataset(texts=texts, labels=labels, path=p, encoding=encoding, files=(p,))
 
+
+def _sniff_delimiter(p: Path, first: str, delimiter: str | None) -> str:
+    """The delimiter given (checked), or the one the first line shows."""
+    if delimiter is None:
+        if "\t" in first:
+            return "\t"
+        if SST_SEPARATOR in first:
+            return SST_SEPARATOR
+        if "," in first:
+            return ","
+        raise DataError(
+            f"{p}: cannot sniff the delimiter: the first line {first[:80]!r} holds "
+            f"neither a tab nor a comma (nor {SST_SEPARATOR!r}); expected two or more "
+            "columns (text and label), or pass delimiter="
+        )
+    if not isinstance(delimiter, str) or not delimiter or delimiter.isspace():
+        raise DataError(
+            f"delimiter must be a non-blank string (a character such as ',' or a separator "
+            f"such as '|||'), got {delimiter!r}"
+        )
+    return delimiter
+
+
+Rows = list[tuple[int, list[str]]]
+
+
+def _named_columns(
+    p: Path, rows: Rows, text_column: str | int | None, label_column: str | int | None
+) -> tuple[list[str], Rows, int, int]:
+    """``(header, body, text index, label index)`` of a table whose first row is a header."""
+    header = rows[0][1]
+    n_columns = len(header)
+    ti = (
+        _resolve(text_column, header, n_columns, p)
+        if text_column is not None
+        else _find_named(header, TEXT_COLUMN_NAMES, "text", p)
+    )
+    li = (
+        _resolve(label_column, header, n_columns, p)
+        if label_column is not None
+        else _find_named(header, LABEL_COLUMN_NAMES, "label", p)
+    )
+    if n_columns == 2 and (ti is None) != (li is None):
+        ti, li = _complete_pair(ti, li)
+    if ti is None or li is None:
+        raise DataError(
+            f"{p}: no recognisable {'text' if ti is None else 'label'} column in the "
+            f"header {header!r}; names accepted (case-insensitive): {_accepted()}; "
+            "or pass text_column=/label_column="
+        )
+    return header, rows[1:], ti, li
+
+
+def _guessed_columns(
+    p: Path, rows: Rows, text_column: str | int | None, label_column: str | int | None
+) -> tuple[list[str] | None, Rows, int, int, str]:
+    """``(header, body, text index, label index, note)`` of a table without a known
+    header: columns by index, or the two-column table's label column guessed from its
+    values; the first row is a header only when its label is on no other line."""
+    first_row = rows[0][1]
+    n_columns = len(first_row)
+    ti = _resolve(text_column, None, n_columns, p) if text_column is not None else None
+    li = _resolve(label_column, None, n_columns, p) if label_column is not None else None
+    rest = rows[1:] if len(rows) > 1 else rows
+    if ti is None or li is None:
+        if n_columns != 2:
+            raise DataError(
+                f"{p}: no recognisable text/label columns: the first line {first_row!r} "
+                f"is not a header with names accepted ({_accepted()}), and with "
+                f"{n_columns} columns the columns cannot be guessed; pass "
+                "text_column=/label_column="
+            )
+        if ti is None and li is None:
+            candidates = [
+                j
+                for j in range(2)
+                if _looks_like_labels([r[j].strip() for _, r in rest if len(r) == 2])
+            ]
+            if len(candidates) != 1:
+                raise DataError(
+                    f"{p}: no recognisable text/label columns: the first line "
+                    f"{first_row!r} is not a header with names accepted ({_accepted()}), "
+                    f"and {'no' if not candidates else 'each'} column looks like short "
+                    "class labels; pass text_column=/label_column="
+                )
+            li = candidates[0]
+        ti, li = _complete_pair(ti, li)
+    label_values = {r[li].strip() for _, r in rows[1:] if len(r) == n_columns}
+    if not (len(rows) > 1 and first_row[li].strip() not in label_values):
+        return None, rows, ti, li, ""
+    if text_column is None or label_column is None:
+        raise DataError(
+            f"{p}: no recognisable text/label columns: the first line {first_row!r} "
+            f"is not a header with names accepted (case-insensitive: {_accepted()}), "
+            f"and not a data row either (its label {first_row[li]!r} in column {li} "
+            "is on no other line); pass text_column=/label_column="
+        )
+    logger.info(
+        "%s: treating the first line %r as a header: its label %r is not among "
+        "the labels of the lines below it",
+        p,
+        first_row,
+        first_row[li],
+    )
+    guessed = (
+        f" (line {rows[0][0]} was taken as a header: its label {first_row[li]!r} is "
+        "not among the labels of the lines below it)"
+    )
+    return first_row, rows[1:], ti, li, guessed
+
+
+def _read_body(
+    p: Path, body: Rows, ti: int, li: int, n_columns: int, delimiter: str
+) -> tuple[list[str], list[str]]:
+    """The texts and labels of the data rows; a short row or an empty field raises."""
     texts: list[str] = []
     labels: list[str] = []
     for number, row in body:
@@ -465,384 +490,4 @@ def _read_table(
             raise DataError(f"{p}, line {number}: empty label (column {li}); expected a class")
         texts.append(t)
         labels.append(lab)
-    if not texts:
-        raise DataError(f"{p}: no data rows after the header {header!r}; expected rows")
-    distinct = set(labels)
-    if len(distinct) < 2:
-        name = header[li] if header is not None else f"#{li}"
-        raise DataError(
-            f"{p}: label column {name!r} holds a single class {labels[0]!r} in all "
-            f"{len(labels)} rows; expected at least two classes{guessed}"
-        )
-    logger.info(
-        "read %d labelled texts (%d classes) from %s (%s)", len(texts), len(distinct), p, encoding
-    )
-    return TextDataset(texts=texts, labels=labels, path=p, encoding=encoding, files=(p,))
-
-
-# --------------------------------------------------------------------------------------
-# Tokenising
-# --------------------------------------------------------------------------------------
-
-_TOKEN_RE = re.compile(
-    r"""
-    \d+(?:[.,]\d+)+              # numbers with separators: 3.5, 1,000, 10.5.2
-    | [^\W_]+?(?=n't\b)          # the word before a n't contraction: do|n't, ca|n't
-    | n't\b                      # n't
-    | '(?:s|re|ve|ll|d|m)\b      # 's 're 've 'll 'd 'm
-    | [^\W_]+                    # words and plain numbers (letters/digits, any script)
-    | [^\w\s]|_                  # anything else but space: one punctuation mark a token
-    """,
-    re.VERBOSE | re.IGNORECASE,
-)
-
-
-class Tokenizer:
-    """A regular-expression word tokenizer.
-
-    Tokens are words (runs of letters and digits, any script), numbers with decimal or
-    thousands separators (``3.5``, ``1,000``), English contractions split the Penn
-    Treebank way (``don't`` -> ``do``, ``n't``; ``it's`` -> ``it``, ``'s``; this matches
-    the already tokenised SST-2 and MR data, ``does n't``), and every other non-space
-    character as a token of its own (``"..."`` gives three ``"."``). The typographic
-    apostrophe U+2019 is read as ``'``. Whitespace of any kind (including NEL U+0085)
-    separates tokens.
-
-    Args:
-        lower: lower-case the text first.
-    """
-
-    def __init__(self, lower: bool = True) -> None:
-        self.lower = bool(lower)
-
-    def __call__(self, text: str) -> list[str]:
-        """Tokenise one text; returns its tokens (an empty list for blank text)."""
-        if not isinstance(text, str):
-            raise DataError(f"Tokenizer expects a str, got {type(text).__name__}: {text!r}")
-        text = text.replace("\u2019", "'")
-        if self.lower:
-            text = text.lower()
-        return _TOKEN_RE.findall(text)
-
-    def __repr__(self) -> str:
-        return f"Tokenizer(lower={self.lower})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Tokenizer) and other.lower == self.lower
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-able description: ``{"type": "regex_word", "lower": bool}``."""
-        return {"type": "regex_word", "lower": self.lower}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Tokenizer:
-        """Rebuild from :meth:`to_dict` output; anything else raises DataError."""
-        if not isinstance(d, dict) or d.get("type") != "regex_word":
-            raise DataError(f"not a Tokenizer description: {d!r}; expected type 'regex_word'")
-        lower = d.get("lower", True)
-        if not isinstance(lower, bool):
-            raise DataError(f"Tokenizer 'lower' must be true or false, got {lower!r}")
-        return cls(lower=lower)
-
-
-# --------------------------------------------------------------------------------------
-# Vocabulary
-# --------------------------------------------------------------------------------------
-
-
-class Vocabulary:
-    """Token <-> id map with ``<pad>`` = 0 and ``<unk>`` = 1.
-
-    Build it with :meth:`build`. Ids 2.. follow frequency (descending), ties broken by the
-    token's string order, so the same data always gives the same ids.
-
-    Args:
-        tokens: the id-ordered token list, starting with ``"<pad>"``, ``"<unk>"``.
-    """
-
-    def __init__(self, tokens: Sequence[str]) -> None:
-        tokens = list(tokens)
-        if tokens[:2] != [PAD, UNK]:
-            raise DataError(f"a vocabulary must start with {PAD!r}, {UNK!r}; got {tokens[:2]!r}")
-        index: dict[str, int] = {}
-        for i, t in enumerate(tokens):
-            if not isinstance(t, str):
-                raise DataError(f"vocabulary entry {i} is not a string: {t!r}")
-            if t in index:
-                raise DataError(f"vocabulary token {t!r} appears twice (ids {index[t]} and {i})")
-            index[t] = i
-        self._itos = tokens
-        self._stoi = index
-
-    @classmethod
-    def build(
-        cls,
-        token_lists: Iterable[Sequence[str]],
-        min_freq: int = 1,
-        max_size: int | None = None,
-    ) -> Vocabulary:
-        """Count tokens and keep the frequent ones.
-
-        Args:
-            token_lists: tokenised texts (e.g. ``[tokenizer(t) for t in texts]``).
-            min_freq: keep tokens seen at least this many times (>= 1).
-            max_size: at most this many entries in all, the two specials included (>= 2).
-                Default: no limit.
-
-        Returns:
-            The vocabulary. Literal ``"<pad>"``/``"<unk>"`` tokens in the data are not
-            counted (they are the specials).
-        """
-        if isinstance(min_freq, bool) or not isinstance(min_freq, int) or min_freq < 1:
-            raise DataError(f"min_freq must be an integer >= 1, got {min_freq!r}")
-        if max_size is not None and (
-            isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 2
-        ):
-            raise DataError(
-                f"max_size must be an integer >= 2 (it counts {PAD!r} and {UNK!r}), "
-                f"got {max_size!r}"
-            )
-        counts: Counter[str] = Counter()
-        for i, tokens in enumerate(token_lists):
-            if isinstance(tokens, str):
-                raise DataError(
-                    f"Vocabulary.build expects lists of tokens; item {i} is a str "
-                    f"({tokens[:40]!r}); tokenise the texts first"
-                )
-            counts.update(tokens)
-        counts.pop(PAD, None)
-        counts.pop(UNK, None)
-        kept = sorted(
-            (t for t, c in counts.items() if c >= min_freq), key=lambda t: (-counts[t], t)
-        )
-        if max_size is not None:
-            kept = kept[: max_size - 2]
-        vocab = cls([PAD, UNK, *kept])
-        logger.info(
-            "vocabulary: %d tokens kept of %d distinct (min_freq=%d, max_size=%s)",
-            len(kept),
-            len(counts),
-            min_freq,
-            max_size,
-        )
-        return vocab
-
-    def __len__(self) -> int:
-        return len(self._itos)
-
-    def __contains__(self, token: object) -> bool:
-        return token in self._stoi
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Vocabulary) and other._itos == self._itos
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"Vocabulary({len(self)} tokens)"
-
-    @property
-    def tokens(self) -> list[str]:
-        """The tokens in id order (a copy)."""
-        return list(self._itos)
-
-    def encode(self, tokens: Sequence[str]) -> list[int]:
-        """Map tokens to ids; unknown tokens (and a literal ``"<pad>"``) give ``UNK_ID``."""
-        if isinstance(tokens, str):
-            raise DataError(
-                f"Vocabulary.encode expects a list of tokens, got a str {tokens[:40]!r}"
-            )
-        get = self._stoi.get
-        return [UNK_ID if t == PAD else get(t, UNK_ID) for t in tokens]
-
-    def decode(self, ids: Iterable[int]) -> list[str]:
-        """Map ids back to tokens; an id outside ``0..len-1`` raises DataError."""
-        out = []
-        n = len(self._itos)
-        for i in ids:
-            j = int(i)
-            if not 0 <= j < n:
-                raise DataError(f"token id {j} is out of range; the vocabulary has ids 0..{n - 1}")
-            out.append(self._itos[j])
-        return out
-
-    def unknown_fraction(self, tokens: Iterable[str] | Iterable[Sequence[str]]) -> float:
-        """The fraction of tokens that :meth:`encode` maps to ``<unk>``.
-
-        Args:
-            tokens: a flat list of tokens, or a list of token lists (texts).
-
-        Returns:
-            A number in [0, 1]. No tokens at all raises DataError (0/0 is no answer).
-        """
-        total = unknown = 0
-        for item in tokens:
-            group = [item] if isinstance(item, str) else item
-            for t in group:
-                total += 1
-                unknown += t == PAD or t not in self._stoi
-        if total == 0:
-            raise DataError("unknown_fraction got no tokens; expected at least one")
-        return unknown / total
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-able description: ``{"type": "vocabulary", "tokens": [...]}``."""
-        return {"type": "vocabulary", "tokens": list(self._itos)}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Vocabulary:
-        """Rebuild from :meth:`to_dict` output; anything else raises DataError."""
-        if not isinstance(d, dict) or d.get("type") != "vocabulary":
-            raise DataError(f"not a Vocabulary description (type 'vocabulary'): {str(d)[:80]}")
-        tokens = d.get("tokens")
-        if not isinstance(tokens, list):
-            raise DataError(f"Vocabulary 'tokens' must be a list, got {type(tokens).__name__}")
-        return cls(tokens)
-
-
-# --------------------------------------------------------------------------------------
-# Labels
-# --------------------------------------------------------------------------------------
-
-
-class Labels:
-    """Class names <-> ids 0..K-1.
-
-    Names are sorted: numerically when every name is an integer (``"2"`` before
-    ``"10"``), else as strings.
-
-    Args:
-        names: the distinct class names; they are sorted as above.
-    """
-
-    def __init__(self, names: Iterable[str]) -> None:
-        names = [str(n) for n in names]
-        if not names:
-            raise DataError("Labels needs at least one class name, got none")
-        dup = [n for n, c in Counter(names).items() if c > 1]
-        if dup:
-            raise DataError(f"class names must be distinct; repeated: {dup!r}")
-        self.names: tuple[str, ...] = tuple(sorted(names, key=self.sort_key))
-        self._index = {n: i for i, n in enumerate(self.names)}
-
-    @staticmethod
-    def sort_key(name: str) -> tuple[int, int | str]:
-        """Sort key: integers numerically, before any other names (which sort as strings)."""
-        try:
-            return (0, int(name))
-        except ValueError:
-            return (1, name)
-
-    @classmethod
-    def fit(cls, labels: Iterable[str]) -> Labels:
-        """The class map of the distinct values in ``labels``."""
-        return cls(dict.fromkeys(str(x) for x in labels))
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Labels) and other.names == self.names
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"Labels({list(self.names)!r})"
-
-    def encode(self, labels: Iterable[str]) -> list[int]:
-        """Class names -> ids; an unknown name raises DataError listing the known ones."""
-        out = []
-        for x in labels:
-            try:
-                out.append(self._index[str(x)])
-            except KeyError:
-                raise DataError(
-                    f"unknown class {x!r}; the known classes are {list(self.names)!r}"
-                ) from None
-        return out
-
-    def decode(self, ids: Iterable[int]) -> list[str]:
-        """Ids -> class names; an id outside ``0..K-1`` raises DataError."""
-        out = []
-        for i in ids:
-            j = int(i)
-            if not 0 <= j < len(self.names):
-                raise DataError(f"class id {j} is out of range 0..{len(self.names) - 1}")
-            out.append(self.names[j])
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-able description: ``{"type": "labels", "names": [...]}``."""
-        return {"type": "labels", "names": list(self.names)}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Labels:
-        """Rebuild from :meth:`to_dict` output; anything else raises DataError."""
-        if not isinstance(d, dict) or d.get("type") != "labels":
-            raise DataError(f"not a Labels description (type 'labels'): {str(d)[:80]}")
-        names = d.get("names")
-        if not isinstance(names, list):
-            raise DataError(f"Labels 'names' must be a list, got {type(names).__name__}")
-        return cls(names)
-
-
-# --------------------------------------------------------------------------------------
-# Padding
-# --------------------------------------------------------------------------------------
-
-
-def pad_sequences(
-    seqs: Sequence[Sequence[int]] | Sequence[torch.Tensor],
-    pad_value: int = 0,
-    max_len: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad integer sequences into a batch.
-
-    Args:
-        seqs: B sequences of token ids, as lists of ints or 1-D integer tensors.
-        pad_value: the id written after each sequence's end.
-        max_len: if given (>= 1), sequences longer than this are truncated from the end
-            (their first ``max_len`` ids are kept).
-
-    Returns:
-        ``(padded, lengths)``: ``padded`` a LongTensor ``(B, T)`` with
-        ``T = max(lengths)``, ``padded[b, :lengths[b]]`` the (truncated) sequence ``b`` and
-        the rest ``pad_value``; ``lengths`` a LongTensor ``(B,)``.
-
-    Raises:
-        DataError: no sequences, an empty sequence (its index is named: the model layers
-            cannot take length 0, so drop it or give it a token, rather than pad it), a
-            non-integer value, or a tensor that is not 1-D.
-    """
-    if max_len is not None and (
-        isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1
-    ):
-        raise DataError(f"max_len must be an integer >= 1 or None, got {max_len!r}")
-    if len(seqs) == 0:
-        raise DataError("pad_sequences got no sequences; expected at least one")
-    rows: list[torch.Tensor] = []
-    for i, s in enumerate(seqs):
-        if isinstance(s, torch.Tensor):
-            if s.dim() != 1:
-                raise DataError(f"sequence {i} is a tensor of shape {tuple(s.shape)}; expected 1-D")
-            if s.dtype.is_floating_point or s.dtype.is_complex or s.dtype == torch.bool:
-                raise DataError(f"sequence {i} has dtype {s.dtype}; expected integer ids")
-            t = s.to(torch.long)
-        else:
-            if any(isinstance(v, bool) or not isinstance(v, int) for v in s):
-                bad = next(v for v in s if isinstance(v, bool) or not isinstance(v, int))
-                raise DataError(f"sequence {i} holds {bad!r}; expected integer ids")
-            t = torch.tensor(list(s), dtype=torch.long)
-        if t.numel() == 0:
-            raise DataError(
-                f"sequence {i} is empty; every sequence needs length >= 1 (the model "
-                "layers cannot take length 0)"
-            )
-        rows.append(t[:max_len] if max_len is not None else t)
-    lengths = torch.tensor([r.numel() for r in rows], dtype=torch.long)
-    padded = torch.full((len(rows), int(lengths.max())), pad_value, dtype=torch.long)
-    for i, r in enumerate(rows):
-        padded[i, : r.numel()] = r
-    return padded, lengths
+    return texts, labels

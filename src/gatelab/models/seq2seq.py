@@ -33,10 +33,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import random
-import re
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -45,184 +42,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from gatelab.data.vocab import BOS_ID, EOS, EOS_ID, PAD_ID, UNK, WordVocab, tokenize
 from gatelab.errors import DataError
 from gatelab.nn.equations import CellSpec
 from gatelab.nn.layers import LSTM
 
 __all__ = [
-    "BOS",
-    "EOS",
-    "PAD",
-    "SPECIALS",
-    "UNK",
     "Attention",
     "Hypothesis",
-    "PairBatches",
     "Seq2Seq",
     "Seq2SeqConfig",
-    "WordVocab",
-    "collate_pairs",
-    "pair_batches",
-    "tokenize",
 ]
 
 logger = logging.getLogger(__name__)
 
-PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
-SPECIALS = (PAD, UNK, BOS, EOS)
-PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
-
-TOKEN_RE = re.compile(r"\w+|[^\w\s]")
-
 State = tuple[Tensor, Tensor]
-
-
-def tokenize(text: str) -> list[str]:
-    """Lower-case ``text`` and split it into words and single punctuation marks.
-
-    >>> tokenize("Ils l'ont vu !")
-    ['ils', 'l', "'", 'ont', 'vu', '!']
-    """
-    return TOKEN_RE.findall(text.lower())
-
-
-class WordVocab:
-    """Tokens <-> ids; ids 0..3 are ``<pad> <unk> <s> </s>``, then tokens by frequency.
-
-    Args:
-        tokens: the whole id -> token list, specials first (use :meth:`build`).
-    """
-
-    def __init__(self, tokens: Sequence[str]) -> None:
-        tokens = list(tokens)
-        if tuple(tokens[:4]) != SPECIALS:
-            raise DataError(f"a word vocabulary starts with {list(SPECIALS)}; got {tokens[:4]!r}")
-        if len(set(tokens)) != len(tokens):
-            dup = next(t for t, n in Counter(tokens).items() if n > 1)
-            raise DataError(f"a word vocabulary holds each token once; {dup!r} is repeated")
-        self.tokens = tokens
-        self.index = {t: k for k, t in enumerate(tokens)}
-
-    @classmethod
-    def build(
-        cls, sentences: Iterable[Sequence[str]], min_freq: int = 1, max_size: int | None = None
-    ) -> WordVocab:
-        """The tokens of ``sentences`` seen at least ``min_freq`` times, most frequent first
-        (ties alphabetically), at most ``max_size`` of them besides the specials."""
-        if isinstance(min_freq, bool) or not isinstance(min_freq, int) or min_freq < 1:
-            raise ValueError(f"min_freq={min_freq!r}; expected an int >= 1")
-        counts = Counter(t for s in sentences for t in s if t not in SPECIALS)
-        kept = sorted(
-            (t for t, n in counts.items() if n >= min_freq), key=lambda t: (-counts[t], t)
-        )
-        if max_size is not None:
-            kept = kept[:max_size]
-        return cls([*SPECIALS, *kept])
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, WordVocab) and self.tokens == other.tokens
-
-    def __repr__(self) -> str:
-        return f"WordVocab({len(self)} tokens)"
-
-    def encode(self, tokens: Sequence[str]) -> list[int]:
-        """Tokens -> ids, unknown tokens -> ``<unk>`` (1)."""
-        return [self.index.get(t, UNK_ID) for t in tokens]
-
-    def unknown(self, tokens: Sequence[str]) -> list[str]:
-        """The tokens of ``tokens`` that are not in the vocabulary."""
-        return [t for t in tokens if t not in self.index]
-
-    def decode(self, ids: Iterable[int]) -> list[str]:
-        """Ids -> tokens, stopping at ``</s>`` and leaving out ``<pad>`` and ``<s>``."""
-        out = []
-        for k in ids:
-            k = int(k)
-            if k == EOS_ID:
-                break
-            if k in (PAD_ID, BOS_ID):
-                continue
-            out.append(self.tokens[k])
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": "words", "tokens": self.tokens}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> WordVocab:
-        if not isinstance(d, dict) or d.get("kind") != "words" or "tokens" not in d:
-            raise DataError(
-                f"not a word vocabulary: expected {{'kind': 'words', ...}}, got {d!r:.80}"
-            )
-        return cls(d["tokens"])
-
-
-# --------------------------------------------------------------------------- batching
-
-
-def collate_pairs(pairs: Sequence[tuple[list[int], list[int]]]) -> dict[str, Tensor]:
-    """Pad a batch of ``(source ids, target ids)`` (each without specials).
-
-    Returns ``src (B, S)`` (each source + ``</s>``), ``src_lengths (B,)``,
-    ``tgt_in (B, T)`` (``<s>`` + target) and ``tgt_out (B, T)`` (target + ``</s>``),
-    padded with ``<pad>`` (0).
-    """
-    B = len(pairs)
-    S = max(len(s) for s, _ in pairs) + 1
-    T = max(len(t) for _, t in pairs) + 1
-    src = torch.full((B, S), PAD_ID, dtype=torch.long)
-    tgt_in = torch.full((B, T), PAD_ID, dtype=torch.long)
-    tgt_out = torch.full((B, T), PAD_ID, dtype=torch.long)
-    lengths = torch.empty(B, dtype=torch.long)
-    for b, (s, t) in enumerate(pairs):
-        src[b, : len(s) + 1] = torch.tensor([*s, EOS_ID])
-        tgt_in[b, : len(t) + 1] = torch.tensor([BOS_ID, *t])
-        tgt_out[b, : len(t) + 1] = torch.tensor([*t, EOS_ID])
-        lengths[b] = len(s) + 1
-    return {"src": src, "src_lengths": lengths, "tgt_in": tgt_in, "tgt_out": tgt_out}
-
-
-class PairBatches(Sequence):
-    """Batches of :func:`collate_pairs`, padded one at a time when asked for.
-
-    Only the order (which pairs go together) is kept; a batch's padded tensors exist
-    while it is used, so memory holds one batch of tensors, not an epoch's.
-    """
-
-    def __init__(
-        self, pairs: Sequence[tuple[list[int], list[int]]], chunks: list[list[int]]
-    ) -> None:
-        self.pairs = pairs
-        self.chunks = chunks
-
-    def __len__(self) -> int:
-        return len(self.chunks)
-
-    def __getitem__(self, k):
-        if isinstance(k, slice):
-            return [self[i] for i in range(*k.indices(len(self)))]
-        return collate_pairs([self.pairs[i] for i in self.chunks[k]])
-
-
-def pair_batches(
-    pairs: Sequence[tuple[list[int], list[int]]], batch_size: int, *, seed: int | None = None
-) -> PairBatches:
-    """Batches of similar source length (less padding), in shuffled order when ``seed`` is
-    given (sorted by length otherwise); each padded when it is read (:class:`PairBatches`)."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r}; expected an int >= 1")
-    order = list(range(len(pairs)))
-    rng = random.Random(seed)
-    if seed is not None:
-        rng.shuffle(order)  # random order among equal lengths
-    order.sort(key=lambda k: (len(pairs[k][0]), len(pairs[k][1])))
-    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    if seed is not None:
-        rng.shuffle(chunks)
-    return PairBatches(pairs, chunks)
 
 
 # --------------------------------------------------------------------------- model
@@ -421,19 +255,9 @@ class Seq2Seq(nn.Module):
         ):
             if len(v) != n:
                 raise DataError(f"config says a {side} vocabulary of {n} but it holds {len(v)}")
-        return cls(
-            src_vocab,
-            tgt_vocab,
-            config.embedding_dim,
-            config.hidden_size,
-            config.num_layers,
-            config.dropout,
-            attention=config.attention,
-            input_feeding=config.input_feeding,
-            variant=config.variant,
-            forget_bias=config.forget_bias,
-            backend=config.backend,
-        )
+        kw = config.to_dict()
+        del kw["src_vocab_size"], kw["tgt_vocab_size"]  # the vocabularies' own
+        return cls(src_vocab, tgt_vocab, **kw)
 
     # ----------------------------------------------------------------- encoder, decoder
 

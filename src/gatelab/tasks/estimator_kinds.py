@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gatelab.data.series import fill_missing
+from gatelab.data.series_csv import fill_missing
 from gatelab.errors import DataError
 from gatelab.tasks.problems import numeric_rows
 
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 def read_series_file(path: Path, fill: str | None, *, labelled: bool = True):
     """Series (and labels) from a .ts or UCR text/tsv file (the format found from the
-    content), missing values filled by ``fill`` with :func:`gatelab.data.series.fill_missing`
+    content), missing values filled by ``fill`` with :func:`gatelab.data.series_csv.fill_missing`
     (the policy of every reader: a gap at the start has nothing to fill from and is
     refused)."""
     from gatelab.data import read_labelled_series

@@ -5,7 +5,7 @@
 character on the held-out text.
 
 ``translator``: a ``source<TAB>target`` file (the cut-off last line of Tatoeba's
-``eng-fra.txt`` is reported and skipped by :func:`gatelab.data.corpus.read_sentence_pairs`),
+``eng-fra.txt`` is reported and skipped by :func:`gatelab.data.pairs.read_sentence_pairs`),
 a fixed seeded train/valid/test split (1,000 + 1,000 pairs by default), a
 :class:`~gatelab.models.seq2seq.Seq2Seq`, quality as sacreBLEU corpus BLEU on the test pairs.
 
@@ -33,19 +33,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from gatelab.data.corpus import read_sentence_pairs, split_pairs
+from gatelab.data.batching import pair_batches, stream_batches
+from gatelab.data.corpus import CharCorpus, split_point
+from gatelab.data.pairs import read_sentence_pairs, split_pairs
+from gatelab.data.vocab import PAD_ID, CharVocab, WordVocab, tokenize
 from gatelab.errors import DataError
-from gatelab.models.charlm import (
-    LN2,
-    CharCorpus,
-    CharLM,
-    CharVocab,
-    detach_state,
-    evaluate_loss,
-    split_point,
-    stream_batches,
-)
-from gatelab.models.seq2seq import PAD_ID, Seq2Seq, WordVocab, pair_batches, tokenize
+from gatelab.models.charlm import LN2, CharLM, detach_state, evaluate_loss
+from gatelab.models.seq2seq import Seq2Seq
 from gatelab.train.runs import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -350,7 +344,7 @@ def evaluate_char_lm(run_dir: PathLike, data: PathLike) -> dict[str, Any]:
 
 
 def translator_splits(data: PathLike, train: TranslatorTrainConfig):
-    """Read the pairs of ``data`` and split them (:func:`gatelab.data.corpus.split_pairs`)."""
+    """Read the pairs of ``data`` and split them (:func:`gatelab.data.pairs.split_pairs`)."""
     dataset = read_sentence_pairs(data)  # logs a warning for a skipped cut-off last line
     splits = split_pairs(dataset, valid=train.valid, test=train.test, seed=train.split_seed)
     return dataset, splits
@@ -499,7 +493,7 @@ def load_translator(run_dir: PathLike) -> Seq2Seq:
 
 def corpus_bleu(hypotheses: list[str], references: list[str]) -> float:
     """sacreBLEU corpus BLEU of tokenised, lower-cased hypotheses against references
-    (tokenised the same way, :func:`gatelab.models.seq2seq.tokenize`)."""
+    (tokenised the same way, :func:`gatelab.data.vocab.tokenize`)."""
     import sacrebleu
 
     refs = [" ".join(tokenize(r)) for r in references]

@@ -1,4 +1,5 @@
-"""Tests of gatelab.data.series: .ts files, numeric CSV columns, windows, splits, scaling."""
+"""Tests of gatelab.data.series, series_csv and windows: .ts files, numeric CSV columns,
+forecasting windows, splits, scaling."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from hypothesis.extra import numpy as hnp
 
 from gatelab.data import Scaler, make_windows, read_series_csv, read_ts, split_series
 from gatelab.errors import DataError
+from tests.helpers import shared_data
 
 FAST = settings(max_examples=60, deadline=None)
 
@@ -33,8 +35,8 @@ def write(path: Path, content: str) -> Path:
 @pytest.mark.parametrize(
     ("split", "n", "counts"), [("TRAIN", 67, (34, 33)), ("TEST", 1029, (513, 516))]
 )
-def test_italy_power_demand(shared_data: Path, split: str, n: int, counts: tuple) -> None:
-    ds = read_ts(shared_data / f"timeseries/ucr/ItalyPowerDemand_{split}.ts")
+def test_italy_power_demand(split: str, n: int, counts: tuple) -> None:
+    ds = read_ts(shared_data() / f"timeseries/ucr/ItalyPowerDemand_{split}.ts")
     assert len(ds) == n
     assert ds.problem_name == "ItalyPowerDemand"
     assert ds.class_labels == ["1", "2"]
@@ -142,20 +144,20 @@ def test_ts_missing_and_empty_files(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def test_sunspots(shared_data: Path) -> None:
-    s = read_series_csv(shared_data / "timeseries/sunspots.csv")
+def test_sunspots() -> None:
+    s = read_series_csv(shared_data() / "timeseries/sunspots.csv")
     assert s.shape == (309,) and s.dtype == np.float64
     assert s[0] == 5.0  # 1700,5 (file line 2)
     assert s[-1] == 2.9  # 2008,2.9 (file line 310)
     assert s.sum() == pytest.approx(15373.4)  # awk sum of the column
-    by_name = read_series_csv(shared_data / "timeseries/sunspots.csv", "sunactivity")
+    by_name = read_series_csv(shared_data() / "timeseries/sunspots.csv", "sunactivity")
     np.testing.assert_array_equal(by_name, s)
-    years = read_series_csv(shared_data / "timeseries/sunspots.csv", 0)
+    years = read_series_csv(shared_data() / "timeseries/sunspots.csv", 0)
     assert years[0] == 1700 and years[-1] == 2008
 
 
-def test_airline(shared_data: Path) -> None:
-    a = read_series_csv(shared_data / "timeseries/airline.csv")
+def test_airline() -> None:
+    a = read_series_csv(shared_data() / "timeseries/airline.csv")
     assert a.shape == (144,)
     assert a[:3].tolist() == [112.0, 118.0, 132.0]
     assert a[-1] == 432.0

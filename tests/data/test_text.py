@@ -1,29 +1,16 @@
-"""Tests of gatelab.data.text: labelled text reading, tokenizer, vocabulary, labels, padding."""
+"""Tests of gatelab.data.text: labelled text reading."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from pathlib import Path
 
 import pytest
-import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from gatelab.data import (
-    PAD_ID,
-    UNK_ID,
-    Labels,
-    Tokenizer,
-    Vocabulary,
-    pad_sequences,
-    read_labelled_text,
-)
+from gatelab.data import read_labelled_text
 from gatelab.errors import DataError, GatelabError
-
-FAST = settings(max_examples=60, deadline=None)
+from tests.helpers import shared_data
 
 
 def write(path: Path, content: str | bytes) -> Path:
@@ -36,9 +23,9 @@ def write(path: Path, content: str | bytes) -> Path:
 # --------------------------------------------------------------------------------------
 
 
-def test_sst2_train_and_dev_counts(shared_data: Path) -> None:
-    train = read_labelled_text(shared_data / "sentiment/sst2/train.tsv")
-    dev = read_labelled_text(shared_data / "sentiment/sst2/dev.tsv")
+def test_sst2_train_and_dev_counts() -> None:
+    train = read_labelled_text(shared_data() / "sentiment/sst2/train.tsv")
+    dev = read_labelled_text(shared_data() / "sentiment/sst2/dev.tsv")
     assert len(train) == 67_349
     assert len(dev) == 872
     # Counted independently with awk on the label column.
@@ -53,16 +40,16 @@ def test_sst2_train_and_dev_counts(shared_data: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["amazon_cells", "imdb", "yelp"])
-def test_uci_sentences(shared_data: Path, name: str) -> None:
-    ds = read_labelled_text(shared_data / f"sentiment/uci_labelled_sentences/{name}_labelled.txt")
+def test_uci_sentences(name: str) -> None:
+    ds = read_labelled_text(shared_data() / f"sentiment/uci_labelled_sentences/{name}_labelled.txt")
     assert len(ds) == 1000
     assert Counter(ds.labels) == {"0": 500, "1": 500}
     assert not any("\r" in t for t in ds.texts)
     assert "sentence" not in ds.texts  # the header line is not a row
 
 
-def test_uci_imdb_quirks_kept(shared_data: Path) -> None:
-    ds = read_labelled_text(shared_data / "sentiment/uci_labelled_sentences/imdb_labelled.txt")
+def test_uci_imdb_quirks_kept() -> None:
+    ds = read_labelled_text(shared_data() / "sentiment/uci_labelled_sentences/imdb_labelled.txt")
     # File line 180 holds a NEL (U+0085) inside the sentence: still one row.
     assert ds.texts[178] == "The script is\x85was there a script?"
     assert ds.labels[178] == "0"
@@ -88,20 +75,20 @@ def _check_rt(ds, caplog: pytest.LogCaptureFixture) -> None:
     assert all("latin-1" in r.getMessage() for r in warned)
 
 
-def test_rt_polarity_via_stem(shared_data: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_rt_polarity_via_stem(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="gatelab.data"):
-        ds = read_labelled_text(shared_data / "sentiment/rt_polarity/rt-polarity")
+        ds = read_labelled_text(shared_data() / "sentiment/rt_polarity/rt-polarity")
     _check_rt(ds, caplog)
 
 
-def test_rt_polarity_via_directory(shared_data: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_rt_polarity_via_directory(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="gatelab.data"):
-        ds = read_labelled_text(shared_data / "sentiment/rt_polarity")
+        ds = read_labelled_text(shared_data() / "sentiment/rt_polarity")
     _check_rt(ds, caplog)
 
 
-def test_rt_polarity_via_file_list(shared_data: Path, caplog: pytest.LogCaptureFixture) -> None:
-    d = shared_data / "sentiment/rt_polarity"
+def test_rt_polarity_via_file_list(caplog: pytest.LogCaptureFixture) -> None:
+    d = shared_data() / "sentiment/rt_polarity"
     with caplog.at_level(logging.WARNING, logger="gatelab.data"):
         ds = read_labelled_text([d / "rt-polarity.pos", d / "rt-polarity.neg"])
     _check_rt(ds, caplog)
@@ -354,150 +341,3 @@ def test_table_options_rejected_for_per_class(tmp_path: Path) -> None:
     write(tmp_path / "mr.neg", "bad\n")
     with pytest.raises(DataError, match="text_column=0 given"):
         read_labelled_text(tmp_path / "mr", text_column=0)
-
-
-# --------------------------------------------------------------------------------------
-# Tokenizer
-# --------------------------------------------------------------------------------------
-
-
-def test_tokenizer_tokens() -> None:
-    tok = Tokenizer()
-    assert tok("I don't think it's 3.5/10 -- 1,000 people’d say: WON'T!") == [
-        "i", "do", "n't", "think", "it", "'s", "3.5", "/", "10", "-", "-",
-        "1,000", "people", "'d", "say", ":", "wo", "n't", "!",
-    ]  # fmt: skip
-    # Already tokenised SST-2 / MR text tokenises the same way.
-    assert tok("it 's not ca n't") == ["it", "'s", "not", "ca", "n't"]
-    assert tok("  \x85 \n") == []
-    assert tok("a\x85b") == ["a", "b"]
-    assert Tokenizer(lower=False)("Don't GO") == ["Do", "n't", "GO"]
-
-
-def test_tokenizer_dict_roundtrip() -> None:
-    tok = Tokenizer(lower=False)
-    d = json.loads(json.dumps(tok.to_dict()))
-    assert d == {"type": "regex_word", "lower": False}
-    assert Tokenizer.from_dict(d) == tok
-    with pytest.raises(DataError, match="not a Tokenizer description"):
-        Tokenizer.from_dict({"type": "bpe"})
-    with pytest.raises(DataError, match="'lower' must be true or false, got 'yes'"):
-        Tokenizer.from_dict({"type": "regex_word", "lower": "yes"})
-
-
-# --------------------------------------------------------------------------------------
-# Vocabulary
-# --------------------------------------------------------------------------------------
-
-
-def test_vocabulary_order_and_limits() -> None:
-    data = [["b", "a", "c", "b"], ["a", "b", "d", "<unk>"], ["c"]]
-    v = Vocabulary.build(data)
-    # b:3, a:2, c:2 (tie broken a < c), d:1; the literal '<unk>' is not counted.
-    assert v.tokens == ["<pad>", "<unk>", "b", "a", "c", "d"]
-    assert Vocabulary.build(data, min_freq=2).tokens == ["<pad>", "<unk>", "b", "a", "c"]
-    assert Vocabulary.build(data, max_size=4).tokens == ["<pad>", "<unk>", "b", "a"]
-    assert v.encode(["a", "zzz", "d", "<pad>"]) == [3, UNK_ID, 5, UNK_ID]
-    assert v.decode([2, 3, PAD_ID]) == ["b", "a", "<pad>"]
-    assert len(v) == 6
-    assert v.unknown_fraction(["a", "x", "y", "b"]) == 0.5
-    assert v.unknown_fraction([["a", "x"], ["y", "b", "c", "d"]]) == pytest.approx(2 / 6)
-
-
-def test_vocabulary_dict_roundtrip_and_errors() -> None:
-    v = Vocabulary.build([["x", "y", "x"]])
-    d = json.loads(json.dumps(v.to_dict()))
-    assert Vocabulary.from_dict(d) == v
-    with pytest.raises(DataError, match=r"must start with '<pad>', '<unk>'; got \['x'"):
-        Vocabulary(["x", "<pad>", "<unk>"])
-    with pytest.raises(DataError, match=r"token 'x' appears twice \(ids 2 and 3\)"):
-        Vocabulary(["<pad>", "<unk>", "x", "x"])
-    with pytest.raises(DataError, match="token id 9 is out of range"):
-        v.decode([9])
-    with pytest.raises(DataError, match="min_freq must be an integer >= 1, got 0"):
-        Vocabulary.build([["x"]], min_freq=0)
-    with pytest.raises(DataError, match="max_size must be an integer >= 2"):
-        Vocabulary.build([["x"]], max_size=1)
-    with pytest.raises(DataError, match="item 0 is a str"):
-        Vocabulary.build(["not tokenised"])
-    with pytest.raises(DataError, match="no tokens"):
-        v.unknown_fraction([])
-
-
-@FAST
-@given(st.lists(st.lists(st.text(min_size=1, max_size=4), max_size=8), max_size=8))
-def test_vocabulary_encode_decode_roundtrip(token_lists: list[list[str]]) -> None:
-    v = Vocabulary.build(token_lists)
-    specials = {"<pad>", "<unk>"}
-    for tokens in token_lists:
-        known = [t for t in tokens if t not in specials]
-        ids = v.encode(known)
-        assert v.decode(ids) == known
-        assert all(i >= 2 for i in ids)
-    assert len(v) == 2 + len({t for ts in token_lists for t in ts} - specials)
-
-
-# --------------------------------------------------------------------------------------
-# Labels
-# --------------------------------------------------------------------------------------
-
-
-def test_labels_order_encode_decode() -> None:
-    numeric = Labels.fit(["10", "9", "2", "9"])
-    assert numeric.names == ("2", "9", "10")
-    assert numeric.encode(["10", "2"]) == [2, 0]
-    words = Labels.fit(["pos", "neg", "neutral"])
-    assert words.names == ("neg", "neutral", "pos")
-    assert words.decode([2, 0]) == ["pos", "neg"]
-    assert Labels.from_dict(json.loads(json.dumps(words.to_dict()))) == words
-    with pytest.raises(DataError, match=r"unknown class 'meh'; the known classes are"):
-        words.encode(["meh"])
-    with pytest.raises(DataError, match=r"class id 3 is out of range 0\.\.2"):
-        words.decode([3])
-    with pytest.raises(DataError, match=r"repeated: \['a'\]"):
-        Labels(["a", "a"])
-
-
-# --------------------------------------------------------------------------------------
-# pad_sequences
-# --------------------------------------------------------------------------------------
-
-
-def test_pad_sequences_values() -> None:
-    padded, lengths = pad_sequences([[5, 6, 7], [8], torch.tensor([9, 10])], pad_value=-1)
-    assert padded.dtype == torch.long and lengths.dtype == torch.long
-    assert padded.tolist() == [[5, 6, 7], [8, -1, -1], [9, 10, -1]]
-    assert lengths.tolist() == [3, 1, 2]
-    padded, lengths = pad_sequences([[1, 2, 3, 4], [5]], max_len=2)
-    assert padded.tolist() == [[1, 2], [5, 0]]
-    assert lengths.tolist() == [2, 1]
-
-
-def test_pad_sequences_errors() -> None:
-    with pytest.raises(DataError, match=r"sequence 1 is empty"):
-        pad_sequences([[1], [], [2]])
-    with pytest.raises(DataError, match="no sequences"):
-        pad_sequences([])
-    with pytest.raises(DataError, match=r"sequence 0 holds 1\.5"):
-        pad_sequences([[1.5]])
-    with pytest.raises(DataError, match=r"sequence 0 has dtype torch.float32"):
-        pad_sequences([torch.ones(2)])
-    with pytest.raises(DataError, match=r"shape \(2, 2\); expected 1-D"):
-        pad_sequences([torch.ones(2, 2, dtype=torch.long)])
-    with pytest.raises(DataError, match="max_len must be an integer >= 1"):
-        pad_sequences([[1]], max_len=0)
-
-
-@FAST
-@given(
-    st.lists(st.lists(st.integers(-(2**40), 2**40), min_size=1, max_size=12), min_size=1),
-    st.one_of(st.none(), st.integers(1, 15)),
-)
-def test_pad_sequences_roundtrip(seqs: list[list[int]], max_len: int | None) -> None:
-    padded, lengths = pad_sequences(seqs, pad_value=7, max_len=max_len)
-    expected = [s[:max_len] if max_len else s for s in seqs]
-    assert lengths.tolist() == [len(s) for s in expected]
-    assert padded.shape == (len(seqs), max(len(s) for s in expected))
-    for row, n, s in zip(padded.tolist(), lengths.tolist(), expected):
-        assert row[:n] == s
-        assert row[n:] == [7] * (len(row) - n)

@@ -1,4 +1,5 @@
-"""Tests of gatelab.data.corpus: text corpus, sentence pairs, pair splits."""
+"""Tests of gatelab.data.corpus (text corpus) and gatelab.data.pairs (sentence pairs,
+pair splits)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from gatelab.data import PairsDataset, read_sentence_pairs, read_text_corpus, split_pairs
 from gatelab.errors import DataError
+from tests.helpers import shared_data
 
 FAST = settings(max_examples=40, deadline=None)
 
@@ -25,8 +27,8 @@ def write(path: Path, content: str | bytes) -> Path:
 # --------------------------------------------------------------------------------------
 
 
-def test_tinyshakespeare(shared_data: Path) -> None:
-    text = read_text_corpus(shared_data / "text/tinyshakespeare.txt")
+def test_tinyshakespeare() -> None:
+    text = read_text_corpus(shared_data() / "text/tinyshakespeare.txt")
     assert len(text) == 1_115_394  # ASCII: one character a byte
     assert text.count("\n") == 40_000
     assert text.startswith("First Citizen:\nBefore we proceed")
@@ -58,9 +60,9 @@ def test_text_corpus_errors(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def test_eng_fra(shared_data: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_eng_fra(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="gatelab.data"):
-        ds = read_sentence_pairs(shared_data / "translation/eng-fra.txt")
+        ds = read_sentence_pairs(shared_data() / "translation/eng-fra.txt")
     # 18,066 lines, all with one tab; the last is cut off mid-sentence ("Ils l'ont ").
     assert len(ds) == 18_065
     assert ds.skipped == [(18_066, "They did it again.\tIls l'ont ")]

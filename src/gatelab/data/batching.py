@@ -1,0 +1,255 @@
+"""Batching: padded id sequences, translation pair batches, and stateful text streams.
+
+* :func:`pad_sequences` pads a list of id sequences into ``(B, T)`` with their lengths
+  (the text classifier's batches).
+* :func:`collate_pairs` / :func:`pair_batches` pad ``(source, target)`` id pairs with
+  the translator's specials, in batches of similar source length.
+* :func:`stream_batches` cuts one long text into ``B`` contiguous streams walked in
+  windows of ``T`` (truncated backpropagation through time, the char LM's), from a tensor
+  or from ids on disk (:class:`gatelab.data.corpus.TokenIds`); :func:`shard_range` is the
+  part one rank of a data-parallel run reads.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from gatelab.data.corpus import TokenIds, check_int
+from gatelab.data.vocab import BOS_ID, EOS_ID, PAD_ID
+from gatelab.errors import DataError
+
+__all__ = [
+    "PairBatches",
+    "collate_pairs",
+    "pad_sequences",
+    "pair_batches",
+    "shard_range",
+    "stream_batches",
+]
+
+
+# --------------------------------------------------------------------------- padding
+
+
+def pad_sequences(
+    seqs: Sequence[Sequence[int]] | Sequence[torch.Tensor],
+    pad_value: int = 0,
+    max_len: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad integer sequences into a batch.
+
+    Args:
+        seqs: B sequences of token ids, as lists of ints or 1-D integer tensors.
+        pad_value: the id written after each sequence's end.
+        max_len: if given (>= 1), sequences longer than this are truncated from the end
+            (their first ``max_len`` ids are kept).
+
+    Returns:
+        ``(padded, lengths)``: ``padded`` a LongTensor ``(B, T)`` with
+        ``T = max(lengths)``, ``padded[b, :lengths[b]]`` the (truncated) sequence ``b`` and
+        the rest ``pad_value``; ``lengths`` a LongTensor ``(B,)``.
+
+    Raises:
+        DataError: no sequences, an empty sequence (its index is named: the model layers
+            cannot take length 0, so drop it or give it a token, rather than pad it), a
+            non-integer value, or a tensor that is not 1-D.
+    """
+    if max_len is not None and (
+        isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1
+    ):
+        raise DataError(f"max_len must be an integer >= 1 or None, got {max_len!r}")
+    if len(seqs) == 0:
+        raise DataError("pad_sequences got no sequences; expected at least one")
+    rows: list[torch.Tensor] = []
+    for i, s in enumerate(seqs):
+        if isinstance(s, torch.Tensor):
+            if s.dim() != 1:
+                raise DataError(f"sequence {i} is a tensor of shape {tuple(s.shape)}; expected 1-D")
+            if s.dtype.is_floating_point or s.dtype.is_complex or s.dtype == torch.bool:
+                raise DataError(f"sequence {i} has dtype {s.dtype}; expected integer ids")
+            t = s.to(torch.long)
+        else:
+            if any(isinstance(v, bool) or not isinstance(v, int) for v in s):
+                bad = next(v for v in s if isinstance(v, bool) or not isinstance(v, int))
+                raise DataError(f"sequence {i} holds {bad!r}; expected integer ids")
+            t = torch.tensor(list(s), dtype=torch.long)
+        if t.numel() == 0:
+            raise DataError(
+                f"sequence {i} is empty; every sequence needs length >= 1 (the model "
+                "layers cannot take length 0)"
+            )
+        rows.append(t[:max_len] if max_len is not None else t)
+    lengths = torch.tensor([r.numel() for r in rows], dtype=torch.long)
+    padded = torch.full((len(rows), int(lengths.max())), pad_value, dtype=torch.long)
+    for i, r in enumerate(rows):
+        padded[i, : r.numel()] = r
+    return padded, lengths
+
+
+# --------------------------------------------------------------------------- pairs
+
+
+def collate_pairs(pairs: Sequence[tuple[list[int], list[int]]]) -> dict[str, Tensor]:
+    """Pad a batch of ``(source ids, target ids)`` (each without specials).
+
+    Returns ``src (B, S)`` (each source + ``</s>``), ``src_lengths (B,)``,
+    ``tgt_in (B, T)`` (``<s>`` + target) and ``tgt_out (B, T)`` (target + ``</s>``),
+    padded with ``<pad>`` (0).
+    """
+    B = len(pairs)
+    S = max(len(s) for s, _ in pairs) + 1
+    T = max(len(t) for _, t in pairs) + 1
+    src = torch.full((B, S), PAD_ID, dtype=torch.long)
+    tgt_in = torch.full((B, T), PAD_ID, dtype=torch.long)
+    tgt_out = torch.full((B, T), PAD_ID, dtype=torch.long)
+    lengths = torch.empty(B, dtype=torch.long)
+    for b, (s, t) in enumerate(pairs):
+        src[b, : len(s) + 1] = torch.tensor([*s, EOS_ID])
+        tgt_in[b, : len(t) + 1] = torch.tensor([BOS_ID, *t])
+        tgt_out[b, : len(t) + 1] = torch.tensor([*t, EOS_ID])
+        lengths[b] = len(s) + 1
+    return {"src": src, "src_lengths": lengths, "tgt_in": tgt_in, "tgt_out": tgt_out}
+
+
+class PairBatches(Sequence):
+    """Batches of :func:`collate_pairs`, padded one at a time when asked for.
+
+    Only the order (which pairs go together) is kept; a batch's padded tensors exist
+    while it is used, so memory holds one batch of tensors, not an epoch's.
+    """
+
+    def __init__(
+        self, pairs: Sequence[tuple[list[int], list[int]]], chunks: list[list[int]]
+    ) -> None:
+        self.pairs = pairs
+        self.chunks = chunks
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        return collate_pairs([self.pairs[i] for i in self.chunks[k]])
+
+
+def pair_batches(
+    pairs: Sequence[tuple[list[int], list[int]]], batch_size: int, *, seed: int | None = None
+) -> PairBatches:
+    """Batches of similar source length (less padding), in shuffled order when ``seed`` is
+    given (sorted by length otherwise); each padded when it is read (:class:`PairBatches`)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r}; expected an int >= 1")
+    order = list(range(len(pairs)))
+    rng = random.Random(seed)
+    if seed is not None:
+        rng.shuffle(order)  # random order among equal lengths
+    order.sort(key=lambda k: (len(pairs[k][0]), len(pairs[k][1])))
+    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if seed is not None:
+        rng.shuffle(chunks)
+    return PairBatches(pairs, chunks)
+
+
+# --------------------------------------------------------------------------- streams
+
+#: Ids read from disk at a time by :func:`stream_batches` (all streams together), so a
+#: read costs one system call per stream every few windows.
+_READ_IDS = 1 << 20
+
+
+def shard_range(n_ids: int, batch_size: int, rank: int = 0, world_size: int = 1) -> tuple[int, int]:
+    """The ids ``[start, stop)`` that rank ``rank`` of ``world_size`` reads.
+
+    The text is cut into ``G = batch_size * world_size`` streams of ``n = (N - 1) // G``
+    ids each (the last ``(N - 1) % G`` ids are dropped); rank ``r`` holds streams
+    ``r * batch_size .. (r + 1) * batch_size - 1``, the contiguous ids
+    ``[r * batch_size * n, (r + 1) * batch_size * n + 1)`` (the ``+ 1`` is the last
+    target). ``stream_batches(ids[start:stop], batch_size, T)`` then equals
+    ``stream_batches(ids, batch_size, T, rank=rank, world_size=world_size)``, so a rank
+    can read (and encode) only its shard.
+
+    Args:
+        n_ids: ``N``, the length of the whole text.
+        batch_size: streams per rank (>= 1).
+        rank, world_size: this rank (``0 <= rank < world_size``) and the number of ranks.
+
+    Returns:
+        ``(start, stop)``.
+    """
+    batch_size = check_int("batch_size", batch_size, 1)
+    world_size = check_int("world_size", world_size, 1)
+    rank = check_int("rank", rank, 0, world_size)
+    G = batch_size * world_size
+    n = (n_ids - 1) // G
+    if n < 1:
+        ranks = "" if world_size == 1 else f" ({world_size} ranks x {batch_size})"
+        raise DataError(
+            f"a text of {n_ids} characters is too short for {G} streams{ranks}; "
+            f"need at least {G + 1}"
+        )
+    start = rank * batch_size * n
+    return start, start + batch_size * n + 1
+
+
+def stream_batches(
+    ids: Tensor | TokenIds,
+    batch_size: int,
+    seq_len: int,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Cut a long text into ``batch_size`` contiguous streams and walk them in windows.
+
+    Args:
+        ids: the text as ids ``(N,)``: a tensor, or :class:`gatelab.data.corpus.TokenIds`
+            on disk (then only ``batch_size`` windows are in memory at a time, read a
+            block of windows per stream at once; the batches are the same).
+        batch_size: ``B``, the number of parallel streams (of this rank); stream ``b`` is
+            ``ids[b*n : (b+1)*n + 1]`` with ``n = (N - 1) // B`` (the last ``(N-1) % B``
+            characters are dropped).
+        seq_len: ``T``, the window (TBPTT length). The last window may be shorter.
+        rank, world_size: read only this rank's shard (:func:`shard_range`): the text
+            is cut into ``B * world_size`` streams and this rank walks streams
+            ``rank * B .. (rank + 1) * B - 1``. The ranks' batches, stacked along the
+            batch axis in rank order, are the batches of ``batch_size = B * world_size``.
+
+    Yields:
+        ``(x, y)`` each ``(B, T)``: inputs and next-character targets; window ``k + 1``
+        continues window ``k`` of the same stream, so the LSTM state can be carried.
+    """
+    seq_len = check_int("seq_len", seq_len, 1)
+    if not isinstance(ids, (Tensor, TokenIds)):
+        raise TypeError(f"ids must be a Tensor or TokenIds, got {type(ids).__name__}")
+    start, stop = shard_range(ids.numel(), batch_size, rank, world_size)
+    B, n = batch_size, (stop - start - 1) // batch_size
+    if isinstance(ids, TokenIds):
+        yield from _disk_windows(ids, start, B, n, seq_len)
+        return
+    x = ids[start : start + n * B].view(B, n)  # (B, n)
+    y = ids[start + 1 : start + n * B + 1].view(B, n)  # (B, n)
+    for t in range(0, n, seq_len):
+        yield x[:, t : t + seq_len], y[:, t : t + seq_len]
+
+
+def _disk_windows(
+    ids: TokenIds, start: int, B: int, n: int, T: int
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """The windows of :func:`stream_batches`, read a block of ``k`` windows at a time."""
+    k = max(1, _READ_IDS // (B * (T + 1)))
+    for t0 in range(0, n, k * T):
+        span = min(k * T, n - t0)
+        block = np.empty((B, span + 1), dtype=np.int64)  # (B, span + 1)
+        for b in range(B):
+            a = start + b * n + t0
+            block[b] = ids.read(a, a + span + 1)
+        block = torch.from_numpy(block)
+        for t in range(0, span, T):
+            L = min(T, span - t)
+            yield block[:, t : t + L], block[:, t + 1 : t + 1 + L]
