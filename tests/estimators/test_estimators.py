@@ -18,7 +18,7 @@ import gatelab
 from gatelab.errors import DataError
 from gatelab.estimators import Forecaster, SeriesClassifier, TextClassifier, load
 from gatelab.models.heads import ModelConfig
-from gatelab.train.fit import Callback
+from gatelab.train.fit import Callback, TensorData
 from gatelab.train.runs import RunFolderError
 from tests.helpers import sentiment_texts, shape_series, shared_data, sine_series, state_equal
 
@@ -309,7 +309,7 @@ def test_nb_features_are_naive_bayes_log_count_ratios(tmp_path):
 
 
 def test_nb_out_of_fold_tables_leave_each_text_out():
-    import gatelab.estimators as estimators
+    import gatelab.estimators.text as estimators
 
     X, y = sentiment_texts(60)
     clf = TextClassifier(**{**TINY_TEXT, "epochs": 1}, nb_features=True, nb_folds=0).fit(X, y)
@@ -318,9 +318,7 @@ def test_nb_out_of_fold_tables_leave_each_text_out():
     V, K = len(clf.vocab_), 3
     table = estimators._nb_tables(data, 2, V, K)
     assert table.shape == (4 * V, 1)
-    full = estimators._nb_log_count_ratios(
-        estimators.TensorData(original, data.lengths, data.targets), 2, V
-    )
+    full = estimators._nb_log_count_ratios(TensorData(original, data.lengths, data.targets), 2, V)
     assert torch.equal(table[:V], full)
     # every text moved whole to one block k + 1 (padding stays 0) ...
     block = (data.inputs // V).masked_fill(original == 0, -1)
@@ -331,7 +329,7 @@ def test_nb_out_of_fold_tables_leave_each_text_out():
     # ... whose table was computed without that fold's texts
     for k in range(K):
         keep = fold != k
-        part = estimators.TensorData(original[keep], data.lengths[keep], data.targets[keep])
+        part = TensorData(original[keep], data.lengths[keep], data.targets[keep])
         want = estimators._nb_log_count_ratios(part, 2, V)
         assert torch.equal(table[(k + 1) * V : (k + 2) * V], want)
         assert not torch.equal(want, full)
@@ -349,7 +347,7 @@ def test_nb_out_of_fold_tables_leave_each_text_out():
 
 
 def test_nb_features_auto_follows_the_data_size(monkeypatch):
-    import gatelab.estimators as estimators
+    import gatelab.estimators.text as estimators
 
     X, y = sentiment_texts(40)
     small = TextClassifier(**{**TINY_TEXT, "epochs": 1}).fit(X, y)
