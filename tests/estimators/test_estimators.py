@@ -192,6 +192,22 @@ def test_series_with_nan_is_refused_with_its_place():
         SeriesClassifier(**TINY_SERIES).fit(X, y)
 
 
+def test_validation_data_with_unseen_labels_or_bad_input_is_refused():
+    # both classifiers check validation_data the same way (ClassifierBase.fit)
+    X, y = shape_series(10)
+    for est, train, valid in (
+        (SeriesClassifier(**TINY_SERIES), (X, y), shape_series(4, seed=1)),
+        (TextClassifier(**TINY_TEXT), sentiment_texts(10), sentiment_texts(4, seed=1)),
+    ):
+        vlabels = [*valid[1][:3], "middle"]
+        with pytest.raises(DataError, match=r"validation labels \['middle'\] are not among"):
+            est.fit(*train, validation_data=(valid[0], vlabels))
+    with pytest.raises(DataError, match="validation X holds no series"):
+        SeriesClassifier(**TINY_SERIES).fit(X, y, validation_data=([], []))
+    with pytest.raises(DataError, match=r"validation X\[1\] is a int"):
+        TextClassifier(**TINY_TEXT).fit(*sentiment_texts(10), validation_data=(["a", 3], [0, 1]))
+
+
 def test_series_with_mixed_channels_is_refused():
     with pytest.raises(DataError, match="channels"):
         SeriesClassifier(**TINY_SERIES).fit([np.zeros((5, 1)), np.zeros((5, 2))], ["a", "b"])

@@ -207,6 +207,10 @@ def test_config_is_json_and_round_trips():
         ({"kind": "ranker"}, "kind='ranker'"),
         ({"highway": 3}, "highway"),
         ({"lstm_dropout": 0.3}, r"lstm_dropout=0.3 acts between stacked LSTM layers"),
+        ({"backend": "cuda"}, "backend='cuda'; expected one of auto, reference"),
+        ({"num_layers": True}, "num_layers=True; expected an int >= 1"),
+        ({"vocab_size": -1}, "vocab_size=-1; expected an int >= 0"),
+        ({"word_dropout": -0.1}, r"word_dropout=-0.1; expected a probability in \[0, 1\)"),
     ],
 )
 def test_bad_config_values_are_named(kwargs, message):

@@ -46,6 +46,8 @@ MODEL_PARAMS = (
     "dropout",
     "lstm_dropout",
 )
+# the constructor arguments that are TrainConfig fields of the same name
+TRAIN_PARAMS = ("batch_size", "lr", "weight_decay", "clip_norm", "patience", "seed")
 
 
 def register_estimator(cls: type[LSTMEstimator]) -> type[LSTMEstimator]:
@@ -106,16 +108,9 @@ class LSTMEstimator(BaseEstimator):
         return min(high, max(low, math.ceil(target / steps)))
 
     def _train_config(self, n_train: int) -> F.TrainConfig:
-        return F.TrainConfig(
-            epochs=self._epochs(n_train),
-            batch_size=self.batch_size,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            clip_norm=self.clip_norm,
-            patience=self.patience,
-            seed=self.seed,
-            label_smoothing=getattr(self, "label_smoothing", 0.0),
-        )
+        fields = {name: getattr(self, name) for name in TRAIN_PARAMS}
+        smoothing = getattr(self, "label_smoothing", 0.0)  # the classifiers'
+        return F.TrainConfig(epochs=self._epochs(n_train), label_smoothing=smoothing, **fields)
 
     def _check_common(self) -> None:
         n = self.n_models
