@@ -25,7 +25,7 @@ from gatelab.data import Labels
 from gatelab.errors import DataError
 from gatelab.estimators.ensemble import Ensemble
 from gatelab.models.heads import ModelConfig, build_model
-from gatelab.train import fit as F
+from gatelab.train import fit as fitting
 from gatelab.train import runs
 from gatelab.train.runs import RunFolderError
 
@@ -107,10 +107,12 @@ class LSTMEstimator(BaseEstimator):
         steps = math.ceil(n_train / self.batch_size)
         return min(high, max(low, math.ceil(target / steps)))
 
-    def _train_config(self, n_train: int) -> F.TrainConfig:
+    def _train_config(self, n_train: int) -> fitting.TrainConfig:
         fields = {name: getattr(self, name) for name in TRAIN_PARAMS}
         smoothing = getattr(self, "label_smoothing", 0.0)  # the classifiers'
-        return F.TrainConfig(epochs=self._epochs(n_train), label_smoothing=smoothing, **fields)
+        return fitting.TrainConfig(
+            epochs=self._epochs(n_train), label_smoothing=smoothing, **fields
+        )
 
     def _check_common(self) -> None:
         n = self.n_models
@@ -125,13 +127,13 @@ class LSTMEstimator(BaseEstimator):
 
     def _fit_tensors(
         self,
-        train: F.TensorData,
-        valid: F.TensorData | None,
+        train: fitting.TensorData,
+        valid: fitting.TensorData | None,
         model_config: ModelConfig,
         *,
         run_dir,
         resume: bool,
-        callbacks: Sequence[F.Callback],
+        callbacks: Sequence[fitting.Callback],
         metric_transform=None,
         overwrite: bool = False,
     ) -> None:
@@ -146,7 +148,10 @@ class LSTMEstimator(BaseEstimator):
     ) -> None:
         train_config = self._train_config(len(train))
         if run is not None:
-            inputs = {"train": F.data_fingerprint(train), "valid": F.data_fingerprint(valid)}
+            inputs = {
+                "train": fitting.data_fingerprint(train),
+                "valid": fitting.data_fingerprint(valid),
+            }
             self._start_run(run, model_config, train_config, resume, overwrite, inputs)
         device = torch.device(self.device)
         members, histories = [], []
@@ -161,7 +166,7 @@ class LSTMEstimator(BaseEstimator):
             ckpt = (
                 run / f"{runs.MEMBER_PREFIX}{k}" if run is not None and self.n_models > 1 else run
             )
-            history = F.fit(
+            history = fitting.fit(
                 model,
                 train,
                 valid,
@@ -176,14 +181,14 @@ class LSTMEstimator(BaseEstimator):
         self.model_config_ = model_config
         self.train_config_ = train_config
         self.model_ = members[0] if len(members) == 1 else Ensemble(members).eval()
-        self.history_: list[F.History] = histories
+        self.history_: list[fitting.History] = histories
         self.validation_metrics_: dict[str, float] | None = None
         if valid is not None:
-            out = F.predict_batches(self.model_, valid, train_config.eval_batch_size)
+            out = fitting.predict_batches(self.model_, valid, train_config.eval_batch_size)
             y = valid.targets
             if metric_transform is not None:
                 out, y = metric_transform(out, y)
-            self.validation_metrics_ = F.evaluate_outputs(self.model_, out, y)
+            self.validation_metrics_ = fitting.evaluate_outputs(self.model_, out, y)
         self.train_seconds_ = time.perf_counter() - start
         if run is not None:
             self._write_results(run)
@@ -266,7 +271,7 @@ class LSTMEstimator(BaseEstimator):
         try:
             est = cls(**runs.section(config, "params", run))
             model_config = ModelConfig.from_dict(runs.section(config, "model", run))
-            train_config = F.TrainConfig.from_dict(runs.section(config, "train", run))
+            train_config = fitting.TrainConfig.from_dict(runs.section(config, "train", run))
             n_models = int(runs.section(config, "n_models", run))
         except (TypeError, ValueError) as err:
             if isinstance(err, RunFolderError):
@@ -284,7 +289,7 @@ class LSTMEstimator(BaseEstimator):
         est.model_ = model.to(torch.device(est.device)).eval()
         metrics = runs.read_json(run / runs.METRICS_FILE, "metrics file")
         try:
-            est.history_ = [F.History.from_dict(h) for h in metrics.get("history", [])]
+            est.history_ = [fitting.History.from_dict(h) for h in metrics.get("history", [])]
             est.validation_metrics_ = metrics.get("validation")
             est.train_seconds_ = metrics.get("train_seconds")
         except (TypeError, AttributeError) as err:
@@ -303,9 +308,9 @@ class LSTMEstimator(BaseEstimator):
 
     # --- prediction
 
-    def _outputs(self, data: F.TensorData) -> Tensor:
+    def _outputs(self, data: fitting.TensorData) -> Tensor:
         self._check_fitted()
-        return F.predict_batches(self.model_, data, self.train_config_.eval_batch_size)
+        return fitting.predict_batches(self.model_, data, self.train_config_.eval_batch_size)
 
 
 def _json_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -347,7 +352,7 @@ class ClassifierBase(ClassifierMixin, LSTMEstimator):
         run_dir: str | os.PathLike | None = None,
         resume: bool = False,
         overwrite: bool = False,
-        callbacks: Sequence[F.Callback] = (),
+        callbacks: Sequence[fitting.Callback] = (),
     ) -> Self:
         """Learn what turns ``X`` into tensors (vocabulary, scaling) and train.
 
@@ -393,19 +398,19 @@ class ClassifierBase(ClassifierMixin, LSTMEstimator):
     def _check_args(self) -> None:
         """Check the constructor arguments ``fit`` reads beyond the shared ones (hook)."""
 
-    def _learn(self, items: list, targets: Tensor) -> F.TensorData:
+    def _learn(self, items: list, targets: Tensor) -> fitting.TensorData:
         raise NotImplementedError
 
-    def _tensor_data(self, items: list, targets: Tensor | None) -> F.TensorData:
+    def _tensor_data(self, items: list, targets: Tensor | None) -> fitting.TensorData:
         raise NotImplementedError
 
-    def _fit_config(self, train: F.TensorData) -> ModelConfig:
+    def _fit_config(self, train: fitting.TensorData) -> ModelConfig:
         raise NotImplementedError
 
     def _after_fit(self, train_ids: np.ndarray, valid, run_dir) -> None:
         """After training, with the training label ids and the validation data (hook)."""
 
-    def _inputs(self, X) -> F.TensorData:
+    def _inputs(self, X) -> fitting.TensorData:
         self._check_fitted()
         return self._tensor_data(self._items(X), None)
 
