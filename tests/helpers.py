@@ -186,3 +186,19 @@ def state_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     """Every tensor of the two state dicts is bit-identical."""
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def ar2(n: int, seed: int = 0) -> np.ndarray:
+    """An AR(2) series with a constant: x_t = 1 + 0.6 x_{t-1} - 0.3 x_{t-2} + noise."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros(n)
+    for t in range(2, n):
+        x[t] = 1.0 + 0.6 * x[t - 1] - 0.3 * x[t - 2] + rng.normal()
+    return x
+
+
+def seasonal_trend(n: int, period: int = 12, seed: int = 0) -> np.ndarray:
+    """A linear trend plus a sine of ``period`` steps plus noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    return 100 + 2.0 * t + 15 * np.sin(2 * np.pi * t / period) + rng.normal(scale=1.0, size=n)

@@ -207,6 +207,10 @@ def test_config_is_json_and_round_trips():
         ({"kind": "ranker"}, "kind='ranker'"),
         ({"highway": 3}, "highway"),
         ({"lstm_dropout": 0.3}, r"lstm_dropout=0.3 acts between stacked LSTM layers"),
+        ({"backend": "cuda"}, "backend='cuda'; expected one of auto, reference"),
+        ({"num_layers": True}, "num_layers=True; expected an int >= 1"),
+        ({"vocab_size": -1}, "vocab_size=-1; expected an int >= 0"),
+        ({"word_dropout": -0.1}, r"word_dropout=-0.1; expected a probability in \[0, 1\)"),
     ],
 )
 def test_bad_config_values_are_named(kwargs, message):
@@ -225,3 +229,51 @@ def test_wrong_input_is_explained():
         model(torch.randn(2, 3))
     with pytest.raises(ValueError, match="lengths must lie"):
         model(torch.ones(2, 3, dtype=torch.long), torch.tensor([0, 3]))
+
+
+def test_masked_batch_norm_uses_only_the_real_steps():
+    import torch
+
+    from gatelab.models.heads import _MaskedBatchNorm1d
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 10)
+    lengths = torch.tensor([10, 6, 3])
+    mask = torch.arange(10)[None, :] < lengths[:, None]
+    ours, ref = _MaskedBatchNorm1d(4), torch.nn.BatchNorm1d(4)
+    out = ours(x, mask)
+    real = torch.cat([x[i, :, :n] for i, n in enumerate(lengths.tolist())], dim=1)[None]
+    want = ref(real)[0]  # (C, sum of lengths)
+    got = torch.cat([out[i, :, :n] for i, n in enumerate(lengths.tolist())], dim=1)
+    torch.testing.assert_close(got, want)
+    assert float(out.detach()[~mask[:, None, :].expand_as(out)].abs().max()) == 0.0
+    torch.testing.assert_close(ours.running_mean, ref.running_mean)
+    torch.testing.assert_close(ours.running_var, ref.running_var)
+    ours.eval(), ref.eval()
+    torch.testing.assert_close(ours(x, None), ref(x))
+
+
+def test_patches_and_conv_branch_do_not_depend_on_padding():
+    import torch
+
+    from gatelab.models.heads import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        kind="classifier", output_size=3, input_size=2, embedding_dim=8, hidden_size=6,
+        patch=4, conv_channels=[4, 8, 4], conv_pool=3, pooling="mean",
+    )  # fmt: skip
+    model = build_model(cfg).eval()
+    x = torch.randn(3, 37, 2)
+    lengths = torch.tensor([37, 20, 9])
+    for i, n in enumerate(lengths.tolist()):
+        x[i, n:] = 0
+    out = model(x, lengths)
+    for i, n in enumerate(lengths.tolist()):
+        torch.testing.assert_close(model(x[i : i + 1, :n], lengths[i : i + 1])[0], out[i])
+    # a patch is a linear map of its P x C values
+    e = model.lstm_input(x[:, :36])  # (3, 9, 8)
+    w = model.patch_projection.weight  # (E, C, P)
+    patches = x[:, :36].reshape(3, 9, 4, 2).transpose(2, 3).reshape(3, 9, 8)  # (B, T/P, C*P)
+    want = patches @ w.reshape(8, 8).T + model.patch_projection.bias
+    torch.testing.assert_close(e, want)

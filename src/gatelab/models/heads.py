@@ -47,6 +47,21 @@ KINDS = ("classifier", "regressor", "forecaster")
 UNK_ID = 1  # gatelab.data.Vocabulary: pad = 0, unk = 1
 
 
+def _one_of(default: str, choices) -> Any:
+    """A config field holding one of ``choices`` (a tuple or a live registry)."""
+    return dataclasses.field(default=default, metadata={"choices": choices})
+
+
+def _count(default: int, minimum: int = 0) -> Any:
+    """A config field holding an int ``>= minimum`` (checked in ``__post_init__``)."""
+    return dataclasses.field(default=default, metadata={"minimum": minimum})
+
+
+def _probability(default: float = 0.0) -> Any:
+    """A config field holding a probability in ``[0, 1)`` (a dropout rate)."""
+    return dataclasses.field(default=default, metadata={"probability": True})
+
+
 @dataclass
 class ModelConfig:
     """Everything that defines an LSTM -> Dense model; JSON-serialisable.
@@ -93,60 +108,44 @@ class ModelConfig:
             long series.
     """
 
-    kind: str = "classifier"
-    output_size: int = 2
-    vocab_size: int = 0
-    input_size: int = 1
-    embedding_dim: int = 128
-    hidden_size: int = 128
-    num_layers: int = 1
+    kind: str = _one_of("classifier", KINDS)
+    output_size: int = _count(2, minimum=1)
+    vocab_size: int = _count(0)
+    input_size: int = _count(1, minimum=1)
+    embedding_dim: int = _count(128)
+    hidden_size: int = _count(128, minimum=1)
+    num_layers: int = _count(1, minimum=1)
     bidirectional: bool = True
-    proj_size: int = 0
-    variant: str = "standard"
+    proj_size: int = _count(0)
+    variant: str = _one_of("standard", PRESETS)
     forget_bias: float | None = None
-    backend: str = "auto"
-    pooling: str = "max"
-    dropout: float = 0.5
-    embedding_dropout: float = 0.0
-    word_dropout: float = 0.0
-    lstm_dropout: float = 0.0
-    highway: int = 0
-    token_features: int = 0
-    token_feature_sets: int = 1
-    patch: int = 1
+    backend: str = _one_of("auto", BACKENDS)
+    pooling: str = _one_of("max", POOLINGS)
+    dropout: float = _probability(0.5)
+    embedding_dropout: float = _probability()
+    word_dropout: float = _probability()
+    lstm_dropout: float = _probability()
+    highway: int = _count(0)
+    token_features: int = _count(0)
+    token_feature_sets: int = _count(1, minimum=1)
+    patch: int = _count(1, minimum=1)
     conv_channels: list[int] = dataclasses.field(default_factory=list)
-    conv_pool: int = 1
+    conv_pool: int = _count(1, minimum=1)
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"kind={self.kind!r}; expected one of {', '.join(KINDS)}")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling={self.pooling!r}; expected one of {', '.join(POOLINGS)}")
-        if self.variant not in PRESETS:
-            raise ValueError(f"variant={self.variant!r}; expected one of {', '.join(PRESETS)}")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend={self.backend!r}; expected one of {', '.join(BACKENDS)}")
-        for name, minimum in (
-            ("output_size", 1),
-            ("vocab_size", 0),
-            ("input_size", 1),
-            ("embedding_dim", 0),
-            ("hidden_size", 1),
-            ("num_layers", 1),
-            ("proj_size", 0),
-            ("highway", 0),
-            ("token_features", 0),
-            ("token_feature_sets", 1),
-            ("patch", 1),
-            ("conv_pool", 1),
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"{name}={value!r}; expected an int >= {minimum}")
-        for name in ("dropout", "embedding_dropout", "word_dropout", "lstm_dropout"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-                raise ValueError(f"{name}={value!r}; expected a probability in [0, 1)")
+        for f in dataclasses.fields(self):  # the rule each field carries
+            value = getattr(self, f.name)
+            if "choices" in f.metadata:
+                choices = f.metadata["choices"]
+                if value not in choices:
+                    raise ValueError(f"{f.name}={value!r}; expected one of {', '.join(choices)}")
+            elif "minimum" in f.metadata:
+                minimum = f.metadata["minimum"]
+                if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                    raise ValueError(f"{f.name}={value!r}; expected an int >= {minimum}")
+            elif f.metadata.get("probability"):
+                if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                    raise ValueError(f"{f.name}={value!r}; expected a probability in [0, 1)")
         if self.lstm_dropout > 0 and self.num_layers == 1:
             raise ValueError(
                 f"lstm_dropout={self.lstm_dropout} acts between stacked LSTM layers and "

@@ -1,0 +1,312 @@
+"""The classifier of numeric series, :class:`SeriesClassifier` (LSTM beside LSTM-FCN's
+convolutional branch), with its inner cross-validation choice of architecture."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from gatelab.data import Scaler
+from gatelab.errors import DataError
+from gatelab.estimators.base import ClassifierBase, read_artifact, register_estimator
+from gatelab.models.heads import ModelConfig, build_model
+from gatelab.train import distributed as D
+from gatelab.train.fit import TensorData, fit, predict_batches
+from gatelab.train.runs import atomic_write_json, read_json
+
+__all__ = ["LEVEL_FILE", "SELECTION_FILE", "SeriesClassifier"]
+
+logger = logging.getLogger(__name__)
+
+SELECTION_FILE = "selection.json"  # the inner cross-validation
+LEVEL_FILE = "level.json"  # scaling of each series' level and log scale
+
+
+def _series_list(X, what: str = "X") -> list[np.ndarray]:
+    """(N, T, C) / (N, T) arrays or a list of (T_i, C) / (T_i,) arrays -> list of (T_i, C)."""
+    if isinstance(X, np.ndarray) and X.dtype != object:
+        if X.ndim == 2:
+            X = X[:, :, None]
+        if X.ndim != 3:
+            raise DataError(
+                f"{what} has shape {X.shape}; expected (N, T, C), (N, T) or a list of (T_i, C)"
+            )
+        items = list(X)
+    else:
+        items = [np.asarray(s) for s in X]
+    if not items:
+        raise DataError(f"{what} holds no series; expected at least one")
+    out = []
+    for i, s in enumerate(items):
+        s = np.asarray(s, dtype=np.float64)
+        if s.ndim == 1:
+            s = s[:, None]
+        if s.ndim != 2 or s.shape[0] < 1:
+            raise DataError(f"{what}[{i}] has shape {s.shape}; expected (T, C) with T >= 1")
+        bad = np.argwhere(~np.isfinite(s))
+        if len(bad):
+            t, c = bad[0]
+            raise DataError(
+                f"{what}[{i}] has a missing or infinite value at step {t}, channel {c} "
+                f"({len(bad)} such values in this series); fill them first"
+            )
+        out.append(s)
+    channels = {s.shape[1] for s in out}
+    if len(channels) != 1:
+        raise DataError(f"{what} mixes series with {sorted(channels)} channels; expected one C")
+    return out
+
+
+@register_estimator
+class SeriesClassifier(ClassifierBase):
+    """Classify numeric series: (patches ->) (Bi)LSTM -> pooling, beside a fully
+    convolutional branch (LSTM-FCN), -> Dense.
+
+    ``X`` is an ``(N, T, C)`` array, an ``(N, T)`` array (one channel), or a list of
+    ``(T_i, C)`` arrays of different lengths (padded and masked inside: nothing is cut,
+    pooling and batch norm see only the real steps). NaN or infinite values raise
+    :class:`gatelab.errors.DataError` naming the series, step and channel.
+
+    Architectures (``architecture``): ``"lstm"`` (the LSTM alone) and ``"lstm-fcn"`` (the
+    LSTM beside convolution blocks of ``conv_width``, ``2 conv_width`` and ``conv_width``
+    channels, Karim et al. 2017). ``"auto"`` chooses between them by stratified inner
+    cross-validation on the training data only (``selection_folds`` folds, one model
+    each, stopped after the fold during which ``selection_budget`` seconds ran out); the
+    scores and the choice are in ``selection_`` and in the run folder's
+    ``selection.json``.
+
+    Sizes from the data when left to None (docs/models.md): ``patch`` = ceil(T / 64), so
+    the LSTM reads at most 64 steps, each a patch projected to ``embedding_dim`` (32, or
+    the raw channels without patches); the convolutional branch reads the series
+    averaged over ceil(T / 128) steps; ``epochs`` enough for about 1,000 optimizer steps
+    (30 to 200).
+
+    Args:
+        normalize: ``"series"`` z-normalises each series per channel over its own steps
+            (the UCR convention), ``"global"`` with the training set's per-channel mean and
+            standard deviation, ``None`` leaves values as they are.
+        embedding_dim: size of the input projection (None: 32 with patches, else 0 = the
+            raw channels). Other arguments as :class:`TextClassifier`.
+    """
+
+    task = "series-classifier"
+    _ITEMS = "series"
+    ARCHITECTURES: ClassVar[tuple[str, ...]] = ("lstm-fcn", "lstm")
+    _EPOCHS = (30, 200, 1000)  # epochs=None: about 1,000 optimizer steps, 30 to 200 passes
+    _LSTM_STEPS: ClassVar[int] = 64
+    _CONV_STEPS: ClassVar[int] = 128
+
+    def __init__(
+        self,
+        architecture: str = "auto",
+        embedding_dim: int | None = None,
+        hidden_size: int = 32,
+        num_layers: int = 1,
+        bidirectional: bool = True,
+        pooling: str = "last",
+        variant: str = "standard",
+        backend: str = "auto",
+        dropout: float = 0.1,
+        lstm_dropout: float = 0.0,
+        patch: int | None = None,
+        conv_width: int = 32,
+        normalize: str | None = "series",
+        epochs: int | None = None,
+        batch_size: int = 16,
+        lr: float = 3e-3,
+        weight_decay: float = 0.01,
+        clip_norm: float | None = 1.0,
+        patience: int | None = None,
+        label_smoothing: float = 0.0,
+        validation_fraction: float = 0.0,
+        selection_folds: int = 3,
+        selection_budget: float = 120.0,
+        n_models: int = 3,
+        seed: int = 0,
+        device: str = "cpu",
+    ) -> None:
+        self._store_params(locals())
+
+    def _normalized(self, series: list[np.ndarray]) -> list[np.ndarray]:
+        if self.normalize == "series":
+            out = []
+            for s in series:
+                std = s.std(axis=0)
+                z = (s - s.mean(axis=0)) / np.where(std > 0, std, 1.0)
+                if getattr(self, "level_scaler_", None) is not None:
+                    # the level and scale z-normalisation removes, as constant channels
+                    level = self.level_scaler_.transform(_level(s))  # (2C,)
+                    z = np.concatenate([z, np.broadcast_to(level, (len(s), len(level)))], 1)
+                out.append(z)
+            return out
+        if self.normalize == "global":
+            return [self.scaler_.transform(s) for s in series]
+        return series
+
+    def _tensor_data(self, series: list[np.ndarray], targets: Tensor | None) -> TensorData:
+        if series[0].shape[1] != getattr(self, "n_channels_", series[0].shape[1]):
+            raise DataError(
+                f"X has {series[0].shape[1]} channels; the model was fitted on {self.n_channels_}"
+            )
+        series = self._normalized(series)
+        lengths = torch.tensor([s.shape[0] for s in series], dtype=torch.long)
+        x = torch.zeros(len(series), int(lengths.max()), series[0].shape[1])
+        for i, s in enumerate(series):
+            x[i, : s.shape[0]] = torch.from_numpy(s.astype(np.float32))
+        if targets is None:
+            targets = torch.zeros(len(series), dtype=torch.long)
+        return TensorData(x, lengths, targets)
+
+    def _items(self, X, what: str = "X") -> list[np.ndarray]:
+        return _series_list(X, what)
+
+    def _check_args(self) -> None:
+        if self.normalize not in ("series", "global", None):
+            raise ValueError(f"normalize={self.normalize!r}; expected 'series', 'global' or None")
+        if self.architecture not in ("auto", *self.ARCHITECTURES):
+            raise ValueError(
+                f"architecture={self.architecture!r}; expected 'auto' or one of "
+                f"{', '.join(self.ARCHITECTURES)}"
+            )
+        for name, minimum in (("patch", 1), ("embedding_dim", 0), ("epochs", 1)):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < minimum):
+                raise ValueError(f"{name}={v!r}; expected an int >= {minimum} or None")
+        for name, minimum in (("conv_width", 1), ("selection_folds", 2)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+                raise ValueError(f"{name}={v!r}; expected an int >= {minimum}")
+
+    def _sizes(self, max_len: int) -> dict[str, int]:
+        """The data-decided sizes for series of at most ``max_len`` steps."""
+        patch = self.patch if self.patch is not None else math.ceil(max_len / self._LSTM_STEPS)
+        emb = self.embedding_dim
+        if emb is None:
+            emb = 32 if patch > 1 else 0
+        return {
+            "patch": patch,
+            "embedding_dim": emb,
+            "conv_pool": max(1, math.ceil(max_len / self._CONV_STEPS)),
+        }
+
+    def _config_for(self, architecture: str, n_classes: int, sizes: dict) -> ModelConfig:
+        w = self.conv_width
+        return self._model_config(
+            output_size=n_classes,
+            input_size=self.n_channels_ * (1 if self.level_scaler_ is None else 3),
+            conv_channels=[w, 2 * w, w] if architecture == "lstm-fcn" else [],
+            **sizes,
+        )
+
+    def _learn(self, series: list[np.ndarray], targets: Tensor) -> TensorData:
+        """The scalers of the training series (the global one, and of each series' level
+        where z-normalisation removes it), and the number of channels."""
+        if hasattr(self, "n_channels_"):
+            del self.n_channels_
+        self.scaler_ = Scaler().fit(np.concatenate(series))
+        self.level_scaler_ = None
+        if self.normalize == "series" and not _z_normalised(series):
+            self.level_scaler_ = Scaler().fit(np.stack([_level(s) for s in series]))
+        train = self._tensor_data(series, targets)
+        self.n_channels_ = series[0].shape[1]
+        return train
+
+    def _fit_config(self, train: TensorData) -> ModelConfig:
+        """The sizes from the data, and the architecture (``"auto"``: chosen by inner
+        cross-validation on ``train``)."""
+        sizes = self._sizes(int(train.lengths.max()))
+        architecture = self.architecture
+        self.selection_ = None
+        if architecture == "auto":
+            self.selection_ = self._select(train, sizes)
+            architecture = self.selection_["chosen"]
+        self.architecture_ = architecture
+        return self._config_for(architecture, len(self.classes_), sizes)
+
+    def _after_fit(self, train_ids: np.ndarray, valid: TensorData | None, run_dir) -> None:
+        if run_dir is not None and self.selection_ is not None:
+            atomic_write_json(Path(run_dir) / SELECTION_FILE, self.selection_)
+
+    def _select(self, data: TensorData, sizes: dict) -> dict[str, Any]:
+        """Inner stratified cross-validation on the training data: every architecture
+        trains one model per fold (seed ``seed``) and is scored on the held-out fold;
+        folds run until ``selection_budget`` seconds are spent (at least one). The best
+        mean accuracy wins; a tie keeps the earlier of :attr:`ARCHITECTURES`."""
+        from sklearn.model_selection import StratifiedKFold
+
+        y = data.targets.numpy()
+        k = min(self.selection_folds, int(np.bincount(y).min()))
+        scores: dict[str, list[float]] = {a: [] for a in self.ARCHITECTURES}
+        start = time.perf_counter()
+        if k < 2:
+            logger.info("a class has fewer than 2 series: no inner cross-validation")
+            return {"chosen": self.ARCHITECTURES[0], "scores": scores, "folds": 0, "seconds": 0.0}
+        splits = StratifiedKFold(k, shuffle=True, random_state=self.seed).split(np.zeros(len(y)), y)
+        done = 0
+        for tr, va in splits:
+            tr_t, va_t = torch.as_tensor(tr), torch.as_tensor(va)
+            part = TensorData(data.inputs[tr_t], data.lengths[tr_t], data.targets[tr_t])
+            held = TensorData(data.inputs[va_t], data.lengths[va_t], data.targets[va_t])
+            for arch in self.ARCHITECTURES:
+                config = self._config_for(arch, len(self.classes_), sizes)
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(self.seed)
+                    model = build_model(config)
+                fit(model, part, None, self._train_config(len(part)))
+                out = predict_batches(model.eval(), held, 256)
+                scores[arch].append(float((out.argmax(-1) == held.targets).float().mean()))
+            done += 1
+            spent = time.perf_counter() - start > self.selection_budget
+            if D.broadcast_object(spent) if D.active() else spent:  # every rank stops alike
+                break
+        means = {a: float(np.mean(s)) for a, s in scores.items()}
+        chosen = max(self.ARCHITECTURES, key=lambda a: (means[a], -self.ARCHITECTURES.index(a)))
+        seconds = time.perf_counter() - start
+        logger.info("architecture by %d inner folds: %s -> %s", done, means, chosen)
+        return {
+            "chosen": chosen,
+            "scores": scores,
+            "mean_accuracy": means,
+            "folds": done,
+            "of_folds": k,
+            "seconds": seconds,
+        }
+
+    def _artifacts(self) -> dict[str, Any]:
+        out = {"scaler.json": self.scaler_.to_dict(), "labels.json": self._labels_artifact()}
+        if self.level_scaler_ is not None:
+            out[LEVEL_FILE] = self.level_scaler_.to_dict()
+        return out
+
+    def _load_artifacts(self, run: Path) -> None:
+        self.scaler_ = read_artifact(run, "scaler.json", Scaler.from_dict)
+        self.n_channels_ = int(np.size(self.scaler_.mean))
+        self.level_scaler_ = None
+        if (run / LEVEL_FILE).exists():
+            self.level_scaler_ = read_artifact(run, LEVEL_FILE, Scaler.from_dict)
+        self._read_labels(run)
+        path = run / SELECTION_FILE
+        self.selection_ = read_json(path, "selection file") if path.exists() else None
+        auto = self.architecture == "auto" and isinstance(self.selection_, dict)
+        self.architecture_ = self.selection_.get("chosen") if auto else self.architecture
+
+
+def _level(s: np.ndarray) -> np.ndarray:
+    """``(2C,)``: a series' per-channel mean and log standard deviation."""
+    return np.concatenate([s.mean(axis=0), np.log(s.std(axis=0) + 1e-8)])
+
+
+def _z_normalised(series: list[np.ndarray]) -> bool:
+    """Whether every series is z-normalised already (mean within 0.05 of 0, standard
+    deviation within 10% of 1, either ddof): the UCR archive ships most sets so."""
+    return all(
+        bool(np.all(np.abs(s.mean(axis=0)) < 0.05) and np.all(np.abs(s.std(axis=0) - 1) < 0.1))
+        for s in series
+    )

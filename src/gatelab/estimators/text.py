@@ -1,0 +1,278 @@
+"""The classifier of raw texts, :class:`TextClassifier`, and its naive-Bayes token features."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from gatelab.data import Tokenizer, Vocabulary, pad_sequences
+from gatelab.errors import DataError
+from gatelab.estimators.base import ClassifierBase, read_artifact, register_estimator
+from gatelab.estimators.ensemble import members
+from gatelab.models.heads import ModelConfig
+from gatelab.train.fit import TensorData, predict_batches
+
+__all__ = ["NB_AUTO_MAX_TEXTS", "TextClassifier"]
+
+logger = logging.getLogger(__name__)
+
+NB_AUTO_MAX_TEXTS = 20_000  # TextClassifier(nb_features="auto") uses them below this
+
+
+@register_estimator
+class TextClassifier(ClassifierBase):
+    """Classify raw texts with an embedding -> (Bi)LSTM -> pooling -> Dense model.
+
+    ``fit(X, y)`` learns a :class:`gatelab.data.Tokenizer` vocabulary from the texts
+    ``X`` (a list of strings) and trains; ``predict(X)`` returns labels from ``classes_``.
+    Words never seen in training map to the unknown id; a text made only of unknown
+    words (or of no words) is still classified, from the unknown tokens alone; check
+    :meth:`unknown_fraction` to find such texts.
+
+    Args:
+        embedding_dim, hidden_size, num_layers, bidirectional, variant, backend, pooling:
+            of the model (:class:`gatelab.models.heads.ModelConfig`).
+        dropout: before the Dense head; embedding_dropout: on the embeddings;
+            word_dropout: replace training tokens by ``<unk>`` with this probability;
+            lstm_dropout: between LSTM layers.
+        epochs, batch_size, lr, weight_decay, clip_norm, patience, label_smoothing: of the
+            fit loop (:class:`gatelab.train.fit.TrainConfig`); ``epochs=None`` picks 4 to 8
+            passes, enough for about 800 optimizer steps.
+        validation_fraction: held out of ``fit``'s data (stratified) for early stopping
+            and best weights, unless ``fit`` gets ``validation_data``; 0 turns it off.
+        min_freq, max_vocab: vocabulary size (:meth:`gatelab.data.Vocabulary.build`);
+            words seen once become ``<unk>`` by default (MR: 18k words -> 10k; SST-2, whose
+            sub-phrases repeat every word, keeps 13.4k of 13.8k).
+        nb_features: append to each word's embedding its naive-Bayes log-count ratios,
+            computed from the training texts (fixed features, saved with the weights).
+            ``"auto"`` uses them below 20,000 training texts: on MR (10k snippets) they add
+            about 2.5 points, on SST-2 (67k phrases, every sub-phrase of a sentence a text
+            of its own, so word counts are inflated) they cost 1 to 2.
+        nb_folds: with naive-Bayes features, each training text reads ratios computed
+            without its ``1/nb_folds`` share of the training texts (out-of-fold), so
+            that the model learns how far the ratios hold on text they did not come
+            from; new texts read the ratios of all training texts. 0 or 1: every text
+            reads the full ratios.
+        max_len: texts are cut to their first ``max_len`` tokens.
+        lowercase: lower-case before tokenising.
+        n_models: an ensemble of this many models (seeds ``seed, seed + 1, ...``),
+            probabilities averaged.
+        seed: seeds initialisation, dropout and shuffling: equal seeds, equal models.
+        device: ``"cpu"`` or a torch device string.
+    """
+
+    task = "text-classifier"
+    _ITEMS = "texts"
+
+    def __init__(
+        self,
+        embedding_dim: int = 128,
+        hidden_size: int = 128,
+        num_layers: int = 1,
+        bidirectional: bool = True,
+        pooling: str = "max",
+        variant: str = "standard",
+        backend: str = "auto",
+        dropout: float = 0.5,
+        embedding_dropout: float = 0.25,
+        word_dropout: float = 0.1,
+        lstm_dropout: float = 0.0,
+        epochs: int | None = None,
+        batch_size: int = 128,
+        lr: float = 3e-3,
+        weight_decay: float = 0.01,
+        clip_norm: float | None = 1.0,
+        patience: int | None = 2,
+        label_smoothing: float = 0.0,
+        validation_fraction: float = 0.05,
+        min_freq: int = 2,
+        max_vocab: int | None = None,
+        max_len: int | None = 400,
+        lowercase: bool = True,
+        nb_features: bool | str = "auto",
+        nb_folds: int = 5,
+        n_models: int = 3,
+        seed: int = 0,
+        device: str = "cpu",
+    ) -> None:
+        self._store_params(locals())
+
+    def _items(self, X, what: str = "X") -> list[str]:
+        """The texts of ``X`` (a list of strings, checked)."""
+        if isinstance(X, str):
+            raise DataError(f"{what} must be a list of texts, got a single str; wrap it in a list")
+        texts = list(X)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise DataError(f"{what}[{i}] is a {type(t).__name__} ({t!r}); expected a str")
+        if not texts:
+            raise DataError(f"{what} holds no texts; expected at least one")
+        return texts
+
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
+        ids = [self.vocab_.encode(self.tokenizer_(t)) for t in texts]
+        # A text with no tokens still needs one step: it becomes a single <unk>.
+        return [(s or [1])[: self.max_len] if self.max_len else (s or [1]) for s in ids]
+
+    def _tensor_data(self, texts: list[str], targets: Tensor | None) -> TensorData:
+        padded, lengths = pad_sequences(self._token_ids(texts))
+        if targets is None:
+            targets = torch.zeros(len(texts), dtype=torch.long)
+        return TensorData(padded, lengths, targets)
+
+    def _check_args(self) -> None:
+        k = self.nb_folds
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise ValueError(f"nb_folds={k!r}; expected an int >= 0 (0 or 1: no folds)")
+
+    def _learn(self, texts: list[str], targets: Tensor) -> TensorData:
+        """The tokenizer, the vocabulary and the naive-Bayes tables of the training texts."""
+        self.tokenizer_ = Tokenizer(lower=self.lowercase)
+        self.vocab_ = Vocabulary.build(
+            (self.tokenizer_(t) for t in texts),
+            min_freq=self.min_freq,
+            max_size=self.max_vocab,
+        )
+        train = self._tensor_data(texts, targets)
+        self._nb_table = None
+        if self._use_nb(len(texts)):
+            self._nb_table = _nb_tables(train, len(self.classes_), len(self.vocab_), self.nb_folds)
+        return train
+
+    def _fit_config(self, train: TensorData) -> ModelConfig:
+        nb = self._nb_table
+        return self._model_config(
+            output_size=len(self.classes_),
+            vocab_size=len(self.vocab_),
+            embedding_dropout=self.embedding_dropout,
+            word_dropout=self.word_dropout,
+            token_features=0 if nb is None else nb.shape[1],
+            # the stacked tables (all texts, then one per inner fold) say how many there are
+            token_feature_sets=1 if nb is None else nb.shape[0] // len(self.vocab_),
+        )
+
+    def _after_fit(self, train_ids: np.ndarray, valid: TensorData | None, run_dir) -> None:
+        self.prior_adjustment_ = 0.0
+        if len(self.classes_) > 2 and valid is not None:
+            counts = np.bincount(train_ids, minlength=len(self.classes_))
+            self.prior_adjustment_ = self._adjust_for_priors(valid, counts)
+            if run_dir is not None:
+                self._write_results(Path(run_dir))
+
+    def _adjust_for_priors(self, valid: TensorData, counts: np.ndarray) -> float:
+        """Logit adjustment for more than two classes (Menon et al. 2021): subtract
+        ``tau * log(prior)`` from every member's logits, ``tau`` in {0, 1/4, ..., 1}
+        chosen on the validation data by the mean of accuracy and macro F1 (a tie keeps
+        the smaller). A model trained on skewed classes under-predicts the rare ones
+        (SST-5's extremes); ``tau = 1`` aims at balanced recall. Built into the heads'
+        biases, so predictions and the saved weights carry it. Returns ``tau``."""
+        from gatelab.train.metrics import classification_metrics
+
+        models = members(self.model_)
+        eval_bs = self.train_config_.eval_batch_size
+        logits = torch.stack([predict_batches(m, valid, eval_bs) for m in models])  # (M, N, C)
+        log_prior = torch.log(torch.as_tensor(np.maximum(counts, 1) / counts.sum()))
+        y = valid.targets.numpy()
+        best = None
+        for tau in (0.0, 0.25, 0.5, 0.75, 1.0):
+            proba = (logits - tau * log_prior.float()).softmax(-1).mean(0)  # (N, C)
+            m = classification_metrics(y, proba.argmax(-1).numpy())
+            score = (m["accuracy"] + m["macro_f1"]) / 2
+            if best is None or score > best[0] + 1e-12:
+                best = (score, tau, m)
+        _, tau, metrics = best
+        with torch.no_grad():
+            for m in models:
+                m.head.bias.sub_(tau * log_prior.to(m.head.bias.dtype))
+        self.validation_metrics_ = metrics
+        logger.info("logit adjustment tau=%.2f: validation %s", tau, metrics)
+        return tau
+
+    def _use_nb(self, n_train: int) -> bool:
+        if self.nb_features == "auto":
+            return n_train < NB_AUTO_MAX_TEXTS
+        if not isinstance(self.nb_features, bool):
+            raise ValueError(f"nb_features={self.nb_features!r}; expected True, False or 'auto'")
+        return self.nb_features
+
+    def _prepare_model(self, model: nn.Module) -> None:
+        if self._nb_table is not None:
+            model.token_feature_table.copy_(self._nb_table)
+
+    def unknown_fraction(self, X) -> np.ndarray:
+        """``(N,)`` fraction of each text's tokens that the vocabulary does not know (1.0
+        for a text made only of unknown words, or of no words at all)."""
+        self._check_fitted()
+        out = []
+        for t in self._items(X):
+            tokens = self.tokenizer_(t)
+            out.append(self.vocab_.unknown_fraction(tokens) if tokens else 1.0)
+        return np.asarray(out)
+
+    def _artifacts(self) -> dict[str, Any]:
+        return {
+            "vocab.json": self.vocab_.to_dict(),
+            "tokenizer.json": self.tokenizer_.to_dict(),
+            "labels.json": self._labels_artifact(),
+        }
+
+    def _load_artifacts(self, run: Path) -> None:
+        self.vocab_ = read_artifact(run, "vocab.json", Vocabulary.from_dict)
+        self.tokenizer_ = read_artifact(run, "tokenizer.json", Tokenizer.from_dict)
+        self._read_labels(run)
+
+
+def _nb_log_count_ratios(data: TensorData, n_classes: int, vocab_size: int) -> Tensor:
+    """Naive-Bayes log-count ratios of each token id (Wang & Manning 2012), ``(V, F)``.
+
+    For class ``c``, ``r_c(w) = log((p_w / |p|) / (q_w / |q|))`` with ``p_w`` (``q_w``) one
+    plus the number of training texts of class ``c`` (of the other classes) holding ``w``.
+    Binary tasks get one feature (the second class against the first), others one per
+    class. Padding and ``<unk>`` get 0.
+    """
+    counts = torch.zeros(n_classes, vocab_size, dtype=torch.float64)
+    T = data.inputs.shape[1]
+    mask = torch.arange(T)[None, :] < data.lengths[:, None]  # (N, T)
+    present = torch.zeros(len(data), vocab_size, dtype=torch.bool)
+    present.scatter_(1, torch.where(mask, data.inputs, 0), True)  # (N, V) texts holding w
+    counts.index_add_(0, data.targets, present.double())
+    total = counts.sum(0)
+    classes = [1] if n_classes == 2 else range(n_classes)
+    ratios = []
+    for c in classes:
+        p, q = 1.0 + counts[c, 2:], 1.0 + total[2:] - counts[c, 2:]  # words only
+        ratios.append(torch.log((p / p.sum()) / (q / q.sum())))
+    table = torch.zeros(vocab_size, len(ratios))
+    table[2:] = torch.stack(ratios, dim=1).float()  # (V - 2, F); padding, <unk> stay 0
+    return table
+
+
+def _nb_tables(train: TensorData, n_classes: int, vocab_size: int, folds: int) -> Tensor:
+    """Naive-Bayes ratio tables for ``train``, with out-of-fold ratios for its texts.
+
+    Table 0 holds the ratios of all of ``train`` (what new texts read). With ``folds``
+    ``K > 1``, the texts are split into K inner folds (seeded, fixed) and table ``k + 1``
+    holds the ratios computed without inner fold ``k``; the token ids of the texts in
+    fold ``k`` are moved, in place, to ``(k + 1) * V + id`` so that they read table
+    ``k + 1`` (see ``ModelConfig.token_feature_sets``). A model trained on ratios that
+    its own texts produced learns to trust them more than they deserve on new text
+    (BENCHMARKS.md, MR). Returns ``((K + 1) * V, F)``, or ``(V, F)`` for ``K <= 1``.
+    """
+    tables = [_nb_log_count_ratios(train, n_classes, vocab_size)]
+    if folds <= 1:
+        return tables[0]
+    fold = torch.randperm(len(train), generator=torch.Generator().manual_seed(0)) % folds
+    for k in range(folds):
+        keep = fold != k
+        part = TensorData(train.inputs[keep], train.lengths[keep], train.targets[keep])
+        tables.append(_nb_log_count_ratios(part, n_classes, vocab_size))
+    for k in range(folds):  # only now: every table above reads the original ids
+        rows = (fold == k).nonzero().squeeze(1)
+        x = train.inputs[rows]
+        train.inputs[rows] = torch.where(x > 0, x + (k + 1) * vocab_size, x)
+    return torch.cat(tables, dim=0)

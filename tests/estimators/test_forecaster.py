@@ -1,0 +1,154 @@
+"""gatelab.estimators.forecaster: Forecaster on a series and on windows, its rules from
+the data, the linear part plus the gated network."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.model_selection import cross_val_score
+
+from gatelab.errors import DataError
+from gatelab.estimators import Forecaster
+from tests.helpers import (
+    ar2,
+    seasonal_trend,
+    sine_series,
+)
+
+TINY_FORECAST = dict(history=12, highway=6, hidden_size=8, epochs=30, lr=1e-2, n_models=1)
+FAST = dict(hidden_size=8, epochs=5, n_models=1)
+
+
+@pytest.fixture(scope="module")
+def forecaster():
+    return Forecaster(**TINY_FORECAST).fit(sine_series(160))
+
+
+def test_forecaster_predicts_the_next_values(forecaster):
+    series = sine_series(200)
+    truth = series[160]
+    assert abs(forecaster.predict()[0] - truth) < 2.0  # amplitude 10, noise 0.2
+    X = np.lib.stride_tricks.sliding_window_view(series[:-1], 12)[-30:]
+    y = series[-30:]
+    pred = forecaster.predict(X)
+    assert pred.shape == (30,)
+    assert np.sqrt(np.mean((pred - y) ** 2)) < 2.0
+    assert forecaster.score(X, y) > 0.9
+    np.testing.assert_allclose(forecaster.predict(series[:170]), forecaster.predict(X[[0]]))
+
+
+def _persistence_rmse(windows: np.ndarray, truth: np.ndarray) -> float:
+    """The naive forecast: every future value equals the window's last one."""
+    return float(np.sqrt(np.mean((windows[:, -1:] - truth) ** 2)))
+
+
+def test_forecaster_multi_step_beats_persistence_on_held_out_steps(tmp_path):
+    s = sine_series(220)  # fit on the first 160 values, forecast the next 60
+    f = Forecaster(**{**TINY_FORECAST, "horizon": 3}).fit(s[:160])
+    view = np.lib.stride_tricks.sliding_window_view
+    X, Y = view(s[148:-3], 12), view(s[160:], 3)  # (N, 12) -> the next 3 values
+    pred = f.predict(X).reshape(Y.shape)
+    rmse = float(np.sqrt(np.mean((pred - Y) ** 2)))
+    naive = _persistence_rmse(X, Y)  # 7.5 on this sine (amplitude 10, period 12); rmse 0.26
+    assert rmse < 0.1 * naive, (rmse, naive)
+    np.testing.assert_allclose(f.predict(), f.predict(s[148:160][None]).ravel())
+    again = Forecaster.load(f.save(tmp_path / "run"))
+    np.testing.assert_array_equal(again.predict(), f.predict())
+
+
+def test_forecaster_fit_on_windows_beats_persistence():
+    s = sine_series(220)
+    X = np.lib.stride_tricks.sliding_window_view(s[:160], 12)[:-1]
+    g = Forecaster(**TINY_FORECAST).fit(X, s[12:160])
+    held_out = np.lib.stride_tricks.sliding_window_view(s[148:-1], 12)
+    pred, truth = g.predict(held_out), s[160:]
+    rmse = float(np.sqrt(np.mean((pred - truth) ** 2)))
+    assert rmse < 0.1 * _persistence_rmse(held_out, truth[:, None]), rmse  # 0.26 vs 3.7
+
+
+def test_forecaster_in_cross_val_score():
+    s = sine_series(120)
+    X = np.lib.stride_tricks.sliding_window_view(s, 12)[:-1]
+    scores = cross_val_score(Forecaster(**{**TINY_FORECAST, "epochs": 10}), X, s[12:], cv=2)
+    # sklearn's R^2 of each fold, refitted by hand: the estimator scores what it predicts.
+    from sklearn.metrics import r2_score
+
+    y, half = s[12:], len(X) // 2  # fold 0 (KFold, no shuffle): test on the first half
+    f = Forecaster(**{**TINY_FORECAST, "epochs": 10}).fit(X[half:], y[half:])
+    assert scores[0] == pytest.approx(r2_score(y[:half], f.predict(X[:half])), abs=1e-6)
+    assert scores.min() > 0.5, scores  # it does learn the sine in 10 epochs
+
+
+def test_forecaster_input_errors(forecaster):
+    with pytest.raises(DataError, match="index"):
+        Forecaster(**TINY_FORECAST).fit(np.array([1.0, np.nan] * 20))
+    with pytest.raises(DataError, match="needs the last history=12"):
+        forecaster.predict(np.arange(5.0))
+    with pytest.raises(ValueError, match="highway"):
+        Forecaster(history=4, highway=6).fit(sine_series(40))
+
+
+@pytest.fixture(scope="module")
+def trended():
+    x = seasonal_trend(132)
+    return x, Forecaster(**FAST).fit(x[:-12])
+
+
+def test_forecaster_rules_come_from_the_data(trended):
+    x, f = trended
+    assert f.season_ == 12
+    assert f.linear_.d + f.linear_.D >= 1  # a trend: the linear part differences
+    assert f.input_["mode"] == "level"
+    assert f.history_steps_ >= max(f.network_steps_, f.linear_.window)
+    assert f.network_steps_ == 24  # two seasons
+    metrics = f.validation_metrics_
+    assert metrics["rmse"] <= metrics["linear_rmse"] + 1e-9  # the gate
+    windows = np.stack([x[t - f.history_steps_ : t] for t in range(120, 132)])
+    pred = f.predict(windows)
+    persistence = x[119:131]
+    rmse = np.sqrt(np.mean((pred - x[120:]) ** 2))
+    assert rmse < np.sqrt(np.mean((persistence - x[120:]) ** 2)) / 2
+
+
+def test_forecast_is_the_linear_part_plus_the_gated_network(trended, tmp_path):
+    x, f = trended
+    windows = np.stack([x[t - f.history_steps_ : t] for t in range(100, 110)])
+    net = f.model_(f._windows_data(windows, None).inputs).detach().numpy()
+    want = f.linear_.forecast(windows, 1)[:, 0] + net[:, 0] * f.scaler_.scale
+    np.testing.assert_allclose(f.predict(windows), want, rtol=1e-6)
+    again = Forecaster.load(f.save(tmp_path / "run"))
+    np.testing.assert_array_equal(again.predict(windows), f.predict(windows))
+    np.testing.assert_array_equal(again.predict(), f.predict())
+
+
+def test_gate_weight_zero_leaves_the_linear_forecast():
+    x = ar2(200, seed=4)
+    f = Forecaster(**FAST).fit(x)
+    f._gate(np.zeros((0, f.history_steps_)), np.zeros((0, 1)), f.linear_)  # no data: keeps
+    w = np.lib.stride_tricks.sliding_window_view(x, f.history_steps_)[-20:]
+    # a network that can only hurt: the validation targets are the linear forecasts
+    target = f.linear_.forecast(w, 1)
+    assert f._gate(w, target, f.linear_) == 0.0
+    np.testing.assert_allclose(f.predict(w), target[:, 0], atol=1e-9)
+
+
+def test_multi_step_and_short_series():
+    x = ar2(60, seed=5)
+    f = Forecaster(horizon=3, **FAST).fit(x)
+    assert f.predict().shape == (3,)
+    assert f.history_steps_ <= 60 // 4 + f.linear_.window
+    with pytest.raises(ValueError, match="season=-1"):
+        Forecaster(season=-1).fit(x)
+
+
+def test_forecaster_without_its_linear_part_fits_a_series():
+    """linear=False on a 1-D series: the network alone, and it beats persistence on a
+    learnable series (it raised UnboundLocalError before)."""
+    t = np.arange(240)
+    series = 10 + 3 * np.sin(2 * np.pi * t / 12)
+    est = Forecaster(linear=False, epochs=60, n_models=1, seed=0).fit(series[:200])
+    assert est.linear_ is None
+    preds = np.array([est.predict(series[: 200 + k])[0] for k in range(20)])
+    rmse = float(np.sqrt(np.mean((preds.ravel() - series[200:220]) ** 2)))
+    persistence = float(np.sqrt(np.mean((series[199:219] - series[200:220]) ** 2)))
+    assert rmse < 0.5 * persistence, (rmse, persistence)

@@ -1,0 +1,109 @@
+"""gatelab.estimators.series: SeriesClassifier on arrays and ragged lists, its sizes from
+the data, the architecture choice and the level of series that are not z-normalised."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.model_selection import cross_val_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+from gatelab.errors import DataError
+from gatelab.estimators import SeriesClassifier
+from tests.helpers import (
+    shape_series,
+    shared_data,
+)
+
+TINY_SERIES = dict(hidden_size=12, epochs=25, batch_size=16, lr=1e-2, n_models=1)
+
+
+def test_series_classifier_learns_arrays_and_ragged_lists(tmp_path):
+    X, y = shape_series(80)
+    clf = SeriesClassifier(**TINY_SERIES).fit(X[:60], y[:60])
+    assert clf.score(X[60:], y[60:]) >= 0.9
+    ragged = [x[: 12 + i % 5] for i, x in enumerate(X[60:])]  # cut the ends: still "early"
+    assert clf.predict(ragged).shape == (20,)
+    again = SeriesClassifier.load(clf.save(tmp_path / "run"))
+    np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
+
+
+def test_series_classifier_ensemble_and_cross_val_score():
+    X, y = shape_series(60)
+    pipe = Pipeline(
+        [
+            ("flip", FunctionTransformer(lambda a: -a)),
+            ("clf", SeriesClassifier(**{**TINY_SERIES, "n_models": 2, "epochs": 15})),
+        ]
+    )
+    scores = cross_val_score(pipe, X, y, cv=2)
+    assert scores.mean() >= 0.8
+
+
+def test_series_with_nan_is_refused_with_its_place():
+    X, y = shape_series(10)
+    X[3, 5, 0] = np.nan
+    with pytest.raises(DataError, match=r"X\[3\] has a missing or infinite value at step 5"):
+        SeriesClassifier(**TINY_SERIES).fit(X, y)
+
+
+def test_series_with_mixed_channels_is_refused():
+    with pytest.raises(DataError, match="channels"):
+        SeriesClassifier(**TINY_SERIES).fit([np.zeros((5, 1)), np.zeros((5, 2))], ["a", "b"])
+
+
+def test_italy_power_demand_subset_learns(tmp_path):
+    from gatelab.data import read_ts
+
+    train = read_ts(shared_data("timeseries", "ucr", "ItalyPowerDemand_TRAIN.ts"))
+    test = read_ts(shared_data("timeseries", "ucr", "ItalyPowerDemand_TEST.ts"))
+    clf = SeriesClassifier(**{**TINY_SERIES, "epochs": 30}).fit(train.series, train.labels)
+    assert clf.score(test.series[:300], test.labels[:300]) >= 0.8
+
+
+def test_series_sizes_follow_the_length_and_the_choice_is_recorded(tmp_path):
+
+    from gatelab.estimators import SeriesClassifier
+    from tests.helpers import shape_series
+
+    clf = SeriesClassifier()
+    assert clf._sizes(24) == {"patch": 1, "embedding_dim": 0, "conv_pool": 1}
+    assert clf._sizes(1460) == {"patch": 23, "embedding_dim": 32, "conv_pool": 12}
+    X, y = shape_series(40, T=20)
+    fast = dict(hidden_size=8, conv_width=4, epochs=3, n_models=1, selection_folds=2)
+    clf = SeriesClassifier(**fast).fit(X, y, run_dir=tmp_path / "run")
+    sel = clf.selection_
+    assert sel["folds"] == 2 and set(sel["scores"]) == {"lstm-fcn", "lstm"}
+    means = {a: float(np.mean(s)) for a, s in sel["scores"].items()}
+    assert sel["chosen"] == max(["lstm-fcn", "lstm"], key=lambda a: (means[a], a == "lstm-fcn"))
+    assert bool(clf.model_config_.conv_channels) == (sel["chosen"] == "lstm-fcn")
+    assert json.loads((tmp_path / "run" / "selection.json").read_text()) == sel
+    again = SeriesClassifier.load(tmp_path / "run")
+    assert again.selection_ == sel and again.architecture_ == sel["chosen"]
+    np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
+    with pytest.raises(ValueError, match="architecture='cnn'"):
+        SeriesClassifier(architecture="cnn").fit(X, y)
+
+
+def test_level_and_scale_are_kept_when_the_series_are_not_z_normalised(tmp_path):
+    from gatelab.estimators import SeriesClassifier
+    from tests.helpers import shape_series
+
+    X, y = shape_series(30, T=12)
+    fast = dict(hidden_size=4, conv_width=2, epochs=1, n_models=1, architecture="lstm")
+    z = (X - X.mean(axis=1, keepdims=True)) / X.std(axis=1, keepdims=True)
+    plain = SeriesClassifier(**fast).fit(z, y)
+    assert plain.level_scaler_ is None and plain.model_config_.input_size == 1
+    scaled = X * np.linspace(0.1, 100, 30)[:, None, None] + 5.0  # amplitude and offset vary
+    clf = SeriesClassifier(**fast).fit(scaled, y, run_dir=tmp_path / "run")
+    assert clf.model_config_.input_size == 3
+    data = clf._inputs(scaled[:4]).inputs.numpy()  # (4, T, 3)
+    stats = np.stack([[s.mean(), np.log(s.std() + 1e-8)] for s in scaled[:, :, 0]])
+    want = (stats[:4] - stats.mean(0)) / stats.std(0)
+    np.testing.assert_allclose(data[:, 0, 1:], want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(data[:, :, 1:], np.repeat(data[:, :1, 1:], 12, axis=1))
+    again = SeriesClassifier.load(tmp_path / "run")
+    np.testing.assert_array_equal(again.predict_proba(scaled), clf.predict_proba(scaled))

@@ -1,0 +1,58 @@
+"""gatelab.models.autoregressive: AR by least squares (against statsmodels), the inverted
+differences, the direct map, the season from the data."""
+
+from __future__ import annotations
+
+import numpy as np
+from statsmodels.tsa.ar_model import AutoReg
+
+from gatelab.models.autoregressive import LinearForecast, find_season, fit_ar, fit_direct
+from tests.helpers import (
+    ar2,
+    seasonal_trend,
+)
+
+
+def test_fit_ar_equals_statsmodels_autoreg():
+    x = ar2(300)
+    model = fit_ar(x, log=False, d=0, D=0, season=0, p_max=8)
+    assert model.p >= 2
+    # the same rows (every p is fitted after the first p_max values): AutoReg's hold_back
+    ref = AutoReg(x, lags=model.p, trend="c", hold_back=8).fit().params
+    np.testing.assert_allclose([model.const, *model.coef], ref, rtol=0, atol=1e-9)
+    windows = np.lib.stride_tricks.sliding_window_view(x, model.p)[:-1]
+    want = ref[0] + windows[:, ::-1] @ ref[1:]
+    np.testing.assert_allclose(model.forecast(windows, 1)[:, 0], want, atol=1e-9)
+
+
+def test_recursive_forecast_inverts_first_and_seasonal_differences():
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=(4, 20)).cumsum(axis=1)
+    persistence = LinearForecast(d=1)
+    np.testing.assert_allclose(persistence.forecast(w, 3), np.repeat(w[:, -1:], 3, axis=1))
+    naive = LinearForecast(D=1, season=5)
+    np.testing.assert_allclose(naive.forecast(w, 7), np.concatenate([w[:, -5:], w[:, -5:-3]], 1))
+    # both differences and AR(1) on them, two steps by hand
+    m = LinearForecast(d=1, D=1, season=4, p=1, const=0.5, coef=[0.3])
+    z = w[:, -6:]
+    u_t = (z[:, -1] - z[:, -2]) - (z[:, -5] - z[:, -6])
+    z1 = 0.5 + 0.3 * u_t + z[:, -1] + z[:, -4] - z[:, -5]
+    u1 = 0.5 + 0.3 * u_t
+    z2 = 0.5 + 0.3 * u1 + z1 + z[:, -3] - z[:, -4]
+    np.testing.assert_allclose(m.forecast(z, 2), np.stack([z1, z2], axis=1), atol=1e-12)
+    assert LinearForecast.from_dict(m.to_dict()) == m
+
+
+def test_fit_direct_recovers_a_linear_map():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(50, 6))
+    W = rng.normal(size=(6, 2))
+    Y = X @ W + np.array([1.0, -2.0])
+    model = fit_direct(X, Y)
+    np.testing.assert_allclose(model.forecast(X, 2), Y, atol=1e-5)
+
+
+def test_find_season():
+    assert find_season(seasonal_trend(144, period=12)) == 12
+    assert find_season(seasonal_trend(300, period=7, seed=3)) == 7
+    assert find_season(np.random.default_rng(0).normal(size=300).cumsum()) == 0
