@@ -13,12 +13,14 @@ classifiers have ``predict_proba`` and ``classes_``), so they work inside
 (:mod:`gatelab.train.runs`) and ``load(path)`` reads one back; ``fit(..., run_dir=DIR)`` trains
 with a checkpoint each epoch and ``resume=True`` continues an interrupted run (the same
 settings and data, checked); a folder that holds a run is replaced only with
-``overwrite=True``. What they share (the base class, run-folder I/O, the registry
-:data:`ESTIMATORS` of their task kinds, each class's ``task``) is in :mod:`.base`; the
-ensemble of seeds in :mod:`.ensemble`.
+``overwrite=True``. What they share (the base class, run-folder I/O) is in :mod:`.base`;
+the ensemble of seeds in :mod:`.ensemble`. Each class names its run-folder task kind in
+``task``; the one registry of task kinds is :mod:`gatelab.tasks.registry`.
 """
 
-from gatelab.estimators.base import ESTIMATORS, load, register_estimator
+import os
+
+from gatelab.estimators.base import LSTMEstimator
 from gatelab.estimators.ensemble import Ensemble
 from gatelab.estimators.forecaster import Forecaster
 from gatelab.estimators.series import SeriesClassifier
@@ -26,12 +28,29 @@ from gatelab.estimators.text import TextClassifier
 
 _Ensemble = Ensemble  # the name gatelab.interop.onnx imports
 
+
+def load(path: str | os.PathLike) -> LSTMEstimator:
+    """The fitted estimator saved in run folder ``path``, whichever of the three it is.
+
+    Raises:
+        RunFolderError: no run folder there, or one of a kind that is not an estimator.
+    """
+    from gatelab.train.runs import RunFolderError, read_config
+
+    task = read_config(path)["task"]
+    for cls in (TextClassifier, SeriesClassifier, Forecaster):
+        if cls.task == task:
+            return cls.load(path)
+    raise RunFolderError(
+        f"run folder '{path}' holds a {task!r} run; estimators exist for "
+        "'forecaster', 'series-classifier', 'text-classifier'"
+    )
+
+
 __all__ = [
-    "ESTIMATORS",
     "Ensemble",
     "Forecaster",
     "SeriesClassifier",
     "TextClassifier",
     "load",
-    "register_estimator",
 ]

@@ -29,11 +29,10 @@ from gatelab.train import fit as fitting
 from gatelab.train import runs
 from gatelab.train.runs import RunFolderError
 
-__all__ = ["ESTIMATORS", "ClassifierBase", "LSTMEstimator", "load", "register_estimator"]
+__all__ = ["ClassifierBase", "LSTMEstimator"]
 
 logger = logging.getLogger(__name__)
 
-ESTIMATORS: dict[str, type[LSTMEstimator]] = {}
 # the constructor arguments that are ModelConfig fields of the same name
 MODEL_PARAMS = (
     "embedding_dim",
@@ -50,28 +49,11 @@ MODEL_PARAMS = (
 TRAIN_PARAMS = ("batch_size", "lr", "weight_decay", "clip_norm", "patience", "seed")
 
 
-def register_estimator(cls: type[LSTMEstimator]) -> type[LSTMEstimator]:
-    """Register an estimator class under its run-folder task kind ``cls.task``."""
-    ESTIMATORS[cls.task] = cls
-    return cls
-
-
-def load(path: str | os.PathLike) -> LSTMEstimator:
-    """The fitted estimator saved in run folder ``path``, whatever its task kind."""
-    task = runs.read_config(path)["task"]
-    cls = ESTIMATORS.get(task)
-    if cls is None:
-        known = ", ".join(sorted(ESTIMATORS))
-        raise RunFolderError(
-            f"run folder '{path}' holds a {task!r} run; estimators exist for {known}"
-        )
-    return cls.load(path)
-
-
 class LSTMEstimator(BaseEstimator):
     """What the three estimators share: configs, fitting, ensembles, run folders.
 
-    A subclass names its run-folder task kind in ``task`` (the key of :data:`ESTIMATORS`)
+    A subclass names its run-folder task kind in ``task`` (its key in
+    :data:`gatelab.tasks.registry.TASK_KINDS`)
     and its model kind in ``kind`` (:attr:`gatelab.models.heads.ModelConfig.kind`), and
     sets ``_EPOCHS``, the rule behind ``epochs=None``.
     """

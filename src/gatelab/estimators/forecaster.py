@@ -17,7 +17,7 @@ from sklearn.base import RegressorMixin
 
 from gatelab.data import Scaler
 from gatelab.errors import DataError
-from gatelab.estimators.base import LSTMEstimator, read_artifact, register_estimator
+from gatelab.estimators.base import LSTMEstimator, read_artifact
 from gatelab.estimators.ensemble import members
 from gatelab.models.autoregressive import LinearForecast
 from gatelab.train.fit import Callback, TensorData, TrainConfig
@@ -27,7 +27,6 @@ __all__ = ["Forecaster"]
 logger = logging.getLogger(__name__)
 
 
-@register_estimator
 class Forecaster(RegressorMixin, LSTMEstimator):
     """Forecast the next ``horizon`` values of a series: a linear autoregressive part plus
     an LSTM term, the LSTM kept only as far as it helps on validation data.

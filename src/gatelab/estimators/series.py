@@ -15,7 +15,7 @@ from torch import Tensor
 
 from gatelab.data import Scaler
 from gatelab.errors import DataError
-from gatelab.estimators.base import ClassifierBase, read_artifact, register_estimator
+from gatelab.estimators.base import ClassifierBase, read_artifact
 from gatelab.models.heads import ModelConfig, build_model
 from gatelab.train import distributed as D
 from gatelab.train.fit import TensorData, fit, predict_batches
@@ -64,7 +64,6 @@ def _series_list(X, what: str = "X") -> list[np.ndarray]:
     return out
 
 
-@register_estimator
 class SeriesClassifier(ClassifierBase):
     """Classify numeric series: (patches ->) (Bi)LSTM -> pooling, beside a fully
     convolutional branch (LSTM-FCN), -> Dense.

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from gatelab.data import Tokenizer, Vocabulary, pad_sequences
 from gatelab.errors import DataError
-from gatelab.estimators.base import ClassifierBase, read_artifact, register_estimator
+from gatelab.estimators.base import ClassifierBase, read_artifact
 from gatelab.estimators.ensemble import members
 from gatelab.models.heads import ModelConfig
 from gatelab.train.fit import TensorData, predict_batches
@@ -24,7 +24,6 @@ logger = logging.getLogger(__name__)
 NB_AUTO_MAX_TEXTS = 20_000  # TextClassifier(nb_features="auto") uses them below this
 
 
-@register_estimator
 class TextClassifier(ClassifierBase):
     """Classify raw texts with an embedding -> (Bi)LSTM -> pooling -> Dense model.
 
