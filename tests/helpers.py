@@ -18,12 +18,12 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from gatelab.train.fit import TensorData
 
+# The one tolerance table: ``torch.testing.assert_close(a, b, **TOL[dtype])`` for values
+# that two implementations of the same math compute in different orders.
 TOL = {
     torch.float64: {"rtol": 0.0, "atol": 1e-10},
     torch.float32: {"rtol": 1e-5, "atol": 1e-5},
 }
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def assert_close(a, b, dtype=torch.float64, what=""):
@@ -88,9 +88,7 @@ def assert_same_snapshots(a, b, dtype=torch.float64):
 
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
-
-ATOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()  # the one path to the real data
 
 POSITIVE = ("good", "great", "fine", "lovely", "superb")
 NEGATIVE = ("bad", "awful", "poor", "dull", "boring")

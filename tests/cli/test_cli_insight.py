@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 import gatelab
@@ -16,13 +15,6 @@ from gatelab.tasks import synthetic as ex
 _register()
 TINY_DEMO = ["--steps", "3", "--hidden-size", "4", "--T", "10", "--test-size", "20"]
 TINY_ABLATE = ["--steps", "2", "--hidden-size", "4", "--T", "10", "--batch-size", "4"]
-
-
-@pytest.fixture(autouse=True)
-def _keep_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
 
 
 def run(*args):

@@ -11,16 +11,6 @@ from typer.testing import CliRunner
 import gatelab.cli.seq2seq  # noqa: F401  (registers the commands)
 from gatelab.cli import app
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One thread: tiny models on a busy 2-core machine run 10x faster than with two."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 runner = CliRunner()
 
 TEXT = (

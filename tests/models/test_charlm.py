@@ -39,15 +39,6 @@ def assert_close(a, b, dtype=torch.float64, what=""):
     torch.testing.assert_close(a, b, rtol=rtol, atol=tol, msg=lambda m: f"{what}: {m}")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One thread: tiny models on a busy 2-core machine run 10x faster than with two."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 TEXT = "the quick brown fox jumps over the lazy dog. " * 8
 
 

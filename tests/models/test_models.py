@@ -14,7 +14,7 @@ from gatelab.models.heads import (
     SequenceRegressor,
     build_model,
 )
-from tests.helpers import ATOL
+from tests.helpers import TOL
 
 
 def _classifier(pooling: str, bidirectional: bool, tokens: bool = True, **kw) -> SequenceClassifier:
@@ -76,7 +76,7 @@ def test_pooling_uses_only_real_steps(pooling, bidirectional, tokens):
     with torch.no_grad():
         got = model.encode(x, lengths)
         want = _manual_pool(model, x, lengths)
-    torch.testing.assert_close(got, want, atol=ATOL[torch.float64], rtol=0)
+    torch.testing.assert_close(got, want, **TOL[torch.float64])
 
 
 @pytest.mark.parametrize("pooling", ["last", "mean", "max"])
@@ -90,8 +90,8 @@ def test_output_does_not_depend_on_padding_length(pooling):
         a = model(x, lengths)
         b = model(extra, lengths)
         c = model(junk, lengths)
-    torch.testing.assert_close(a, b, atol=ATOL[torch.float64], rtol=0)
-    torch.testing.assert_close(a, c, atol=ATOL[torch.float64], rtol=0)
+    torch.testing.assert_close(a, b, **TOL[torch.float64])
+    torch.testing.assert_close(a, c, **TOL[torch.float64])
 
 
 def test_unpadded_batch_needs_no_lengths():

@@ -17,15 +17,6 @@ from tests.helpers import SHARED_DATA
 DATA = SHARED_DATA
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One thread: tiny models on a busy 2-core machine run 10x faster than with two."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 PAIRS = [
     ("I run.", "Je cours."),
     ("I see a cat.", "Je vois un chat."),
