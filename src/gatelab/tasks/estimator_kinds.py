@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gatelab import estimators
 from gatelab.data.series_csv import fill_missing
 from gatelab.errors import DataError
 from gatelab.tasks.problems import numeric_rows
@@ -245,15 +246,13 @@ def explain_input(
     so when the file is longer). An ensemble shows its first member. A ``seed`` (which
     picks a sampled sequence of a synthetic task) is refused.
     """
-    from gatelab.tasks.registry import task_kind
-
     kind = config["task"]
     if seed is not None:
         raise DataError(
             f"--seed applies to synthetic-task runs only; '{run_dir}' holds a {kind} run: "
             "give --text or --data"
         )
-    est = task_kind(kind, run_dir).load(run_dir)
+    est = estimators.load(run_dir)
     net = est.model_
     members = getattr(net, "members", None)
     notes = []
