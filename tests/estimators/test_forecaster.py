@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from sklearn.model_selection import cross_val_score
 
 from gatelab.errors import DataError
 from gatelab.estimators import Forecaster
 from tests.helpers import (
+    TOL,
     ar2,
     seasonal_trend,
     sine_series,
@@ -152,3 +154,24 @@ def test_forecaster_without_its_linear_part_fits_a_series():
     rmse = float(np.sqrt(np.mean((preds.ravel() - series[200:220]) ** 2)))
     persistence = float(np.sqrt(np.mean((series[199:219] - series[200:220]) ** 2)))
     assert rmse < 0.5 * persistence, (rmse, persistence)
+    # no linear part, no gate: the validation metrics are the network's own, nothing more
+    metrics = est.validation_metrics_
+    assert set(metrics) == {"rmse", "mae"} and est.network_weight_ == 1.0
+    windows = np.stack([series[t - est.history_steps_ : t] for t in range(160, 200)])
+    want = np.sqrt(np.mean((est.predict(windows) - series[160:200]) ** 2))
+    np.testing.assert_allclose(metrics["rmse"], want, **TOL[torch.float32])  # float32 network
+
+
+def test_epochs_follow_the_windows_and_the_steps_the_network_reads():
+    """epochs=None: about 1,500 optimizer steps of batch 32 for a network reading up to 24
+    values, proportionally fewer beyond (the work per model stays bounded), 10..300."""
+    f = Forecaster()
+    f.network_steps_ = 24
+    assert f._epochs(1750) == 28  # ceil(1500 / 55 batches)
+    assert f._epochs(60) == 300  # 2 batches an epoch: capped
+    f.network_steps_ = 48  # a weekly season read twice: half the steps
+    assert f._epochs(1750) == 14  # ceil(750 / 55)
+    assert f._epochs(100_000) == 10  # at least 10 passes
+    f.network_steps_ = 12
+    assert f._epochs(1750) == 28  # never more than 1,500 steps
+    assert Forecaster(epochs=7)._epochs(1750) == 7

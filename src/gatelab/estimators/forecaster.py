@@ -66,7 +66,8 @@ class Forecaster(RegressorMixin, LSTMEstimator):
         highway: a linear skip inside the network from its last ``highway`` inputs (0 off;
             see :class:`gatelab.models.heads.ForecastNet`).
         hidden_size: None picks 8 to 64 from the number of training windows.
-        epochs: None picks enough for about 1,500 optimizer steps (20 to 300 epochs).
+        epochs: None picks enough for about 1,500 optimizer steps, fewer when the network
+            reads more than 24 values (10 to 300 epochs; see :meth:`_epochs`).
         patience: epochs without a better validation RMSE before stopping; None: a fifth
             of the epochs (at least 10).
         Other arguments as :class:`TextClassifier`.
@@ -75,7 +76,9 @@ class Forecaster(RegressorMixin, LSTMEstimator):
     task = "forecaster"
     kind = "forecaster"
     _GATE_WEIGHTS: ClassVar[tuple[float, ...]] = (0.0, 0.25, 0.5, 0.75, 1.0)
-    _EPOCHS = (20, 300, 1500)  # epochs=None: about 1,500 optimizer steps, 20 to 300 passes
+    # epochs=None: about 1,500 optimizer steps (fewer for long windows), 10 to 300 passes
+    _EPOCHS = (10, 300, 1500)
+    _STEP_VALUES = 24  # network steps up to which an epoch rule's 1,500 steps hold in full
     _VALIDATION_NONE_OK = True  # None: a fifth of the series (see _n_valid)
 
     def __init__(
@@ -152,6 +155,21 @@ class Forecaster(RegressorMixin, LSTMEstimator):
         if self.hidden_size is not None:
             return self.hidden_size
         return int(min(64, max(8, 2 ** round(math.log2(2 * math.sqrt(max(n_windows, 1)))))))
+
+    def _epochs(self, n_train: int) -> int:
+        """``epochs``, or for None enough passes for about ``1,500 * 24 / max(24, steps)``
+        optimizer steps, ``steps`` the values the network reads, within 10 to 300 passes.
+
+        An optimizer step costs about as many LSTM steps as the network reads (batches of
+        32 windows are too small for the batch size to matter on a CPU), so the rule keeps
+        the work per model near 36,000 LSTM steps: a weekly series (48 steps) gets half
+        the optimizer steps of a monthly one (24). Short series are bound by 300 passes."""
+        if self.epochs is not None:
+            return self.epochs
+        low, high, target = self._EPOCHS
+        target = target * self._STEP_VALUES / max(self._STEP_VALUES, self.network_steps_)
+        steps = math.ceil(n_train / self.batch_size)
+        return min(high, max(low, math.ceil(target / steps)))
 
     def _train_config(self, n_train: int) -> TrainConfig:
         config = super()._train_config(n_train)
@@ -383,13 +401,19 @@ class Forecaster(RegressorMixin, LSTMEstimator):
     def _gate(self, vw: np.ndarray, vt: np.ndarray, linear) -> float:
         """Scale the LSTM term by the weight with the lowest validation RMSE (exactly:
         the heads' weights and biases are multiplied); 1.0 when there is no validation
-        data."""
+        data or no linear part (``linear=False``: the network is the whole forecast, and
+        ``validation_metrics_`` holds its ``rmse`` and ``mae`` only)."""
+        from gatelab.train.metrics import regression_metrics
+
         if not len(vw):
             self.validation_metrics_ = None
             return 1.0
         net = self.scaler_.inverse_transform(
             self._outputs(self._windows_data(vw, None)).numpy().astype(np.float64)
         )
+        if linear is None:  # the network alone: nothing to gate, no linear part to report
+            self.validation_metrics_ = regression_metrics(vt, net)
+            return 1.0
         lin = self._linear(vw, linear)
         scores = {a: float(np.sqrt(np.mean((lin + a * net - vt) ** 2))) for a in self._GATE_WEIGHTS}
         best = min(scores, key=lambda a: (scores[a], a))  # a tie drops the LSTM term
@@ -401,8 +425,6 @@ class Forecaster(RegressorMixin, LSTMEstimator):
                 if self.highway:
                     m.highway.weight.mul_(best)
                     m.highway.bias.mul_(best)
-        from gatelab.train.metrics import regression_metrics
-
         self.validation_metrics_ = {
             **regression_metrics(vt, lin + best * net),
             "linear_rmse": scores[0.0],
