@@ -24,10 +24,10 @@ import numpy as np
 import typer
 
 from gatelab.cli import app, train_app
-from gatelab.errors import GatelabError
+from gatelab.cli.progress import RichProgress
+from gatelab.errors import GatelabError, TrainingError
 from gatelab.estimators import Forecaster, SeriesClassifier, TextClassifier
 from gatelab.train import distributed
-from gatelab.train.fit import RichProgress, TrainingError
 from gatelab.train.runs import (
     CONFIG_FILE,
     RunFolderError,
