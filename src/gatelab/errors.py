@@ -56,8 +56,8 @@ class TrainingDiverged(TrainingError, FloatingPointError):
     """The training loss, a gradient norm or the validation loss became NaN or infinite.
 
     Raised by every training loop (:func:`gatelab.train.fit.fit`,
-    :func:`gatelab.train.tbptt.fit_loop`, :func:`gatelab.tasks.synthetic.train`) before the
-    step that would poison the weights. It is a :class:`TrainingError` (so a
+    :func:`gatelab.train.tbptt.fit_loop`, :func:`gatelab.tasks.synthetic.run_experiment`)
+    before the step that would poison the weights. It is a :class:`TrainingError` (so a
     ``RuntimeError``) and a :class:`FloatingPointError`, the two ways divergence was
     reported before, so code written for either keeps catching it.
     """
