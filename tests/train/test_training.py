@@ -8,16 +8,13 @@ import json
 import os
 import pickle
 
-import numpy as np
 import pytest
 import torch
-from sklearn import metrics as skm
 
 from gatelab.cli.progress import RichProgress
 from gatelab.errors import RunFolderError, TrainingDiverged, TrainingError
 from gatelab.models.heads import ModelConfig, build_model
 from gatelab.train import fit as training
-from gatelab.train import metrics as M
 from gatelab.train.fit import (
     Callback,
     TensorData,
@@ -30,42 +27,11 @@ from gatelab.train.runs import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_tensors,
-    optimizer_from_tensors,
-    optimizer_to_tensors,
-    read_checkpoint,
     read_config,
     read_tensors,
-    write_checkpoint,
     write_config,
 )
 from tests.helpers import state_equal, token_data
-
-# ----------------------------------------------------------------- metrics
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_classification_metrics_equal_sklearn(seed):
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 4, 50)
-    p = rng.integers(0, 5, 50)  # class 4 never true; some classes maybe never predicted
-    assert M.accuracy(y, p) == pytest.approx(skm.accuracy_score(y, p), abs=1e-12)
-    assert M.macro_f1(y, p) == pytest.approx(
-        skm.f1_score(y, p, average="macro", zero_division=0), abs=1e-12
-    )
-
-
-def test_regression_metrics_equal_sklearn():
-    rng = np.random.default_rng(0)
-    y, p = rng.normal(size=(30, 3)), rng.normal(size=(30, 3))
-    assert M.rmse(y, p) == pytest.approx(np.sqrt(skm.mean_squared_error(y, p)), abs=1e-12)
-    assert M.mae(y, p) == pytest.approx(skm.mean_absolute_error(y, p), abs=1e-12)
-    assert M.rmse(torch.tensor(y), torch.tensor(p)) == pytest.approx(M.rmse(y, p))
-
-
-def test_metrics_refuse_mismatched_shapes():
-    with pytest.raises(ValueError, match="equal shapes"):
-        M.accuracy([1, 2], [1])
-
 
 # ----------------------------------------------------------------- batching
 
@@ -305,44 +271,6 @@ def test_atomic_write_cleans_up_when_writing_the_data_fails(tmp_path, monkeypatc
     with pytest.raises(OSError, match="mid-write"):
         atomic_write_tensors(tmp_path / "model.safetensors", {"w": torch.ones(3)})
     assert list(tmp_path.iterdir()) == []
-
-
-def test_a_crash_inside_a_checkpoint_write_leaves_the_previous_pair(tmp_path, monkeypatch):
-    write_checkpoint(tmp_path, 1, {"w": torch.full((2,), 1.0)}, {"epoch": 1})
-    import gatelab.train.checkpoint as checkpoint
-
-    def crash(path, obj):  # the tensors of epoch 2 are written, then the machine stops
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(checkpoint, "atomic_write_json", crash)
-    with pytest.raises(KeyboardInterrupt):
-        write_checkpoint(tmp_path, 2, {"w": torch.full((2,), 2.0)}, {"epoch": 2})
-    monkeypatch.undo()
-    state, tensors = read_checkpoint(tmp_path)
-    assert state["epoch"] == 1 and torch.equal(tensors["w"], torch.full((2,), 1.0))
-    write_checkpoint(tmp_path, 2, {"w": torch.full((2,), 2.0)}, {"epoch": 2})
-    state, tensors = read_checkpoint(tmp_path)
-    assert state["epoch"] == 2 and torch.equal(tensors["w"], torch.full((2,), 2.0))
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "checkpoint-0002.safetensors",
-        "checkpoint.json",
-    ]
-
-
-def test_optimizer_state_round_trips_through_tensors_and_json():
-    model = torch.nn.Linear(3, 2)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, betas=(0.8, 0.9))
-    model(torch.randn(4, 3)).sum().backward()
-    opt.step()
-    tensors, meta = optimizer_to_tensors(opt)
-    meta = json.loads(json.dumps(meta))  # what the checkpoint file holds
-    again = torch.optim.AdamW(torch.nn.Linear(3, 2).parameters())
-    again.load_state_dict(optimizer_from_tensors(tensors, meta))
-    a, b = opt.state_dict(), again.state_dict()
-    assert a["param_groups"] == b["param_groups"]
-    for pid, entries in a["state"].items():
-        for key, value in entries.items():
-            assert torch.equal(value, b["state"][pid][key]), (pid, key)
 
 
 def test_atomic_write_bytes_replaces_content(tmp_path):
