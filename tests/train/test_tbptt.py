@@ -73,16 +73,22 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path):
     assert whole.finished and resumed.finished
 
 
-def test_a_non_finite_loss_stops_before_the_step_and_keeps_the_last_checkpoint(tmp_path):
-    model, opt = _setup()
+def _poisoned(model, at: int, poison):
+    """The MSE step, with ``poison(loss)`` applied to the loss of the ``at``-th call."""
     calls = [0]
 
     def step(batch, carry):
         calls[0] += 1
         x, y = batch
         loss = nn.functional.mse_loss(model(x), y)
-        return (loss * math.nan if calls[0] == 6 else loss), carry, len(x)
+        return (poison(loss) if calls[0] == at else loss), carry, len(x)
 
+    return step
+
+
+def test_a_non_finite_loss_stops_before_the_step_and_keeps_the_last_checkpoint(tmp_path):
+    model, opt = _setup()
+    step = _poisoned(model, 6, lambda loss: loss * math.nan)
     with pytest.raises(TrainingDiverged, match=r"epoch 2, step 2: the loss is nan.*epoch 1") as e:
         _loop(model, opt, tmp_path, epochs=3, step=step)
     # the one family: what caught TrainingError or FloatingPointError before still does
@@ -93,15 +99,12 @@ def test_a_non_finite_loss_stops_before_the_step_and_keeps_the_last_checkpoint(t
 
 def test_a_non_finite_gradient_stops_before_the_optimizer_step(tmp_path):
     model, opt = _setup()
-    calls = [0]
 
-    def step(batch, carry):
-        calls[0] += 1
-        x, y = batch
-        if calls[0] == 3:  # a finite loss whose gradient is not
-            model[0].weight.register_hook(lambda g: torch.full_like(g, math.inf))
-        return nn.functional.mse_loss(model(x), y), carry, len(x)
+    def infinite_gradient(loss):  # a finite loss whose gradient is not
+        model[0].weight.register_hook(lambda g: torch.full_like(g, math.inf))
+        return loss
 
+    step = _poisoned(model, 3, infinite_gradient)
     before = {}
 
     def on_step(epoch, k, loss):
