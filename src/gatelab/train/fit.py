@@ -280,6 +280,9 @@ def fit(
             :class:`~gatelab.errors.TrainingError` and a ``FloatingPointError``).
         RunFolderError: ``resume`` with a checkpoint that is corrupt or made with another
             config or other data; ``checkpoint_dir`` locked by another process.
+    (Over 80 lines with this docstring: the epoch loop stays in one piece so that the order
+    of each epoch's work, train, validate, record, checkpoint, callbacks, reads top down;
+    its parts are :func:`_begin`, :func:`_train_epoch` and :func:`_judge`.)
     """
     config = config if config is not None else TrainConfig()
     if resume and checkpoint_dir is None:
@@ -331,16 +334,15 @@ def fit(
                 train_model, model, train, config, optimizer, scheduler, loss_fn, where, callbacks
             )
             if valid is not None:
-                val, better, stop = _judge(
-                    model, valid, config, loss_fn, metric_transform, history, bad_epochs
+                judged = _judge(
+                    model, valid, config, loss_fn, metric_transform, history, epoch, monitor
                 )
-                logs.update({f"val_{k}": v for k, v in val.items()})
-                if better:
-                    history.best_score, history.best_epoch, bad_epochs = val[monitor], epoch, 0
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                logs.update(judged["logs"])
+                if judged["better"]:
+                    bad_epochs, best_state = 0, judged["weights"]
                 else:
                     bad_epochs += 1
-                    history.stopped_early = stop
+                    history.stopped_early = judged["stop"] and bad_epochs >= config.patience
             history.epochs.append(logs)
             logger.info("epoch %d/%d: %s", epoch + 1, config.epochs, logs)
             if ckpt is not None and writer:
@@ -430,17 +432,27 @@ def _train_epoch(
     return logs
 
 
-def _judge(model, valid, config, loss_fn, metric_transform, history, bad_epochs):
-    """Validate after an epoch: ``(metrics, better, stop)``, decided on rank 0 and sent to
-    every rank."""
+def _judge(
+    model, valid, config, loss_fn, metric_transform, history, epoch, monitor
+) -> dict[str, Any]:
+    """Validate after ``epoch``: ``{"logs": val_* metrics, "better": bool, "stop": bool,
+    "weights": the model's weights if better}`` by ``monitor``, decided on rank 0 and sent
+    to every rank.
+
+    A better score is recorded in ``history``; ``stop`` says whether patience applies (the
+    caller counts the epochs without progress)."""
     decision = None
     if D.is_writer():  # rank 0 validates and decides; the others follow
-        monitor = history.monitor
         val = _validate(model, valid, config, loss_fn, metric_transform)
-        better = _better(monitor, val[monitor], history.best_score)
-        stop = not better and config.patience is not None and bad_epochs + 1 >= config.patience
-        decision = (val, better, stop)
-    return D.broadcast_object(decision) if D.active() else decision
+        decision = (val, _better(monitor, val[monitor], history.best_score))
+    val, better = D.broadcast_object(decision) if D.active() else decision
+    weights = None
+    if better:
+        history.best_score, history.best_epoch = val[monitor], epoch
+        weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    stop = not better and config.patience is not None
+    return {"logs": {f"val_{k}": v for k, v in val.items()}, "better": better, "stop": stop,
+            "weights": weights}  # fmt: skip
 
 
 def _check_same_data(train: TensorData, valid: TensorData | None) -> None:

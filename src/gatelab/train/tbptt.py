@@ -195,6 +195,12 @@ def _fit_loop(
     model, optimizer, run_dir, epochs, batches, step, validate, fit, time_budget_s, clip,
     on_epoch, on_step,
 ) -> FitState:  # fmt: skip
+    """:func:`fit_loop` in the run folder it holds.
+
+    Over 80 lines: one step's order (forward, finite check, backward, all-reduce, clip,
+    finite check, optimizer step) and one epoch's (validate, record, checkpoint, best
+    weights after the checkpoint that holds them) are the guarantees of the module's
+    docstring; they stay in one piece to be read, and checked, top down."""
     distributed, rank, world = D.active(), D.rank(), D.world_size()
     if distributed:
         fit = _sync_start(model, optimizer, fit)
