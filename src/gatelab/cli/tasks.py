@@ -44,10 +44,11 @@ from gatelab.cli.options import (
     Variant,
     column_ref,
 )
+from gatelab.cli.progress import RichProgress
+from gatelab.errors import TrainingError
 from gatelab.estimators import Forecaster, SeriesClassifier, TextClassifier
 from gatelab.tasks.estimator_kinds import forecast_metrics, read_series_file
 from gatelab.train import distributed
-from gatelab.train.fit import RichProgress, TrainingError
 from gatelab.train.runs import (
     CONFIG_FILE,
     atomic_write_json,
