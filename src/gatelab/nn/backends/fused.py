@@ -55,8 +55,8 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from gatelab.nn.backends import _checks, reference
-from gatelab.nn.backends.reference import step_mask
 from gatelab.nn.equations import CellSpec
+from gatelab.nn.masks import step_mask
 
 __all__ = ["can_run", "extension", "lstm_layer", "slstm_layer", "spec_flags"]
 
