@@ -5,6 +5,7 @@ typer types; defaults come from the estimators' own signatures."""
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -193,3 +194,75 @@ def column_ref(value: str | None) -> str | int | None:
     if value is None:
         return None
     return int(value) if value.isdigit() else value
+
+
+# ----------------------------------------------------------------- the shared train options
+
+#: The options every estimator's ``train`` command takes, with their types.
+SHARED_TRAIN: dict[str, Any] = {
+    "epochs": Epochs,
+    "batch_size": BatchSize,
+    "hidden_size": HiddenSize,
+    "layers": Layers,
+    "bidirectional": Bidirectional,
+    "variant": Variant,
+    "backend": Backend,
+    "seed": Seed,
+    "lr": Lr,
+    "dropout": Dropout,
+    "models": Models,
+    "resume": Resume,
+    "nproc": Nproc,
+    "max_restarts": MaxRestarts,
+    "quiet": Quiet,
+}
+#: The estimator argument each shared option sets (the others run the command).
+ESTIMATOR_ARGS = {
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "hidden_size": "hidden_size",
+    "layers": "num_layers",
+    "bidirectional": "bidirectional",
+    "variant": "variant",
+    "backend": "backend",
+    "seed": "seed",
+    "lr": "lr",
+    "dropout": "dropout",
+    "models": "n_models",
+}
+_RUN_DEFAULTS = {"resume": False, "nproc": 1, "max_restarts": 0, "quiet": False}
+
+
+def shared_train_options(table: dict[str, Any], **types: Any) -> Callable[[Callable], Callable]:
+    """Give an estimator's ``train`` command the options they all share
+    (:data:`SHARED_TRAIN`), after its own, each defaulting to the estimator's default in
+    ``table``; ``types`` replaces an option's type where the command words it its own way.
+
+    The command takes them as ``**shared``. typer reads a command's options from its
+    signature, so this writes them into the signature (``__signature__``) once, instead of
+    three commands spelling out fifteen parameters each (click's shared-option decorators,
+    in typer's terms)."""
+
+    def add(fn: Callable) -> Callable:
+        signature = inspect.signature(fn, eval_str=True)  # typer reads the types here
+        own = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        shared = [
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=types.get(name, kind),
+                default=_RUN_DEFAULTS[name]
+                if name in _RUN_DEFAULTS
+                else table[ESTIMATOR_ARGS[name]],
+            )
+            for name, kind in SHARED_TRAIN.items()
+        ]
+        fn.__signature__ = signature.replace(parameters=own + shared)
+        return fn
+
+    return add
+
+
+def estimator_args(shared: dict[str, Any]) -> dict[str, Any]:
+    """The estimator arguments the shared options set, from a command's ``**shared``."""
+    return {arg: shared[option] for option, arg in ESTIMATOR_ARGS.items()}

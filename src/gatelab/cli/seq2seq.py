@@ -21,7 +21,8 @@ import typer
 
 from gatelab.cli import app, train_app
 from gatelab.cli.common import Threads, clean_errors, set_threads
-from gatelab.cli.tasks import MaxRestarts, Nproc, launching
+from gatelab.cli.options import Backend, BatchSize, HiddenSize, Layers, MaxRestarts, Nproc, Variant
+from gatelab.cli.tasks import launching
 from gatelab.tasks.sequence import (
     CharLMTrainConfig,
     TranslatorTrainConfig,
@@ -69,27 +70,8 @@ Minutes = Annotated[
     float | None,
     typer.Option("--minutes", help="Time budget in minutes of training (with --resume: in all)."),
 ]
-BatchSize = Annotated[int, typer.Option("--batch-size", help="Sequences per training step.")]
-Hidden = Annotated[int, typer.Option("--hidden-size", help="LSTM hidden units.")]
-Layers = Annotated[int, typer.Option("--layers", help="Stacked LSTM layers.")]
 Embedding = Annotated[int, typer.Option("--embedding-dim", help="Embedding size.")]
 Dropout = Annotated[float, typer.Option("--dropout", help="Dropout probability.")]
-Variant = Annotated[
-    str,
-    typer.Option(
-        "--variant",
-        help="LSTM cell variant: standard, peephole, cifg, nig, nfg, nog, niaf, noaf, "
-        "layernorm, tanh_gates.",
-    ),
-]
-Backend = Annotated[
-    str,
-    typer.Option(
-        "--backend",
-        help="LSTM backend: auto (torch's fused kernel for the standard cell), native, fused, "
-        "reference.",
-    ),
-]
 Lr = Annotated[float, typer.Option("--lr", help="Adam learning rate.")]
 Clip = Annotated[float, typer.Option("--clip", help="Maximum gradient norm.")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed (weights, dropout, order).")]
@@ -133,7 +115,7 @@ def train_char_lm_command(
     seq_len: Annotated[
         int, typer.Option("--seq-len", help="Characters per TBPTT window.")
     ] = LM.seq_len,
-    hidden_size: Hidden = 256,
+    hidden_size: HiddenSize = 256,
     layers: Layers = 2,
     embedding_dim: Embedding = 64,
     dropout: Dropout = 0.0,
@@ -225,7 +207,7 @@ def train_translator_command(
     epochs: Epochs = TR.epochs,
     minutes: Minutes = TR.minutes,
     batch_size: BatchSize = TR.batch_size,
-    hidden_size: Hidden = 256,
+    hidden_size: HiddenSize = 256,
     layers: Layers = 1,
     embedding_dim: Embedding = 256,
     dropout: Dropout = 0.2,
