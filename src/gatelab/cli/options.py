@@ -161,14 +161,19 @@ HELP = {
 
 
 Epochs = Annotated[int, typer.Option(help=HELP["epochs"])]
-TextEpochs = Annotated[
-    int | None,
-    typer.Option(
-        "--epochs",
-        help=HELP["epochs"] + " Default: 4 to 8, enough for about 800 optimizer steps.",
-        show_default=False,
-    ),
-]
+
+
+def _epochs(default: str) -> Any:
+    """The ``--epochs`` type of an estimator whose default follows from the data."""
+    return Annotated[
+        int | None,
+        typer.Option("--epochs", help=f"{HELP['epochs']} Default: {default}", show_default=False),
+    ]
+
+
+TextEpochs = _epochs("4 to 8, enough for about 800 optimizer steps.")
+SeriesEpochs = _epochs("about 1,000 steps.")
+ForecastEpochs = _epochs("about 1,500 steps.")
 BatchSize = Annotated[int, typer.Option(help=HELP["batch_size"])]
 HiddenSize = Annotated[int, typer.Option(help=HELP["hidden_size"])]
 Layers = Annotated[int, typer.Option(help=HELP["layers"])]
@@ -233,34 +238,39 @@ ESTIMATOR_ARGS = {
 _RUN_DEFAULTS = {"resume": False, "nproc": 1, "max_restarts": 0, "quiet": False}
 
 
-def shared_train_options(table: dict[str, Any], **types: Any) -> Callable[[Callable], Callable]:
-    """Give an estimator's ``train`` command the options they all share
-    (:data:`SHARED_TRAIN`), after its own, each defaulting to the estimator's default in
-    ``table``; ``types`` replaces an option's type where the command words it its own way.
+def with_options(options: dict[str, tuple[Any, Any]]) -> Callable[[Callable], Callable]:
+    """Give a command the options ``{name: (type, default)}`` after its own; the command
+    takes them as ``**kwargs``.
 
-    The command takes them as ``**shared``. typer reads a command's options from its
-    signature, so this writes them into the signature (``__signature__``) once, instead of
-    three commands spelling out fifteen parameters each (click's shared-option decorators,
-    in typer's terms)."""
+    typer reads a command's options from its signature, so this writes them into the
+    signature (``__signature__``) once, instead of every command that shares them
+    spelling them out (click's shared-option decorators, in typer's terms). Apply it
+    below the other decorators, next to the ``def``."""
 
     def add(fn: Callable) -> Callable:
         signature = inspect.signature(fn, eval_str=True)  # typer reads the types here
         own = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
         shared = [
-            inspect.Parameter(
-                name,
-                inspect.Parameter.KEYWORD_ONLY,
-                annotation=types.get(name, kind),
-                default=_RUN_DEFAULTS[name]
-                if name in _RUN_DEFAULTS
-                else table[ESTIMATOR_ARGS[name]],
-            )
-            for name, kind in SHARED_TRAIN.items()
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind, default=value)
+            for name, (kind, value) in options.items()
         ]
         fn.__signature__ = signature.replace(parameters=own + shared)
         return fn
 
     return add
+
+
+def estimator_train_options(table: dict[str, Any], **types: Any) -> dict[str, tuple[Any, Any]]:
+    """The options every estimator's ``train`` command takes (:data:`SHARED_TRAIN`), for
+    :func:`with_options`: each defaults to the estimator's default in ``table``; ``types``
+    replaces an option's type where a command words it its own way."""
+    return {
+        name: (
+            types.get(name, kind),
+            _RUN_DEFAULTS[name] if name in _RUN_DEFAULTS else table[ESTIMATOR_ARGS[name]],
+        )
+        for name, kind in SHARED_TRAIN.items()
+    }
 
 
 def estimator_args(shared: dict[str, Any]) -> dict[str, Any]:

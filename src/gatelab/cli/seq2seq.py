@@ -21,7 +21,16 @@ import typer
 
 from gatelab.cli import app, train_app
 from gatelab.cli.common import Threads, clean_errors, set_threads
-from gatelab.cli.options import Backend, BatchSize, HiddenSize, Layers, MaxRestarts, Nproc, Variant
+from gatelab.cli.options import (
+    Backend,
+    BatchSize,
+    HiddenSize,
+    Layers,
+    MaxRestarts,
+    Nproc,
+    Variant,
+    with_options,
+)
 from gatelab.cli.tasks import launching
 from gatelab.tasks.sequence import (
     CharLMTrainConfig,
@@ -86,6 +95,23 @@ Resume = Annotated[
 Quiet = Annotated[bool, typer.Option("--quiet", help="No per-epoch lines, only the summary.")]
 
 
+def _run_options(config: CharLMTrainConfig | TranslatorTrainConfig) -> dict[str, Any]:
+    """The options both ``train`` commands take after their own, for
+    :func:`gatelab.cli.options.with_options`: ``{name: (type, default)}``."""
+    return {
+        "variant": (Variant, "standard"),
+        "backend": (Backend, "auto"),
+        "lr": (Lr, config.lr),
+        "clip": (Clip, config.clip),
+        "seed": (Seed, config.seed),
+        "resume": (Resume, False),
+        "nproc": (Nproc, 1),
+        "max_restarts": (MaxRestarts, 0),
+        "quiet": (Quiet, False),
+        "threads": (Threads, None),
+    }
+
+
 def _model_kw(given: dict[str, Any], *extra: str) -> dict[str, Any]:
     """The model arguments from a ``train`` command's options (its ``locals()``): the
     ones both models take, then ``extra`` ones by their own names."""
@@ -106,6 +132,7 @@ def _model_kw(given: dict[str, Any], *extra: str) -> dict[str, Any]:
 @train_app.command("char-lm")
 @clean_errors
 @launching
+@with_options(_run_options(LM))
 def train_char_lm_command(
     data: Data,
     out: Out,
@@ -119,28 +146,19 @@ def train_char_lm_command(
     layers: Layers = 2,
     embedding_dim: Embedding = 64,
     dropout: Dropout = 0.0,
-    variant: Variant = "standard",
-    backend: Backend = "auto",
-    lr: Lr = LM.lr,
-    clip: Clip = LM.clip,
     valid_fraction: Annotated[
         float, typer.Option("--valid-fraction", help="The last part of the text held out.")
     ] = LM.valid_fraction,
-    seed: Seed = LM.seed,
-    resume: Resume = False,
-    nproc: Nproc = 1,
-    max_restarts: MaxRestarts = 0,
-    quiet: Quiet = False,
-    threads: Threads = None,
+    **run: Any,
 ) -> None:
     """Train a character language model (embedding -> LSTM -> Dense) on a text file,
     stateful TBPTT; reports validation bits per character."""
-    set_threads(threads)
-    model_kw = _model_kw(locals())
+    set_threads(run["threads"])
+    model_kw = _model_kw({**locals(), **run})
+    lr, clip, seed = run["lr"], run["clip"], run["seed"]
     config = CharLMTrainConfig(epochs, minutes, batch_size, seq_len, lr, clip, valid_fraction, seed)
-    metrics = train_char_lm(
-        data, out, model_kw, config, resume=resume, on_epoch=_epoch_printer(quiet, "chars", True)
-    )
+    on_epoch = _epoch_printer(run["quiet"], "chars", True)
+    metrics = train_char_lm(data, out, model_kw, config, resume=run["resume"], on_epoch=on_epoch)
     typer.echo(
         f"{out}: valid {metrics['valid_loss']:.4f} nats/char = "
         f"{metrics['valid_bits_per_char']:.4f} bits/char (epoch {metrics['best_epoch']}), "
@@ -194,6 +212,7 @@ def generate_command(
 @train_app.command("translator")
 @clean_errors
 @launching
+@with_options(_run_options(TR))
 def train_translator_command(
     data: Annotated[
         Path,
@@ -233,36 +252,27 @@ def train_translator_command(
     split_seed: Annotated[
         int, typer.Option("--split-seed", help="Seed of the train/valid/test split.")
     ] = TR.split_seed,
-    variant: Variant = "standard",
-    backend: Backend = "auto",
-    lr: Lr = TR.lr,
-    clip: Clip = TR.clip,
-    seed: Seed = TR.seed,
-    resume: Resume = False,
-    nproc: Nproc = 1,
-    max_restarts: MaxRestarts = 0,
-    quiet: Quiet = False,
-    threads: Threads = None,
+    **run: Any,
 ) -> None:
     """Train an LSTM encoder-decoder translator with attention on sentence pairs, with a
     fixed seeded train/valid/test split."""
-    set_threads(threads)
-    model_kw = _model_kw(locals(), "attention", "input_feeding")
+    set_threads(run["threads"])
+    model_kw = _model_kw({**locals(), **run}, "attention", "input_feeding")
     config = TranslatorTrainConfig(
         epochs,
         minutes,
         batch_size,
-        lr,
-        clip,
+        run["lr"],
+        run["clip"],
         teacher_forcing,
         min_freq,
         valid,
         test,
         split_seed,
-        seed,
+        run["seed"],
     )
-    on_epoch = _epoch_printer(quiet, "target words", False)
-    metrics = train_translator(data, out, model_kw, config, resume=resume, on_epoch=on_epoch)
+    on_epoch = _epoch_printer(run["quiet"], "target words", False)
+    metrics = train_translator(data, out, model_kw, config, resume=run["resume"], on_epoch=on_epoch)
     typer.echo(
         f"{out}: valid {metrics['valid_loss']:.4f} nats/word (perplexity "
         f"{metrics['valid_perplexity']:.2f}, epoch {metrics['best_epoch']}), "

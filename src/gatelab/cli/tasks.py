@@ -26,11 +26,14 @@ from gatelab.cli.options import (
     SOURCE_FILE,
     TEXT,
     Fill,
+    ForecastEpochs,
     Out,
+    SeriesEpochs,
     TextEpochs,
     column_ref,
     estimator_args,
-    shared_train_options,
+    estimator_train_options,
+    with_options,
 )
 from gatelab.cli.progress import RichProgress
 from gatelab.errors import TrainingError
@@ -192,7 +195,7 @@ def _summary(est, out: Path, quiet: bool) -> None:
 @clean_errors
 @launching
 @holding_out
-@shared_train_options(TEXT, epochs=TextEpochs)
+@with_options(estimator_train_options(TEXT, epochs=TextEpochs))
 def train_text_classifier(
     train: Annotated[Path, typer.Option("--train", help=HELP["text_train"], show_default=False)],
     out: Out,
@@ -240,12 +243,7 @@ def train_text_classifier(
 @clean_errors
 @launching
 @holding_out
-@shared_train_options(
-    SERIES,
-    epochs=Annotated[
-        int | None, typer.Option(help=HELP["epochs"] + " Default: about 1,000 steps.")
-    ],
-)
+@with_options(estimator_train_options(SERIES, epochs=SeriesEpochs))
 def train_series_classifier(
     train: Annotated[Path, typer.Option("--train", help=HELP["series_train"], show_default=False)],
     out: Out,
@@ -280,14 +278,14 @@ def train_series_classifier(
 @clean_errors
 @launching
 @holding_out
-@shared_train_options(
-    FORECAST,
-    epochs=Annotated[
-        int | None, typer.Option(help=HELP["epochs"] + " Default: about 1,500 steps.")
-    ],
-    hidden_size=Annotated[
-        int | None, typer.Option(help=HELP["hidden_size"] + " Default: from the length.")
-    ],
+@with_options(
+    estimator_train_options(
+        FORECAST,
+        epochs=ForecastEpochs,
+        hidden_size=Annotated[
+            int | None, typer.Option(help=HELP["hidden_size"] + " Default: from the length.")
+        ],
+    )
 )
 def train_forecaster(
     data: Annotated[Path, typer.Option("--data", help=HELP["forecast_data"], show_default=False)],
