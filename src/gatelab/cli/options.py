@@ -189,6 +189,20 @@ Dropout = Annotated[float, typer.Option(help=HELP["dropout"])]
 Models = Annotated[int, typer.Option("--models", help=HELP["models"])]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help=HELP["quiet"])]
 Out = Annotated[Path, typer.Option("--out", help=HELP["out"], show_default=False)]
+
+
+def _file(flag: str, help_key: str, required: bool = True) -> Any:
+    """The type of an option naming a data file (required: no default shown)."""
+    if required:
+        return Annotated[Path, typer.Option(flag, help=HELP[help_key], show_default=False)]
+    return Annotated[Path | None, typer.Option(flag, help=HELP[help_key])]
+
+
+TextTrain = _file("--train", "text_train")
+TextValid = _file("--valid", "text_valid", required=False)
+SeriesTrain = _file("--train", "series_train")
+SeriesValid = _file("--valid", "series_valid", required=False)
+ForecastData = _file("--data", "forecast_data")
 Fill = Annotated[str | None, typer.Option("--fill", help=HELP["fill"])]
 Nproc = Annotated[int, typer.Option("--nproc", help=HELP["nproc"])]
 MaxRestarts = Annotated[int, typer.Option("--max-restarts", help=HELP["max_restarts"])]

@@ -26,10 +26,15 @@ from gatelab.cli.options import (
     SOURCE_FILE,
     TEXT,
     Fill,
+    ForecastData,
     ForecastEpochs,
     Out,
     SeriesEpochs,
+    SeriesTrain,
+    SeriesValid,
     TextEpochs,
+    TextTrain,
+    TextValid,
     column_ref,
     estimator_args,
     estimator_train_options,
@@ -197,9 +202,9 @@ def _summary(est, out: Path, quiet: bool) -> None:
 @holding_out
 @with_options(estimator_train_options(TEXT, epochs=TextEpochs))
 def train_text_classifier(
-    train: Annotated[Path, typer.Option("--train", help=HELP["text_train"], show_default=False)],
+    train: TextTrain,
     out: Out,
-    valid: Annotated[Path | None, typer.Option("--valid", help=HELP["text_valid"])] = None,
+    valid: TextValid = None,
     embedding_dim: Annotated[int, typer.Option(help=HELP["embedding_dim"])] = TEXT["embedding_dim"],
     pooling: Annotated[str, typer.Option(help=HELP["pooling"])] = TEXT["pooling"],
     max_len: Annotated[int | None, typer.Option(help=HELP["max_len"])] = TEXT["max_len"],
@@ -245,9 +250,9 @@ def train_text_classifier(
 @holding_out
 @with_options(estimator_train_options(SERIES, epochs=SeriesEpochs))
 def train_series_classifier(
-    train: Annotated[Path, typer.Option("--train", help=HELP["series_train"], show_default=False)],
+    train: SeriesTrain,
     out: Out,
-    valid: Annotated[Path | None, typer.Option("--valid", help=HELP["series_valid"])] = None,
+    valid: SeriesValid = None,
     normalize: Annotated[str, typer.Option(help=HELP["normalize"])] = "series",
     architecture: Annotated[str, typer.Option(help=HELP["architecture"])] = SERIES["architecture"],
     fill: Fill = None,
@@ -288,7 +293,7 @@ def train_series_classifier(
     )
 )
 def train_forecaster(
-    data: Annotated[Path, typer.Option("--data", help=HELP["forecast_data"], show_default=False)],
+    data: ForecastData,
     out: Out,
     column: Annotated[str | None, typer.Option("--column", help=HELP["forecast_column"])] = None,
     horizon: Annotated[int, typer.Option("--horizon", help=HELP["horizon"])] = 1,

@@ -17,6 +17,7 @@ Ablations (runs of variants x seeds and their statistics) are :mod:`gatelab.insi
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -134,19 +135,11 @@ class GateSaturation:
     high: float
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain lists and numbers, for JSON."""
+        """Plain lists and numbers, for JSON: every field, tensors as nested lists."""
         return {
-            "layer": self.layer,
-            "direction": self.direction,
-            "gate": self.gate,
-            "left": self.left.tolist(),
-            "right": self.right.tolist(),
-            "mean": self.mean.tolist(),
-            "hist": self.hist.tolist(),
-            "edges": self.edges.tolist(),
-            "steps": self.steps,
-            "low": self.low,
-            "high": self.high,
+            f.name: v.tolist() if isinstance(v, Tensor) else v
+            for f in dataclasses.fields(self)
+            for v in (getattr(self, f.name),)
         }
 
 
