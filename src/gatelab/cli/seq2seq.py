@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 import typer
 
-from gatelab.cli import app, train_app
+from gatelab.cli import app
 from gatelab.cli.common import Threads, clean_errors, set_threads
 from gatelab.cli.options import (
     Backend,
@@ -29,9 +29,8 @@ from gatelab.cli.options import (
     MaxRestarts,
     Nproc,
     Variant,
-    with_options,
 )
-from gatelab.cli.tasks import launching
+from gatelab.cli.tasks import train_command
 from gatelab.tasks.sequence import (
     CharLMTrainConfig,
     TranslatorTrainConfig,
@@ -95,10 +94,22 @@ Resume = Annotated[
 Quiet = Annotated[bool, typer.Option("--quiet", help="No per-epoch lines, only the summary.")]
 
 
-def _run_options(config: CharLMTrainConfig | TranslatorTrainConfig) -> dict[str, Any]:
+def _run_options(
+    config: CharLMTrainConfig | TranslatorTrainConfig,
+    *,
+    hidden_size: int,
+    layers: int,
+    embedding_dim: int,
+    dropout: float = 0.0,
+) -> dict[str, Any]:
     """The options both ``train`` commands take after their own, for
-    :func:`gatelab.cli.options.with_options`: ``{name: (type, default)}``."""
+    :func:`gatelab.cli.options.with_options`: ``{name: (type, default)}``; the model's
+    size defaults differ per command."""
     return {
+        "hidden_size": (HiddenSize, hidden_size),
+        "layers": (Layers, layers),
+        "embedding_dim": (Embedding, embedding_dim),
+        "dropout": (Dropout, dropout),
         "variant": (Variant, "standard"),
         "backend": (Backend, "auto"),
         "lr": (Lr, config.lr),
@@ -129,10 +140,9 @@ def _model_kw(given: dict[str, Any], *extra: str) -> dict[str, Any]:
 # ----------------------------------------------------------------- char LM
 
 
-@train_app.command("char-lm")
-@clean_errors
-@launching
-@with_options(_run_options(LM))
+@train_command(
+    "char-lm", _run_options(LM, hidden_size=256, layers=2, embedding_dim=64), hold_out=False
+)
 def train_char_lm_command(
     data: Data,
     out: Out,
@@ -142,10 +152,6 @@ def train_char_lm_command(
     seq_len: Annotated[
         int, typer.Option("--seq-len", help="Characters per TBPTT window.")
     ] = LM.seq_len,
-    hidden_size: HiddenSize = 256,
-    layers: Layers = 2,
-    embedding_dim: Embedding = 64,
-    dropout: Dropout = 0.0,
     valid_fraction: Annotated[
         float, typer.Option("--valid-fraction", help="The last part of the text held out.")
     ] = LM.valid_fraction,
@@ -209,10 +215,11 @@ def generate_command(
 # ----------------------------------------------------------------- translator
 
 
-@train_app.command("translator")
-@clean_errors
-@launching
-@with_options(_run_options(TR))
+@train_command(
+    "translator",
+    _run_options(TR, hidden_size=256, layers=1, embedding_dim=256, dropout=0.2),
+    hold_out=False,
+)
 def train_translator_command(
     data: Annotated[
         Path,
@@ -226,10 +233,6 @@ def train_translator_command(
     epochs: Epochs = TR.epochs,
     minutes: Minutes = TR.minutes,
     batch_size: BatchSize = TR.batch_size,
-    hidden_size: HiddenSize = 256,
-    layers: Layers = 1,
-    embedding_dim: Embedding = 256,
-    dropout: Dropout = 0.2,
     attention: Annotated[
         str, typer.Option("--attention", help="Luong attention score: general or dot.")
     ] = "general",

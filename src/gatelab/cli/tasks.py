@@ -122,6 +122,23 @@ def launching(fn: Callable) -> Callable:
     return wrapper
 
 
+def train_command(
+    name: str, options: dict[str, tuple[Any, Any]], *, hold_out: bool = True
+) -> Callable[[Callable], Callable]:
+    """Declare ``gatelab train NAME``: its shared ``options``
+    (:func:`gatelab.cli.options.with_options`), the one error policy, the launch on
+    ``--nproc`` ranks and, with ``hold_out``, the lock on its ``--out`` folder (a command
+    whose library call locks the folder itself passes False)."""
+
+    def declare(fn: Callable) -> Callable:
+        fn = with_options(options)(fn)
+        if hold_out:
+            fn = holding_out(fn)
+        return train_app.command(name)(clean_errors(launching(fn)))
+
+    return declare
+
+
 def _without(argv: list[str], options: tuple[str, ...]) -> list[str]:
     """``argv`` without the ``options`` and their values (``--opt V`` or ``--opt=V``)."""
     out, skip = [], False
@@ -196,11 +213,7 @@ def _summary(est, out: Path, quiet: bool) -> None:
 # ----------------------------------------------------------------- train text-classifier
 
 
-@train_app.command("text-classifier")
-@clean_errors
-@launching
-@holding_out
-@with_options(estimator_train_options(TEXT, epochs=TextEpochs))
+@train_command("text-classifier", estimator_train_options(TEXT, epochs=TextEpochs))
 def train_text_classifier(
     train: TextTrain,
     out: Out,
@@ -244,11 +257,7 @@ def train_text_classifier(
 # ----------------------------------------------------------------- train series-classifier
 
 
-@train_app.command("series-classifier")
-@clean_errors
-@launching
-@holding_out
-@with_options(estimator_train_options(SERIES, epochs=SeriesEpochs))
+@train_command("series-classifier", estimator_train_options(SERIES, epochs=SeriesEpochs))
 def train_series_classifier(
     train: SeriesTrain,
     out: Out,
@@ -279,18 +288,15 @@ def train_series_classifier(
 # ----------------------------------------------------------------- train forecaster
 
 
-@train_app.command("forecaster")
-@clean_errors
-@launching
-@holding_out
-@with_options(
+@train_command(
+    "forecaster",
     estimator_train_options(
         FORECAST,
         epochs=ForecastEpochs,
         hidden_size=Annotated[
             int | None, typer.Option(help=HELP["hidden_size"] + " Default: from the length.")
         ],
-    )
+    ),
 )
 def train_forecaster(
     data: ForecastData,
