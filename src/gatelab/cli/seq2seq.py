@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 import typer
 
+from gatelab._config import pick_fields
 from gatelab.cli import app
 from gatelab.cli.common import Threads, clean_errors, set_threads
 from gatelab.cli.options import (
@@ -106,6 +107,9 @@ def _run_options(
     :func:`gatelab.cli.options.with_options`: ``{name: (type, default)}``; the model's
     size defaults differ per command."""
     return {
+        "epochs": (Epochs, config.epochs),
+        "minutes": (Minutes, config.minutes),
+        "batch_size": (BatchSize, config.batch_size),
         "hidden_size": (HiddenSize, hidden_size),
         "layers": (Layers, layers),
         "embedding_dim": (Embedding, embedding_dim),
@@ -146,9 +150,6 @@ def _model_kw(given: dict[str, Any], *extra: str) -> dict[str, Any]:
 def train_char_lm_command(
     data: Data,
     out: Out,
-    epochs: Epochs = LM.epochs,
-    minutes: Minutes = LM.minutes,
-    batch_size: BatchSize = LM.batch_size,
     seq_len: Annotated[
         int, typer.Option("--seq-len", help="Characters per TBPTT window.")
     ] = LM.seq_len,
@@ -161,8 +162,9 @@ def train_char_lm_command(
     stateful TBPTT; reports validation bits per character."""
     set_threads(run["threads"])
     model_kw = _model_kw({**locals(), **run})
-    lr, clip, seed = run["lr"], run["clip"], run["seed"]
-    config = CharLMTrainConfig(epochs, minutes, batch_size, seq_len, lr, clip, valid_fraction, seed)
+    config = CharLMTrainConfig(
+        **pick_fields(CharLMTrainConfig, run), seq_len=seq_len, valid_fraction=valid_fraction
+    )
     on_epoch = _epoch_printer(run["quiet"], "chars", True)
     metrics = train_char_lm(data, out, model_kw, config, resume=run["resume"], on_epoch=on_epoch)
     typer.echo(
@@ -230,9 +232,6 @@ def train_translator_command(
         ),
     ],
     out: Out,
-    epochs: Epochs = TR.epochs,
-    minutes: Minutes = TR.minutes,
-    batch_size: BatchSize = TR.batch_size,
     attention: Annotated[
         str, typer.Option("--attention", help="Luong attention score: general or dot.")
     ] = "general",
@@ -261,19 +260,7 @@ def train_translator_command(
     fixed seeded train/valid/test split."""
     set_threads(run["threads"])
     model_kw = _model_kw({**locals(), **run}, "attention", "input_feeding")
-    config = TranslatorTrainConfig(
-        epochs,
-        minutes,
-        batch_size,
-        run["lr"],
-        run["clip"],
-        teacher_forcing,
-        min_freq,
-        valid,
-        test,
-        split_seed,
-        run["seed"],
-    )
+    config = TranslatorTrainConfig(**pick_fields(TranslatorTrainConfig, {**locals(), **run}))
     on_epoch = _epoch_printer(run["quiet"], "target words", False)
     metrics = train_translator(data, out, model_kw, config, resume=run["resume"], on_epoch=on_epoch)
     typer.echo(
