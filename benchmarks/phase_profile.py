@@ -22,6 +22,10 @@ times, configurations and modes interleaved round-robin, and the median is repor
 one thread, times are the calling thread's CPU time (``time.thread_time``, the extension's
 ``profile(2)``, ``bench_gemm(cpu=True)``): on a shared machine that leaves out the time
 slices other processes take; with two threads they are wall time.
+
+Not named ``profile.py``: a script's folder comes first on ``sys.path``, so that name would
+shadow the standard library's ``profile``, which ``cProfile`` (and so ``torch._dynamo``)
+imports, for every script in benchmarks/.
 """
 
 from __future__ import annotations
