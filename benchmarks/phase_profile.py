@@ -341,6 +341,69 @@ def print_traced(jobs) -> None:
         )
 
 
+# ----------------------------------------------------------------------------- after phase
+def after_table(rounds: int, quick: bool) -> list[dict]:
+    """The backward's after-loop phase of ``standard``, one thread, taken apart without new
+    timers: the extension's backward called directly on a forward's buffers, with and without
+    biases and dx. bias reduction = (bias, dx) - (no bias, dx); dx = (no bias, dx) - (no bias,
+    no dx); what is left is dW_hh and dW_ih with their packing and transposed copies, set
+    against the same two GEMMs timed alone (``bench_gemm``, contiguous operands)."""
+    ext = fused.extension()
+    torch.set_num_threads(1)
+    jobs = []
+    for B, I, H in CONFIGS[1:2] if quick else CONFIGS[1:]:
+        x, h0, c0 = torch.randn(T, B, I), torch.zeros(B, H), torch.zeros(B, H)
+        dout = torch.randn(T, B, H)
+        fns = {}
+        for bias in (True, False):
+            m = gatelab.LSTM(I, H, bias=bias, backend="fused")
+            named = {k: v.detach() for k, v in m.named_parameters()}
+            params = [named.get(f"{n}_l0") for n in fused._PARAMS]
+            flags = fused.spec_flags(m.spec)
+            res = ext.lstm_forward(x, h0, c0, params, None, flags, 2)
+            saved = [res[0], None, None, res[3], res[4], *res[5:]]
+            saved = [t if t is not None else torch.empty(0) for t in saved]
+            for dx in (True, False) if not bias else (True,):
+                args = (dout, None, None, x, h0, c0, params, None, flags, saved, dx)
+
+                def run(args=args):
+                    ext.profile(2)
+                    ext.lstm_backward(*args)
+                    return ext.profile(0)[BWD_AFTER]
+
+                fns["bias" if bias else "no bias", dx] = run
+        GH, TB = 4 * H, T * B
+        fns["gemm"] = lambda GH=GH, TB=TB, H=H, I=I: sum(
+            ext.bench_gemm(GH, TB, n, 4, 3, False, True) for n in (H, I)
+        )
+        jobs.append(dict(cfg=(B, I, H), fns=fns, times={}))
+    for _ in range(rounds):
+        for job in jobs:
+            for k, fn in job["fns"].items():
+                fn()  # warm-up
+                job["times"].setdefault(k, []).append(fn())
+    for job in jobs:
+        job["sec"] = {k: median(v) for k, v in job.pop("times").items()}
+        del job["fns"]
+    return jobs
+
+
+def print_after(jobs) -> None:
+    print("\n### The backward's after-loop phase taken apart (`standard`, 1 thread, ms)\n")
+    print(
+        "| B, I, H | after phase | bias reduction | dx | dW_hh + dW_ih | their GEMMs alone "
+        "| packing, copies |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for j in jobs:
+        s = {k: v * 1e3 for k, v in j["sec"].items()}
+        full, nob, dw = s["bias", True], s["no bias", True], s["no bias", False]
+        print(
+            f"| {', '.join(map(str, j['cfg']))} | {full:.2f} | {full - nob:.2f} | "
+            f"{nob - dw:.2f} | {dw:.2f} | {s['gemm']:.2f} | {dw - s['gemm']:.2f} |"
+        )
+
+
 # ----------------------------------------------------------------------------- output
 def print_peak(peak) -> None:
     print(
@@ -466,6 +529,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="repeats, interleaved (default 5)")
     ap.add_argument("--threads", type=int, nargs="+", default=[2, 1], help="default: 2 1")
     ap.add_argument("--no-gemm", action="store_true", help="skip the GEMM tables")
+    ap.add_argument("--after-only", action="store_true", help="only the after-phase table")
     args = ap.parse_args()
     rounds = 1 if args.quick else args.rounds
     threads = tuple(args.threads)
@@ -475,6 +539,10 @@ def main() -> None:
         f"T={T}, float32, rounds={rounds}, threads={threads}, "
         f"ext: {fused.extension().blas_info()}; load {load()} at the start"
     )
+    if args.after_only:
+        print_after(after_table(rounds, args.quick))
+        print(f"\nload at the end {load()}; run time {time.time() - t0:.0f} s")
+        return
     peak = gemm_peak(rounds, threads)
     print_peak(peak)
     if not args.no_gemm:
@@ -483,6 +551,8 @@ def main() -> None:
     jobs, loads = profile_table(rounds, threads, args.quick)
     print_profile(jobs, peak)
     print_traced(traced_table(rounds, threads, args.quick))
+    if 1 in threads:
+        print_after(after_table(rounds, args.quick))
     print(
         f"\nload average (1, 5, 15 min) per round: {' -> '.join(x.split()[0] for x in loads)};"
         f" at the end {load()}; run time {time.time() - t0:.0f} s"
