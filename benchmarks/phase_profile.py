@@ -404,6 +404,37 @@ def print_after(jobs) -> None:
         )
 
 
+# ----------------------------------------------------------------------------- memory
+def print_memory(rounds: int, quick: bool) -> None:
+    """Peak memory of one training step, a fresh process per measurement (speed.py's
+    ``peak_memory``: peak RSS minus RSS before the step), median of ``rounds``."""
+    import speed  # benchmarks/speed.py: this script's folder is first on sys.path
+
+    impls = ["torch", "fused:standard", "fused:layernorm"]
+    cfgs = CONFIGS[:2] if quick else CONFIGS
+    res: dict = {}
+    for _ in range(rounds):
+        for cfg in cfgs:
+            for impl in impls:
+                res.setdefault((cfg, impl), []).append(speed.peak_memory(*cfg, T, impl))
+    print("\n### Peak memory of a training step (fresh process each, MB, median)\n")
+    print("| B, I, H | torch | standard (x torch) | layernorm (x torch) | min-max per impl |")
+    print("|---|---|---|---|---|")
+    for cfg in cfgs:
+        if any(None in res[cfg, i] for i in impls):
+            print(f"| {', '.join(map(str, cfg))} | failed | | | |")
+            continue
+        mb = {i: median(res[cfg, i]) / 2**20 for i in impls}
+        spread = "; ".join(
+            f"{min(res[cfg, i]) / 2**20:.1f}-{max(res[cfg, i]) / 2**20:.1f}" for i in impls
+        )
+        std, ln = mb["fused:standard"], mb["fused:layernorm"]
+        print(
+            f"| {', '.join(map(str, cfg))} | {mb['torch']:.1f} | {std:.1f} "
+            f"({std / mb['torch']:.2f}) | {ln:.1f} ({ln / mb['torch']:.2f}) | {spread} |"
+        )
+
+
 # ----------------------------------------------------------------------------- output
 def print_peak(peak) -> None:
     print(
@@ -530,6 +561,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[2, 1], help="default: 2 1")
     ap.add_argument("--no-gemm", action="store_true", help="skip the GEMM tables")
     ap.add_argument("--after-only", action="store_true", help="only the after-phase table")
+    ap.add_argument("--memory-only", action="store_true", help="only the peak-memory table")
     args = ap.parse_args()
     rounds = 1 if args.quick else args.rounds
     threads = tuple(args.threads)
@@ -539,6 +571,10 @@ def main() -> None:
         f"T={T}, float32, rounds={rounds}, threads={threads}, "
         f"ext: {fused.extension().blas_info()}; load {load()} at the start"
     )
+    if args.memory_only:
+        print_memory(rounds, args.quick)
+        print(f"\nload at the end {load()}; run time {time.time() - t0:.0f} s")
+        return
     if args.after_only:
         print_after(after_table(rounds, args.quick))
         print(f"\nload at the end {load()}; run time {time.time() - t0:.0f} s")
