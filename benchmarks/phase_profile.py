@@ -2,6 +2,8 @@
 
     PYTHONPATH=src OMP_WAIT_POLICY=PASSIVE python benchmarks/phase_profile.py  # the write-up
     PYTHONPATH=src OMP_WAIT_POLICY=PASSIVE python benchmarks/phase_profile.py --quick  # smoke run
+    ... --after-only    # only the backward's after-loop phase taken apart (1 thread)
+    ... --memory-only   # only peak training memory, a fresh process per measurement
 
 Prints markdown: the machine's GEMM peak (MKL, oneDNN and the own kernel at large squares),
 the GEMMs of the kernel's shapes (own micro-kernel against MKL ``sgemm``, MKL packed
