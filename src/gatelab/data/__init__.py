@@ -14,6 +14,7 @@ from gatelab.data.batching import (
     pair_batches,
     shard_range,
     stream_batches,
+    stream_shard,
 )
 from gatelab.data.corpus import (
     CharCorpus,
@@ -120,6 +121,7 @@ __all__ = [
     "split_point",
     "split_series",
     "stream_batches",
+    "stream_shard",
     "temporal_order",
     "tokenize",
 ]
