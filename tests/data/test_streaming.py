@@ -293,10 +293,11 @@ def test_files_bigger_than_free_memory_are_refused_before_reading(tmp_path, monk
         read_labelled_text(table)
     msg = str(err.value)
     assert f"labelled text file '{table}' is 0.00 GiB" in msg
-    assert "needs about 0.0 GiB of memory (12x its size) and only 0.0 GiB is available" in msg
-    assert "This format is read whole" in msg
-    with pytest.raises(DataError, match=r"series CSV file '.*s\.csv' is .*\(80x its size\)"):
+    assert "needs about 0.0 GiB of memory (8x its size) and only 0.0 GiB is available" in msg
+    assert "The file is read in chunks, but the rows stay in memory; split the file" in msg
+    with pytest.raises(DataError, match=r"series CSV file '.*s\.csv' is .*\(80x its size\)") as err:
         read_series_csv(series)
+    assert "no series is complete before the last row and the file is read whole" in str(err.value)
     with pytest.raises(DataError, match=r"text corpus .* \(5x its size\)"):
         read_text_corpus(series)
     # the streaming reader needs no such room
