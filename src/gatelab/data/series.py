@@ -423,7 +423,6 @@ def read_ucr_text(path: PathLike, fmt: str | None = None) -> SeriesDataset:
     series: list[np.ndarray] = []
     labels: list[str] = []
     numbers: list[int] = []
-    # a series a line: read in chunks, so memory holds the float32 series, not the text
     lines = LineStream(p, what="UCR series file", factor=UCR_FACTOR, holds="the series")
     for number, raw in lines:
         line = raw.strip(ASCII_WHITESPACE)
