@@ -454,3 +454,19 @@ def test_elastic_restart_after_a_killed_rank_ends_with_the_uninterrupted_weights
     assert code == 0, out
     assert "exitcode: -9" in out and "local_rank: 1" in out  # the kill came, then the restart
     _assert_same_weights(tmp_path / "run", whole)
+
+
+def test_rank_zeros_data_error_ends_every_rank(tmp_path):
+    """Rank 0 alone scans the char LM's file (the others read only their shard); its
+    DataError is sent to the other ranks, so every rank ends with it instead of waiting."""
+    (tmp_path / "bin.txt").write_bytes(b"abc\x00def" * 100)
+    cmd = [sys.executable, "-m", "gatelab", "train", "char-lm", "--data", "bin.txt", *TINY_LM]
+    results = run_all(as_torchrun([*cmd, "--out", "run"]), tmp_path)
+    for rank, (code, out) in enumerate(results):
+        assert code != 0 and "looks binary: NUL byte at offset 3" in out, (rank, out)
+
+
+def test_from_writer_in_one_process_runs_the_function():
+    assert D.from_writer(lambda: 41 + 1) == 42
+    with pytest.raises(KeyError, match="x"):
+        D.from_writer(lambda: {}["x"])
