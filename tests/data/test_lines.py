@@ -124,6 +124,8 @@ def test_a_file_bigger_than_free_memory_is_refused_before_reading(
     monkeypatch.setattr(lines, "available_memory", lambda: 11_999)
     with pytest.raises(DataError, match=r"big file '.*big.txt' is 0.00 GiB.*12x its size"):
         read_bytes(p, what="big file")
+    with pytest.raises(DataError, match=r"\(12x its size\).*read in chunks, but the lines stay"):
+        read_lines(p, what="big file")
     check_fits_in_memory(p, factor=11.0)  # 11,000 bytes fit in 11,999
     monkeypatch.setattr(lines, "available_memory", lambda: None)  # unknown: no check
     assert read_bytes(p) == b"x" * 1000

@@ -369,8 +369,10 @@ def read_lines(path: PathLike, *, what: str = "file") -> TextLines:
     Raises:
         DataError: the file is missing, a directory, empty, or holds only blank lines.
     """
-    stream = LineStream(path, what=what)
-    lines = list(stream)  # read in chunks: memory holds the lines, not the file's bytes too
+    # read in chunks: memory holds the lines, not the file's bytes and text besides; the
+    # callers (.ts files, one file per class) parse them all, so the whole-file check holds
+    stream = LineStream(path, what=what, factor=READ_WHOLE_FACTOR, holds="the lines")
+    lines = list(stream)
     if not lines:
         raise DataError(f"{what} '{stream.path}' holds only blank lines; expected text")
     return TextLines(
