@@ -10,6 +10,7 @@ the line and the value at fault.
 from gatelab.data.batching import (
     PairBatches,
     collate_pairs,
+    corpus_shard,
     pad_sequences,
     pair_batches,
     shard_range,
@@ -102,6 +103,7 @@ __all__ = [
     "adding_problem",
     "collate_pairs",
     "copy_task",
+    "corpus_shard",
     "detect_series_format",
     "encode_corpus",
     "get_task",
