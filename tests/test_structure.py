@@ -44,7 +44,6 @@ MAX_FUNCTION_LINES = 80
 LONG_MARKER = "Over 80 lines"
 
 
-
 def module_name(path: Path) -> str:
     parts = list(path.relative_to(SRC).with_suffix("").parts)
     if parts[-1] == "__init__":
