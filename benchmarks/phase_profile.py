@@ -99,6 +99,14 @@ def median(xs) -> float:
     return statistics.median(xs)
 
 
+def medians(jobs: list[dict], callables: str) -> list[dict]:
+    """Each job's ``times`` (lists per peer) as ``sec`` (medians); its callables dropped."""
+    for job in jobs:
+        job["sec"] = {k: median(v) for k, v in job.pop("times").items()}
+        del job[callables]
+    return jobs
+
+
 # ----------------------------------------------------------------------------- GEMM peak
 def gemm_peak(rounds: int, threads: tuple[int, ...]) -> dict[tuple[int, str, int], float]:
     """GFLOP/s at large squares n x n x n, per (threads, kernel, n): ``torch.mm`` (MKL, which
@@ -200,10 +208,7 @@ def gemm_table(rounds: int, threads: tuple[int, ...], quick: bool) -> list[dict]
             torch.set_num_threads(job["threads"])
             for peer, fn in job["peers"].items():
                 job["times"].setdefault(peer, []).append(fn())
-    for job in jobs:
-        job["sec"] = {k: median(v) for k, v in job.pop("times").items()}
-        del job["peers"]
-    return jobs
+    return medians(jobs, "peers")
 
 
 # ----------------------------------------------------------------------------- phases
@@ -319,10 +324,7 @@ def traced_table(rounds: int, threads: tuple[int, ...], quick: bool) -> list[dic
                 reps = 4 * REPS[job["cfg"][0]]
                 for k, fn in job["fns"].items():
                     job["times"].setdefault(k, []).append(per_call(fn, reps))
-    for job in jobs:
-        job["sec"] = {k: median(v) for k, v in job.pop("times").items()}
-        del job["fns"]
-    return jobs
+    return medians(jobs, "fns")
 
 
 def print_traced(jobs) -> None:
@@ -384,10 +386,7 @@ def after_table(rounds: int, quick: bool) -> list[dict]:
             for k, fn in job["fns"].items():
                 fn()  # warm-up
                 job["times"].setdefault(k, []).append(fn())
-    for job in jobs:
-        job["sec"] = {k: median(v) for k, v in job.pop("times").items()}
-        del job["fns"]
-    return jobs
+    return medians(jobs, "fns")
 
 
 def print_after(jobs) -> None:
