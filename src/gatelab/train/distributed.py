@@ -32,6 +32,7 @@ import datetime
 import logging
 import os
 import signal
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -46,6 +47,7 @@ __all__ = [
     "all_reduce_sums",
     "broadcast_object",
     "describe",
+    "from_writer",
     "init",
     "is_writer",
     "launch",
@@ -53,6 +55,7 @@ __all__ = [
     "rank",
     "restart_count",
     "shard",
+    "to_cpu",
     "world_size",
 ]
 
@@ -241,6 +244,24 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
+def from_writer(make: Callable[[], Any]) -> Any:
+    """``make()`` run on rank 0 only, its result sent to every rank (:func:`broadcast_object`;
+    ``make()`` itself in one process). An exception ``make`` raises on rank 0 is sent
+    instead and raised on every rank, so no rank waits for a result that never comes."""
+    if not active():
+        return make()
+    result, error = None, None
+    if is_writer():
+        try:
+            result = make()
+        except Exception as err:  # sent on, raised on every rank below
+            error = err
+    result, error = broadcast_object((result, error))
+    if error is not None:
+        raise error
+    return result
+
+
 def barrier() -> None:
     """Wait for every rank (nothing in one process)."""
     if active():
@@ -303,3 +324,15 @@ def launch(argv: list[str], nproc: int, max_restarts: int = 0, module: str = "ga
             + (f"; rank(s) {', '.join(map(str, others))} stopped with it" if others else "")
         )
         raise RankFailedError(message, [first, *others]) from None
+
+
+def to_cpu(obj: Any) -> Any:
+    """``obj`` with every tensor in it (in dicts, lists, tuples) detached and on the CPU: what
+    :func:`broadcast_object` sends."""
+    if isinstance(obj, Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
