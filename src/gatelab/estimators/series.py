@@ -97,7 +97,7 @@ class SeriesClassifier(ClassifierBase):
 
     task = "series-classifier"
     _ITEMS = "series"
-    ARCHITECTURES: ClassVar[tuple[str, ...]] = ("lstm-fcn", "lstm")
+    ARCHITECTURES: ClassVar[tuple[str, ...]] = ("lstm-rocket", "lstm-fcn", "lstm")
     _EPOCHS = (30, 200, 1000)  # epochs=None: about 1,000 optimizer steps, 30 to 200 passes
     _LSTM_STEPS: ClassVar[int] = 64
     _CONV_STEPS: ClassVar[int] = 128
@@ -116,6 +116,7 @@ class SeriesClassifier(ClassifierBase):
         lstm_dropout: float = 0.0,
         patch: int | None = None,
         conv_width: int = 32,
+        kernel_features: int = 10_000,
         normalize: str | None = "series",
         epochs: int | None = None,
         batch_size: int = 16,
@@ -178,7 +179,7 @@ class SeriesClassifier(ClassifierBase):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < minimum):
                 raise ValueError(f"{name}={v!r}; expected an int >= {minimum} or None")
-        for name, minimum in (("conv_width", 1), ("selection_folds", 2)):
+        for name, minimum in (("conv_width", 1), ("kernel_features", 84), ("selection_folds", 2)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
                 raise ValueError(f"{name}={v!r}; expected an int >= {minimum}")
@@ -193,16 +194,28 @@ class SeriesClassifier(ClassifierBase):
             "patch": patch,
             "embedding_dim": emb,
             "conv_pool": max(1, math.ceil(max_len / self._CONV_STEPS)),
+            "kernel_length": max_len,
         }
 
     def _config_for(self, architecture: str, n_classes: int, sizes: dict) -> ModelConfig:
         w = self.conv_width
+        rocket = architecture == "lstm-rocket"
         return self._model_config(
             output_size=n_classes,
             input_size=self.n_channels_ * (1 if self.level_scaler_ is None else 3),
             conv_channels=[w, 2 * w, w] if architecture == "lstm-fcn" else [],
+            kernel_features=self.kernel_features if rocket else 0,
             **sizes,
         )
+
+    def _prepare_model(self, model) -> None:
+        """The random-kernel branch's biases, from the training series being fitted."""
+        data = getattr(self, "_bias_data", None)
+        if getattr(model, "kernels", None) is not None and data is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed + self._bias_draws)
+                model.kernels.fit_biases(data.inputs, data.lengths)
+            self._bias_draws += 1
 
     def _learn(self, series: list[np.ndarray], targets: Tensor) -> TensorData:
         """The scalers of the training series (the global one, and of each series' level
@@ -221,6 +234,7 @@ class SeriesClassifier(ClassifierBase):
         """The sizes from the data, and the architecture (``"auto"``: chosen by inner
         cross-validation on ``train``)."""
         sizes = self._sizes(int(train.lengths.max()))
+        self._bias_data, self._bias_draws = train, 0
         architecture = self.architecture
         self.selection_ = None
         if architecture == "auto":
@@ -230,6 +244,7 @@ class SeriesClassifier(ClassifierBase):
         return self._config_for(architecture, len(self.classes_), sizes)
 
     def _after_fit(self, train_ids: np.ndarray, valid: TensorData | None, run_dir) -> None:
+        self._bias_data = None
         if run_dir is not None and self.selection_ is not None:
             atomic_write_json(Path(run_dir) / SELECTION_FILE, self.selection_)
 
@@ -258,6 +273,8 @@ class SeriesClassifier(ClassifierBase):
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(self.seed)
                     model = build_model(config)
+                self._bias_data = part
+                self._prepare_model(model)
                 fit(model, part, None, self._train_config(len(part)))
                 out = predict_batches(model.eval(), held, 256)
                 scores[arch].append(float((out.argmax(-1) == held.targets).float().mean()))
@@ -265,6 +282,7 @@ class SeriesClassifier(ClassifierBase):
             spent = time.perf_counter() - start > self.selection_budget
             if D.broadcast_object(spent) if D.active() else spent:  # every rank stops alike
                 break
+        self._bias_data, self._bias_draws = data, 0
         means = {a: float(np.mean(s)) for a, s in scores.items()}
         chosen = max(self.ARCHITECTURES, key=lambda a: (means[a], -self.ARCHITECTURES.index(a)))
         seconds = time.perf_counter() - start

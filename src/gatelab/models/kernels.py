@@ -1,0 +1,167 @@
+"""A branch of random, fixed, dilated convolution kernels with PPV pooling (the features
+of MiniRocket, Dempster et al. 2021), beside the LSTM of a series classifier.
+
+Every kernel has length 9 and weights ``-1`` except three ``2`` (the 84 ways to place
+them), so it sums to 0 and its output does not move with the series' level. Each kernel
+runs at every dilation ``d`` of an exponential ladder ``1 .. (L - 1) / 8`` (``L`` =
+``length``, the longest training series), with zero padding of ``4 d`` on each side, so
+that every step has an output. Each (kernel, dilation) pair has ``nb`` biases, quantiles
+of its output on one random training series (set by :meth:`KernelBranch.fit_biases`);
+a feature is the proportion of positive values (PPV) of ``conv(x) - bias`` over the
+series' real steps:
+
+    ppv[k, d, j] = (1 / T_real) sum_t [ (w_k *_d x)[t] > b[k, d, j] ]
+
+With several channels, each (kernel, dilation) pair reads the sum of a random subset of
+them. Outputs within ``SNAP`` of 0 count as 0 (rounding of flat stretches). Nothing here
+is trained: the features are a fixed function of the series, which
+:class:`KernelBranch` computes once per distinct series it is given (a memo keyed by the
+series' bytes), and a batch norm without affine parameters standardises them for the
+Dense layer (a ridge-like linear classifier when trained with weight decay).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["KERNEL_LENGTH", "SNAP", "KernelBranch", "base_kernels", "dilations"]
+
+KERNEL_LENGTH = 9
+_MAX_DILATIONS = 32
+_MEMO_SIZE = 20_000  # series whose features are kept (about 10 k floats each at most)
+_GOLDEN = (math.sqrt(5) - 1) / 2  # low-discrepancy quantile positions, as MiniRocket
+# A zero-sum kernel over a flat stretch (or a constant channel) gives 0 up to rounding,
+# which differs between convolution implementations (torch, onnxruntime) and would flip
+# "> bias" where a bias is such a 0: outputs this close to 0 count as exactly 0.
+SNAP = 1e-4
+
+
+def base_kernels() -> Tensor:
+    """``(84, 9)``: every length-9 kernel of six ``-1`` and three ``2``."""
+    rows = []
+    for ones in itertools.combinations(range(KERNEL_LENGTH), 3):
+        w = torch.full((KERNEL_LENGTH,), -1.0)
+        w[list(ones)] = 2.0
+        rows.append(w)
+    return torch.stack(rows)
+
+
+def dilations(length: int, features: int) -> list[int]:
+    """The distinct dilations ``floor(2 ** linspace(0, log2((length - 1) / 8), n))`` with
+    ``n = min(32, features // 84)`` (at least 1), so the widest kernel spans the series."""
+    n = max(1, min(_MAX_DILATIONS, features // 84))
+    top = math.log2(max(1.0, (length - 1) / (KERNEL_LENGTH - 1)))
+    values = [int(2 ** (top * i / max(1, n - 1))) for i in range(n)]
+    return sorted(set(values))
+
+
+class KernelBranch(nn.Module):
+    """MiniRocket-style features of a series: ``forward(x (B, T, C), lengths) -> (B, F)``.
+
+    Args:
+        input_size: channels ``C``.
+        features: the number of features asked for; the branch gives
+            ``F = 84 * len(dilations) * nb`` with ``nb = max(1, features // (84 * D))``
+            (:attr:`features`).
+        length: the series length the dilations are sized for.
+
+    Buffers (saved with the weights): ``weight (K, C, 9)`` for the ``K = 84 * D`` (kernel,
+    dilation) pairs, dilation-major, each kernel times its channel subset; ``bias (K, nb)``.
+    The biases are zero until :meth:`fit_biases` sets them from training series.
+    """
+
+    def __init__(self, input_size: int, features: int, length: int) -> None:
+        super().__init__()
+        self.dilations = dilations(length, features)
+        D = len(self.dilations)
+        self.nb = max(1, features // (84 * D))
+        self.features = 84 * D * self.nb
+        kernels = base_kernels().repeat(D, 1)  # (K, 9)
+        K = len(kernels)
+        if input_size == 1:
+            channels = torch.ones(K, 1)
+        else:  # a random non-empty subset of the channels per pair (global RNG)
+            channels = (torch.rand(K, input_size) < 0.5).float()
+            channels[torch.arange(K), torch.randint(input_size, (K,))] = 1.0
+        self.register_buffer("weight", kernels[:, None, :] * channels[:, :, None])  # (K, C, 9)
+        self.register_buffer("bias", torch.zeros(K, self.nb))
+        self.norm = nn.BatchNorm1d(self.features, affine=False)
+        self._memo: dict[bytes, Tensor] = {}
+
+    def _convolve(self, x: Tensor, k: slice, d: int) -> Tensor:
+        """The pairs ``k`` (one dilation ``d``) over ``x (B, C, T)``: ``(B, len(k), T)``."""
+        pad = (KERNEL_LENGTH - 1) // 2 * d
+        out = torch.nn.functional.conv1d(x, self.weight[k], padding=pad, dilation=d)
+        return out.masked_fill(out.abs() < SNAP, 0.0)
+
+    @torch.no_grad()
+    def fit_biases(self, x: Tensor, lengths: Tensor | None = None) -> None:
+        """Set the biases from training series ``x (N, T, C)``: for each (kernel, dilation)
+        pair, the quantiles ``frac((j + 1) * 0.618...)`` of its output over the real steps
+        of one series drawn with the global RNG."""
+        N, T = x.shape[0], x.shape[1]
+        if lengths is None:
+            lengths = torch.full((N,), T, dtype=torch.long)
+        x = _masked(x, lengths).transpose(1, 2)  # (N, C, T)
+        q = torch.tensor([((j + 1) * _GOLDEN) % 1.0 for j in range(self.nb)])
+        pick = torch.randint(N, (len(self.bias),))  # one series per pair
+        for i, d in enumerate(self.dilations):
+            k = slice(84 * i, 84 * (i + 1))
+            for j, n in enumerate(pick[k].tolist()):
+                L = int(lengths[n])
+                out = self._convolve(x[n : n + 1, :, :L], slice(k.start + j, k.start + j + 1), d)
+                self.bias[k.start + j] = torch.quantile(out[0, 0], q)
+        self._memo.clear()
+
+    @torch.no_grad()
+    def ppv(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """The PPV features ``(B, F)`` of ``x (B, T, C)`` (before the batch norm)."""
+        B, T = x.shape[0], x.shape[1]
+        if lengths is None:
+            lengths = torch.full((B,), T, dtype=torch.long, device=x.device)
+        mask = torch.arange(T, device=x.device)[None, :] < lengths[:, None]  # (B, T)
+        h = _masked(x, lengths).transpose(1, 2)  # (B, C, T)
+        out = []
+        for i, d in enumerate(self.dilations):
+            k = slice(84 * i, 84 * (i + 1))
+            conv = self._convolve(h, k, d)  # (B, 84, T)
+            above = conv[:, :, None, :] > self.bias[k][None, :, :, None]  # (B, 84, nb, T)
+            count = (above & mask[:, None, None, :]).sum(dim=-1)  # (B, 84, nb)
+            out.append(count.flatten(1).to(x.dtype))
+        return torch.cat(out, dim=1) / lengths[:, None].to(x.dtype)  # (B, F)
+
+    def _cached_ppv(self, x: Tensor, lengths: Tensor | None) -> Tensor:
+        """:meth:`ppv`, each series computed once (a fixed function of its real steps)."""
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return self.ppv(x, lengths)
+        B, T = x.shape[0], x.shape[1]
+        L = [T] * B if lengths is None else [int(v) for v in lengths]
+        keys = [hashlib.blake2b(x[i, : L[i]].cpu().numpy().tobytes()).digest() for i in range(B)]
+        todo = [i for i in range(B) if keys[i] not in self._memo]
+        if todo:
+            if len(self._memo) + len(todo) > _MEMO_SIZE:
+                self._memo.clear()
+            idx = torch.tensor(todo, device=x.device)
+            sub_len = None if lengths is None else lengths[idx]
+            new = self.ppv(x[idx], sub_len)
+            for i, row in zip(todo, new):
+                self._memo[keys[i]] = row
+        return torch.stack([self._memo[k] for k in keys])  # (B, F)
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        return self.norm(self._cached_ppv(x, lengths))  # (B, F)
+
+    def __getstate__(self) -> dict:  # copies (deepcopy, pickle) do not carry the memo
+        return {**self.__dict__, "_memo": {}}
+
+
+def _masked(x: Tensor, lengths: Tensor) -> Tensor:
+    """``x (B, T, C)`` with the steps past each series' length set to 0."""
+    T = x.shape[1]
+    mask = torch.arange(T, device=x.device)[None, :] < lengths.to(x.device)[:, None]
+    return x * mask[:, :, None].to(x.dtype)
