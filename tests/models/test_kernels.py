@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from gatelab.models.heads import ModelConfig, SequenceClassifier
-from gatelab.models.kernels import SNAP, KernelBranch, base_kernels, dilations
+from gatelab.models.kernels import MIN_STD, SNAP, KernelBranch, base_kernels, dilations
 
 
 def _ppv_loop(branch: KernelBranch, x: np.ndarray, L: int) -> np.ndarray:
@@ -26,7 +26,7 @@ def _ppv_loop(branch: KernelBranch, x: np.ndarray, L: int) -> np.ndarray:
                         conv[t] += w[k, :, j] @ x[s]
             conv[np.abs(conv) < SNAP] = 0.0
             out.extend((conv > b).mean() for b in bias[k])
-    return np.array(out)
+    return np.array([*out, *x[:L].mean(axis=0)])
 
 
 def test_base_kernels_and_dilations():
@@ -42,7 +42,7 @@ def test_base_kernels_and_dilations():
 def test_features_match_a_numpy_loop_for_every_real_length():
     torch.manual_seed(0)
     branch = KernelBranch(input_size=2, features=84 * 2 * 2, length=20)
-    assert branch.dilations == [1, 2] and branch.nb == 2 and branch.features == 336
+    assert branch.dilations == [1, 2] and branch.nb == 2 and branch.features == 336 + 2
     assert 0 < branch.weight.abs().sum(dim=(0, 2)).min()  # every channel is read somewhere
     x = torch.randn(3, 20, 2, dtype=torch.float64)
     lengths = torch.tensor([20, 13, 5])
@@ -52,7 +52,7 @@ def test_features_match_a_numpy_loop_for_every_real_length():
     got = branch.ppv(x, lengths).numpy()
     for n in range(3):
         want = _ppv_loop(branch, x[n].numpy(), int(lengths[n]))
-        np.testing.assert_array_equal(got[n], want)
+        np.testing.assert_allclose(got[n], want, rtol=0, atol=1e-12)  # the means round
     alone = branch.ppv(x[1:2, :13], None).numpy()  # the same series in a batch of its own
     np.testing.assert_array_equal(alone[0], got[1])
     flat = torch.full((1, 20, 2), 3.0, dtype=torch.float64)  # a zero-sum kernel gives 0
@@ -78,6 +78,13 @@ def test_biases_are_quantiles_of_one_training_series():
             conv[np.abs(conv) < SNAP] = 0.0
             options.append(np.quantile(conv, q))
         assert min(np.abs(o - bias[k]).max() for o in options) < 1e-4, k
+    feats = branch.ppv(x, lengths).numpy().astype(np.float64)  # (4, F)
+    np.testing.assert_allclose(branch.shift.numpy(), feats.mean(0), rtol=1e-5, atol=1e-6)
+    want = 1.0 / np.maximum(feats.std(0), MIN_STD)
+    np.testing.assert_allclose(branch.scale.numpy(), want, rtol=1e-4)
+    assert len(branch._memo) == 4  # the training series' features, kept for the first epoch
+    z = branch(x, lengths).numpy()
+    np.testing.assert_allclose(z, (feats - feats.mean(0)) * want, rtol=1e-4, atol=1e-4)
 
 
 def test_kernel_branch_beside_the_lstm_is_fixed_and_memoised():
@@ -89,8 +96,9 @@ def test_kernel_branch_beside_the_lstm_is_fixed_and_memoised():
     x, lengths = torch.randn(5, 12, 1), torch.tensor([12, 12, 9, 4, 12])
     model.kernels.fit_biases(x, lengths)
     F = model.kernels.features
-    assert model.head.in_features == 2 * 4 + F and F == 84 * 2 * 1
+    assert model.head.in_features == 2 * 4 + F and F == 84 * 2 * 1 + 1
     assert not any(p.requires_grad for p in model.kernels.parameters())
+    model.kernels._memo.clear()
     first = model.kernels._cached_ppv(x, lengths)
     assert len(model.kernels._memo) == 5  # one entry per distinct series
     np.testing.assert_array_equal(first.numpy(), model.kernels.ppv(x, lengths).numpy())

@@ -146,7 +146,7 @@ def _conv_branch(b: Builder, branch, x: str, lengths: str) -> str:
 def _kernel_branch(b: Builder, branch, x: str, lengths: str) -> str:
     """:class:`gatelab.models.kernels.KernelBranch` in eval mode: ``x (B, T, C)``,
     ``lengths (B,)`` -> ``(B, F)``: per dilation a Conv, the PPV over the real steps of
-    each bias, then the batch norm's running statistics."""
+    each bias, then the training series' standardisation."""
     m = _step_mask(b, x, lengths, 1)  # (B, T)
     h = b.op("Mul", [x, b.unsqueeze(b.op("Cast", [m], to=1), [2])])
     h = b.op("Transpose", [h], perm=[0, 2, 1])  # (B, C, T)
@@ -168,11 +168,11 @@ def _kernel_branch(b: Builder, branch, x: str, lengths: str) -> str:
         above = b.op("And", [b.op("Greater", [b.unsqueeze(conv, [2]), bias]), m4])
         count = b.reduce("ReduceSum", b.op("Cast", [above], to=1), [3])  # (B, 84, nb)
         parts.append(b.op("Reshape", [count, b.ints([0, -1])]))
+    parts.append(b.reduce("ReduceSum", h, [2]))  # (B, C): the channel means' sums
     n = b.op("Cast", [b.unsqueeze(lengths, [1])], to=1)  # (B, 1)
     ppv = b.op("Div", [b.op("Concat", parts, axis=1), n])  # (B, F)
-    norm = branch.norm
-    scale = 1.0 / torch.sqrt(norm.running_var.double() + norm.eps)
-    shift = -norm.running_mean.double() * scale
+    scale = branch.scale.double()
+    shift = -branch.shift.double() * scale
     return b.op(
         "Add",
         [b.op("Mul", [ppv, b.const(scale, "kernel_scale")]), b.const(shift, "kernel_shift")],
