@@ -79,3 +79,21 @@ def test_explicit_backend_that_cannot_run_raises():
 def test_dropout_with_one_layer_warns_like_torch():
     with pytest.warns(UserWarning, match="dropout=0.2 acts between layers"):
         gatelab.LSTM(3, 4, dropout=0.2)
+
+
+def test_one_error_family_for_training_and_run_folders():
+    from gatelab import errors
+
+    for name in ("RunFolderError", "RunLockedError", "TrainingError", "TrainingDiverged"):
+        assert issubclass(getattr(errors, name), errors.GatelabError), name
+    # what callers caught before the family existed still catches each of them
+    assert issubclass(errors.RunFolderError, ValueError)
+    assert issubclass(errors.RunLockedError, errors.RunFolderError)
+    assert issubclass(errors.TrainingError, RuntimeError)
+    diverged = errors.TrainingDiverged("the loss is nan")
+    assert isinstance(diverged, errors.TrainingError) and isinstance(diverged, FloatingPointError)
+    # the modules that raise them use these very classes
+    from gatelab.train import runs, tbptt
+
+    assert runs.RunFolderError is errors.RunFolderError
+    assert tbptt.TrainingDiverged is errors.TrainingDiverged

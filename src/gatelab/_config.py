@@ -33,3 +33,10 @@ def config_fields(cls: type[T], d: Any, what: str) -> dict[str, Any]:
 def from_config(cls: type[T], d: Any, what: str) -> T:
     """``cls(**d)`` after :func:`config_fields`."""
     return cls(**config_fields(cls, d, what))
+
+
+def pick_fields(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``values`` that name a field of dataclass ``cls`` (e.g. a command's
+    options, passed to its config by name)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in values.items() if k in names}

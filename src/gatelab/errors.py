@@ -6,7 +6,15 @@ can catch the library's errors without catching programming errors.
 
 from __future__ import annotations
 
-__all__ = ["DataError", "EmptySequenceError", "GatelabError"]
+__all__ = [
+    "DataError",
+    "EmptySequenceError",
+    "GatelabError",
+    "RunFolderError",
+    "RunLockedError",
+    "TrainingDiverged",
+    "TrainingError",
+]
 
 
 class GatelabError(Exception):
@@ -26,4 +34,30 @@ class EmptySequenceError(GatelabError, ValueError, RuntimeError):
 
     torch.nn raises ``RuntimeError`` for it; this is both a :class:`ValueError` (gatelab's
     kind for bad arguments) and a ``RuntimeError``, so code written for either keeps working.
+    """
+
+
+class RunFolderError(GatelabError, ValueError):
+    """A run folder is missing, incomplete, corrupt, or from another gatelab version.
+
+    The message names the file. It is also a :class:`ValueError`, as it always was.
+    """
+
+
+class RunLockedError(RunFolderError):
+    """Another process holds the run folder's lock, or a dead one left it behind."""
+
+
+class TrainingError(GatelabError, RuntimeError):
+    """Training cannot go on; the message says why and what is kept on disk."""
+
+
+class TrainingDiverged(TrainingError, FloatingPointError):
+    """The training loss, a gradient norm or the validation loss became NaN or infinite.
+
+    Raised by every training loop (:func:`gatelab.train.fit.fit`,
+    :func:`gatelab.train.tbptt.fit_loop`, :func:`gatelab.tasks.synthetic.run_experiment`)
+    before the step that would poison the weights. It is a :class:`TrainingError` (so a
+    ``RuntimeError``) and a :class:`FloatingPointError`, the two ways divergence was
+    reported before, so code written for either keeps catching it.
     """

@@ -10,8 +10,7 @@ from typer.testing import CliRunner
 
 from gatelab.cli import _register, app
 from gatelab.cli.common import CommandError, clean_errors, set_threads
-from gatelab.errors import DataError
-from gatelab.train.fit import TrainingError
+from gatelab.errors import DataError, TrainingError
 from tests.helpers import sentiment_texts, write_tsv
 
 _register()

@@ -504,11 +504,11 @@ def test_to_keras_weights_refuses_what_keras_cannot_hold(tmp_path):
 @pytest.mark.parametrize("mask", [0o022, 0o077])
 def test_to_keras_weights_writes_atomically_honouring_the_umask(tmp_path, monkeypatch, mask):
     pytest.importorskip("h5py")
-    import gatelab.train.runs
+    import gatelab.train.files
 
-    synced, fsync_dir = [], gatelab.train.runs._fsync_dir
+    synced, fsync_dir = [], gatelab.train.files.fsync_dir
     monkeypatch.setattr(
-        gatelab.train.runs, "_fsync_dir", lambda d: (synced.append(d), fsync_dir(d))
+        gatelab.train.files, "fsync_dir", lambda d: (synced.append(d), fsync_dir(d))
     )
     lstm = gatelab.LSTM(3, 4, batch_first=True)
     randomize_torch(lstm, 1)

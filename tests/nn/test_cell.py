@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import gatelab
-from gatelab.nn import cell as cell_module
+from gatelab.nn import _params
 from gatelab.nn.backends import fused
 
 # the sLSTM (normalizer=True) is a layer, state (h, c, n, m): tests/nn/test_slstm.py
@@ -163,7 +163,7 @@ def test_auto_and_errors():
 def test_auto_falls_back_with_one_warning(monkeypatch):
     monkeypatch.setattr(fused, "_ext", None)
     monkeypatch.setattr(fused, "_error", "the fused kernels could not be built: no compiler")
-    monkeypatch.setattr(cell_module, "_warned", set())
+    monkeypatch.setattr(_params, "_warned", set())
     cell = gatelab.LSTMCell(4, 5, variant="nog")
     x = torch.randn(2, 4)
     with pytest.warns(RuntimeWarning, match="no compiler"):

@@ -16,7 +16,7 @@ from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import gatelab
-from gatelab.nn import layers
+from gatelab.nn import _params
 from gatelab.nn.backends import fused
 
 # the sLSTM (normalizer=True; state h, c, n, m) has its own kernels: tests/nn/test_slstm.py
@@ -367,7 +367,7 @@ def test_auto_picks_fused_for_variants_and_traces():
 def test_auto_falls_back_with_one_warning(monkeypatch):
     monkeypatch.setattr(fused, "_ext", None)
     monkeypatch.setattr(fused, "_error", "the fused kernels could not be built: no compiler")
-    monkeypatch.setattr(layers, "_warned", set())
+    monkeypatch.setattr(_params, "_warned", set())
     m = gatelab.LSTM(4, 6, variant="cifg")
     x = torch.randn(5, 2, 4)
     with pytest.warns(RuntimeWarning, match="no compiler"):

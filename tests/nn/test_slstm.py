@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import gatelab
-from gatelab.nn.layers import reverse_padded
+from gatelab.nn.masks import reverse_padded
 from tests.helpers import assert_close, forward_backward
 
 SLSTM = gatelab.PRESETS["slstm"]

@@ -30,6 +30,7 @@ import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
+import gatelab.train.files as files
 import gatelab.train.runs as runs
 from gatelab.estimators import SeriesClassifier
 from gatelab.tasks.sequence import (
@@ -106,7 +107,7 @@ def _arm(plan: dict) -> None:
 
         register_optimizer_step_post_hook(after_step)
     if "write" in plan:
-        real_temp, real_replace = runs._temp_file, os.replace
+        real_temp, real_replace = files.temp_file, os.replace
         writes, armed = [0], [False]
 
         def temp_file(folder, prefix, data):
@@ -128,18 +129,18 @@ def _arm(plan: dict) -> None:
             if armed[0]:
                 _die()
 
-        runs._temp_file = temp_file
+        files.temp_file = temp_file
         os.replace = replace
     if "slow" in plan:  # hold the folder a while: the first write waits
-        real_temp = runs._temp_file
+        real_temp = files.temp_file
 
         def slow_temp_file(folder, prefix, data):
             if not prefix.startswith(f"{LOCK_FILE}."):
                 time.sleep(plan["slow"])
-                runs._temp_file = real_temp
+                files.temp_file = real_temp
             return real_temp(folder, prefix, data)
 
-        runs._temp_file = slow_temp_file
+        files.temp_file = slow_temp_file
 
 
 def _child(kind: str, data: str, run: str, resume: bool, plan: dict) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import gatelab.train.lock as run_lock_module
 import gatelab.train.runs as runs
 from gatelab.estimators import SeriesClassifier
 from gatelab.tasks.sequence import CharLMTrainConfig, train_char_lm
@@ -105,7 +106,7 @@ def test_a_lock_of_a_live_process_refuses_and_cannot_be_cleared(tmp_path):
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         run = tmp_path / "run"
-        start = runs._proc_start(sleeper.pid)
+        start = run_lock_module._proc_start(sleeper.pid)
         _write_lock(run, pid=sleeper.pid, host=socket.gethostname(), process_start=start)
         with pytest.raises(RunLockedError, match=rf"in use by process {sleeper.pid} on"):
             with run_lock(run):
@@ -381,16 +382,16 @@ def test_a_kill_between_config_and_first_checkpoint_resumes(tmp_path, monkeypatc
 def test_fit_loop_writes_the_best_weights_after_the_checkpoint_that_holds_them(
     tmp_path, monkeypatch
 ):
-    import gatelab.train.runs as runs_module
+    import gatelab.train.files as files
 
     order = []
-    real = runs_module.atomic_write_bytes
+    real = files.atomic_write_bytes
 
     def spy(path, data):
         order.append(Path(path).name)
         return real(path, data)
 
-    monkeypatch.setattr(runs_module, "atomic_write_bytes", spy)
+    monkeypatch.setattr(files, "atomic_write_bytes", spy)
     train_char_lm(_text(tmp_path), tmp_path / "run", TINY_LM, TINY_TRAIN)
     weights = [i for i, n in enumerate(order) if n == "model.safetensors"]
     assert weights

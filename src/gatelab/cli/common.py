@@ -17,9 +17,8 @@ from typing import Annotated
 
 import typer
 
-from gatelab.errors import GatelabError
+from gatelab.errors import GatelabError, TrainingError
 from gatelab.train import distributed
-from gatelab.train.fit import TrainingError
 
 __all__ = [
     "CommandError",

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from gatelab._config import pick_fields
 from gatelab.cli import app, train_app
 from gatelab.cli.common import (
     CommandError,
@@ -527,21 +528,8 @@ def train_synthetic(
     from gatelab.tasks import synthetic as ex
 
     check_positive("--seconds", seconds)
-    config = ex.ExperimentConfig(
-        task=task,
-        model=model,
-        variant=variant,
-        init=init,
-        forget_bias=1.0 if forget_bias is None else forget_bias,
-        T=T,
-        steps=steps,
-        seconds=seconds,
-        hidden_size=hidden_size,
-        batch_size=batch_size,
-        lr=lr,
-        target=target,
-        seed=seed,
-    )
+    options = {**locals(), "forget_bias": 1.0 if forget_bias is None else forget_bias}
+    config = ex.ExperimentConfig(**pick_fields(ex.ExperimentConfig, options))
     if config.init == "chrono" and config.model != "lstm":
         raise CommandError(f"--init chrono sets LSTM gate biases; a {model} has no gates")
     if forget_bias is not None and (config.init == "chrono" or config.spec_forget_bias is None):

@@ -5,6 +5,7 @@ typer types; defaults come from the estimators' own signatures."""
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -160,14 +161,19 @@ HELP = {
 
 
 Epochs = Annotated[int, typer.Option(help=HELP["epochs"])]
-TextEpochs = Annotated[
-    int | None,
-    typer.Option(
-        "--epochs",
-        help=HELP["epochs"] + " Default: 4 to 8, enough for about 800 optimizer steps.",
-        show_default=False,
-    ),
-]
+
+
+def _epochs(default: str) -> Any:
+    """The ``--epochs`` type of an estimator whose default follows from the data."""
+    return Annotated[
+        int | None,
+        typer.Option("--epochs", help=f"{HELP['epochs']} Default: {default}", show_default=False),
+    ]
+
+
+TextEpochs = _epochs("4 to 8, enough for about 800 optimizer steps.")
+SeriesEpochs = _epochs("about 1,000 steps.")
+ForecastEpochs = _epochs("about 1,500 steps.")
 BatchSize = Annotated[int, typer.Option(help=HELP["batch_size"])]
 HiddenSize = Annotated[int, typer.Option(help=HELP["hidden_size"])]
 Layers = Annotated[int, typer.Option(help=HELP["layers"])]
@@ -183,6 +189,20 @@ Dropout = Annotated[float, typer.Option(help=HELP["dropout"])]
 Models = Annotated[int, typer.Option("--models", help=HELP["models"])]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help=HELP["quiet"])]
 Out = Annotated[Path, typer.Option("--out", help=HELP["out"], show_default=False)]
+
+
+def _file(flag: str, help_key: str, required: bool = True) -> Any:
+    """The type of an option naming a data file (required: no default shown)."""
+    if required:
+        return Annotated[Path, typer.Option(flag, help=HELP[help_key], show_default=False)]
+    return Annotated[Path | None, typer.Option(flag, help=HELP[help_key])]
+
+
+TextTrain = _file("--train", "text_train")
+TextValid = _file("--valid", "text_valid", required=False)
+SeriesTrain = _file("--train", "series_train")
+SeriesValid = _file("--valid", "series_valid", required=False)
+ForecastData = _file("--data", "forecast_data")
 Fill = Annotated[str | None, typer.Option("--fill", help=HELP["fill"])]
 Nproc = Annotated[int, typer.Option("--nproc", help=HELP["nproc"])]
 MaxRestarts = Annotated[int, typer.Option("--max-restarts", help=HELP["max_restarts"])]
@@ -193,3 +213,80 @@ def column_ref(value: str | None) -> str | int | None:
     if value is None:
         return None
     return int(value) if value.isdigit() else value
+
+
+# ----------------------------------------------------------------- the shared train options
+
+#: The options every estimator's ``train`` command takes, with their types.
+SHARED_TRAIN: dict[str, Any] = {
+    "epochs": Epochs,
+    "batch_size": BatchSize,
+    "hidden_size": HiddenSize,
+    "layers": Layers,
+    "bidirectional": Bidirectional,
+    "variant": Variant,
+    "backend": Backend,
+    "seed": Seed,
+    "lr": Lr,
+    "dropout": Dropout,
+    "models": Models,
+    "resume": Resume,
+    "nproc": Nproc,
+    "max_restarts": MaxRestarts,
+    "quiet": Quiet,
+}
+#: The estimator argument each shared option sets (the others run the command).
+ESTIMATOR_ARGS = {
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "hidden_size": "hidden_size",
+    "layers": "num_layers",
+    "bidirectional": "bidirectional",
+    "variant": "variant",
+    "backend": "backend",
+    "seed": "seed",
+    "lr": "lr",
+    "dropout": "dropout",
+    "models": "n_models",
+}
+_RUN_DEFAULTS = {"resume": False, "nproc": 1, "max_restarts": 0, "quiet": False}
+
+
+def with_options(options: dict[str, tuple[Any, Any]]) -> Callable[[Callable], Callable]:
+    """Give a command the options ``{name: (type, default)}`` after its own; the command
+    takes them as ``**kwargs``.
+
+    typer reads a command's options from its signature, so this writes them into the
+    signature (``__signature__``) once, instead of every command that shares them
+    spelling them out (click's shared-option decorators, in typer's terms). Apply it
+    below the other decorators, next to the ``def``."""
+
+    def add(fn: Callable) -> Callable:
+        signature = inspect.signature(fn, eval_str=True)  # typer reads the types here
+        own = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        shared = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind, default=value)
+            for name, (kind, value) in options.items()
+        ]
+        fn.__signature__ = signature.replace(parameters=own + shared)
+        return fn
+
+    return add
+
+
+def estimator_train_options(table: dict[str, Any], **types: Any) -> dict[str, tuple[Any, Any]]:
+    """The options every estimator's ``train`` command takes (:data:`SHARED_TRAIN`), for
+    :func:`with_options`: each defaults to the estimator's default in ``table``; ``types``
+    replaces an option's type where a command words it its own way."""
+    return {
+        name: (
+            types.get(name, kind),
+            _RUN_DEFAULTS[name] if name in _RUN_DEFAULTS else table[ESTIMATOR_ARGS[name]],
+        )
+        for name, kind in SHARED_TRAIN.items()
+    }
+
+
+def estimator_args(shared: dict[str, Any]) -> dict[str, Any]:
+    """The estimator arguments the shared options set, from a command's ``**shared``."""
+    return {arg: shared[option] for option, arg in ESTIMATOR_ARGS.items()}

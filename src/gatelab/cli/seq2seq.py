@@ -19,9 +19,19 @@ from typing import Annotated, Any
 
 import typer
 
-from gatelab.cli import app, train_app
+from gatelab._config import pick_fields
+from gatelab.cli import app
 from gatelab.cli.common import Threads, clean_errors, set_threads
-from gatelab.cli.tasks import MaxRestarts, Nproc, launching
+from gatelab.cli.options import (
+    Backend,
+    BatchSize,
+    HiddenSize,
+    Layers,
+    MaxRestarts,
+    Nproc,
+    Variant,
+)
+from gatelab.cli.tasks import train_command
 from gatelab.tasks.sequence import (
     CharLMTrainConfig,
     TranslatorTrainConfig,
@@ -69,27 +79,8 @@ Minutes = Annotated[
     float | None,
     typer.Option("--minutes", help="Time budget in minutes of training (with --resume: in all)."),
 ]
-BatchSize = Annotated[int, typer.Option("--batch-size", help="Sequences per training step.")]
-Hidden = Annotated[int, typer.Option("--hidden-size", help="LSTM hidden units.")]
-Layers = Annotated[int, typer.Option("--layers", help="Stacked LSTM layers.")]
 Embedding = Annotated[int, typer.Option("--embedding-dim", help="Embedding size.")]
 Dropout = Annotated[float, typer.Option("--dropout", help="Dropout probability.")]
-Variant = Annotated[
-    str,
-    typer.Option(
-        "--variant",
-        help="LSTM cell variant: standard, peephole, cifg, nig, nfg, nog, niaf, noaf, "
-        "layernorm, tanh_gates.",
-    ),
-]
-Backend = Annotated[
-    str,
-    typer.Option(
-        "--backend",
-        help="LSTM backend: auto (torch's fused kernel for the standard cell), native, fused, "
-        "reference.",
-    ),
-]
 Lr = Annotated[float, typer.Option("--lr", help="Adam learning rate.")]
 Clip = Annotated[float, typer.Option("--clip", help="Maximum gradient norm.")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed (weights, dropout, order).")]
@@ -102,6 +93,38 @@ Resume = Annotated[
     ),
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", help="No per-epoch lines, only the summary.")]
+
+
+def _run_options(
+    config: CharLMTrainConfig | TranslatorTrainConfig,
+    *,
+    hidden_size: int,
+    layers: int,
+    embedding_dim: int,
+    dropout: float = 0.0,
+) -> dict[str, Any]:
+    """The options both ``train`` commands take after their own, for
+    :func:`gatelab.cli.options.with_options`: ``{name: (type, default)}``; the model's
+    size defaults differ per command."""
+    return {
+        "epochs": (Epochs, config.epochs),
+        "minutes": (Minutes, config.minutes),
+        "batch_size": (BatchSize, config.batch_size),
+        "hidden_size": (HiddenSize, hidden_size),
+        "layers": (Layers, layers),
+        "embedding_dim": (Embedding, embedding_dim),
+        "dropout": (Dropout, dropout),
+        "variant": (Variant, "standard"),
+        "backend": (Backend, "auto"),
+        "lr": (Lr, config.lr),
+        "clip": (Clip, config.clip),
+        "seed": (Seed, config.seed),
+        "resume": (Resume, False),
+        "nproc": (Nproc, 1),
+        "max_restarts": (MaxRestarts, 0),
+        "quiet": (Quiet, False),
+        "threads": (Threads, None),
+    }
 
 
 def _model_kw(given: dict[str, Any], *extra: str) -> dict[str, Any]:
@@ -121,44 +144,29 @@ def _model_kw(given: dict[str, Any], *extra: str) -> dict[str, Any]:
 # ----------------------------------------------------------------- char LM
 
 
-@train_app.command("char-lm")
-@clean_errors
-@launching
+@train_command(
+    "char-lm", _run_options(LM, hidden_size=256, layers=2, embedding_dim=64), hold_out=False
+)
 def train_char_lm_command(
     data: Data,
     out: Out,
-    epochs: Epochs = LM.epochs,
-    minutes: Minutes = LM.minutes,
-    batch_size: BatchSize = LM.batch_size,
     seq_len: Annotated[
         int, typer.Option("--seq-len", help="Characters per TBPTT window.")
     ] = LM.seq_len,
-    hidden_size: Hidden = 256,
-    layers: Layers = 2,
-    embedding_dim: Embedding = 64,
-    dropout: Dropout = 0.0,
-    variant: Variant = "standard",
-    backend: Backend = "auto",
-    lr: Lr = LM.lr,
-    clip: Clip = LM.clip,
     valid_fraction: Annotated[
         float, typer.Option("--valid-fraction", help="The last part of the text held out.")
     ] = LM.valid_fraction,
-    seed: Seed = LM.seed,
-    resume: Resume = False,
-    nproc: Nproc = 1,
-    max_restarts: MaxRestarts = 0,
-    quiet: Quiet = False,
-    threads: Threads = None,
+    **run: Any,
 ) -> None:
     """Train a character language model (embedding -> LSTM -> Dense) on a text file,
     stateful TBPTT; reports validation bits per character."""
-    set_threads(threads)
-    model_kw = _model_kw(locals())
-    config = CharLMTrainConfig(epochs, minutes, batch_size, seq_len, lr, clip, valid_fraction, seed)
-    metrics = train_char_lm(
-        data, out, model_kw, config, resume=resume, on_epoch=_epoch_printer(quiet, "chars", True)
+    set_threads(run["threads"])
+    model_kw = _model_kw({**locals(), **run})
+    config = CharLMTrainConfig(
+        **pick_fields(CharLMTrainConfig, run), seq_len=seq_len, valid_fraction=valid_fraction
     )
+    on_epoch = _epoch_printer(run["quiet"], "chars", True)
+    metrics = train_char_lm(data, out, model_kw, config, resume=run["resume"], on_epoch=on_epoch)
     typer.echo(
         f"{out}: valid {metrics['valid_loss']:.4f} nats/char = "
         f"{metrics['valid_bits_per_char']:.4f} bits/char (epoch {metrics['best_epoch']}), "
@@ -209,9 +217,11 @@ def generate_command(
 # ----------------------------------------------------------------- translator
 
 
-@train_app.command("translator")
-@clean_errors
-@launching
+@train_command(
+    "translator",
+    _run_options(TR, hidden_size=256, layers=1, embedding_dim=256, dropout=0.2),
+    hold_out=False,
+)
 def train_translator_command(
     data: Annotated[
         Path,
@@ -222,13 +232,6 @@ def train_translator_command(
         ),
     ],
     out: Out,
-    epochs: Epochs = TR.epochs,
-    minutes: Minutes = TR.minutes,
-    batch_size: BatchSize = TR.batch_size,
-    hidden_size: Hidden = 256,
-    layers: Layers = 1,
-    embedding_dim: Embedding = 256,
-    dropout: Dropout = 0.2,
     attention: Annotated[
         str, typer.Option("--attention", help="Luong attention score: general or dot.")
     ] = "general",
@@ -251,36 +254,15 @@ def train_translator_command(
     split_seed: Annotated[
         int, typer.Option("--split-seed", help="Seed of the train/valid/test split.")
     ] = TR.split_seed,
-    variant: Variant = "standard",
-    backend: Backend = "auto",
-    lr: Lr = TR.lr,
-    clip: Clip = TR.clip,
-    seed: Seed = TR.seed,
-    resume: Resume = False,
-    nproc: Nproc = 1,
-    max_restarts: MaxRestarts = 0,
-    quiet: Quiet = False,
-    threads: Threads = None,
+    **run: Any,
 ) -> None:
     """Train an LSTM encoder-decoder translator with attention on sentence pairs, with a
     fixed seeded train/valid/test split."""
-    set_threads(threads)
-    model_kw = _model_kw(locals(), "attention", "input_feeding")
-    config = TranslatorTrainConfig(
-        epochs,
-        minutes,
-        batch_size,
-        lr,
-        clip,
-        teacher_forcing,
-        min_freq,
-        valid,
-        test,
-        split_seed,
-        seed,
-    )
-    on_epoch = _epoch_printer(quiet, "target words", False)
-    metrics = train_translator(data, out, model_kw, config, resume=resume, on_epoch=on_epoch)
+    set_threads(run["threads"])
+    model_kw = _model_kw({**locals(), **run}, "attention", "input_feeding")
+    config = TranslatorTrainConfig(**pick_fields(TranslatorTrainConfig, {**locals(), **run}))
+    on_epoch = _epoch_printer(run["quiet"], "target words", False)
+    metrics = train_translator(data, out, model_kw, config, resume=run["resume"], on_epoch=on_epoch)
     typer.echo(
         f"{out}: valid {metrics['valid_loss']:.4f} nats/word (perplexity "
         f"{metrics['valid_perplexity']:.2f}, epoch {metrics['best_epoch']}), "

@@ -25,29 +25,26 @@ from gatelab.cli.options import (
     SERIES,
     SOURCE_FILE,
     TEXT,
-    Backend,
-    BatchSize,
-    Bidirectional,
-    Dropout,
     Fill,
-    HiddenSize,
-    Layers,
-    Lr,
-    MaxRestarts,
-    Models,
-    Nproc,
+    ForecastData,
+    ForecastEpochs,
     Out,
-    Quiet,
-    Resume,
-    Seed,
+    SeriesEpochs,
+    SeriesTrain,
+    SeriesValid,
     TextEpochs,
-    Variant,
+    TextTrain,
+    TextValid,
     column_ref,
+    estimator_args,
+    estimator_train_options,
+    with_options,
 )
+from gatelab.cli.progress import RichProgress
+from gatelab.errors import TrainingError
 from gatelab.estimators import Forecaster, SeriesClassifier, TextClassifier
 from gatelab.tasks.estimator_kinds import forecast_metrics, read_series_file
 from gatelab.train import distributed
-from gatelab.train.fit import RichProgress, TrainingError
 from gatelab.train.runs import (
     CONFIG_FILE,
     atomic_write_json,
@@ -125,6 +122,23 @@ def launching(fn: Callable) -> Callable:
     return wrapper
 
 
+def train_command(
+    name: str, options: dict[str, tuple[Any, Any]], *, hold_out: bool = True
+) -> Callable[[Callable], Callable]:
+    """Declare ``gatelab train NAME``: its shared ``options``
+    (:func:`gatelab.cli.options.with_options`), the one error policy, the launch on
+    ``--nproc`` ranks and, with ``hold_out``, the lock on its ``--out`` folder (a command
+    whose library call locks the folder itself passes False)."""
+
+    def declare(fn: Callable) -> Callable:
+        fn = with_options(options)(fn)
+        if hold_out:
+            fn = holding_out(fn)
+        return train_app.command(name)(clean_errors(launching(fn)))
+
+    return declare
+
+
 def _without(argv: list[str], options: tuple[str, ...]) -> list[str]:
     """``argv`` without the ``options`` and their values (``--opt V`` or ``--opt=V``)."""
     out, skip = [], False
@@ -147,28 +161,6 @@ def _progress(quiet: bool, what: str) -> list:
 
 
 # ----------------------------------------------------------------- run folders
-
-
-# The estimator argument of each option every ``train`` command shares.
-COMMON_PARAMS = {
-    "epochs": "epochs",
-    "batch_size": "batch_size",
-    "hidden_size": "hidden_size",
-    "layers": "num_layers",
-    "bidirectional": "bidirectional",
-    "variant": "variant",
-    "backend": "backend",
-    "seed": "seed",
-    "lr": "lr",
-    "dropout": "dropout",
-    "models": "n_models",
-}
-
-
-def _common_params(given: dict[str, Any]) -> dict[str, Any]:
-    """Estimator arguments from the options every ``train`` command shares, read from
-    the command's ``locals()``."""
-    return {param: given[option] for option, param in COMMON_PARAMS.items()}
 
 
 def _prepare_out(out: Path, resume: bool) -> None:
@@ -221,30 +213,13 @@ def _summary(est, out: Path, quiet: bool) -> None:
 # ----------------------------------------------------------------- train text-classifier
 
 
-@train_app.command("text-classifier")
-@clean_errors
-@launching
-@holding_out
+@train_command("text-classifier", estimator_train_options(TEXT, epochs=TextEpochs))
 def train_text_classifier(
-    train: Annotated[Path, typer.Option("--train", help=HELP["text_train"], show_default=False)],
+    train: TextTrain,
     out: Out,
-    valid: Annotated[Path | None, typer.Option("--valid", help=HELP["text_valid"])] = None,
-    epochs: TextEpochs = TEXT["epochs"],
-    batch_size: BatchSize = TEXT["batch_size"],
-    hidden_size: HiddenSize = TEXT["hidden_size"],
-    layers: Layers = TEXT["num_layers"],
-    bidirectional: Bidirectional = TEXT["bidirectional"],
-    variant: Variant = "standard",
-    backend: Backend = "auto",
-    seed: Seed = 0,
-    resume: Resume = False,
-    nproc: Nproc = 1,
-    max_restarts: MaxRestarts = 0,
+    valid: TextValid = None,
     embedding_dim: Annotated[int, typer.Option(help=HELP["embedding_dim"])] = TEXT["embedding_dim"],
     pooling: Annotated[str, typer.Option(help=HELP["pooling"])] = TEXT["pooling"],
-    lr: Lr = TEXT["lr"],
-    dropout: Dropout = TEXT["dropout"],
-    models: Models = TEXT["n_models"],
     max_len: Annotated[int | None, typer.Option(help=HELP["max_len"])] = TEXT["max_len"],
     min_freq: Annotated[int, typer.Option(help=HELP["min_freq"])] = TEXT["min_freq"],
     nb_features: Annotated[str, typer.Option(help=HELP["nb_features"])] = TEXT["nb_features"],
@@ -252,11 +227,12 @@ def train_text_classifier(
     text_column: Annotated[str | None, typer.Option(help=HELP["text_column"])] = None,
     label_column: Annotated[str | None, typer.Option(help=HELP["label_column"])] = None,
     separator: Annotated[str | None, typer.Option(help=HELP["separator"])] = None,
-    quiet: Quiet = False,
+    **shared: Any,
 ) -> None:
     """Train a text classifier (embedding -> BiLSTM -> pooling -> Dense) on labelled text."""
     from gatelab.data import read_labelled_text
 
+    resume = shared["resume"]
     _prepare_out(out, resume)
     columns = {"text_column": column_ref(text_column), "label_column": column_ref(label_column)}
     data = read_labelled_text(train, **columns, delimiter=separator)
@@ -265,7 +241,7 @@ def train_text_classifier(
         v = read_labelled_text(valid, **columns, delimiter=separator)
         validation = (v.texts, v.labels)
     _record_source(out, resume, {"train": train, "valid": valid}, **columns, separator=separator)
-    params = _common_params(locals())
+    params = estimator_args(shared)
     nb = {"on": True, "off": False, "auto": "auto"}
     if nb_features not in nb:
         raise CommandError(f"--nb-features {nb_features!r}; expected on, off or auto")
@@ -275,97 +251,68 @@ def train_text_classifier(
     params.update(embedding_dim=embedding_dim, pooling=pooling, max_len=max_len)
     params.update(min_freq=min_freq, nb_features=nb[nb_features], nb_folds=nb_folds)
     est = TextClassifier(**params)
-    _fit(est, out, resume, quiet, data.texts, data.labels, validation)
+    _fit(est, out, resume, shared["quiet"], data.texts, data.labels, validation)
 
 
 # ----------------------------------------------------------------- train series-classifier
 
 
-@train_app.command("series-classifier")
-@clean_errors
-@launching
-@holding_out
+@train_command("series-classifier", estimator_train_options(SERIES, epochs=SeriesEpochs))
 def train_series_classifier(
-    train: Annotated[Path, typer.Option("--train", help=HELP["series_train"], show_default=False)],
+    train: SeriesTrain,
     out: Out,
-    valid: Annotated[Path | None, typer.Option("--valid", help=HELP["series_valid"])] = None,
-    epochs: Annotated[
-        int | None, typer.Option(help=HELP["epochs"] + " Default: about 1,000 steps.")
-    ] = SERIES["epochs"],
-    batch_size: BatchSize = SERIES["batch_size"],
-    hidden_size: HiddenSize = SERIES["hidden_size"],
-    layers: Layers = SERIES["num_layers"],
-    bidirectional: Bidirectional = SERIES["bidirectional"],
-    variant: Variant = "standard",
-    backend: Backend = "auto",
-    seed: Seed = 0,
-    resume: Resume = False,
-    nproc: Nproc = 1,
-    max_restarts: MaxRestarts = 0,
+    valid: SeriesValid = None,
     normalize: Annotated[str, typer.Option(help=HELP["normalize"])] = "series",
     architecture: Annotated[str, typer.Option(help=HELP["architecture"])] = SERIES["architecture"],
-    lr: Lr = SERIES["lr"],
-    dropout: Dropout = SERIES["dropout"],
-    models: Models = SERIES["n_models"],
     fill: Fill = None,
-    quiet: Quiet = False,
+    **shared: Any,
 ) -> None:
     """Train a series classifier (patches -> BiLSTM beside a convolutional branch ->
     Dense) on a .ts or UCR text file."""
+    resume = shared["resume"]
     _prepare_out(out, resume)
     if normalize not in ("series", "global", "none"):
         raise CommandError(f"--normalize {normalize!r}; expected series, global or none")
     series, labels = read_series_file(train, fill)
     validation = read_series_file(valid, fill) if valid is not None else None
     _record_source(out, resume, {"train": train, "valid": valid}, fill=fill)
-    params = _common_params(locals())
+    params = estimator_args(shared)
     params["normalize"] = None if normalize == "none" else normalize
     params["architecture"] = architecture
-    if epochs is None:
+    if params["epochs"] is None:
         del params["epochs"]
     est = SeriesClassifier(**params)
-    _fit(est, out, resume, quiet, series, labels, validation)
+    _fit(est, out, resume, shared["quiet"], series, labels, validation)
 
 
 # ----------------------------------------------------------------- train forecaster
 
 
-@train_app.command("forecaster")
-@clean_errors
-@launching
-@holding_out
+@train_command(
+    "forecaster",
+    estimator_train_options(
+        FORECAST,
+        epochs=ForecastEpochs,
+        hidden_size=Annotated[
+            int | None, typer.Option(help=HELP["hidden_size"] + " Default: from the length.")
+        ],
+    ),
+)
 def train_forecaster(
-    data: Annotated[Path, typer.Option("--data", help=HELP["forecast_data"], show_default=False)],
+    data: ForecastData,
     out: Out,
     column: Annotated[str | None, typer.Option("--column", help=HELP["forecast_column"])] = None,
     horizon: Annotated[int, typer.Option("--horizon", help=HELP["horizon"])] = 1,
     history: Annotated[int | None, typer.Option(help=HELP["history"])] = FORECAST["history"],
     season: Annotated[int | None, typer.Option(help=HELP["season"])] = FORECAST["season"],
     holdout: Annotated[int, typer.Option(help=HELP["holdout"])] = 0,
-    epochs: Annotated[
-        int | None, typer.Option(help=HELP["epochs"] + " Default: about 1,500 steps.")
-    ] = FORECAST["epochs"],
-    batch_size: BatchSize = FORECAST["batch_size"],
-    hidden_size: Annotated[
-        int | None, typer.Option(help=HELP["hidden_size"] + " Default: from the length.")
-    ] = FORECAST["hidden_size"],
-    layers: Layers = FORECAST["num_layers"],
-    bidirectional: Bidirectional = FORECAST["bidirectional"],
-    variant: Variant = "standard",
-    backend: Backend = "auto",
-    seed: Seed = 0,
-    resume: Resume = False,
-    nproc: Nproc = 1,
-    max_restarts: MaxRestarts = 0,
-    lr: Lr = FORECAST["lr"],
-    dropout: Dropout = FORECAST["dropout"],
-    models: Models = FORECAST["n_models"],
     fill: Fill = None,
-    quiet: Quiet = False,
+    **shared: Any,
 ) -> None:
     """Train a forecaster (LSTM -> Dense horizon head, plus a linear autoregressive skip)."""
     from gatelab.data import read_series_csv
 
+    resume = shared["resume"]
     _prepare_out(out, resume)
     series = read_series_csv(data, column_ref(column), fill=fill)
     if holdout < 0 or holdout >= len(series):
@@ -374,14 +321,13 @@ def train_forecaster(
     _record_source(
         out, resume, {"train": data}, column=column_ref(column), fill=fill, holdout=holdout
     )
-    params = _common_params(locals())
+    params = estimator_args(shared)
     params.update(horizon=horizon, history=history, season=season)
-    if hidden_size is None:
-        del params["hidden_size"]
-    if epochs is None:
-        del params["epochs"]
+    for name in ("hidden_size", "epochs"):
+        if params[name] is None:
+            del params[name]
     est = Forecaster(**params)
-    _fit(est, out, resume, quiet, train)
+    _fit(est, out, resume, shared["quiet"], train)
     if holdout:
         test = forecast_metrics(est, series, start=len(series) - holdout)
         metrics_path = out / "metrics.json"

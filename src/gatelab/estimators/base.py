@@ -274,7 +274,7 @@ class LSTMEstimator(BaseEstimator):
             est.history_ = [fitting.History.from_dict(h) for h in metrics.get("history", [])]
             est.validation_metrics_ = metrics.get("validation")
             est.train_seconds_ = metrics.get("train_seconds")
-        except (TypeError, AttributeError) as err:
+        except (TypeError, ValueError, AttributeError) as err:
             raise RunFolderError(f"metrics file '{run / runs.METRICS_FILE}' is corrupt") from err
         return est
 

@@ -17,6 +17,7 @@ Ablations (runs of variants x seeds and their statistics) are :mod:`gatelab.insi
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,16 +27,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from gatelab.nn.backends.reference import scan
-from gatelab.nn.equations import (
-    CellSpec,
-    gru_step,
-    lstm_input_projection,
-    lstm_step,
-    rnn_step,
-    slstm_step,
-)
-from gatelab.nn.layers import GRU, LSTM, RNN, reverse_padded
+from gatelab.nn.equations import CellSpec
+from gatelab.nn.layers import GRU, LSTM, RNN
+from gatelab.nn.masks import reverse_padded
+from gatelab.nn.probe import probed_layer
 from gatelab.nn.trace import GateTrace, GRUTrace, RNNTrace
 
 __all__ = [
@@ -140,19 +135,11 @@ class GateSaturation:
     high: float
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain lists and numbers, for JSON."""
+        """Plain lists and numbers, for JSON: every field, tensors as nested lists."""
         return {
-            "layer": self.layer,
-            "direction": self.direction,
-            "gate": self.gate,
-            "left": self.left.tolist(),
-            "right": self.right.tolist(),
-            "mean": self.mean.tolist(),
-            "hist": self.hist.tolist(),
-            "edges": self.edges.tolist(),
-            "steps": self.steps,
-            "low": self.low,
-            "high": self.high,
+            f.name: v.tolist() if isinstance(v, Tensor) else v
+            for f in dataclasses.fields(self)
+            for v in (getattr(self, f.name),)
         }
 
 
@@ -332,7 +319,8 @@ def gradient_flow(
     """``‖∂loss/∂h_t‖`` and ``‖∂loss/∂x_t‖`` against ``t`` for a unidirectional layer.
 
     The layer is rerun on the step equations of :mod:`gatelab.nn.equations` with a zero probe
-    added to each ``h_t``; the gradient at the probe is ``∂loss/∂h_t``. Dropout is off.
+    added to each ``h_t`` (:func:`gatelab.nn.probe.probed_layer`); the gradient at the probe
+    is ``∂loss/∂h_t``. Dropout is off.
 
     Args:
         model: a gatelab ``LSTM``, ``GRU`` or ``RNN`` (unidirectional, any layers).
@@ -360,11 +348,9 @@ def gradient_flow(
             raise ValueError(f"lengths={lengths.tolist()}; expected {B} ints in [1, {T}]")
     probes, layer_in = [], x
     for layer in range(model.num_layers):
-        p = model.layer_parameters(layer)
         probe = x.new_zeros(T, B, model.output_size, requires_grad=True)  # (T, B, P)
         probes.append(probe)
-        out = _probed_layer(model, layer_in, p, probe, lengths)
-        layer_in = out
+        layer_in = probed_layer(model, layer, layer_in, probe, lengths)
     if lengths is None:
         last = layer_in[-1]
     else:
@@ -382,47 +368,3 @@ def gradient_flow(
 
     hidden = torch.stack([mean_norm(g) for g in grads[1:]])  # (L, T)
     return GradientFlow(hidden=hidden, input=mean_norm(grads[0]), loss=float(loss.detach()))
-
-
-def _probed_layer(model, x: Tensor, p: dict[str, Tensor], probe: Tensor, lengths) -> Tensor:
-    """One layer over ``x (T, B, I)`` with ``probe[t]`` added to ``h_t``; -> ``(T, B, P)``."""
-    probes = iter(probe.unbind(0))
-    h0 = x.new_zeros(x.shape[1], model.output_size)
-    if isinstance(model, LSTM) and model.spec.normalizer:  # sLSTM: state (h, c, n, m)
-        xw = lstm_input_projection(model.spec, x, p)  # (T, B, 4H)
-
-        def step(xw_t, state):
-            (h, c, n, m), _ = slstm_step(model.spec, xw_t, state, p)
-            h = h + next(probes)
-            return (h, c, n, m), h, {}
-
-        state0 = (h0, *(x.new_zeros(x.shape[1], model.hidden_size) for _ in range(3)))
-    elif isinstance(model, LSTM):
-        xw = lstm_input_projection(model.spec, x, p)  # (T, B, G*H)
-
-        def step(xw_t, state):
-            h, c, _ = lstm_step(model.spec, xw_t, state[0], state[1], p)
-            h = h + next(probes)
-            return (h, c), h, {}
-
-        state0 = (h0, x.new_zeros(x.shape[1], model.hidden_size))
-    else:
-        xw = x @ p["weight_ih"].T  # (T, B, G*H)
-        if p.get("bias_ih") is not None:
-            xw = xw + p["bias_ih"]
-        if isinstance(model, GRU):
-
-            def step(xw_t, state):
-                h, _ = gru_step(xw_t, state[0], p)
-                h = h + next(probes)
-                return (h,), h, {}
-
-        else:
-
-            def step(xw_t, state):
-                h = rnn_step(xw_t, state[0], p, model.nonlinearity) + next(probes)
-                return (h,), h, {}
-
-        state0 = (h0,)
-    out, _, _ = scan(step, xw, state0, lengths, False)
-    return out

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from gatelab._config import config_fields
 from gatelab.models.kernels import KernelBranch
 from gatelab.nn.equations import PRESETS
 from gatelab.nn.layers import BACKENDS, LSTM
@@ -198,15 +199,7 @@ class ModelConfig:
 
         A saved ``lstm_dropout > 0`` with ``num_layers=1`` (older run folders; it had no
         effect) is read as 0 with a logged warning; a new config refuses it."""
-        if not isinstance(d, dict):
-            raise TypeError(f"a model config must be a dict, got {type(d).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(
-                f"unknown model config keys {unknown}; expected some of {sorted(names)}"
-            )
-        d = dict(d)
+        d = config_fields(cls, d, "model config")
         if d.get("lstm_dropout", 0.0) and d.get("num_layers", 1) == 1:
             # run folders written before one-layer lstm_dropout was refused: it had no
             # effect (zeroed), so it is read as 0

@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import math
-import warnings
-
 import torch
 from torch import Tensor, nn
 
+from gatelab.nn import _params
 from gatelab.nn.backends import _checks
-from gatelab.nn.equations import (
-    PRESETS,
-    CellSpec,
-    LSTMGates,
-    lstm_input_projection,
-    lstm_step,
-    resolve_spec,
-)
+from gatelab.nn.equations import PRESETS, CellSpec, LSTMGates, lstm_input_projection, lstm_step
 
 __all__ = ["LSTMCell"]
-
-BACKENDS = ("auto", "reference", "native", "fused")
-_warned: set[str] = set()
 
 
 class LSTMCell(nn.Module):
@@ -85,29 +73,18 @@ class LSTMCell(nn.Module):
         dtype=None,
     ) -> None:
         super().__init__()
-        for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(
-                    f"{name} must be an int >= 1, got {type(value).__name__}: {value!r}"
-                )
-            if value < 1:
-                raise ValueError(f"{name}={value}; expected an int >= 1")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend={backend!r}; expected one of {', '.join(BACKENDS)}")
-        self.spec = resolve_spec(variant, forget_bias)
+        _params.check_int("input_size", input_size, 1)
+        _params.check_int("hidden_size", hidden_size, 1)
+        _params.check_backend(backend)
+        self.spec = _params.lstm_spec(variant, forget_bias, bias)
         if self.spec.normalizer:
             raise ValueError(
                 f"LSTMCell runs the (0, 1)-gated LSTM cell, whose state is (h, c); got the sLSTM "
                 f"cell {variant!r}, whose state is (h, c, n, m): use gatelab.LSTM(variant="
                 "'slstm') and step it one time step at a time"
             )
-        if self.spec.forget_bias != 0.0 and not bias:
-            raise ValueError(f"forget_bias={self.spec.forget_bias} needs bias=True; got bias=False")
-        if backend == "native" and not self.spec.is_standard:
-            raise ValueError(
-                f"backend='native' runs only the standard LSTM cell, not {self.spec}; use "
-                "backend='auto', 'fused' or 'reference'"
-            )
+        if backend == "native":
+            _params.check_native(self.spec, "LSTM cell")
         self.input_size, self.hidden_size = input_size, hidden_size
         self.bias, self.backend = bool(bias), backend
         self._last_backend: str | None = None
@@ -117,16 +94,8 @@ class LSTMCell(nn.Module):
         self.reset_parameters()
 
     def _param_shapes(self) -> dict[str, tuple[int, ...]]:
-        H, gh = self.hidden_size, self.spec.num_gates * self.hidden_size
-        shapes = {"weight_ih": (gh, self.input_size), "weight_hh": (gh, H)}
-        if self.bias:
-            shapes.update(bias_ih=(gh,), bias_hh=(gh,))
-        for gate in self.spec.peephole_gates:
-            shapes[f"weight_c{gate}"] = (H,)
-        if self.spec.layernorm:
-            shapes.update(ln_ih_weight=(gh,), ln_ih_bias=(gh,), ln_hh_weight=(gh,))
-            shapes.update(ln_hh_bias=(gh,), ln_c_weight=(H,), ln_c_bias=(H,))
-        return shapes
+        G, H, I = self.spec.num_gates, self.hidden_size, self.input_size
+        return _params.param_shapes(G, H, I, self.bias, spec=self.spec)
 
     @property
     def variant(self) -> CellSpec:
@@ -140,16 +109,8 @@ class LSTMCell(nn.Module):
 
     def reset_parameters(self) -> None:
         """torch.nn's uniform init; layer-norm gains 1, shifts 0; then ``forget_bias``."""
-        stdv = 1.0 / math.sqrt(self.hidden_size)
-        with torch.no_grad():
-            for name, p in self.named_parameters():
-                if name.startswith("ln_"):
-                    p.fill_(1.0 if name.endswith("_weight") else 0.0)
-                else:
-                    nn.init.uniform_(p, -stdv, stdv)
-            if self.spec.forget_bias != 0.0:
-                f = self.spec.gates.index("f") * self.hidden_size
-                self.bias_ih[f : f + self.hidden_size] += self.spec.forget_bias
+        named = self.named_parameters()
+        _params.init_parameters(named, self.hidden_size, self.spec, draw_layernorm=False)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -163,26 +124,10 @@ class LSTMCell(nn.Module):
     # ----------------------------------------------------------------- forward
 
     def _choose_backend(self, device: torch.device, return_gates: bool) -> str:
-        if self.backend in ("reference", "native"):
-            return self.backend
-        if self.backend == "auto" and self.spec.is_standard and not return_gates:
-            return "native"  # torch's own cell: differentiable twice, like the drop-in's model
-        from gatelab.nn.backends import fused
-
-        ok, why = fused.can_run(self, device)
-        if ok:
-            return "fused"
-        if self.backend == "fused":
-            raise RuntimeError(f"backend='fused' cannot run: {why}")
-        if why not in _warned:
-            _warned.add(why)
-            warnings.warn(
-                f"gatelab.LSTMCell(backend='auto') runs variant {self.spec} on the reference "
-                f"backend: {why}",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-        return "reference"
+        # no native fallback: the native cell's gates come from the reference step
+        return _params.choose_lstm_backend(
+            self, "LSTMCell", return_gates, device, native_fallback=False, stacklevel=3
+        )
 
     def _check(self, input: Tensor, hx) -> tuple[Tensor, Tensor, Tensor, bool]:
         if not isinstance(input, Tensor):

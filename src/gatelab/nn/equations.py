@@ -310,9 +310,21 @@ def lstm_input_projection(spec: CellSpec, x: Tensor, p: dict[str, Tensor | None]
         ``(T, B, G*H)`` with ``G = spec.num_gates``: ``x W_ih^T + b_ih``, or with layer norm
         ``LN(x W_ih^T) + b_ih``.
     """
+    if not spec.layernorm:
+        return input_projection(x, p)
+    xw = _layer_norm(x @ p["weight_ih"].T, p["ln_ih_weight"], p["ln_ih_bias"])  # (T, B, G*H)
+    if p.get("bias_ih") is not None:
+        xw = xw + p["bias_ih"]
+    return xw
+
+
+def input_projection(x: Tensor, p: dict[str, Tensor | None]) -> Tensor:
+    """``x W_ih^T + b_ih`` for all steps at once (one GEMM): the input part of the
+    pre-activations of every cell without layer norm (LSTM, GRU, RNN).
+
+    ``x (T, B, I)`` (or ``(B, I)``); returns ``(T, B, G*H)`` (or ``(B, G*H)``).
+    """
     xw = x @ p["weight_ih"].T  # (T, B, G*H)
-    if spec.layernorm:
-        xw = _layer_norm(xw, p["ln_ih_weight"], p["ln_ih_bias"])
     if p.get("bias_ih") is not None:
         xw = xw + p["bias_ih"]
     return xw

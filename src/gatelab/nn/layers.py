@@ -7,58 +7,19 @@ layer in one direction (:mod:`gatelab.nn.backends`).
 
 from __future__ import annotations
 
-import math
-import warnings
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
-from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
+from torch import nn
 
-from gatelab.nn.backends import _checks, native, reference
-from gatelab.nn.backends.reference import step_mask
-from gatelab.nn.equations import PRESETS, CellSpec, resolve_spec
+from gatelab.nn import _params
+from gatelab.nn._params import BACKENDS
+from gatelab.nn._recurrent import _Recurrent
+from gatelab.nn.backends import native, reference
+from gatelab.nn.equations import PRESETS, CellSpec
 from gatelab.nn.trace import GateTrace, GRUTrace, RNNTrace
 
-__all__ = ["GRU", "LSTM", "RNN"]
-
-BACKENDS = ("auto", "reference", "native", "fused")
-_warned: set[str] = set()
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(
-            f"{name} must be an int >= {minimum}, got {type(value).__name__}: {value!r}"
-        )
-    if value < minimum:
-        raise ValueError(f"{name}={value}; expected an int >= {minimum}")
-    return value
-
-
-def _fused_module():
-    """The fused backend module, or the reason it cannot run."""
-    try:
-        from gatelab.nn.backends import fused
-    except ImportError as err:  # the module is optional until its extension lands
-        return None, f"the fused backend is not available ({err})"
-    return fused, None
-
-
-def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
-    """Reverse each sequence of ``x (T, B, *)`` within its own length; padding stays put.
-
-    Its own inverse. Padded steps keep their place, so a reversed batch is still
-    prefix-masked, which is what every backend expects.
-    """
-    if lengths is None:
-        return x.flip(0)
-    T = x.shape[0]
-    t = torch.arange(T, device=x.device)[:, None]  # (T, 1)
-    index = torch.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)  # (T, B)
-    index = index.reshape(T, -1, *([1] * (x.dim() - 2))).expand_as(x)
-    return x.gather(0, index)
+__all__ = ["BACKENDS", "GRU", "LSTM", "RNN"]
 
 
 def _check_slstm_sizes(spec: CellSpec, hidden_size: Any, proj_size: Any) -> None:
@@ -75,340 +36,10 @@ def _check_slstm_sizes(spec: CellSpec, hidden_size: Any, proj_size: Any) -> None
         )
 
 
-class _Recurrent(nn.Module):
-    """What LSTM, GRU and RNN share: arguments, parameters, input forms, layer loop."""
-
-    mode = ""  # "lstm", "gru", "rnn_tanh", "rnn_relu"
-    num_gates = 1
-    trace_cls: type = RNNTrace
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = False,
-        dropout: float = 0.0,
-        bidirectional: bool = False,
-        proj_size: int = 0,
-        backend: str = "auto",
-        device=None,
-        dtype=None,
-    ) -> None:
-        super().__init__()
-        self.input_size = _check_int("input_size", input_size, 1)
-        self.hidden_size = _check_int("hidden_size", hidden_size, 1)
-        self.num_layers = _check_int("num_layers", num_layers, 1)
-        self.proj_size = _check_int("proj_size", proj_size, 0)
-        if proj_size >= hidden_size:
-            raise ValueError(
-                f"proj_size={proj_size}; expected 0 (no projection) or 0 < proj_size < "
-                f"hidden_size={hidden_size}"
-            )
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
-            raise TypeError(f"dropout must be a float in [0, 1), got {dropout!r}")
-        if not 0.0 <= dropout < 1.0 or math.isnan(dropout):
-            raise ValueError(f"dropout={dropout}; expected a probability in [0, 1)")
-        if dropout > 0 and num_layers == 1:
-            warnings.warn(
-                f"dropout={dropout} acts between layers and num_layers=1: it has no effect",
-                UserWarning,
-                stacklevel=3,
-            )
-        if backend not in BACKENDS:
-            raise ValueError(f"backend={backend!r}; expected one of {', '.join(BACKENDS)}")
-        self.bias = bool(bias)
-        self.batch_first = bool(batch_first)
-        self.dropout = float(dropout)
-        self.bidirectional = bool(bidirectional)
-        self.backend = backend
-        factory = {"device": device, "dtype": dtype}
-        out_size = proj_size if proj_size > 0 else hidden_size
-        for layer in range(num_layers):
-            layer_in = input_size if layer == 0 else out_size * self.num_directions
-            for direction in range(self.num_directions):
-                for name, shape in self._param_shapes(layer_in).items():
-                    param = nn.Parameter(torch.empty(shape, **factory))
-                    self.register_parameter(self._pname(name, layer, direction), param)
-        self.reset_parameters()
-
-    # ----------------------------------------------------------------- parameters
-
-    @property
-    def last_backend(self) -> str | None:
-        """The backend the last forward ran on (``"native"``, ``"fused"`` or
-        ``"reference"``); None before the first forward."""
-        return self.__dict__.get("_last_backend")
-
-    @property
-    def num_directions(self) -> int:
-        return 2 if self.bidirectional else 1
-
-    @property
-    def output_size(self) -> int:
-        """Features of ``h_t`` per direction: ``proj_size`` if set, else ``hidden_size``."""
-        return self.proj_size if self.proj_size > 0 else self.hidden_size
-
-    def _param_shapes(self, layer_in: int) -> dict[str, tuple[int, ...]]:
-        gh = self.num_gates * self.hidden_size
-        shapes: dict[str, tuple[int, ...]] = {
-            "weight_ih": (gh, layer_in),
-            "weight_hh": (gh, self.output_size),
-        }
-        if self.bias:
-            shapes.update(bias_ih=(gh,), bias_hh=(gh,))
-        if self.proj_size > 0:
-            shapes["weight_hr"] = (self.proj_size, self.hidden_size)
-        return shapes
-
-    @staticmethod
-    def _pname(name: str, layer: int, direction: int) -> str:
-        return f"{name}_l{layer}{'_reverse' if direction else ''}"
-
-    def reset_parameters(self) -> None:
-        """torch.nn's rule: every parameter ``~ U(-1/sqrt(H), 1/sqrt(H))``."""
-        stdv = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -stdv, stdv)
-
-    def layer_parameters(self, layer: int, direction: int = 0) -> dict[str, Tensor]:
-        """One layer-direction's parameters by canonical name (``weight_ih``, ...)."""
-        suffix = f"_l{layer}{'_reverse' if direction else ''}"
-        return {
-            name[: -len(suffix)]: p for name, p in self.named_parameters() if name.endswith(suffix)
-        }
-
-    def _flat_weights(self) -> list[Tensor]:
-        """Weights in torch.nn's flat order, for the framework's fused kernels."""
-        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
-        flat = []
-        for layer in range(self.num_layers):
-            for direction in range(self.num_directions):
-                p = self.layer_parameters(layer, direction)
-                flat += [p[k] for k in names if k in p]
-        return flat
-
-    def flatten_parameters(self) -> None:
-        """Accepted for torch.nn compatibility; nothing to do on CPU."""
-
-    def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}"
-        if self.proj_size:
-            s += f", proj_size={self.proj_size}"
-        for name, default in (
-            ("num_layers", 1),
-            ("bias", True),
-            ("batch_first", False),
-            ("dropout", 0.0),
-            ("bidirectional", False),
-            ("backend", "auto"),
-        ):
-            if getattr(self, name) != default:
-                s += f", {name}={getattr(self, name)!r}"
-        return s
-
-    # ----------------------------------------------------------------- forward
-
-    def _state_sizes(self) -> tuple[int, ...]:
-        return (self.hidden_size,)
-
-    def _normalize_input(self, input):
-        """-> time-major ``x (T, B, I)``, ``lengths (B,)`` or None, unbatched flag."""
-        if isinstance(input, PackedSequence):
-            self._check_features(input.data, 1)
-            x, lengths = pad_packed_sequence(input)
-            return x, lengths.to(x.device), False
-        if not isinstance(input, Tensor):
-            raise TypeError(f"input must be a Tensor or PackedSequence, got {type(input).__name__}")
-        if input.dim() not in (2, 3):
-            raise ValueError(
-                f"input has shape {tuple(input.shape)}; expected 3-D (T, B, {self.input_size})"
-                f"{' batch_first (B, T, I)' if self.batch_first else ''} or unbatched 2-D "
-                f"(T, {self.input_size})"
-            )
-        self._check_features(input, input.dim() - 1)
-        unbatched = input.dim() == 2
-        _checks.empty_sequence(
-            type(self).__name__, input.shape[1 if self.batch_first and not unbatched else 0]
-        )
-        if unbatched:
-            input = input.unsqueeze(0 if self.batch_first else 1)
-        x = input.transpose(0, 1) if self.batch_first else input
-        return x, None, unbatched
-
-    def _check_features(self, x: Tensor, feature_dim: int) -> None:
-        if not (x.is_floating_point() or x.is_complex()):
-            raise TypeError(
-                f"input has dtype {x.dtype}; expected a floating-point tensor (embed integer "
-                "token ids first, e.g. with torch.nn.Embedding)"
-            )
-        if x.shape[feature_dim] != self.input_size:
-            raise ValueError(
-                f"input has {x.shape[feature_dim]} features (shape {tuple(x.shape)}); expected "
-                f"input_size={self.input_size}"
-            )
-
-    def _initial_state(self, hx, x: Tensor, unbatched: bool) -> tuple[Tensor, ...]:
-        """-> the state tuple, each ``(L * D, B, size)``, in the caller's batch order."""
-        LD, B = self.num_layers * self.num_directions, x.shape[1]
-        sizes = self._state_sizes()
-        if hx is None:
-            return tuple(x.new_zeros(LD, B, size) for size in sizes)
-        parts = self._split_hx(hx)
-        state = []
-        for name, h, size in zip(self._hx_names(), parts, sizes):
-            want = (LD, size) if unbatched else (LD, B, size)
-            dims = "(num_layers * num_directions, batch, features)"
-            _checks.state(type(self).__name__, name, h, want, x, hint=dims)
-            state.append(h.unsqueeze(1) if unbatched else h)
-        return tuple(state)
-
-    def _hx_names(self) -> tuple[str, ...]:
-        return ("h0",)
-
-    def _check_parameters(self, x: Tensor) -> None:
-        """Every parameter still has the shape the configuration gives it (a parameter can
-        be replaced after construction) and ``x``'s dtype and device."""
-        want = self.__dict__.get("_want_shapes")
-        if want is None:  # the configuration does not change after construction
-            want = {}
-            for layer in range(self.num_layers):
-                layer_in = self.input_size if layer == 0 else self.output_size * self.num_directions
-                for direction in range(self.num_directions):
-                    for name, shape in self._param_shapes(layer_in).items():
-                        want[self._pname(name, layer, direction)] = shape
-            self.__dict__["_want_shapes"] = want
-        _checks.parameters(type(self).__name__, self._parameters, want, x)
-
-    def _split_hx(self, hx) -> tuple:
-        if isinstance(hx, (tuple, list)):
-            raise TypeError(
-                f"hx must be a Tensor h0 for {type(self).__name__}, got a {type(hx).__name__}"
-            )
-        return (hx,)
-
-    def _choose_backend(self, need_trace: bool, device: torch.device) -> str:
-        """-> "native", "fused" or "reference"; raises for an explicit backend that can't run."""
-        return "native" if self.backend in ("auto", "native") else self._explicit(self.backend)
-
-    def _explicit(self, name: str) -> str:
-        if name == "fused":
-            raise ValueError(
-                f"backend='fused' runs the LSTM only; {type(self).__name__} runs on 'native' "
-                "or 'reference'"
-            )
-        return name
-
-    def forward(self, input, hx=None, *, return_trace: bool = False):
-        x, lengths, unbatched = self._normalize_input(input)
-        self._check_parameters(x)
-        state = self._initial_state(hx, x, unbatched)
-        backend = self._choose_backend(return_trace, x.device)
-        self._last_backend = backend
-        if backend == "native" and not return_trace:
-            return self._forward_native(input, state, unbatched)
-
-        layer_input, finals, traces = x, [], []
-        for layer in range(self.num_layers):
-            outs = []
-            for direction in range(self.num_directions):
-                k = layer * self.num_directions + direction
-                xin = layer_input if direction == 0 else reverse_padded(layer_input, lengths)
-                out, s_n, tr = self._run_direction(
-                    backend,
-                    xin,
-                    tuple(s[k] for s in state),
-                    self.layer_parameters(layer, direction),
-                    lengths,
-                    return_trace,
-                )
-                if direction == 1:
-                    out = reverse_padded(out, lengths)
-                    if tr is not None:
-                        tr = {n: reverse_padded(v, lengths) for n, v in tr.items()}
-                outs.append(out)
-                finals.append(s_n)
-                traces.append(tr)
-            layer_input = torch.cat(outs, dim=-1) if len(outs) > 1 else outs[0]
-            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
-                layer_input = F.dropout(layer_input, self.dropout, training=True)
-
-        output = self._restore_output(input, layer_input, lengths, unbatched)
-        state_n = tuple(torch.stack([f[j] for f in finals]) for j in range(len(state)))
-        if unbatched:
-            state_n = tuple(s.squeeze(1) for s in state_n)
-        result = (output, self._pack_state(state_n))
-        if return_trace:
-            result += (self._make_trace(traces, x, lengths, unbatched),)
-        return result
-
-    def _forward_native(self, input, state, unbatched: bool):
-        hx = state if self.mode == "lstm" else state[0]
-        if unbatched:
-            input = input.unsqueeze(0 if self.batch_first else 1)
-        output, state_n = native.run_stack(
-            self.mode,
-            input,
-            hx,
-            self._flat_weights(),
-            self.bias,
-            self.num_layers,
-            self.dropout,
-            self.training,
-            self.bidirectional,
-            self.batch_first,
-        )
-        if unbatched:
-            output = output.squeeze(0 if self.batch_first else 1)
-            state_n = (
-                tuple(s.squeeze(1) for s in state_n) if self.mode == "lstm" else state_n.squeeze(1)
-            )
-        return output, state_n
-
-    def _pack_state(self, state_n: tuple[Tensor, ...]):
-        return state_n[0]
-
-    def _restore_output(self, input, out: Tensor, lengths, unbatched: bool):
-        """Time-major ``out (T, B, D*P)`` -> the caller's form (packed, batch_first, ...)."""
-        if isinstance(input, PackedSequence):
-            if input.sorted_indices is not None:
-                out = out.index_select(1, input.sorted_indices)
-                lengths = lengths.index_select(0, input.sorted_indices.to(lengths.device))
-            data = out[step_mask(lengths, out.shape[0]).squeeze(-1)]  # (N, D*P), packed order
-            return PackedSequence(
-                data, input.batch_sizes, input.sorted_indices, input.unsorted_indices
-            )
-        if self.batch_first:
-            out = out.transpose(0, 1)
-        if unbatched:
-            out = out.squeeze(0 if self.batch_first else 1)
-        return out
-
-    def _make_trace(self, traces, x: Tensor, lengths, unbatched: bool):
-        T, B = x.shape[:2]
-        mask = step_mask(lengths, T)
-        mask = torch.ones(T, B, dtype=torch.bool, device=x.device) if mask is None else mask[..., 0]
-        fields = {}
-        for name in self.trace_cls.names():
-            if name not in traces[0]:  # a field this cell lacks (sLSTM's n, m): stays None
-                continue
-            parts = [tr[name] for tr in traces]
-            # (L*D, T, B, H); one layer-direction: a view, no copy of the whole trace
-            v = parts[0].unsqueeze(0) if len(parts) == 1 else torch.stack(parts)
-            if self.batch_first:
-                v = v.transpose(1, 2)
-            fields[name] = v.squeeze(1 if self.batch_first else 2) if unbatched else v
-        if self.batch_first:
-            mask = mask.transpose(0, 1)
-        if unbatched:
-            mask = mask.squeeze(0 if self.batch_first else 1)
-        return self.trace_cls(
-            mask=mask, batch_first=self.batch_first, num_directions=self.num_directions, **fields
-        )
-
-    def _run_direction(self, backend, x, state0, p, lengths, need_trace):
-        raise NotImplementedError
+def _torch_args(m) -> tuple:
+    """The positional arguments of ``torch.nn.LSTM`` that rebuild ``m`` (either LSTM)."""
+    shape = (m.input_size, m.hidden_size, m.num_layers, m.bias, m.batch_first)
+    return (*shape, float(m.dropout), m.bidirectional, m.proj_size)
 
 
 class LSTM(_Recurrent):
@@ -490,52 +121,16 @@ class LSTM(_Recurrent):
         device=None,
         dtype=None,
     ) -> None:
-        self.spec = resolve_spec(variant, forget_bias)
-        if self.spec.forget_bias != 0.0 and not bias:
-            raise ValueError(f"forget_bias={self.spec.forget_bias} needs bias=True; got bias=False")
+        self.spec = _params.lstm_spec(variant, forget_bias, bias)
         if self.spec.normalizer:
             _check_slstm_sizes(self.spec, hidden_size, proj_size)
         self.num_gates = self.spec.num_gates
-        super().__init__(
-            input_size,
-            hidden_size,
-            num_layers,
-            bias,
-            batch_first,
-            dropout,
-            bidirectional,
-            proj_size,
-            backend,
-            device,
-            dtype,
-        )
+        shape = (input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional)
+        super().__init__(shape, proj_size, backend, device, dtype)
 
     @property
     def variant(self) -> CellSpec:
         return self.spec
-
-    def _param_shapes(self, layer_in: int) -> dict[str, tuple[int, ...]]:
-        shapes = super()._param_shapes(layer_in)
-        H, gh = self.hidden_size, self.num_gates * self.hidden_size
-        if self.spec.num_heads > 1:  # block-diagonal R: (4H, d), see cells.slstm_recurrent
-            shapes["weight_hh"] = (gh, H // self.spec.num_heads)
-        for gate in self.spec.peephole_gates:
-            shapes[f"weight_c{gate}"] = (H,)
-        if self.spec.layernorm:
-            shapes.update(ln_ih_weight=(gh,), ln_ih_bias=(gh,), ln_hh_weight=(gh,))
-            shapes.update(ln_hh_bias=(gh,), ln_c_weight=(H,), ln_c_bias=(H,))
-        return shapes
-
-    def reset_parameters(self) -> None:
-        """torch.nn's uniform init; layer-norm gains 1, shifts 0; then ``forget_bias``."""
-        super().reset_parameters()
-        with torch.no_grad():
-            for name, p in self.named_parameters():
-                if name.startswith("ln_"):
-                    p.fill_(1.0 if "_weight_" in name else 0.0)
-                if name.startswith("bias_ih") and self.spec.forget_bias != 0.0:
-                    f = self.spec.gates.index("f")
-                    p[f * self.hidden_size : (f + 1) * self.hidden_size] += self.spec.forget_bias
 
     def chrono_init_(self, t_max: float, generator: torch.Generator | None = None) -> LSTM:
         """Chrono initialisation (Tallec & Ollivier 2018, "Can recurrent neural networks
@@ -587,43 +182,14 @@ class LSTM(_Recurrent):
         return tuple(state_n)
 
     def _choose_backend(self, need_trace: bool, device: torch.device) -> str:
-        name, standard = self.backend, self.spec.is_standard
-        if name == "native":
-            if not standard:
-                raise ValueError(
-                    f"backend='native' runs only the standard LSTM, not {self.spec}; use "
-                    "backend='auto', 'fused' or 'reference'"
-                )
-            return "native"
-        if name == "reference":
-            return "reference"
-        if name == "auto" and standard and not need_trace:
-            return "native"  # decided before can_run, which may compile the fused kernels
-        fused, why = _fused_module()
-        if fused is not None:
-            ok, why = fused.can_run(self, device)
-        if name == "fused":
-            if fused is None or not ok:
-                raise RuntimeError(f"backend='fused' cannot run: {why}")
-            return "fused"
-        # auto
-        if fused is not None and ok:
-            return "fused"
-        if standard:
-            return "native"  # the trace is replayed from the native outputs
-        if why not in _warned:
-            _warned.add(why)
-            warnings.warn(
-                f"gatelab.LSTM(backend='auto') runs variant {self.spec} on the reference "
-                f"backend (a Python loop): {why}",
-                RuntimeWarning,
-                stacklevel=4,
-            )
-        return "reference"
+        # the standard trace is replayed from native outputs: native is a fallback here
+        return _params.choose_lstm_backend(
+            self, "LSTM", need_trace, device, native_fallback=True, stacklevel=4
+        )
 
     def _run_direction(self, backend, x, state0, p, lengths, need_trace):
         if backend == "fused":
-            from gatelab.nn.backends import fused as module
+            module, _ = _params.fused_module()
         else:
             module = native if backend == "native" else reference
         if self.spec.normalizer:  # sLSTM: state (h, c, n, m); never native (not standard)
@@ -639,19 +205,7 @@ class LSTM(_Recurrent):
         if not isinstance(module, nn.LSTM):
             raise TypeError(f"expected a torch.nn.LSTM, got {type(module).__name__}")
         p = next(module.parameters())
-        new = cls(
-            module.input_size,
-            module.hidden_size,
-            module.num_layers,
-            module.bias,
-            module.batch_first,
-            float(module.dropout),
-            module.bidirectional,
-            module.proj_size,
-            device=p.device,
-            dtype=p.dtype,
-            **kwargs,
-        )
+        new = cls(*_torch_args(module), device=p.device, dtype=p.dtype, **kwargs)
         new.load_state_dict(module.state_dict(), strict=True)
         return new
 
@@ -660,18 +214,7 @@ class LSTM(_Recurrent):
         if not self.spec.is_standard:
             raise ValueError(f"only the standard LSTM converts to torch.nn.LSTM, not {self.spec}")
         p = next(self.parameters())
-        module = nn.LSTM(
-            self.input_size,
-            self.hidden_size,
-            self.num_layers,
-            self.bias,
-            self.batch_first,
-            self.dropout,
-            self.bidirectional,
-            self.proj_size,
-            device=p.device,
-            dtype=p.dtype,
-        )
+        module = nn.LSTM(*_torch_args(self), device=p.device, dtype=p.dtype)
         module.load_state_dict(self.state_dict(), strict=True)
         return module
 
@@ -726,19 +269,8 @@ class GRU(_Recurrent):
         if not isinstance(reset_after, bool):
             raise TypeError(f"reset_after must be a bool (True or False), got {reset_after!r}")
         self.reset_after = reset_after
-        super().__init__(
-            input_size,
-            hidden_size,
-            num_layers,
-            bias,
-            batch_first,
-            dropout,
-            bidirectional,
-            0,
-            backend,
-            device,
-            dtype,
-        )
+        shape = (input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional)
+        super().__init__(shape, 0, backend, device, dtype)  # no projection
         if not reset_after and backend == "native":
             raise ValueError(_NATIVE_RESET_BEFORE)
 
@@ -795,19 +327,8 @@ class RNN(_Recurrent):
             raise ValueError(f"nonlinearity={nonlinearity!r}; expected 'tanh' or 'relu'")
         self.nonlinearity = nonlinearity
         self.mode = f"rnn_{nonlinearity}"
-        super().__init__(
-            input_size,
-            hidden_size,
-            num_layers,
-            bias,
-            batch_first,
-            dropout,
-            bidirectional,
-            0,
-            backend,
-            device,
-            dtype,
-        )
+        shape = (input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional)
+        super().__init__(shape, 0, backend, device, dtype)  # no projection
 
     def _run_direction(self, backend, x, state0, p, lengths, need_trace):
         module = native if backend == "native" else reference

@@ -26,13 +26,14 @@ import logging
 import math
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from gatelab._config import from_config
 from gatelab.data.batching import pair_batches, stream_batches
 from gatelab.data.corpus import CharCorpus, split_point
 from gatelab.data.pairs import read_sentence_pairs, split_pairs
@@ -145,8 +146,9 @@ class TranslatorTrainConfig:
 
 
 def _from_dict(cls, d: dict[str, Any]):
-    names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in d.items() if k in names})
+    """A saved ``train`` section (:func:`gatelab._config.from_config`): a key this version
+    does not know (a folder from another gatelab) is an error naming it, never dropped."""
+    return from_config(cls, d, "train config")
 
 
 BUDGET = ("train.epochs", "train.minutes")  # what a resumed run may change: it may go on

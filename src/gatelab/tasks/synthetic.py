@@ -33,11 +33,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from gatelab.errors import DataError
+from gatelab._config import config_fields
+from gatelab.errors import DataError, TrainingDiverged
 from gatelab.nn.equations import PRESETS, resolve_spec
 from gatelab.nn.layers import BACKENDS, GRU, LSTM, RNN
 from gatelab.tasks.problems import TASKS, Batch, read_sequence, resolve_task
 from gatelab.train import runs
+from gatelab.train.files import json_safe
 
 __all__ = [
     "MODELS",
@@ -252,13 +254,7 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ExperimentConfig:
-        if not isinstance(d, dict):
-            raise TypeError(f"an experiment config must be a dict, got {type(d).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown experiment config keys {unknown}; expected {sorted(names)}")
-        d = dict(d)
+        d = config_fields(cls, d, "experiment config")
         if d.get("model", "lstm") != "lstm":
             # run folders written before these were refused: a GRU/RNN ignored the variant
             # and ran backend 'fused' as 'auto'
@@ -415,7 +411,7 @@ def run_experiment(
         loss = task.loss(model(batch.x, batch.lengths), batch.y)
         loss_value = float(loss.detach())
         if not math.isfinite(loss_value):
-            raise FloatingPointError(
+            raise TrainingDiverged(
                 f"the loss became {loss_value} at step {step} of {config.model} on "
                 f"{config.task} (lr={config.lr}); try a smaller lr"
             )
@@ -477,20 +473,10 @@ def save_run(result: ExperimentResult, run_dir: str | os.PathLike) -> Path:
             run_dir,
             RUN_TASK,
             experiment=result.config.to_dict(),
-            results=_finite_or_none(summary),
+            results=json_safe(summary),
             inputs={},
         )
     return run_dir
-
-
-def _finite_or_none(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite_or_none(v) for v in value]
-    return value
 
 
 RunFolderError = runs.RunFolderError

@@ -53,6 +53,7 @@ __all__ = [
     "rank",
     "restart_count",
     "shard",
+    "to_cpu",
     "world_size",
 ]
 
@@ -303,3 +304,15 @@ def launch(argv: list[str], nproc: int, max_restarts: int = 0, module: str = "ga
             + (f"; rank(s) {', '.join(map(str, others))} stopped with it" if others else "")
         )
         raise RankFailedError(message, [first, *others]) from None
+
+
+def to_cpu(obj: Any) -> Any:
+    """``obj`` with every tensor in it (in dicts, lists, tuples) detached and on the CPU: what
+    :func:`broadcast_object` sends."""
+    if isinstance(obj, Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj

@@ -12,7 +12,7 @@
   states, epoch, early-stopping state and best weights; tensors in safetensors, the rest
   in JSON), from which ``resume=True`` continues to the very weights an uninterrupted run
   ends with;
-- a non-finite loss stops training with a :class:`TrainingError`; the last good
+- a non-finite loss stops training with a :class:`~gatelab.errors.TrainingDiverged`; the last good
   checkpoint stays on disk.
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1) the same loop trains data-parallel
@@ -20,19 +20,17 @@ Under ``torchrun`` (``WORLD_SIZE`` > 1) the same loop trains data-parallel
 batch of ``batch_size`` sequences, metrics all-reduced, validation and early stopping on
 rank 0 (broadcast), checkpoints written by rank 0 only. In one process nothing changes.
 
-The loop logs and never prints; progress goes to callbacks (:class:`RichProgress` draws
-a ``rich`` progress bar when the command line asks for one).
+The loop logs and never prints; progress goes to callbacks (:class:`Callback`; the command
+line's is :class:`gatelab.cli.progress.RichProgress`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
-import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,133 +38,36 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gatelab.errors import GatelabError
+from gatelab.errors import RunFolderError, TrainingDiverged
 from gatelab.train import distributed as D
 from gatelab.train import metrics as M
-from gatelab.train.runs import (
+from gatelab.train.checkpoint import (
     CHECKPOINT_FILE,
-    RunFolderError,
-    check_same,
-    checkpoint_tensors,
-    fingerprint_tensors,
-    json_safe,
-    optimizer_from_tensors,
     read_checkpoint,
     remove_checkpoint,
-    run_lock,
-    set_rng_tensors,
-    write_checkpoint,
+    restore_checkpoint,
+    save_checkpoint,
 )
+from gatelab.train.config import History, TrainConfig
+from gatelab.train.files import json_safe
+from gatelab.train.fingerprints import check_same, fingerprint_tensors
+from gatelab.train.lock import run_lock
+from gatelab.train.optim import adamw, lr_factor
 
 __all__ = [
     "Callback",
     "History",
-    "RichProgress",
     "TensorData",
     "TrainConfig",
-    "TrainingError",
     "batch_indices",
+    "evaluate_outputs",
     "fit",
     "predict_batches",
 ]
 
 logger = logging.getLogger(__name__)
 
-SCHEDULES = ("cosine", "constant", "linear")
-
-
-class TrainingError(GatelabError, RuntimeError):
-    """Training cannot go on (e.g. the loss became NaN or infinite)."""
-
-
-# ----------------------------------------------------------------- config and data
-
-
-@dataclass
-class TrainConfig:
-    """How :func:`fit` trains; JSON-serialisable.
-
-    Attributes:
-        epochs: passes over the training data (at most, with early stopping).
-        batch_size: sequences per step.
-        lr: peak learning rate of AdamW.
-        weight_decay: AdamW's decoupled decay, on weight matrices and embeddings only.
-        clip_norm: clip the global gradient norm to this (None: no clipping).
-        schedule: ``"cosine"`` (linear warmup, then cosine decay to ``min_lr`` x lr),
-            ``"linear"`` (warmup, then linear decay) or ``"constant"`` (warmup, then flat).
-        warmup: fraction of all steps spent warming up linearly from 0.
-        min_lr: the final learning rate as a fraction of ``lr``.
-        patience: stop after this many epochs without a better validation score (None:
-            never stop early). The best weights are kept whenever there is validation data.
-        monitor: the validation metric for early stopping and best weights: ``"accuracy"``,
-            ``"macro_f1"``, ``"rmse"``, ``"mae"``, ``"loss"``; None picks accuracy for a
-            classifier, rmse otherwise.
-        seed: seeds the dropout RNG and each epoch's shuffle.
-        bucket: group sequences of similar length into batches (less padding, faster).
-        label_smoothing: of the cross-entropy loss (classifiers).
-        loss: ``"auto"`` (cross-entropy for classifiers, MSE otherwise), ``"mse"``,
-            ``"huber"`` (regression).
-        eval_batch_size: sequences per step when predicting.
-    """
-
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 0.01
-    clip_norm: float | None = 1.0
-    schedule: str = "cosine"
-    warmup: float = 0.05
-    min_lr: float = 0.0
-    patience: int | None = 3
-    monitor: str | None = None
-    seed: int = 0
-    bucket: bool = True
-    label_smoothing: float = 0.0
-    loss: str = "auto"
-    eval_batch_size: int = 256
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r}; expected an int >= 1")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise ValueError(f"seed={self.seed!r}; expected an int")
-        if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
-            raise ValueError(f"patience={self.patience!r}; expected an int >= 1 or None")
-        if not self.lr > 0 or not math.isfinite(self.lr):
-            raise ValueError(f"lr={self.lr!r}; expected a positive number")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay={self.weight_decay!r}; expected >= 0")
-        if self.clip_norm is not None and not self.clip_norm > 0:
-            raise ValueError(f"clip_norm={self.clip_norm!r}; expected a positive number or None")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule={self.schedule!r}; expected one of {', '.join(SCHEDULES)}")
-        if not 0.0 <= self.warmup < 1.0:
-            raise ValueError(f"warmup={self.warmup!r}; expected a fraction in [0, 1)")
-        if not 0.0 <= self.min_lr <= 1.0:
-            raise ValueError(f"min_lr={self.min_lr!r}; expected a fraction in [0, 1]")
-        if self.monitor is not None and self.monitor not in M.GREATER_IS_BETTER:
-            raise ValueError(
-                f"monitor={self.monitor!r}; expected one of {', '.join(M.GREATER_IS_BETTER)}"
-            )
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing={self.label_smoothing!r}; expected [0, 1)")
-        if self.loss not in ("auto", "mse", "huber"):
-            raise ValueError(f"loss={self.loss!r}; expected 'auto', 'mse' or 'huber'")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(
-                f"unknown train config keys {unknown}; expected some of {sorted(names)}"
-            )
-        return cls(**d)
+# ----------------------------------------------------------------- data
 
 
 @dataclass
@@ -197,24 +98,6 @@ class TensorData:
         return TensorData(self.inputs[index], self.lengths[index], self.targets[index])
 
 
-@dataclass
-class History:
-    """What :func:`fit` did: one dict of logs per epoch, and the best epoch."""
-
-    epochs: list[dict[str, float]] = field(default_factory=list)
-    best_epoch: int | None = None
-    best_score: float | None = None
-    monitor: str | None = None
-    stopped_early: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> History:
-        return cls(**d)
-
-
 # ----------------------------------------------------------------- callbacks
 
 
@@ -235,71 +118,6 @@ class Callback:
 
     def on_train_end(self, history: History) -> None:
         """After the last epoch, with the best weights restored."""
-
-
-class RichProgress(Callback):
-    """A ``rich`` progress bar with the running loss and metric, and one line per epoch.
-
-    Args:
-        console: a ``rich.console.Console`` (default: a new one on stderr).
-        description: the label in front of the bar.
-    """
-
-    def __init__(self, console=None, description: str = "train") -> None:
-        from rich.console import Console
-
-        self.console = console if console is not None else Console(stderr=True)
-        self.description = description
-        self._progress = None
-        self._task = None
-
-    def on_train_begin(self, epochs: int, steps_per_epoch: int, start_epoch: int) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.epochs, self.steps = epochs, steps_per_epoch
-        self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[stats]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=True,
-        )
-        self._progress.start()
-        if start_epoch:
-            self.console.print(f"resuming after epoch {start_epoch}/{epochs}")
-
-    def on_epoch_begin(self, epoch: int) -> None:
-        self._task = self._progress.add_task(
-            f"{self.description} {epoch + 1}/{self.epochs}", total=self.steps, stats=""
-        )
-
-    def on_batch_end(self, epoch: int, step: int, logs: dict[str, float]) -> None:
-        stats = "  ".join(f"{k} {v:.4f}" for k, v in logs.items())
-        self._progress.update(self._task, completed=step + 1, stats=stats)
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
-        self._progress.remove_task(self._task)
-        stats = "  ".join(f"{k} {v:.4g}" for k, v in logs.items())
-        self.console.print(f"epoch {epoch + 1}/{self.epochs}  {stats}")
-
-    def on_train_end(self, history: History) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-        if history.best_epoch is not None:
-            self.console.print(
-                f"best epoch {history.best_epoch + 1}: {history.monitor} "
-                f"{history.best_score:.4f}" + ("  (stopped early)" if history.stopped_early else "")
-            )
 
 
 # ----------------------------------------------------------------- batching
@@ -395,80 +213,6 @@ def evaluate_outputs(model: nn.Module, outputs: Tensor, targets: Tensor) -> dict
     return M.regression_metrics(targets.reshape(outputs.shape).numpy(), outputs.numpy())
 
 
-def _schedule(config: TrainConfig, total_steps: int):
-    warm = int(config.warmup * total_steps)
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        if config.schedule == "constant":
-            return 1.0
-        progress = min(1.0, (step - warm) / max(1, total_steps - warm))
-        decay = (
-            0.5 * (1.0 + math.cos(math.pi * progress))
-            if config.schedule == "cosine"
-            else 1.0 - progress
-        )
-        return config.min_lr + (1.0 - config.min_lr) * decay
-
-    return factor
-
-
-def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.dim() >= 2 else no_decay).append(p)
-    groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    groups = [g for g in groups if g["params"]]
-    params = [p for g in groups for p in g["params"]]
-    # The fused kernel updates all parameters in one pass: on CPU it takes the optimizer
-    # step of an embedding model (most parameters, every step) from ~30% to ~10% of the
-    # step time. Same update rule; it needs floating-point CPU/CUDA parameters.
-    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
-    return torch.optim.AdamW(groups, lr=config.lr, fused=fused or None)
-
-
-class _Running:
-    """Running loss and training metric over one epoch."""
-
-    def __init__(self, classifier: bool) -> None:
-        self.classifier = classifier
-        self.n = 0
-        self.loss_sum = 0.0
-        self.hits = 0.0
-        self.sq = 0.0
-        self.count = 0
-
-    def update(self, loss: float, out: Tensor, y: Tensor) -> dict[str, float]:
-        b = out.shape[0]
-        self.n += b
-        self.loss_sum += loss * b
-        with torch.no_grad():
-            if self.classifier:
-                self.hits += float((out.argmax(-1) == y).sum())
-                self.count += b
-                return {"loss": self.loss_sum / self.n, "accuracy": self.hits / self.count}
-            self.sq += float(((out - y.reshape(out.shape)) ** 2).sum())
-            self.count += out.numel()
-            return {"loss": self.loss_sum / self.n, "rmse": math.sqrt(self.sq / self.count)}
-
-    def reduced(self) -> dict[str, float]:
-        """The epoch's loss and metric over all ranks (sums all-reduced)."""
-        n, loss_sum, hits, sq, count = D.all_reduce_sums(
-            [self.n, self.loss_sum, self.hits, self.sq, self.count]
-        )
-        logs = {"loss": loss_sum / max(n, 1)}
-        if self.classifier:
-            logs["accuracy"] = hits / max(count, 1)
-        else:
-            logs["rmse"] = math.sqrt(sq / max(count, 1))
-        return logs
-
-
 def _rank_seed(seed: int, epoch: int, rank: int) -> int:
     """The dropout seed of one rank in one epoch of a distributed run: a function of
     ``(seed, epoch, rank)`` only, so that a run resumed at an epoch boundary, with any
@@ -532,9 +276,13 @@ def fit(
             targets)`` applied before validation metrics (e.g. undo scaling).
 
     Raises:
-        TrainingError: the loss or the gradient norm became NaN or infinite.
+        TrainingDiverged: the loss or the gradient norm became NaN or infinite (a
+            :class:`~gatelab.errors.TrainingError` and a ``FloatingPointError``).
         RunFolderError: ``resume`` with a checkpoint that is corrupt or made with another
             config or other data; ``checkpoint_dir`` locked by another process.
+    (Over 80 lines with this docstring: the epoch loop stays in one piece so that the order
+    of each epoch's work, train, validate, record, checkpoint, callbacks, reads top down;
+    its parts are :func:`_begin`, :func:`_train_epoch` and :func:`_judge`.)
     """
     config = config if config is not None else TrainConfig()
     if resume and checkpoint_dir is None:
@@ -542,13 +290,12 @@ def fit(
     monitor = config.monitor or ("accuracy" if _is_classifier(model) else "rmse")
     device = next(model.parameters()).device
     loss_fn = _loss_fn(model, config)
-    classifier = _is_classifier(model)
     epoch_batches = len(
         batch_indices(train.lengths, config.batch_size, shuffle=False, bucket=config.bucket)
     )
     total_steps = config.epochs * epoch_batches
     D.init()  # joins the process group torchrun describes; nothing in one process
-    distributed, rank, world, writer = D.active(), D.rank(), D.world_size(), D.is_writer()
+    distributed, writer = D.active(), D.is_writer()
     if distributed and D.device().type == "cuda" and device.type != "cuda":
         raise ValueError(
             f"the model is on {device} but the process group uses nccl (GPUs); move the "
@@ -562,27 +309,14 @@ def fit(
 
     with lock, torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(config.seed)
-        optimizer = _optimizer(model, config)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, total_steps))
+        optimizer = adamw(model, config)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, total_steps))
         history = History(monitor=monitor if valid is not None else None)
-        best_state: dict[str, Tensor] | None = None
-        bad_epochs = 0
-        start = 0
-        if not writer:
-            pass  # rank 0 reads the checkpoint and sends its state below
-        elif resume and ckpt is not None and (ckpt / CHECKPOINT_FILE).exists():
-            start, bad_epochs, best_state, history = _load_checkpoint(
-                ckpt, model, optimizer, scheduler, config, inputs
-            )
-            logger.info("resuming from %s after epoch %d", ckpt / CHECKPOINT_FILE, start)
-        elif ckpt is not None:
-            remove_checkpoint(ckpt)
+        start, bad_epochs, best_state, history = _begin(
+            model, optimizer, scheduler, config, history, train, valid, ckpt, resume, inputs
+        )
         train_model = model
         if distributed:
-            _check_same_data(train, valid)
-            start, bad_epochs, best_state, history = _sync_state(
-                model, optimizer, scheduler, start, bad_epochs, best_state, history
-            )
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [device.index] if device.type == "cuda" else None
@@ -595,63 +329,20 @@ def fit(
                 break
             for cb in callbacks:
                 cb.on_epoch_begin(epoch)
-            model.train()
-            if distributed:
-                torch.manual_seed(_rank_seed(config.seed, epoch, rank))
-            running = _Running(classifier)
-            logs: dict[str, float] = {}  # a rank may have no part of the first batches
-            batches = batch_indices(
-                train.lengths,
-                config.batch_size,
-                shuffle=True,
-                seed=config.seed,
-                epoch=epoch,
-                bucket=config.bucket,
+            where = (epoch, ckpt, start)
+            logs = _train_epoch(
+                train_model, model, train, config, optimizer, scheduler, loss_fn, where, callbacks
             )
-            for step, index in enumerate(batches):
-                loss, out, y, n, weight = _forward(
-                    train_model, train, index, loss_fn, device, rank, world
-                )
-                if not torch.isfinite(loss):
-                    raise TrainingError(_nan_message("loss", loss, epoch, step, ckpt, start))
-                optimizer.zero_grad(set_to_none=True)
-                (loss if weight == 1.0 else loss * weight).backward()
-                if config.clip_norm is not None:
-                    norm = nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
-                    if not torch.isfinite(norm):
-                        raise TrainingError(
-                            _nan_message("gradient norm", norm, epoch, step, ckpt, start)
-                        )
-                optimizer.step()
-                scheduler.step()
-                if n:
-                    logs = running.update(loss.item(), out.detach(), y)
-                for cb in callbacks:
-                    cb.on_batch_end(epoch, step, logs)
-
-            if distributed:
-                logs = running.reduced()
-            logs = {f"train_{k}": v for k, v in logs.items()}
-            logs["lr"] = optimizer.param_groups[0]["lr"]
             if valid is not None:
-                decision = None
-                if writer:  # rank 0 validates and decides; the others follow
-                    val = _validate(model, valid, config, loss_fn, metric_transform)
-                    better = _better(monitor, val[monitor], history.best_score)
-                    stop = (
-                        not better
-                        and config.patience is not None
-                        and bad_epochs + 1 >= config.patience
-                    )
-                    decision = (val, better, stop)
-                val, better, stop = D.broadcast_object(decision) if distributed else decision
-                logs.update({f"val_{k}": v for k, v in val.items()})
-                if better:
-                    history.best_score, history.best_epoch, bad_epochs = val[monitor], epoch, 0
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                judged = _judge(
+                    model, valid, config, loss_fn, metric_transform, history, epoch, monitor
+                )
+                logs.update(judged["logs"])
+                if judged["better"]:
+                    bad_epochs, best_state = 0, judged["weights"]
                 else:
                     bad_epochs += 1
-                    history.stopped_early = stop
+                    history.stopped_early = judged["stop"] and bad_epochs >= config.patience
             history.epochs.append(logs)
             logger.info("epoch %d/%d: %s", epoch + 1, config.epochs, logs)
             if ckpt is not None and writer:
@@ -670,14 +361,98 @@ def fit(
     return history
 
 
-def _cpu(obj):
-    if isinstance(obj, Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, dict):
-        return {k: _cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_cpu(v) for v in obj)
-    return obj
+def _begin(model, optimizer, scheduler, config, history, train, valid, ckpt, resume, inputs):
+    """The state :func:`fit` starts from: a resumed checkpoint's (read by rank 0, sent to
+    every rank), or a fresh start's (any old checkpoint removed).
+
+    Returns ``(start epoch, bad_epochs, best_state, history)``."""
+    start, bad_epochs, best_state = 0, 0, None
+    if not D.is_writer():
+        pass  # rank 0 reads the checkpoint and sends its state below
+    elif resume and ckpt is not None and (ckpt / CHECKPOINT_FILE).exists():
+        start, bad_epochs, best_state, history = _load_checkpoint(
+            ckpt, model, optimizer, scheduler, config, inputs
+        )
+        logger.info("resuming from %s after epoch %d", ckpt / CHECKPOINT_FILE, start)
+    elif ckpt is not None:
+        remove_checkpoint(ckpt)
+    if D.active():
+        _check_same_data(train, valid)
+        start, bad_epochs, best_state, history = _sync_state(
+            model, optimizer, scheduler, start, bad_epochs, best_state, history
+        )
+    return start, bad_epochs, best_state, history
+
+
+def _train_epoch(
+    train_model, model, train, config, optimizer, scheduler, loss_fn, where, callbacks
+) -> dict[str, float]:
+    """One pass over ``train``: the epoch's ``train_*`` logs and the learning rate.
+
+    ``where`` is ``(epoch, checkpoint folder, first epoch of this session)``, for the
+    message of a :class:`~gatelab.errors.TrainingDiverged`."""
+    epoch, ckpt, start = where
+    rank, world = D.rank(), D.world_size()
+    device = next(model.parameters()).device
+    model.train()
+    if D.active():
+        torch.manual_seed(_rank_seed(config.seed, epoch, rank))
+    running = M.Running(_is_classifier(model))
+    logs: dict[str, float] = {}  # a rank may have no part of the first batches
+    batches = batch_indices(
+        train.lengths,
+        config.batch_size,
+        shuffle=True,
+        seed=config.seed,
+        epoch=epoch,
+        bucket=config.bucket,
+    )
+    for step, index in enumerate(batches):
+        loss, out, y, n, weight = _forward(train_model, train, index, loss_fn, device, rank, world)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(_nan_message("loss", loss, epoch, step, ckpt, start))
+        optimizer.zero_grad(set_to_none=True)
+        (loss if weight == 1.0 else loss * weight).backward()
+        if config.clip_norm is not None:
+            norm = nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+            if not torch.isfinite(norm):
+                raise TrainingDiverged(
+                    _nan_message("gradient norm", norm, epoch, step, ckpt, start)
+                )
+        optimizer.step()
+        scheduler.step()
+        if n:
+            logs = running.update(loss.item(), out.detach(), y)
+        for cb in callbacks:
+            cb.on_batch_end(epoch, step, logs)
+    if D.active():
+        logs = running.reduced()
+    logs = {f"train_{k}": v for k, v in logs.items()}
+    logs["lr"] = optimizer.param_groups[0]["lr"]
+    return logs
+
+
+def _judge(
+    model, valid, config, loss_fn, metric_transform, history, epoch, monitor
+) -> dict[str, Any]:
+    """Validate after ``epoch``: ``{"logs": val_* metrics, "better": bool, "stop": bool,
+    "weights": the model's weights if better}`` by ``monitor``, decided on rank 0 and sent
+    to every rank.
+
+    A better score is recorded in ``history``; ``stop`` says whether patience applies (the
+    caller counts the epochs without progress)."""
+    decision = None
+    if D.is_writer():  # rank 0 validates and decides; the others follow
+        val = _validate(model, valid, config, loss_fn, metric_transform)
+        decision = (val, _better(monitor, val[monitor], history.best_score))
+    val, better = D.broadcast_object(decision) if D.active() else decision
+    weights = None
+    if better:
+        history.best_score, history.best_epoch = val[monitor], epoch
+        weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    stop = not better and config.patience is not None
+    return {"logs": {f"val_{k}": v for k, v in val.items()}, "better": better, "stop": stop,
+            "weights": weights}  # fmt: skip
 
 
 def _check_same_data(train: TensorData, valid: TensorData | None) -> None:
@@ -698,12 +473,12 @@ def _sync_state(model, optimizer, scheduler, start, bad_epochs, best_state, hist
     payload = None
     if D.is_writer():
         payload = {
-            "model": _cpu(model.state_dict()),
-            "optimizer": _cpu(optimizer.state_dict()) if start else None,
+            "model": D.to_cpu(model.state_dict()),
+            "optimizer": D.to_cpu(optimizer.state_dict()) if start else None,
             "scheduler": scheduler.state_dict() if start else None,
             "start": start,
             "bad_epochs": bad_epochs,
-            "best_state": _cpu(best_state),
+            "best_state": D.to_cpu(best_state),
             "history": history.to_dict(),
         }
     payload = D.broadcast_object(payload)
@@ -753,7 +528,9 @@ def data_fingerprint(data: TensorData | None) -> dict[str, Any] | None:
 def _save_checkpoint(
     ckpt: Path, epoch, model, optimizer, scheduler, config, history, bad_epochs, best_state, inputs
 ) -> None:
-    tensors, opt_meta = checkpoint_tensors(model, optimizer, best_state)
+    """Write :func:`fit`'s checkpoint (:func:`gatelab.train.checkpoint.save_checkpoint`)
+    with its own state: the config, the scheduler, early stopping, the history and the
+    data fingerprints."""
     sched = {
         k: json_safe(v)
         for k, v in scheduler.state_dict().items()
@@ -762,7 +539,6 @@ def _save_checkpoint(
     state = {
         "epoch": epoch,
         "train_config": config.to_dict(),
-        "optimizer": opt_meta,
         "scheduler": sched,
         "early_stopping": {
             "bad_epochs": bad_epochs,
@@ -775,10 +551,14 @@ def _save_checkpoint(
     }
     if D.world_size() > 1:  # the ranks of the run's last epoch (a resume may change them)
         state["world_size"] = D.world_size()
-    write_checkpoint(ckpt, epoch, tensors, state)
+    save_checkpoint(ckpt, epoch, model, optimizer, best_state, state)
 
 
 def _load_checkpoint(ckpt: Path, model, optimizer, scheduler, config: TrainConfig, inputs):
+    """Restore what :func:`_save_checkpoint` wrote, after checking that it was made with
+    ``config`` and on the data ``inputs`` fingerprints.
+
+    Returns ``(epoch, bad_epochs, best_state, history)``."""
     path = ckpt / CHECKPOINT_FILE
     state, tensors = read_checkpoint(ckpt)
     try:
@@ -786,7 +566,6 @@ def _load_checkpoint(ckpt: Path, model, optimizer, scheduler, config: TrainConfi
         epoch = int(state["epoch"])
         early = state["early_stopping"]
         history = History.from_dict(state["history"])
-        opt_meta = state["optimizer"]
         sched = state["scheduler"]
     except (KeyError, TypeError, ValueError) as err:
         raise RunFolderError(f"checkpoint '{path}' is corrupt: {err!r} missing or invalid") from err
@@ -802,18 +581,12 @@ def _load_checkpoint(ckpt: Path, model, optimizer, scheduler, config: TrainConfi
         )
     if state.get("inputs") is not None:  # older checkpoints kept no fingerprints
         check_same(ckpt, {"inputs": state["inputs"]}, {"inputs": inputs})
-
-    def pick(prefix: str) -> dict[str, Tensor]:
-        return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-
+    best_state = restore_checkpoint(ckpt, state, tensors, model, optimizer)
     try:
-        model.load_state_dict(pick("model."), strict=True)
-        best_state = pick("best.") if early.get("has_best") else None
-        optimizer.load_state_dict(optimizer_from_tensors(tensors, opt_meta))
         scheduler.load_state_dict({**sched, "lr_lambdas": [None] * len(optimizer.param_groups)})
-        set_rng_tensors(tensors)
     except (KeyError, RuntimeError, ValueError, TypeError) as err:
         raise RunFolderError(
-            f"checkpoint '{path}' does not fit this model or is corrupt ({err})"
+            f"checkpoint '{path}' does not fit this model or is corrupt ({err!r})"
         ) from err
+    best_state = best_state if early.get("has_best") else None
     return epoch, int(early.get("bad_epochs", 0)), best_state, history

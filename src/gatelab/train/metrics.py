@@ -7,14 +7,20 @@ agree with scikit-learn's ``accuracy_score``, ``f1_score(average="macro")``,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
+import torch
+from torch import Tensor
+
+from gatelab.train import distributed as D
 
 __all__ = [
     "CLASSIFICATION_METRICS",
     "GREATER_IS_BETTER",
     "REGRESSION_METRICS",
+    "Running",
     "accuracy",
     "classification_metrics",
     "macro_f1",
@@ -85,3 +91,41 @@ def classification_metrics(y_true, y_pred) -> dict[str, float]:
 def regression_metrics(y_true, y_pred) -> dict[str, float]:
     """``{"rmse": ..., "mae": ...}``."""
     return {name: fn(y_true, y_pred) for name, fn in REGRESSION_METRICS.items()}
+
+
+class Running:
+    """Running loss and training metric (accuracy for a classifier, RMSE otherwise) over
+    one epoch of :func:`gatelab.train.fit.fit`; :meth:`reduced` sums them over the ranks."""
+
+    def __init__(self, classifier: bool) -> None:
+        self.classifier = classifier
+        self.n = 0
+        self.loss_sum = 0.0
+        self.hits = 0.0
+        self.sq = 0.0
+        self.count = 0
+
+    def update(self, loss: float, out: Tensor, y: Tensor) -> dict[str, float]:
+        b = out.shape[0]
+        self.n += b
+        self.loss_sum += loss * b
+        with torch.no_grad():
+            if self.classifier:
+                self.hits += float((out.argmax(-1) == y).sum())
+                self.count += b
+                return {"loss": self.loss_sum / self.n, "accuracy": self.hits / self.count}
+            self.sq += float(((out - y.reshape(out.shape)) ** 2).sum())
+            self.count += out.numel()
+            return {"loss": self.loss_sum / self.n, "rmse": math.sqrt(self.sq / self.count)}
+
+    def reduced(self) -> dict[str, float]:
+        """The epoch's loss and metric over all ranks (sums all-reduced)."""
+        n, loss_sum, hits, sq, count = D.all_reduce_sums(
+            [self.n, self.loss_sum, self.hits, self.sq, self.count]
+        )
+        logs = {"loss": loss_sum / max(n, 1)}
+        if self.classifier:
+            logs["accuracy"] = hits / max(count, 1)
+        else:
+            logs["rmse"] = math.sqrt(sq / max(count, 1))
+        return logs

@@ -5,7 +5,8 @@ What it guarantees:
 * a checkpoint (weights, optimizer moments, RNG state, history) is written atomically
   before the first step and after every epoch, so a crash, a Ctrl-C or a diverged loss
   always leaves the last good state behind, and ``resume=True`` continues from it;
-* a non-finite loss or gradient stops training with :class:`TrainingDiverged` *before* the
+* a non-finite loss or gradient stops training with
+  :class:`~gatelab.errors.TrainingDiverged` *before* the
   optimizer step that would poison the weights; the message names the epoch and step
   and the checkpoint that is kept;
 * a time budget ends training after the step that exceeds it; the epoch in progress is
@@ -37,35 +38,24 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from gatelab._config import config_fields
+from gatelab.errors import RunFolderError, TrainingDiverged
+from gatelab.train import checkpoint as C
 from gatelab.train import distributed as D
-from gatelab.train.fit import TrainingError, _cpu
-from gatelab.train.runs import (
-    CHECKPOINT_FILE,
-    WEIGHTS_FILE,
-    RunFolderError,
-    atomic_write_tensors,
-    checkpoint_tensors,
-    optimizer_from_tensors,
-    read_checkpoint,
-    run_lock,
-    set_rng_tensors,
-    write_checkpoint,
-)
+from gatelab.train.checkpoint import CHECKPOINT_FILE, read_checkpoint
+from gatelab.train.files import atomic_write_tensors
+from gatelab.train.lock import run_lock
+from gatelab.train.runs import WEIGHTS_FILE
 
 __all__ = [
     "CHECKPOINT_FILE",
     "FitState",
-    "TrainingDiverged",
     "fit_loop",
     "load_checkpoint",
     "save_checkpoint",
 ]
 
 logger = logging.getLogger(__name__)
-
-
-class TrainingDiverged(TrainingError):
-    """The loss or the gradient became NaN or infinite; the last good checkpoint is kept."""
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -97,6 +87,11 @@ class FitState:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FitState:
+        """The progress :meth:`to_dict` wrote (an unknown key is an error naming it,
+        :func:`gatelab._config.config_fields`; ``epoch`` is required)."""
+        d = config_fields(cls, d, "TBPTT progress")
+        if "best_state" in d:
+            raise ValueError("TBPTT progress holds 'best_state'; the best weights are tensors")
         best = d.get("best_valid")
         return cls(
             epoch=int(d["epoch"]),
@@ -115,30 +110,25 @@ def save_checkpoint(
     fit: FitState,
 ) -> None:
     """Write the checkpoint of ``model``, ``optimizer`` and progress ``fit`` atomically
-    (:func:`gatelab.train.runs.write_checkpoint`), with ``fit.best_state`` as ``best.*``."""
-    tensors, opt_meta = checkpoint_tensors(model, optimizer, fit.best_state)
-    write_checkpoint(run_dir, fit.epoch, tensors, {"fit": fit.to_dict(), "optimizer": opt_meta})
+    (:func:`gatelab.train.checkpoint.save_checkpoint`), with ``fit.best_state`` as ``best.*``."""
+    C.save_checkpoint(run_dir, fit.epoch, model, optimizer, fit.best_state, {"fit": fit.to_dict()})
 
 
 def load_checkpoint(
     run_dir: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer
 ) -> FitState:
-    """Restore ``model``, ``optimizer`` and the RNG states from a run folder's checkpoint;
-    the returned progress carries the best weights (``best_state``) where saved."""
-    meta, tensors = read_checkpoint(run_dir)
-    path = Path(run_dir) / CHECKPOINT_FILE
-    weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    """Restore ``model``, ``optimizer`` and the RNG states from a run folder's checkpoint
+    (:func:`gatelab.train.checkpoint.restore_checkpoint`); the returned progress carries the
+    best weights (``best_state``) where saved."""
+    state, tensors = read_checkpoint(run_dir)
     try:
-        fit = FitState.from_dict(meta["fit"])
-        model.load_state_dict(weights, strict=True)
-        optimizer.load_state_dict(optimizer_from_tensors(tensors, meta["optimizer"]))
-        set_rng_tensors(tensors)
-        best = {k[len("best.") :]: v for k, v in tensors.items() if k.startswith("best.")}
-        fit.best_state = best or None
-    except (KeyError, RuntimeError, ValueError, TypeError) as err:
+        fit = FitState.from_dict(state["fit"])
+    except (KeyError, ValueError, TypeError) as err:
         raise RunFolderError(
-            f"checkpoint '{path}' does not fit this model or is corrupt ({err!r})"
+            f"checkpoint '{Path(run_dir) / CHECKPOINT_FILE}' does not fit this model or is "
+            f"corrupt ({err!r})"
         ) from err
+    fit.best_state = C.restore_checkpoint(run_dir, state, tensors, model, optimizer)
     return fit
 
 
@@ -205,6 +195,12 @@ def _fit_loop(
     model, optimizer, run_dir, epochs, batches, step, validate, fit, time_budget_s, clip,
     on_epoch, on_step,
 ) -> FitState:  # fmt: skip
+    """:func:`fit_loop` in the run folder it holds.
+
+    Over 80 lines: one step's order (forward, finite check, backward, all-reduce, clip,
+    finite check, optimizer step) and one epoch's (validate, record, checkpoint, best
+    weights after the checkpoint that holds them) are the guarantees of the module's
+    docstring; they stay in one piece to be read, and checked, top down."""
     distributed, rank, world = D.active(), D.rank(), D.world_size()
     if distributed:
         fit = _sync_start(model, optimizer, fit)
@@ -357,10 +353,10 @@ def _sync_start(model, optimizer, fit: FitState) -> FitState:
     payload = None
     if D.is_writer():
         payload = {
-            "model": _cpu(model.state_dict()),
-            "optimizer": _cpu(optimizer.state_dict()),
+            "model": D.to_cpu(model.state_dict()),
+            "optimizer": D.to_cpu(optimizer.state_dict()),
             "fit": fit.to_dict(),
-            "best": _cpu(fit.best_state),
+            "best": D.to_cpu(fit.best_state),
         }
     payload = D.broadcast_object(payload)
     if D.is_writer():

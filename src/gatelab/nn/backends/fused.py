@@ -1,10 +1,12 @@
 """The fused backend: gatelab's C++ time loops for every cell spec, hand-written backward.
 
-The kernels (``gatelab/csrc/fused_lstm.cpp``) are a torch C++ extension compiled on first
-use with ``torch.utils.cpp_extension.load`` and cached on disk (torch's extensions
-directory, ``TORCH_EXTENSIONS_DIR`` to move it); nothing is compiled when gatelab is
-imported. If the build fails (no compiler, ...) :func:`can_run` says why and
-``backend="auto"`` falls back to the reference backend with one warning.
+The kernels (``gatelab/nn/csrc/fused_lstm.cpp`` and the headers it includes: ``gemm.h``, the
+GEMM library, ``lstm_step.h``, ``lstm_forward.h``, ``lstm_backward.h``, the kernels, ...;
+``slstm.cpp``) are a torch C++ extension compiled on first use with
+``torch.utils.cpp_extension.load`` and cached on disk (torch's extensions directory,
+``TORCH_EXTENSIONS_DIR`` to move it); nothing is compiled when gatelab is imported. If the
+build fails (no compiler, ...) :func:`can_run` says why and ``backend="auto"`` falls back to
+the reference backend with one warning.
 
 Forward: one GEMM for the input projection of all steps (and its layer norm), then per
 step one GEMM ``h_{t-1} W_hh^T`` and one fused, vectorised pointwise pass that writes the
@@ -53,14 +55,14 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from gatelab.nn.backends import _checks, reference
-from gatelab.nn.backends.reference import step_mask
 from gatelab.nn.equations import CellSpec
+from gatelab.nn.masks import step_mask
 
 __all__ = ["can_run", "extension", "lstm_layer", "slstm_layer", "spec_flags"]
 
 logger = logging.getLogger(__name__)
 
-_SOURCES = ("fused_lstm.cpp", "slstm.cpp")
+_SOURCES = ("fused_lstm.cpp", "slstm.cpp")  # fused_lstm.cpp includes csrc/*.h (one unit)
 # No -march=native, no -ffast-math: see fused_lstm.cpp. -fopenmp because ATen's
 # parallel_for (OpenMP build) is a header template that runs serially without it; the
 # extension then shares torch's libgomp (same soname, already loaded). Without OpenMP
@@ -93,13 +95,19 @@ def _csrc() -> Path:
     return Path(__file__).resolve().parent.parent / "csrc"
 
 
+def _headers() -> list[str]:
+    """The headers the sources include (``fused_lstm.cpp``'s parts: ``gemm.h``, ...)."""
+    return sorted(path.name for path in _csrc().glob("*.h"))
+
+
 def _build_name(cflags: list[str]) -> str:
-    """The extension's name carries a hash of its sources, their directory and the flags,
-    so that builds of different versions (other checkouts, other torch) never overwrite
+    """The extension's name carries a hash of its sources and headers, their directory and
+    the flags, so that builds of different versions (other checkouts, other torch) never overwrite
     one another: torch's build files name the sources' paths, so two checkouts sharing a
     build directory would recompile it each time they alternate."""
     digest = hashlib.sha256(str(_csrc()).encode())
-    for name in _SOURCES:
+    for name in (*_SOURCES, *_headers()):
+        digest.update(name.encode())
         digest.update((_csrc() / name).read_bytes())
     digest.update(" ".join(cflags).encode())
     digest.update(torch.__version__.encode())

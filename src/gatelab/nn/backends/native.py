@@ -14,8 +14,8 @@ from torch import _VF, Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from gatelab.nn.backends import _checks
-from gatelab.nn.backends.reference import step_mask
-from gatelab.nn.equations import gru_step, lstm_input_projection, lstm_step
+from gatelab.nn.equations import gru_step, input_projection, lstm_input_projection, lstm_step
+from gatelab.nn.masks import step_mask
 
 _VF_FN = {"lstm": _VF.lstm, "gru": _VF.gru, "rnn_tanh": _VF.rnn_tanh, "rnn_relu": _VF.rnn_relu}
 
@@ -122,9 +122,7 @@ def gru_layer(x, h0, p, lengths, need_trace):
     out, h_n = _run_single("gru", x, h0[None], _weights(p), lengths)
     if not need_trace:
         return out, h_n[0], None
-    xw = x @ p["weight_ih"].T  # (T, B, 3H)
-    if p.get("bias_ih") is not None:
-        xw = xw + p["bias_ih"]
+    xw = input_projection(x, p)  # (T, B, 3H)
     _, tr = gru_step(xw, _previous(out, h0), p)  # all T at once: gates need only h_{t-1}
     tr["hidden"] = out
     return out, h_n[0], _zero_padded(tr, lengths)

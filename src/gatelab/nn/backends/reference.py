@@ -17,32 +17,64 @@ from gatelab.nn.backends import _checks
 from gatelab.nn.equations import (
     CellSpec,
     gru_step,
+    input_projection,
     lstm_input_projection,
     lstm_step,
     rnn_step,
     slstm_step,
 )
+from gatelab.nn.masks import mask_padding, step_mask
 
 State = tuple[Tensor, ...]
+# one step: (xw_t (B, G*H), state) -> (new state, out_t = new state[0], trace of this step)
+Step = Callable[[Tensor, State], tuple[State, Tensor, dict[str, Tensor]]]
 
 
-def step_mask(lengths: Tensor | None, T: int) -> Tensor | None:
-    """``(T, B, 1)`` bool, True on real steps; None when every step is real."""
-    if lengths is None:
-        return None
-    steps = torch.arange(T, device=lengths.device)
-    return (steps[:, None] < lengths[None, :]).unsqueeze(-1)
+def lstm_stepper(spec: CellSpec, p: dict[str, Tensor | None]) -> Step:
+    """The LSTM step over state ``(h, c)``; trace ``{input_gate, forget_gate, candidate,
+    output_gate, cell}``."""
+
+    def step(xw_t: Tensor, state: State):
+        h, c, gates = lstm_step(spec, xw_t, state[0], state[1], p)
+        tr = {"input_gate": gates.i, "forget_gate": gates.f, "candidate": gates.g}
+        tr.update(output_gate=gates.o, cell=c)
+        return (h, c), h, tr
+
+    return step
 
 
-def mask_padding(x: Tensor, lengths: Tensor | None) -> Tensor:
-    """``x (T, B, I)`` with padded steps zeroed: what stands there (NaN, inf) then reaches
-    neither the outputs nor any gradient, as with a PackedSequence."""
-    mask = step_mask(lengths, x.shape[0])
-    return x if mask is None else torch.where(mask, x, 0.0)
+def slstm_stepper(spec: CellSpec, p: dict[str, Tensor | None]) -> Step:
+    """The sLSTM step over state ``(h, c, n, m)``; trace as :func:`slstm_layer`'s."""
+
+    def step(xw_t: Tensor, state: State):
+        new_state, tr = slstm_step(spec, xw_t, state, p)
+        return new_state, new_state[0], tr
+
+    return step
+
+
+def gru_stepper(p: dict[str, Tensor | None], reset_after: bool = True) -> Step:
+    """The GRU step over state ``(h,)``; trace ``{reset_gate, update_gate, candidate}``."""
+
+    def step(xw_t: Tensor, state: State):
+        h, tr = gru_step(xw_t, state[0], p, reset_after)
+        return (h,), h, tr
+
+    return step
+
+
+def rnn_stepper(p: dict[str, Tensor | None], nonlinearity: str = "tanh") -> Step:
+    """The Elman RNN step over state ``(h,)``; no trace of its own."""
+
+    def step(xw_t: Tensor, state: State):
+        h = rnn_step(xw_t, state[0], p, nonlinearity)
+        return (h,), h, {}
+
+    return step
 
 
 def scan(
-    step: Callable[[Tensor, State], tuple[State, Tensor, dict[str, Tensor]]],
+    step: Step,
     xw: Tensor,
     state: State,
     lengths: Tensor | None,
@@ -96,14 +128,7 @@ def lstm_layer(
     lengths = _checks.lstm_args("reference.lstm_layer", spec, x, h0, c0, p, lengths)
     x = mask_padding(x, lengths)
     xw = lstm_input_projection(spec, x, p)  # (T, B, G*H)
-
-    def step(xw_t: Tensor, state: State):
-        h, c, gates = lstm_step(spec, xw_t, state[0], state[1], p)
-        tr = {"input_gate": gates.i, "forget_gate": gates.f, "candidate": gates.g}
-        tr.update(output_gate=gates.o, cell=c)
-        return (h, c), h, tr
-
-    out, (h_n, c_n), tr = scan(step, xw, (h0, c0), lengths, need_trace)
+    out, (h_n, c_n), tr = scan(lstm_stepper(spec, p), xw, (h0, c0), lengths, need_trace)
     if not need_trace:
         return out, h_n, c_n, None
     tr["hidden"] = out
@@ -126,12 +151,7 @@ def slstm_layer(
     hidden}`` of ``(T, B, H)`` tensors (the gates are the stabilised ``i', f'``).
     """
     xw = lstm_input_projection(spec, x, p)  # (T, B, 4H)
-
-    def step(xw_t: Tensor, state: State):
-        new_state, tr = slstm_step(spec, xw_t, state, p)
-        return new_state, new_state[0], tr
-
-    out, state_n, tr = scan(step, xw, tuple(state0), lengths, need_trace)
+    out, state_n, tr = scan(slstm_stepper(spec, p), xw, tuple(state0), lengths, need_trace)
     if not need_trace:
         return out, state_n, None
     tr["hidden"] = out
@@ -152,15 +172,8 @@ def gru_layer(
     """
     lengths = _checks.gru_args("reference.gru_layer", x, h0, p, lengths)
     x = mask_padding(x, lengths)
-    xw = x @ p["weight_ih"].T  # (T, B, 3H)
-    if p.get("bias_ih") is not None:
-        xw = xw + p["bias_ih"]
-
-    def step(xw_t: Tensor, state: State):
-        h, tr = gru_step(xw_t, state[0], p, reset_after)
-        return (h,), h, tr
-
-    out, (h_n,), tr = scan(step, xw, (h0,), lengths, need_trace)
+    xw = input_projection(x, p)  # (T, B, 3H)
+    out, (h_n,), tr = scan(gru_stepper(p, reset_after), xw, (h0,), lengths, need_trace)
     if need_trace:
         tr["hidden"] = out
     return out, h_n, tr if need_trace else None
@@ -177,13 +190,6 @@ def rnn_layer(
     """One Elman RNN layer-direction; trace ``{hidden}``."""
     lengths = _checks.rnn_args("reference.rnn_layer", x, h0, p, lengths, nonlinearity)
     x = mask_padding(x, lengths)
-    xw = x @ p["weight_ih"].T  # (T, B, H)
-    if p.get("bias_ih") is not None:
-        xw = xw + p["bias_ih"]
-
-    def step(xw_t: Tensor, state: State):
-        h = rnn_step(xw_t, state[0], p, nonlinearity)
-        return (h,), h, {}
-
-    out, (h_n,), _ = scan(step, xw, (h0,), lengths, False)
+    xw = input_projection(x, p)  # (T, B, H)
+    out, (h_n,), _ = scan(rnn_stepper(p, nonlinearity), xw, (h0,), lengths, False)
     return out, h_n, {"hidden": out} if need_trace else None

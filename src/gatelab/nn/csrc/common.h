@@ -1,0 +1,35 @@
+// common.h: includes, the target_clones / inline macros and the tensor aliases of the
+// fused LSTM extension (included by fused_lstm.cpp only).
+#pragma once
+
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <chrono>
+#include <ctime>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#define GL_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define GL_CLONES
+#endif
+#define GL_INLINE static inline __attribute__((always_inline))
+
+namespace {
+
+using at::Tensor;
+using OptTensor = std::optional<Tensor>;
+
+
+}  // namespace

@@ -1,0 +1,378 @@
+// lstm_backward.h: the backward driver over T steps
+// Part of the fused LSTM extension: included by fused_lstm.cpp only (one translation
+// unit, so that the compiled code is the same as when this was one file).
+#pragma once
+
+#include "lstm_step.h"
+
+namespace {
+
+// ----------------------------------------------------------------------- backward driver
+
+// Column sums out[j] = sum_r a[r, j] * b[r, j] (b == nullptr: just a), without the (R, C)
+// temporary of ATen's (a * b).sum(0); double accumulators, parallel over column blocks.
+template <typename T>
+GL_CLONES void col_dot_block(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t R,
+                             int64_t j0, int64_t j1, double* acc) {
+  const int64_t n = j1 - j0;
+  for (int64_t j = 0; j < n; ++j) acc[j] = 0;
+  for (int64_t r = 0; r < R; ++r) {
+    const T* __restrict ar = a + r * lda + j0;
+    if (b) {
+      const T* __restrict br = b + r * ldb + j0;
+      for (int64_t j = 0; j < n; ++j) acc[j] += double(ar[j]) * double(br[j]);
+    } else {
+      for (int64_t j = 0; j < n; ++j) acc[j] += double(ar[j]);
+    }
+  }
+}
+
+template <typename T>
+void col_dot(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t R, int64_t C, T* out,
+             bool add) {
+  constexpr int64_t CB = 256;
+  const int64_t tasks = (C + CB - 1) / CB;
+  const int64_t grain = R * C >= (1 << 16) ? 1 : tasks;  // small: no parallel region
+  at::parallel_for(0, tasks, grain, [&](int64_t q0, int64_t q1) {
+    double acc[CB];
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t j0 = q * CB, j1 = std::min(C, j0 + CB);
+      col_dot_block<T>(a, lda, b, ldb, R, j0, j1, acc);
+      for (int64_t j = j0; j < j1; ++j) out[j] = T(add ? double(out[j]) + acc[j - j0] : acc[j - j0]);
+    }
+  });
+}
+
+// dh[b, j0:j1] += sum over the nblk partial products (each (B, ld)).
+template <typename T>
+void add_partials(const T* part, int64_t nblk, int64_t B, int64_t ld, T* dh, int64_t j0,
+                  int64_t j1) {
+  for (int64_t r = 0; r < nblk; ++r)
+    for (int64_t b = 0; b < B; ++b) {
+      const T* src = part + (r * B + b) * ld;
+      T* dst = dh + b * ld;
+      for (int64_t j = j0; j < j1; ++j) dst[j] += src[j];
+    }
+}
+
+// saved: the forward's list. Returns [dx | undef, dh0, dc0, d params in kNumParams order
+// (undef where absent)].
+template <typename T>
+std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
+                                  const OptTensor& dcn_, const Tensor& x_, const Tensor& h0,
+                                  const Tensor& c0, const std::vector<OptTensor>& p,
+                                  const OptTensor& lengths, int64_t flags,
+                                  const std::vector<Tensor>& saved, bool need_dx) {
+  Tick tick_all(kPBwdAll);
+  const Spec s(flags);
+  const Tensor x = x_.contiguous();
+  const int64_t T_ = x.size(0), B = x.size(1), I = x.size(2);
+  const Tensor w_ih = p[kWih]->contiguous();
+  const Tensor w_hh = p[kWhh]->contiguous();
+  const int64_t GH = w_ih.size(0), H = GH / s.G, P = w_hh.size(1);
+  const bool proj = p[kWhr].has_value();
+  const auto opts = x.options();
+  const Tensor &out = saved[0], &acts = saved[3], &c_all = saved[4], &y_all = saved[5],
+               &hr_all = saved[6], &xw_raw = saved[7], &ln_mean = saved[8],
+               &ln_rstd = saved[9], &xhat_hh = saved[10], &rstd_hh = saved[11],
+               &xhat_c = saved[12], &rstd_c = saved[13];
+
+  Tensor len_c;
+  const int64_t* len = nullptr;
+  if (lengths.has_value()) {
+    len_c = lengths->to(at::kLong).contiguous();
+    len = len_c.data_ptr<int64_t>();
+  }
+  Tensor dout;
+  if (dout_.has_value() && dout_->defined()) dout = dout_->contiguous();
+  Tensor dc = (dcn_.has_value() && dcn_->defined()) ? dcn_->contiguous().clone()
+                                                     : at::zeros({B, H}, opts);
+  Tensor dG = at::empty({T_, B, GH}, opts);
+  Tensor dHW = s.ln ? at::empty({T_, B, GH}, opts) : dG;
+  Tensor dCN = s.ln ? at::empty({T_, B, H}, opts) : Tensor();
+  Tensor dH_all = proj ? at::empty({T_, B, P}, opts) : Tensor();
+  Tensor tmp = at::empty({B, H}, opts), tmp2 = at::empty({B, H}, opts);
+  Tensor w_hr = proj ? p[kWhr]->contiguous() : Tensor();
+
+  std::optional<WeightGemm<T>> g_hh_;  // released after the loop (peak memory)
+  g_hh_.emplace(w_hh, B, /*nt=*/false, T_);
+  WeightGemm<T>& g_hh = *g_hh_;
+  std::optional<WeightGemm<T>> g_hr;
+  if (proj) g_hr.emplace(w_hr, B, /*nt=*/false, T_);
+  // the carry dh (gradient wrt h_{t-1}) is the GEMM's output: row stride dld (padded)
+  const int64_t dld = g_hh.ldc();
+  Tensor dh = at::zeros({B, dld}, opts);
+  if (dhn.has_value() && dhn->defined()) dh.narrow(1, 0, P).copy_(*dhn);
+  Tensor dhr = proj ? at::empty({B, g_hr->ldc()}, opts) : Tensor();
+
+  BwdStep<T> a;
+  a.s = s;
+  a.B = B, a.H = H, a.P = P, a.GH = GH;
+  a.ln_c_w = ptr_or_null<T>(p[kLnCW]);
+  a.ln_hh_w = ptr_or_null<T>(p[kLnHhW]);
+  a.dc = dc.data_ptr<T>();
+  a.tmp = tmp.data_ptr<T>();
+  a.tmp2 = tmp2.data_ptr<T>();
+  a.wci = ptr_or_null<T>(p[kWci]);
+  a.wcf = ptr_or_null<T>(p[kWcf]);
+  a.wco = ptr_or_null<T>(p[kWco]);
+  a.len = len;
+  T* dhp = dh.data_ptr<T>();
+  const T* dout_p = dout.defined() ? dout.data_ptr<T>() : nullptr;
+  const T beta = len ? T(1) : T(0);
+
+  // The fused step (small GEMM, no projection, no layer norm): hidden units split in
+  // blocks, one per thread; each block's dG columns times its rows of W_hh gives a partial
+  // dh_{t-1}, summed by the blocks at the start of the next step, so a step needs one
+  // parallel region (partials ping-pong between two buffers).
+  const bool fused_bstep = g_hh.own() && !proj && !s.ln && g_fused_step;
+  const int64_t PW = WeightGemm<T>::PW;
+  const int64_t threads = at::get_num_threads();
+  const bool par_bstep = threads > 1 && B * GH * P >= (1 << 17) && H > PW;
+  int64_t JB = par_bstep ? (H + threads - 1) / threads : H;
+  JB = (JB + PW - 1) / PW * PW;
+  const int64_t nblk = (H + JB - 1) / JB;
+  Tensor part = fused_bstep ? at::empty({2, nblk, B, dld}, opts) : Tensor();
+
+  Adaptive adapt(threads > 1 && B * GH * P >= (1 << 17));
+  // Layer norm or projection: the batch rows are split over tasks (see forward_impl).
+  const bool row_bstep = !fused_bstep && g_fused_step && g_hh.own() &&
+                         (!proj || g_hr->own()) && threads > 1 && B >= 2 * threads;
+  const int64_t RB = row_bstep ? (B + threads - 1) / threads : B;
+  const int64_t nrb = (B + RB - 1) / RB;
+  // the projected case: dH_all[t] rows = carry + d out[t] (zero on padded rows)
+  auto dh_total = [&](int64_t t, int64_t b0, int64_t b1) {
+    T* dht = dH_all.data_ptr<T>() + t * B * P;
+    for (int64_t b = b0; b < b1; ++b) {
+      if (len == nullptr || t < len[b]) {
+        for (int64_t j = 0; j < P; ++j)
+          dht[b * P + j] = dhp[b * dld + j] + (dout_p ? dout_p[(t * B + b) * P + j] : T(0));
+        if (len) std::memset(dhp + b * dld, 0, sizeof(T) * P);
+      } else {
+        std::memset(dht + b * P, 0, sizeof(T) * P);
+      }
+    }
+  };
+  for (int64_t t = T_ - 1; t >= 0; --t) {
+    const bool par = adapt.begin();
+    a.t = t;
+    a.acts = acts.data_ptr<T>() + t * B * GH;
+    a.c_prev = t > 0 ? c_all.data_ptr<T>() + (t - 1) * B * H : c0.data_ptr<T>();
+    a.y = y_all.data_ptr<T>() + t * B * H;
+    a.dG = dG.data_ptr<T>() + t * B * GH;
+    if (s.ln) {
+      a.xhat_c = xhat_c.data_ptr<T>() + t * B * H;
+      a.rstd_c = rstd_c.data_ptr<T>() + t * B;
+      a.xhat_hh = xhat_hh.data_ptr<T>() + t * B * GH;
+      a.rstd_hh = rstd_hh.data_ptr<T>() + t * B;
+      a.dHW = dHW.data_ptr<T>() + t * B * GH;
+      a.dcn = dCN.data_ptr<T>() + t * B * H;
+    }
+    if (proj) {
+      // total gradient wrt h_t (projected), kept for dW_hr; then through W_hr
+      if (!row_bstep) {
+        dh_total(t, 0, B);
+        g_hr->run(dH_all.data_ptr<T>() + t * B * P, P, T(0), dhr.data_ptr<T>(), g_hr->ldc(), par);
+      }
+      a.dh_in = dhr.data_ptr<T>();
+      a.dh_ld = g_hr->ldc();
+      a.dout = nullptr;
+      a.dh_zero = nullptr;
+    } else {
+      a.dh_in = dhp;
+      a.dh_ld = dld;
+      a.dout = dout_p ? dout_p + t * B * P : nullptr;
+      a.dh_zero = len ? dhp : nullptr;
+    }
+    if (fused_bstep) {
+      // One task per block of hidden units: add the partial products of the step before
+      // into the carry (its own columns), the pointwise pass, then this block's partial
+      // product dG[:, its gate rows] W_hh[its gate rows, :] (all columns).
+      Tick tk_(kPBwdPoint);
+      a.dh_zero = dhp;  // the carry of real rows restarts from the partial products
+      T* part_now = part.data_ptr<T>() + (t & 1) * nblk * B * dld;
+      const T* part_prev = part.data_ptr<T>() + ((t + 1) & 1) * nblk * B * dld;
+      const bool first = t == T_ - 1;
+      const T* Wpk = g_hh.packed.template data_ptr<T>();
+      auto body = [&](int64_t k0, int64_t k1) {
+        for (int64_t q = k0; q < k1; ++q) {
+          const int64_t j0 = q * JB, j1 = std::min(H, j0 + JB);
+          if (!first) add_partials(part_prev, nblk, B, dld, dhp, j0, j1);
+          for (int64_t b = 0; b < B; ++b) bwd_rows<T>(a, b, j0, j1);
+          const T* dGt = dG.data_ptr<T>() + t * B * GH;
+          for (int g = 0; g < s.G; ++g)
+            gemm_block<T>(0, B, j1 - j0, dGt + g * H + j0, GH, 1, Wpk + (g * H + j0) * PW,
+                          part_now + q * B * dld, dld, 0, dld, g > 0, nullptr, nullptr,
+                          GH * PW);
+        }
+      };
+      if (par && par_bstep) {
+        at::parallel_for(0, nblk, 1, body);
+      } else {
+        body(0, nblk);
+      }
+      adapt.end();
+      continue;
+    }
+    if (row_bstep) {
+      Tick tk_(kPBwdPoint);
+      auto body = [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          const int64_t b0 = r * RB, b1 = std::min(B, b0 + RB);
+          if (proj) {
+            dh_total(t, b0, b1);
+            gemm_block<T>(b0, b1, P, dH_all.data_ptr<T>() + t * B * P, P, 1,
+                          g_hr->packed.template data_ptr<T>(), dhr.data_ptr<T>(), g_hr->ldc(),
+                          0, g_hr->ldc(), false, nullptr, nullptr);
+          }
+          for (int64_t b = b0; b < b1; ++b) bwd_rows<T>(a, b, 0, H);
+          gemm_block<T>(b0, b1, GH, dHW.data_ptr<T>() + t * B * GH, GH, 1,
+                        g_hh.packed.template data_ptr<T>(), dhp, dld, 0, dld, beta != T(0),
+                        nullptr, nullptr);
+        }
+      };
+      if (par) {
+        at::parallel_for(0, nrb, 1, body);
+      } else {
+        body(0, nrb);
+      }
+      adapt.end();
+      continue;
+    }
+    {
+      Tick tk_(kPBwdPoint);
+      for_rows(
+          B, H, s.ln, [&](int64_t b, int64_t j0, int64_t j1) { bwd_rows<T>(a, b, j0, j1); }, par);
+    }
+    {
+      Tick tk_(kPBwdGemm);
+      g_hh.run(dHW.data_ptr<T>() + t * B * GH, GH, beta, dhp, dld, par);
+    }
+    adapt.end();
+  }
+  if (fused_bstep) add_partials(part.data_ptr<T>(), nblk, B, dld, dhp, 0, H);
+  Tick tick_after(kPBwdAfter);
+  g_hh_.reset();
+  g_hr.reset();
+  tmp = tmp2 = dhr = Tensor();
+
+  // weight gradients as large GEMMs / reductions over all steps. Each is a sum over steps
+  // of (a gradient, zero on padded rows) times (an activation); the activations of padded
+  // rows, and the states that feed a padded step, are zeroed first: a NaN or inf carried
+  // through padding would make 0 * inf = NaN, which a PackedSequence never computes.
+  Tensor padded, padded_next;  // (T, B, 1): step t is padding; step t + 1 is
+  if (len && len_c.min().item<int64_t>() < T_) {
+    const Tensor steps = at::arange(T_, len_c.options()).unsqueeze(1);  // (T, 1)
+    padded = (steps >= len_c.unsqueeze(0)).unsqueeze(2);
+    padded_next = (steps + 1 >= len_c.unsqueeze(0)).unsqueeze(2);
+  }
+  auto zero_rows = [&](const Tensor& t, const Tensor& m, bool used) {
+    return used && m.defined() ? t.masked_fill(m, 0).contiguous() : t;
+  };
+  const Tensor h_feed = zero_rows(out, padded_next, true);  // h_t as h_{t-1} of step t + 1
+  const Tensor c_feed = zero_rows(c_all, padded_next, s.peep);  // c_t as c_{t-1} of step t + 1
+  const Tensor xhat_hh_r = zero_rows(xhat_hh, padded, s.ln);
+  const Tensor xhat_c_r = zero_rows(xhat_c, padded, s.ln);
+  const Tensor hr_r = zero_rows(hr_all, padded, proj);
+  std::vector<Tensor> g(3 + kNumParams);
+  g[1] = dld == P ? dh : dh.narrow(1, 0, P).contiguous();
+  g[2] = dc;
+  dh = Tensor();
+  const int64_t TB = T_ * B;
+  auto vec = [&](int64_t n) { return at::empty({n}, opts); };
+  // reductions of dG (biases, peepholes, recurrent layer norm) before dG may be released
+  if (p[kBih].has_value() || p[kBhh].has_value() || s.ln) {
+    Tensor dsum = vec(GH);
+    col_dot<T>(dG.data_ptr<T>(), GH, nullptr, 0, TB, GH, dsum.data_ptr<T>(), false);
+    if (p[kBih].has_value()) g[3 + kBih] = dsum;
+    if (p[kBhh].has_value()) g[3 + kBhh] = p[kBih].has_value() ? dsum.clone() : dsum;
+    if (s.ln) g[3 + kLnHhB] = p[kBih].has_value() || p[kBhh].has_value() ? dsum.clone() : dsum;
+  }
+  if (s.peep) {
+    const T* dGp = dG.data_ptr<T>();
+    const T* cp = c_all.data_ptr<T>();
+    const T* cf = c_feed.data_ptr<T>();
+    auto prev_sum = [&](int off) {  // sum_t dG_gate[t] * c_{t-1}, c_{-1} = c0
+      Tensor r = vec(H);
+      col_dot<T>(dGp + off * H, GH, c0.data_ptr<T>(), H, B, H, r.data_ptr<T>(), false);
+      if (T_ > 1)
+        col_dot<T>(dGp + B * GH + off * H, GH, cf, H, (T_ - 1) * B, H, r.data_ptr<T>(), true);
+      return r;
+    };
+    if (s.has_i) g[3 + kWci] = prev_sum(s.oi);
+    if (s.has_f) g[3 + kWcf] = prev_sum(s.of);
+    if (s.has_o) {
+      Tensor r = vec(H);
+      col_dot<T>(dGp + s.oo * H, GH, cp, H, TB, H, r.data_ptr<T>(), false);
+      g[3 + kWco] = r;
+    }
+  }
+  if (s.ln) {
+    Tensor r = vec(GH);
+    col_dot<T>(dG.data_ptr<T>(), GH, xhat_hh_r.data_ptr<T>(), GH, TB, GH, r.data_ptr<T>(),
+               false);
+    g[3 + kLnHhW] = r;
+    Tensor rc = vec(H), rb = vec(H);
+    col_dot<T>(dCN.data_ptr<T>(), H, xhat_c_r.data_ptr<T>(), H, TB, H, rc.data_ptr<T>(), false);
+    col_dot<T>(dCN.data_ptr<T>(), H, nullptr, 0, TB, H, rb.data_ptr<T>(), false);
+    g[3 + kLnCW] = rc;
+    g[3 + kLnCB] = rb;
+    dCN = Tensor();
+  }
+  if (proj) g[3 + kWhr] = at::mm(dH_all.view({TB, P}).t(), hr_r.view({TB, H}));
+  dH_all = Tensor();
+
+  const bool own = g_gemm_mode == 0 || g_gemm_mode == 4;
+  auto pad = [&](int64_t n) { return (n + PW - 1) / PW * PW; };
+  const int64_t Ip = pad(I), Pp = pad(P);
+  // dW_hh = sum_t dHW_t^T h_{t-1}, h_{-1} = h0, h_{t-1} = out[t-1] on real steps
+  if (own) {
+    Tensor hp = at::empty({Pp * TB}, opts);
+    pack_rows<T>(h0.data_ptr<T>(), P, B, 0, TB, P, hp.data_ptr<T>());
+    if (T_ > 1) pack_rows<T>(h_feed.data_ptr<T>(), P, TB - B, B, TB, P, hp.data_ptr<T>());
+    Tensor dw = at::empty({GH, Pp}, opts);
+    big_gemm<T>(GH, TB, P, dHW.data_ptr<T>(), 1, GH, hp.data_ptr<T>(), dw.data_ptr<T>(), Pp,
+                nullptr);
+    g[3 + kWhh] = dw.narrow(1, 0, P);
+  } else {
+    Tensor dwhh = at::mm(dHW.select(0, 0).t(), h0.contiguous());
+    if (T_ > 1)
+      dwhh.addmm_(dHW.narrow(0, 1, T_ - 1).reshape({(T_ - 1) * B, GH}).t(),
+                  h_feed.narrow(0, 0, T_ - 1).reshape({(T_ - 1) * B, P}));
+    g[3 + kWhh] = dwhh;
+  }
+  dHW = Tensor();  // (layer norm: its own buffer, released here)
+
+  // the input side: through the input layer norm, then dx and dW_ih
+  Tensor dxw = dG.view({TB, GH});
+  if (s.ln) {
+    auto r = at::native_layer_norm_backward(dxw, xw_raw, {GH}, ln_mean, ln_rstd, p[kLnIhW],
+                                            p[kLnIhB], {true, true, true});
+    dG = Tensor();
+    dxw = std::get<0>(r).contiguous();
+    g[3 + kLnIhW] = std::get<1>(r);
+    g[3 + kLnIhB] = std::get<2>(r);
+  }
+  const T* dxw_p = dxw.data_ptr<T>();
+  if (need_dx && own && TB >= 128) {  // dx = dxw W_ih (packing W_ih pays off for enough rows)
+    Tensor wp = at::empty({Ip * GH}, opts);
+    pack_rows<T>(w_ih.data_ptr<T>(), I, GH, 0, GH, I, wp.data_ptr<T>());
+    Tensor dx = at::empty({TB, Ip}, opts);
+    big_gemm<T>(TB, GH, I, dxw_p, GH, 1, wp.data_ptr<T>(), dx.data_ptr<T>(), Ip, nullptr);
+    g[0] = dx.view({T_, B, Ip}).narrow(2, 0, I);
+  } else if (need_dx) {
+    g[0] = at::mm(dxw, w_ih).view({T_, B, I});
+  }
+  if (own) {  // dW_ih = dxw^T x (a sum of TB outer products)
+    Tensor xp = at::empty({Ip * TB}, opts);
+    pack_rows<T>(x.data_ptr<T>(), I, TB, 0, TB, I, xp.data_ptr<T>());
+    Tensor dw = at::empty({GH, Ip}, opts);
+    big_gemm<T>(GH, TB, I, dxw_p, 1, GH, xp.data_ptr<T>(), dw.data_ptr<T>(), Ip, nullptr);
+    g[3 + kWih] = dw.narrow(1, 0, I);
+  } else {
+    g[3 + kWih] = at::mm(dxw.t(), x.view({TB, I}));
+  }
+  return g;
+}
+
+}  // namespace

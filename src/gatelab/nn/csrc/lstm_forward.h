@@ -1,0 +1,258 @@
+// lstm_forward.h: the forward driver over T steps
+// Part of the fused LSTM extension: included by fused_lstm.cpp only (one translation
+// unit, so that the compiled code is the same as when this was one file).
+#pragma once
+
+#include "lstm_step.h"
+
+namespace {
+
+// ----------------------------------------------------------------------- forward driver
+
+// Returns [out (T,B,P), h_n (B,P), c_n (B,H), acts (T,B,GH), c_all (T,B,H), y_all (T,B,H),
+//          hr_all (T,B,H) | undef, xw_raw (T*B,GH) | undef, ln_ih_mean, ln_ih_rstd,
+//          xhat_hh (T,B,GH), rstd_hh (T,B), xhat_c (T,B,H), rstd_c (T,B)]
+// keep: 2 every step of everything (backward needs it), 1 every step of the trace (acts,
+// c_all) only, 0 none: buffers not kept hold one step and only states and out mean much.
+template <typename T>
+std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tensor& c0,
+                                 const std::vector<OptTensor>& p, const OptTensor& lengths,
+                                 int64_t flags, int64_t keep) {
+  Tick tick_all(kPFwdAll);
+  const Spec s(flags);
+  const Tensor x = x_.contiguous();
+  const int64_t T_ = x.size(0), B = x.size(1), I = x.size(2);
+  const Tensor w_ih = p[kWih]->contiguous();
+  const Tensor w_hh = p[kWhh]->contiguous();
+  const int64_t GH = w_ih.size(0), H = GH / s.G, P = w_hh.size(1);
+  const bool proj = p[kWhr].has_value();
+  const auto opts = x.options();
+  TORCH_CHECK(h0.size(0) == B && h0.size(1) == P && c0.size(0) == B && c0.size(1) == H,
+              "fused_lstm: state shapes do not match");
+
+  // input projection of all steps: one GEMM (+ layer norm), both biases folded in
+  Tensor x2 = x.view({T_ * B, I});
+  Tensor bias;
+  if (p[kBih].has_value()) bias = *p[kBih];
+  if (p[kBhh].has_value()) bias = bias.defined() ? bias + *p[kBhh] : *p[kBhh];
+  Tensor xw, xw_raw, ln_mean, ln_rstd;
+  int64_t xw_ld = GH;
+  std::optional<Tick> tick_proj(std::in_place, kPFwdProj);
+  if (!s.ln && (g_gemm_mode == 0 || g_gemm_mode == 4) && T_ * B >= 128) {
+    // x W_ih^T + b with the packed GEMM (packing W_ih costs about 32 rows of GEMM, so only
+    // for enough rows): xw has padded rows (xw_ld >= GH)
+    WeightGemm<T> g_ih(w_ih, T_ * B, /*nt=*/true, /*reuse=*/1000);
+    xw_ld = g_ih.ldc();
+    xw = at::empty({T_ * B, xw_ld}, opts);
+    Tensor bp;
+    if (bias.defined()) bp = at::constant_pad_nd(bias, {0, xw_ld - GH}, 0).contiguous();
+    big_gemm<T>(T_ * B, I, GH, x.data_ptr<T>(), I, 1, g_ih.packed.template data_ptr<T>(),
+                xw.data_ptr<T>(), xw_ld, bp.defined() ? bp.data_ptr<T>() : nullptr);
+  } else if (!s.ln && (g_gemm_mode == 0 || g_gemm_mode == 5) && T_ * B <= 4) {
+    xw = at::empty({T_ * B, GH}, opts);
+    if (bias.defined()) bias = bias.contiguous();
+    gemv_nt<T>(T_ * B, I, GH, x.data_ptr<T>(), I, w_ih.data_ptr<T>(), xw.data_ptr<T>(), GH, false,
+               bias.defined() ? bias.data_ptr<T>() : nullptr);
+  } else if (s.ln) {
+    if ((g_gemm_mode == 0 || g_gemm_mode == 4) && T_ * B >= 128 && GH % kPanel<T> == 0) {
+      WeightGemm<T> g_ih(w_ih, T_ * B, /*nt=*/true, /*reuse=*/1000);
+      xw_raw = at::empty({T_ * B, GH}, opts);
+      big_gemm<T>(T_ * B, I, GH, x.data_ptr<T>(), I, 1, g_ih.packed.template data_ptr<T>(),
+                  xw_raw.data_ptr<T>(), GH, nullptr);
+    } else {
+      xw_raw = at::mm(x2, w_ih.t());
+    }
+    auto r = at::native_layer_norm(xw_raw, {GH}, p[kLnIhW], p[kLnIhB], kLnEps);
+    xw = std::get<0>(r);
+    ln_mean = std::get<1>(r);
+    ln_rstd = std::get<2>(r);
+    if (bias.defined()) xw.add_(bias);
+  } else if (bias.defined()) {
+    xw = at::addmm(bias, x2, w_ih.t());
+  } else {
+    xw = at::mm(x2, w_ih.t());
+  }
+  tick_proj.reset();
+
+  const int64_t TK = keep >= 1 ? T_ : 1;  // the trace: acts, c_all
+  const int64_t TKB = keep >= 2 ? T_ : 1;  // for backward only
+  Tensor out = at::empty({T_, B, P}, opts);
+  Tensor h = h0.contiguous().clone();
+  Tensor c = c0.contiguous().clone();
+  // The gate activations overwrite the input projection in place (each step reads its
+  // row of xw, then writes the activations there): one (T, B, GH) buffer less, unless xw
+  // has padded rows.
+  const bool acts_in_xw = xw_ld == GH;
+  Tensor acts = acts_in_xw ? xw.view({T_, B, GH}) : at::empty({TK, B, GH}, opts);
+  Tensor c_all = at::empty({TK, B, H}, opts);
+  Tensor y_all = at::empty({TKB, B, H}, opts);
+  Tensor hr_all = proj ? at::empty({TKB, B, H}, opts) : Tensor();
+  Tensor xhat_hh, rstd_hh, xhat_c, rstd_c;
+  if (s.ln) {
+    xhat_hh = at::empty({TKB, B, GH}, opts);
+    rstd_hh = at::empty({TKB, B}, opts);
+    xhat_c = at::empty({TKB, B, H}, opts);
+    rstd_c = at::empty({TKB, B}, opts);
+  }
+  Tensor w_hr = proj ? p[kWhr]->contiguous() : Tensor();
+
+  Tensor len_c;
+  const int64_t* len = nullptr;
+  if (lengths.has_value()) {
+    len_c = lengths->to(at::kLong).contiguous();
+    len = len_c.data_ptr<int64_t>();
+  }
+
+  WeightGemm<T> g_hh(w_hh, B, /*nt=*/true, T_, s.G);
+  std::optional<WeightGemm<T>> g_hr;
+  if (proj) g_hr.emplace(w_hr, B, /*nt=*/true, T_);
+  Tensor hw = at::empty({B, g_hh.ldc()}, opts);
+  Tensor hp = proj ? at::empty({B, g_hr->ldc()}, opts) : Tensor();
+  const int64_t hp_ld = proj ? g_hr->ldc() : 0;
+
+  // The fused step: each task computes the gate columns of a block of hidden units and
+  // runs the pointwise pass on them at once (the small GEMM only; layer norm needs whole
+  // rows of h W_hh^T first).
+  const bool fused_step = g_hh.own() && !s.ln && g_fused_step;
+  const int64_t PW = WeightGemm<T>::PW;
+  const int64_t threads = at::get_num_threads();
+  const bool par_step = threads > 1 && B * GH * P >= (1 << 17) && H > PW;
+  // one block of hidden units per thread: long pointwise loops, one task each
+  int64_t JB = par_step ? (H + threads - 1) / threads : H;
+  JB = std::max<int64_t>((JB + PW - 1) / PW * PW, B < 4 ? std::min<int64_t>(4 * PW, H) : PW);
+  const int64_t nblk = (H + JB - 1) / JB;
+
+  FwdStep<T> a;
+  a.s = s;
+  a.B = B, a.H = H, a.P = P, a.GH = GH;
+  a.hw = hw.data_ptr<T>();
+  a.hw_ld = g_hh.ldc();
+  a.hw_gs = g_hh.col(1);
+  a.ln_hh_w = ptr_or_null<T>(p[kLnHhW]);
+  a.ln_hh_b = ptr_or_null<T>(p[kLnHhB]);
+  a.ln_c_w = ptr_or_null<T>(p[kLnCW]);
+  a.ln_c_b = ptr_or_null<T>(p[kLnCB]);
+  a.c = c.data_ptr<T>();
+  a.wci = ptr_or_null<T>(p[kWci]);
+  a.wcf = ptr_or_null<T>(p[kWcf]);
+  a.wco = ptr_or_null<T>(p[kWco]);
+  a.len = len;
+  // h ping-pongs between two buffers: the step's GEMM reads h_{t-1} from one while the
+  // pointwise pass (of other hidden units, in parallel) writes h_t into the other
+  Tensor h2 = at::empty_like(h);
+  T* hptr = h.data_ptr<T>();
+  T* hnext = h2.data_ptr<T>();
+  T *hptr_ = hptr, *hnext_ = hnext;  // this step's, for proj_copy
+  const T* xw_p = xw.data_ptr<T>();
+  T* out_p = out.data_ptr<T>();
+  T* out_p_ = out_p;
+
+  // With layer norm or a projection (whole rows needed), the batch rows are split instead:
+  // a task runs the GEMM, the pointwise pass and the projection of its own rows.
+  const bool row_step = !fused_step && g_fused_step && g_hh.own() && (!proj || g_hr->own()) &&
+                        threads > 1 && B >= 2 * threads;
+  const int64_t RB = row_step ? (B + threads - 1) / threads : B;  // rows per task
+  const int64_t nrb = (B + RB - 1) / RB;
+  // h_t of rows [b0, b1) from the projection's output: out and the state (padded rows
+  // carry h_{t-1})
+  auto proj_copy = [&](int64_t t, int64_t b0, int64_t b1) {
+    const T* src = hp.data_ptr<T>();
+    T* dst = out_p_ + t * B * P;
+    for (int64_t b = b0; b < b1; ++b) {
+      if (len == nullptr || t < len[b]) {
+        std::memcpy(dst + b * P, src + b * hp_ld, sizeof(T) * P);
+        std::memcpy(hnext_ + b * P, src + b * hp_ld, sizeof(T) * P);
+      } else {
+        std::memset(dst + b * P, 0, sizeof(T) * P);
+        std::memcpy(hnext_ + b * P, hptr_ + b * P, sizeof(T) * P);
+      }
+    }
+  };
+
+  Adaptive adapt(threads > 1 && B * GH * P >= (1 << 17));
+  for (int64_t t = 0; t < T_; ++t) {
+    const int64_t tk = keep >= 1 ? t : 0, tkb = keep >= 2 ? t : 0;
+    const bool par = adapt.begin();
+    hptr_ = hptr;
+    hnext_ = hnext;
+    if (!fused_step && !row_step) {
+      Tick tk_(kPFwdGemm);
+      g_hh.run(hptr, P, T(0), hw.data_ptr<T>(), g_hh.ldc(), par);
+    }
+    a.t = t;
+    a.xw = xw_p + t * B * xw_ld;
+    a.xw_ld = xw_ld;
+    a.acts = acts.data_ptr<T>() + (acts_in_xw ? t : tk) * B * GH;
+    a.c_out = c_all.data_ptr<T>() + tk * B * H;
+    a.y = y_all.data_ptr<T>() + tkb * B * H;
+    if (s.ln) {
+      a.xhat_hh = xhat_hh.data_ptr<T>() + tkb * B * GH;
+      a.rstd_hh = rstd_hh.data_ptr<T>() + tkb * B;
+      a.xhat_c = xhat_c.data_ptr<T>() + tkb * B * H;
+      a.rstd_c = rstd_c.data_ptr<T>() + tkb * B;
+    }
+    if (proj) {
+      a.hr = hr_all.data_ptr<T>() + tkb * B * H;
+      a.hr_ld = H;
+      a.h_state = nullptr;
+    } else {
+      a.hr = out_p + t * B * P;
+      a.hr_ld = P;
+      a.h_state = hnext;
+      a.h_prev = hptr;
+    }
+    if (fused_step) {
+      Tick tk_(kPFwdPoint);
+      auto body = [&](int64_t k0, int64_t k1) {
+        for (int64_t q = k0; q < k1; ++q) {
+          const int64_t j0 = q * JB, j1 = std::min(H, j0 + JB);
+          const int64_t jp1 = std::min(g_hh.Hgp, j0 + JB);
+          for (int g = 0; g < s.G; ++g)
+            g_hh.run_cols(hptr, P, false, hw.data_ptr<T>(), g_hh.ldc(), g_hh.col(g) + j0,
+                          g_hh.col(g) + jp1);
+          for (int64_t b = 0; b < B; ++b) fwd_rows<T>(a, b, j0, j1);
+        }
+      };
+      if (par && par_step && nblk > 1) {
+        at::parallel_for(0, nblk, 1, body);
+      } else {
+        body(0, nblk);
+      }
+    } else if (row_step) {
+      Tick tk_(kPFwdPoint);
+      auto body = [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          const int64_t b0 = r * RB, b1 = std::min(B, b0 + RB);
+          gemm_block<T>(b0, b1, P, hptr, P, 1, g_hh.packed.template data_ptr<T>(),
+                        hw.data_ptr<T>(), g_hh.ldc(), 0, g_hh.ldc(), false, nullptr, nullptr);
+          for (int64_t b = b0; b < b1; ++b) fwd_rows<T>(a, b, 0, H);
+          if (proj) {
+            gemm_block<T>(b0, b1, H, a.hr, a.hr_ld, 1, g_hr->packed.template data_ptr<T>(),
+                          hp.data_ptr<T>(), hp_ld, 0, hp_ld, false, nullptr, nullptr);
+            proj_copy(t, b0, b1);
+          }
+        }
+      };
+      if (par) {
+        at::parallel_for(0, nrb, 1, body);
+      } else {
+        body(0, nrb);
+      }
+    } else {
+      Tick tk_(kPFwdPoint);
+      for_rows(
+          B, H, s.ln, [&](int64_t b, int64_t j0, int64_t j1) { fwd_rows<T>(a, b, j0, j1); }, par);
+    }
+    if (proj && !row_step) {
+      g_hr->run(a.hr, H, T(0), hp.data_ptr<T>(), hp_ld, par);
+      proj_copy(t, 0, B);
+    }
+    std::swap(hptr, hnext);
+    adapt.end();
+  }
+  if (hptr != h.data_ptr<T>()) h = h2;
+  return {out, h, c, acts, c_all, y_all, hr_all, xw_raw, ln_mean, ln_rstd,
+          xhat_hh, rstd_hh, xhat_c, rstd_c};
+}
+
+}  // namespace

@@ -1,0 +1,120 @@
+// lstm_math.h: scalar math (exp, sigmoid, tanh), activations, row moments, Spec
+// Part of the fused LSTM extension: included by fused_lstm.cpp only (one translation
+// unit, so that the compiled code is the same as when this was one file).
+#pragma once
+
+#include "common.h"
+
+namespace {
+
+// ----------------------------------------------------------------------- scalar math
+
+// exp for float: Cephes expf (range reduction by ln 2, degree-6 polynomial), ~2 ulp on
+// [-87, 88]; arguments are clamped there (sigmoid/tanh saturate long before), except that
+// past float's range (x > 88.72) the result is inf as expf's: then sigmoid(-inf) is 0, not
+// 6e-39, and 0 * inf stays NaN as in torch (an identity candidate times a closed gate).
+// Branch-free (selects) so that loops over it vectorise; NaN in gives NaN out.
+GL_INLINE float exp_approx(float x) {
+  const bool overflow = x > 88.72f;
+  x = x > 88.0f ? 88.0f : x;
+  x = x < -87.0f ? -87.0f : x;
+  const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  const float t = x * 1.44269504088896341f + magic;
+  const float n = t - magic;
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t k = __builtin_bit_cast(int32_t, t) - __builtin_bit_cast(int32_t, magic);
+  const float scale = __builtin_bit_cast(float, (k + 127) << 23);
+  return overflow ? __builtin_inff() : p * scale;
+}
+
+GL_INLINE float sigmoid_(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
+GL_INLINE double sigmoid_(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+
+// tanh for float: Cephes tanhf. |x| < 0.625: odd polynomial; else 1 - 2 / (exp(2|x|) + 1).
+GL_INLINE float tanh_(float x) {
+  const float ax = __builtin_fabsf(x);
+  const float s = x * x;
+  const float small =
+      ((((-5.70498872745e-3f * s + 2.06390887954e-2f) * s - 5.37397155531e-2f) * s +
+        1.33314422036e-1f) * s - 3.33332819422e-1f) * s * x + x;
+  const float e = exp_approx(2.0f * ax);
+  const float big = __builtin_copysignf(1.0f - 2.0f / (e + 1.0f), x);
+  return ax < 0.625f ? small : big;
+}
+GL_INLINE double tanh_(double x) { return std::tanh(x); }
+
+template <typename T>
+GL_INLINE void act_inplace(T* __restrict a, int64_t n, bool use_tanh) {
+  if (use_tanh) {
+    for (int64_t j = 0; j < n; ++j) a[j] = tanh_(a[j]);
+  } else {
+    for (int64_t j = 0; j < n; ++j) a[j] = sigmoid_(a[j]);
+  }
+}
+
+// d act / d pre from the activation a: sigmoid a (1 - a), tanh 1 - a^2.
+template <typename T>
+GL_INLINE void act_grad(T* __restrict d, const T* __restrict dy, const T* __restrict a,
+                        int64_t n, bool use_tanh) {
+  if (use_tanh) {
+    for (int64_t j = 0; j < n; ++j) d[j] = dy[j] * (T(1) - a[j] * a[j]);
+  } else {
+    for (int64_t j = 0; j < n; ++j) d[j] = dy[j] * (a[j] * (T(1) - a[j]));
+  }
+}
+
+// Row mean and 1/sqrt(var + eps) (biased variance, as torch.nn.functional.layer_norm).
+template <typename T>
+GL_INLINE void row_moments(const T* __restrict x, int64_t n, double eps, double* mean,
+                           double* rstd) {
+  double s = 0;
+  for (int64_t j = 0; j < n; ++j) s += double(x[j]);
+  const double m = s / double(n);
+  double v = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    const double d = double(x[j]) - m;
+    v += d * d;
+  }
+  *mean = m;
+  *rstd = 1.0 / std::sqrt(v / double(n) + eps);
+}
+
+// ----------------------------------------------------------------------- spec
+
+struct Spec {
+  bool has_i, has_f, has_o;  // gates with weights (has_f: forget weights, not coupled)
+  bool coupled, peep, cand_tanh, out_tanh, gate_tanh, ln;
+  int oi, of, og, oo;  // block offsets (in units of H) in the gate axis; -1 if absent
+  int G;
+
+  explicit Spec(int64_t flags = 0) {
+    const bool input_gate = flags & 1, forget_gate = flags & 2, output_gate = flags & 4;
+    coupled = flags & 8;
+    peep = flags & 16;
+    cand_tanh = flags & 32;
+    out_tanh = flags & 64;
+    gate_tanh = flags & 128;
+    ln = flags & 256;
+    has_i = input_gate;
+    has_f = forget_gate && !coupled;
+    has_o = output_gate;
+    int k = 0;
+    oi = has_i ? k++ : -1;
+    of = has_f ? k++ : -1;
+    og = k++;
+    oo = has_o ? k++ : -1;
+    G = k;
+  }
+};
+
+constexpr double kLnEps = 1e-5;  // gatelab.nn.equations.LAYERNORM_EPS
+
+}  // namespace

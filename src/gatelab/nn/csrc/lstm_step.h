@@ -1,0 +1,408 @@
+// lstm_step.h: the pointwise forward and backward step kernels, the row split
+// Part of the fused LSTM extension: included by fused_lstm.cpp only (one translation
+// unit, so that the compiled code is the same as when this was one file).
+#pragma once
+
+#include "gemm.h"
+#include "lstm_math.h"
+#include "profile.h"
+
+namespace {
+
+// ----------------------------------------------------------------------- forward step
+
+template <typename T>
+struct FwdStep {
+  Spec s;
+  int64_t B, H, P, GH;
+  const T* xw;     // (B, GH): LN(x W_ih^T) + b_ih + b_hh of this step, row stride xw_ld
+  int64_t xw_ld;
+  const T* hw;     // h_{t-1} W_hh^T: row stride hw_ld, gate k at column k * hw_gs
+  int64_t hw_ld, hw_gs;
+  T* acts;         // (B, GH): gate activations (the trace), pre-activations meanwhile
+  T* xhat_hh;      // (B, GH) layer norm only
+  T* rstd_hh;      // (B)
+  const T *ln_hh_w, *ln_hh_b, *ln_c_w, *ln_c_b;
+  T* c;            // (B, H) state: c_{t-1} in, c_t out (real rows)
+  T* c_out;        // (B, H) c_t, zero on padded rows
+  T* xhat_c;       // (B, H) layer norm only
+  T* rstd_c;       // (B)
+  T* y;            // (B, H) tanh(LN(c_t)) (or its identity)
+  T* hr;           // (B, H) o * y, row stride hr_ld
+  int64_t hr_ld;
+  T* h_state;      // (B, P) h_t, written here only without projection (padded rows: h_prev)
+  const T* h_prev; // (B, P) h_{t-1}: the GEMM reads it meanwhile, so h_t goes elsewhere
+  const T *wci, *wcf, *wco;
+  const int64_t* len;
+  int64_t t;
+};
+
+template <typename T>
+GL_CLONES void fwd_rows(const FwdStep<T>& a, int64_t b, int64_t j0, int64_t j1) {
+  const Spec& s = a.s;
+  const int64_t H = a.H, GH = a.GH, n = j1 - j0;
+  T* A = a.acts + b * GH;  // may be the same memory as X (in place)
+  T* __restrict cs = a.c + b * H + j0;
+  T* __restrict co = a.c_out + b * H + j0;
+  T* __restrict y = a.y + b * H + j0;
+  T* __restrict hr = a.hr + b * a.hr_ld + j0;
+  const bool real = a.len == nullptr || a.t < a.len[b];
+  if (!real) {
+    for (int k = 0; k < s.G; ++k) std::memset(A + k * H + j0, 0, sizeof(T) * n);
+    std::memset(co, 0, sizeof(T) * n);
+    std::memset(y, 0, sizeof(T) * n);
+    std::memset(hr, 0, sizeof(T) * n);
+    if (a.h_state) std::memcpy(a.h_state + b * a.P + j0, a.h_prev + b * a.P + j0, sizeof(T) * n);
+    if (s.ln) {
+      for (int k = 0; k < s.G; ++k) std::memset(a.xhat_hh + b * GH + k * H + j0, 0, sizeof(T) * n);
+      std::memset(a.xhat_c + b * H + j0, 0, sizeof(T) * n);
+      a.rstd_hh[b] = T(0);
+      a.rstd_c[b] = T(0);
+    }
+    return;
+  }
+  const T* X = a.xw + b * a.xw_ld;
+  const T* __restrict HW = a.hw + b * a.hw_ld;
+  const int64_t gs = a.hw_gs;
+  // pre-activations: xw + hw (or + LN(hw); layer norm rows are whole: j0 = 0, j1 = H)
+  if (s.ln) {
+    double sum = 0, var = 0;
+    for (int k = 0; k < s.G; ++k)
+      for (int64_t j = 0; j < H; ++j) sum += double(HW[k * gs + j]);
+    const double mean = sum / double(GH);
+    for (int k = 0; k < s.G; ++k)
+      for (int64_t j = 0; j < H; ++j) {
+        const double d = double(HW[k * gs + j]) - mean;
+        var += d * d;
+      }
+    const double rstd = 1.0 / std::sqrt(var / double(GH) + kLnEps);
+    T* __restrict xh = a.xhat_hh + b * GH;
+    const T* __restrict gw = a.ln_hh_w;
+    const T* __restrict gb = a.ln_hh_b;
+    for (int k = 0; k < s.G; ++k)
+      for (int64_t j = 0; j < H; ++j) {
+        const int64_t q = k * H + j;
+        const T v = T((double(HW[k * gs + j]) - mean) * rstd);
+        xh[q] = v;
+        A[q] = X[q] + (v * gw[q] + gb[q]);
+      }
+    a.rstd_hh[b] = T(rstd);
+  } else {
+    for (int k = 0; k < s.G; ++k) {
+      const int64_t o = k * H + j0, oh = k * gs + j0;
+      for (int64_t j = 0; j < n; ++j) A[o + j] = X[o + j] + HW[oh + j];
+    }
+  }
+  T* __restrict ai = s.has_i ? A + s.oi * H + j0 : nullptr;
+  T* __restrict af = s.has_f ? A + s.of * H + j0 : nullptr;
+  T* __restrict ag = A + s.og * H + j0;
+  T* __restrict ao = s.has_o ? A + s.oo * H + j0 : nullptr;
+  if (s.peep) {
+    if (ai) {
+      const T* __restrict w = a.wci + j0;
+      for (int64_t j = 0; j < n; ++j) ai[j] += w[j] * cs[j];
+    }
+    if (af) {
+      const T* __restrict w = a.wcf + j0;
+      for (int64_t j = 0; j < n; ++j) af[j] += w[j] * cs[j];
+    }
+  }
+  if (ai) act_inplace(ai, n, s.gate_tanh);
+  if (af) act_inplace(af, n, s.gate_tanh);
+  if (s.cand_tanh) act_inplace(ag, n, true);
+  // c_t = f c_{t-1} + i g
+  if (s.coupled) {
+    for (int64_t j = 0; j < n; ++j) {
+      const T c = (T(1) - ai[j]) * cs[j] + ai[j] * ag[j];
+      cs[j] = c;
+      co[j] = c;
+    }
+  } else if (ai && af) {
+    for (int64_t j = 0; j < n; ++j) {
+      const T c = af[j] * cs[j] + ai[j] * ag[j];
+      cs[j] = c;
+      co[j] = c;
+    }
+  } else if (af) {  // no input gate: i = 1
+    for (int64_t j = 0; j < n; ++j) {
+      const T c = af[j] * cs[j] + ag[j];
+      cs[j] = c;
+      co[j] = c;
+    }
+  } else if (ai) {  // no forget gate: f = 1
+    for (int64_t j = 0; j < n; ++j) {
+      const T c = cs[j] + ai[j] * ag[j];
+      cs[j] = c;
+      co[j] = c;
+    }
+  } else {
+    for (int64_t j = 0; j < n; ++j) {
+      const T c = cs[j] + ag[j];
+      cs[j] = c;
+      co[j] = c;
+    }
+  }
+  if (ao) {
+    if (s.peep) {
+      const T* __restrict w = a.wco + j0;
+      for (int64_t j = 0; j < n; ++j) ao[j] += w[j] * co[j];
+    }
+    act_inplace(ao, n, s.gate_tanh);
+  }
+  // y = tanh(LN(c_t))
+  if (s.ln) {
+    double mean, rstd;
+    row_moments(co, H, kLnEps, &mean, &rstd);
+    T* __restrict xh = a.xhat_c + b * H;
+    const T* __restrict gw = a.ln_c_w;
+    const T* __restrict gb = a.ln_c_b;
+    for (int64_t j = 0; j < H; ++j) {
+      const T v = T((double(co[j]) - mean) * rstd);
+      xh[j] = v;
+      y[j] = v * gw[j] + gb[j];
+    }
+    a.rstd_c[b] = T(rstd);
+  } else {
+    std::memcpy(y, co, sizeof(T) * n);
+  }
+  if (s.out_tanh) act_inplace(y, n, true);
+  if (ao) {
+    for (int64_t j = 0; j < n; ++j) hr[j] = ao[j] * y[j];
+  } else {
+    std::memcpy(hr, y, sizeof(T) * n);
+  }
+  if (a.h_state) std::memcpy(a.h_state + b * a.P + j0, hr, sizeof(T) * n);
+}
+
+// ----------------------------------------------------------------------- backward step
+
+template <typename T>
+struct BwdStep {
+  Spec s;
+  int64_t B, H, P, GH;
+  const T* acts;     // (B, GH) at t
+  const T* c_prev;   // (B, H)
+  const T* y;        // (B, H)
+  const T *xhat_c, *rstd_c, *ln_c_w;
+  const T *xhat_hh, *rstd_hh, *ln_hh_w;
+  const T* dh_in;    // (B, H) gradient wrt h_t (no projection: the carry), row stride dh_ld
+  int64_t dh_ld;
+  const T* dout;     // (B, P) gradient of out[t] (no projection only; else folded in)
+  T* dh_zero;        // carry rows (stride dh_ld) to zero on real rows (beta = 1 GEMM), or null
+  T* dc;             // (B, H) carry: dc_t in, dc_{t-1} out
+  T* dG;             // (B, GH) d pre-activations at t
+  T* dHW;            // (B, GH) d (h_{t-1} W_hh^T) at t (layer norm only)
+  T* dcn;            // (B, H) d LN_c output at t (layer norm only)
+  T* tmp;            // (B, H) scratch
+  T* tmp2;           // (B, H) scratch
+  const T *wci, *wcf, *wco;
+  const int64_t* len;
+  int64_t t;
+};
+
+template <typename T>
+GL_CLONES void bwd_rows(const BwdStep<T>& a, int64_t b, int64_t j0, int64_t j1) {
+  const Spec& s = a.s;
+  const int64_t H = a.H, GH = a.GH, n = j1 - j0;
+  T* __restrict D = a.dG + b * GH;
+  const bool real = a.len == nullptr || a.t < a.len[b];
+  if (!real) {
+    for (int k = 0; k < s.G; ++k) std::memset(D + k * H + j0, 0, sizeof(T) * n);
+    if (s.ln) {
+      for (int k = 0; k < s.G; ++k) std::memset(a.dHW + b * GH + k * H + j0, 0, sizeof(T) * n);
+      std::memset(a.dcn + b * H + j0, 0, sizeof(T) * n);
+    }
+    return;
+  }
+  const T* __restrict A = a.acts + b * GH;
+  const T* __restrict ai = s.has_i ? A + s.oi * H + j0 : nullptr;
+  const T* __restrict af = s.has_f ? A + s.of * H + j0 : nullptr;
+  const T* __restrict ag = A + s.og * H + j0;
+  const T* __restrict ao = s.has_o ? A + s.oo * H + j0 : nullptr;
+  T* __restrict di = s.has_i ? D + s.oi * H + j0 : nullptr;
+  T* __restrict df = s.has_f ? D + s.of * H + j0 : nullptr;
+  T* __restrict dg = D + s.og * H + j0;
+  T* __restrict do_ = s.has_o ? D + s.oo * H + j0 : nullptr;
+  const T* __restrict cp = a.c_prev + b * H + j0;
+  const T* __restrict y = a.y + b * H + j0;
+  T* __restrict dc = a.dc + b * H + j0;
+  T* __restrict t1 = a.tmp + b * H + j0;
+  T* __restrict t2 = a.tmp2 + b * H + j0;
+
+  // dh = carry + d out[t]; with lengths the carry rows of real steps are zeroed for the
+  // beta = 1 GEMM that then writes dh_{t-1} (padded rows keep carrying theirs)
+  const T* __restrict carry = a.dh_in + b * a.dh_ld + j0;
+  const T* __restrict dh = carry;
+  if (a.dout || a.dh_zero) {
+    if (a.dout) {
+      const T* __restrict dout = a.dout + b * a.P + j0;
+      for (int64_t j = 0; j < n; ++j) t1[j] = carry[j] + dout[j];
+    } else {
+      std::memcpy(t1, carry, sizeof(T) * n);
+    }
+    dh = t1;
+    if (a.dh_zero) std::memset(a.dh_zero + b * a.dh_ld + j0, 0, sizeof(T) * n);
+  }
+  // h = o * y: d pre_o and dy
+  if (ao) {
+    for (int64_t j = 0; j < n; ++j) t2[j] = dh[j] * y[j];
+    act_grad(do_, t2, ao, n, s.gate_tanh);
+    for (int64_t j = 0; j < n; ++j) t2[j] = dh[j] * ao[j];
+  } else {
+    std::memcpy(t2, dh, sizeof(T) * n);
+  }
+  // through tanh: d (LN(c) or c)
+  if (s.out_tanh) {
+    for (int64_t j = 0; j < n; ++j) t2[j] = t2[j] * (T(1) - y[j] * y[j]);
+  }
+  if (s.ln) {  // whole rows
+    T* __restrict dn = a.dcn + b * H;
+    std::memcpy(dn, t2, sizeof(T) * H);
+    const T* __restrict gw = a.ln_c_w;
+    const T* __restrict xh = a.xhat_c + b * H;
+    double m1 = 0, m2 = 0;
+    for (int64_t j = 0; j < H; ++j) {
+      const double gy = double(t2[j]) * double(gw[j]);
+      m1 += gy;
+      m2 += gy * double(xh[j]);
+    }
+    const T mm1 = T(m1 / double(H)), mm2 = T(m2 / double(H)), r = a.rstd_c[b];
+    for (int64_t j = 0; j < H; ++j) t2[j] = r * (t2[j] * gw[j] - mm1 - xh[j] * mm2);
+  }
+  // dc = carry + from the output (+ peephole of o)
+  if (ao && s.peep) {
+    const T* __restrict w = a.wco + j0;
+    for (int64_t j = 0; j < n; ++j) t2[j] = dc[j] + t2[j] + do_[j] * w[j];
+  } else {
+    for (int64_t j = 0; j < n; ++j) t2[j] = dc[j] + t2[j];
+  }
+  const T* __restrict dct = t2;
+  // gates: c = f c_prev + i g
+  T* __restrict tg = t1;  // dh is no longer needed
+  if (ai) {
+    for (int64_t j = 0; j < n; ++j) dg[j] = dct[j] * ai[j];
+  } else {
+    std::memcpy(dg, dct, sizeof(T) * n);
+  }
+  if (s.cand_tanh) {
+    for (int64_t j = 0; j < n; ++j) dg[j] = dg[j] * (T(1) - ag[j] * ag[j]);
+  }
+  if (ai) {
+    if (s.coupled) {
+      for (int64_t j = 0; j < n; ++j) tg[j] = dct[j] * (ag[j] - cp[j]);
+    } else {
+      for (int64_t j = 0; j < n; ++j) tg[j] = dct[j] * ag[j];
+    }
+    act_grad(di, tg, ai, n, s.gate_tanh);
+  }
+  if (af) {
+    for (int64_t j = 0; j < n; ++j) tg[j] = dct[j] * cp[j];
+    act_grad(df, tg, af, n, s.gate_tanh);
+  }
+  // dc_{t-1}
+  if (s.coupled) {
+    for (int64_t j = 0; j < n; ++j) dc[j] = dct[j] * (T(1) - ai[j]);
+  } else if (af) {
+    for (int64_t j = 0; j < n; ++j) dc[j] = dct[j] * af[j];
+  } else {
+    std::memcpy(dc, dct, sizeof(T) * n);
+  }
+  if (s.peep) {
+    if (di) {
+      const T* __restrict w = a.wci + j0;
+      for (int64_t j = 0; j < n; ++j) dc[j] += di[j] * w[j];
+    }
+    if (df) {
+      const T* __restrict w = a.wcf + j0;
+      for (int64_t j = 0; j < n; ++j) dc[j] += df[j] * w[j];
+    }
+  }
+  if (s.ln) {  // d (h_{t-1} W_hh^T) through the recurrent layer norm, whole rows
+    const T* __restrict gw = a.ln_hh_w;
+    const T* __restrict xh = a.xhat_hh + b * GH;
+    T* __restrict dhw = a.dHW + b * GH;
+    double m1 = 0, m2 = 0;
+    for (int64_t j = 0; j < GH; ++j) {
+      const double gy = double(D[j]) * double(gw[j]);
+      m1 += gy;
+      m2 += gy * double(xh[j]);
+    }
+    const T mm1 = T(m1 / double(GH)), mm2 = T(m2 / double(GH)), r = a.rstd_hh[b];
+    for (int64_t j = 0; j < GH; ++j) dhw[j] = r * (D[j] * gw[j] - mm1 - xh[j] * mm2);
+  }
+}
+
+// Run `fn(b, j0, j1)` over B rows and column chunks, in parallel when big enough.
+template <typename F>
+void for_rows(int64_t B, int64_t H, bool whole_rows, const F& fn, bool par = true) {
+  const int64_t threads = at::get_num_threads();
+  int64_t chunk = H;
+  if (!whole_rows && threads > 1 && B < 2 * threads) {
+    chunk = (H + 2 * threads - 1) / (2 * threads);
+    chunk = std::max<int64_t>(64, (chunk + 15) / 16 * 16);
+  }
+  const int64_t nchunks = (H + chunk - 1) / chunk;
+  const int64_t units = B * nchunks;
+  const int64_t work = B * H;
+  auto body = [&](int64_t u0, int64_t u1) {
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t b = u / nchunks, c = u % nchunks;
+      fn(b, c * chunk, std::min(H, (c + 1) * chunk));
+    }
+  };
+  if (!par || threads <= 1 || work < 2048) {
+    body(0, units);
+  } else {
+    at::parallel_for(0, units, 1, body);
+  }
+}
+
+// Per-step parallelism that backs off when it does not pay. A step split over threads waits
+// at its end for the slowest; on a busy machine (other processes on the cores) that wait
+// is a scheduler time slice, milliseconds, for microseconds of work. So steps are timed:
+// a few run serially to know their cost; a parallel step that takes over twice that plus
+// half a millisecond is a stall, and the loop goes serial for a while (doubling each
+// time) before trying again.
+struct Adaptive {
+  bool allowed;
+  int64_t serial_left = 2;
+  int64_t backoff = 4;
+  double t_serial = 0;
+  std::chrono::steady_clock::time_point t0;
+  bool par = false;
+
+  explicit Adaptive(bool allowed_) : allowed(allowed_) {}
+
+  bool begin() {
+    par = allowed && (serial_left <= 0 || !g_adaptive);
+    t0 = std::chrono::steady_clock::now();
+    return par;
+  }
+  void end() {
+    if (!allowed) return;
+    const double dt =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (!par) {
+      t_serial = t_serial == 0 ? dt : std::min(t_serial, dt);
+      --serial_left;
+    } else if (dt > 2.0 * t_serial + 5e-4) {  // a stall (a time slice lost), not noise
+      serial_left = backoff;
+      backoff = std::min<int64_t>(2 * backoff, 1024);
+    } else {
+      backoff = 4;
+    }
+  }
+};
+
+template <typename T>
+const T* ptr_or_null(const OptTensor& t) {
+  return t.has_value() && t->defined() ? t->data_ptr<T>() : nullptr;
+}
+
+// Parameter order of the `params` lists (None where absent).
+enum {
+  kWih, kWhh, kBih, kBhh, kWhr, kWci, kWcf, kWco, kLnIhW, kLnIhB, kLnHhW, kLnHhB, kLnCW, kLnCB,
+  kNumParams
+};
+
+}  // namespace
