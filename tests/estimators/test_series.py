@@ -105,6 +105,7 @@ def test_level_and_scale_are_kept_when_the_series_are_not_z_normalised(tmp_path)
     z = (X - X.mean(axis=1, keepdims=True)) / X.std(axis=1, keepdims=True)
     plain = SeriesClassifier(**fast).fit(z, y)
     assert plain.level_scaler_ is None and plain.model_config_.input_size == 1
+    assert plain.train_config_.weight_decay == 0.01
     scaled = X * np.linspace(0.1, 100, 30)[:, None, None] + 5.0  # amplitude and offset vary
     clf = SeriesClassifier(**fast).fit(scaled, y, run_dir=tmp_path / "run")
     assert clf.model_config_.input_size == 3
@@ -127,6 +128,7 @@ def test_random_kernel_branch_fits_saves_and_reads_unequal_lengths(tmp_path):
     clf.fit(ragged[:30], y[:30], run_dir=tmp_path / "run")
     member = clf.model_.members[0] if hasattr(clf.model_, "members") else clf.model_
     assert clf.model_config_.kernel_length == 20 and member.kernels.bias.abs().sum() > 0
+    assert clf.train_config_.weight_decay == 1.0  # None: the architecture's decay
     assert clf.score(ragged[30:], y[30:]) >= 0.8
     one_by_one = np.concatenate([clf.predict_proba([s]) for s in ragged[30:]])
     np.testing.assert_allclose(one_by_one, clf.predict_proba(ragged[30:]), rtol=1e-5, atol=1e-6)
@@ -134,3 +136,5 @@ def test_random_kernel_branch_fits_saves_and_reads_unequal_lengths(tmp_path):
     np.testing.assert_array_equal(again.predict_proba(ragged), clf.predict_proba(ragged))
     with pytest.raises(ValueError, match="kernel_features=10"):
         SeriesClassifier(kernel_features=10).fit(X, y)
+    with pytest.raises(ValueError, match="weight_decay=-1"):
+        SeriesClassifier(weight_decay=-1).fit(X, y)
