@@ -177,7 +177,8 @@ class LSTMEstimator(BaseEstimator):
 
     def _start_run(self, run: Path, model_config, train_config, resume, overwrite, inputs) -> None:
         now = {**self._config_sections(model_config, train_config), "inputs": inputs}
-        saved = runs.start_run(run, self.task, now, resume=resume, overwrite=overwrite)
+        free = self._resume_free(run, model_config) if resume else ()
+        saved = runs.start_run(run, self.task, now, resume=resume, overwrite=overwrite, free=free)
         if saved is None:  # a fresh run: artifacts, then the config, which marks a run
             self._write_config(run, model_config, train_config, inputs)
             return
@@ -187,6 +188,12 @@ class LSTMEstimator(BaseEstimator):
                     f"cannot resume '{run}': '{run / name}' differs from what this run's "
                     "training data give (different data?)"
                 )
+
+    def _resume_free(self, run: Path, model_config: ModelConfig) -> tuple[str, ...]:
+        """Dotted config keys that may differ when resuming ``run`` with ``model_config``
+        (hook: e.g. options an
+        older run folder lacks, whose effect its other keys hold)."""
+        return ()
 
     def _config_sections(self, model_config, train_config) -> dict[str, Any]:
         return {

@@ -231,6 +231,17 @@ class SeriesClassifier(ClassifierBase):
         fields.update(weight_decay=self._WEIGHT_DECAY[arch], label_smoothing=self.label_smoothing)
         return TrainConfig(epochs=self._epochs(n_train), **fields)
 
+    def _resume_free(self, run: Path, model_config: ModelConfig) -> tuple[str, ...]:
+        """A run folder from before the random-kernel branch lacks its keys: it resumes
+        without the branch (``model_config.kernel_features == 0``); its ``weight_decay``
+        was 0.01, which None gives without the branch (the train section holds the decay
+        in effect, and is checked)."""
+        saved = read_json(Path(run) / "config.json", "run config")
+        if "kernel_features" in saved.get("model", {}) or model_config.kernel_features:
+            return ()
+        new = ("params.kernel_features", "model.kernel_features", "model.kernel_length")
+        return ("params.weight_decay", *new)
+
     def _prepare_model(self, model) -> None:
         """The random-kernel branch's biases, from the training series being fitted."""
         data = getattr(self, "_bias_data", None)
