@@ -107,6 +107,9 @@ def test_kernel_branch_beside_the_lstm_is_fixed_and_memoised():
     model.eval()
     with torch.no_grad():
         out = model(x, lengths)
+        model(torch.randn(2, 12, 1))
+    assert len(model.kernels._memo) == 5  # predictions keep nothing
+    with torch.no_grad():
         state = {k: v.clone() for k, v in model.state_dict().items()}
         fresh = SequenceClassifier(config).eval()
         fresh.load_state_dict(state)  # the kernels and biases travel with the weights

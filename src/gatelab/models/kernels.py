@@ -15,7 +15,7 @@ series' real steps:
 With several channels, each (kernel, dilation) pair reads the sum of a random subset of
 them. Outputs within ``SNAP`` of 0 count as 0 (rounding of flat stretches). Nothing here
 is trained: the features are a fixed function of the series, which
-:class:`KernelBranch` computes once per distinct series it is given (a memo keyed by the
+:class:`KernelBranch` computes once per distinct training series (a memo keyed by the
 series' bytes), and standardised with the training series' mean and standard deviation
 of each feature (at least ``MIN_STD``), fixed like the biases, for the Dense layer (a
 ridge-like linear classifier when trained with weight decay). A batch norm would
@@ -36,7 +36,7 @@ __all__ = ["KERNEL_LENGTH", "MIN_STD", "SNAP", "KernelBranch", "base_kernels", "
 
 KERNEL_LENGTH = 9
 _MAX_DILATIONS = 32
-_MEMO_SIZE = 20_000  # series whose features are kept (about 10 k floats each at most)
+_MEMO_FLOATS = 2**25  # features kept for training series, at most (128 MiB of float32)
 _GOLDEN = (math.sqrt(5) - 1) / 2  # low-discrepancy quantile positions, as MiniRocket
 # A zero-sum kernel over a flat stretch (or a constant channel) gives 0 up to rounding,
 # which differs between convolution implementations (torch, onnxruntime) and would flip
@@ -153,15 +153,16 @@ class KernelBranch(nn.Module):
         return torch.cat(out, dim=1) / lengths[:, None].to(x.dtype)  # (B, F)
 
     def _cached_ppv(self, x: Tensor, lengths: Tensor | None) -> Tensor:
-        """:meth:`ppv`, each series computed once (a fixed function of its real steps)."""
-        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        """:meth:`ppv`, each training series computed once (a fixed function of its real
+        steps); in eval mode (predictions, validation) nothing is kept."""
+        if not self.training or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
             return self.ppv(x, lengths)
         B, T = x.shape[0], x.shape[1]
         L = [T] * B if lengths is None else [int(v) for v in lengths]
         keys = [hashlib.blake2b(x[i, : L[i]].cpu().numpy().tobytes()).digest() for i in range(B)]
         todo = [i for i in range(B) if keys[i] not in self._memo]
         if todo:
-            if len(self._memo) + len(todo) > _MEMO_SIZE:
+            if (len(self._memo) + len(todo)) * self.features > _MEMO_FLOATS:
                 self._memo.clear()
             idx = torch.tensor(todo, device=x.device)
             sub_len = None if lengths is None else lengths[idx]
