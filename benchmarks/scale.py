@@ -15,7 +15,13 @@ tensor of the same ids, median round;
 their ratio is the cost of streaming. The machine has 2 cores shared with other users:
 the numbers are for 1 thread.
 
+1 rank against 2: ``gatelab train char-lm`` on a ``--rank-size`` MB corpus through the
+command line, one epoch cut by a ``--rank-minutes`` budget, 1 rank with 2 threads against
+``--nproc 2`` with 1 thread each (each rank reads only its streams), ``--rank-rounds``
+rounds interleaved; the tokens/s of all ranks together that the run's history records.
+
     OMP_WAIT_POLICY=PASSIVE PYTHONPATH=src python benchmarks/scale.py [--sizes 100 1000]
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/scale.py --skip-memory   # 1 vs 2 ranks only
 """
 
 from __future__ import annotations
@@ -124,15 +130,47 @@ def child(path: Path, mode: str, args, tmp: str) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", type=int, nargs="+", default=[100, 1000], help="corpus MB")
-    p.add_argument("--old-size", type=int, default=50, help="MB read by the old reader")
-    p.add_argument("--steps", type=int, default=20, help="TBPTT steps per round")
-    p.add_argument("--rounds", type=int, default=6)
-    p.add_argument("--tmp", type=Path, default=None, help="where the corpora go")
-    args = p.parse_args()
-    print(f"# load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} cores")
+def cli_tokens_per_s(corpus: Path, out: Path, nproc: int, minutes: float) -> float:
+    """Training tokens/s of ``gatelab train char-lm`` on ``nproc`` ranks (all ranks
+    together, as the run's history records them) in one epoch cut by a time budget."""
+    threads = "2" if nproc == 1 else "1"  # the 2 cores: 1 rank x 2 threads, 2 ranks x 1
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": threads}
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    cmd = [sys.executable, "-m", "gatelab", "train", "char-lm", "--data", str(corpus)]
+    cmd += ["--out", str(out), "--embedding-dim", "16", "--hidden-size", "128", "--layers", "1"]
+    cmd += ["--batch-size", "32", "--seq-len", "64", "--epochs", "1", "--minutes", str(minutes)]
+    cmd += ["--quiet"] + (["--nproc", str(nproc)] if nproc > 1 else [])
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if res.returncode != 0:
+        sys.exit(f"{nproc}-rank run failed:\n{res.stdout[-2000:]}{res.stderr[-3000:]}")
+    history = json.loads((out / "checkpoint.json").read_text())["fit"]["history"]
+    return history[-1]["tokens_per_s"]
+
+
+def ranks(args) -> None:
+    """1 rank against 2 through the command line (each rank reads only its streams),
+    ``--rank-rounds`` rounds interleaved, alternating which goes first."""
+    with tempfile.TemporaryDirectory(dir=args.tmp, prefix="gatelab-ranks-") as tmp:
+        corpus = Path(tmp) / "corpus.txt"
+        write_corpus(corpus, args.rank_size * MB)
+        seen: dict[int, list[float]] = {1: [], 2: []}
+        for k in range(args.rank_rounds):
+            for nproc in (1, 2) if k % 2 == 0 else (2, 1):
+                out = Path(tmp) / f"run-{nproc}-{k}"
+                seen[nproc].append(cli_tokens_per_s(corpus, out, nproc, args.rank_minutes))
+                print(
+                    f"  round {k + 1}, {nproc} rank(s): {seen[nproc][-1]:.0f} tokens/s", flush=True
+                )
+        best = {n: max(v) for n, v in seen.items()}
+        print(
+            f"char LM, {args.rank_size} MB corpus, global batch 32 x 64: 1 rank (2 threads) "
+            f"{best[1]:.0f} tokens/s, 2 ranks (1 thread each) {best[2]:.0f} tokens/s (best of "
+            f"{args.rank_rounds}): 2 ranks / 1 rank = {best[2] / best[1]:.2f}x (the same 2 cores)"
+        )
+
+
+def memory(args) -> None:
+    """Peak memory of the old reader and the streamed one, tokens/s from disk and memory."""
     with tempfile.TemporaryDirectory(dir=args.tmp, prefix="gatelab-scale-") as tmp:
         f = Path(tmp) / "corpus.txt"
         write_corpus(f, args.old_size * MB)
@@ -159,10 +197,25 @@ def main() -> None:
                 f"{r['tok_s_memory']:12.0f} {r['tok_s_disk'] / r['tok_s_memory']:11.2f}",
                 flush=True,
             )
-    # -- 2 ranks: TO BE ADDED with DDP (issue 15, item 1). Launch the same child under
-    # torchrun --nproc-per-node 2 (gloo) with stream_batches(..., rank=r, world_size=2)
-    # and report tokens/s of both ranks together against the 1-rank line above.
-    print("2 ranks: not measured yet (needs the DDP training loop, issue 15 item 1)")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[100, 1000], help="corpus MB")
+    p.add_argument("--old-size", type=int, default=50, help="MB read by the old reader")
+    p.add_argument("--steps", type=int, default=20, help="TBPTT steps per round")
+    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--tmp", type=Path, default=None, help="where the corpora go")
+    p.add_argument("--rank-rounds", type=int, default=2, help="1- vs 2-rank rounds (0: none)")
+    p.add_argument("--rank-size", type=int, default=5, help="MB of the 1- vs 2-rank corpus")
+    p.add_argument("--rank-minutes", type=float, default=0.5, help="training time per run")
+    p.add_argument("--skip-memory", action="store_true", help="only the 1- vs 2-rank runs")
+    args = p.parse_args()
+    print(f"# load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} cores")
+    if not args.skip_memory:
+        memory(args)
+    if args.rank_rounds:
+        ranks(args)
     print(f"# load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

@@ -8,8 +8,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import gatelab.cli.seq2seq  # noqa: F401  (registers the commands)
-from gatelab.cli import app
+from gatelab.cli import _register, app
+
+_register()  # every command module, as the gatelab script does
 
 runner = CliRunner()
 

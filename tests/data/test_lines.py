@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import gatelab.data.lines as lines
 from gatelab.data.lines import (
     ASCII_WHITESPACE,
+    LineStream,
     check_file,
     check_fits_in_memory,
     decode_bytes,
@@ -123,6 +124,49 @@ def test_a_file_bigger_than_free_memory_is_refused_before_reading(
     monkeypatch.setattr(lines, "available_memory", lambda: 11_999)
     with pytest.raises(DataError, match=r"big file '.*big.txt' is 0.00 GiB.*12x its size"):
         read_bytes(p, what="big file")
+    with pytest.raises(DataError, match=r"\(12x its size\).*read in chunks, but the lines stay"):
+        read_lines(p, what="big file")
     check_fits_in_memory(p, factor=11.0)  # 11,000 bytes fit in 11,999
     monkeypatch.setattr(lines, "available_memory", lambda: None)  # unknown: no check
     assert read_bytes(p) == b"x" * 1000
+
+
+# --------------------------------------------------------------------------------------
+# Chunked reading
+# --------------------------------------------------------------------------------------
+
+PIECES = [b"a", b"\n", b"\r\n", b"\r", b" ", b"\t", "é".encode(), "中".encode(), "😀".encode()]
+PIECES += [b"\xef\xbb\xbf", b"\xf6", b"\x85", "\u2028".encode()]
+
+
+def whole_file_lines(path: Path, keep_blank: bool) -> tuple[list[tuple[int, str]], str]:
+    """The oracle: the file read whole, decoded, split (the readers before chunking)."""
+    data = path.read_bytes()
+    text, encoding = decode_bytes(data, path)
+    return split_lines(text, keep_blank=keep_blank), encoding
+
+
+@FAST
+@given(
+    st.lists(st.sampled_from(PIECES), min_size=1, max_size=40),
+    st.integers(1, 9),
+    st.booleans(),
+)
+def test_line_stream_equals_the_whole_file_reader(tmp_path_factory, pieces, chunk, keep_blank):
+    path = write(tmp_path_factory.mktemp("s") / "t.txt", b"".join(pieces))
+    want, encoding = whole_file_lines(path, keep_blank)
+    stream = LineStream(path, keep_blank=keep_blank, chunk_bytes=chunk)
+    assert (list(stream), stream.encoding) == (want, encoding)
+    assert list(stream) == want  # iterable again
+    assert stream.ends_with_newline == path.read_bytes().endswith(b"\n")
+
+
+def test_line_stream_warns_of_latin1_at_the_offset_of_the_whole_file_reader(tmp_path, caplog):
+    path = write(tmp_path / "t.txt", "ok é\n".encode() * 5 + b"tw\xf6\n")
+    with caplog.at_level(logging.WARNING, logger="gatelab.data.lines"):
+        decode_bytes(path.read_bytes(), path)
+        LineStream(path, chunk_bytes=4)
+    first, second = (r.getMessage() for r in caplog.records)
+    assert first == second and "byte 0xf6 at offset 32" in first
+    with pytest.raises(ValueError, match="chunk_bytes=0; expected an int >= 1"):
+        LineStream(path, chunk_bytes=0)

@@ -9,6 +9,7 @@ every multi-byte character is cut by a chunk boundary).
 from __future__ import annotations
 
 import gc
+import io
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import sys
 import textwrap
 from collections import Counter
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -26,10 +28,11 @@ from hypothesis import strategies as st
 
 import gatelab
 import gatelab.data.batching as batching
+import gatelab.data.corpus as corpus_module
 import gatelab.data.lines as lines
 from gatelab.data import read_labelled_text, read_series_csv, read_text_corpus
-from gatelab.data.batching import shard_range, stream_batches
-from gatelab.data.corpus import CharCorpus, encode_corpus, scan_text_corpus
+from gatelab.data.batching import corpus_shard, shard_range, stream_batches, stream_shard
+from gatelab.data.corpus import CharCorpus, encode_corpus, scan_text_corpus, split_point
 from gatelab.data.vocab import CharVocab
 from gatelab.errors import DataError
 
@@ -193,6 +196,67 @@ def test_shard_arguments_are_checked():
         next(stream_batches(list(range(20)), 2, 3))
 
 
+class _Recorded(io.FileIO):
+    """A raw (unbuffered) file that records the byte ranges read from it."""
+
+    reads: ClassVar[list[tuple[int, int]]] = []
+
+    def read(self, size=-1):
+        at = self.tell()
+        data = super().read(size)
+        _Recorded.reads.append((at, at + len(data)))
+        return data
+
+
+@pytest.mark.parametrize("W,B", [(2, 6), (3, 7)])
+def test_a_rank_reads_and_encodes_only_its_shard(tmp_path, monkeypatch, W, B):
+    """``corpus_shard``: rank r of W reads from the file only the bytes of its streams of
+    the global batch (give or take a chunk), encodes only those, and the ranks' batches,
+    stacked in rank order, are the one-process batches of ``B`` streams."""
+    rng = np.random.default_rng(0)
+    text = "".join(rng.choice(list("abcdefgh é中😀\n"), 40_000))
+    f = write(tmp_path / "t.txt", text)
+    chunk, T = 512, 30
+    scan = scan_text_corpus(f, chunk_bytes=chunk)
+    cut = split_point(len(text), 0.1)
+    vocab = CharVocab.from_text(text)
+    whole = _batches(stream_batches(vocab.encode(text[:cut]), B, T))
+    monkeypatch.setattr(corpus_module, "open", lambda p, mode: _Recorded(p), raising=False)
+    parts = []
+    for r in range(W):
+        _Recorded.reads = []
+        corpus = CharCorpus.from_scan(scan, chunk_bytes=chunk)
+        assert _Recorded.reads == []  # the scan came from elsewhere (rank 0)
+        ids, rows, valid = corpus_shard(corpus, B, 0.1, r, W)
+        start, stop, n = stream_shard(cut, B, r, W)
+        assert (len(ids), rows) == (stop - start, n) and n in (B // W, B // W + 1)
+        assert (valid is None) == (r > 0)
+        a, b = len(text[:start].encode()), len(text[:stop].encode())
+        if r > 0:  # rank 0 reads the held-out text too
+            assert all(a - chunk <= lo and hi <= b + chunk for lo, hi in _Recorded.reads)
+            assert sum(hi - lo for lo, hi in _Recorded.reads) <= b - a + 2 * chunk
+        else:
+            assert valid.read(0, len(valid)).tolist() == vocab.encode(text[cut:]).tolist()
+        parts.append(_batches(stream_batches(ids, rows, T)))
+    stacked = [
+        (torch.cat([p[k][0] for p in parts]), torch.cat([p[k][1] for p in parts]))
+        for k in range(len(whole))
+    ]
+    assert_same_batches(stacked, whole)
+
+
+def test_stream_shard_splits_a_global_batch():
+    # equal blocks: shard_range's shards of B // W streams per rank
+    assert [stream_shard(100, 6, r, 2) for r in range(2)] == [(0, 49, 3), (48, 97, 3)]
+    assert [shard_range(100, 3, r, 2) for r in range(2)] == [(0, 49), (48, 97)]
+    # 7 streams of 14 ids on 3 ranks: 2, 2, 3 streams
+    assert [stream_shard(100, 7, r, 3) for r in range(3)] == [(0, 29, 2), (28, 57, 2), (56, 99, 3)]
+    with pytest.raises(ValueError, match=r"batch_size=2 for 3 ranks; expected at least one"):
+        stream_shard(100, 2, 0, 3)
+    with pytest.raises(DataError, match=r"a text of 5 characters is too short for 6 streams"):
+        stream_shard(5, 6, 0, 2)
+
+
 def test_train_char_lm_streamed_equals_the_in_memory_path(tmp_path, monkeypatch):
     """End to end: the run of ``train_char_lm`` (streamed) equals the same run fed the
     in-memory ids of ``read_text_corpus`` + ``CharVocab.encode`` (the reader before)."""
@@ -229,10 +293,11 @@ def test_files_bigger_than_free_memory_are_refused_before_reading(tmp_path, monk
         read_labelled_text(table)
     msg = str(err.value)
     assert f"labelled text file '{table}' is 0.00 GiB" in msg
-    assert "needs about 0.0 GiB of memory (12x its size) and only 0.0 GiB is available" in msg
-    assert "This format is read whole" in msg
-    with pytest.raises(DataError, match=r"series CSV file '.*s\.csv' is .*\(80x its size\)"):
+    assert "needs about 0.0 GiB of memory (8x its size) and only 0.0 GiB is available" in msg
+    assert "The file is read in chunks, but the rows stay in memory; split the file" in msg
+    with pytest.raises(DataError, match=r"series CSV file '.*s\.csv' is .*\(80x its size\)") as err:
         read_series_csv(series)
+    assert "no series is complete before the last row and the file is read whole" in str(err.value)
     with pytest.raises(DataError, match=r"text corpus .* \(5x its size\)"):
         read_text_corpus(series)
     # the streaming reader needs no such room

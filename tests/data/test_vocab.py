@@ -231,3 +231,11 @@ def test_plain_tokenizer_keeps_apostrophes_and_contractions_whole() -> None:
         Tokenizer.from_dict(plain.to_dict())
     with pytest.raises(DataError, match="PlainTokenizer expects a str"):
         plain(["a"])
+
+
+def test_word_vocab_takes_its_tokens_by_name():
+    """``WordVocab(tokens=...)`` is the public constructor (gatelab.__all__)."""
+    tokens = [*SPECIALS, "the", "cat"]
+    vocab = WordVocab(tokens=tokens)
+    assert vocab.tokens == tokens
+    assert vocab.encode(["cat", "dog"]) == [5, UNK_ID]

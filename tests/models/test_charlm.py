@@ -123,6 +123,8 @@ def test_sample_next_top_k_and_temperature_on_fixed_logits():
         sample_next(logits, -1.0)
     with pytest.raises(ValueError, match=r"top_k=0; expected None or an int >= 1"):
         sample_next(logits, 1.0, 0)
+    with pytest.raises(ValueError, match=r"top_k=2 with temperature=0: only random draws"):
+        sample_next(logits, 0.0, 2)  # the CLI refuses --top-k at --temperature 0 too
 
 
 def test_prompt_with_unseen_characters_is_refused():

@@ -226,3 +226,12 @@ def test_eng_fra_split_skips_the_cut_off_last_line(caplog):
     assert (len(splits.train), len(splits.valid), len(splits.test)) == (16065, 1000, 1000)
     again = translator_splits(DATA / "translation" / "eng-fra.txt", TranslatorTrainConfig())[1]
     assert again.test == splits.test  # fixed and seeded
+
+
+def test_translate_refuses_a_length_normalisation_with_greedy_decoding():
+    model = make_model()
+    sentence = PAIRS[0][0]
+    with pytest.raises(ValueError, match=r"alpha=0.5 with beam=1: greedy decoding has no"):
+        model.translate(sentence, beam=1, alpha=0.5)
+    # beam search with the default alpha is alpha=1
+    assert model.translate(sentence, beam=3) == model.translate(sentence, beam=3, alpha=1.0)

@@ -366,3 +366,107 @@ def test_two_rank_char_lm_follows_one_process(tmp_path):
     for got, want in zip(history, expected, strict=True):
         assert got["train_loss"] == pytest.approx(want["train_loss"], rel=1e-5)
         assert got["valid_loss"] == pytest.approx(want["valid_loss"], rel=1e-5)
+
+
+# ----------------------------------------------------------------- killed ranks
+
+# Installed in every child through PYTHONPATH (Python imports ``sitecustomize`` at start):
+# the ranks named by GATELAB_TEST_KILL_RANKS SIGKILL themselves right after optimizer step
+# GATELAB_TEST_KILL_STEP, in a job's first attempt only (an elastic restart runs through).
+KILLER = """
+import os, signal
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+ranks = os.environ.get("GATELAB_TEST_KILL_RANKS", "").split(",")
+first = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+if os.environ.get("RANK", "0") in ranks and first:
+    steps = [0]
+
+    def after_step(optimizer, args, kwargs):
+        steps[0] += 1
+        if steps[0] == int(os.environ["GATELAB_TEST_KILL_STEP"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    register_optimizer_step_post_hook(after_step)
+"""
+
+KILL_EPOCHS = 4  # of 3 steps each (45 series, batch 15); the kill comes in epoch 2
+
+
+@pytest.fixture(scope="module")
+def kill_case(tmp_path_factory) -> tuple[list[str], dict[str, str], dict[str, torch.Tensor]]:
+    """The command of a 2-rank run (without ``--out``), the environment that arms
+    :data:`KILLER`, and the weights of the same run uninterrupted (the oracle of both
+    kill tests, trained once)."""
+    tmp = tmp_path_factory.mktemp("kill")
+    X, y = shape_series(45)
+    train = write_ts(tmp / "train.ts", X, y)
+    cmd = [sys.executable, "-m", "gatelab", "train", "series-classifier", "--train", str(train)]
+    cmd += [*SERIES, "--epochs", str(KILL_EPOCHS)]
+    for code, out in run_all(as_torchrun([*cmd, "--out", "whole"]), tmp):
+        assert code == 0, out
+    hook = tmp / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(KILLER)
+    armed = {"PYTHONPATH": os.pathsep.join([str(hook), str(SRC)]), "GATELAB_TEST_KILL_STEP": "5"}
+    return cmd, armed, load_file(tmp / "whole" / "model.safetensors")
+
+
+def _assert_same_weights(run: Path, whole: dict[str, torch.Tensor]) -> None:
+    got = load_file(run / "model.safetensors")
+    assert got.keys() == whole.keys()
+    for k in whole:  # the same ranks, the same reduction order: bit for bit
+        assert torch.equal(got[k], whole[k]), k
+    assert json.loads((run / "checkpoint.json").read_text())["epoch"] == KILL_EPOCHS
+    assert not (run / ".lock").exists() and not list(run.glob("*.tmp"))
+
+
+def test_two_rank_run_killed_and_resumed_ends_with_the_uninterrupted_weights(tmp_path, kill_case):
+    """Both ranks SIGKILLed in epoch 2 (a lost machine): the folder keeps epoch 1's
+    checkpoint and rank 0's stale lock; cleared as its message says, ``--resume`` on 2
+    ranks ends with the weights of the uninterrupted 2-rank run."""
+    cmd, armed, whole = kill_case
+    procs = as_torchrun([*cmd, "--out", "run"])
+    for _, env in procs:
+        env.update(armed, GATELAB_TEST_KILL_RANKS="0,1")
+    for code, out in run_all(procs, tmp_path):
+        assert code == -signal.SIGKILL, out
+    run = tmp_path / "run"
+    assert json.loads((run / "checkpoint.json").read_text())["epoch"] == 1
+    assert (run / ".lock").exists()  # rank 0 died holding it
+    result = runner.invoke(app, ["train", "series-classifier", "--train", "x", "--out", str(run)])
+    assert result.exit_code != 0 and "stale lock" in result.output + str(result.exception)
+    (run / ".lock").unlink()  # what the message says to do
+
+    for code, out in run_all(as_torchrun([*cmd, "--out", "run", "--resume"]), tmp_path):
+        assert code == 0, out
+    _assert_same_weights(run, whole)
+
+
+def test_elastic_restart_after_a_killed_rank_ends_with_the_uninterrupted_weights(
+    tmp_path, kill_case
+):
+    """``--nproc 2 --max-restarts 1``: rank 1 SIGKILLed in epoch 2; torchrun's agent ends
+    rank 0 (which frees the lock) and restarts both, which resume from epoch 1's checkpoint."""
+    cmd, armed, whole = kill_case
+    argv = [*cmd, "--out", "run", "--nproc", "2", "--max-restarts", "1"]
+    [(code, out)] = run_all([(argv, child_env(**armed, GATELAB_TEST_KILL_RANKS="1"))], tmp_path)
+    assert code == 0, out
+    assert "exitcode: -9" in out and "local_rank: 1" in out  # the kill came, then the restart
+    _assert_same_weights(tmp_path / "run", whole)
+
+
+def test_rank_zeros_data_error_ends_every_rank(tmp_path):
+    """Rank 0 alone scans the char LM's file (the others read only their shard); its
+    DataError is sent to the other ranks, so every rank ends with it instead of waiting."""
+    (tmp_path / "bin.txt").write_bytes(b"abc\x00def" * 100)
+    cmd = [sys.executable, "-m", "gatelab", "train", "char-lm", "--data", "bin.txt", *TINY_LM]
+    results = run_all(as_torchrun([*cmd, "--out", "run"]), tmp_path)
+    for rank, (code, out) in enumerate(results):
+        assert code != 0 and "looks binary: NUL byte at offset 3" in out, (rank, out)
+
+
+def test_from_writer_in_one_process_runs_the_function():
+    assert D.from_writer(lambda: 41 + 1) == 42
+    with pytest.raises(KeyError, match="x"):
+        D.from_writer(lambda: {}["x"])

@@ -286,12 +286,11 @@ def translate_command(
     ] = None,
 ) -> None:
     """Translate one sentence with a trained translator (lower-case, tokenised output)."""
-    if alpha is not None and beam == 1:
+    if alpha is not None and beam == 1:  # the library refuses it too, in its own words
         raise ValueError(
             f"--alpha {alpha:g} normalises beam-search scores; --beam 1 is greedy decoding, "
             "which it does not change: drop --alpha or use --beam > 1"
         )
-    alpha = 1.0 if alpha is None else alpha
     model = load_translator(run_dir)
     tokens = model.encode_source(sentence)[0][:-1]
     unknown = model.src_vocab.unknown(tokens)

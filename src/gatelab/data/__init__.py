@@ -10,10 +10,12 @@ the line and the value at fault.
 from gatelab.data.batching import (
     PairBatches,
     collate_pairs,
+    corpus_shard,
     pad_sequences,
     pair_batches,
     shard_range,
     stream_batches,
+    stream_shard,
 )
 from gatelab.data.corpus import (
     CharCorpus,
@@ -101,6 +103,7 @@ __all__ = [
     "adding_problem",
     "collate_pairs",
     "copy_task",
+    "corpus_shard",
     "detect_series_format",
     "encode_corpus",
     "get_task",
@@ -120,6 +123,7 @@ __all__ = [
     "split_point",
     "split_series",
     "stream_batches",
+    "stream_shard",
     "temporal_order",
     "tokenize",
 ]

@@ -6,8 +6,9 @@
   the translator's specials, in batches of similar source length.
 * :func:`stream_batches` cuts one long text into ``B`` contiguous streams walked in
   windows of ``T`` (truncated backpropagation through time, the char LM's), from a tensor
-  or from ids on disk (:class:`gatelab.data.corpus.TokenIds`); :func:`shard_range` is the
-  part one rank of a data-parallel run reads.
+  or from ids on disk (:class:`gatelab.data.corpus.TokenIds`); :func:`stream_shard` (of a
+  global batch) and :func:`shard_range` (of a batch per rank) are the part one rank of a
+  data-parallel run reads.
 """
 
 from __future__ import annotations
@@ -19,17 +20,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gatelab.data.corpus import TokenIds, check_int
+from gatelab.data.corpus import CharCorpus, TokenIds, check_int, split_point
 from gatelab.data.vocab import BOS_ID, EOS_ID, PAD_ID
 from gatelab.errors import DataError
 
 __all__ = [
     "PairBatches",
     "collate_pairs",
+    "corpus_shard",
     "pad_sequences",
     "pair_batches",
     "shard_range",
     "stream_batches",
+    "stream_shard",
 ]
 
 
@@ -163,16 +166,82 @@ def pair_batches(
 _READ_IDS = 1 << 20
 
 
-def shard_range(n_ids: int, batch_size: int, rank: int = 0, world_size: int = 1) -> tuple[int, int]:
-    """The ids ``[start, stop)`` that rank ``rank`` of ``world_size`` reads.
+def stream_shard(
+    n_ids: int, batch_size: int, rank: int = 0, world_size: int = 1
+) -> tuple[int, int, int]:
+    """The part of a global batch of ``batch_size`` streams that rank ``rank`` walks.
 
-    The text is cut into ``G = batch_size * world_size`` streams of ``n = (N - 1) // G``
-    ids each (the last ``(N - 1) % G`` ids are dropped); rank ``r`` holds streams
-    ``r * batch_size .. (r + 1) * batch_size - 1``, the contiguous ids
-    ``[r * batch_size * n, (r + 1) * batch_size * n + 1)`` (the ``+ 1`` is the last
-    target). ``stream_batches(ids[start:stop], batch_size, T)`` then equals
-    ``stream_batches(ids, batch_size, T, rank=rank, world_size=world_size)``, so a rank
-    can read (and encode) only its shard.
+    The text of ``N`` ids is cut into ``B = batch_size`` streams of ``n = (N - 1) // B``
+    ids each (the last ``(N - 1) % B`` ids are dropped), as :func:`stream_batches` with
+    ``batch_size = B`` cuts it. Rank ``r`` of ``W`` holds the contiguous block of streams
+    ``lo = r * B // W .. hi = (r + 1) * B // W - 1`` (blocks differ in size by at most one),
+    the ids ``[lo * n, hi * n + 1)`` (the ``+ 1`` is the last target). Then
+    ``stream_batches(ids[start:stop], rows, T)`` gives rows ``lo..hi-1`` of every batch of
+    ``stream_batches(ids, B, T)``: the ranks' batches, stacked in rank order, are the
+    global batches, and a rank reads (and encodes) only its ids.
+
+    Args:
+        n_ids: ``N``, the length of the whole text.
+        batch_size: ``B``, the streams of all ranks together (>= ``world_size``).
+        rank, world_size: this rank (``0 <= rank < world_size``) and the number of ranks.
+
+    Returns:
+        ``(start, stop, rows)``: the ids to read and this rank's streams ``hi - lo``.
+
+    Raises:
+        ValueError: ``batch_size < world_size`` (a rank would have no stream), or a bad
+            argument.
+        DataError: the text is too short for ``B`` streams.
+    """
+    batch_size = check_int("batch_size", batch_size, 1)
+    world_size = check_int("world_size", world_size, 1)
+    rank = check_int("rank", rank, 0, world_size)
+    if batch_size < world_size:
+        raise ValueError(
+            f"batch_size={batch_size} for {world_size} ranks; expected at least one stream "
+            "per rank (batch_size >= the number of ranks)"
+        )
+    n = (n_ids - 1) // batch_size
+    if n < 1:
+        raise DataError(
+            f"a text of {n_ids} characters is too short for {batch_size} streams; "
+            f"need at least {batch_size + 1}"
+        )
+    lo, hi = rank * batch_size // world_size, (rank + 1) * batch_size // world_size
+    return lo * n, hi * n + 1, hi - lo
+
+
+def corpus_shard(
+    corpus: CharCorpus,
+    batch_size: int,
+    valid_fraction: float = 0.1,
+    rank: int = 0,
+    world_size: int = 1,
+    *,
+    what: str = "text",
+) -> tuple[TokenIds, int, TokenIds | None]:
+    """What rank ``rank`` of ``world_size`` reads of a corpus split into training text (the
+    first ``1 - valid_fraction``) and held-out text: the ids of its streams of the global
+    batch of ``batch_size`` (:func:`stream_shard` of the training text), their number, and
+    on rank 0 the held-out ids (None on the others: rank 0 validates for all). Only those
+    characters are read and encoded (:meth:`gatelab.data.corpus.CharCorpus.ids`).
+
+    Returns:
+        ``(train_ids, rows, valid_ids)``: ``stream_batches(train_ids, rows, T)`` are this
+        rank's rows of every batch of ``stream_batches(train_text, batch_size, T)``.
+    """
+    cut = split_point(len(corpus), valid_fraction)
+    start, stop, rows = stream_shard(cut, batch_size, rank, world_size)
+    valid_ids = corpus.ids(cut, None, what=what) if rank == 0 else None
+    return corpus.ids(start, stop, what=what), rows, valid_ids
+
+
+def shard_range(n_ids: int, batch_size: int, rank: int = 0, world_size: int = 1) -> tuple[int, int]:
+    """The ids ``[start, stop)`` that rank ``rank`` of ``world_size`` reads when each rank
+    walks ``batch_size`` streams: :func:`stream_shard` of the global batch
+    ``batch_size * world_size``. ``stream_batches(ids[start:stop], batch_size, T)`` then
+    equals ``stream_batches(ids, batch_size, T, rank=rank, world_size=world_size)``, so a
+    rank can read (and encode) only its shard.
 
     Args:
         n_ids: ``N``, the length of the whole text.
@@ -184,17 +253,16 @@ def shard_range(n_ids: int, batch_size: int, rank: int = 0, world_size: int = 1)
     """
     batch_size = check_int("batch_size", batch_size, 1)
     world_size = check_int("world_size", world_size, 1)
-    rank = check_int("rank", rank, 0, world_size)
-    G = batch_size * world_size
-    n = (n_ids - 1) // G
-    if n < 1:
+    try:
+        start, stop, _ = stream_shard(n_ids, batch_size * world_size, rank, world_size)
+    except DataError:
+        G = batch_size * world_size
         ranks = "" if world_size == 1 else f" ({world_size} ranks x {batch_size})"
         raise DataError(
             f"a text of {n_ids} characters is too short for {G} streams{ranks}; "
             f"need at least {G + 1}"
-        )
-    start = rank * batch_size * n
-    return start, start + batch_size * n + 1
+        ) from None
+    return start, stop
 
 
 def stream_batches(

@@ -477,10 +477,34 @@ class CharCorpus:
     ) -> None:
         if vocab is not None and not isinstance(vocab, CharVocab):
             raise TypeError(f"vocab must be a CharVocab or None, got {type(vocab).__name__}")
-        self.scan = scan_text_corpus(path, chunk_bytes=chunk_bytes)
-        self.vocab = vocab if vocab is not None else CharVocab.from_scan(self.scan)
+        self._setup(scan_text_corpus(path, chunk_bytes=chunk_bytes), vocab, cache_dir, chunk_bytes)
+
+    def _setup(self, scan: CorpusScan, vocab, cache_dir, chunk_bytes: int) -> None:
+        self.scan = scan
+        self.vocab = vocab if vocab is not None else CharVocab.from_scan(scan)
         self.cache_dir = cache_dir
         self.chunk_bytes = chunk_bytes
+
+    @classmethod
+    def from_scan(
+        cls,
+        scan: CorpusScan,
+        vocab: CharVocab | None = None,
+        *,
+        cache_dir: str | os.PathLike | None = None,
+        chunk_bytes: int = CHUNK_BYTES,
+    ) -> CharCorpus:
+        """A corpus of a file scanned before (here or by another process, e.g. rank 0 of
+        a data-parallel job, which sends the scan to the others): nothing is read until
+        :meth:`ids` encodes a range, and then only that range's bytes (from the nearest
+        chunk start of ``scan``)."""
+        if not isinstance(scan, CorpusScan):
+            raise TypeError(f"scan must be a CorpusScan, got {type(scan).__name__}")
+        if vocab is not None and not isinstance(vocab, CharVocab):
+            raise TypeError(f"vocab must be a CharVocab or None, got {type(vocab).__name__}")
+        corpus = cls.__new__(cls)
+        corpus._setup(scan, vocab, cache_dir, check_int("chunk_bytes", chunk_bytes))
+        return corpus
 
     def __len__(self) -> int:
         return self.scan.n_chars

@@ -10,9 +10,11 @@ would break lines there.
 
 from __future__ import annotations
 
+import codecs
 import logging
 import os
 from codecs import BOM_UTF8
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,10 +22,16 @@ from gatelab.errors import DataError
 
 __all__ = [
     "ASCII_WHITESPACE",
+    "LINE_CHUNK_BYTES",
+    "PAIRS_FACTOR",
+    "TABLE_FACTOR",
+    "UCR_FACTOR",
+    "LineStream",
     "TextLines",
     "available_memory",
     "check_file",
     "check_fits_in_memory",
+    "chunked_why",
     "decode_bytes",
     "decode_utf8",
     "read_bytes",
@@ -96,19 +104,45 @@ def available_memory() -> int | None:
 #: (the translator's pipeline, 13.9x), the series CSV reader for 80x (69x measured).
 READ_WHOLE_FACTOR = 12.0
 
+#: The same for the line-per-example formats read in chunks (:class:`LineStream`), where
+#: memory holds only the result. Peak RSS growth measured on 20-30 MB files of short lines
+#: (chunked; whole before): labelled text 6.0x (10.8x; the rows as Python objects, ~330
+#: bytes for a line of 70), sentence pairs 4.2x (9.6x), UCR series 0.74x (3.2x).
+TABLE_FACTOR = 8.0
+PAIRS_FACTOR = 6.0
+UCR_FACTOR = 1.5
+
+#: Why a format read whole cannot be read in chunks, and what to do instead.
+READ_WHOLE = (
+    "This format is read whole; split the file, or use a streaming reader (the character "
+    "LM streams a text corpus of any size: gatelab.data.corpus.CharCorpus)"
+)
+
 
 def check_fits_in_memory(
-    path: PathLike, *, what: str = "file", factor: float = READ_WHOLE_FACTOR
+    path: PathLike,
+    *,
+    what: str = "file",
+    factor: float = READ_WHOLE_FACTOR,
+    why: str = READ_WHOLE,
 ) -> None:
     """Refuse, before reading, a file that needs more memory than the system has free.
 
-    A loader whose result is held in memory whole (labelled text, series, sentence
-    pairs) needs about ``factor`` times the file's size; past the free memory the system
-    would swap for minutes or kill the process, so a DataError says so at once.
+    A loader whose result is held in memory (labelled text, series, sentence pairs)
+    needs about ``factor`` times the file's size: the file's bytes, text and lines too
+    for a format read whole, only the result for one read in chunks (a line per example);
+    past the free memory the system would swap for minutes or kill the process, so a
+    DataError says so at once.
+
+    Args:
+        path: the file.
+        what: a few words saying what the file is for, used in messages.
+        factor: the memory needed, in multiples of the file's size.
+        why: the end of the message: why the format needs that much, and what to do.
 
     Raises:
         DataError: ``size * factor`` exceeds :func:`available_memory`; the message names
-            the file, both sizes, and the loaders that stream instead.
+            the file, both sizes, the free memory and ``why``.
     """
     size = Path(path).stat().st_size
     free = available_memory()
@@ -116,15 +150,24 @@ def check_fits_in_memory(
         return
     gib = 1024**3
     raise DataError(
-        f"{what} '{path}' is {size / gib:.2f} GiB; reading it whole needs about "
+        f"{what} '{path}' is {size / gib:.2f} GiB; reading it needs about "
         f"{size * factor / gib:.1f} GiB of memory ({factor:g}x its size) and only "
-        f"{free / gib:.1f} GiB is available. This format is read whole; split the file, "
-        "or use a streaming reader (the character LM streams a text corpus of any size: "
-        "gatelab.data.corpus.CharCorpus)"
+        f"{free / gib:.1f} GiB is available. {why}"
     )
 
 
-def read_bytes(path: PathLike, *, what: str = "file", factor: float = READ_WHOLE_FACTOR) -> bytes:
+def chunked_why(holds: str) -> str:
+    """The ``why`` of :func:`check_fits_in_memory` for a format read in chunks whose result,
+    ``holds``, does not fit."""
+    return (
+        f"The file is read in chunks, but {holds} stay in memory; split the file and "
+        "train on a part, or on a machine with more memory"
+    )
+
+
+def read_bytes(
+    path: PathLike, *, what: str = "file", factor: float = READ_WHOLE_FACTOR, why: str = READ_WHOLE
+) -> bytes:
     """Read a whole file; a missing path, a directory or an empty file raises DataError.
 
     A file too big for the free memory is refused before it is read
@@ -134,12 +177,13 @@ def read_bytes(path: PathLike, *, what: str = "file", factor: float = READ_WHOLE
         path: the file.
         what: a few words saying what the file is for, used in messages.
         factor: the memory the caller needs, in multiples of the file's size.
+        why: why the file is read whole, and what to do instead (in the refusal).
 
     Returns:
         The file's bytes (never empty).
     """
     p = check_file(path, what=what)
-    check_fits_in_memory(p, what=what, factor=factor)
+    check_fits_in_memory(p, what=what, factor=factor, why=why)
     return p.read_bytes()
 
 
@@ -202,6 +246,116 @@ def split_lines(text: str, *, keep_blank: bool = False) -> list[tuple[int, str]]
     return out
 
 
+#: Bytes a :class:`LineStream` reads at a time (1 MiB).
+LINE_CHUNK_BYTES = 1 << 20
+
+
+class LineStream:
+    """The numbered lines of a text file, read in chunks: memory holds one chunk and the
+    line being assembled, whatever the file's size.
+
+    Iterating gives what ``split_lines(decode_bytes(file)[0], keep_blank=keep_blank)``
+    gives for the whole file (the rules of the module's docstring), each time it is
+    iterated. The encoding is settled before the first line by a pass of chunked reads:
+    UTF-8 if the whole file is UTF-8, else latin-1 (the warning of :func:`decode_bytes`,
+    naming the byte and its offset), so that a late non-UTF-8 byte never leaves earlier
+    lines decoded another way.
+
+    Args:
+        path: the file (a missing path, a directory or an empty file raises DataError).
+        what: a few words saying what the file is for, used in messages.
+        keep_blank: also yield empty and ASCII-whitespace-only lines.
+        chunk_bytes: bytes read at a time (>= 1; default :data:`LINE_CHUNK_BYTES`).
+        factor, holds: when ``factor`` is given, a file whose result (``holds``, kept in
+            memory by the caller) would need more than the free memory, ``factor`` times
+            the file's size, is refused before it is read (:func:`check_fits_in_memory`).
+
+    Attributes:
+        path, encoding (``"utf-8"`` or ``"latin-1"``), ends_with_newline, size (bytes).
+    """
+
+    def __init__(
+        self,
+        path: PathLike,
+        *,
+        what: str = "file",
+        keep_blank: bool = False,
+        chunk_bytes: int | None = None,
+        factor: float | None = None,
+        holds: str = "the lines",
+    ) -> None:
+        if chunk_bytes is None:
+            chunk_bytes = LINE_CHUNK_BYTES
+        if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int) or chunk_bytes < 1:
+            raise ValueError(f"chunk_bytes={chunk_bytes!r}; expected an int >= 1")
+        self.path = check_file(path, what=what)
+        if factor is not None:
+            check_fits_in_memory(self.path, what=what, factor=factor, why=chunked_why(holds))
+        self.keep_blank = keep_blank
+        self.chunk_bytes = chunk_bytes
+        self.size = self.path.stat().st_size
+        with open(self.path, "rb") as f:
+            self._bom = len(BOM_UTF8) if f.read(len(BOM_UTF8)) == BOM_UTF8 else 0
+            f.seek(self.size - 1)
+            self.ends_with_newline = f.read(1) == b"\n"
+        self.encoding = self._settle_encoding()
+
+    def _chunks(self, start: int) -> Iterator[bytes]:
+        with open(self.path, "rb") as f:
+            f.seek(start)
+            while block := f.read(self.chunk_bytes):
+                yield block
+
+    def _settle_encoding(self) -> str:
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        offset = self._bom  # bytes handed to the decoder so far
+        for block in self._chunks(self._bom):
+            pending = len(decoder.getstate()[0])
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                bad = offset - pending + exc.start
+                logger.warning(
+                    "%s is not valid UTF-8 (byte 0x%02x at offset %d); decoding it as latin-1",
+                    self.path,
+                    exc.object[exc.start],
+                    bad,
+                )
+                return "latin-1"
+            offset += len(block)
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as exc:  # the file ends inside a character
+            logger.warning(
+                "%s is not valid UTF-8 (byte 0x%02x at offset %d); decoding it as latin-1",
+                self.path,
+                exc.object[exc.start],
+                offset - len(exc.object) + exc.start,
+            )
+            return "latin-1"
+        return "utf-8"
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        decoder = codecs.getincrementaldecoder(self.encoding)()
+        start = self._bom if self.encoding == "utf-8" else 0
+        number, tail = 0, ""
+        for block in self._chunks(start):
+            parts = (tail + decoder.decode(block)).split("\n")
+            tail = parts.pop()  # the line still open at the chunk's end
+            for line in parts:
+                number += 1
+                if line.endswith("\r"):
+                    line = line[:-1]
+                if self.keep_blank or line.strip(ASCII_WHITESPACE):
+                    yield number, line
+        tail += decoder.decode(b"", final=True)
+        if tail:  # the last line, without a final newline
+            if tail.endswith("\r"):
+                tail = tail[:-1]
+            if self.keep_blank or tail.strip(ASCII_WHITESPACE):
+                yield number + 1, tail
+
+
 def read_lines(path: PathLike, *, what: str = "file") -> TextLines:
     """Read a text file as numbered lines (see the module docstring for the rules).
 
@@ -215,10 +369,15 @@ def read_lines(path: PathLike, *, what: str = "file") -> TextLines:
     Raises:
         DataError: the file is missing, a directory, empty, or holds only blank lines.
     """
-    p = Path(path)
-    data = read_bytes(p, what=what)
-    text, encoding = decode_bytes(data, p)
-    lines = split_lines(text)
+    # read in chunks: memory holds the lines, not the file's bytes and text besides; the
+    # callers (.ts files, one file per class) parse them all, so the whole-file check holds
+    stream = LineStream(path, what=what, factor=READ_WHOLE_FACTOR, holds="the lines")
+    lines = list(stream)
     if not lines:
-        raise DataError(f"{what} '{p}' holds only blank lines; expected text")
-    return TextLines(path=p, lines=lines, encoding=encoding, ends_with_newline=data.endswith(b"\n"))
+        raise DataError(f"{what} '{stream.path}' holds only blank lines; expected text")
+    return TextLines(
+        path=stream.path,
+        lines=lines,
+        encoding=stream.encoding,
+        ends_with_newline=stream.ends_with_newline,
+    )

@@ -13,7 +13,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from gatelab.data.lines import ASCII_WHITESPACE, decode_bytes, read_bytes, split_lines
+from gatelab.data.lines import (
+    ASCII_WHITESPACE,
+    PAIRS_FACTOR,
+    LineStream,
+)
 from gatelab.errors import DataError
 
 __all__ = ["PairSplits", "PairsDataset", "read_sentence_pairs", "split_pairs"]
@@ -86,46 +90,49 @@ def read_sentence_pairs(path: PathLike) -> PairsDataset:
             an empty side (its line number is named); no pairs at all.
     """
     p = Path(path)
-    # the translator's pipeline (pairs, splits, ids, a batch) measured 13.9x the file
-    data = read_bytes(p, what="sentence pairs file", factor=16.0)
-    text, encoding = decode_bytes(data, p)
-    lines = split_lines(text)
-    if not lines:
-        raise DataError(f"sentence pairs file '{p}' holds only blank lines; expected pairs")
-    counts = Counter(line.count("\t") + 1 for _, line in lines[:-1])
-    usual = counts.most_common(1)[0][0] if counts else None
+    # a pair a line: read in chunks, so memory holds the pairs, never the file's bytes
+    lines = LineStream(p, what="sentence pairs file", factor=PAIRS_FACTOR, holds="the pairs")
+    counts: Counter[int] = Counter()  # fields per line, the last line left out
     pairs: list[tuple[str, str]] = []
     skipped: list[tuple[int, str]] = []
-    last = len(lines) - 1
-    for i, (number, line) in enumerate(lines):
-        fields = line.split("\t")
-        if i == last:
-            reason = _cut_off_reason(line, fields, usual, data.endswith(b"\n"))
-            if reason:
-                logger.warning(
-                    "%s, line %d: skipping the last line, cut off (%s): %r",
-                    p,
-                    number,
-                    reason,
-                    line[:80],
-                )
-                skipped.append((number, line))
-                continue
-        if len(fields) < 2:
-            raise DataError(
-                f"{p}, line {number}: no tab; expected 'source<TAB>target', got {line[:80]!r}"
-            )
-        source, target = fields[0].strip(ASCII_WHITESPACE), fields[1].strip(ASCII_WHITESPACE)
-        if not source or not target:
-            raise DataError(
-                f"{p}, line {number}: empty {'source' if not source else 'target'}; "
-                f"expected 'source<TAB>target', got {line[:80]!r}"
-            )
-        pairs.append((source, target))
+    held = None  # each line waits for the next: the last one is judged apart
+    for numbered in lines:
+        if held is not None:
+            counts[held[1].count("\t") + 1] += 1
+            pairs.append(_pair(p, *held))
+        held = numbered
+    if held is None:
+        raise DataError(f"sentence pairs file '{p}' holds only blank lines; expected pairs")
+    number, line = held
+    usual = counts.most_common(1)[0][0] if counts else None
+    reason = _cut_off_reason(line, line.split("\t"), usual, lines.ends_with_newline)
+    if reason:
+        logger.warning(
+            "%s, line %d: skipping the last line, cut off (%s): %r", p, number, reason, line[:80]
+        )
+        skipped.append((number, line))
+    else:
+        pairs.append(_pair(p, number, line))
     if not pairs:
         raise DataError(f"{p}: no sentence pairs; expected 'source<TAB>target' lines")
     logger.info("read %d sentence pairs from %s (%d skipped)", len(pairs), p, len(skipped))
-    return PairsDataset(pairs=pairs, skipped=skipped, path=p, encoding=encoding)
+    return PairsDataset(pairs=pairs, skipped=skipped, path=p, encoding=lines.encoding)
+
+
+def _pair(p: Path, number: int, line: str) -> tuple[str, str]:
+    """``(source, target)`` of one line; no tab or an empty side raises, naming the line."""
+    fields = line.split("\t")
+    if len(fields) < 2:
+        raise DataError(
+            f"{p}, line {number}: no tab; expected 'source<TAB>target', got {line[:80]!r}"
+        )
+    source, target = fields[0].strip(ASCII_WHITESPACE), fields[1].strip(ASCII_WHITESPACE)
+    if not source or not target:
+        raise DataError(
+            f"{p}, line {number}: empty {'source' if not source else 'target'}; "
+            f"expected 'source<TAB>target', got {line[:80]!r}"
+        )
+    return source, target
 
 
 class PairSplits(NamedTuple):

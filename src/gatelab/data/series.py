@@ -14,7 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from gatelab.data.lines import ASCII_WHITESPACE, read_lines
+from gatelab.data.lines import (
+    ASCII_WHITESPACE,
+    UCR_FACTOR,
+    LineStream,
+    read_lines,
+)
 from gatelab.errors import DataError
 
 __all__ = [
@@ -334,7 +339,7 @@ _NAN_TOKENS = frozenset({"nan", "?", ""})
 
 
 def _first_content_line(path: Path) -> tuple[int, str]:
-    for number, raw in read_lines(path, what="series file").lines:
+    for number, raw in LineStream(path, what="series file"):  # up to the first one only
         line = raw.strip(ASCII_WHITESPACE)
         if line and not line.startswith("#"):
             return number, raw
@@ -418,7 +423,8 @@ def read_ucr_text(path: PathLike, fmt: str | None = None) -> SeriesDataset:
     series: list[np.ndarray] = []
     labels: list[str] = []
     numbers: list[int] = []
-    for number, raw in read_lines(p, what="UCR series file").lines:
+    lines = LineStream(p, what="UCR series file", factor=UCR_FACTOR, holds="the series")
+    for number, raw in lines:
         line = raw.strip(ASCII_WHITESPACE)
         if not line or line.startswith("#"):
             continue
@@ -444,6 +450,8 @@ def read_ucr_text(path: PathLike, fmt: str | None = None) -> SeriesDataset:
         series.append(x[: real[-1] + 1, None].copy())  # (T_i, 1), trailing padding cut
         labels.append(_ucr_label(tokens[0]))
         numbers.append(number)
+    if not series and not any(True for _ in lines):
+        raise DataError(f"UCR series file '{p}' holds only blank lines; expected text")
     if not series:
         raise DataError(f"{p}: no series; expected one series a line, label first")
     classes = sorted(set(labels), key=_label_key)

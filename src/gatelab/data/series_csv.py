@@ -104,10 +104,18 @@ def read_series_csv(
     return values
 
 
+#: Why a series CSV is read whole (:func:`gatelab.data.lines.check_fits_in_memory`).
+WHY_WHOLE = (
+    "A series CSV holds each series down a column (a row per time step), so no series is "
+    "complete before the last row and the file is read whole; write it as one series a "
+    "line instead (UCR .tsv: the label, then the values), which is read in chunks"
+)
+
+
 def _read_rows(p: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """The header's names and the ``(line number, fields)`` of every data row, each with
     as many fields as the header."""
-    data = read_bytes(p, what="series CSV file", factor=80.0)  # measured 69x: a row per value
+    data = read_bytes(p, what="series CSV file", factor=80.0, why=WHY_WHOLE)  # measured 69x
     text, _ = decode_bytes(data, p)
     numbered = [(n, line) for n, line in split_lines(text) if line.strip(ASCII_WHITESPACE)]
     if not numbered:

@@ -18,11 +18,16 @@ from __future__ import annotations
 import csv
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gatelab.data.lines import ASCII_WHITESPACE, decode_bytes, read_bytes, read_lines, split_lines
+from gatelab.data.lines import (
+    ASCII_WHITESPACE,
+    TABLE_FACTOR,
+    LineStream,
+    read_lines,
+)
 from gatelab.data.vocab import Labels
 from gatelab.errors import DataError
 
@@ -217,32 +222,34 @@ def _read_class_files(
 
 
 def _parse_rows(
-    p: Path, numbered: list[tuple[int, str]], delimiter: str
+    p: Path, numbered: Iterable[tuple[int, str]], delimiter: str
 ) -> list[tuple[int, list[str]]]:
     """Parse lines into rows with the csv module; returns (first line number, fields)."""
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    numbers = [n for n, _ in numbered]
-    reader = csv.reader(
-        (line + "\n" for _, line in numbered), delimiter=delimiter, quoting=quoting, strict=True
-    )
+    taken: list[int] = []  # the numbers of the lines the reader took for the row it reads
+
+    def feed() -> Iterator[str]:
+        for number, line in numbered:
+            taken.append(number)
+            yield line + "\n"
+
+    reader = csv.reader(feed(), delimiter=delimiter, quoting=quoting, strict=True)
     rows: list[tuple[int, list[str]]] = []
-    consumed = 0
     while True:
         try:
             row = next(reader)
         except StopIteration:
             break
         except csv.Error as exc:
-            at = numbers[min(max(reader.line_num, 1), len(numbers)) - 1]
-            raise DataError(f"{p}, line {at}: cannot parse the row ({exc})") from exc
-        start = numbers[consumed]
-        consumed = reader.line_num
+            raise DataError(f"{p}, line {taken[-1]}: cannot parse the row ({exc})") from exc
+        start = taken[0]
+        taken.clear()
         if any(cell.strip(ASCII_WHITESPACE) for cell in row):
             rows.append((start, row))
     return rows
 
 
-def _split_rows(numbered: list[tuple[int, str]], delimiter: str) -> list[tuple[int, list[str]]]:
+def _split_rows(numbered: Iterable[tuple[int, str]], delimiter: str) -> list[tuple[int, list[str]]]:
     """Rows of a file whose fields are separated by a multi-character separator (no
     quoting: a ``"`` is an ordinary character)."""
     return [(n, line.split(delimiter)) for n, line in numbered if line.strip(ASCII_WHITESPACE)]
@@ -315,9 +322,11 @@ def _read_table(
     label_column: str | int | None,
     delimiter: str | None,
 ) -> TextDataset:
-    data = read_bytes(p, what="labelled text file")
-    text, encoding = decode_bytes(data, p)
-    numbered = split_lines(text, keep_blank=True)
+    # a row a line: read in chunks, so memory holds the rows, never the file's bytes
+    numbered = LineStream(
+        p, what="labelled text file", keep_blank=True, factor=TABLE_FACTOR, holds="the rows"
+    )
+    encoding = numbered.encoding
     first = next((line for _, line in numbered if line.strip(ASCII_WHITESPACE)), None)
     if first is None:
         raise DataError(f"labelled text file '{p}' holds only blank lines; expected rows")

@@ -387,6 +387,9 @@ class WordVocab(IdMap):
     TYPE = "words"
     WHAT = "word vocabulary"
 
+    def __init__(self, tokens: Sequence[str]) -> None:  # the public argument's name
+        super().__init__(tokens)
+
     @classmethod
     def build(
         cls, sentences: Iterable[Sequence[str]], min_freq: int = 1, max_size: int | None = None

@@ -232,6 +232,11 @@ def sample_next(
     V = logits.shape[-1]
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise ValueError(f"top_k={top_k!r}; expected None or an int >= 1")
+    if temperature == 0 and top_k is not None:
+        raise ValueError(
+            f"top_k={top_k} with temperature=0: only random draws use it (temperature 0 "
+            "picks the most likely character); drop top_k"
+        )
     logits = logits.detach().double()
     if temperature == 0:
         return int(logits.argmax())

@@ -455,14 +455,23 @@ class Seq2Seq(nn.Module):
             finished += [Hypothesis(ids, lp, norm(lp, len(ids))) for ids, lp in live]
         return max(finished, key=lambda h: h.score)
 
-    def translate(self, sentence: str, beam: int = 1, alpha: float = 1.0) -> str:
-        """Translate one sentence; returns target tokens joined by spaces."""
+    def translate(self, sentence: str, beam: int = 1, alpha: float | None = None) -> str:
+        """Translate one sentence; returns target tokens joined by spaces.
+
+        ``beam == 1`` decodes greedily; a larger beam runs :meth:`beam_search` with length
+        normalisation ``alpha`` (default 1). Greedy decoding has no length normalisation,
+        so an ``alpha`` with ``beam == 1`` is refused."""
+        if alpha is not None and beam == 1:
+            raise ValueError(
+                f"alpha={alpha} with beam=1: greedy decoding has no length normalisation; "
+                "drop alpha or use beam > 1"
+            )
         _, src_ids = self.encode_source(sentence)
         if beam == 1:
             src = torch.tensor([src_ids])
             hyp = self.greedy(src, torch.tensor([len(src_ids)]))[0]
         else:
-            hyp = self.beam_search(src_ids, beam, alpha=alpha)
+            hyp = self.beam_search(src_ids, beam, alpha=1.0 if alpha is None else alpha)
         return " ".join(self.tgt_vocab.decode(hyp.ids))
 
     @_evaluating

@@ -34,13 +34,14 @@ import torch
 import torch.nn.functional as F
 
 from gatelab._config import from_config
-from gatelab.data.batching import pair_batches, stream_batches
-from gatelab.data.corpus import CharCorpus, split_point
+from gatelab.data.batching import corpus_shard, pair_batches, stream_batches
+from gatelab.data.corpus import CharCorpus, scan_text_corpus, split_point
 from gatelab.data.pairs import read_sentence_pairs, split_pairs
 from gatelab.data.vocab import PAD_ID, CharVocab, WordVocab, tokenize
 from gatelab.errors import DataError
 from gatelab.models.charlm import LN2, CharLM, detach_state, evaluate_loss
 from gatelab.models.seq2seq import Seq2Seq
+from gatelab.train import distributed as D
 from gatelab.train.runs import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -248,10 +249,12 @@ def train_char_lm(
 
 
 def _train_char_lm(data, out: Path, model_kw, train, resume: bool, on_epoch) -> dict[str, Any]:
+    D.init()  # a distributed job: rank 0 reads the whole file, the others their shard
     saved, train = _settings(out, resume, CHAR_LM, CharLMTrainConfig, train)
-    inputs = {"data": fingerprint_file(data)}
-    # streamed: one chunked pass for the vocabulary, ids in temporary files on disk
-    corpus = CharCorpus(data, _read_vocab(out, CHAR_LM) if saved else None)
+    inputs = {"data": fingerprint_file(data)} if D.is_writer() else None
+    # streamed: one chunked pass for the vocabulary (rank 0's, sent on), ids on disk
+    scan = D.from_writer(lambda: scan_text_corpus(data))
+    corpus = CharCorpus.from_scan(scan, _read_vocab(out, CHAR_LM) if saved else None)
     vocab = corpus.vocab
     torch.manual_seed(train.seed)  # the initial weights, the same on a restart
     if saved is not None and model_kw is None:
@@ -259,7 +262,10 @@ def _train_char_lm(data, out: Path, model_kw, train, resume: bool, on_epoch) -> 
     else:
         model = CharLM(vocab, **(model_kw or {}))
     saved = _start(out, CHAR_LM, model, train, inputs, resume)
-    train_ids, valid_ids = corpus.split(train.valid_fraction, what=f"'{data}'")
+    train_ids, rows, valid_ids = corpus_shard(
+        corpus, train.batch_size, train.valid_fraction, D.rank(), D.world_size(), what=f"'{data}'"
+    )
+    n_valid = len(corpus) - split_point(len(corpus), train.valid_fraction)
     torch.manual_seed(train.seed)
     optimizer = _adam(model, train.lr)
     fit = None
@@ -272,14 +278,14 @@ def _train_char_lm(data, out: Path, model_kw, train, resume: bool, on_epoch) -> 
             CHAR_LM,
             model=model.config.to_dict(),
             train=asdict(train),
-            data={"path": str(data), "characters": len(corpus), "valid_characters": len(valid_ids)},
+            data={"path": str(data), "characters": len(corpus), "valid_characters": n_valid},
             inputs=inputs,
         )
     logger.info(
-        "char LM: %d characters (%d train, %d valid), vocabulary %d",
+        "char LM: %d characters, %d streams of them read here (%d characters), vocabulary %d",
         len(corpus),
+        rows,
         len(train_ids),
-        len(valid_ids),
         len(vocab),
     )
 
@@ -294,13 +300,19 @@ def _train_char_lm(data, out: Path, model_kw, train, resume: bool, on_epoch) -> 
         optimizer,
         out,
         epochs=train.epochs,
-        batches=lambda epoch: stream_batches(train_ids, train.batch_size, train.seq_len),
+        batches=lambda epoch: stream_batches(train_ids, rows, train.seq_len),
         step=step,
-        validate=lambda: evaluate_loss(model, valid_ids, train.batch_size, train.seq_len),
+        # rank 0 validates for all (fit_loop sends its loss); the others hold no held-out text
+        validate=lambda: (
+            math.nan
+            if valid_ids is None
+            else evaluate_loss(model, valid_ids, train.batch_size, train.seq_len)
+        ),
         fit=fit,
         time_budget_s=None if train.minutes is None else 60.0 * train.minutes,
         clip=train.clip,
         on_epoch=on_epoch,
+        sharded=True,
     )
     return _write_metrics(
         out,

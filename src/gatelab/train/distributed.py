@@ -32,6 +32,7 @@ import datetime
 import logging
 import os
 import signal
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -46,6 +47,7 @@ __all__ = [
     "all_reduce_sums",
     "broadcast_object",
     "describe",
+    "from_writer",
     "init",
     "is_writer",
     "launch",
@@ -240,6 +242,24 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj if rank() == src else None]
     dist.broadcast_object_list(box, src=src, device=device())
     return box[0]
+
+
+def from_writer(make: Callable[[], Any]) -> Any:
+    """``make()`` run on rank 0 only, its result sent to every rank (:func:`broadcast_object`;
+    ``make()`` itself in one process). An exception ``make`` raises on rank 0 is sent
+    instead and raised on every rank, so no rank waits for a result that never comes."""
+    if not active():
+        return make()
+    result, error = None, None
+    if is_writer():
+        try:
+            result = make()
+        except Exception as err:  # sent on, raised on every rank below
+            error = err
+    result, error = broadcast_object((result, error))
+    if error is not None:
+        raise error
+    return result
 
 
 def barrier() -> None:

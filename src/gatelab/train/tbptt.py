@@ -149,6 +149,7 @@ def fit_loop(
     clip: float | None = 1.0,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
+    sharded: bool = False,
 ) -> FitState:
     """Train ``model`` for up to ``epochs`` epochs (or ``time_budget_s`` seconds).
 
@@ -166,6 +167,10 @@ def fit_loop(
         clip: max gradient norm (None: no clipping).
         on_epoch: called with each epoch's record (for progress display).
         on_step: called with ``(epoch, step, loss)`` after every step.
+        sharded: in a distributed job, ``batches`` gives this rank's own part of each batch
+            (e.g. :func:`gatelab.data.batching.stream_batches` of the rank's
+            :func:`~gatelab.data.batching.stream_shard`), the same number of batches on
+            every rank; False: every rank gets the whole batches and takes its rows.
 
     Returns:
         The final :class:`FitState`; ``model`` holds the last (not the best) weights.
@@ -177,7 +182,8 @@ def fit_loop(
     In a distributed job (``WORLD_SIZE`` > 1, :mod:`gatelab.train.distributed`) every rank
     iterates the same batches and takes its rows of each (every ``world_size``-th; the
     batches must be batch-first tensors, or tuples/lists/dicts of them; a TBPTT stream's
-    carried state stays with its rows); the gradients are summed over the ranks weighted
+    carried state stays with its rows), or with ``sharded`` iterates its own batches; the
+    gradients are summed over the ranks weighted
     by their tokens, so a step is the step of the whole batch. Rank 0's state starts
     every rank, its validation loss and its clock (the time budget) decide for all, and
     only it writes the run folder.
@@ -187,13 +193,13 @@ def fit_loop(
     with run_lock(run_dir):
         return _fit_loop(
             model, optimizer, run_dir, epochs, batches, step, validate, fit or FitState(),
-            time_budget_s, clip, on_epoch, on_step,
+            time_budget_s, clip, on_epoch, on_step, sharded,
         )  # fmt: skip
 
 
 def _fit_loop(
     model, optimizer, run_dir, epochs, batches, step, validate, fit, time_budget_s, clip,
-    on_epoch, on_step,
+    on_epoch, on_step, sharded=False,
 ) -> FitState:  # fmt: skip
     """:func:`fit_loop` in the run folder it holds.
 
@@ -232,7 +238,8 @@ def _fit_loop(
         carry, total, tokens, n_steps, stopped = None, 0.0, 0, 0, False
         epoch_start = time.monotonic()
         for k, batch in enumerate(batches(epoch)):
-            if distributed:
+            real = True
+            if distributed and not sharded:
                 batch, real = _rows(batch, rank, world)
             loss, carry, n_tok = step(batch, carry)
             value = float(loss.detach())
