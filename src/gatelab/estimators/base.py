@@ -190,10 +190,16 @@ class LSTMEstimator(BaseEstimator):
                 )
 
     def _resume_free(self, run: Path, model_config: ModelConfig) -> tuple[str, ...]:
-        """Dotted config keys that may differ when resuming ``run`` with ``model_config``
-        (hook: e.g. options an
-        older run folder lacks, whose effect its other keys hold)."""
-        return ()
+        """Dotted config keys that may differ when resuming ``run`` with ``model_config``:
+        the model fields an older run folder lacks where ``model_config`` holds their
+        default (what reading that folder gives them). Subclasses add their own."""
+        saved = runs.read_config(run, self.task).get("model", {})
+        free = []
+        for f in dataclasses.fields(model_config):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            if f.name not in saved and getattr(model_config, f.name) == default:
+                free.append(f"model.{f.name}")
+        return tuple(free)
 
     def _config_sections(self, model_config, train_config) -> dict[str, Any]:
         return {

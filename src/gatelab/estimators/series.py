@@ -236,11 +236,11 @@ class SeriesClassifier(ClassifierBase):
         without the branch (``model_config.kernel_features == 0``); its ``weight_decay``
         was 0.01, which None gives without the branch (the train section holds the decay
         in effect, and is checked)."""
+        free = super()._resume_free(run, model_config)
         saved = read_json(Path(run) / "config.json", "run config")
         if "kernel_features" in saved.get("model", {}) or model_config.kernel_features:
-            return ()
-        new = ("params.kernel_features", "model.kernel_features", "model.kernel_length")
-        return ("params.weight_decay", *new)
+            return free
+        return (*free, "params.weight_decay", "params.kernel_features", "model.kernel_length")
 
     def _prepare_model(self, model) -> None:
         """The random-kernel branch's biases, from the training series being fitted."""
