@@ -177,7 +177,8 @@ class LSTMEstimator(BaseEstimator):
 
     def _start_run(self, run: Path, model_config, train_config, resume, overwrite, inputs) -> None:
         now = {**self._config_sections(model_config, train_config), "inputs": inputs}
-        free = self._resume_free(run, model_config) if resume else ()
+        old = resume and not overwrite and (run / runs.CONFIG_FILE).is_file()
+        free = self._resume_free(run, model_config) if old else ()  # start_run checks the rest
         saved = runs.start_run(run, self.task, now, resume=resume, overwrite=overwrite, free=free)
         if saved is None:  # a fresh run: artifacts, then the config, which marks a run
             self._write_config(run, model_config, train_config, inputs)
