@@ -154,7 +154,7 @@ class PairBatches(Sequence):
 
 
 def pair_lengths(pairs: Sequence[tuple[list[int], list[int]]]) -> tuple[np.ndarray, np.ndarray]:
-    """``(source lengths, target lengths)`` of id pairs, each ``(N,)`` int64; a sequence
+    """``(source lengths, target lengths)`` of id pairs, each ``(N,)`` integers; a sequence
     with a ``lengths()`` method (:class:`gatelab.data.pair_corpus.PairIds`) gives its own."""
     if hasattr(pairs, "lengths"):
         return pairs.lengths()
@@ -184,8 +184,12 @@ def pair_batches(
         rng.shuffle(order)  # random order among equal lengths
     perm = np.frombuffer(order, dtype=np.int64) if n else np.zeros(0, dtype=np.int64)
     if n:  # a stable sort on one int64 key orders as the tuple (source, target) length
-        key = src_len[perm] * (int(tgt_len.max()) + 1) + tgt_len[perm]
-        perm = perm[np.argsort(key, kind="stable")]
+        key = src_len[perm].astype(np.int64) * (int(tgt_len.max()) + 1)
+        key += tgt_len[perm]
+        idx = np.argsort(key, kind="stable")
+        del key
+        perm = perm[idx]
+        del idx
     del order
     runs = list(range(-(-n // batch_size)))
     if seed is not None:

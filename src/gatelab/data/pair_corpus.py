@@ -55,10 +55,11 @@ class PairIds(Sequence):
 
     def __init__(self, ids: TokenIds, src_len: np.ndarray, tgt_len: np.ndarray) -> None:
         self.ids = ids
-        self.src_len = src_len.astype(np.int32)
-        self.tgt_len = tgt_len.astype(np.int32)
+        self.src_len = src_len.astype(np.int32, copy=False)  # (N,)
+        self.tgt_len = tgt_len.astype(np.int32, copy=False)  # (N,)
         self.offsets = np.zeros(len(src_len) + 1, dtype=np.int64)  # (N + 1,)
-        np.cumsum(self.src_len + self.tgt_len, out=self.offsets[1:], dtype=np.int64)
+        np.cumsum(self.src_len, out=self.offsets[1:], dtype=np.int64)
+        self.offsets[1:] += np.cumsum(self.tgt_len, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.src_len)
@@ -73,8 +74,8 @@ class PairIds(Sequence):
         return both[:s], both[s:]
 
     def lengths(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(source lengths, target lengths)``, each ``(N,)`` int64."""
-        return self.src_len.astype(np.int64), self.tgt_len.astype(np.int64)
+        """``(source lengths, target lengths)``, each ``(N,)`` int32 (not copies)."""
+        return self.src_len, self.tgt_len
 
 
 class PairCorpus:
@@ -123,7 +124,7 @@ class PairCorpus:
     def _pairs(self, part: str) -> Iterator[tuple[str, str]]:
         """The pairs of ``part`` in file order (one pass)."""
         code = _code(part)
-        for k, pair in enumerate(iter_pairs(self._lines, [])):
+        for k, pair in enumerate(iter_pairs(self._lines, [], log=False)):
             if self._part[k] == code:
                 yield pair
 
@@ -135,7 +136,7 @@ class PairCorpus:
         """All three parts as strings, as :func:`~gatelab.data.pairs.split_pairs` gives
         them (in memory: for files that fit)."""
         parts: list[list[tuple[str, str]]] = [[], [], []]
-        for k, pair in enumerate(iter_pairs(self._lines, [])):
+        for k, pair in enumerate(iter_pairs(self._lines, [], log=False)):
             parts[self._part[k]].append(pair)
         return PairSplits(*parts)
 
@@ -165,7 +166,7 @@ class PairCorpus:
         codes = {_code(part): i for i, part in enumerate(parts)}
         writers = [_PairWriter(cache_dir) for _ in parts]
         try:
-            for k, (src, tgt) in enumerate(iter_pairs(self._lines, [])):
+            for k, (src, tgt) in enumerate(iter_pairs(self._lines, [], log=False)):
                 i = codes.get(int(self._part[k]))
                 if i is None:
                     continue
@@ -210,8 +211,8 @@ class _PairWriter:
         self.file.close()
         ids = TokenIds(self.name, np.int32)
         self.discard()  # the open descriptor of ``ids`` keeps the data until it is closed
-        src = np.frombuffer(self.src_len, dtype=np.int32).copy()
-        tgt = np.frombuffer(self.tgt_len, dtype=np.int32).copy()
+        src = np.frombuffer(self.src_len, dtype=np.int32)  # views: no copy of the index
+        tgt = np.frombuffer(self.tgt_len, dtype=np.int32)
         if os.path.exists(self.name):  # pragma: no cover - cannot unlink an open file
             weakref.finalize(ids, _remove, self.name)
         return PairIds(ids, src, tgt)

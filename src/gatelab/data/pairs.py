@@ -107,11 +107,14 @@ def read_sentence_pairs(path: PathLike) -> PairsDataset:
     return PairsDataset(pairs=pairs, skipped=skipped, path=p, encoding=lines.encoding)
 
 
-def iter_pairs(lines: LineStream, skipped: list[tuple[int, str]]) -> Iterator[tuple[str, str]]:
+def iter_pairs(
+    lines: LineStream, skipped: list[tuple[int, str]], *, log: bool = True
+) -> Iterator[tuple[str, str]]:
     """The pairs of :func:`read_sentence_pairs`, one at a time, from a pairs file's lines.
 
     Validates as it goes (the same errors, raised when the line is reached); a cut-off
-    last line is logged and appended to ``skipped``. Memory holds one line and a count of
+    last line is appended to ``skipped`` and, when ``log``, logged as a warning (a later
+    pass over the same file need not warn again). Memory holds one line and a count of
     fields per line length, so a file of any size can be walked (each pass a new call).
     """
     p = lines.path
@@ -127,10 +130,11 @@ def iter_pairs(lines: LineStream, skipped: list[tuple[int, str]]) -> Iterator[tu
     number, line = held
     usual = counts.most_common(1)[0][0] if counts else None
     reason = _cut_off_reason(line, line.split("\t"), usual, lines.ends_with_newline)
-    if reason:
+    if reason and log:
         logger.warning(
             "%s, line %d: skipping the last line, cut off (%s): %r", p, number, reason, line[:80]
         )
+    if reason:
         skipped.append((number, line))
     else:
         yield _pair(p, number, line)
