@@ -116,6 +116,17 @@ def test_min_freq_vocabularies_and_errors_are_those_of_the_in_memory_reader(tmp_
         corpus.texts("dev")
 
 
+def test_a_file_that_changes_between_passes_is_refused(tmp_path):
+    f = tmp_path / "pairs.txt"
+    f.write_text("\n".join(LINES[:-1]) + "\n", encoding="utf-8")
+    corpus = PairCorpus(f, valid=3, test=3, seed=1)
+    assert len(corpus.texts("test")) == 3
+    with open(f, "a", encoding="utf-8") as out:
+        out.write("One more.\tUne de plus.\n")
+    with pytest.raises(DataError, match=r"pairs.txt changed while it was being read"):
+        corpus.texts("test")
+
+
 # ----------------------------------------------------------------- memory on a big file
 
 _CHILD = textwrap.dedent(

@@ -108,6 +108,7 @@ class PairCorpus:
         self._lines = LineStream(path, what="sentence pairs file", chunk_bytes=chunk_bytes)
         self.path, self.encoding = self._lines.path, self._lines.encoding
         self.skipped: list[tuple[int, str]] = []
+        self._stat = _signature(self.path)
         n = sum(1 for _ in iter_pairs(self._lines, self.skipped))
         if n == 0:
             raise DataError(f"{self.path}: no sentence pairs; expected 'source<TAB>target' lines")
@@ -121,10 +122,28 @@ class PairCorpus:
     def __len__(self) -> int:
         return len(self._part)
 
+    def _each(self) -> Iterator[tuple[int, tuple[str, str]]]:
+        """Every pair with its index, in one pass over the file; a file that changed since
+        the first pass (its size or modification time, or its number of pairs) is refused:
+        the split and the ids were made for the file as it was."""
+        changed = DataError(
+            f"{self.path} changed while it was being read (the split was made for the file "
+            "as it was): train again from a file that does not change"
+        )
+        if _signature(self.path) != self._stat:
+            raise changed
+        k = -1
+        for k, pair in enumerate(iter_pairs(self._lines, [], log=False)):
+            if k >= len(self._part):
+                raise changed
+            yield k, pair
+        if k + 1 != len(self._part):
+            raise changed
+
     def _pairs(self, part: str) -> Iterator[tuple[str, str]]:
         """The pairs of ``part`` in file order (one pass)."""
         code = _code(part)
-        for k, pair in enumerate(iter_pairs(self._lines, [], log=False)):
+        for k, pair in self._each():
             if self._part[k] == code:
                 yield pair
 
@@ -136,7 +155,7 @@ class PairCorpus:
         """All three parts as strings, as :func:`~gatelab.data.pairs.split_pairs` gives
         them (in memory: for files that fit)."""
         parts: list[list[tuple[str, str]]] = [[], [], []]
-        for k, pair in enumerate(iter_pairs(self._lines, [], log=False)):
+        for k, pair in self._each():
             parts[self._part[k]].append(pair)
         return PairSplits(*parts)
 
@@ -166,7 +185,7 @@ class PairCorpus:
         codes = {_code(part): i for i, part in enumerate(parts)}
         writers = [_PairWriter(cache_dir) for _ in parts]
         try:
-            for k, (src, tgt) in enumerate(iter_pairs(self._lines, [], log=False)):
+            for k, (src, tgt) in self._each():
                 i = codes.get(int(self._part[k]))
                 if i is None:
                     continue
@@ -177,6 +196,12 @@ class PairCorpus:
         finally:
             for w in writers:
                 w.discard()
+
+
+def _signature(path: os.PathLike) -> tuple[int, int]:
+    """What tells a file changed between two passes: its size and modification time."""
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
 
 
 def _code(part: str) -> int:
