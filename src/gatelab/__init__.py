@@ -2,6 +2,7 @@
 
 from gatelab._version import __version__
 from gatelab.data.corpus import CharCorpus
+from gatelab.data.pair_corpus import PairCorpus
 from gatelab.data.vocab import CharVocab, WordVocab
 from gatelab.estimators import Forecaster, SeriesClassifier, TextClassifier
 from gatelab.insight.analysis import cell_flow, gate_saturation, gradient_flow
@@ -26,6 +27,7 @@ __all__ = [
     "GRUTrace",
     "GateTrace",
     "LSTMCell",
+    "PairCorpus",
     "RNNTrace",
     "Seq2Seq",
     "SeriesClassifier",

@@ -70,16 +70,26 @@ def test_series_sizes_follow_the_length_and_the_choice_is_recorded(tmp_path):
     from tests.helpers import shape_series
 
     clf = SeriesClassifier()
-    assert clf._sizes(24) == {"patch": 1, "embedding_dim": 0, "conv_pool": 1}
-    assert clf._sizes(1460) == {"patch": 23, "embedding_dim": 32, "conv_pool": 12}
+    assert clf._sizes(24) == {"patch": 1, "embedding_dim": 0, "conv_pool": 1, "kernel_length": 24}
+    assert clf._sizes(1460) == {
+        "patch": 23,
+        "embedding_dim": 32,
+        "conv_pool": 12,
+        "kernel_length": 1460,
+    }
     X, y = shape_series(40, T=20)
-    fast = dict(hidden_size=8, conv_width=4, epochs=3, n_models=1, selection_folds=2)
+    fast = dict(hidden_size=8, conv_width=4, kernel_features=168, epochs=3, n_models=1)
+    fast["selection_folds"] = 2
     clf = SeriesClassifier(**fast).fit(X, y, run_dir=tmp_path / "run")
     sel = clf.selection_
-    assert sel["folds"] == 2 and set(sel["scores"]) == {"lstm-fcn", "lstm"}
+    archs = ["lstm-rocket", "lstm-fcn", "lstm"]
+    assert sel["folds"] == 2 and list(sel["scores"]) == archs
     means = {a: float(np.mean(s)) for a, s in sel["scores"].items()}
-    assert sel["chosen"] == max(["lstm-fcn", "lstm"], key=lambda a: (means[a], a == "lstm-fcn"))
+    loss = {a: float(np.mean(v)) for a, v in sel["mean_cross_entropy"].items()}
+    assert loss == sel["mean_cross_entropy"] and all(v > 0 for v in loss.values())
+    assert sel["chosen"] == max(archs, key=lambda a: (means[a], -archs.index(a)))
     assert bool(clf.model_config_.conv_channels) == (sel["chosen"] == "lstm-fcn")
+    assert bool(clf.model_config_.kernel_features) == (sel["chosen"] == "lstm-rocket")
     assert json.loads((tmp_path / "run" / "selection.json").read_text()) == sel
     again = SeriesClassifier.load(tmp_path / "run")
     assert again.selection_ == sel and again.architecture_ == sel["chosen"]
@@ -97,6 +107,7 @@ def test_level_and_scale_are_kept_when_the_series_are_not_z_normalised(tmp_path)
     z = (X - X.mean(axis=1, keepdims=True)) / X.std(axis=1, keepdims=True)
     plain = SeriesClassifier(**fast).fit(z, y)
     assert plain.level_scaler_ is None and plain.model_config_.input_size == 1
+    assert plain.train_config_.weight_decay == 0.01
     scaled = X * np.linspace(0.1, 100, 30)[:, None, None] + 5.0  # amplitude and offset vary
     clf = SeriesClassifier(**fast).fit(scaled, y, run_dir=tmp_path / "run")
     assert clf.model_config_.input_size == 3
@@ -107,3 +118,25 @@ def test_level_and_scale_are_kept_when_the_series_are_not_z_normalised(tmp_path)
     np.testing.assert_allclose(data[:, :, 1:], np.repeat(data[:, :1, 1:], 12, axis=1))
     again = SeriesClassifier.load(tmp_path / "run")
     np.testing.assert_array_equal(again.predict_proba(scaled), clf.predict_proba(scaled))
+
+
+def test_random_kernel_branch_fits_saves_and_reads_unequal_lengths(tmp_path):
+    """lstm-rocket: biases from the training series, the features over each series' real
+    steps (a ragged list predicts as the padded batch does), predictions equal after load."""
+    X, y = shape_series(40, T=20)
+    ragged = [x[: 12 + i % 9] for i, x in enumerate(X)]
+    fast = dict(hidden_size=6, kernel_features=168, epochs=20, n_models=2, lr=1e-2)
+    clf = SeriesClassifier(architecture="lstm-rocket", **fast)
+    clf.fit(ragged[:30], y[:30], run_dir=tmp_path / "run")
+    member = clf.model_.members[0] if hasattr(clf.model_, "members") else clf.model_
+    assert clf.model_config_.kernel_length == 20 and member.kernels.bias.abs().sum() > 0
+    assert clf.train_config_.weight_decay == 1.0  # None: the architecture's decay
+    assert clf.score(ragged[30:], y[30:]) >= 0.8
+    one_by_one = np.concatenate([clf.predict_proba([s]) for s in ragged[30:]])
+    np.testing.assert_allclose(one_by_one, clf.predict_proba(ragged[30:]), rtol=1e-5, atol=1e-6)
+    again = SeriesClassifier.load(tmp_path / "run")
+    np.testing.assert_array_equal(again.predict_proba(ragged), clf.predict_proba(ragged))
+    with pytest.raises(ValueError, match="kernel_features=10"):
+        SeriesClassifier(kernel_features=10).fit(X, y)
+    with pytest.raises(ValueError, match="weight_decay=-1"):
+        SeriesClassifier(weight_decay=-1).fit(X, y)

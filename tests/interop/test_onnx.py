@@ -419,8 +419,9 @@ def _ragged(lengths, channels=1, seed=1):
         ),
         (dict(architecture="lstm-fcn", normalize=None, patch=3, embedding_dim=4), 14, (14, 4, 1)),
         (dict(architecture="lstm", variant="slstm", backend="reference"), 12, (12, 5, 9, 1)),
+        (dict(architecture="lstm-rocket", kernel_features=336), 30, (30, 7, 19, 1)),
     ],
-    ids=["defaults", "fcn-long", "lstm-patch", "fcn-global", "fcn-raw-patch", "slstm"],
+    ids=["defaults", "fcn-long", "lstm-patch", "fcn-global", "fcn-raw-patch", "slstm", "rocket"],
 )
 def test_series_classifier_run_exports_normalisation_and_padding(tmp_path, kw, T, lengths):
     """Patches, level channels, the convolutional branch with masked batch norm and input
@@ -506,6 +507,11 @@ def test_to_onnx_exports_a_model_with_patches_and_a_conv_branch(tmp_path):
             norm.running_var.uniform_(0.5, 2.0)
     x, lengths = torch.randn(3, 10, 2), torch.tensor([10, 4, 1])
     x[1, 4:], x[2, 1:] = 0.0, 0.0  # the model reads zero padding
+    _export_with_and_without_lengths(model, x, lengths, tmp_path)
+
+
+def _export_with_and_without_lengths(model, x, lengths, tmp_path) -> None:
+    """onnxruntime gives the model's logits, with ``lengths`` and with every step real."""
     to_onnx(model, tmp_path / "m.onnx", (x, lengths))
     with torch.no_grad():
         want = model(x, lengths)
@@ -514,6 +520,20 @@ def test_to_onnx_exports_a_model_with_patches_and_a_conv_branch(tmp_path):
     with torch.no_grad():
         want = model(x)
     close(run_onnx(tmp_path / "full.onnx", {"input": x})[0], want, "logits, no lengths")
+
+
+def test_to_onnx_exports_a_model_with_a_random_kernel_branch(tmp_path):
+    config = ModelConfig(
+        input_size=2, hidden_size=4, output_size=3, kernel_features=300, kernel_length=20
+    )
+    torch.manual_seed(0)
+    model = SequenceClassifier(config).eval()
+    x, lengths = torch.randn(3, 20, 2), torch.tensor([20, 11, 3])
+    model.kernels.fit_biases(x, lengths)
+    assert float(model.kernels.scale.std()) > 0  # a standardisation that matters
+    x[1, 11:], x[2, 3:] = 0.0, 0.0
+    x = x + 1e-3 * torch.randn_like(x)  # away from the biases, quantiles of x itself
+    _export_with_and_without_lengths(model, x, lengths, tmp_path)
 
 
 runner = CliRunner()

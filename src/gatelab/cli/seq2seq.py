@@ -127,6 +127,26 @@ def _run_options(
     }
 
 
+def _train(
+    train: Callable,
+    config_cls: type,
+    given: dict[str, Any],
+    extra: tuple[str, ...],
+    unit: str,
+    bits: bool,
+) -> dict[str, Any]:
+    """Run ``train`` (:func:`train_char_lm` or :func:`train_translator`) from a command's
+    options (``given``: its arguments and shared options by name): the threads, the
+    model's arguments (with the ``extra`` ones), the training config, the epoch lines."""
+    set_threads(given["threads"])
+    model_kw = _model_kw(given, *extra)
+    config = config_cls(**pick_fields(config_cls, given))
+    on_epoch = _epoch_printer(given["quiet"], unit, bits)
+    return train(
+        given["data"], given["out"], model_kw, config, resume=given["resume"], on_epoch=on_epoch
+    )
+
+
 def _model_kw(given: dict[str, Any], *extra: str) -> dict[str, Any]:
     """The model arguments from a ``train`` command's options (its ``locals()``): the
     ones both models take, then ``extra`` ones by their own names."""
@@ -160,13 +180,8 @@ def train_char_lm_command(
 ) -> None:
     """Train a character language model (embedding -> LSTM -> Dense) on a text file,
     stateful TBPTT; reports validation bits per character."""
-    set_threads(run["threads"])
-    model_kw = _model_kw({**locals(), **run})
-    config = CharLMTrainConfig(
-        **pick_fields(CharLMTrainConfig, run), seq_len=seq_len, valid_fraction=valid_fraction
-    )
-    on_epoch = _epoch_printer(run["quiet"], "chars", True)
-    metrics = train_char_lm(data, out, model_kw, config, resume=run["resume"], on_epoch=on_epoch)
+    given = {**locals(), **run}
+    metrics = _train(train_char_lm, CharLMTrainConfig, given, (), unit="chars", bits=True)
     typer.echo(
         f"{out}: valid {metrics['valid_loss']:.4f} nats/char = "
         f"{metrics['valid_bits_per_char']:.4f} bits/char (epoch {metrics['best_epoch']}), "
@@ -258,11 +273,9 @@ def train_translator_command(
 ) -> None:
     """Train an LSTM encoder-decoder translator with attention on sentence pairs, with a
     fixed seeded train/valid/test split."""
-    set_threads(run["threads"])
-    model_kw = _model_kw({**locals(), **run}, "attention", "input_feeding")
-    config = TranslatorTrainConfig(**pick_fields(TranslatorTrainConfig, {**locals(), **run}))
-    on_epoch = _epoch_printer(run["quiet"], "target words", False)
-    metrics = train_translator(data, out, model_kw, config, resume=run["resume"], on_epoch=on_epoch)
+    given = {**locals(), **run}
+    extra = ("attention", "input_feeding")
+    metrics = _train(train_translator, TranslatorTrainConfig, given, extra, "target words", False)
     typer.echo(
         f"{out}: valid {metrics['valid_loss']:.4f} nats/word (perplexity "
         f"{metrics['valid_perplexity']:.2f}, epoch {metrics['best_epoch']}), "

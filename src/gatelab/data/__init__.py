@@ -26,6 +26,7 @@ from gatelab.data.corpus import (
     scan_text_corpus,
     split_point,
 )
+from gatelab.data.pair_corpus import PairCorpus, PairIds
 from gatelab.data.pairs import PairsDataset, PairSplits, read_sentence_pairs, split_pairs
 from gatelab.data.series import (
     SERIES_FORMATS,
@@ -90,6 +91,8 @@ __all__ = [
     "IdMap",
     "Labels",
     "PairBatches",
+    "PairCorpus",
+    "PairIds",
     "PairSplits",
     "PairsDataset",
     "PlainTokenizer",

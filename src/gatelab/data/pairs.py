@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -20,7 +20,14 @@ from gatelab.data.lines import (
 )
 from gatelab.errors import DataError
 
-__all__ = ["PairSplits", "PairsDataset", "read_sentence_pairs", "split_pairs"]
+__all__ = [
+    "PairSplits",
+    "PairsDataset",
+    "iter_pairs",
+    "read_sentence_pairs",
+    "split_indices",
+    "split_pairs",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -92,31 +99,45 @@ def read_sentence_pairs(path: PathLike) -> PairsDataset:
     p = Path(path)
     # a pair a line: read in chunks, so memory holds the pairs, never the file's bytes
     lines = LineStream(p, what="sentence pairs file", factor=PAIRS_FACTOR, holds="the pairs")
-    counts: Counter[int] = Counter()  # fields per line, the last line left out
-    pairs: list[tuple[str, str]] = []
     skipped: list[tuple[int, str]] = []
+    pairs = list(iter_pairs(lines, skipped))
+    if not pairs:
+        raise DataError(f"{p}: no sentence pairs; expected 'source<TAB>target' lines")
+    logger.info("read %d sentence pairs from %s (%d skipped)", len(pairs), p, len(skipped))
+    return PairsDataset(pairs=pairs, skipped=skipped, path=p, encoding=lines.encoding)
+
+
+def iter_pairs(
+    lines: LineStream, skipped: list[tuple[int, str]], *, log: bool = True
+) -> Iterator[tuple[str, str]]:
+    """The pairs of :func:`read_sentence_pairs`, one at a time, from a pairs file's lines.
+
+    Validates as it goes (the same errors, raised when the line is reached); a cut-off
+    last line is appended to ``skipped`` and, when ``log``, logged as a warning (a later
+    pass over the same file need not warn again). Memory holds one line and a count of
+    fields per line length, so a file of any size can be walked (each pass a new call).
+    """
+    p = lines.path
+    counts: Counter[int] = Counter()  # fields per line, the last line left out
     held = None  # each line waits for the next: the last one is judged apart
     for numbered in lines:
         if held is not None:
             counts[held[1].count("\t") + 1] += 1
-            pairs.append(_pair(p, *held))
+            yield _pair(p, *held)
         held = numbered
     if held is None:
         raise DataError(f"sentence pairs file '{p}' holds only blank lines; expected pairs")
     number, line = held
     usual = counts.most_common(1)[0][0] if counts else None
     reason = _cut_off_reason(line, line.split("\t"), usual, lines.ends_with_newline)
-    if reason:
+    if reason and log:
         logger.warning(
             "%s, line %d: skipping the last line, cut off (%s): %r", p, number, reason, line[:80]
         )
+    if reason:
         skipped.append((number, line))
     else:
-        pairs.append(_pair(p, number, line))
-    if not pairs:
-        raise DataError(f"{p}: no sentence pairs; expected 'source<TAB>target' lines")
-    logger.info("read %d sentence pairs from %s (%d skipped)", len(pairs), p, len(skipped))
-    return PairsDataset(pairs=pairs, skipped=skipped, path=p, encoding=lines.encoding)
+        yield _pair(p, number, line)
 
 
 def _pair(p: Path, number: int, line: str) -> tuple[str, str]:
@@ -170,20 +191,34 @@ def split_pairs(
         DataError: negative sizes, or sizes leaving no training pair.
     """
     items = list(pairs.pairs if isinstance(pairs, PairsDataset) else pairs)
-    for name, value in (("valid", valid), ("test", test), ("seed", seed)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise DataError(f"{name} must be an integer >= 0, got {value!r}")
-    if valid + test >= len(items):
-        raise DataError(
-            f"valid={valid} + test={test} leaves no training pair out of {len(items)}; "
-            f"expected valid + test < {len(items)}"
-        )
-    order = np.random.default_rng(int(seed)).permutation(len(items))
-    test_idx = np.sort(order[:test])
-    valid_idx = np.sort(order[test : test + valid])
-    train_idx = np.sort(order[test + valid :])
+    train_idx, valid_idx, test_idx = split_indices(len(items), valid=valid, test=test, seed=seed)
     return PairSplits(
         train=[items[i] for i in train_idx],
         valid=[items[i] for i in valid_idx],
         test=[items[i] for i in test_idx],
+    )
+
+
+def split_indices(
+    n: int, *, valid: int = 1000, test: int = 1000, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The positions ``(train, valid, test)`` of :func:`split_pairs` for ``n`` pairs, each
+    sorted: ``numpy.random.default_rng(seed).permutation(n)`` cut into test, valid, train.
+
+    Raises:
+        DataError: negative sizes, or sizes leaving no training pair.
+    """
+    for name, value in (("valid", valid), ("test", test), ("seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise DataError(f"{name} must be an integer >= 0, got {value!r}")
+    if valid + test >= n:
+        raise DataError(
+            f"valid={valid} + test={test} leaves no training pair out of {n}; "
+            f"expected valid + test < {n}"
+        )
+    order = np.random.default_rng(int(seed)).permutation(n)
+    return (
+        np.sort(order[test + valid :]),
+        np.sort(order[test : test + valid]),
+        np.sort(order[:test]),
     )

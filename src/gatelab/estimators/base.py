@@ -177,7 +177,9 @@ class LSTMEstimator(BaseEstimator):
 
     def _start_run(self, run: Path, model_config, train_config, resume, overwrite, inputs) -> None:
         now = {**self._config_sections(model_config, train_config), "inputs": inputs}
-        saved = runs.start_run(run, self.task, now, resume=resume, overwrite=overwrite)
+        old = resume and not overwrite and (run / runs.CONFIG_FILE).is_file()
+        free = self._resume_free(run, model_config) if old else ()  # start_run checks the rest
+        saved = runs.start_run(run, self.task, now, resume=resume, overwrite=overwrite, free=free)
         if saved is None:  # a fresh run: artifacts, then the config, which marks a run
             self._write_config(run, model_config, train_config, inputs)
             return
@@ -187,6 +189,18 @@ class LSTMEstimator(BaseEstimator):
                     f"cannot resume '{run}': '{run / name}' differs from what this run's "
                     "training data give (different data?)"
                 )
+
+    def _resume_free(self, run: Path, model_config: ModelConfig) -> tuple[str, ...]:
+        """Dotted config keys that may differ when resuming ``run`` with ``model_config``:
+        the model fields an older run folder lacks where ``model_config`` holds their
+        default (what reading that folder gives them). Subclasses add their own."""
+        saved = runs.read_config(run, self.task).get("model", {})
+        free = []
+        for f in dataclasses.fields(model_config):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            if f.name not in saved and getattr(model_config, f.name) == default:
+                free.append(f"model.{f.name}")
+        return tuple(free)
 
     def _config_sections(self, model_config, train_config) -> dict[str, Any]:
         return {

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from gatelab.interop._onnx_graph import Builder, lower_recurrent, recurrent_kind
 from gatelab.models.charlm import CharLM
 from gatelab.models.heads import ForecastNet, _SequenceModel
+from gatelab.models.kernels import SNAP
 
 
 class _Port:
@@ -142,6 +143,43 @@ def _conv_branch(b: Builder, branch, x: str, lengths: str) -> str:
     return b.op("Div", [b.reduce("ReduceSum", h, [2]), n], "conv_features")  # (B, F)
 
 
+def _kernel_branch(b: Builder, branch, x: str, lengths: str) -> str:
+    """:class:`gatelab.models.kernels.KernelBranch` in eval mode: ``x (B, T, C)``,
+    ``lengths (B,)`` -> ``(B, F)``: per dilation a Conv, the PPV over the real steps of
+    each bias, then the training series' standardisation."""
+    m = _step_mask(b, x, lengths, 1)  # (B, T)
+    h = b.op("Mul", [x, b.unsqueeze(b.op("Cast", [m], to=1), [2])])
+    h = b.op("Transpose", [h], perm=[0, 2, 1])  # (B, C, T)
+    m4 = b.unsqueeze(m, [1, 2])  # (B, 1, 1, T)
+    parts = []
+    for i, d in enumerate(branch.dilations):
+        k = slice(84 * i, 84 * (i + 1))
+        pad = 4 * d
+        conv = b.op(
+            "Conv",
+            [h, b.const(branch.weight[k], f"kernels{i}")],
+            dilations=[d],
+            kernel_shape=[9],
+            pads=[pad, pad],
+        )  # (B, 84, T)
+        small = b.op("Less", [b.op("Abs", [conv]), b.const(SNAP, "snap")])
+        conv = b.op("Where", [small, b.const(0.0, "zero"), conv])  # rounding of flat runs
+        bias = b.const(branch.bias[k][None, :, :, None], f"kernel_bias{i}")  # (1, 84, nb, 1)
+        above = b.op("And", [b.op("Greater", [b.unsqueeze(conv, [2]), bias]), m4])
+        count = b.reduce("ReduceSum", b.op("Cast", [above], to=1), [3])  # (B, 84, nb)
+        parts.append(b.op("Reshape", [count, b.ints([0, -1])]))
+    parts.append(b.reduce("ReduceSum", h, [2]))  # (B, C): the channel means' sums
+    n = b.op("Cast", [b.unsqueeze(lengths, [1])], to=1)  # (B, 1)
+    ppv = b.op("Div", [b.op("Concat", parts, axis=1), n])  # (B, F)
+    scale = branch.scale.double()
+    shift = -branch.shift.double() * scale
+    return b.op(
+        "Add",
+        [b.op("Mul", [ppv, b.const(scale, "kernel_scale")]), b.const(shift, "kernel_shift")],
+        "kernel_features",
+    )  # (B, F)
+
+
 def _sequence_model(b: Builder, model: _SequenceModel, x: str, lengths: str | None) -> str:
     """The graph of one LSTM -> Dense model: ``x`` -> outputs ``(B, out)`` before any
     softmax (what ``model(x, lengths)`` returns)."""
@@ -152,6 +190,11 @@ def _sequence_model(b: Builder, model: _SequenceModel, x: str, lengths: str | No
         if full is None:  # every step real
             full = b.op("Expand", [b.dim(x, 1), b.dim(x, 0)], "full_lengths")
         extra.append(_conv_branch(b, model.conv, x, full))
+    if c.kernel_features:
+        full = lengths
+        if full is None:
+            full = b.op("Expand", [b.dim(x, 1), b.dim(x, 0)], "full_lengths")
+        extra.append(_kernel_branch(b, model.kernels, x, full))
     if c.tokens:
         e = _embed_tokens(b, model, x)  # (B, T, E)
     elif c.patch > 1:

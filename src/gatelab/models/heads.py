@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from gatelab._config import config_fields
+from gatelab.models.kernels import KernelBranch
 from gatelab.nn.equations import PRESETS
 from gatelab.nn.layers import BACKENDS, LSTM
 
@@ -107,6 +108,12 @@ class ModelConfig:
         conv_pool: the convolutional branch reads the series averaged over windows of
             this many steps (non-overlapping; 1: every step), which bounds its cost on
             long series.
+        kernel_features: real-valued input only: a branch of random, fixed, dilated
+            kernels with PPV pooling over the real steps (MiniRocket's features, Dempster
+            et al. 2021; :class:`gatelab.models.kernels.KernelBranch`) beside the LSTM,
+            about this many features into the Dense head; 0: no branch. Its biases come
+            from training series (``model.kernels.fit_biases``) before training.
+        kernel_length: the series length the branch's dilations are sized for.
     """
 
     kind: str = _one_of("classifier", KINDS)
@@ -132,6 +139,8 @@ class ModelConfig:
     patch: int = _count(1, minimum=1)
     conv_channels: list[int] = dataclasses.field(default_factory=list)
     conv_pool: int = _count(1, minimum=1)
+    kernel_features: int = _count(0)
+    kernel_length: int = _count(9, minimum=1)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # the rule each field carries
@@ -167,8 +176,10 @@ class ModelConfig:
         ):
             raise ValueError(f"conv_channels={self.conv_channels!r}; expected a list of ints >= 1")
         self.conv_channels = list(self.conv_channels)
-        if (self.patch > 1 or self.conv_channels) and self.vocab_size > 0:
-            raise ValueError("patch and conv_channels are for real-valued input (vocab_size=0)")
+        if (self.patch > 1 or self.conv_channels or self.kernel_features) and self.tokens:
+            raise ValueError(
+                "patch, conv_channels and kernel_features are for real-valued input (vocab_size=0)"
+            )
         if self.patch > 1 and self.embedding_dim == 0:
             raise ValueError(f"patch={self.patch} needs embedding_dim > 0 (the patch projection)")
         if self.highway and (self.kind != "forecaster" or self.vocab_size > 0):
@@ -242,6 +253,9 @@ class _SequenceModel(nn.Module):
         if c.conv_channels:
             self.conv = ConvBranch(c.input_size, c.conv_channels, pool=c.conv_pool)
             self.features += c.conv_channels[-1]
+        if c.kernel_features:
+            self.kernels = KernelBranch(c.input_size, c.kernel_features, c.kernel_length)
+            self.features += self.kernels.features
         self.head = nn.Linear(self.features, c.output_size)
 
     def _check_input(self, x: Tensor, lengths: Tensor | None) -> None:
@@ -299,6 +313,8 @@ class _SequenceModel(nn.Module):
         extra = []
         if c.conv_channels:
             extra.append(self.conv(x, lengths))  # (B, F)
+        if c.kernel_features:
+            extra.append(self.kernels(x, lengths))  # (B, F')
         if c.patch > 1:
             raw = lengths
             lengths = None if raw is None else (raw + c.patch - 1) // c.patch

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from gatelab._config import from_config
 from gatelab.data.batching import corpus_shard, pair_batches, stream_batches
 from gatelab.data.corpus import CharCorpus, scan_text_corpus, split_point
-from gatelab.data.pairs import read_sentence_pairs, split_pairs
+from gatelab.data.pair_corpus import PairCorpus
 from gatelab.data.vocab import PAD_ID, CharVocab, WordVocab, tokenize
 from gatelab.errors import DataError
 from gatelab.models.charlm import LN2, CharLM, detach_state, evaluate_loss
@@ -72,6 +72,7 @@ __all__ = [
     "split_text",
     "train_char_lm",
     "train_translator",
+    "translator_corpus",
     "translator_splits",
 ]
 
@@ -357,20 +358,17 @@ def evaluate_char_lm(run_dir: PathLike, data: PathLike) -> dict[str, Any]:
 # --------------------------------------------------------------------------- translator
 
 
+def translator_corpus(data: PathLike, train: TranslatorTrainConfig) -> PairCorpus:
+    """The pairs of ``data``, split as ``train`` says, streamed from disk
+    (:class:`gatelab.data.pair_corpus.PairCorpus`)."""
+    return PairCorpus(data, valid=train.valid, test=train.test, seed=train.split_seed)
+
+
 def translator_splits(data: PathLike, train: TranslatorTrainConfig):
-    """Read the pairs of ``data`` and split them (:func:`gatelab.data.pairs.split_pairs`)."""
-    dataset = read_sentence_pairs(data)  # logs a warning for a skipped cut-off last line
-    splits = split_pairs(dataset, valid=train.valid, test=train.test, seed=train.split_seed)
-    return dataset, splits
-
-
-def _encode_pairs(pairs, src_vocab: WordVocab, tgt_vocab: WordVocab):
-    encoded = []
-    for src, tgt in pairs:
-        s, t = tokenize(src), tokenize(tgt)
-        if s and t:
-            encoded.append((src_vocab.encode(s), tgt_vocab.encode(t)))
-    return encoded
+    """``(corpus, splits)``: :func:`translator_corpus` and its parts as strings, in memory
+    (:func:`gatelab.data.pairs.split_pairs`)."""
+    corpus = translator_corpus(data, train)  # logs a warning for a skipped cut-off last line
+    return corpus, corpus.splits()
 
 
 def train_translator(
@@ -410,21 +408,21 @@ def _train_translator(data, out: Path, model_kw, train, resume: bool, on_epoch) 
     through ``fit_loop``, then metrics) is what makes a kill at any instant resumable, and
     it reads best in one place."""
     saved, train = _settings(out, resume, TRANSLATOR, TranslatorTrainConfig, train)
-    dataset, splits = translator_splits(data, train)
+    corpus = translator_corpus(data, train)  # streamed: never the pairs in memory
     inputs = {"data": fingerprint_file(data)}
     if saved is not None:
         src_vocab, tgt_vocab = _read_vocab(out, TRANSLATOR)
     else:
-        src_vocab = WordVocab.build((tokenize(s) for s, _ in splits.train), train.min_freq)
-        tgt_vocab = WordVocab.build((tokenize(t) for _, t in splits.train), train.min_freq)
+        src_vocab = WordVocab.build(corpus.tokens("train", 0), train.min_freq)
+        tgt_vocab = WordVocab.build(corpus.tokens("train", 1), train.min_freq)
     torch.manual_seed(train.seed)  # the initial weights, the same on a restart
     if saved is not None and model_kw is None:
         model = Seq2Seq.from_config(src_vocab, tgt_vocab, section(saved, "model", out))
     else:
         model = Seq2Seq(src_vocab, tgt_vocab, **(model_kw or {}))
     saved = _start(out, TRANSLATOR, model, train, inputs, resume)
-    train_pairs = _encode_pairs(splits.train, src_vocab, tgt_vocab)
-    valid_batches = pair_batches(_encode_pairs(splits.valid, src_vocab, tgt_vocab), 128)
+    train_pairs, valid_pairs = corpus.encode(src_vocab, tgt_vocab, ("train", "valid"))
+    valid_batches = pair_batches(valid_pairs, 128)
     torch.manual_seed(train.seed)
     optimizer = _adam(model, train.lr)
     fit = None
@@ -440,11 +438,9 @@ def _train_translator(data, out: Path, model_kw, train, resume: bool, on_epoch) 
             train=asdict(train),
             data={
                 "path": str(data),
-                "pairs": len(dataset),
-                "skipped_lines": [n for n, _ in dataset.skipped],
-                "train": len(splits.train),
-                "valid": len(splits.valid),
-                "test": len(splits.test),
+                "pairs": len(corpus),
+                "skipped_lines": [n for n, _ in corpus.skipped],
+                **corpus.sizes,
             },
             inputs=inputs,
         )
@@ -553,8 +549,7 @@ def evaluate_translator(
     config = read_config(run_dir, TRANSLATOR)
     train = _from_dict(TranslatorTrainConfig, section(config, "train", run_dir))
     model = load_translator(run_dir)
-    _, splits = translator_splits(data, train)
-    test = [(s, t) for s, t in splits.test if tokenize(s)]
+    test = [(s, t) for s, t in translator_corpus(data, train).texts("test") if tokenize(s)]
     if not test:
         raise DataError(f"'{data}' gives no test pairs (test={train.test}); nothing to evaluate")
     sources, refs = [s for s, _ in test], [t for _, t in test]

@@ -1,0 +1,116 @@
+"""gatelab.models.kernels: the random-kernel (MiniRocket) branch against a plain numpy loop,
+its biases, its independence from padding, and its place beside the LSTM."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from gatelab.models.heads import ModelConfig, SequenceClassifier
+from gatelab.models.kernels import MIN_STD, SNAP, KernelBranch, base_kernels, dilations
+
+
+def _ppv_loop(branch: KernelBranch, x: np.ndarray, L: int) -> np.ndarray:
+    """The features of one series ``x (T, C)`` with ``L`` real steps, step by step."""
+    w, bias = branch.weight.numpy(), branch.bias.numpy()  # (K, C, 9), (K, nb)
+    out = []
+    for i, d in enumerate(branch.dilations):
+        for k in range(84 * i, 84 * (i + 1)):
+            conv = np.zeros(L)
+            for t in range(L):
+                for j in range(9):
+                    s = t + (j - 4) * d
+                    if 0 <= s < L:  # zeros outside the real steps
+                        conv[t] += w[k, :, j] @ x[s]
+            conv[np.abs(conv) < SNAP] = 0.0
+            out.extend((conv > b).mean() for b in bias[k])
+    return np.array([*out, *x[:L].mean(axis=0)])
+
+
+def test_base_kernels_and_dilations():
+    w = base_kernels()
+    assert w.shape == (84, 9) and len({tuple(r.tolist()) for r in w}) == 84
+    assert torch.equal(w.sum(1), torch.zeros(84)) and set(w.flatten().tolist()) == {-1.0, 2.0}
+    assert dilations(20, 84 * 4) == [1, 2]  # (20 - 1) / 8 = 2.4: 2 ** (0, 0.42, 0.83, 1.25)
+    d = dilations(1460, 10_000)
+    assert d[0] == 1 and d[-1] == int((1460 - 1) / 8) and len(d) <= 32
+    assert dilations(9, 10_000) == [1]
+
+
+def test_features_match_a_numpy_loop_for_every_real_length():
+    torch.manual_seed(0)
+    branch = KernelBranch(input_size=2, features=84 * 2 * 2, length=20)
+    assert branch.dilations == [1, 2] and branch.nb == 2 and branch.features == 336 + 2
+    assert 0 < branch.weight.abs().sum(dim=(0, 2)).min()  # every channel is read somewhere
+    x = torch.randn(3, 20, 2, dtype=torch.float64)
+    lengths = torch.tensor([20, 13, 5])
+    branch.fit_biases(x.float(), lengths)
+    branch.double()
+    x[1, 13:], x[2, 5:] = 7.0, -3.0  # padding values must not matter
+    got = branch.ppv(x, lengths).numpy()
+    for n in range(3):
+        want = _ppv_loop(branch, x[n].numpy(), int(lengths[n]))
+        np.testing.assert_allclose(got[n], want, rtol=0, atol=1e-12)  # the means round
+    alone = branch.ppv(x[1:2, :13], None).numpy()  # the same series in a batch of its own
+    np.testing.assert_array_equal(alone[0], got[1])
+    flat = torch.full((1, 20, 2), 3.0, dtype=torch.float64)  # a zero-sum kernel gives 0
+    inner = branch._convolve(flat.transpose(1, 2), slice(0, 84), 1)[0, :, 4:-4]
+    assert bool((inner == 0).all())
+
+
+def test_biases_are_quantiles_of_one_training_series():
+    torch.manual_seed(1)
+    branch = KernelBranch(input_size=1, features=84 * 3, length=30)
+    x = torch.randn(4, 30, 1)
+    lengths = torch.tensor([30, 30, 17, 9])
+    branch.fit_biases(x, lengths)
+    q = [((j + 1) * (math.sqrt(5) - 1) / 2) % 1.0 for j in range(branch.nb)]
+    w, bias = branch.weight.numpy(), branch.bias.numpy()
+    for k in range(len(bias)):
+        d = branch.dilations[k // 84]
+        options = []
+        for n in range(4):
+            L = int(lengths[n])
+            xs = np.pad(x[n, :L, 0].numpy().astype(np.float64), 4 * d)
+            conv = np.array([sum(w[k, 0, j] * xs[t + j * d] for j in range(9)) for t in range(L)])
+            conv[np.abs(conv) < SNAP] = 0.0
+            options.append(np.quantile(conv, q))
+        assert min(np.abs(o - bias[k]).max() for o in options) < 1e-4, k
+    feats = branch.ppv(x, lengths).numpy().astype(np.float64)  # (4, F)
+    np.testing.assert_allclose(branch.shift.numpy(), feats.mean(0), rtol=1e-5, atol=1e-6)
+    want = 1.0 / np.maximum(feats.std(0), MIN_STD)
+    np.testing.assert_allclose(branch.scale.numpy(), want, rtol=1e-4)
+    assert len(branch._memo) == 4  # the training series' features, kept for the first epoch
+    z = branch(x, lengths).numpy()
+    np.testing.assert_allclose(z, (feats - feats.mean(0)) * want, rtol=1e-4, atol=1e-4)
+
+
+def test_kernel_branch_beside_the_lstm_is_fixed_and_memoised():
+    torch.manual_seed(0)
+    config = ModelConfig(
+        input_size=1, hidden_size=4, output_size=3, kernel_features=200, kernel_length=12
+    )
+    model = SequenceClassifier(config)
+    x, lengths = torch.randn(5, 12, 1), torch.tensor([12, 12, 9, 4, 12])
+    model.kernels.fit_biases(x, lengths)
+    F = model.kernels.features
+    assert model.head.in_features == 2 * 4 + F and F == 84 * 2 * 1 + 1
+    assert not any(p.requires_grad for p in model.kernels.parameters())
+    model.kernels._memo.clear()
+    first = model.kernels._cached_ppv(x, lengths)
+    assert len(model.kernels._memo) == 5  # one entry per distinct series
+    np.testing.assert_array_equal(first.numpy(), model.kernels.ppv(x, lengths).numpy())
+    again = model.kernels._cached_ppv(x[[3, 0]], lengths[[3, 0]])
+    np.testing.assert_array_equal(again.numpy(), first[[3, 0]].numpy())
+    model.eval()
+    with torch.no_grad():
+        out = model(x, lengths)
+        model(torch.randn(2, 12, 1))
+    assert len(model.kernels._memo) == 5  # predictions keep nothing
+    with torch.no_grad():
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        fresh = SequenceClassifier(config).eval()
+        fresh.load_state_dict(state)  # the kernels and biases travel with the weights
+        np.testing.assert_array_equal(fresh(x, lengths).numpy(), out.numpy())
