@@ -9,6 +9,10 @@ they are absent (a fresh clone).
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +92,7 @@ def assert_same_snapshots(a, b, dtype=torch.float64):
 
 
 REPO = Path(__file__).resolve().parents[1]
+SRC = REPO / "src"
 SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()  # the one path to the real data
 
 POSITIVE = ("good", "great", "fine", "lovely", "superb")
@@ -200,3 +205,29 @@ def seasonal_trend(n: int, period: int = 12, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(n)
     return 100 + 2.0 * t + 15 * np.sin(2 * np.pi * t / period) + rng.normal(scale=1.0, size=n)
+
+
+#: ``hwm()`` for the child scripts of :func:`run_child_json`: the peak RSS of this process
+#: image in bytes (``VmHWM``; ``ru_maxrss`` carries a forking parent's peak across exec, so
+#: a child of the whole test suite would read the suite's peak).
+PEAK_RSS = """
+def hwm():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmHWM:"))
+"""
+
+
+def run_child_json(script: str, *args: object, timeout: float = 600) -> dict:
+    """Run Python source ``script`` (with :data:`PEAK_RSS` defined) in a fresh interpreter
+    on this tree's ``src`` with one OpenMP thread; returns the JSON of its last stdout
+    line. A failing child fails the test with its stderr."""
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS + script, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])

@@ -10,24 +10,18 @@ proportional to the result, below the whole-file reader's.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-import gatelab
 import gatelab.data.lines as lines
 from gatelab.data import SeriesDataset, read_labelled_text, read_sentence_pairs, read_ucr_text
 from gatelab.errors import DataError
-from tests.helpers import shared_data
+from tests.helpers import run_child_json, shared_data
 
-SRC = Path(gatelab.__file__).resolve().parents[1]
 CHUNKS = (1, 2, 3, 5, 64)
 WHOLE = 1 << 30  # one chunk: the whole file at once
 
@@ -133,10 +127,6 @@ _CHILD = textwrap.dedent(
     import gatelab.data as d
     from gatelab.data.lines import decode_bytes, split_lines
 
-    def hwm():  # this process image's peak RSS (ru_maxrss may carry the parent's across exec)
-        with open("/proc/self/status") as f:
-            return next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmHWM:"))
-
     kind, path, whole = sys.argv[1], sys.argv[2], sys.argv[3] == "whole"
     base = hwm()
     if whole:  # what the readers held before chunking: the bytes, the text, the lines
@@ -154,16 +144,7 @@ _CHILD = textwrap.dedent(
 
 
 def peak_growth(kind: str, path: Path, whole: bool = False) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(
-        [sys.executable, "-c", _CHILD, kind, str(path), "whole" if whole else "chunked"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child_json(_CHILD, kind, path, "whole" if whole else "chunked", timeout=300)
 
 
 def test_ucr_reader_memory_is_that_of_the_series_not_of_the_file(tmp_path):

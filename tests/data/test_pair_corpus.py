@@ -9,11 +9,7 @@ the chunk size (down to one byte, so that multi-byte characters and lines are cu
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -21,14 +17,12 @@ import numpy as np
 import pytest
 import torch
 
-import gatelab
 from gatelab.data.batching import pair_batches
 from gatelab.data.pair_corpus import PairCorpus
 from gatelab.data.pairs import read_sentence_pairs, split_pairs
 from gatelab.data.vocab import WordVocab, tokenize
 from gatelab.errors import DataError
-
-SRC = Path(gatelab.__file__).resolve().parents[1]
+from tests.helpers import run_child_json
 
 # multi-byte characters, CRLF, a blank line, a side with no token ("…"), a repeated
 # pair, and a cut-off last line (it ends in whitespace, mid-sentence)
@@ -136,11 +130,6 @@ _CHILD = textwrap.dedent(
     from gatelab.data.batching import pair_batches
     from gatelab.data.vocab import WordVocab, tokenize
 
-    def hwm():  # VmHWM: ru_maxrss carries the forking parent's peak across exec
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-
     path, mode, tmp = sys.argv[1], sys.argv[2], sys.argv[3]
     base = hwm()
     if mode == "old":  # the translator's reading before streaming
@@ -164,16 +153,7 @@ _CHILD = textwrap.dedent(
 
 
 def run_child(path: Path, mode: str, tmp: Path) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(path), mode, str(tmp)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child_json(_CHILD, path, mode, tmp)
 
 
 def write_pairs(path: Path, size: int) -> None:

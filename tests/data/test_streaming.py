@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import gc
 import io
-import json
-import os
 import shutil
-import subprocess
-import sys
 import textwrap
 from collections import Counter
 from pathlib import Path
@@ -26,7 +22,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import gatelab
 import gatelab.data.batching as batching
 import gatelab.data.corpus as corpus_module
 import gatelab.data.lines as lines
@@ -35,10 +30,10 @@ from gatelab.data.batching import corpus_shard, shard_range, stream_batches, str
 from gatelab.data.corpus import CharCorpus, encode_corpus, scan_text_corpus, split_point
 from gatelab.data.vocab import CharVocab
 from gatelab.errors import DataError
+from tests.helpers import run_child_json
 
 # 1-, 2-, 3- and 4-byte UTF-8 characters, CRLF and NEL (U+0085) inside lines
 MIXED = "ab\r\ncafé naïve — 中文 😀 z\x85y\n" * 7 + "end é"
-SRC = Path(gatelab.__file__).resolve().parents[1]
 
 
 def write(path: Path, content: str | bytes) -> Path:
@@ -316,11 +311,6 @@ _CHILD = textwrap.dedent(
     from gatelab.models.charlm import CharLM, detach_state
 
     path, mode, steps, tmp = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    def hwm():  # VmHWM: ru_maxrss carries the forking parent's peak across exec
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-
     torch.set_num_threads(1)
     base = hwm()
     t0 = time.perf_counter()
@@ -357,16 +347,7 @@ _CHILD = textwrap.dedent(
 
 def run_child(path: Path, mode: str, steps: int, tmp: Path) -> dict:
     """Peak RSS of a child process that reads ``path`` and trains ``steps`` TBPTT steps."""
-    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(path), mode, str(steps), str(tmp)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child_json(_CHILD, path, mode, steps, tmp)
 
 
 def write_corpus(path: Path, size: int) -> None:
