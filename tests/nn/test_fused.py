@@ -183,8 +183,8 @@ def test_parallel_pointwise_path(variant, two_threads):
 def test_parallel_steps_equal_reference_and_do_not_depend_on_timing(variant, proj, two_threads):
     """Two threads, steps big enough to split (B * G*H * P >= 2^17): over columns, or over
     batch rows for layer norm and projection. The result equals the reference; and since
-    the adaptive loop picks serial or split steps by timing, a step must give the same
-    bits either way: adaptive (the first steps serial) equals always split, bit for bit."""
+    the loop picks serial or split steps by timing (the first steps probe both), a step
+    must give the same bits either way: measured equals always split, bit for bit."""
     ext = fused.extension()
     ref, fus = _pair(variant, 8, 64, proj_size=proj, num_layers=1)
     x, hx = _inputs(ref, T=12, B=8, hx=True)
@@ -200,6 +200,36 @@ def test_parallel_steps_equal_reference_and_do_not_depend_on_timing(variant, pro
     _assert_close(g_a, g_r, torch.float64, "grads")
     for k, (a, b) in enumerate(zip(out_a + g_a, out_s + g_s)):
         assert torch.equal(a, b), k
+
+
+def test_step_split_is_decided_once_per_shape(two_threads):
+    """Whether a step is split over threads is measured on the first steps of a shape
+    (4 serial, 4 split), then cached: every later call of that shape keeps the decision,
+    so the speed cannot drift within a run. Never split gives the same bits as the
+    measured choice, and both equal the reference."""
+    ext = fused.extension()
+    ref, fus = _pair("standard", 8, 64, num_layers=1)  # B * 4H * P = 2^17: may split
+    x, hx = _inputs(ref, T=12, B=8, hx=True)
+    ext.step_plans(True)  # forget the decisions of earlier tests
+    out_a, g_a = _run(fus, x, hx)
+    plans = {p[:8]: p[8:10] for p in ext.step_plans()}
+    assert sorted(k[0] for k in plans) == [0, 1]  # forward and backward, one shape each
+    assert all(decided for decided, _ in plans.values())  # T = 12 >= 8 probe steps
+    for _ in range(3):
+        _run(fus, x, hx)
+        assert {p[:8]: p[8:10] for p in ext.step_plans()} == plans
+    try:
+        ext.set_gemm_mode(0, 1, 2)
+        out_n, g_n = _run(fus, x, hx)
+    finally:
+        ext.set_gemm_mode(0, 1, 1)
+    for k, (a, b) in enumerate(zip(out_a + g_a, out_n + g_n)):
+        assert torch.equal(a, b), k
+    out_r, g_r = _run(ref, x, hx)
+    _assert_close(out_a, out_r, torch.float64, "outputs")
+    _assert_close(g_a, g_r, torch.float64, "grads")
+    with pytest.raises(RuntimeError, match="adaptive must be 0, 1 or 2"):
+        ext.set_gemm_mode(0, 1, 3)
 
 
 @pytest.mark.parametrize("hidden", [19, 20])

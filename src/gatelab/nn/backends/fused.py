@@ -22,8 +22,12 @@ EPYC (Zen 4) this was built on it beat MKL's ``sgemm`` and packed ``sgemm_comput
 (which ARCHITECTURE.md measured against ``addmm``) at every recurrent shape of the
 benchmark, B = 1..64; MKL stays selectable (``extension().set_gemm_mode``) for comparison.
 A weight used once (``LSTMCell``) is multiplied unpacked. Steps are split over threads
-(OpenMP, torch's thread count) and the split backs off when it stalls: on a machine whose
-cores other processes share, a split step can wait a whole time slice for its other half.
+(OpenMP, torch's thread count) where that measurably pays: on a machine whose cores other
+processes share, a split step can wait a whole time slice for its other half. The choice is
+measured once per shape (the first steps of the first sequence: four serial, four split,
+medians compared) and then fixed for the process, so that a run's speed does not drift
+with it; ``extension().step_plans()`` lists the decisions, ``set_gemm_mode(0, 1, adaptive)``
+overrides them (1 measured, 0 always split, 2 never).
 Only ``float32`` and ``float64`` on CPU run here; ``GATELAB_DISABLE_FUSED=1`` turns the
 backend off (``auto`` then uses the reference backend).
 

@@ -210,11 +210,32 @@ std::vector<Tensor> lstm_backward(const OptTensor& dout, const OptTensor& dhn,
                                need_dx);
 }
 
+// adaptive: per-step split 1 decided once per shape (measured, cached), 0 always, 2 never.
 void set_gemm_mode(int64_t mode, int64_t fused_step, int64_t adaptive) {
   TORCH_CHECK(mode >= 0 && mode <= 5, "gemm mode must be 0..5, got ", mode);
+  TORCH_CHECK(adaptive >= 0 && adaptive <= 2, "adaptive must be 0, 1 or 2, got ", adaptive);
   g_gemm_mode = int(mode);
   g_fused_step = int(fused_step);
   g_adaptive = int(adaptive);
+}
+
+// The per-step split decisions cached so far (lstm_step.h, StepSplit), one tuple per shape:
+// (kind 0 forward / 1 backward, bytes per element, B, GH, P, spec flags, projection,
+// threads, decided, split, median serial step s, median split step s). reset: forget them.
+std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                       bool, bool, double, double>>
+step_plans(bool reset) {
+  std::lock_guard<std::mutex> lock(step_plan_mutex());
+  std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                         int64_t, bool, bool, double, double>>
+      r;
+  for (const auto& [k, v] : step_plans_map()) {
+    const double ts = v.n_serial ? median_of(v.t_serial, v.n_serial) : 0.0;
+    const double tp = v.n_par ? median_of(v.t_par, v.n_par) : 0.0;
+    r.emplace_back(k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7], v.decided, v.par, ts, tp);
+  }
+  if (reset) step_plans_map().clear();
+  return r;
 }
 
 // Enable (and reset) or disable the phase timers; returns the seconds summed so far.
@@ -282,6 +303,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_gemm_mode", &set_gemm_mode,
         "GEMM: 0 auto, 1 BLAS, 2 MKL packed, 3 at::mm, 4 small_gemm, 5 gemv; fused_step 0/1",
         py::arg("mode"), py::arg("fused_step") = 1, py::arg("adaptive") = 1);
+  m.def("step_plans", &step_plans,
+        "per-step split decisions cached per shape (reset=True forgets them)",
+        py::arg("reset") = false);
   m.def("bench_gemm", &bench_gemm, "seconds per recurrent GEMM call (M, K, N, mode, reps, double)");
   m.def("profile", &profile, "phase timers: 1 wall / 2 thread CPU (resets), 0 off; returns seconds per phase");
   m.def("bench_parallel", &bench_parallel, "microseconds per empty parallel region");

@@ -262,7 +262,7 @@ GL_CLONES void gemv_nt(int64_t M, int64_t K, int64_t N, const T* A, int64_t lda,
 // rows, NT, weight used once).
 int g_gemm_mode = 0;
 int g_fused_step = 1;  // 0: GEMM, then the pointwise pass, as two phases (for comparison)
-int g_adaptive = 1;    // 0: always split steps over threads when big enough (for comparison)
+int g_adaptive = 1;    // per-step split: 1 measured once per shape (StepSplit), 0 always, 2 never
 
 // C (M, N) = A (M, K) . op(W) with row-major W: NT means W is (N, K) and op = transpose,
 // NN means W is (K, N). One object per weight and sequence; `run` allocates nothing.

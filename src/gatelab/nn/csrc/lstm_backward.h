@@ -134,7 +134,7 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   const int64_t nblk = (H + JB - 1) / JB;
   Tensor part = fused_bstep ? at::empty({2, nblk, B, dld}, opts) : Tensor();
 
-  Adaptive adapt(threads > 1 && B * GH * P >= (1 << 17));
+  StepSplit adapt(threads > 1 && B * GH * P >= (1 << 17), 1, sizeof(T), B, GH, P, flags, proj);
   // Layer norm or projection: the batch rows are split over tasks (see forward_impl).
   const bool row_bstep = !fused_bstep && g_fused_step && g_hh.own() &&
                          (!proj || g_hr->own()) && threads > 1 && B >= 2 * threads;

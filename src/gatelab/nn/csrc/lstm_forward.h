@@ -169,7 +169,7 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
     }
   };
 
-  Adaptive adapt(threads > 1 && B * GH * P >= (1 << 17));
+  StepSplit adapt(threads > 1 && B * GH * P >= (1 << 17), 0, sizeof(T), B, GH, P, flags, proj);
   for (int64_t t = 0; t < T_; ++t) {
     const int64_t tk = keep >= 1 ? t : 0, tkb = keep >= 2 ? t : 0;
     const bool par = adapt.begin();

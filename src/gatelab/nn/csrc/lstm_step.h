@@ -357,39 +357,90 @@ void for_rows(int64_t B, int64_t H, bool whole_rows, const F& fn, bool par = tru
   }
 }
 
-// Per-step parallelism that backs off when it does not pay. A step split over threads waits
-// at its end for the slowest; on a busy machine (other processes on the cores) that wait
-// is a scheduler time slice, milliseconds, for microseconds of work. So steps are timed:
-// a few run serially to know their cost; a parallel step that takes over twice that plus
-// half a millisecond is a stall, and the loop goes serial for a while (doubling each
-// time) before trying again.
-struct Adaptive {
-  bool allowed;
-  int64_t serial_left = 2;
-  int64_t backoff = 4;
-  double t_serial = 0;
-  std::chrono::steady_clock::time_point t0;
-  bool par = false;
+// Per-step parallelism, decided once per shape and cached for the process. A step split
+// over threads waits at its end for the slowest; on a busy machine (other processes on the
+// cores) that wait can be a scheduler time slice, milliseconds, for microseconds of work,
+// so whether a split pays is measured, not assumed: the first steps of the first sequence
+// of a shape alternate serial and split (kProbe of each), and the split is kept when its
+// median step is clearly faster (under 0.9x the serial median). The decision is then fixed
+// for every later step and call of that shape in this process, so that the speed cannot
+// drift within a run (issue 16: the earlier per-step back-off did, by more than a target's
+// margin). A probe cut short by a short sequence goes on in the next call.
+// g_adaptive: 1 this (the default), 0 always split when big enough, 2 never split.
+constexpr int kProbe = 4;
+using StepKey = std::array<int64_t, 10>;
 
-  explicit Adaptive(bool allowed_) : allowed(allowed_) {}
+struct StepPlan {
+  int n_serial = 0, n_par = 0;
+  double t_serial[kProbe] = {}, t_par[kProbe] = {};
+  bool decided = false, par = false;
+};
+
+inline std::mutex& step_plan_mutex() {
+  static std::mutex m;
+  return m;
+}
+inline std::map<StepKey, StepPlan>& step_plans_map() {
+  static std::map<StepKey, StepPlan> m;
+  return m;
+}
+
+inline double median_of(const double* v, int n) {
+  std::vector<double> w(v, v + n);
+  std::sort(w.begin(), w.end());
+  return n % 2 ? w[n / 2] : 0.5 * (w[n / 2 - 1] + w[n / 2]);
+}
+
+// key: {kind (0 forward, 1 backward), sizeof(T), B, GH, P, spec flags, projection,
+// threads, and the two modes that change the step's code}
+struct StepSplit {
+  bool allowed;
+  StepKey key{};
+  StepPlan plan;
+  bool par = false, dirty = false;
+  std::chrono::steady_clock::time_point t0;
+
+  StepSplit(bool allowed_, int64_t kind, int64_t tsize, int64_t B, int64_t GH, int64_t P,
+            int64_t flags, bool proj)
+      : allowed(allowed_) {
+    if (!allowed || g_adaptive != 1) return;
+    key = {kind, tsize, B, GH, P, flags, int64_t(proj), int64_t(at::get_num_threads()),
+           int64_t(g_fused_step), int64_t(g_gemm_mode)};
+    std::lock_guard<std::mutex> lock(step_plan_mutex());
+    auto it = step_plans_map().find(key);
+    if (it != step_plans_map().end()) plan = it->second;
+  }
+  ~StepSplit() { save(); }
+
+  void save() {
+    if (!dirty) return;
+    dirty = false;
+    std::lock_guard<std::mutex> lock(step_plan_mutex());
+    StepPlan& stored = step_plans_map()[key];
+    if (!stored.decided) stored = plan;  // a concurrent decision stands
+  }
 
   bool begin() {
-    par = allowed && (serial_left <= 0 || !g_adaptive);
+    if (!allowed || g_adaptive == 2) return par = false;
+    if (g_adaptive != 1) return par = true;
+    par = plan.decided ? plan.par : plan.n_par < plan.n_serial;  // serial first
     t0 = std::chrono::steady_clock::now();
     return par;
   }
   void end() {
-    if (!allowed) return;
+    if (!allowed || g_adaptive != 1 || plan.decided) return;
     const double dt =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (!par) {
-      t_serial = t_serial == 0 ? dt : std::min(t_serial, dt);
-      --serial_left;
-    } else if (dt > 2.0 * t_serial + 5e-4) {  // a stall (a time slice lost), not noise
-      serial_left = backoff;
-      backoff = std::min<int64_t>(2 * backoff, 1024);
+    if (par) {
+      plan.t_par[plan.n_par++] = dt;
     } else {
-      backoff = 4;
+      plan.t_serial[plan.n_serial++] = dt;
+    }
+    dirty = true;
+    if (plan.n_par == kProbe && plan.n_serial == kProbe) {
+      plan.decided = true;
+      plan.par = median_of(plan.t_par, kProbe) < 0.9 * median_of(plan.t_serial, kProbe);
+      save();
     }
   }
 };
