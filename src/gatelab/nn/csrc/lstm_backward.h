@@ -280,8 +280,12 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   dh = Tensor();
   const int64_t TB = T_ * B;
   auto vec = [&](int64_t n) { return at::empty({n}, opts); };
+  const bool own = g_gemm_mode == 0 || g_gemm_mode == 4;
+  // no layer norm: dW_ih, dW_hh and the bias gradient come from one GEMM (below)
+  const bool one_dw = own && !s.ln;
+  const bool has_bias = p[kBih].has_value() || p[kBhh].has_value();
   // reductions of dG (biases, peepholes, recurrent layer norm) before dG may be released
-  if (p[kBih].has_value() || p[kBhh].has_value() || s.ln) {
+  if ((has_bias && !one_dw) || s.ln) {
     Tensor dsum = vec(GH);
     col_dot<T>(dG.data_ptr<T>(), GH, nullptr, 0, TB, GH, dsum.data_ptr<T>(), false);
     if (p[kBih].has_value()) g[3 + kBih] = dsum;
@@ -322,11 +326,37 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   if (proj) g[3 + kWhr] = at::mm(dH_all.view({TB, P}).t(), hr_r.view({TB, H}));
   dH_all = Tensor();
 
-  const bool own = g_gemm_mode == 0 || g_gemm_mode == 4;
   auto pad = [&](int64_t n) { return (n + PW - 1) / PW * PW; };
   const int64_t Ip = pad(I), Pp = pad(P);
+  // dW_ih, dW_hh and the bias gradient in one GEMM where all read dG (no layer norm):
+  // dG^T [x_t, h_{t-1}, 1] over one packed operand (x's panels, h's, then a panel whose
+  // first column is ones), so that dG is read, and copied transposed block by block, once
+  // instead of twice, and the bias needs no pass of its own (issue 16: the after-loop phase).
+  if (one_dw) {
+    const int64_t N1 = Ip + Pp + (has_bias ? PW : 0);
+    Tensor xh = at::empty({N1 * TB}, opts);
+    T* xp = xh.data_ptr<T>();
+    T* hp = xp + Ip * TB;  // h's panels follow x's (panel-major, K = TB rows each)
+    pack_rows<T>(x.data_ptr<T>(), I, TB, 0, TB, I, xp);
+    pack_rows<T>(h0.data_ptr<T>(), P, B, 0, TB, P, hp);
+    if (T_ > 1) pack_rows<T>(h_feed.data_ptr<T>(), P, TB - B, B, TB, P, hp);
+    if (has_bias) {
+      T* ones = hp + Pp * TB;
+      std::fill(ones, ones + PW * TB, T(0));
+      for (int64_t k = 0; k < TB; ++k) ones[k * PW] = T(1);
+    }
+    Tensor dw = at::empty({GH, N1}, opts);  // (GH, [dW_ih | dW_hh | d bias])
+    big_gemm<T>(GH, TB, N1, dG.data_ptr<T>(), 1, GH, xp, dw.data_ptr<T>(), N1, nullptr);
+    g[3 + kWih] = dw.narrow(1, 0, I);
+    g[3 + kWhh] = dw.narrow(1, Ip, P);
+    if (has_bias) {
+      Tensor dsum = dw.select(1, Ip + Pp).contiguous();
+      if (p[kBih].has_value()) g[3 + kBih] = dsum;
+      if (p[kBhh].has_value()) g[3 + kBhh] = p[kBih].has_value() ? dsum.clone() : dsum;
+    }
+  }
   // dW_hh = sum_t dHW_t^T h_{t-1}, h_{-1} = h0, h_{t-1} = out[t-1] on real steps
-  if (own) {
+  if (own && !one_dw) {
     Tensor hp = at::empty({Pp * TB}, opts);
     pack_rows<T>(h0.data_ptr<T>(), P, B, 0, TB, P, hp.data_ptr<T>());
     if (T_ > 1) pack_rows<T>(h_feed.data_ptr<T>(), P, TB - B, B, TB, P, hp.data_ptr<T>());
@@ -334,7 +364,7 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
     big_gemm<T>(GH, TB, P, dHW.data_ptr<T>(), 1, GH, hp.data_ptr<T>(), dw.data_ptr<T>(), Pp,
                 nullptr);
     g[3 + kWhh] = dw.narrow(1, 0, P);
-  } else {
+  } else if (!own) {
     Tensor dwhh = at::mm(dHW.select(0, 0).t(), h0.contiguous());
     if (T_ > 1)
       dwhh.addmm_(dHW.narrow(0, 1, T_ - 1).reshape({(T_ - 1) * B, GH}).t(),
@@ -363,13 +393,13 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   } else if (need_dx) {
     g[0] = at::mm(dxw, w_ih).view({T_, B, I});
   }
-  if (own) {  // dW_ih = dxw^T x (a sum of TB outer products)
+  if (own && !one_dw) {  // dW_ih = dxw^T x (a sum of TB outer products)
     Tensor xp = at::empty({Ip * TB}, opts);
     pack_rows<T>(x.data_ptr<T>(), I, TB, 0, TB, I, xp.data_ptr<T>());
     Tensor dw = at::empty({GH, Ip}, opts);
     big_gemm<T>(GH, TB, I, dxw_p, 1, GH, xp.data_ptr<T>(), dw.data_ptr<T>(), Ip, nullptr);
     g[3 + kWih] = dw.narrow(1, 0, I);
-  } else {
+  } else if (!own) {
     g[3 + kWih] = at::mm(dxw.t(), x.view({TB, I}));
   }
   return g;
