@@ -111,7 +111,9 @@ def max_diff(a, b) -> float:
     return float((torch.as_tensor(a).detach() - b.detach()).abs().max())
 
 
-def bench(variant: str, B: int, T: int, repeats: int, threads: int, tmp: Path) -> dict:
+def bench(
+    variant: str, B: int, T: int, repeats: int, threads: int, tmp: Path, compile_: bool = True
+) -> dict:
     torch.manual_seed(0)
     fused = gatelab.LSTM(I, H, variant=variant, backend="fused")
     ref = gatelab.LSTM(I, H, variant=variant, backend="reference")
@@ -121,14 +123,15 @@ def bench(variant: str, B: int, T: int, repeats: int, threads: int, tmp: Path) -
     with torch.no_grad():
         want = fused(x)[0]
 
-    compiled = torch.compile(ref)
-    start = time.perf_counter()
-    got = compiled(x)[0]
-    got.sum().backward()
-    row["compile_s"] = time.perf_counter() - start
-    row["diff_compile"] = max_diff(got, want)
-
-    train = {"fused": train_fn(fused, x), "compile": train_fn(compiled, x)}
+    train = {"fused": train_fn(fused, x)}
+    if compile_:
+        compiled = torch.compile(ref)
+        start = time.perf_counter()
+        got = compiled(x)[0]
+        got.sum().backward()
+        row["compile_s"] = time.perf_counter() - start
+        row["diff_compile"] = max_diff(got, want)
+        train["compile"] = train_fn(compiled, x)
     if variant == "standard":
         peer = torch.nn.LSTM(I, H)
         peer.load_state_dict(fused.state_dict())
@@ -160,12 +163,13 @@ def row_line(r: dict) -> str:
     tr, fw = r["train_ms"], r["fwd_ms"]
     f = tr["fused"]
     keras = f"{tr['keras'] / f:.2f}" if "keras" in tr else "-"
+    comp = f"{tr['compile'] / f:.2f}" if "compile" in tr else "-"
+    comp_s = f"{r['compile_s']:.0f}" if "compile_s" in r else "-"
     peer = f"{tr['torch'] / f:.2f}" if "torch" in tr else "-"
-    diffs = [f"{r['diff_compile']:.0e}", f"{r['diff_keras']:.0e}" if "diff_keras" in r
-             else "-", f"{r['diff_ort']:.0e}"]  # fmt: skip
+    diffs = [f"{r[k]:.0e}" if k in r else "-" for k in ("diff_compile", "diff_keras", "diff_ort")]
     return (
-        f"| {r['variant']} | {r['B']} | {f:.2f} | {tr['compile'] / f:.2f} | "
-        f"{r['compile_s']:.0f} | {keras} | {peer} | {fw['fused']:.2f} | "
+        f"| {r['variant']} | {r['B']} | {f:.2f} | {comp} | {comp_s} | {keras} | {peer} | "
+        f"{fw['fused']:.2f} | "
         f"{fw['ort'] / fw['fused']:.2f} | {', '.join(diffs)} | "
         f"{r['load_before']:.1f} -> {r['load_after']:.1f} |"
     )
@@ -177,6 +181,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch and onnxruntime threads")
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated presets")
     ap.add_argument("--batches", default="1,16", help="comma-separated batch sizes")
+    ap.add_argument("--no-compile", action="store_true", help="leave torch.compile out")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     fused_backend.extension()  # build (or load) before timing anything
@@ -191,7 +196,8 @@ def main(argv=None) -> int:
         for variant in args.variants.split(","):
             for B in batches:
                 repeats = 3 if args.quick else (20 if B == 1 else 10)
-                print(row_line(bench(variant, B, T, repeats, args.threads, Path(tmp))), flush=True)
+                row = bench(variant, B, T, repeats, args.threads, Path(tmp), not args.no_compile)
+                print(row_line(row), flush=True)
     if _COLD:
         shutil.rmtree(os.environ["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)
     return 0
