@@ -341,6 +341,14 @@ def test_nproc_inside_a_torchrun_job_is_refused(tmp_path, monkeypatch):
     assert "rank 0: error: --nproc 2 inside a job torchrun started" in result.stderr
 
 
+def assert_close_weights(run: Path, oracle: Path) -> None:
+    """The best weights of two run folders, equal up to the all-reduce's rounding."""
+    one, two = (load_file(r / "model.safetensors") for r in (oracle, run))
+    assert one.keys() == two.keys()
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
 TINY_LM = ["--hidden-size", "16", "--layers", "1", "--embedding-dim", "8", "--batch-size", "6"]
 TINY_LM += ["--seq-len", "20", "--epochs", "2", "--quiet"]
 
@@ -356,11 +364,7 @@ def test_two_rank_char_lm_follows_one_process(tmp_path):
     cmd = [sys.executable, "-m", "gatelab", *args, "--out", "two"]
     for code, out in run_all(as_torchrun(cmd), tmp_path):
         assert code == 0, out
-    one = load_file(tmp_path / "one" / "model.safetensors")
-    two = load_file(tmp_path / "two" / "model.safetensors")
-    assert one.keys() == two.keys()
-    for k in one:
-        torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-5, msg=k)
+    assert_close_weights(tmp_path / "two", tmp_path / "one")
     config = json.loads((tmp_path / "two" / "config.json").read_text())
     assert config["distributed"]["world_size"] == 2
     history = json.loads((tmp_path / "two" / "checkpoint.json").read_text())["fit"]["history"]
@@ -432,11 +436,7 @@ def test_two_rank_translator_follows_one_process_and_each_rank_reads_its_rows(tm
         env["PYTHONPATH"] = os.pathsep.join([str(hook), str(SRC)])
     for code, out in run_all(procs, tmp_path):
         assert code == 0, out
-    one = load_file(tmp_path / "one" / "model.safetensors")
-    two = load_file(tmp_path / "two" / "model.safetensors")
-    assert one.keys() == two.keys()
-    for k in one:
-        torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-5, msg=k)
+    assert_close_weights(tmp_path / "two", tmp_path / "one")
     reads = [json.loads((tmp_path / f"reads-{r}.json").read_text()) for r in range(2)]
     assert reads[0]["opened"] and reads[1]["opened"] == []  # rank 1 never opens the file
     train = [max(r["read"].items(), key=lambda kv: int(kv[0])) for r in reads]

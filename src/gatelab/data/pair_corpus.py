@@ -47,8 +47,8 @@ PAIR_PARTS = ("train", "valid", "test")
 PAIR_INDEX = np.dtype([("offset", "<i8"), ("src", "<i4"), ("tgt", "<i4")])
 
 #: Ids (and records) gathered in memory before they are written.
-_WRITE_IDS = 1 << 20
-_WRITE_RECORDS = 1 << 16
+_WRITE_IDS = 1 << 18
+_WRITE_RECORDS = 1 << 14
 
 
 class PairIds(Sequence):
