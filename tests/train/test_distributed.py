@@ -418,9 +418,9 @@ def pairs_file(path: Path, n: int = 56) -> Path:
 
 def test_two_rank_translator_follows_one_process_and_each_rank_reads_its_rows(tmp_path):
     """Rank 0 alone reads the pairs file (split, vocabularies, ids on disk); each rank reads
-    from the ids only its rows of every global batch (about half each); the token-weighted
-    gradients make each step the step of the whole batch, so the weights match one process
-    (no dropout). 48 training pairs in batches of 5: the last batch has 3 rows."""
+    from the ids only its rows of every global batch; the token-weighted gradients make
+    each step the step of the whole batch, so the weights match one process (no dropout).
+    48 training pairs in batches of 5: rank 1 holds rows 1 and 3 of each (2/5 of them)."""
     pairs_file(tmp_path / "pairs.txt")
     args = ["train", "translator", "--data", "pairs.txt", "--hidden-size", "8"]
     args += ["--embedding-dim", "4", "--min-freq", "1", "--valid", "4", "--test", "4"]
@@ -444,7 +444,7 @@ def test_two_rank_translator_follows_one_process_and_each_rank_reads_its_rows(tm
     splits = PairCorpus(tmp_path / "pairs.txt", valid=4, test=4).splits()
     words = sum(len(tokenize(s)) + len(tokenize(t)) for s, t in splits.train)
     assert train[0][1] + train[1][1] == 2 * 4 * words  # 2 epochs of int32 ids, read once
-    assert 0.35 < train[1][1] / (2 * 4 * words) < 0.65, train
+    assert 0.3 < train[1][1] / (2 * 4 * words) < 0.5, train  # rank 1: ~2/5 of the ids
 
 
 # ----------------------------------------------------------------- killed ranks

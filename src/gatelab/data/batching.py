@@ -131,9 +131,8 @@ class PairBatches(Sequence):
     """The batches of :func:`pair_batches`, made a chunk at a time and padded one batch at
     a time while they are used: memory holds a chunk's lengths and one batch.
 
-    Iterating walks the chunks in order (the batches' order depends on the generator's
-    state, so ``batches[k]`` walks from the start; :meth:`chunk` gives chunk ``c``'s
-    batches alone only when the chunks are not shuffled).
+    Iterating walks the chunks in order; the batches' order depends on the generator's
+    state, so ``batches[k]`` walks from the start (iterate, rather than index, an epoch).
 
     With ``world_size`` > 1 each batch is this rank's rows of the global batch (every
     ``world_size``-th from ``rank``, as :func:`gatelab.train.tbptt.fit_loop` takes them)
@@ -252,7 +251,7 @@ def pair_batches(
     batch_size`` consecutive ones, walked in a seeded order; each chunk's pairs are
     shuffled, sorted by length and cut into batches, whose order is shuffled within the
     chunk (:meth:`PairBatches.order`). Every pair is in one batch an epoch; only the last
-    chunk's last batch may be short. Memory: a chunk's lengths (16 bytes a pair of it) and
+    chunk's last batch may be short. Memory: a chunk's records (24 bytes a pair of it) and
     a batch, whatever the number of pairs; no whole-data sort or permutation.
 
     Args:
