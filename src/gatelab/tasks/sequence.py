@@ -427,11 +427,13 @@ def _train_translator(data, out: Path, model_kw, train, resume: bool, on_epoch) 
             vocabs=_read_vocab(out, TRANSLATOR) if saved is not None else None,
         )
     )  # fmt: skip
-    train_pairs = shared.open("train")
-    valid_pairs = shared.open("valid") if D.is_writer() else None  # rank 0 validates for all
-    D.barrier()  # every rank holds the files open: their names can go
-    if D.is_writer():
-        shared.unlink()
+    try:
+        train_pairs = shared.open("train")
+        valid_pairs = shared.open("valid") if D.is_writer() else None  # rank 0 validates
+        D.barrier()  # every rank holds the files open: their names can go
+    finally:
+        if D.is_writer():
+            shared.unlink()
     src_vocab, tgt_vocab = shared.src_vocab, shared.tgt_vocab
     torch.manual_seed(train.seed)  # the initial weights, the same on a restart
     if saved is not None and model_kw is None:
