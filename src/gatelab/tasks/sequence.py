@@ -94,6 +94,16 @@ def _positive(name: str, value: Any, kind: type = int, allow_none: bool = False)
         raise ValueError(f"{name}={value!r}; expected a {'number' if kind is float else 'int'} > 0")
 
 
+def _check_fit(config) -> None:
+    """The settings both sequence tasks train by: ``epochs``, ``minutes`` (None: no time
+    limit), ``batch_size``, ``lr`` and ``clip``."""
+    _positive("epochs", config.epochs)
+    _positive("minutes", config.minutes, float, allow_none=True)
+    _positive("batch_size", config.batch_size)
+    _positive("lr", config.lr, float)
+    _positive("clip", config.clip, float)
+
+
 @dataclass
 class CharLMTrainConfig:
     """How a character LM is trained (defaults reach <= 1.60 nats/char on
@@ -109,12 +119,8 @@ class CharLMTrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _positive("epochs", self.epochs)
-        _positive("minutes", self.minutes, float, allow_none=True)
-        _positive("batch_size", self.batch_size)
+        _check_fit(self)
         _positive("seq_len", self.seq_len)
-        _positive("lr", self.lr, float)
-        _positive("clip", self.clip, float)
         if not 0.0 < self.valid_fraction < 1.0:
             raise ValueError(f"valid_fraction={self.valid_fraction}; expected 0 < f < 1")
 
@@ -136,11 +142,7 @@ class TranslatorTrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _positive("epochs", self.epochs)
-        _positive("minutes", self.minutes, float, allow_none=True)
-        _positive("batch_size", self.batch_size)
-        _positive("lr", self.lr, float)
-        _positive("clip", self.clip, float)
+        _check_fit(self)
         _positive("min_freq", self.min_freq)
         _positive("valid", self.valid)
         if not 0.0 <= self.teacher_forcing <= 1.0:

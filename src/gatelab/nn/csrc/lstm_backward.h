@@ -64,25 +64,13 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
                                   const OptTensor& lengths, int64_t flags,
                                   const std::vector<Tensor>& saved, bool need_dx) {
   Tick tick_all(kPBwdAll);
-  const Spec s(flags);
-  const Tensor x = x_.contiguous();
-  const int64_t T_ = x.size(0), B = x.size(1), I = x.size(2);
-  const Tensor w_ih = p[kWih]->contiguous();
-  const Tensor w_hh = p[kWhh]->contiguous();
-  const int64_t GH = w_ih.size(0), H = GH / s.G, P = w_hh.size(1);
-  const bool proj = p[kWhr].has_value();
-  const auto opts = x.options();
+  const DriverInputs d(x_, p, lengths, flags);
+  const auto& [s, x, w_ih, w_hh, len_c, len, T_, B, I, GH, H, P, proj, opts] = d;
   const Tensor &out = saved[0], &acts = saved[3], &c_all = saved[4], &y_all = saved[5],
                &hr_all = saved[6], &xw_raw = saved[7], &ln_mean = saved[8],
                &ln_rstd = saved[9], &xhat_hh = saved[10], &rstd_hh = saved[11],
                &xhat_c = saved[12], &rstd_c = saved[13];
 
-  Tensor len_c;
-  const int64_t* len = nullptr;
-  if (lengths.has_value()) {
-    len_c = lengths->to(at::kLong).contiguous();
-    len = len_c.data_ptr<int64_t>();
-  }
   Tensor dout;
   if (dout_.has_value() && dout_->defined()) dout = dout_->contiguous();
   Tensor dc = (dcn_.has_value() && dcn_->defined()) ? dcn_->contiguous().clone()
@@ -105,18 +93,12 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   if (dhn.has_value() && dhn->defined()) dh.narrow(1, 0, P).copy_(*dhn);
   Tensor dhr = proj ? at::empty({B, g_hr->ldc()}, opts) : Tensor();
 
-  BwdStep<T> a;
-  a.s = s;
-  a.B = B, a.H = H, a.P = P, a.GH = GH;
+  BwdStep<T> a(d, p);
   a.ln_c_w = ptr_or_null<T>(p[kLnCW]);
   a.ln_hh_w = ptr_or_null<T>(p[kLnHhW]);
   a.dc = dc.data_ptr<T>();
   a.tmp = tmp.data_ptr<T>();
   a.tmp2 = tmp2.data_ptr<T>();
-  a.wci = ptr_or_null<T>(p[kWci]);
-  a.wcf = ptr_or_null<T>(p[kWcf]);
-  a.wco = ptr_or_null<T>(p[kWco]);
-  a.len = len;
   T* dhp = dh.data_ptr<T>();
   const T* dout_p = dout.defined() ? dout.data_ptr<T>() : nullptr;
   const T beta = len ? T(1) : T(0);
@@ -161,10 +143,7 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
     a.y = y_all.data_ptr<T>() + t * B * H;
     a.dG = dG.data_ptr<T>() + t * B * GH;
     if (s.ln) {
-      a.xhat_c = xhat_c.data_ptr<T>() + t * B * H;
-      a.rstd_c = rstd_c.data_ptr<T>() + t * B;
-      a.xhat_hh = xhat_hh.data_ptr<T>() + t * B * GH;
-      a.rstd_hh = rstd_hh.data_ptr<T>() + t * B;
+      ln_rows_at<T>(a, t, xhat_hh, rstd_hh, xhat_c, rstd_c);
       a.dHW = dHW.data_ptr<T>() + t * B * GH;
       a.dcn = dCN.data_ptr<T>() + t * B * H;
     }

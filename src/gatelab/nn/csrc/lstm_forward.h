@@ -19,14 +19,8 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
                                  const std::vector<OptTensor>& p, const OptTensor& lengths,
                                  int64_t flags, int64_t keep) {
   Tick tick_all(kPFwdAll);
-  const Spec s(flags);
-  const Tensor x = x_.contiguous();
-  const int64_t T_ = x.size(0), B = x.size(1), I = x.size(2);
-  const Tensor w_ih = p[kWih]->contiguous();
-  const Tensor w_hh = p[kWhh]->contiguous();
-  const int64_t GH = w_ih.size(0), H = GH / s.G, P = w_hh.size(1);
-  const bool proj = p[kWhr].has_value();
-  const auto opts = x.options();
+  const DriverInputs d(x_, p, lengths, flags);
+  const auto& [s, x, w_ih, w_hh, len_c, len, T_, B, I, GH, H, P, proj, opts] = d;
   TORCH_CHECK(h0.size(0) == B && h0.size(1) == P && c0.size(0) == B && c0.size(1) == H,
               "fused_lstm: state shapes do not match");
 
@@ -96,13 +90,6 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
   }
   Tensor w_hr = proj ? p[kWhr]->contiguous() : Tensor();
 
-  Tensor len_c;
-  const int64_t* len = nullptr;
-  if (lengths.has_value()) {
-    len_c = lengths->to(at::kLong).contiguous();
-    len = len_c.data_ptr<int64_t>();
-  }
-
   WeightGemm<T> g_hh(w_hh, B, /*nt=*/true, T_, s.G);
   std::optional<WeightGemm<T>> g_hr;
   if (proj) g_hr.emplace(w_hr, B, /*nt=*/true, T_);
@@ -122,9 +109,7 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
   JB = std::max<int64_t>((JB + PW - 1) / PW * PW, B < 4 ? std::min<int64_t>(4 * PW, H) : PW);
   const int64_t nblk = (H + JB - 1) / JB;
 
-  FwdStep<T> a;
-  a.s = s;
-  a.B = B, a.H = H, a.P = P, a.GH = GH;
+  FwdStep<T> a(d, p);
   a.hw = hw.data_ptr<T>();
   a.hw_ld = g_hh.ldc();
   a.hw_gs = g_hh.col(1);
@@ -133,10 +118,6 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
   a.ln_c_w = ptr_or_null<T>(p[kLnCW]);
   a.ln_c_b = ptr_or_null<T>(p[kLnCB]);
   a.c = c.data_ptr<T>();
-  a.wci = ptr_or_null<T>(p[kWci]);
-  a.wcf = ptr_or_null<T>(p[kWcf]);
-  a.wco = ptr_or_null<T>(p[kWco]);
-  a.len = len;
   // h ping-pongs between two buffers: the step's GEMM reads h_{t-1} from one while the
   // pointwise pass (of other hidden units, in parallel) writes h_t into the other
   Tensor h2 = at::empty_like(h);
@@ -185,12 +166,7 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
     a.acts = acts.data_ptr<T>() + (acts_in_xw ? t : tk) * B * GH;
     a.c_out = c_all.data_ptr<T>() + tk * B * H;
     a.y = y_all.data_ptr<T>() + tkb * B * H;
-    if (s.ln) {
-      a.xhat_hh = xhat_hh.data_ptr<T>() + tkb * B * GH;
-      a.rstd_hh = rstd_hh.data_ptr<T>() + tkb * B;
-      a.xhat_c = xhat_c.data_ptr<T>() + tkb * B * H;
-      a.rstd_c = rstd_c.data_ptr<T>() + tkb * B;
-    }
+    if (s.ln) ln_rows_at<T>(a, tkb, xhat_hh, rstd_hh, xhat_c, rstd_c);
     if (proj) {
       a.hr = hr_all.data_ptr<T>() + tkb * B * H;
       a.hr_ld = H;

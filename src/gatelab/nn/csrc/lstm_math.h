@@ -71,6 +71,13 @@ GL_INLINE void act_grad(T* __restrict d, const T* __restrict dy, const T* __rest
   }
 }
 
+// y += u * v, element-wise: the peephole terms of both steps.
+template <typename T>
+GL_INLINE void add_mul(T* __restrict y, const T* __restrict u, const T* __restrict v,
+                       int64_t n) {
+  for (int64_t j = 0; j < n; ++j) y[j] += u[j] * v[j];
+}
+
 // Row mean and 1/sqrt(var + eps) (biased variance, as torch.nn.functional.layer_norm).
 template <typename T>
 GL_INLINE void row_moments(const T* __restrict x, int64_t n, double eps, double* mean,
@@ -85,6 +92,21 @@ GL_INLINE void row_moments(const T* __restrict x, int64_t n, double eps, double*
   }
   *mean = m;
   *rstd = 1.0 / std::sqrt(v / double(n) + eps);
+}
+
+// Layer norm backward of one row of n, from the forward's xhat and rstd and the weight w:
+// dx = rstd (dy w - mean(dy w) - xhat mean(dy w xhat)). dx may be dy (in place).
+template <typename T>
+GL_INLINE void ln_grad_row(T* dx, const T* dy, const T* __restrict w, const T* __restrict xhat,
+                           T rstd, int64_t n) {
+  double m1 = 0, m2 = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    const double gy = double(dy[j]) * double(w[j]);
+    m1 += gy;
+    m2 += gy * double(xhat[j]);
+  }
+  const T mm1 = T(m1 / double(n)), mm2 = T(m2 / double(n));
+  for (int64_t j = 0; j < n; ++j) dx[j] = rstd * (dy[j] * w[j] - mm1 - xhat[j] * mm2);
 }
 
 // ----------------------------------------------------------------------- spec

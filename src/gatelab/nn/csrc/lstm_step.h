@@ -9,12 +9,77 @@
 
 namespace {
 
+// ----------------------------------------------------------------------- sizes
+
+// Parameter order of the `params` lists (None where absent).
+enum {
+  kWih, kWhh, kBih, kBhh, kWhr, kWci, kWcf, kWco, kLnIhW, kLnIhB, kLnHhW, kLnHhB, kLnCW, kLnCB,
+  kNumParams
+};
+
+template <typename T>
+const T* ptr_or_null(const OptTensor& t) {
+  return t.has_value() && t->defined() ? t->data_ptr<T>() : nullptr;
+}
+
+// What both drivers read first (check_args has checked it): x (T, B, I) and the weights W_ih (GH, I), W_hh (GH, P)
+// made contiguous, their sizes (GH = G * H; P = H, or the projection's size) and the
+// lengths (B) as int64 (len: their data, or null without lengths).
+struct DriverInputs {
+  Spec s;
+  Tensor x, w_ih, w_hh, len_c;
+  const int64_t* len = nullptr;
+  int64_t T_, B, I, GH, H, P;
+  bool proj;
+  at::TensorOptions opts;
+
+  DriverInputs(const Tensor& x_, const std::vector<OptTensor>& p, const OptTensor& lengths,
+               int64_t flags)
+      : s(flags), x(x_.contiguous()), w_ih(p[kWih]->contiguous()), w_hh(p[kWhh]->contiguous()) {
+    T_ = x.size(0), B = x.size(1), I = x.size(2);
+    GH = w_ih.size(0), H = GH / s.G, P = w_hh.size(1);
+    proj = p[kWhr].has_value();
+    opts = x.options();
+    if (lengths.has_value()) {
+      len_c = lengths->to(at::kLong).contiguous();
+      len = len_c.data_ptr<int64_t>();
+    }
+  }
+};
+
+// The fields both step kernels read: the spec, the sizes, the peepholes, the lengths and
+// the step t.
+template <typename T>
+struct StepBase {
+  Spec s;
+  int64_t B, H, P, GH;
+  const T *wci, *wcf, *wco;
+  const int64_t* len;
+  int64_t t = 0;
+
+  StepBase(const DriverInputs& d, const std::vector<OptTensor>& p)
+      : s(d.s), B(d.B), H(d.H), P(d.P), GH(d.GH), wci(ptr_or_null<T>(p[kWci])),
+        wcf(ptr_or_null<T>(p[kWcf])), wco(ptr_or_null<T>(p[kWco])), len(d.len) {}
+  // false on padding: step t at or past row b's length
+  bool real(int64_t b) const { return len == nullptr || t < len[b]; }
+};
+
+// Step t's rows of the layer norms' saved statistics (xhat_hh (T, B, GH), rstd_hh (T, B),
+// xhat_c (T, B, H), rstd_c (T, B)): written by the forward step, read by the backward.
+template <typename T, typename Step>
+void ln_rows_at(Step& a, int64_t t, const Tensor& xhat_hh, const Tensor& rstd_hh,
+                const Tensor& xhat_c, const Tensor& rstd_c) {
+  a.xhat_hh = xhat_hh.data_ptr<T>() + t * a.B * a.GH;
+  a.rstd_hh = rstd_hh.data_ptr<T>() + t * a.B;
+  a.xhat_c = xhat_c.data_ptr<T>() + t * a.B * a.H;
+  a.rstd_c = rstd_c.data_ptr<T>() + t * a.B;
+}
+
 // ----------------------------------------------------------------------- forward step
 
 template <typename T>
-struct FwdStep {
-  Spec s;
-  int64_t B, H, P, GH;
+struct FwdStep : StepBase<T> {
+  using StepBase<T>::StepBase;
   const T* xw;     // (B, GH): LN(x W_ih^T) + b_ih + b_hh of this step, row stride xw_ld
   int64_t xw_ld;
   const T* hw;     // h_{t-1} W_hh^T: row stride hw_ld, gate k at column k * hw_gs
@@ -32,9 +97,6 @@ struct FwdStep {
   int64_t hr_ld;
   T* h_state;      // (B, P) h_t, written here only without projection (padded rows: h_prev)
   const T* h_prev; // (B, P) h_{t-1}: the GEMM reads it meanwhile, so h_t goes elsewhere
-  const T *wci, *wcf, *wco;
-  const int64_t* len;
-  int64_t t;
 };
 
 template <typename T>
@@ -46,8 +108,7 @@ GL_CLONES void fwd_rows(const FwdStep<T>& a, int64_t b, int64_t j0, int64_t j1) 
   T* __restrict co = a.c_out + b * H + j0;
   T* __restrict y = a.y + b * H + j0;
   T* __restrict hr = a.hr + b * a.hr_ld + j0;
-  const bool real = a.len == nullptr || a.t < a.len[b];
-  if (!real) {
+  if (!a.real(b)) {
     for (int k = 0; k < s.G; ++k) std::memset(A + k * H + j0, 0, sizeof(T) * n);
     std::memset(co, 0, sizeof(T) * n);
     std::memset(y, 0, sizeof(T) * n);
@@ -98,14 +159,8 @@ GL_CLONES void fwd_rows(const FwdStep<T>& a, int64_t b, int64_t j0, int64_t j1) 
   T* __restrict ag = A + s.og * H + j0;
   T* __restrict ao = s.has_o ? A + s.oo * H + j0 : nullptr;
   if (s.peep) {
-    if (ai) {
-      const T* __restrict w = a.wci + j0;
-      for (int64_t j = 0; j < n; ++j) ai[j] += w[j] * cs[j];
-    }
-    if (af) {
-      const T* __restrict w = a.wcf + j0;
-      for (int64_t j = 0; j < n; ++j) af[j] += w[j] * cs[j];
-    }
+    if (ai) add_mul(ai, a.wci + j0, cs, n);
+    if (af) add_mul(af, a.wcf + j0, cs, n);
   }
   if (ai) act_inplace(ai, n, s.gate_tanh);
   if (af) act_inplace(af, n, s.gate_tanh);
@@ -143,10 +198,7 @@ GL_CLONES void fwd_rows(const FwdStep<T>& a, int64_t b, int64_t j0, int64_t j1) 
     }
   }
   if (ao) {
-    if (s.peep) {
-      const T* __restrict w = a.wco + j0;
-      for (int64_t j = 0; j < n; ++j) ao[j] += w[j] * co[j];
-    }
+    if (s.peep) add_mul(ao, a.wco + j0, co, n);
     act_inplace(ao, n, s.gate_tanh);
   }
   // y = tanh(LN(c_t))
@@ -177,9 +229,8 @@ GL_CLONES void fwd_rows(const FwdStep<T>& a, int64_t b, int64_t j0, int64_t j1) 
 // ----------------------------------------------------------------------- backward step
 
 template <typename T>
-struct BwdStep {
-  Spec s;
-  int64_t B, H, P, GH;
+struct BwdStep : StepBase<T> {
+  using StepBase<T>::StepBase;
   const T* acts;     // (B, GH) at t
   const T* c_prev;   // (B, H)
   const T* y;        // (B, H)
@@ -195,9 +246,6 @@ struct BwdStep {
   T* dcn;            // (B, H) d LN_c output at t (layer norm only)
   T* tmp;            // (B, H) scratch
   T* tmp2;           // (B, H) scratch
-  const T *wci, *wcf, *wco;
-  const int64_t* len;
-  int64_t t;
 };
 
 template <typename T>
@@ -205,8 +253,7 @@ GL_CLONES void bwd_rows(const BwdStep<T>& a, int64_t b, int64_t j0, int64_t j1) 
   const Spec& s = a.s;
   const int64_t H = a.H, GH = a.GH, n = j1 - j0;
   T* __restrict D = a.dG + b * GH;
-  const bool real = a.len == nullptr || a.t < a.len[b];
-  if (!real) {
+  if (!a.real(b)) {
     for (int k = 0; k < s.G; ++k) std::memset(D + k * H + j0, 0, sizeof(T) * n);
     if (s.ln) {
       for (int k = 0; k < s.G; ++k) std::memset(a.dHW + b * GH + k * H + j0, 0, sizeof(T) * n);
@@ -258,16 +305,7 @@ GL_CLONES void bwd_rows(const BwdStep<T>& a, int64_t b, int64_t j0, int64_t j1) 
   if (s.ln) {  // whole rows
     T* __restrict dn = a.dcn + b * H;
     std::memcpy(dn, t2, sizeof(T) * H);
-    const T* __restrict gw = a.ln_c_w;
-    const T* __restrict xh = a.xhat_c + b * H;
-    double m1 = 0, m2 = 0;
-    for (int64_t j = 0; j < H; ++j) {
-      const double gy = double(t2[j]) * double(gw[j]);
-      m1 += gy;
-      m2 += gy * double(xh[j]);
-    }
-    const T mm1 = T(m1 / double(H)), mm2 = T(m2 / double(H)), r = a.rstd_c[b];
-    for (int64_t j = 0; j < H; ++j) t2[j] = r * (t2[j] * gw[j] - mm1 - xh[j] * mm2);
+    ln_grad_row(t2, t2, a.ln_c_w, a.xhat_c + b * H, a.rstd_c[b], H);
   }
   // dc = carry + from the output (+ peephole of o)
   if (ao && s.peep) {
@@ -308,28 +346,11 @@ GL_CLONES void bwd_rows(const BwdStep<T>& a, int64_t b, int64_t j0, int64_t j1) 
     std::memcpy(dc, dct, sizeof(T) * n);
   }
   if (s.peep) {
-    if (di) {
-      const T* __restrict w = a.wci + j0;
-      for (int64_t j = 0; j < n; ++j) dc[j] += di[j] * w[j];
-    }
-    if (df) {
-      const T* __restrict w = a.wcf + j0;
-      for (int64_t j = 0; j < n; ++j) dc[j] += df[j] * w[j];
-    }
+    if (di) add_mul(dc, di, a.wci + j0, n);
+    if (df) add_mul(dc, df, a.wcf + j0, n);
   }
-  if (s.ln) {  // d (h_{t-1} W_hh^T) through the recurrent layer norm, whole rows
-    const T* __restrict gw = a.ln_hh_w;
-    const T* __restrict xh = a.xhat_hh + b * GH;
-    T* __restrict dhw = a.dHW + b * GH;
-    double m1 = 0, m2 = 0;
-    for (int64_t j = 0; j < GH; ++j) {
-      const double gy = double(D[j]) * double(gw[j]);
-      m1 += gy;
-      m2 += gy * double(xh[j]);
-    }
-    const T mm1 = T(m1 / double(GH)), mm2 = T(m2 / double(GH)), r = a.rstd_hh[b];
-    for (int64_t j = 0; j < GH; ++j) dhw[j] = r * (D[j] * gw[j] - mm1 - xh[j] * mm2);
-  }
+  // d (h_{t-1} W_hh^T) through the recurrent layer norm, whole rows
+  if (s.ln) ln_grad_row(a.dHW + b * GH, D, a.ln_hh_w, a.xhat_hh + b * GH, a.rstd_hh[b], GH);
 }
 
 // Run `fn(b, j0, j1)` over B rows and column chunks, in parallel when big enough.
@@ -392,17 +413,6 @@ struct Adaptive {
       backoff = 4;
     }
   }
-};
-
-template <typename T>
-const T* ptr_or_null(const OptTensor& t) {
-  return t.has_value() && t->defined() ? t->data_ptr<T>() : nullptr;
-}
-
-// Parameter order of the `params` lists (None where absent).
-enum {
-  kWih, kWhh, kBih, kBhh, kWhr, kWci, kWcf, kWco, kLnIhW, kLnIhB, kLnHhW, kLnHhB, kLnCW, kLnCB,
-  kNumParams
 };
 
 }  // namespace
