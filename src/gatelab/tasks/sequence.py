@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from gatelab._config import from_config
 from gatelab.data.batching import corpus_shard, pair_batches, stream_batches
 from gatelab.data.corpus import CharCorpus, scan_text_corpus, split_point
-from gatelab.data.pair_corpus import PairCorpus
+from gatelab.data.pair_corpus import PairCorpus, share_pairs
 from gatelab.data.vocab import PAD_ID, CharVocab, WordVocab, tokenize
 from gatelab.errors import DataError
 from gatelab.models.charlm import LN2, CharLM, detach_state, evaluate_loss
@@ -360,17 +360,27 @@ def evaluate_char_lm(run_dir: PathLike, data: PathLike) -> dict[str, Any]:
 # --------------------------------------------------------------------------- translator
 
 
-def translator_corpus(data: PathLike, train: TranslatorTrainConfig) -> PairCorpus:
-    """The pairs of ``data``, split as ``train`` says, streamed from disk
-    (:class:`gatelab.data.pair_corpus.PairCorpus`)."""
-    return PairCorpus(data, valid=train.valid, test=train.test, seed=train.split_seed)
+def translator_corpus(
+    data: PathLike, train: TranslatorTrainConfig, rule: str = "selection"
+) -> PairCorpus:
+    """The pairs of ``data``, split as ``train`` says (by ``rule``, that of the run:
+    :func:`_split_rule`), streamed from disk (:class:`gatelab.data.pair_corpus.PairCorpus`)."""
+    return PairCorpus(data, valid=train.valid, test=train.test, seed=train.split_seed, rule=rule)
 
 
-def translator_splits(data: PathLike, train: TranslatorTrainConfig):
+def translator_splits(data: PathLike, train: TranslatorTrainConfig, rule: str = "selection"):
     """``(corpus, splits)``: :func:`translator_corpus` and its parts as strings, in memory
     (:func:`gatelab.data.pairs.split_pairs`)."""
-    corpus = translator_corpus(data, train)  # logs a warning for a skipped cut-off last line
+    corpus = translator_corpus(data, train, rule)  # logs a warning for a skipped cut-off line
     return corpus, corpus.splits()
+
+
+def _split_rule(config: dict[str, Any] | None) -> str:
+    """The split rule of a run: a folder written before the streamed split has none saved
+    and keeps the permutation it was trained on."""
+    if config is None:
+        return "selection"
+    return (config.get("data") or {}).get("split", "permutation")
 
 
 def train_translator(
@@ -409,22 +419,30 @@ def _train_translator(data, out: Path, model_kw, train, resume: bool, on_epoch) 
     order of its writes (vocabularies, then the config that marks a run, then checkpoints
     through ``fit_loop``, then metrics) is what makes a kill at any instant resumable, and
     it reads best in one place."""
+    D.init()  # a distributed job: rank 0 reads the file, the others only their rows' ids
     saved, train = _settings(out, resume, TRANSLATOR, TranslatorTrainConfig, train)
-    corpus = translator_corpus(data, train)  # streamed: never the pairs in memory
-    inputs = {"data": fingerprint_file(data)}
-    if saved is not None:
-        src_vocab, tgt_vocab = _read_vocab(out, TRANSLATOR)
-    else:
-        src_vocab = WordVocab.build(corpus.tokens("train", 0), train.min_freq)
-        tgt_vocab = WordVocab.build(corpus.tokens("train", 1), train.min_freq)
+    inputs = {"data": fingerprint_file(data)} if D.is_writer() else None
+    shared = D.from_writer(
+        lambda: share_pairs(
+            data, valid=train.valid, test=train.test, seed=train.split_seed,
+            min_freq=train.min_freq, rule=_split_rule(saved),
+            vocabs=_read_vocab(out, TRANSLATOR) if saved is not None else None,
+        )
+    )  # fmt: skip
+    try:
+        train_pairs = shared.open("train")
+        valid_pairs = shared.open("valid") if D.is_writer() else None  # rank 0 validates
+        D.barrier()  # every rank holds the files open: their names can go
+    finally:
+        if D.is_writer():
+            shared.unlink()
+    src_vocab, tgt_vocab = shared.src_vocab, shared.tgt_vocab
     torch.manual_seed(train.seed)  # the initial weights, the same on a restart
     if saved is not None and model_kw is None:
         model = Seq2Seq.from_config(src_vocab, tgt_vocab, section(saved, "model", out))
     else:
         model = Seq2Seq(src_vocab, tgt_vocab, **(model_kw or {}))
     saved = _start(out, TRANSLATOR, model, train, inputs, resume)
-    train_pairs, valid_pairs = corpus.encode(src_vocab, tgt_vocab, ("train", "valid"))
-    valid_batches = pair_batches(valid_pairs, 128)
     torch.manual_seed(train.seed)
     optimizer = _adam(model, train.lr)
     fit = None
@@ -433,64 +451,45 @@ def _train_translator(data, out: Path, model_kw, train, resume: bool, on_epoch) 
     elif saved is None:  # the vocabularies, then the config: the config marks a run
         vocab_doc = {"source": src_vocab.to_dict(), "target": tgt_vocab.to_dict()}
         atomic_write_json(out / VOCAB_FILE, vocab_doc)
+        data_doc = {"path": str(data), "pairs": shared.pairs, "skipped_lines": shared.skipped}
+        data_doc.update(shared.sizes, split=shared.rule)
         write_config(
-            out,
-            TRANSLATOR,
-            model=model.config.to_dict(),
-            train=asdict(train),
-            data={
-                "path": str(data),
-                "pairs": len(corpus),
-                "skipped_lines": [n for n, _ in corpus.skipped],
-                **corpus.sizes,
-            },
+            out, TRANSLATOR, model=model.config.to_dict(), train=asdict(train), data=data_doc,
             inputs=inputs,
-        )
-    logger.info(
-        "translator: %d train pairs, vocabularies %d -> %d",
-        len(train_pairs),
-        len(src_vocab),
-        len(tgt_vocab),
-    )
+        )  # fmt: skip
+    sizes = (len(train_pairs), len(src_vocab), len(tgt_vocab))
+    logger.info("translator: %d train pairs, vocabularies %d -> %d", *sizes)
 
     def step(batch, _carry):
-        n_tok = int((batch["tgt_out"] != PAD_ID).sum())
+        n_tok = 0 if batch.get("standin") else int((batch["tgt_out"] != PAD_ID).sum())
         return model.loss(batch, train.teacher_forcing), None, n_tok
 
     @torch.no_grad()
     def validate() -> float:
+        if valid_pairs is None or not len(valid_pairs):
+            return math.nan  # not rank 0, or no validation pair
         model.eval()
         total, count = 0.0, 0
-        for batch in valid_batches:
+        for batch in pair_batches(valid_pairs, 128):
             n = int((batch["tgt_out"] != PAD_ID).sum())
             total += float(model.loss(batch)) * n
             count += n
         return total / max(count, 1)
 
+    rank, world = D.rank(), D.world_size()
+
+    def batches(epoch: int):  # this rank's rows of each global batch: only they are read
+        seed = train.seed * 1_000_003 + epoch
+        return pair_batches(train_pairs, train.batch_size, seed=seed, rank=rank, world_size=world)
+
     fit = fit_loop(
-        model,
-        optimizer,
-        out,
-        epochs=train.epochs,
-        batches=lambda epoch: pair_batches(
-            train_pairs, train.batch_size, seed=train.seed * 1_000_003 + epoch
-        ),
-        step=step,
-        validate=validate if valid_batches else (lambda: math.nan),
-        fit=fit,
+        model, optimizer, out, epochs=train.epochs, batches=batches, step=step,
+        validate=validate, fit=fit, clip=train.clip, on_epoch=on_epoch, sharded=True,
         time_budget_s=None if train.minutes is None else 60.0 * train.minutes,
-        clip=train.clip,
-        on_epoch=on_epoch,
-    )
-    return _write_metrics(
-        out,
-        fit,
-        {
-            "valid_loss": fit.best_valid,
-            "valid_perplexity": math.exp(min(fit.best_valid, 700.0)),
-            "tokens": "target words",
-        },
-    )
+    )  # fmt: skip
+    perplexity = math.exp(min(fit.best_valid, 700.0))
+    extra = {"valid_loss": fit.best_valid, "valid_perplexity": perplexity}
+    return _write_metrics(out, fit, {**extra, "tokens": "target words"})
 
 
 def load_translator(run_dir: PathLike) -> Seq2Seq:
@@ -551,7 +550,8 @@ def evaluate_translator(
     config = read_config(run_dir, TRANSLATOR)
     train = _from_dict(TranslatorTrainConfig, section(config, "train", run_dir))
     model = load_translator(run_dir)
-    test = [(s, t) for s, t in translator_corpus(data, train).texts("test") if tokenize(s)]
+    corpus = translator_corpus(data, train, _split_rule(config))
+    test = [(s, t) for s, t in corpus.texts("test") if tokenize(s)]
     if not test:
         raise DataError(f"'{data}' gives no test pairs (test={train.test}); nothing to evaluate")
     sources, refs = [s for s, _ in test], [t for _, t in test]
