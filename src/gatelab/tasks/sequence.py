@@ -378,9 +378,7 @@ def translator_splits(data: PathLike, train: TranslatorTrainConfig, rule: str = 
 def _split_rule(config: dict[str, Any] | None) -> str:
     """The split rule of a run: a folder written before the streamed split has none saved
     and keeps the permutation it was trained on."""
-    if config is None:
-        return "selection"
-    return (config.get("data") or {}).get("split", "permutation")
+    return "selection" if config is None else (config.get("data") or {}).get("split", "permutation")
 
 
 def train_translator(
@@ -422,20 +420,24 @@ def _train_translator(data, out: Path, model_kw, train, resume: bool, on_epoch) 
     D.init()  # a distributed job: rank 0 reads the file, the others only their rows' ids
     saved, train = _settings(out, resume, TRANSLATOR, TranslatorTrainConfig, train)
     inputs = {"data": fingerprint_file(data)} if D.is_writer() else None
-    shared = D.from_writer(
-        lambda: share_pairs(
+    made = []  # rank 0's files: removed below even when sending them fails (a rank gone)
+
+    def share():
+        made.append(share_pairs(
             data, valid=train.valid, test=train.test, seed=train.split_seed,
             min_freq=train.min_freq, rule=_split_rule(saved),
             vocabs=_read_vocab(out, TRANSLATOR) if saved is not None else None,
-        )
-    )  # fmt: skip
+        ))  # fmt: skip
+        return made[0]
+
     try:
+        shared = D.from_writer(share)
         train_pairs = shared.open("train")
         valid_pairs = shared.open("valid") if D.is_writer() else None  # rank 0 validates
         D.barrier()  # every rank holds the files open: their names can go
     finally:
-        if D.is_writer():
-            shared.unlink()
+        for own in made:
+            own.unlink()
     src_vocab, tgt_vocab = shared.src_vocab, shared.tgt_vocab
     torch.manual_seed(train.seed)  # the initial weights, the same on a restart
     if saved is not None and model_kw is None:

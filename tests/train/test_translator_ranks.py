@@ -1,7 +1,8 @@
-"""``--resume`` of a translator with a different number of ranks than the interrupted run:
-docs/scaling.md says the result then equals an uninterrupted run with the new number, which
-without dropout is one process's up to the all-reduce's rounding. The ranks run as in
-test_distributed: torchrun's environment, a free port of 127.0.0.1, a timeout."""
+"""A translator across ranks: ``--resume`` with a different number of ranks than the
+interrupted run (docs/scaling.md: the result then equals an uninterrupted run with the new
+number, which without dropout is one process's up to the all-reduce's rounding), and rank
+0's pair files when a rank is gone. The ranks run as in test_distributed: torchrun's
+environment, a free port of 127.0.0.1, a timeout."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from safetensors.torch import load_file
 
 from gatelab.cli import app
 from gatelab.cli import seq2seq as cli_seq2seq
+from gatelab.tasks.sequence import TranslatorTrainConfig, train_translator
+from gatelab.train import distributed as D
 from tests.train.test_distributed import (
     KILLER,
     SRC,
@@ -130,3 +133,26 @@ def assert_ends_as(run: Path, one: Path) -> None:
         for key in ("train_loss", "valid_loss"):
             assert got_epoch[key] == pytest.approx(want_epoch[key], rel=1e-5), key
     assert not (run / ".lock").exists() and not list(run.glob("*.tmp"))
+
+
+def test_rank_zeros_pair_files_go_when_sending_them_fails(tmp_path, monkeypatch):
+    """A rank gone while rank 0 encoded the pairs: sending their files' names fails on rank
+    0 (gloo's error), which still removes the files (every training id) from the
+    temporary folder."""
+    data = pairs_file(tmp_path / "pairs.txt", n=54)
+    pairs_tmp = tmp_path / "tmp"
+    pairs_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(pairs_tmp))
+    made = []
+
+    def gone(make):  # rank 0's D.from_writer: make() ran, the broadcast failed
+        made.append(make())
+        raise RuntimeError("Connection reset by peer")
+
+    monkeypatch.setattr(D, "from_writer", gone)
+    train = TranslatorTrainConfig(valid=4, test=4, min_freq=1, epochs=1)
+    with pytest.raises(RuntimeError, match="Connection reset by peer"):
+        train_translator(data, tmp_path / "run", {"hidden_size": 8}, train)
+    names = [Path(name) for files in made[0].files.values() for name in files]
+    assert len(names) == 4 and {p.parent for p in names} == {pairs_tmp}
+    assert not list(pairs_tmp.glob("gatelab-*"))
