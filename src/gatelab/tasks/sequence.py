@@ -167,15 +167,37 @@ def _settings(out: Path, resume: bool, task: str, cls, train):
     return saved, train or cls()
 
 
-def _start(out: Path, task: str, model, train, inputs, resume: bool) -> dict[str, Any] | None:
-    """:func:`gatelab.train.runs.start_run` for a sequence task: the saved config when resuming
-    (same model, training settings but the budget, and data file), None to start fresh."""
+def _build_and_start(out: Path, task: str, cls, vocabs, saved, model_kw, train, inputs, resume):
+    """-> (the model, the saved config when resuming or None to start fresh).
+
+    The model ``cls(*vocabs, ...)`` is built, seeded by ``train.seed`` so that a restart
+    draws the same initial weights, from the saved ``model`` section when resuming without
+    ``model_kw``, else from ``model_kw``; then :func:`gatelab.train.runs.start_run` checks it
+    (same model, training settings but the budget, and data file) against the saved run."""
+    torch.manual_seed(train.seed)
+    if saved is not None and model_kw is None:
+        model = cls.from_config(*vocabs, section(saved, "model", out))
+    else:
+        model = cls(*vocabs, **(model_kw or {}))
     now = {"model": model.config.to_dict(), "train": asdict(train), "inputs": inputs}
-    return start_run(out, task, now, resume=resume, free=BUDGET)
+    return model, start_run(out, task, now, resume=resume, free=BUDGET)
 
 
-def _adam(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
-    return torch.optim.Adam(model.parameters(), lr=lr)
+def _optimizer_and_state(out: Path, task: str, model, train, saved, inputs, vocab_doc, data_doc):
+    """-> (a seeded Adam optimizer for ``model``, the :class:`FitState` of the checkpoint to
+    go on from or None). A fresh run (``saved`` None) writes ``vocab.json``, then the config
+    (``data_doc`` its ``data`` section): the config marks a run, so it is written last."""
+    torch.manual_seed(train.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=train.lr)
+    if saved is not None and (out / CHECKPOINT_FILE).exists():
+        return optimizer, load_checkpoint(out, model, optimizer)
+    if saved is None:
+        atomic_write_json(out / VOCAB_FILE, vocab_doc)
+        write_config(
+            out, task, model=model.config.to_dict(), train=asdict(train), data=data_doc,
+            inputs=inputs,
+        )  # fmt: skip
+    return optimizer, None
 
 
 def _read_vocab(run_dir: Path, task: str):
@@ -259,31 +281,17 @@ def _train_char_lm(data, out: Path, model_kw, train, resume: bool, on_epoch) -> 
     scan = D.from_writer(lambda: scan_text_corpus(data))
     corpus = CharCorpus.from_scan(scan, _read_vocab(out, CHAR_LM) if saved else None)
     vocab = corpus.vocab
-    torch.manual_seed(train.seed)  # the initial weights, the same on a restart
-    if saved is not None and model_kw is None:
-        model = CharLM.from_config(vocab, section(saved, "model", out))
-    else:
-        model = CharLM(vocab, **(model_kw or {}))
-    saved = _start(out, CHAR_LM, model, train, inputs, resume)
+    model, saved = _build_and_start(
+        out, CHAR_LM, CharLM, (vocab,), saved, model_kw, train, inputs, resume
+    )
     train_ids, rows, valid_ids = corpus_shard(
         corpus, train.batch_size, train.valid_fraction, D.rank(), D.world_size(), what=f"'{data}'"
     )
     n_valid = len(corpus) - split_point(len(corpus), train.valid_fraction)
-    torch.manual_seed(train.seed)
-    optimizer = _adam(model, train.lr)
-    fit = None
-    if saved is not None and (out / CHECKPOINT_FILE).exists():
-        fit = load_checkpoint(out, model, optimizer)
-    elif saved is None:  # the vocabulary, then the config: the config marks a run
-        atomic_write_json(out / VOCAB_FILE, vocab.to_dict())
-        write_config(
-            out,
-            CHAR_LM,
-            model=model.config.to_dict(),
-            train=asdict(train),
-            data={"path": str(data), "characters": len(corpus), "valid_characters": n_valid},
-            inputs=inputs,
-        )
+    data_doc = {"path": str(data), "characters": len(corpus), "valid_characters": n_valid}
+    optimizer, fit = _optimizer_and_state(
+        out, CHAR_LM, model, train, saved, inputs, vocab.to_dict(), data_doc
+    )
     logger.info(
         "char LM: %d characters, %d streams of them read here (%d characters), vocabulary %d",
         len(corpus),
@@ -413,10 +421,9 @@ def train_translator(
 
 
 def _train_translator(data, out: Path, model_kw, train, resume: bool, on_epoch) -> dict[str, Any]:
-    """The body of :func:`train_translator`, under its lock. Over 80 lines on purpose: the
-    order of its writes (vocabularies, then the config that marks a run, then checkpoints
-    through ``fit_loop``, then metrics) is what makes a kill at any instant resumable, and
-    it reads best in one place."""
+    """The body of :func:`train_translator`, under its lock: the order of its writes
+    (vocabularies, then the config that marks a run, then checkpoints through ``fit_loop``,
+    then metrics) is what makes a kill at any instant resumable."""
     D.init()  # a distributed job: rank 0 reads the file, the others only their rows' ids
     saved, train = _settings(out, resume, TRANSLATOR, TranslatorTrainConfig, train)
     inputs = {"data": fingerprint_file(data)} if D.is_writer() else None
@@ -439,26 +446,16 @@ def _train_translator(data, out: Path, model_kw, train, resume: bool, on_epoch) 
         for own in made:
             own.unlink()
     src_vocab, tgt_vocab = shared.src_vocab, shared.tgt_vocab
-    torch.manual_seed(train.seed)  # the initial weights, the same on a restart
-    if saved is not None and model_kw is None:
-        model = Seq2Seq.from_config(src_vocab, tgt_vocab, section(saved, "model", out))
-    else:
-        model = Seq2Seq(src_vocab, tgt_vocab, **(model_kw or {}))
-    saved = _start(out, TRANSLATOR, model, train, inputs, resume)
-    torch.manual_seed(train.seed)
-    optimizer = _adam(model, train.lr)
-    fit = None
-    if saved is not None and (out / CHECKPOINT_FILE).exists():
-        fit = load_checkpoint(out, model, optimizer)
-    elif saved is None:  # the vocabularies, then the config: the config marks a run
-        vocab_doc = {"source": src_vocab.to_dict(), "target": tgt_vocab.to_dict()}
-        atomic_write_json(out / VOCAB_FILE, vocab_doc)
-        data_doc = {"path": str(data), "pairs": shared.pairs, "skipped_lines": shared.skipped}
-        data_doc.update(shared.sizes, split=shared.rule)
-        write_config(
-            out, TRANSLATOR, model=model.config.to_dict(), train=asdict(train), data=data_doc,
-            inputs=inputs,
-        )  # fmt: skip
+    vocabs = (src_vocab, tgt_vocab)
+    model, saved = _build_and_start(
+        out, TRANSLATOR, Seq2Seq, vocabs, saved, model_kw, train, inputs, resume
+    )
+    vocab_doc = {"source": src_vocab.to_dict(), "target": tgt_vocab.to_dict()}
+    data_doc = {"path": str(data), "pairs": shared.pairs, "skipped_lines": shared.skipped}
+    data_doc.update(shared.sizes, split=shared.rule)
+    optimizer, fit = _optimizer_and_state(
+        out, TRANSLATOR, model, train, saved, inputs, vocab_doc, data_doc
+    )
     sizes = (len(train_pairs), len(src_vocab), len(tgt_vocab))
     logger.info("translator: %d train pairs, vocabularies %d -> %d", *sizes)
 
