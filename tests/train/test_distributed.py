@@ -147,6 +147,32 @@ def test_a_group_of_the_users_own_is_not_joined(tmp_path):
     assert sorted(out.split()[-1] for _, out in results) == ["0", "1"]
 
 
+SLOW_WRITER = """
+import time
+from gatelab.train import distributed as D
+
+assert D.init()
+
+def read_the_data():
+    time.sleep(20)  # twice the collectives' timeout (GATELAB_DIST_TIMEOUT=10 below)
+    return {"vocabulary": 123}
+
+print("got", D.from_writer(read_the_data)["vocabulary"], D.rank())
+"""
+
+
+def test_ranks_wait_for_rank_zero_reading_data_longer_than_the_collective_timeout(tmp_path):
+    """Rank 0 reads the whole corpus in ``from_writer`` (minutes to hours for a big file);
+    the other ranks wait for it on the store, not within a collective's timeout."""
+    procs = as_torchrun([sys.executable, "-c", SLOW_WRITER])
+    for _, env in procs:
+        env["GATELAB_DIST_TIMEOUT"] = "10"
+    results = run_all(procs, tmp_path)
+    for r, (code, out) in enumerate(results):
+        assert code == 0, out
+        assert out.strip().splitlines()[-1] == f"got 123 {r}", out
+
+
 # ----------------------------------------------------------------- gradients
 
 

@@ -76,7 +76,8 @@ def test_two_ranks_killed_then_resumed_in_one_process_end_as_one_process(
     for code, out in run_all(procs, tmp_path):
         assert code == -signal.SIGKILL, out
     run = tmp_path / "run"
-    assert json.loads((run / "checkpoint.json").read_text())["fit"]["epoch"] == 1
+    checkpoint = json.loads((run / "checkpoint.json").read_text())
+    assert (checkpoint["fit"]["epoch"], checkpoint["world_size"]) == (1, 2)
     assert json.loads((run / "config.json").read_text())["world_size"] == 2
     assert not list(pairs_tmp.glob("gatelab-*"))  # the pair files' names went before training
     (run / ".lock").unlink()  # rank 0 died holding it (test_distributed: the message says so)
@@ -84,6 +85,7 @@ def test_two_ranks_killed_then_resumed_in_one_process_end_as_one_process(
     result = runner.invoke(app, [*args, "--resume"])
     assert result.exit_code == 0, result.output
     assert_ends_as(run, one)
+    assert "world_size" not in json.loads((run / "checkpoint.json").read_text())  # 1 process
     assert not list(pairs_tmp.glob("gatelab-*"))
 
 
@@ -114,6 +116,7 @@ def test_one_process_stopped_then_resumed_on_two_ranks_ends_as_one_process(
     for code, out in run_all(procs, tmp_path):
         assert code == 0, out
     assert_ends_as(run, one)
+    assert json.loads((run / "checkpoint.json").read_text())["world_size"] == 2  # the last epoch's
     assert not list(pairs_tmp.glob("gatelab-*"))
 
 
