@@ -497,11 +497,11 @@ class Worker:
             rc = self.proc.wait()
             self._drop()
             how = (
-                f"was killed by signal {signal.Signals(-rc).name}"
+                f"hung for {CASE_TIMEOUT_S} s (killed)"
+                if not ready
+                else f"was killed by signal {signal.Signals(-rc).name}"
                 if rc < 0
                 else f"exited with {rc}"
-                if ready
-                else f"hung for {CASE_TIMEOUT_S} s"
             )
             raise AssertionError(f"the worker {how} on case {json.dumps(case)}")
         result = json.loads(line)

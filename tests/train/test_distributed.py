@@ -25,6 +25,8 @@ from typer.testing import CliRunner
 
 from gatelab.cli import _register, app
 from gatelab.cli import tasks as cli_tasks
+from gatelab.data.pair_corpus import PairCorpus
+from gatelab.data.vocab import tokenize
 from gatelab.train import distributed as D
 from gatelab.train.fit import Callback
 from tests.helpers import shape_series, write_ts
@@ -143,6 +145,32 @@ def test_a_group_of_the_users_own_is_not_joined(tmp_path):
     for code, out in results:
         assert code == 0, out
     assert sorted(out.split()[-1] for _, out in results) == ["0", "1"]
+
+
+SLOW_WRITER = """
+import time
+from gatelab.train import distributed as D
+
+assert D.init()
+
+def read_the_data():
+    time.sleep(20)  # twice the collectives' timeout (GATELAB_DIST_TIMEOUT=10 below)
+    return {"vocabulary": 123}
+
+print("got", D.from_writer(read_the_data)["vocabulary"], D.rank())
+"""
+
+
+def test_ranks_wait_for_rank_zero_reading_data_longer_than_the_collective_timeout(tmp_path):
+    """Rank 0 reads the whole corpus in ``from_writer`` (minutes to hours for a big file);
+    the other ranks wait for it on the store, not within a collective's timeout."""
+    procs = as_torchrun([sys.executable, "-c", SLOW_WRITER])
+    for _, env in procs:
+        env["GATELAB_DIST_TIMEOUT"] = "10"
+    results = run_all(procs, tmp_path)
+    for r, (code, out) in enumerate(results):
+        assert code == 0, out
+        assert out.strip().splitlines()[-1] == f"got 123 {r}", out
 
 
 # ----------------------------------------------------------------- gradients
@@ -339,6 +367,14 @@ def test_nproc_inside_a_torchrun_job_is_refused(tmp_path, monkeypatch):
     assert "rank 0: error: --nproc 2 inside a job torchrun started" in result.stderr
 
 
+def assert_close_weights(run: Path, oracle: Path) -> None:
+    """The best weights of two run folders, equal up to the all-reduce's rounding."""
+    one, two = (load_file(r / "model.safetensors") for r in (oracle, run))
+    assert one.keys() == two.keys()
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
 TINY_LM = ["--hidden-size", "16", "--layers", "1", "--embedding-dim", "8", "--batch-size", "6"]
 TINY_LM += ["--seq-len", "20", "--epochs", "2", "--quiet"]
 
@@ -354,11 +390,7 @@ def test_two_rank_char_lm_follows_one_process(tmp_path):
     cmd = [sys.executable, "-m", "gatelab", *args, "--out", "two"]
     for code, out in run_all(as_torchrun(cmd), tmp_path):
         assert code == 0, out
-    one = load_file(tmp_path / "one" / "model.safetensors")
-    two = load_file(tmp_path / "two" / "model.safetensors")
-    assert one.keys() == two.keys()
-    for k in one:
-        torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-5, msg=k)
+    assert_close_weights(tmp_path / "two", tmp_path / "one")
     config = json.loads((tmp_path / "two" / "config.json").read_text())
     assert config["distributed"]["world_size"] == 2
     history = json.loads((tmp_path / "two" / "checkpoint.json").read_text())["fit"]["history"]
@@ -366,6 +398,79 @@ def test_two_rank_char_lm_follows_one_process(tmp_path):
     for got, want in zip(history, expected, strict=True):
         assert got["train_loss"] == pytest.approx(want["train_loss"], rel=1e-5)
         assert got["valid_loss"] == pytest.approx(want["valid_loss"], rel=1e-5)
+
+
+# Installed in the ranks through PYTHONPATH (as KILLER below): what each rank read. Opens of
+# the pairs file (an audit hook sees every open) and the bytes of ids PairIds read, by the
+# number of pairs they hold (the training pairs are the most), written at exit.
+READS = """
+import atexit, json, os, sys
+from gatelab.data.pair_corpus import PairIds
+
+opened, read = [], {}
+sys.addaudithook(
+    lambda event, args: event == "open" and str(args[0]).endswith("pairs.txt")
+    and opened.append(str(args[0]))
+)
+plain = PairIds.read
+
+
+def counted(self, records):
+    before = self.bytes_read
+    out = plain(self, records)
+    read[len(self)] = read.get(len(self), 0) + self.bytes_read - before
+    return out
+
+
+PairIds.read = counted
+rank = os.environ.get("RANK", "0")
+atexit.register(
+    lambda: open(f"reads-{rank}.json", "w").write(json.dumps({"opened": opened, "read": read}))
+)
+"""
+
+
+def pairs_file(path: Path, n: int = 56) -> Path:
+    g = torch.Generator().manual_seed(0)
+    src, tgt = "the a cat dog sees runs big small".split(), "le la chat chien voit court".split()
+
+    def words(vocab, k):
+        return " ".join(vocab[int(i)] for i in torch.randint(len(vocab), (k,), generator=g))
+
+    lines = [f"{words(src, 2 + k % 5)}.\t{words(tgt, 2 + k % 4)} !" for k in range(n)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_two_rank_translator_follows_one_process_and_each_rank_reads_its_rows(tmp_path):
+    """Rank 0 alone reads the pairs file (split, vocabularies, ids on disk); each rank reads
+    from the ids only its rows of every global batch; the token-weighted gradients make
+    each step the step of the whole batch, so the weights match one process (no dropout).
+    48 training pairs in batches of 5: rank 1 holds rows 1 and 3 of each (2/5 of them)."""
+    pairs_file(tmp_path / "pairs.txt")
+    args = ["train", "translator", "--data", "pairs.txt", "--hidden-size", "8"]
+    args += ["--embedding-dim", "4", "--min-freq", "1", "--valid", "4", "--test", "4"]
+    args += ["--batch-size", "5", "--dropout", "0", "--epochs", "2", "--quiet"]
+    cmd = [sys.executable, "-m", "gatelab", *args]
+    [(code, out)] = run_all([([*cmd, "--out", "one"], child_env())], tmp_path)
+    assert code == 0, out
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(READS)
+    procs = as_torchrun([*cmd, "--out", "two"])
+    for _, env in procs:
+        env["PYTHONPATH"] = os.pathsep.join([str(hook), str(SRC)])
+    for code, out in run_all(procs, tmp_path):
+        assert code == 0, out
+    assert_close_weights(tmp_path / "two", tmp_path / "one")
+    reads = [json.loads((tmp_path / f"reads-{r}.json").read_text()) for r in range(2)]
+    assert reads[0]["opened"] and reads[1]["opened"] == []  # rank 1 never opens the file
+    train = [max(r["read"].items(), key=lambda kv: int(kv[0])) for r in reads]
+    assert train[0][0] == train[1][0] == "48", reads
+    splits = PairCorpus(tmp_path / "pairs.txt", valid=4, test=4).splits()
+    words = sum(len(tokenize(s)) + len(tokenize(t)) for s, t in splits.train)
+    assert train[0][1] + train[1][1] == 2 * 4 * words  # 2 epochs of int32 ids, read once
+    assert 0.3 < train[1][1] / (2 * 4 * words) < 0.5, train  # rank 1: ~2/5 of the ids
 
 
 # ----------------------------------------------------------------- killed ranks

@@ -26,8 +26,14 @@ from gatelab.data.corpus import (
     scan_text_corpus,
     split_point,
 )
-from gatelab.data.pair_corpus import PairCorpus, PairIds
-from gatelab.data.pairs import PairsDataset, PairSplits, read_sentence_pairs, split_pairs
+from gatelab.data.pair_corpus import PairCorpus, PairIds, SharedPairs, share_pairs
+from gatelab.data.pairs import (
+    PairsDataset,
+    PairSplits,
+    read_sentence_pairs,
+    split_codes,
+    split_pairs,
+)
 from gatelab.data.series import (
     SERIES_FORMATS,
     SeriesDataset,
@@ -98,6 +104,7 @@ __all__ = [
     "PlainTokenizer",
     "Scaler",
     "SeriesDataset",
+    "SharedPairs",
     "TextDataset",
     "TokenIds",
     "Tokenizer",
@@ -122,6 +129,8 @@ __all__ = [
     "read_ucr_text",
     "scan_text_corpus",
     "shard_range",
+    "share_pairs",
+    "split_codes",
     "split_pairs",
     "split_point",
     "split_series",

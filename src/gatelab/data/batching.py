@@ -31,7 +31,6 @@ __all__ = [
     "corpus_shard",
     "pad_sequences",
     "pair_batches",
-    "pair_lengths",
     "shard_range",
     "stream_batches",
     "stream_shard",
@@ -99,16 +98,19 @@ def pad_sequences(
 # --------------------------------------------------------------------------- pairs
 
 
-def collate_pairs(pairs: Sequence[tuple[list[int], list[int]]]) -> dict[str, Tensor]:
+def collate_pairs(
+    pairs: Sequence[tuple[list[int], list[int]]], S: int | None = None, T: int | None = None
+) -> dict[str, Tensor]:
     """Pad a batch of ``(source ids, target ids)`` (each without specials).
 
     Returns ``src (B, S)`` (each source + ``</s>``), ``src_lengths (B,)``,
     ``tgt_in (B, T)`` (``<s>`` + target) and ``tgt_out (B, T)`` (target + ``</s>``),
-    padded with ``<pad>`` (0).
+    padded with ``<pad>`` (0). ``S`` and ``T`` default to the longest source and target
+    + 1; a rank's rows of a batch are padded to the whole batch's.
     """
     B = len(pairs)
-    S = max(len(s) for s, _ in pairs) + 1
-    T = max(len(t) for _, t in pairs) + 1
+    S = max(len(s) for s, _ in pairs) + 1 if S is None else S
+    T = max(len(t) for _, t in pairs) + 1 if T is None else T
     src = torch.full((B, S), PAD_ID, dtype=torch.long)
     tgt_in = torch.full((B, T), PAD_ID, dtype=torch.long)
     tgt_out = torch.full((B, T), PAD_ID, dtype=torch.long)
@@ -121,80 +123,151 @@ def collate_pairs(pairs: Sequence[tuple[list[int], list[int]]]) -> dict[str, Ten
     return {"src": src, "src_lengths": lengths, "tgt_in": tgt_in, "tgt_out": tgt_out}
 
 
-class PairBatches(Sequence):
-    """Batches of :func:`collate_pairs`, padded one at a time when asked for.
+#: Batches a chunk of :func:`pair_batches` holds (its pairs shuffled, then sorted by length).
+CHUNK_BATCHES = 100
 
-    Only the order is kept (``order``, the pairs' positions, batch ``k`` the ``k``-th run
-    of ``batch_size`` of them after shuffling the runs by ``runs``); a batch's pairs are
-    read (from disk for :class:`gatelab.data.pair_corpus.PairIds`) and padded while it is
-    used, so memory holds one batch, not an epoch's.
+
+class PairBatches(Sequence):
+    """The batches of :func:`pair_batches`, made a chunk at a time and padded one batch at
+    a time while they are used: memory holds a chunk's lengths and one batch.
+
+    Iterating walks the chunks in order; the batches' order depends on the generator's
+    state, so ``batches[k]`` walks from the start (iterate, rather than index, an epoch).
+
+    With ``world_size`` > 1 each batch is this rank's rows of the global batch (every
+    ``world_size``-th from ``rank``, as :func:`gatelab.train.tbptt.fit_loop` takes them)
+    padded to the global batch's lengths, and only those pairs are read; a rank with no
+    row of a short batch gets row 0 with ``"standin": True`` (to weigh 0).
     """
 
     def __init__(
         self,
         pairs: Sequence[tuple[list[int], list[int]]],
-        order: np.ndarray,
         batch_size: int,
-        runs: Sequence[int],
+        seed: int | None,
+        chunk_size: int,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
-        self.pairs = pairs
-        self.order = order
-        self.batch_size = batch_size
-        self.runs = runs
+        self.pairs, self.batch_size, self.seed = pairs, batch_size, seed
+        self.chunk_size, self.rank, self.world_size = chunk_size, rank, world_size
+        n, C, B = len(pairs), chunk_size, batch_size
+        self._len = (n // C) * (-(-C // B)) + -(-(n % C) // B)
 
     def __len__(self) -> int:
-        return len(self.runs)
+        return self._len
 
     def __getitem__(self, k):
         if isinstance(k, slice):
             return [self[i] for i in range(*k.indices(len(self)))]
-        start = self.runs[k] * self.batch_size
-        rows = self.order[start : start + self.batch_size].tolist()
-        return collate_pairs([self.pairs[i] for i in rows])
+        if not -len(self) <= k < len(self):
+            raise IndexError(f"batch {k} out of range; {len(self)} batches")
+        k %= len(self)
+        for i, batch in enumerate(self):
+            if i == k:
+                return batch
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        for rows in self.order():
+            yield self._collate(rows)
+
+    def order(self) -> Iterator[np.ndarray]:
+        """Each batch's records ``(B,)`` of ``(position, id offset, source length, target
+        length)`` (a structured array, positions in ``pairs``), in batch order: the chunks
+        ``[c C, (c + 1) C)`` in an order shuffled by ``random.Random(seed)``; within a
+        chunk, its positions shuffled by the same generator, stably sorted by (source
+        length, target length), cut into runs of ``batch_size`` and the runs shuffled.
+        Without ``seed`` nothing is shuffled. One chunk (``N <= C``) is the rule of the
+        whole-data sort that :func:`pair_batches` had before chunks."""
+        n, C, B = len(self.pairs), self.chunk_size, self.batch_size
+        rng = random.Random(self.seed)
+        chunks = list(range(-(-n // C)))
+        if self.seed is not None:
+            rng.shuffle(chunks)
+        for c in chunks:
+            lengths = _chunk_lengths(self.pairs, c * C, min(n, (c + 1) * C))  # (C,)
+            order = array("q", range(len(lengths)))
+            if self.seed is not None:
+                rng.shuffle(order)  # random order among equal lengths
+            perm = np.frombuffer(order, dtype=np.int64) if len(order) else np.zeros(0, np.int64)
+            perm = perm[np.lexsort((lengths["tgt"][perm], lengths["src"][perm]))]
+            runs = list(range(-(-len(perm) // B)))
+            if self.seed is not None:
+                rng.shuffle(runs)
+            for r in runs:
+                batch = lengths[perm[r * B : (r + 1) * B]]
+                batch["pos"] += c * C
+                yield batch
+
+    def _collate(self, rows: np.ndarray) -> dict[str, Tensor]:
+        S, T = int(rows["src"].max()) + 1, int(rows["tgt"].max()) + 1
+        mine = rows[self.rank :: self.world_size]
+        standin = len(mine) == 0
+        if standin:
+            mine = rows[:1]
+        if hasattr(self.pairs, "read"):  # on disk: one read a pair, of this rank's rows
+            pairs = self.pairs.read(mine)
+        else:
+            pairs = [self.pairs[i] for i in mine["pos"].tolist()]
+        batch = collate_pairs(pairs, S, T)
+        if standin:
+            batch["standin"] = True
+        return batch
 
 
-def pair_lengths(pairs: Sequence[tuple[list[int], list[int]]]) -> tuple[np.ndarray, np.ndarray]:
-    """``(source lengths, target lengths)`` of id pairs, each ``(N,)`` integers; a sequence
-    with a ``lengths()`` method (:class:`gatelab.data.pair_corpus.PairIds`) gives its own."""
-    if hasattr(pairs, "lengths"):
-        return pairs.lengths()
-    n = len(pairs)
-    src = np.fromiter((len(s) for s, _ in pairs), dtype=np.int64, count=n)
-    return src, np.fromiter((len(t) for _, t in pairs), dtype=np.int64, count=n)
+#: A pair's record while batches are made: its position, where its ids start on disk
+#: (for :class:`gatelab.data.pair_corpus.PairIds`) and its lengths.
+_LENGTHS = np.dtype([("pos", "<i8"), ("offset", "<i8"), ("src", "<i4"), ("tgt", "<i4")])
+
+
+def _chunk_lengths(pairs, a: int, b: int) -> np.ndarray:
+    """``(b - a,)`` records of :data:`_LENGTHS` of pairs ``a..b-1`` (positions from 0)."""
+    out = np.zeros(b - a, dtype=_LENGTHS)
+    out["pos"] = np.arange(b - a)
+    if hasattr(pairs, "records"):  # on disk: one read of the chunk's index
+        records = pairs.records(a, b)
+        for key in ("offset", "src", "tgt"):
+            out[key] = records[key]
+    else:
+        out["src"] = [len(s) for s, _ in pairs[a:b]]
+        out["tgt"] = [len(t) for _, t in pairs[a:b]]
+    return out
 
 
 def pair_batches(
-    pairs: Sequence[tuple[list[int], list[int]]], batch_size: int, *, seed: int | None = None
+    pairs: Sequence[tuple[list[int], list[int]]],
+    batch_size: int,
+    *,
+    seed: int | None = None,
+    chunk_batches: int = CHUNK_BATCHES,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> PairBatches:
     """Batches of similar source length (less padding), in shuffled order when ``seed`` is
-    given (sorted by length otherwise); each padded when it is read (:class:`PairBatches`).
+    given (sorted by length otherwise), each padded when it is read (:class:`PairBatches`).
 
-    The order: the positions ``0..N-1`` shuffled by ``random.Random(seed)`` (when
-    ``seed`` is given), stably sorted by (source length, target length) and cut into runs
-    of ``batch_size``; the same generator then shuffles the runs. Memory: about 24 bytes a
-    pair while the order is made, 8 after (an int64 array, never a Python list of ints).
+    The "bucket iterator": the pairs are cut into chunks of ``C = chunk_batches *
+    batch_size`` consecutive ones, walked in a seeded order; each chunk's pairs are
+    shuffled, sorted by length and cut into batches, whose order is shuffled within the
+    chunk (:meth:`PairBatches.order`). Every pair is in one batch an epoch; only the last
+    chunk's last batch may be short. Memory: a chunk's records (24 bytes a pair of it) and
+    a batch, whatever the number of pairs; no whole-data sort or permutation.
+
+    Args:
+        pairs: ``(source ids, target ids)`` pairs: a list, or
+            :class:`gatelab.data.pair_corpus.PairIds` on disk.
+        batch_size: ``B``, pairs a (global) batch (>= 1).
+        seed: the order's seed (None: sorted, not shuffled).
+        chunk_batches: batches a chunk (>= 1).
+        rank, world_size: give this rank's rows of each batch
+            (:class:`PairBatches`), reading only those pairs.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r}; expected an int >= 1")
-    src_len, tgt_len = pair_lengths(pairs)
-    n = len(src_len)
-    order = array("q", range(n))  # random.shuffle on 8 bytes a pair, not a list's ~36
-    rng = random.Random(seed)
-    if seed is not None:
-        rng.shuffle(order)  # random order among equal lengths
-    perm = np.frombuffer(order, dtype=np.int64) if n else np.zeros(0, dtype=np.int64)
-    if n:  # a stable sort on one int64 key orders as the tuple (source, target) length
-        key = src_len[perm].astype(np.int64) * (int(tgt_len.max()) + 1)
-        key += tgt_len[perm]
-        idx = np.argsort(key, kind="stable")
-        del key
-        perm = perm[idx]
-        del idx
-    del order
-    runs = list(range(-(-n // batch_size)))
-    if seed is not None:
-        rng.shuffle(runs)
-    return PairBatches(pairs, perm, batch_size, runs)
+    batch_size = check_int("batch_size", batch_size, 1)
+    chunk_batches = check_int("chunk_batches", chunk_batches, 1)
+    world_size = check_int("world_size", world_size, 1)
+    rank = check_int("rank", rank, 0, world_size)
+    return PairBatches(pairs, batch_size, seed, chunk_batches * batch_size, rank, world_size)
 
 
 # --------------------------------------------------------------------------- streams

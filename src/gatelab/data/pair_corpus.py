@@ -2,12 +2,17 @@
 
 :class:`PairCorpus` walks a ``source<TAB>target`` file in chunked passes and never holds
 its pairs: pass 1 validates and counts them (the rules and errors of
-:func:`gatelab.data.pairs.read_sentence_pairs`) and splits their positions as
-:func:`gatelab.data.pairs.split_pairs` does (a byte a pair says which part it is in);
-later passes give the tokens of a part (for the vocabularies, counted as they come) and
-encode parts into ids on disk (:class:`PairIds`: a temporary int32 file and per-pair
-lengths and offsets). Memory is O(batch + vocabulary + ~17 bytes a pair), the results
-those of the in-memory path (same split, vocabularies, ids and batches).
+:func:`gatelab.data.pairs.read_sentence_pairs`); each later pass decides every pair's part
+as it comes (:func:`gatelab.data.pairs.split_codes`, a function of the seed and the number
+of pairs, so no per-pair state is kept between passes) and gives the tokens of a part (for
+the vocabularies, counted as they come) or encodes parts into ids on disk
+(:class:`PairIds`: an int32 id file and a 16-byte record a pair, both temporary files
+read with ``os.pread``). Memory is O(batch + vocabulary + a block of pairs), flat in the
+number of pairs.
+
+:func:`share_pairs` is what rank 0 of a data-parallel job makes of the file for every
+rank (:class:`SharedPairs`: the vocabularies and named id files that the other ranks open
+without reading the pairs file).
 """
 
 from __future__ import annotations
@@ -17,18 +22,18 @@ import logging
 import os
 import tempfile
 import weakref
-from array import array
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from gatelab.data.corpus import TokenIds
 from gatelab.data.lines import LineStream
-from gatelab.data.pairs import PairSplits, iter_pairs, split_indices
+from gatelab.data.pairs import SPLIT_RULES, PairSplits, iter_pairs, split_codes
 from gatelab.data.vocab import WordVocab, tokenize
 from gatelab.errors import DataError
 
-__all__ = ["PAIR_PARTS", "PairCorpus", "PairIds"]
+__all__ = ["PAIR_INDEX", "PAIR_PARTS", "PairCorpus", "PairIds", "SharedPairs", "share_pairs"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,45 +42,65 @@ PathLike = str | os.PathLike
 #: The parts of a split, in the order of :class:`gatelab.data.pairs.PairSplits`.
 PAIR_PARTS = ("train", "valid", "test")
 
-#: Ids gathered in memory before they are written to the id file.
-_WRITE_IDS = 1 << 20
+#: A pair's record in the index file of :class:`PairIds`: where its ids start in the id
+#: file and its source and target lengths (16 bytes).
+PAIR_INDEX = np.dtype([("offset", "<i8"), ("src", "<i4"), ("tgt", "<i4")])
+
+#: Ids (and records) gathered in memory before they are written.
+_WRITE_IDS = 1 << 18
+_WRITE_RECORDS = 1 << 14
 
 
 class PairIds(Sequence):
-    """Encoded ``(source ids, target ids)`` pairs in a file, read a pair at a time.
+    """Encoded ``(source ids, target ids)`` pairs on disk, read a pair (or a block of
+    records) at a time; nothing a pair is held in memory.
 
     ``ids[k]`` is ``(list of source ids, list of target ids)``, as the in-memory lists of
-    ints; :meth:`lengths` gives every pair's lengths without reading the file (what
-    :func:`gatelab.data.batching.pair_batches` sorts by).
+    ints; :meth:`records` gives the lengths (and id offsets) of a range of pairs, what
+    :func:`gatelab.data.batching.pair_batches` sorts by, a chunk at a time.
 
     Args:
-        ids: the ids of all pairs, each source then its target, in pair order.
-        src_len, tgt_len: ``(N,)`` lengths of each pair's source and target.
+        ids: the ids of all pairs, each source then its target, in pair order (int32).
+        index: ``(N,)`` records of :data:`PAIR_INDEX`, one a pair.
+
+    Attributes:
+        bytes_read: bytes of ids read so far (the records not counted).
     """
 
-    def __init__(self, ids: TokenIds, src_len: np.ndarray, tgt_len: np.ndarray) -> None:
-        self.ids = ids
-        self.src_len = src_len.astype(np.int32, copy=False)  # (N,)
-        self.tgt_len = tgt_len.astype(np.int32, copy=False)  # (N,)
-        self.offsets = np.zeros(len(src_len) + 1, dtype=np.int64)  # (N + 1,)
-        np.cumsum(self.src_len, out=self.offsets[1:], dtype=np.int64)
-        self.offsets[1:] += np.cumsum(self.tgt_len, dtype=np.int64)
+    def __init__(self, ids: TokenIds, index: TokenIds) -> None:
+        if index.dtype != PAIR_INDEX:
+            raise TypeError(f"index must hold {PAIR_INDEX} records, got {index.dtype}")
+        self.ids, self.index = ids, index
+        self.bytes_read = 0
+
+    @classmethod
+    def open(cls, ids_path: PathLike, index_path: PathLike) -> PairIds:
+        """The pairs of an id file and its index file (as :func:`share_pairs` names them)."""
+        return cls(TokenIds(ids_path, np.int32), TokenIds(index_path, PAIR_INDEX))
 
     def __len__(self) -> int:
-        return len(self.src_len)
+        return len(self.index)
 
     def __getitem__(self, k: int) -> tuple[list[int], list[int]]:
         if not -len(self) <= k < len(self):
             raise IndexError(f"pair {k} out of range; {len(self)} pairs")
         k = k % len(self)
-        a = int(self.offsets[k])
-        both = self.ids.read(a, int(self.offsets[k + 1])).tolist()
-        s = int(self.src_len[k])
-        return both[:s], both[s:]
+        return self.read(self.records(k, k + 1))[0]
 
-    def lengths(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(source lengths, target lengths)``, each ``(N,)`` int32 (not copies)."""
-        return self.src_len, self.tgt_len
+    def records(self, a: int, b: int) -> np.ndarray:
+        """The :data:`PAIR_INDEX` records of pairs ``a..b-1``, ``(b - a,)``."""
+        return self.index.read(a, b)
+
+    def read(self, records: np.ndarray) -> list[tuple[list[int], list[int]]]:
+        """The pairs of ``records`` (with the ``offset``, ``src`` and ``tgt`` fields of
+        :meth:`records`), in their order."""
+        out = []
+        fields = (records[key].tolist() for key in ("offset", "src", "tgt"))
+        for offset, s, t in zip(*fields, strict=True):
+            both = self.ids.read(offset, offset + s + t).tolist()
+            self.bytes_read += 4 * (s + t)
+            out.append((both[:s], both[s:]))
+        return out
 
 
 class PairCorpus:
@@ -83,13 +108,15 @@ class PairCorpus:
 
     Args:
         path: ``source<TAB>target`` lines (:func:`gatelab.data.pairs.read_sentence_pairs`).
-        valid, test, seed: the split (:func:`gatelab.data.pairs.split_pairs`).
+        valid, test, seed, rule: the split (:func:`gatelab.data.pairs.split_codes`;
+            ``rule="permutation"`` reads run folders made before the streamed rule, at 8
+            bytes a pair in memory while a pass decides the parts).
         chunk_bytes: bytes read at a time (default: that of
             :class:`gatelab.data.lines.LineStream`).
 
     Attributes:
         path, encoding, skipped (``(line_number, line)`` of a cut-off last line),
-        sizes (``{"train": ..., "valid": ..., "test": ...}``).
+        sizes (``{"train": ..., "valid": ..., "test": ...}``), rule.
 
     Raises:
         DataError: as :func:`~gatelab.data.pairs.read_sentence_pairs` and
@@ -103,8 +130,11 @@ class PairCorpus:
         valid: int = 1000,
         test: int = 1000,
         seed: int = 0,
+        rule: str = "selection",
         chunk_bytes: int | None = None,
     ) -> None:
+        if rule not in SPLIT_RULES:
+            raise ValueError(f"rule={rule!r}; expected one of {SPLIT_RULES}")
         self._lines = LineStream(path, what="sentence pairs file", chunk_bytes=chunk_bytes)
         self.path, self.encoding = self._lines.path, self._lines.encoding
         self.skipped: list[tuple[int, str]] = []
@@ -112,18 +142,21 @@ class PairCorpus:
         n = sum(1 for _ in iter_pairs(self._lines, self.skipped))
         if n == 0:
             raise DataError(f"{self.path}: no sentence pairs; expected 'source<TAB>target' lines")
-        self._part = np.zeros(n, dtype=np.uint8)  # (N,) 0 train, 1 valid, 2 test
-        _, valid_idx, test_idx = split_indices(n, valid=valid, test=test, seed=seed)
-        self._part[valid_idx], self._part[test_idx] = 1, 2
-        counts = np.bincount(self._part, minlength=3).tolist()
-        self.sizes = dict(zip(PAIR_PARTS, counts, strict=True))
+        self._n, self.rule, self._split = n, rule, (valid, test, seed)
+        next(split_codes(n, valid, test, seed, "selection", block=1))  # checks the sizes
+        self.sizes = {"train": n - valid - test, "valid": valid, "test": test}
         logger.info("read %d sentence pairs from %s (%d skipped)", n, self.path, len(self.skipped))
 
     def __len__(self) -> int:
-        return len(self._part)
+        return self._n
+
+    def _codes(self) -> Iterator[int]:
+        """Each pair's part, in file order (decided again in every pass)."""
+        for block in split_codes(self._n, *self._split, self.rule):
+            yield from block.tolist()
 
     def _each(self) -> Iterator[tuple[int, tuple[str, str]]]:
-        """Every pair with its index, in one pass over the file; a file that changed since
+        """Every pair with its part, in one pass over the file; a file that changed since
         the first pass (its size or modification time, or its number of pairs) is refused:
         the split and the ids were made for the file as it was."""
         changed = DataError(
@@ -132,19 +165,20 @@ class PairCorpus:
         )
         if _signature(self.path) != self._stat:
             raise changed
+        codes = self._codes()
         k = -1
         for k, pair in enumerate(iter_pairs(self._lines, [], log=False)):
-            if k >= len(self._part):
+            if k >= self._n:
                 raise changed
-            yield k, pair
-        if k + 1 != len(self._part):
+            yield next(codes), pair
+        if k + 1 != self._n:
             raise changed
 
     def _pairs(self, part: str) -> Iterator[tuple[str, str]]:
         """The pairs of ``part`` in file order (one pass)."""
         code = _code(part)
-        for k, pair in self._each():
-            if self._part[k] == code:
+        for c, pair in self._each():
+            if c == code:
                 yield pair
 
     def texts(self, part: str) -> list[tuple[str, str]]:
@@ -155,8 +189,8 @@ class PairCorpus:
         """All three parts as strings, as :func:`~gatelab.data.pairs.split_pairs` gives
         them (in memory: for files that fit)."""
         parts: list[list[tuple[str, str]]] = [[], [], []]
-        for k, pair in self._each():
-            parts[self._part[k]].append(pair)
+        for c, pair in self._each():
+            parts[c].append(pair)
         return PairSplits(*parts)
 
     def tokens(self, part: str, side: int) -> Iterator[list[str]]:
@@ -172,12 +206,15 @@ class PairCorpus:
         parts: Sequence[str] = ("train", "valid"),
         *,
         cache_dir: PathLike | None = None,
+        keep: bool = False,
     ) -> list[PairIds]:
         """Encode the pairs of ``parts`` into ids on disk, in one pass.
 
         A pair whose source or target has no token is left out (as the in-memory path
-        leaves it). The id files are temporary ones in ``cache_dir`` (default: the
-        system's temporary folder), unlinked at once and freed with the last view.
+        leaves it). The id and index files are temporary ones in ``cache_dir`` (default:
+        the system's temporary folder), unlinked at once and freed with the last view,
+        unless ``keep`` (then other processes may open them by their names,
+        :meth:`PairIds.open`, until :meth:`SharedPairs.unlink` removes them).
 
         Returns:
             A :class:`PairIds` per part, in the order of ``parts``.
@@ -185,17 +222,95 @@ class PairCorpus:
         codes = {_code(part): i for i, part in enumerate(parts)}
         writers = [_PairWriter(cache_dir) for _ in parts]
         try:
-            for k, (src, tgt) in self._each():
-                i = codes.get(int(self._part[k]))
+            for c, (src, tgt) in self._each():
+                i = codes.get(c)
                 if i is None:
                     continue
                 s, t = tokenize(src), tokenize(tgt)
                 if s and t:
                     writers[i].add(src_vocab.encode(s), tgt_vocab.encode(t))
-            return [w.close() for w in writers]
-        finally:
+            return [w.close(keep) for w in writers]
+        except BaseException:
             for w in writers:
                 w.discard()
+            raise
+
+
+@dataclass
+class SharedPairs:
+    """What :func:`share_pairs` made of a pairs file on rank 0, for every rank: small,
+    sent whole to the others (they never read the pairs file).
+
+    Attributes:
+        src_vocab, tgt_vocab: the vocabularies.
+        pairs, sizes, skipped: the number of pairs, the parts' sizes and the skipped line
+            numbers (as :class:`PairCorpus` has them).
+        files: ``{part: (id file, index file)}``, named files that each rank opens
+            (:meth:`open`) before rank 0 removes them (:meth:`unlink`).
+        rule: the split rule.
+    """
+
+    src_vocab: WordVocab
+    tgt_vocab: WordVocab
+    pairs: int
+    sizes: dict[str, int]
+    skipped: list[int]
+    files: dict[str, tuple[str, str]] = field(default_factory=dict)
+    rule: str = "selection"
+
+    def open(self, part: str) -> PairIds:
+        """The encoded pairs of ``part``; a missing file names what to do."""
+        ids, index = self.files[part]
+        try:
+            return PairIds.open(ids, index)
+        except FileNotFoundError:
+            raise DataError(
+                f"the encoded {part} pairs '{ids}' are not there: the first rank writes them "
+                "to its temporary folder, which every rank must see (on several machines, "
+                "set TMPDIR to a folder they share)"
+            ) from None
+
+    def unlink(self) -> None:
+        """Remove the named files (the ranks' open descriptors keep the data)."""
+        for names in self.files.values():
+            for name in names:
+                _remove(name)
+
+
+def share_pairs(
+    path: PathLike,
+    *,
+    valid: int,
+    test: int,
+    seed: int,
+    min_freq: int,
+    rule: str = "selection",
+    vocabs: tuple[WordVocab, WordVocab] | None = None,
+    cache_dir: PathLike | None = None,
+) -> SharedPairs:
+    """Read a pairs file for a translator: split it (:class:`PairCorpus`), build the
+    vocabularies on the training pairs (unless ``vocabs`` gives them) and encode the train
+    and valid pairs into named files (:meth:`PairCorpus.encode` with ``keep``): four
+    passes over the file, memory O(vocabulary + a block). Run by rank 0 of a job (or the
+    only process); the result is small and goes to every rank."""
+    corpus = PairCorpus(path, valid=valid, test=test, seed=seed, rule=rule)
+    if vocabs is None:
+        vocabs = (
+            WordVocab.build(corpus.tokens("train", 0), min_freq),
+            WordVocab.build(corpus.tokens("train", 1), min_freq),
+        )
+    encoded = corpus.encode(*vocabs, ("train", "valid"), cache_dir=cache_dir, keep=True)
+    return SharedPairs(
+        *vocabs,
+        pairs=len(corpus),
+        sizes=corpus.sizes,
+        skipped=[n for n, _ in corpus.skipped],
+        files={
+            p: (e.ids.path.as_posix(), e.index.path.as_posix())
+            for p, e in zip(("train", "valid"), encoded, strict=True)
+        },
+        rule=rule,
+    )
 
 
 def _signature(path: os.PathLike) -> tuple[int, int]:
@@ -211,44 +326,50 @@ def _code(part: str) -> int:
 
 
 class _PairWriter:
-    """Appends encoded pairs to a temporary id file and their lengths to int32 arrays."""
+    """Appends encoded pairs to a temporary id file and their records to an index file,
+    a block at a time."""
 
     def __init__(self, cache_dir: PathLike | None) -> None:
-        fd, self.name = tempfile.mkstemp(prefix="gatelab-pairs-", suffix=".bin", dir=cache_dir)
-        self.file = os.fdopen(fd, "wb")
-        self.buffer: list[int] = []
-        self.src_len, self.tgt_len = array("i"), array("i")
+        self.files = []
+        for suffix in (".ids", ".index"):
+            fd, name = tempfile.mkstemp(prefix="gatelab-pairs-", suffix=suffix, dir=cache_dir)
+            self.files.append((name, os.fdopen(fd, "wb")))
+        self.ids: list[int] = []
+        self.records: list[tuple[int, int, int]] = []
+        self.offset = 0
 
     def add(self, s: list[int], t: list[int]) -> None:
-        self.buffer += s
-        self.buffer += t
-        self.src_len.append(len(s))
-        self.tgt_len.append(len(t))
-        if len(self.buffer) >= _WRITE_IDS:
+        self.ids += s
+        self.ids += t
+        self.records.append((self.offset, len(s), len(t)))
+        self.offset += len(s) + len(t)
+        if len(self.ids) >= _WRITE_IDS or len(self.records) >= _WRITE_RECORDS:
             self._flush()
 
     def _flush(self) -> None:
-        self.file.write(np.asarray(self.buffer, dtype=np.int32).tobytes())
-        self.buffer = []
+        self.files[0][1].write(np.asarray(self.ids, dtype=np.int32).tobytes())
+        self.files[1][1].write(np.array(self.records, dtype=PAIR_INDEX).tobytes())
+        self.ids, self.records = [], []
 
-    def close(self) -> PairIds:
+    def close(self, keep: bool = False) -> PairIds:
         self._flush()
-        self.file.close()
-        ids = TokenIds(self.name, np.int32)
-        self.discard()  # the open descriptor of ``ids`` keeps the data until it is closed
-        src = np.frombuffer(self.src_len, dtype=np.int32)  # views: no copy of the index
-        tgt = np.frombuffer(self.tgt_len, dtype=np.int32)
-        if os.path.exists(self.name):  # pragma: no cover - cannot unlink an open file
-            weakref.finalize(ids, _remove, self.name)
-        return PairIds(ids, src, tgt)
+        for _, f in self.files:
+            f.close()
+        pairs = PairIds.open(self.files[0][0], self.files[1][0])
+        if not keep:
+            self.discard()  # the open descriptors keep the data until they are closed
+            for name, _ in self.files:
+                if os.path.exists(name):  # pragma: no cover - cannot unlink an open file
+                    weakref.finalize(pairs, _remove, name)
+        return pairs
 
     def discard(self) -> None:
-        if not self.file.closed:
-            self.file.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.name)
+        for name, f in self.files:
+            if not f.closed:
+                f.close()
+            _remove(name)
 
 
-def _remove(name: str) -> None:  # pragma: no cover - see _PairWriter.close
+def _remove(name: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(name)

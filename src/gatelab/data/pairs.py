@@ -21,10 +21,12 @@ from gatelab.data.lines import (
 from gatelab.errors import DataError
 
 __all__ = [
+    "SPLIT_RULES",
     "PairSplits",
     "PairsDataset",
     "iter_pairs",
     "read_sentence_pairs",
+    "split_codes",
     "split_indices",
     "split_pairs",
 ]
@@ -164,25 +166,35 @@ class PairSplits(NamedTuple):
     test: list[tuple[str, str]]
 
 
+#: The split rules: ``"selection"`` (streamed, the default) and ``"permutation"`` (the rule of
+#: run folders made before it; it needs 8 bytes a pair in memory).
+SPLIT_RULES = ("selection", "permutation")
+
+#: Pairs decided at a time by :func:`split_codes` (its memory: ~17 bytes each).
+_SPLIT_BLOCK = 1 << 16
+
+
 def split_pairs(
     pairs: Sequence[tuple[str, str]] | PairsDataset,
     *,
     valid: int = 1000,
     test: int = 1000,
     seed: int = 0,
+    rule: str = "selection",
 ) -> PairSplits:
-    """Split pairs into train/valid/test with a fixed seeded permutation.
+    """Split pairs into train/valid/test with a fixed seeded rule (:func:`split_codes`).
 
-    The positions ``0..N-1`` are permuted with ``numpy.random.default_rng(seed)``; the
-    first ``test`` go to test, the next ``valid`` to valid, the rest to train; each part
-    keeps the file order. The parts are disjoint by position (a pair repeated in the
-    file can land in two parts), and the same N and seed always give the same split.
+    Each part keeps the file order. The parts are disjoint by position (a pair repeated in
+    the file can land in two parts), and the same N, sizes and seed always give the same
+    split.
 
     Args:
         pairs: the pairs (or a :class:`PairsDataset`).
         valid: number of validation pairs (>= 0).
         test: number of test pairs (>= 0).
-        seed: seed of the permutation (>= 0).
+        seed: seed of the rule (>= 0).
+        rule: ``"selection"`` (streamed) or ``"permutation"`` (the rule of run folders
+            made before it), see :func:`split_codes`.
 
     Returns:
         A :class:`PairSplits` ``(train, valid, test)``.
@@ -191,7 +203,9 @@ def split_pairs(
         DataError: negative sizes, or sizes leaving no training pair.
     """
     items = list(pairs.pairs if isinstance(pairs, PairsDataset) else pairs)
-    train_idx, valid_idx, test_idx = split_indices(len(items), valid=valid, test=test, seed=seed)
+    train_idx, valid_idx, test_idx = split_indices(
+        len(items), valid=valid, test=test, seed=seed, rule=rule
+    )
     return PairSplits(
         train=[items[i] for i in train_idx],
         valid=[items[i] for i in valid_idx],
@@ -200,25 +214,79 @@ def split_pairs(
 
 
 def split_indices(
-    n: int, *, valid: int = 1000, test: int = 1000, seed: int = 0
+    n: int, *, valid: int = 1000, test: int = 1000, seed: int = 0, rule: str = "selection"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The positions ``(train, valid, test)`` of :func:`split_pairs` for ``n`` pairs, each
-    sorted: ``numpy.random.default_rng(seed).permutation(n)`` cut into test, valid, train.
+    sorted (in memory: ``(N,)`` arrays; :func:`split_codes` streams the same split).
 
     Raises:
         DataError: negative sizes, or sizes leaving no training pair.
     """
+    codes = np.concatenate([np.zeros(0, np.uint8), *split_codes(n, valid, test, seed, rule)])
+    return tuple(np.flatnonzero(codes == c) for c in (0, 1, 2))
+
+
+def split_codes(
+    n: int,
+    valid: int = 1000,
+    test: int = 1000,
+    seed: int = 0,
+    rule: str = "selection",
+    *,
+    block: int = _SPLIT_BLOCK,
+) -> Iterator[np.ndarray]:
+    """The part of each of ``n`` pairs in file order (0 train, 1 valid, 2 test), as
+    ``uint8`` blocks of at most ``block`` pairs: exactly ``valid`` and ``test`` of them.
+
+    ``"selection"`` decides pair ``k`` as it comes (sequential sampling, Knuth's
+    Algorithm S for two parts at once): with ``r = n - k`` pairs left, of which ``t`` must
+    still go to test and ``v`` to valid, draw ``j`` uniform in ``[0, r)`` from
+    ``numpy.random.default_rng(seed)`` (``integers``, int64); ``j < t``: test,
+    ``t <= j < t + v``: valid, else train. Every split of the given sizes is equally
+    likely, the sizes are exact, and memory is O(block): a file of any size is split in
+    one pass. The result depends on ``(seed, n, valid, test)`` only, not on ``block``.
+
+    ``"permutation"`` is the rule of run folders made before: the positions permuted with
+    ``numpy.random.default_rng(seed).permutation(n)``, the first ``test`` to test, the next
+    ``valid`` to valid (O(n) memory: 8 bytes a pair).
+
+    Raises:
+        DataError: negative sizes, or sizes leaving no training pair.
+        ValueError: an unknown ``rule``.
+    """
     for name, value in (("valid", valid), ("test", test), ("seed", seed)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
             raise DataError(f"{name} must be an integer >= 0, got {value!r}")
+    if rule not in SPLIT_RULES:
+        raise ValueError(f"rule={rule!r}; expected one of {SPLIT_RULES}")
     if valid + test >= n:
         raise DataError(
             f"valid={valid} + test={test} leaves no training pair out of {n}; "
             f"expected valid + test < {n}"
         )
+    if rule == "permutation":
+        yield from _permutation_codes(n, valid, test, seed, block)
+        return
+    rng = np.random.default_rng(int(seed))
+    t_left, v_left = int(test), int(valid)
+    for k0 in range(0, n, block):
+        r = np.arange(n - k0, max(n - k0 - block, 0), -1, dtype=np.int64)  # pairs left
+        codes = np.zeros(len(r), dtype=np.uint8)
+        if t_left + v_left:
+            j = rng.integers(0, r, dtype=np.int64)
+            # the held-out counts only fall, so the first count bounds every later choice
+            for i in np.flatnonzero(j < t_left + v_left).tolist():
+                if j[i] < t_left:
+                    codes[i], t_left = 2, t_left - 1
+                elif j[i] < t_left + v_left:
+                    codes[i], v_left = 1, v_left - 1
+        yield codes
+
+
+def _permutation_codes(n: int, valid: int, test: int, seed: int, block: int):
     order = np.random.default_rng(int(seed)).permutation(n)
-    return (
-        np.sort(order[test + valid :]),
-        np.sort(order[test : test + valid]),
-        np.sort(order[:test]),
-    )
+    codes = np.zeros(n, dtype=np.uint8)
+    codes[order[test : test + valid]], codes[order[:test]] = 1, 2
+    del order
+    for k0 in range(0, n, block):
+        yield codes[k0 : k0 + block]

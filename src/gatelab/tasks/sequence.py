@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from gatelab._config import from_config
 from gatelab.data.batching import corpus_shard, pair_batches, stream_batches
 from gatelab.data.corpus import CharCorpus, scan_text_corpus, split_point
-from gatelab.data.pair_corpus import PairCorpus
+from gatelab.data.pair_corpus import PairCorpus, share_pairs
 from gatelab.data.vocab import PAD_ID, CharVocab, WordVocab, tokenize
 from gatelab.errors import DataError
 from gatelab.models.charlm import LN2, CharLM, detach_state, evaluate_loss
@@ -167,15 +167,37 @@ def _settings(out: Path, resume: bool, task: str, cls, train):
     return saved, train or cls()
 
 
-def _start(out: Path, task: str, model, train, inputs, resume: bool) -> dict[str, Any] | None:
-    """:func:`gatelab.train.runs.start_run` for a sequence task: the saved config when resuming
-    (same model, training settings but the budget, and data file), None to start fresh."""
+def _build_and_start(out: Path, task: str, cls, vocabs, saved, model_kw, train, inputs, resume):
+    """-> (the model, the saved config when resuming or None to start fresh).
+
+    The model ``cls(*vocabs, ...)`` is built, seeded by ``train.seed`` so that a restart
+    draws the same initial weights, from the saved ``model`` section when resuming without
+    ``model_kw``, else from ``model_kw``; then :func:`gatelab.train.runs.start_run` checks it
+    (same model, training settings but the budget, and data file) against the saved run."""
+    torch.manual_seed(train.seed)
+    if saved is not None and model_kw is None:
+        model = cls.from_config(*vocabs, section(saved, "model", out))
+    else:
+        model = cls(*vocabs, **(model_kw or {}))
     now = {"model": model.config.to_dict(), "train": asdict(train), "inputs": inputs}
-    return start_run(out, task, now, resume=resume, free=BUDGET)
+    return model, start_run(out, task, now, resume=resume, free=BUDGET)
 
 
-def _adam(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
-    return torch.optim.Adam(model.parameters(), lr=lr)
+def _optimizer_and_state(out: Path, task: str, model, train, saved, inputs, vocab_doc, data_doc):
+    """-> (a seeded Adam optimizer for ``model``, the :class:`FitState` of the checkpoint to
+    go on from or None). A fresh run (``saved`` None) writes ``vocab.json``, then the config
+    (``data_doc`` its ``data`` section): the config marks a run, so it is written last."""
+    torch.manual_seed(train.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=train.lr)
+    if saved is not None and (out / CHECKPOINT_FILE).exists():
+        return optimizer, load_checkpoint(out, model, optimizer)
+    if saved is None:
+        atomic_write_json(out / VOCAB_FILE, vocab_doc)
+        write_config(
+            out, task, model=model.config.to_dict(), train=asdict(train), data=data_doc,
+            inputs=inputs,
+        )  # fmt: skip
+    return optimizer, None
 
 
 def _read_vocab(run_dir: Path, task: str):
@@ -259,31 +281,17 @@ def _train_char_lm(data, out: Path, model_kw, train, resume: bool, on_epoch) -> 
     scan = D.from_writer(lambda: scan_text_corpus(data))
     corpus = CharCorpus.from_scan(scan, _read_vocab(out, CHAR_LM) if saved else None)
     vocab = corpus.vocab
-    torch.manual_seed(train.seed)  # the initial weights, the same on a restart
-    if saved is not None and model_kw is None:
-        model = CharLM.from_config(vocab, section(saved, "model", out))
-    else:
-        model = CharLM(vocab, **(model_kw or {}))
-    saved = _start(out, CHAR_LM, model, train, inputs, resume)
+    model, saved = _build_and_start(
+        out, CHAR_LM, CharLM, (vocab,), saved, model_kw, train, inputs, resume
+    )
     train_ids, rows, valid_ids = corpus_shard(
         corpus, train.batch_size, train.valid_fraction, D.rank(), D.world_size(), what=f"'{data}'"
     )
     n_valid = len(corpus) - split_point(len(corpus), train.valid_fraction)
-    torch.manual_seed(train.seed)
-    optimizer = _adam(model, train.lr)
-    fit = None
-    if saved is not None and (out / CHECKPOINT_FILE).exists():
-        fit = load_checkpoint(out, model, optimizer)
-    elif saved is None:  # the vocabulary, then the config: the config marks a run
-        atomic_write_json(out / VOCAB_FILE, vocab.to_dict())
-        write_config(
-            out,
-            CHAR_LM,
-            model=model.config.to_dict(),
-            train=asdict(train),
-            data={"path": str(data), "characters": len(corpus), "valid_characters": n_valid},
-            inputs=inputs,
-        )
+    data_doc = {"path": str(data), "characters": len(corpus), "valid_characters": n_valid}
+    optimizer, fit = _optimizer_and_state(
+        out, CHAR_LM, model, train, saved, inputs, vocab.to_dict(), data_doc
+    )
     logger.info(
         "char LM: %d characters, %d streams of them read here (%d characters), vocabulary %d",
         len(corpus),
@@ -360,17 +368,25 @@ def evaluate_char_lm(run_dir: PathLike, data: PathLike) -> dict[str, Any]:
 # --------------------------------------------------------------------------- translator
 
 
-def translator_corpus(data: PathLike, train: TranslatorTrainConfig) -> PairCorpus:
-    """The pairs of ``data``, split as ``train`` says, streamed from disk
-    (:class:`gatelab.data.pair_corpus.PairCorpus`)."""
-    return PairCorpus(data, valid=train.valid, test=train.test, seed=train.split_seed)
+def translator_corpus(
+    data: PathLike, train: TranslatorTrainConfig, rule: str = "selection"
+) -> PairCorpus:
+    """The pairs of ``data``, split as ``train`` says (by ``rule``, that of the run:
+    :func:`_split_rule`), streamed from disk (:class:`gatelab.data.pair_corpus.PairCorpus`)."""
+    return PairCorpus(data, valid=train.valid, test=train.test, seed=train.split_seed, rule=rule)
 
 
-def translator_splits(data: PathLike, train: TranslatorTrainConfig):
+def translator_splits(data: PathLike, train: TranslatorTrainConfig, rule: str = "selection"):
     """``(corpus, splits)``: :func:`translator_corpus` and its parts as strings, in memory
     (:func:`gatelab.data.pairs.split_pairs`)."""
-    corpus = translator_corpus(data, train)  # logs a warning for a skipped cut-off last line
+    corpus = translator_corpus(data, train, rule)  # logs a warning for a skipped cut-off line
     return corpus, corpus.splits()
+
+
+def _split_rule(config: dict[str, Any] | None) -> str:
+    """The split rule of a run: a folder written before the streamed split has none saved
+    and keeps the permutation it was trained on."""
+    return "selection" if config is None else (config.get("data") or {}).get("split", "permutation")
 
 
 def train_translator(
@@ -405,92 +421,74 @@ def train_translator(
 
 
 def _train_translator(data, out: Path, model_kw, train, resume: bool, on_epoch) -> dict[str, Any]:
-    """The body of :func:`train_translator`, under its lock. Over 80 lines on purpose: the
-    order of its writes (vocabularies, then the config that marks a run, then checkpoints
-    through ``fit_loop``, then metrics) is what makes a kill at any instant resumable, and
-    it reads best in one place."""
+    """The body of :func:`train_translator`, under its lock: the order of its writes
+    (vocabularies, then the config that marks a run, then checkpoints through ``fit_loop``,
+    then metrics) is what makes a kill at any instant resumable."""
+    D.init()  # a distributed job: rank 0 reads the file, the others only their rows' ids
     saved, train = _settings(out, resume, TRANSLATOR, TranslatorTrainConfig, train)
-    corpus = translator_corpus(data, train)  # streamed: never the pairs in memory
-    inputs = {"data": fingerprint_file(data)}
-    if saved is not None:
-        src_vocab, tgt_vocab = _read_vocab(out, TRANSLATOR)
-    else:
-        src_vocab = WordVocab.build(corpus.tokens("train", 0), train.min_freq)
-        tgt_vocab = WordVocab.build(corpus.tokens("train", 1), train.min_freq)
-    torch.manual_seed(train.seed)  # the initial weights, the same on a restart
-    if saved is not None and model_kw is None:
-        model = Seq2Seq.from_config(src_vocab, tgt_vocab, section(saved, "model", out))
-    else:
-        model = Seq2Seq(src_vocab, tgt_vocab, **(model_kw or {}))
-    saved = _start(out, TRANSLATOR, model, train, inputs, resume)
-    train_pairs, valid_pairs = corpus.encode(src_vocab, tgt_vocab, ("train", "valid"))
-    valid_batches = pair_batches(valid_pairs, 128)
-    torch.manual_seed(train.seed)
-    optimizer = _adam(model, train.lr)
-    fit = None
-    if saved is not None and (out / CHECKPOINT_FILE).exists():
-        fit = load_checkpoint(out, model, optimizer)
-    elif saved is None:  # the vocabularies, then the config: the config marks a run
-        vocab_doc = {"source": src_vocab.to_dict(), "target": tgt_vocab.to_dict()}
-        atomic_write_json(out / VOCAB_FILE, vocab_doc)
-        write_config(
-            out,
-            TRANSLATOR,
-            model=model.config.to_dict(),
-            train=asdict(train),
-            data={
-                "path": str(data),
-                "pairs": len(corpus),
-                "skipped_lines": [n for n, _ in corpus.skipped],
-                **corpus.sizes,
-            },
-            inputs=inputs,
-        )
-    logger.info(
-        "translator: %d train pairs, vocabularies %d -> %d",
-        len(train_pairs),
-        len(src_vocab),
-        len(tgt_vocab),
+    inputs = {"data": fingerprint_file(data)} if D.is_writer() else None
+    made = []  # rank 0's files: removed below even when sending them fails (a rank gone)
+
+    def share():
+        made.append(share_pairs(
+            data, valid=train.valid, test=train.test, seed=train.split_seed,
+            min_freq=train.min_freq, rule=_split_rule(saved),
+            vocabs=_read_vocab(out, TRANSLATOR) if saved is not None else None,
+        ))  # fmt: skip
+        return made[0]
+
+    try:
+        shared = D.from_writer(share)
+        train_pairs = shared.open("train")
+        valid_pairs = shared.open("valid") if D.is_writer() else None  # rank 0 validates
+        D.barrier()  # every rank holds the files open: their names can go
+    finally:
+        for own in made:
+            own.unlink()
+    src_vocab, tgt_vocab = shared.src_vocab, shared.tgt_vocab
+    vocabs = (src_vocab, tgt_vocab)
+    model, saved = _build_and_start(
+        out, TRANSLATOR, Seq2Seq, vocabs, saved, model_kw, train, inputs, resume
     )
+    vocab_doc = {"source": src_vocab.to_dict(), "target": tgt_vocab.to_dict()}
+    data_doc = {"path": str(data), "pairs": shared.pairs, "skipped_lines": shared.skipped}
+    data_doc.update(shared.sizes, split=shared.rule)
+    optimizer, fit = _optimizer_and_state(
+        out, TRANSLATOR, model, train, saved, inputs, vocab_doc, data_doc
+    )
+    sizes = (len(train_pairs), len(src_vocab), len(tgt_vocab))
+    logger.info("translator: %d train pairs, vocabularies %d -> %d", *sizes)
 
     def step(batch, _carry):
-        n_tok = int((batch["tgt_out"] != PAD_ID).sum())
+        n_tok = 0 if batch.get("standin") else int((batch["tgt_out"] != PAD_ID).sum())
         return model.loss(batch, train.teacher_forcing), None, n_tok
 
     @torch.no_grad()
     def validate() -> float:
+        if valid_pairs is None or not len(valid_pairs):
+            return math.nan  # not rank 0, or no validation pair
         model.eval()
         total, count = 0.0, 0
-        for batch in valid_batches:
+        for batch in pair_batches(valid_pairs, 128):
             n = int((batch["tgt_out"] != PAD_ID).sum())
             total += float(model.loss(batch)) * n
             count += n
         return total / max(count, 1)
 
+    rank, world = D.rank(), D.world_size()
+
+    def batches(epoch: int):  # this rank's rows of each global batch: only they are read
+        seed = train.seed * 1_000_003 + epoch
+        return pair_batches(train_pairs, train.batch_size, seed=seed, rank=rank, world_size=world)
+
     fit = fit_loop(
-        model,
-        optimizer,
-        out,
-        epochs=train.epochs,
-        batches=lambda epoch: pair_batches(
-            train_pairs, train.batch_size, seed=train.seed * 1_000_003 + epoch
-        ),
-        step=step,
-        validate=validate if valid_batches else (lambda: math.nan),
-        fit=fit,
+        model, optimizer, out, epochs=train.epochs, batches=batches, step=step,
+        validate=validate, fit=fit, clip=train.clip, on_epoch=on_epoch, sharded=True,
         time_budget_s=None if train.minutes is None else 60.0 * train.minutes,
-        clip=train.clip,
-        on_epoch=on_epoch,
-    )
-    return _write_metrics(
-        out,
-        fit,
-        {
-            "valid_loss": fit.best_valid,
-            "valid_perplexity": math.exp(min(fit.best_valid, 700.0)),
-            "tokens": "target words",
-        },
-    )
+    )  # fmt: skip
+    perplexity = math.exp(min(fit.best_valid, 700.0))
+    extra = {"valid_loss": fit.best_valid, "valid_perplexity": perplexity}
+    return _write_metrics(out, fit, {**extra, "tokens": "target words"})
 
 
 def load_translator(run_dir: PathLike) -> Seq2Seq:
@@ -551,7 +549,8 @@ def evaluate_translator(
     config = read_config(run_dir, TRANSLATOR)
     train = _from_dict(TranslatorTrainConfig, section(config, "train", run_dir))
     model = load_translator(run_dir)
-    test = [(s, t) for s, t in translator_corpus(data, train).texts("test") if tokenize(s)]
+    corpus = translator_corpus(data, train, _split_rule(config))
+    test = [(s, t) for s, t in corpus.texts("test") if tokenize(s)]
     if not test:
         raise DataError(f"'{data}' gives no test pairs (test={train.test}); nothing to evaluate")
     sources, refs = [s for s, _ in test], [t for _, t in test]

@@ -62,6 +62,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 TIMEOUT_ENV = "GATELAB_DIST_TIMEOUT"  # seconds a collective may wait for a slow rank
+# how long the other ranks wait for rank 0's from_writer work (reading the data)
+WRITER_WAIT = datetime.timedelta(days=7)
 
 
 def _env_int(name: str, default: int) -> int:
@@ -80,6 +82,8 @@ def _env_int(name: str, default: int) -> int:
 # set up is not gatelab's: a script that trains on rank 0 only must not meet collectives
 # its other ranks never enter.
 _joined = False
+# [store, calls so far] of from_writer, once init() has joined a group (empty otherwise)
+_writer_store: list = []
 
 
 def _ours() -> bool:
@@ -178,6 +182,7 @@ def init(backend: str | None = None) -> bool:
     store = dist.PrefixStore(f"gatelab/attempt{restart_count()}", store)
     dist.init_process_group(backend, store=store, rank=r, world_size=n, timeout=timeout)
     _joined = True
+    _writer_store[:] = [dist.PrefixStore("gatelab/from_writer", store), 0]
     signal.signal(signal.SIGTERM, _terminate)
     logger.info("rank %d of %d joined the process group (%s)", r, n, backend)
     return True
@@ -251,15 +256,33 @@ def from_writer(make: Callable[[], Any]) -> Any:
     if not active():
         return make()
     result, error = None, None
+    key = _next_writer_key()
     if is_writer():
         try:
             result = make()
         except Exception as err:  # sent on, raised on every rank below
             error = err
+        finally:
+            if key is not None:
+                _writer_store[0].set(key, b"done")
+    elif key is not None:
+        # Rank 0's work here is reading the data (any size: minutes to hours), longer than
+        # a collective may wait (TIMEOUT_ENV); the others wait on the store without that
+        # bound. torchrun ends them if rank 0 fails.
+        _writer_store[0].wait([key], WRITER_WAIT)
     result, error = broadcast_object((result, error))
     if error is not None:
         raise error
     return result
+
+
+def _next_writer_key() -> str | None:
+    """The store key of this :func:`from_writer` call (calls come in the same order on
+    every rank); None for a group gatelab did not start (no store to wait on)."""
+    if not _writer_store:
+        return None
+    _writer_store[1] += 1
+    return f"call{_writer_store[1]}"
 
 
 def barrier() -> None:

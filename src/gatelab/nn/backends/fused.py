@@ -47,6 +47,7 @@ loops rely on with ``TORCH_CHECK``: they are the last line of defence, since
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -118,13 +119,19 @@ def _build_name(cflags: list[str]) -> str:
     return f"gatelab_fused_{digest.hexdigest()[:12]}"
 
 
-def _is_built(name: str) -> bool:
+def _build_folder(name: str) -> Path | None:
+    """Where torch builds extension ``name``; None if its private helper has moved."""
     try:
         from torch.utils.cpp_extension import _get_build_directory
 
-        return (Path(_get_build_directory(name, False)) / f"{name}.so").exists()
-    except Exception:  # private helper moved: assume a build is needed (only logging)
-        return False
+        return Path(_get_build_directory(name, False))
+    except Exception:  # only logging and the stale-lock guard depend on it
+        return None
+
+
+def _is_built(name: str) -> bool:
+    folder = _build_folder(name)
+    return folder is not None and (folder / f"{name}.so").exists()
 
 
 def extension():
@@ -160,13 +167,50 @@ def _build(cflags: list[str], ldflags: list[str]):
     name = _build_name(cflags)
     if not _is_built(name):
         logger.info("compiling gatelab fused kernels (first use, ~1 min)")
-    return cpp_extension.load(
-        name=name,
-        sources=[str(_csrc() / s) for s in _SOURCES],
-        extra_cflags=cflags,
-        extra_ldflags=ldflags,
-        verbose=False,
-    )
+    with _build_lock(_build_folder(name)):
+        return cpp_extension.load(
+            name=name,
+            sources=[str(_csrc() / s) for s in _SOURCES],
+            extra_cflags=cflags,
+            extra_ldflags=ldflags,
+            verbose=False,
+        )
+
+
+@contextlib.contextmanager
+def _build_lock(folder: Path | None):
+    """Hold the build folder for this process, and clear a lock a killed build left.
+
+    torch marks a build in progress with an empty file ``lock`` in the build folder and
+    makes every other process wait until it is gone; a process killed while compiling
+    (Ctrl-C, a timeout) leaves it behind, and every later first use then waits forever,
+    silently. gatelab takes an ``fcntl`` lock on ``gatelab.lock`` first: the kernel drops
+    it when its holder dies, so the holder is the only live builder, and a torch ``lock``
+    found while holding it is stale and removed (with a warning). Without ``fcntl``
+    (Windows), or without the folder, torch's own lock is all there is.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        fcntl = None
+    if fcntl is None or folder is None:
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "gatelab.lock", "a") as held:
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.info("waiting for another process to build the fused kernels in %s", folder)
+            fcntl.flock(held, fcntl.LOCK_EX)
+        try:
+            stale = folder / "lock"
+            if stale.exists():
+                logger.warning("removing %s, left by a build that was killed", stale)
+                stale.unlink(missing_ok=True)
+            yield
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)
 
 
 def _first_line(err: BaseException) -> str:

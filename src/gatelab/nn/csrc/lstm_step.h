@@ -1,4 +1,5 @@
-// lstm_step.h: the pointwise forward and backward step kernels, the row split
+// lstm_step.h: what both drivers read first (DriverInputs), the pointwise forward and backward
+// step kernels on their shared StepBase, the row split
 // Part of the fused LSTM extension: included by fused_lstm.cpp only (one translation
 // unit, so that the compiled code is the same as when this was one file).
 #pragma once

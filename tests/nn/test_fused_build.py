@@ -1,0 +1,70 @@
+"""The fused extension's build lock: a build killed mid-way must not hang later uses.
+
+torch marks a build in progress with an empty ``lock`` file and waits for it to vanish; a
+process killed while compiling left one behind and every later first use waited forever
+(seen when a test worker was killed on a timeout during a rebuild).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gatelab.nn.backends import fused
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="fcntl locks are POSIX")
+
+SRC = str(Path(fused.__file__).resolve().parents[3])
+
+# A builder that takes the folder, marks a torch build in progress, then hangs.
+HOLDER = """
+import sys, time
+from pathlib import Path
+from gatelab.nn.backends.fused import _build_lock
+folder = Path(sys.argv[1])
+with _build_lock(folder):
+    (folder / "lock").touch()
+    print("holding", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_stale_torch_lock_is_removed(tmp_path):
+    (tmp_path / "lock").touch()
+    with fused._build_lock(tmp_path):
+        assert not (tmp_path / "lock").exists()
+    from torch.utils.file_baton import FileBaton
+
+    baton = FileBaton(str(tmp_path / "lock"))
+    assert baton.try_acquire()  # torch's own lock can be taken again
+    baton.release()
+
+
+def test_a_killed_builder_leaves_nothing_that_blocks(tmp_path):
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert child.stdout.readline().strip() == "holding"
+        with open(tmp_path / "gatelab.lock", "a") as f:  # a live builder holds the folder
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=60)
+        child.stdout.close()
+    assert (tmp_path / "lock").exists()  # what the killed build left
+    with fused._build_lock(tmp_path):  # taken at once: the kernel freed the dead one's
+        assert not (tmp_path / "lock").exists()
+
+
+def test_without_a_folder_nothing_is_locked():
+    with fused._build_lock(None):
+        pass
