@@ -232,6 +232,21 @@ def test_step_split_is_decided_once_per_shape(two_threads):
         ext.set_gemm_mode(0, 1, 3)
 
 
+def test_short_sequences_do_not_decide_the_split_for_long_ones(two_threads):
+    """A sequence of T <= 2 runs its recurrent product on plain BLAS whatever the mode, so
+    its steps must not decide the split of the packed kernel's longer sequences of the
+    same shape (step-by-step decoding before training did): each GEMM gets its own plan."""
+    ext = fused.extension()
+    ref, fus = _pair("standard", 8, 64, num_layers=1)  # B * 4H * P = 2^17: may split
+    ext.step_plans(True)
+    for _ in range(8):
+        _run(fus, *_inputs(ref, T=1, B=8, hx=True))
+    short = ext.step_plans()
+    _run(fus, *_inputs(ref, T=12, B=8, hx=True))
+    plans = ext.step_plans()
+    assert len(plans) == len(short) + 2  # a forward and a backward plan of the long GEMM
+
+
 @pytest.mark.parametrize("hidden", [19, 20])
 @pytest.mark.parametrize("variant", ["standard", "peephole", "layernorm", "nig"])
 def test_long_sequence_odd_sizes(variant, hidden):
@@ -462,3 +477,23 @@ def test_random_shapes(variant, T, B, I, H, proj, bias, data):
     out_f, g_f = _run(fus, x, hx, lengths)
     _assert_close(out_f, out_r, torch.float64, "outputs")
     _assert_close(g_f, g_r, torch.float64, "grads")
+
+
+def test_bias_gradient_keeps_its_precision_over_long_sequences():
+    """The bias gradient sums T*B rows of dG: summed in float32 (inside the weight
+    gradients' GEMM, as one build did) it drifted to 6e-6 relative at T=2000 against
+    torch's 2e-7; summed in double it stays at float32 rounding. Oracle: torch.nn.LSTM in
+    float64 on the same weights and input."""
+    torch.manual_seed(0)
+    T, B, I, H = 2000, 32, 8, 32
+    ref = torch.nn.LSTM(I, H).double()
+    ours = gatelab.LSTM(I, H, backend="fused")
+    ours.load_state_dict({k: v.float() for k, v in ref.state_dict().items()})
+    x = torch.randn(T, B, I, dtype=torch.float64)
+    ref(x)[0].sum().backward()
+    ours(x.float())[0].sum().backward()
+    for name in ("bias_ih_l0", "bias_hh_l0"):
+        want = getattr(ref, name).grad
+        got = getattr(ours, name).grad.double()
+        rel = ((got - want).norm() / want.norm()).item()
+        assert rel < 1e-6, f"{name}: relative error {rel:.2e}"

@@ -18,19 +18,23 @@ import pytest
 
 from gatelab.nn.backends import fused
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="fcntl locks are POSIX")
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="fcntl locks and /proc (Linux)"
+)
 
 SRC = str(Path(fused.__file__).resolve().parents[3])
 
-# A builder that takes the folder, marks a torch build in progress, then hangs.
+# A builder that takes the folder, marks a torch build in progress, starts a "compiler"
+# working in the folder (as torch's ninja does) that outlives it, then hangs.
 HOLDER = """
-import sys, time
+import subprocess, sys, time
 from pathlib import Path
 from gatelab.nn.backends.fused import _build_lock
 folder = Path(sys.argv[1])
 with _build_lock(folder):
     (folder / "lock").touch()
-    print("holding", flush=True)
+    compiler = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3)"], cwd=folder)
+    print("holding", compiler.pid, flush=True)
     time.sleep(600)
 """
 
@@ -52,7 +56,8 @@ def test_a_killed_builder_leaves_nothing_that_blocks(tmp_path):
         [sys.executable, "-c", HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env
     )
     try:
-        assert child.stdout.readline().strip() == "holding"
+        word, compiler = child.stdout.readline().split()
+        assert word == "holding"
         with open(tmp_path / "gatelab.lock", "a") as f:  # a live builder holds the folder
             with pytest.raises(BlockingIOError):
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -61,8 +66,11 @@ def test_a_killed_builder_leaves_nothing_that_blocks(tmp_path):
         child.wait(timeout=60)
         child.stdout.close()
     assert (tmp_path / "lock").exists()  # what the killed build left
-    with fused._build_lock(tmp_path):  # taken at once: the kernel freed the dead one's
+    assert int(compiler) in fused._running_in(tmp_path)  # its compiler still runs
+    with fused._build_lock(tmp_path):  # the kernel freed the dead one's lock
         assert not (tmp_path / "lock").exists()
+        with pytest.raises(OSError):  # entered only once the orphan had ended
+            os.readlink(f"/proc/{compiler}/cwd")
 
 
 def test_without_a_folder_nothing_is_locked():

@@ -53,6 +53,7 @@ import logging
 import os
 import re
 import threading
+import time
 from pathlib import Path
 
 import torch
@@ -187,7 +188,9 @@ def _build_lock(folder: Path | None):
     silently. gatelab takes an ``fcntl`` lock on ``gatelab.lock`` first: the kernel drops
     it when its holder dies, so the holder is the only live builder, and a torch ``lock``
     found while holding it is stale and removed (with a warning). Without ``fcntl``
-    (Windows), or without the folder, torch's own lock is all there is.
+    (Windows), or without the folder, torch's own lock is all there is. The compiler a
+    killed build started may outlive it: the lock goes only once no process works in the
+    folder (:func:`_wait_for_orphans`).
     """
     try:
         import fcntl
@@ -206,11 +209,36 @@ def _build_lock(folder: Path | None):
         try:
             stale = folder / "lock"
             if stale.exists():
+                _wait_for_orphans(folder)
                 logger.warning("removing %s, left by a build that was killed", stale)
                 stale.unlink(missing_ok=True)
             yield
         finally:
             fcntl.flock(held, fcntl.LOCK_UN)
+
+
+def _running_in(folder: Path) -> list[int]:
+    """Pids of the other processes whose working folder is ``folder`` (torch runs ninja,
+    and so the compiler, there). Linux only (``/proc``); elsewhere none are seen."""
+    target, pids = str(folder.resolve()), []
+    with contextlib.suppress(OSError):
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) != os.getpid():
+                with contextlib.suppress(OSError):  # gone, a zombie, or not ours to read
+                    if os.readlink(f"/proc/{entry}/cwd") == target:
+                        pids.append(int(entry))
+    return pids
+
+
+def _wait_for_orphans(folder: Path, poll_s: float = 0.5) -> None:
+    """Wait while a compiler that a killed build left runs in ``folder``: starting a second
+    build beside it would race it for the same files."""
+    pids = _running_in(folder)
+    if pids:
+        logger.info("waiting for processes %s, still building in %s", pids, folder)
+    while pids:
+        time.sleep(poll_s)
+        pids = _running_in(folder)
 
 
 def _first_line(err: BaseException) -> str:

@@ -414,7 +414,9 @@ inline double median_of(const double* v, int n) {
 }
 
 // key: {kind (0 forward, 1 backward), sizeof(T), B, GH, P, spec flags, projection,
-// threads, and the two modes that change the step's code}
+// threads, and the two modes that change the step's code: the fused-step switch and the
+// GEMM the recurrent product actually runs (WeightGemm::mode: a short sequence, T <= 2,
+// takes plain BLAS whatever the requested mode, and must not decide for longer ones)}
 struct StepSplit {
   bool allowed;
   StepKey key{};
@@ -423,11 +425,11 @@ struct StepSplit {
   std::chrono::steady_clock::time_point t0;
 
   StepSplit(bool allowed_, int64_t kind, int64_t tsize, int64_t B, int64_t GH, int64_t P,
-            int64_t flags, bool proj)
+            int64_t flags, bool proj, int64_t gemm)
       : allowed(allowed_) {
     if (!allowed || g_adaptive != 1) return;
     key = {kind, tsize, B, GH, P, flags, int64_t(proj), int64_t(at::get_num_threads()),
-           int64_t(g_fused_step), int64_t(g_gemm_mode)};
+           int64_t(g_fused_step), gemm};
     std::lock_guard<std::mutex> lock(step_plan_mutex());
     auto it = step_plans_map().find(key);
     if (it != step_plans_map().end()) plan = it->second;
