@@ -16,22 +16,23 @@ from pathlib import Path
 
 import pytest
 
-from gatelab.nn.backends import fused
+from gatelab.nn.backends import _build_lock
+from gatelab.nn.backends._build_lock import _running_in, build_lock
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="fcntl locks and /proc (Linux)"
 )
 
-SRC = str(Path(fused.__file__).resolve().parents[3])
+SRC = str(Path(_build_lock.__file__).resolve().parents[3])
 
 # A builder that takes the folder, marks a torch build in progress, starts a "compiler"
 # working in the folder (as torch's ninja does) that outlives it, then hangs.
 HOLDER = """
 import subprocess, sys, time
 from pathlib import Path
-from gatelab.nn.backends.fused import _build_lock
+from gatelab.nn.backends._build_lock import build_lock
 folder = Path(sys.argv[1])
-with _build_lock(folder):
+with build_lock(folder):
     (folder / "lock").touch()
     compiler = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3)"], cwd=folder)
     print("holding", compiler.pid, flush=True)
@@ -41,7 +42,7 @@ with _build_lock(folder):
 
 def test_a_stale_torch_lock_is_removed(tmp_path):
     (tmp_path / "lock").touch()
-    with fused._build_lock(tmp_path):
+    with build_lock(tmp_path):
         assert not (tmp_path / "lock").exists()
     from torch.utils.file_baton import FileBaton
 
@@ -66,13 +67,13 @@ def test_a_killed_builder_leaves_nothing_that_blocks(tmp_path):
         child.wait(timeout=60)
         child.stdout.close()
     assert (tmp_path / "lock").exists()  # what the killed build left
-    assert int(compiler) in fused._running_in(tmp_path)  # its compiler still runs
-    with fused._build_lock(tmp_path):  # the kernel freed the dead one's lock
+    assert int(compiler) in _running_in(tmp_path)  # its compiler still runs
+    with build_lock(tmp_path):  # the kernel freed the dead one's lock
         assert not (tmp_path / "lock").exists()
         with pytest.raises(OSError):  # entered only once the orphan had ended
             os.readlink(f"/proc/{compiler}/cwd")
 
 
 def test_without_a_folder_nothing_is_locked():
-    with fused._build_lock(None):
+    with build_lock(None):
         pass

@@ -47,13 +47,11 @@ loops rely on with ``TORCH_CHECK``: they are the last line of defence, since
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
 import re
 import threading
-import time
 from pathlib import Path
 
 import torch
@@ -61,6 +59,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from gatelab.nn.backends import _checks, reference
+from gatelab.nn.backends._build_lock import build_lock
 from gatelab.nn.equations import CellSpec
 from gatelab.nn.masks import step_mask
 
@@ -168,7 +167,7 @@ def _build(cflags: list[str], ldflags: list[str]):
     name = _build_name(cflags)
     if not _is_built(name):
         logger.info("compiling gatelab fused kernels (first use, ~1 min)")
-    with _build_lock(_build_folder(name)):
+    with build_lock(_build_folder(name)):
         return cpp_extension.load(
             name=name,
             sources=[str(_csrc() / s) for s in _SOURCES],
@@ -176,69 +175,6 @@ def _build(cflags: list[str], ldflags: list[str]):
             extra_ldflags=ldflags,
             verbose=False,
         )
-
-
-@contextlib.contextmanager
-def _build_lock(folder: Path | None):
-    """Hold the build folder for this process, and clear a lock a killed build left.
-
-    torch marks a build in progress with an empty file ``lock`` in the build folder and
-    makes every other process wait until it is gone; a process killed while compiling
-    (Ctrl-C, a timeout) leaves it behind, and every later first use then waits forever,
-    silently. gatelab takes an ``fcntl`` lock on ``gatelab.lock`` first: the kernel drops
-    it when its holder dies, so the holder is the only live builder, and a torch ``lock``
-    found while holding it is stale and removed (with a warning). Without ``fcntl``
-    (Windows), or without the folder, torch's own lock is all there is. The compiler a
-    killed build started may outlive it: the lock goes only once no process works in the
-    folder (:func:`_wait_for_orphans`).
-    """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        fcntl = None
-    if fcntl is None or folder is None:
-        yield
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "gatelab.lock", "a") as held:
-        try:
-            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            logger.info("waiting for another process to build the fused kernels in %s", folder)
-            fcntl.flock(held, fcntl.LOCK_EX)
-        try:
-            stale = folder / "lock"
-            if stale.exists():
-                _wait_for_orphans(folder)
-                logger.warning("removing %s, left by a build that was killed", stale)
-                stale.unlink(missing_ok=True)
-            yield
-        finally:
-            fcntl.flock(held, fcntl.LOCK_UN)
-
-
-def _running_in(folder: Path) -> list[int]:
-    """Pids of the other processes whose working folder is ``folder`` (torch runs ninja,
-    and so the compiler, there). Linux only (``/proc``); elsewhere none are seen."""
-    target, pids = str(folder.resolve()), []
-    with contextlib.suppress(OSError):
-        for entry in os.listdir("/proc"):
-            if entry.isdigit() and int(entry) != os.getpid():
-                with contextlib.suppress(OSError):  # gone, a zombie, or not ours to read
-                    if os.readlink(f"/proc/{entry}/cwd") == target:
-                        pids.append(int(entry))
-    return pids
-
-
-def _wait_for_orphans(folder: Path, poll_s: float = 0.5) -> None:
-    """Wait while a compiler that a killed build left runs in ``folder``: starting a second
-    build beside it would race it for the same files."""
-    pids = _running_in(folder)
-    if pids:
-        logger.info("waiting for processes %s, still building in %s", pids, folder)
-    while pids:
-        time.sleep(poll_s)
-        pids = _running_in(folder)
 
 
 def _first_line(err: BaseException) -> str:
