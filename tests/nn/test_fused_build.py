@@ -74,6 +74,13 @@ def test_a_killed_builder_leaves_nothing_that_blocks(tmp_path):
             os.readlink(f"/proc/{compiler}/cwd")
 
 
-def test_without_a_folder_nothing_is_locked():
+def test_without_a_folder_or_a_lock_torch_alone_guards_the_build(tmp_path):
+    """No folder (torch's private helper moved), or one that cannot be made (here a path
+    under a file): the build goes on under torch's own lock, with no error."""
+    entered = []
     with build_lock(None):
-        pass
+        entered.append("none")
+    (tmp_path / "file").write_text("")
+    with build_lock(tmp_path / "file" / "build"):
+        entered.append("unusable")
+    assert entered == ["none", "unusable"]
