@@ -63,7 +63,12 @@ def test_scan_and_encode_equal_the_in_memory_reader(tmp_path, chunk):
 
 @settings(max_examples=40, deadline=None)
 @given(
-    text=st.text(st.characters(blacklist_characters="\x00"), min_size=1, max_size=60),
+    # no surrogates (Cs): a file holds UTF-8, which cannot encode them
+    text=st.text(
+        st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+        min_size=1,
+        max_size=60,
+    ),
     chunk=st.integers(1, 9),
     cut=st.integers(0, 60),
 )

@@ -239,3 +239,18 @@ def test_word_vocab_takes_its_tokens_by_name():
     vocab = WordVocab(tokens=tokens)
     assert vocab.tokens == tokens
     assert vocab.encode(["cat", "dog"]) == [5, UNK_ID]
+
+
+def test_counts_made_in_one_pass_give_the_vocabulary_of_build() -> None:
+    """Counting several lists into one Counter (as the translator counts both sides of
+    each pair in one pass) and keeping from it gives what build gives; specials in the
+    data are not kept, and bad ``min_freq`` is refused before any counting."""
+    sentences = [["a", "b", "a"], ["<s>", "c", "b"], ["a"]]
+    counts = WordVocab.count(sentences[:1])
+    WordVocab.count(sentences[1:], counts)  # updated in place
+    for min_freq in (1, 2):
+        got = WordVocab.from_counts(counts, min_freq)
+        assert got == WordVocab.build(sentences, min_freq)
+    assert WordVocab.from_counts(counts).tokens[4:] == ["a", "b", "c"]
+    with pytest.raises(DataError, match="min_freq must be an integer >= 1, got 0"):
+        WordVocab.from_counts(counts, 0)

@@ -22,6 +22,7 @@ import logging
 import os
 import tempfile
 import weakref
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -290,15 +291,17 @@ def share_pairs(
 ) -> SharedPairs:
     """Read a pairs file for a translator: split it (:class:`PairCorpus`), build the
     vocabularies on the training pairs (unless ``vocabs`` gives them) and encode the train
-    and valid pairs into named files (:meth:`PairCorpus.encode` with ``keep``): four
-    passes over the file, memory O(vocabulary + a block). Run by rank 0 of a job (or the
-    only process); the result is small and goes to every rank."""
+    and valid pairs into named files (:meth:`PairCorpus.encode` with ``keep``): three
+    passes over the file (validation, both vocabularies, encoding), memory O(vocabulary +
+    a block). Run by rank 0 of a job (or the only process); the result is small and goes
+    to every rank."""
     corpus = PairCorpus(path, valid=valid, test=test, seed=seed, rule=rule)
-    if vocabs is None:
-        vocabs = (
-            WordVocab.build(corpus.tokens("train", 0), min_freq),
-            WordVocab.build(corpus.tokens("train", 1), min_freq),
-        )
+    if vocabs is None:  # both sides counted in one pass over the training pairs
+        counts: tuple[Counter, Counter] = (Counter(), Counter())
+        for pair in corpus._pairs("train"):
+            counts[0].update(tokenize(pair[0]))
+            counts[1].update(tokenize(pair[1]))
+        vocabs = tuple(WordVocab.from_counts(c, min_freq) for c in counts)
     encoded = corpus.encode(*vocabs, ("train", "valid"), cache_dir=cache_dir, keep=True)
     return SharedPairs(
         *vocabs,

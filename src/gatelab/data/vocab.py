@@ -262,9 +262,15 @@ class IdMap:
         """The specials, then the tokens of ``token_lists`` seen at least ``min_freq``
         times, most frequent first (ties in string order, so the same data always gives
         the same ids), at most ``limit`` of them. Literal specials are not counted."""
-        if isinstance(min_freq, bool) or not isinstance(min_freq, int) or min_freq < 1:
-            raise DataError(f"min_freq must be an integer >= 1, got {min_freq!r}")
-        counts: Counter[str] = Counter()
+        _check_min_freq(min_freq)
+        return cls.from_counts(cls.count(token_lists), min_freq, limit)
+
+    @classmethod
+    def count(cls, token_lists: Iterable[Sequence[str]], counts: Counter | None = None) -> Counter:
+        """``counts`` (a new Counter by default) updated with the tokens of
+        ``token_lists``: what :meth:`from_counts` keeps from, so that one pass over data
+        can count for several vocabularies."""
+        counts = Counter() if counts is None else counts
         for i, tokens in enumerate(token_lists):
             if isinstance(tokens, str):
                 raise DataError(
@@ -272,10 +278,16 @@ class IdMap:
                     f"({tokens[:40]!r}); tokenise the texts first"
                 )
             counts.update(tokens)
-        for s in cls.SPECIALS:
-            counts.pop(s, None)
+        return counts
+
+    @classmethod
+    def from_counts(cls, counts: Counter, min_freq: int = 1, limit: int | None = None) -> IdMap:
+        """:meth:`counted` from token counts already made (:meth:`count`)."""
+        _check_min_freq(min_freq)
+        n_distinct = len(counts) - sum(s in counts for s in cls.SPECIALS)
         kept = sorted(
-            (t for t, c in counts.items() if c >= min_freq), key=lambda t: (-counts[t], t)
+            (t for t, c in counts.items() if c >= min_freq and t not in cls.SPECIALS),
+            key=lambda t: (-counts[t], t),
         )
         if limit is not None:
             kept = kept[:limit]
@@ -283,11 +295,16 @@ class IdMap:
             "%s: %d tokens kept of %d distinct (min_freq=%d, limit=%s)",
             cls.__name__,
             len(kept),
-            len(counts),
+            n_distinct,
             min_freq,
             limit,
         )
         return cls([*cls.SPECIALS, *kept])
+
+
+def _check_min_freq(min_freq) -> None:
+    if isinstance(min_freq, bool) or not isinstance(min_freq, int) or min_freq < 1:
+        raise DataError(f"min_freq must be an integer >= 1, got {min_freq!r}")
 
 
 # --------------------------------------------------------------------------------------
