@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from gatelab.errors import RunFolderError
-from gatelab.train.distributed import is_writer
+from gatelab.train.distributed import is_writer, world_size
 from gatelab.train.files import (
     atomic_write_json,
     atomic_write_tensors,
@@ -216,10 +216,14 @@ def save_checkpoint(
 ) -> Path:
     """Write the checkpoint of a training loop after ``epoch`` epochs: the tensors of
     :func:`checkpoint_tensors` and, in ``checkpoint.json``, the loop's ``state`` (JSON
-    values) with the optimizer's settings under ``"optimizer"``
+    values) with the optimizer's settings under ``"optimizer"`` and, under DDP, the ranks of
+    the epoch it holds under ``"world_size"`` (a resume may change them)
     (:func:`write_checkpoint`: a kill at any instant leaves a complete pair)."""
     tensors, opt_meta = checkpoint_tensors(model, optimizer, best_state)
-    return write_checkpoint(folder, epoch, tensors, {**state, "optimizer": opt_meta})
+    state = {**state, "optimizer": opt_meta}
+    if world_size() > 1:
+        state["world_size"] = world_size()
+    return write_checkpoint(folder, epoch, tensors, state)
 
 
 def _prefixed(tensors: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:

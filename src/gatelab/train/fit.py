@@ -549,8 +549,6 @@ def _save_checkpoint(
         "history": history.to_dict(),
         "inputs": inputs,
     }
-    if D.world_size() > 1:  # the ranks of the run's last epoch (a resume may change them)
-        state["world_size"] = D.world_size()
     save_checkpoint(ckpt, epoch, model, optimizer, best_state, state)
 
 

@@ -110,13 +110,8 @@ def save_checkpoint(
     fit: FitState,
 ) -> None:
     """Write the checkpoint of ``model``, ``optimizer`` and progress ``fit`` atomically
-    (:func:`gatelab.train.checkpoint.save_checkpoint`), with ``fit.best_state`` as ``best.*``.
-    Under DDP it records the ranks of the epoch it holds (``world_size``: a resume may
-    change them), as the estimators' loop does."""
-    state: dict[str, Any] = {"fit": fit.to_dict()}
-    if D.world_size() > 1:
-        state["world_size"] = D.world_size()
-    C.save_checkpoint(run_dir, fit.epoch, model, optimizer, fit.best_state, state)
+    (:func:`gatelab.train.checkpoint.save_checkpoint`), with ``fit.best_state`` as ``best.*``."""
+    C.save_checkpoint(run_dir, fit.epoch, model, optimizer, fit.best_state, {"fit": fit.to_dict()})
 
 
 def load_checkpoint(
