@@ -196,6 +196,7 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   // the steps: nothing of size (T, B, .) besides dG (issue 16: were dHW and dCN)
   Tensor dHW = s.ln ? at::empty({B, GH}, opts) : dG;
   Tensor acc_c = s.ln ? at::zeros({2, B, H}, opts.dtype(at::kDouble)) : Tensor();
+  Tensor acc_hh = s.ln ? at::zeros({2, B, GH}, opts.dtype(at::kDouble)) : Tensor();
   Tensor dH_all = proj ? at::empty({T_, B, P}, opts) : Tensor();
   Tensor tmp = at::empty({B, H}, opts), tmp2 = at::empty({B, H}, opts);
   Tensor w_hr = proj ? p[kWhr]->contiguous() : Tensor();
@@ -217,6 +218,8 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   if (s.ln) {
     a.acc_cw = acc_c.data_ptr<double>();
     a.acc_cb = a.acc_cw + B * H;
+    a.acc_hw = acc_hh.data_ptr<double>();
+    a.acc_hb = a.acc_hw + B * GH;
     a.dHW = dHW.data_ptr<T>();
   }
   a.dc = dc.data_ptr<T>();
@@ -390,8 +393,9 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   // the bias is summed in double (col_dot): a float32 sum over T*B rows (inside the GEMM
   // below) lost 70x in precision at T = 2000 (6e-6 relative against 9e-8)
   if (has_bias || s.ln) {
-    Tensor dsum = vec(GH);
-    col_dot<T>(dG.data_ptr<T>(), GH, nullptr, 0, TB, GH, dsum.data_ptr<T>(), false);
+    // layer norm: summed in the loop (per row, in double)
+    Tensor dsum = s.ln ? acc_hh[1].sum(0).to(x.scalar_type()) : vec(GH);
+    if (!s.ln) col_dot<T>(dG.data_ptr<T>(), GH, nullptr, 0, TB, GH, dsum.data_ptr<T>(), false);
     if (p[kBih].has_value()) g[3 + kBih] = dsum;
     if (p[kBhh].has_value()) g[3 + kBhh] = p[kBih].has_value() ? dsum.clone() : dsum;
     if (s.ln) {  // both layer norms' biases: their outputs are summed into the pre-activation
@@ -418,10 +422,9 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
       g[3 + kWco] = r;
     }
   }
-  if (s.ln) {  // xhat_hh is zero on padded rows (the forward writes it so)
-    Tensor r = vec(GH);
-    col_dot<T>(dG.data_ptr<T>(), GH, xhat_hh.data_ptr<T>(), GH, TB, GH, r.data_ptr<T>(), false);
-    g[3 + kLnHhW] = r;
+  if (s.ln) {  // the layer norms' weights, summed in the loop (per row, double)
+    g[3 + kLnHhW] = acc_hh[0].sum(0).to(x.scalar_type());
+    acc_hh = Tensor();
     g[3 + kLnCW] = acc_c[0].sum(0).to(x.scalar_type());  // over the rows, in double
     g[3 + kLnCB] = acc_c[1].sum(0).to(x.scalar_type());
     acc_c = Tensor();

@@ -158,6 +158,20 @@ GL_INLINE void ln_grad_row(T* dx, const T* dy, const T* __restrict w, const T* _
   for (int64_t j = 0; j < n; ++j) dx[j] = rstd * (dy[j] * w[j] - mm1 - xhat[j] * mm2);
 }
 
+// ln_grad_row (dx apart from dy), with the row's terms of the layer norm's weight and bias
+// gradients added into aw and ab (dy xhat and dy, in double): the parameter reductions
+// while the row is in cache, instead of a pass over (T*B, n) after the loop.
+template <typename T>
+GL_INLINE void ln_grad_row_acc(T* __restrict dx, const T* __restrict dy, const T* __restrict w,
+                               const T* __restrict xhat, T rstd, int64_t n,
+                               double* __restrict aw, double* __restrict ab) {
+  for (int64_t j = 0; j < n; ++j) {
+    aw[j] += double(dy[j]) * double(xhat[j]);
+    ab[j] += double(dy[j]);
+  }
+  ln_grad_row(dx, dy, w, xhat, rstd, n);
+}
+
 // ----------------------------------------------------------------------- spec
 
 struct Spec {

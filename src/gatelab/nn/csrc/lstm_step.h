@@ -249,6 +249,7 @@ struct BwdStep : StepBase<T> {
   const T* y;        // (B, H)
   const T *c_t, *ln_c_w;             // layer norm: c_t (B, H), to recompute LN(c_t)
   double *acc_cw, *acc_cb;           // (B, H) sums over t of d ln_c_weight / bias, per row
+  double *acc_hw, *acc_hb;           // (B, GH) the same for ln_hh (its bias: every bias)
   const T *xhat_hh, *rstd_hh, *ln_hh_w;
   const T* dh_in;    // (B, H) gradient wrt h_t (no projection: the carry), row stride dh_ld
   int64_t dh_ld;
@@ -371,7 +372,9 @@ GL_CLONES void bwd_rows(const BwdStep<T>& a, int64_t b, int64_t j0, int64_t j1) 
     if (df) add_mul(dc, df, a.wcf + j0, n);
   }
   // d (h_{t-1} W_hh^T) through the recurrent layer norm, whole rows
-  if (s.ln) ln_grad_row(a.dHW + b * GH, D, a.ln_hh_w, a.xhat_hh + b * GH, a.rstd_hh[b], GH);
+  if (s.ln)
+    ln_grad_row_acc(a.dHW + b * GH, D, a.ln_hh_w, a.xhat_hh + b * GH, a.rstd_hh[b], GH,
+                    a.acc_hw + b * GH, a.acc_hb + b * GH);
 }
 
 // Run `fn(b, j0, j1)` over B rows and column chunks, in parallel when big enough.
