@@ -102,43 +102,64 @@ void col_sum_acc(const T* a, int64_t lda, int64_t R, int64_t C, double* acc) {
 // float32 rows); T*B < 256 is one block, the forward's own GEMM call (at::mm for T*B < 128).
 inline int64_t ln_block_rows(int64_t TB) { return std::min<int64_t>(TB, 256); }
 
+// The blocks [0, nb) in ONE parallel region (par) or serially: each thread takes a run of
+// blocks and works in its own scratch slot, its thread number (ATen's OpenMP split gives
+// thread k the k-th run: the same blocks per slot in every call with that thread count).
+// One region instead of a few per block: on a shared machine each region's start waits
+// for the other thread to be scheduled, which cost more than the blocks' work (issue 16).
+template <typename F>
+void over_blocks(int64_t nb, int64_t slots, bool par, const F& fn) {
+  if (!par || slots == 1) return fn(0, nb, 0);
+  at::parallel_for(0, nb, 1, [&](int64_t b0, int64_t b1) {
+    const int64_t slot = at::get_thread_num();
+    TORCH_CHECK(slot >= 0 && slot < slots, "over_blocks: thread ", slot, " of ", slots);
+    fn(b0, b1, slot);
+  });
+}
+
 // dW_hh = sum_t dHW_t^T h_{t-1} with layer norm: dHW (d (h_{t-1} W_hh^T), through the
 // recurrent layer norm) is not kept from the loop but recomputed from dG and xhat_hh block
 // by block (the same ln_grad_row on the same values: the loop's bits), each block's
-// product added into dW_hh. h_{t-1}: h0 for the first B rows, then h_feed (T, B, P).
+// product added into its thread's partial dW_hh. h_{t-1}: h0 for the first B rows, then
+// h_feed (T, B, P).
 template <typename T>
 Tensor ln_dw_hh(const Tensor& dG, const Tensor& xhat_hh, const Tensor& rstd_hh,
                 const Tensor& w_ln, const Tensor& h0, const Tensor& h_feed, int64_t T_,
                 int64_t B, int64_t P, bool own) {
   const int64_t TB = T_ * B, GH = dG.size(2), PW = kPanel<T>, Pp = (P + PW - 1) / PW * PW;
   const auto opts = dG.options();
-  const int64_t KB = ln_block_rows(TB);
-  Tensor dhw = at::empty({KB, GH}, opts);
-  Tensor hp = own ? at::empty({Pp * KB}, opts) : Tensor();
-  Tensor dw = own ? at::empty({GH, Pp}, opts) : at::zeros({GH, P}, opts);
+  const int64_t KB = ln_block_rows(TB), nb = (TB + KB - 1) / KB;
+  const int64_t slots = own ? std::max<int64_t>(1, std::min(nb, int64_t(at::get_num_threads()))) : 1;
+  const int64_t ldw = own ? Pp : P;
+  Tensor dhw = at::empty({slots, KB, GH}, opts);
+  Tensor hp = own ? at::empty({slots, Pp * KB}, opts) : Tensor();
+  Tensor dw = at::zeros({slots, GH, ldw}, opts);
   Tensor h_prev;  // (TB, P), for at::mm only
   if (!own) h_prev = at::cat({h0.unsqueeze(0), h_feed.narrow(0, 0, T_ - 1)}).view({TB, P});
   const T *g = dG.data_ptr<T>(), *xh = xhat_hh.data_ptr<T>(), *rs = rstd_hh.data_ptr<T>();
   const T* w = w_ln.data_ptr<T>();
-  T* d = dhw.data_ptr<T>();
-  for (int64_t k0 = 0; k0 < TB; k0 += KB) {
-    const int64_t k1 = std::min(TB, k0 + KB), kb = k1 - k0;
-    at::parallel_for(k0, k1, std::max<int64_t>(1, 16384 / GH), [&](int64_t r0, int64_t r1) {
-      ln_grad_rows<T>(d, k0, g, w, xh, rs, GH, r0, r1);
-    });
-    if (own) {
-      T* hpp = hp.data_ptr<T>();
+  over_blocks(nb, slots, own, [&](int64_t b0, int64_t b1, int64_t slot) {
+    T* d = dhw.data_ptr<T>() + slot * KB * GH;
+    std::vector<T> apack(own ? kGemmMC * (1024 / sizeof(T)) : 0);
+    for (int64_t q = b0; q < b1; ++q) {
+      const int64_t k0 = q * KB, k1 = std::min(TB, k0 + KB), kb = k1 - k0;
+      ln_grad_rows<T>(d, k0, g, w, xh, rs, GH, k0, k1);
+      if (!own) {
+        dw[0].addmm_(dhw[0].narrow(0, 0, kb).t(), h_prev.narrow(0, k0, kb));
+        continue;
+      }
+      T* hpp = hp.data_ptr<T>() + slot * Pp * KB;
       if (k0 < B) pack_rows<T>(h0.data_ptr<T>() + k0 * P, P, std::min(k1, B) - k0, 0, kb, P, hpp);
       if (k1 > B) {
         const int64_t s0 = std::max(k0, B);
         pack_rows<T>(h_feed.data_ptr<T>() + (s0 - B) * P, P, k1 - s0, s0 - k0, kb, P, hpp);
       }
-      big_gemm<T>(GH, kb, P, d, 1, GH, hpp, dw.data_ptr<T>(), Pp, nullptr, /*acc=*/k0 > 0);
-    } else {
-      dw.addmm_(dhw.narrow(0, 0, kb).t(), h_prev.narrow(0, k0, kb));
+      gemm_block<T>(0, GH, kb, d, 1, GH, hpp, dw.data_ptr<T>() + slot * GH * Pp, Pp, 0, Pp,
+                    /*acc=*/true, nullptr, apack.data());
     }
-  }
-  return own ? dw.narrow(1, 0, P) : dw;
+  });
+  Tensor r = slots == 1 ? dw[0] : dw.sum(0);
+  return own ? r.narrow(1, 0, P) : r;
 }
 
 // The input layer norm's backward, in place: dG (T*B, GH) becomes d (x W_ih^T), the raw
@@ -151,24 +172,24 @@ Tensor ln_input_backward(Tensor& dG, const Tensor& x, const Tensor& w_ih, const 
                          const Tensor& rstd_ih, const Tensor& w_ln) {
   const int64_t GH = w_ih.size(0), TB = x.size(0) * x.size(1);
   const LnInputGemm<T> gi(x, w_ih, TB);
-  const int64_t KB = ln_block_rows(TB);
-  Tensor raw = at::empty({KB, GH}, dG.options());
-  std::vector<double> gw(GH, 0.0);
+  const bool par = gi.g.has_value();  // the own GEMM; at::mm is not called inside a region
+  const int64_t KB = ln_block_rows(TB), nb = (TB + KB - 1) / KB;
+  const int64_t slots = par ? std::max<int64_t>(1, std::min(nb, int64_t(at::get_num_threads()))) : 1;
+  Tensor raw = at::empty({slots, KB, GH}, dG.options());
+  Tensor gw = at::zeros({slots, GH}, dG.options().dtype(at::kDouble));
   T* g = dG.data_ptr<T>();
-  T* xr = raw.data_ptr<T>();
   const T *m = mean_ih.data_ptr<T>(), *rs = rstd_ih.data_ptr<T>(), *w = w_ln.data_ptr<T>();
-  for (int64_t k0 = 0; k0 < TB; k0 += KB) {
-    const int64_t k1 = std::min(TB, k0 + KB);
-    gi.run(k0, k1, xr);
-    at::parallel_for(k0, k1, std::max<int64_t>(1, 16384 / GH), [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r)
+  over_blocks(nb, slots, par, [&](int64_t b0, int64_t b1, int64_t slot) {
+    T* xr = raw.data_ptr<T>() + slot * KB * GH;
+    for (int64_t q = b0; q < b1; ++q) {
+      const int64_t k0 = q * KB, k1 = std::min(TB, k0 + KB);
+      gi.run(k0, k1, xr);
+      for (int64_t r = k0; r < k1; ++r)
         ln_input_row<T>(g + r * GH, xr + (r - k0) * GH, w, m[r], rs[r], GH);
-    });
-    col_sum_acc<T>(xr, GH, k1 - k0, GH, gw.data());  // rows of dy * xhat now
-  }
-  Tensor r = at::empty({GH}, dG.options());
-  for (int64_t j = 0; j < GH; ++j) r.data_ptr<T>()[j] = T(gw[j]);
-  return r;
+      col_sum_acc<T>(xr, GH, k1 - k0, GH, gw.data_ptr<double>() + slot * GH);  // dy * xhat
+    }
+  });
+  return gw.sum(0).to(dG.scalar_type());
 }
 
 // saved: the forward's list. Returns [dx | undef, dh0, dc0, d params in kNumParams order
