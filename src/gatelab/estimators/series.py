@@ -217,6 +217,7 @@ class SeriesClassifier(ClassifierBase):
             input_size=self.n_channels_ * (1 if self.level_scaler_ is None else 3),
             conv_channels=[w, 2 * w, w] if architecture == "lstm-fcn" else [],
             kernel_features=self.kernel_features if rocket else 0,
+            kernel_ridge=rocket,
             **sizes,
         )
 
@@ -243,12 +244,13 @@ class SeriesClassifier(ClassifierBase):
         return (*free, "params.weight_decay", "params.kernel_features", "model.kernel_length")
 
     def _prepare_model(self, model) -> None:
-        """The random-kernel branch's biases, from the training series being fitted."""
+        """The random-kernel branch's biases and ridge, from the training series being
+        fitted."""
         data = getattr(self, "_bias_data", None)
         if getattr(model, "kernels", None) is not None and data is not None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed + self._bias_draws)
-                model.kernels.fit_biases(data.inputs, data.lengths)
+                model.kernels.fit_biases(data.inputs, data.lengths, data.targets)
             self._bias_draws += 1
 
     def _learn(self, series: list[np.ndarray], targets: Tensor) -> TensorData:
