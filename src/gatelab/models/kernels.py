@@ -176,7 +176,7 @@ class KernelBranch(nn.Module):
         self.scale.copy_(1.0 / feats.std(dim=0, unbiased=False).clamp_min(MIN_STD))
         if self.classes and targets is not None:
             loo = self.fit_ridge((feats - self.shift) * self.scale, targets)  # (N, classes)
-            self.ridge_temperature.fill_(temperature(loo, targets))
+            self.ridge_temperature.fill_(temperature(loo, targets.cpu()))
 
     @torch.no_grad()
     def fit_ridge(self, feats: Tensor, targets: Tensor) -> Tensor:
@@ -195,7 +195,8 @@ class KernelBranch(nn.Module):
         y = targets.cpu().numpy()
         if len(set(y.tolist())) < 2:
             raise ValueError(f"targets hold {len(set(y.tolist()))} class; the ridge needs >= 2")
-        ridge = RidgeClassifierCV(alphas=RIDGE_ALPHAS).fit(feats.double().cpu().numpy(), y)
+        feats = feats.detach().double().cpu()  # solved on the CPU, in float64
+        ridge = RidgeClassifierCV(alphas=RIDGE_ALPHAS).fit(feats.numpy(), y)
         w = torch.as_tensor(ridge.coef_, dtype=torch.float64).reshape(-1, self.features)
         b = torch.as_tensor(ridge.intercept_, dtype=torch.float64).reshape(-1)  # (K or 1,)
         present = torch.as_tensor(ridge.classes_, dtype=torch.long)
@@ -208,14 +209,14 @@ class KernelBranch(nn.Module):
         self.ridge_weight.copy_(weight)
         self.ridge_bias.copy_(bias)
         self.ridge_alpha.fill_(float(ridge.alpha_))
-        Z = feats.double() - feats.double().mean(dim=0)  # (N, F)
+        Z = feats - feats.mean(dim=0)  # (N, F)
         G = Z @ Z.T  # (N, N)
         N = len(G)
         eye = torch.eye(N, dtype=G.dtype)
         H = torch.linalg.solve(G + float(ridge.alpha_) * eye, G).T + 1.0 / N  # (N, N) hat
         Y = torch.full((N, self.classes), -1.0, dtype=torch.float64)
         Y[torch.arange(N), torch.as_tensor(y, dtype=torch.long)] = 1.0  # (N, classes)
-        fitted = feats.double() @ weight.T + bias  # (N, classes)
+        fitted = feats @ weight.T + bias  # (N, classes)
         h = H.diagonal()[:, None]  # (N, 1)
         return (fitted - h * Y) / (1.0 - h).clamp_min(1e-12)
 
