@@ -261,6 +261,34 @@ def test_long_sequence_odd_sizes(variant, hidden):
     _assert_close(g_f, g_r, torch.float64, "grads")
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("hidden", [19, 20])
+def test_layernorm_backward_recomputes_in_blocks(hidden, threads):
+    """Layer norm keeps neither x W_ih^T nor LN(c_t) nor d (h W_hh^T) over all steps: the
+    backward recomputes them in blocks of 256 of the T * B rows (here 350: a full block and
+    a partial one), with padding, on the own GEMM (4H a multiple of the panel: H = 20) and
+    on at::mm (H = 19); gradients equal the reference's. The forward's saved buffers hold
+    one (T, B, 4H) tensor besides the gates (xhat_hh) and nothing else of that size."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        ref, fus = _pair("layernorm", 6, hidden)
+        x, hx = _inputs(ref, T=70, B=5, hx=True)
+        lengths = torch.tensor([70, 17, 69, 1, 52])
+        out_r, g_r = _run(ref, x, hx, lengths)
+        out_f, g_f = _run(fus, x, hx, lengths)
+    finally:
+        torch.set_num_threads(n)
+    _assert_close(out_f, out_r, torch.float64, "outputs")
+    _assert_close(g_f, g_r, torch.float64, "grads")
+    params = [dict(fus.named_parameters()).get(f"{k}_l0") for k in fused._PARAMS]
+    h0, c0 = hx[0][0].contiguous(), hx[1][0].contiguous()
+    flags = fused.spec_flags(fus.spec)
+    res = fused.extension().lstm_forward(x, h0, c0, params, None, flags, 2)
+    big = [t.shape for t in res[5:] if t is not None and t.numel() >= x.shape[0] * 5 * 4 * hidden]
+    assert big == [(70, 5, 4 * hidden)], big
+
+
 @pytest.mark.parametrize("mode", [1, 2, 3, 5])
 def test_other_gemm_paths(mode):
     """The BLAS paths kept for comparison (1 MKL sgemm, 2 MKL packed, 3 at::mm, 5 gemv)."""

@@ -263,7 +263,7 @@ class _FusedLSTM(torch.autograd.Function):
 # Eager runs keep `_FusedLSTM` (a custom op costs tens of microseconds a call, which a
 # single-step LSTMCell would feel); graphs being traced (dynamo, export) call these ops,
 # whose fake implementations give the output shapes without running anything.
-_N_EXTRAS = 9  # y, hr, xw_raw, ln_mean, ln_rstd, xhat_hh, rstd_hh, xhat_c, rstd_c
+_N_EXTRAS = 6  # y, hr, mean_ih, rstd_ih, xhat_hh, rstd_hh
 
 
 def _absent(ts) -> list[Tensor | None]:
@@ -311,9 +311,9 @@ def _(x, h0, c0, params, lengths, flags, keep):
     ln = bool(flags & (1 << 8))
     out += [e(T, B, H), e(T, B, H) if proj else e(0)]
     if ln:
-        out += [e(T * B, GH), e(T * B, 1), e(T * B, 1), e(T, B, GH), e(T, B), e(T, B, H), e(T, B)]
+        out += [e(T, B), e(T, B), e(T, B, GH), e(T, B)]
     else:
-        out += [e(0) for _ in range(7)]
+        out += [e(0) for _ in range(4)]
     return out
 
 
