@@ -264,6 +264,12 @@ class _FusedLSTM(torch.autograd.Function):
 # single-step LSTMCell would feel); graphs being traced (dynamo, export) call these ops,
 # whose fake implementations give the output shapes without running anything.
 _N_EXTRAS = 6  # y, hr, mean_ih, rstd_ih, xhat_hh, rstd_hh
+# The ops' names carry the layout of what they return (version 2: the layer norm's
+# recomputing backward, 11 saved entries). torch.compile's on-disk caches key on the
+# graph, which names the op but not its outputs: an op that kept its name while its
+# outputs changed read a stale compiled graph (IndexError) from a warm cache. Bump the
+# number whenever an op's inputs or outputs change.
+_OPS = "gatelab::fused_lstm_{}_v2"
 
 
 def _absent(ts) -> list[Tensor | None]:
@@ -276,7 +282,7 @@ def _fill(ts, like: Tensor) -> list[Tensor]:
     return [t if t is not None else like.new_empty(0) for t in ts]
 
 
-@torch.library.custom_op("gatelab::fused_lstm_forward", mutates_args=())
+@torch.library.custom_op(_OPS.format("forward"), mutates_args=())
 def _op_forward(
     x: Tensor,
     h0: Tensor,
@@ -317,7 +323,7 @@ def _(x, h0, c0, params, lengths, flags, keep):
     return out
 
 
-@torch.library.custom_op("gatelab::fused_lstm_backward", mutates_args=())
+@torch.library.custom_op(_OPS.format("backward"), mutates_args=())
 def _op_backward(
     d_out: Tensor | None,
     d_hn: Tensor | None,
@@ -354,7 +360,7 @@ def _op_setup(ctx, inputs, output):
 def _op_grad(ctx, grads):
     if ctx.keep != 2:
         raise RuntimeError(
-            f"gatelab::fused_lstm_forward ran with keep={ctx.keep}, which keeps no buffers "
+            f"{_OPS.format('forward')} ran with keep={ctx.keep}, which keeps no buffers "
             "for backward; call it with keep=2 when a gradient is needed"
         )
     d_out, d_hn, d_cn = grads[:3]
