@@ -129,7 +129,11 @@ Tensor ln_dw_hh(const Tensor& dG, const Tensor& xhat_hh, const Tensor& rstd_hh,
   const int64_t TB = T_ * B, GH = dG.size(2), PW = kPanel<T>, Pp = (P + PW - 1) / PW * PW;
   const auto opts = dG.options();
   const int64_t KB = ln_block_rows(TB), nb = (TB + KB - 1) / KB;
-  const int64_t slots = own ? std::max<int64_t>(1, std::min(nb, int64_t(at::get_num_threads()))) : 1;
+  // A run of blocks per thread when there are blocks enough for every thread; with fewer
+  // (T*B small, many threads) the blocks one after the other, each product parallel over
+  // GH (big_gemm), so that no thread idles.
+  const bool per_thread = own && nb >= at::get_num_threads();
+  const int64_t slots = per_thread ? std::max<int64_t>(1, std::min(nb, int64_t(at::get_num_threads()))) : 1;
   const int64_t ldw = own ? Pp : P;
   Tensor dhw = at::empty({slots, KB, GH}, opts);
   Tensor hp = own ? at::empty({slots, Pp * KB}, opts) : Tensor();
@@ -138,9 +142,9 @@ Tensor ln_dw_hh(const Tensor& dG, const Tensor& xhat_hh, const Tensor& rstd_hh,
   if (!own) h_prev = at::cat({h0.unsqueeze(0), h_feed.narrow(0, 0, T_ - 1)}).view({TB, P});
   const T *g = dG.data_ptr<T>(), *xh = xhat_hh.data_ptr<T>(), *rs = rstd_hh.data_ptr<T>();
   const T* w = w_ln.data_ptr<T>();
-  over_blocks(nb, slots, own, [&](int64_t b0, int64_t b1, int64_t slot) {
+  over_blocks(nb, slots, per_thread, [&](int64_t b0, int64_t b1, int64_t slot) {
     T* d = dhw.data_ptr<T>() + slot * KB * GH;
-    std::vector<T> apack(own ? kGemmMC * (1024 / sizeof(T)) : 0);
+    std::vector<T> apack(per_thread ? kGemmMC * (1024 / sizeof(T)) : 0);
     for (int64_t q = b0; q < b1; ++q) {
       const int64_t k0 = q * KB, k1 = std::min(TB, k0 + KB), kb = k1 - k0;
       ln_grad_rows<T>(d, k0, g, w, xh, rs, GH, k0, k1);
@@ -154,8 +158,12 @@ Tensor ln_dw_hh(const Tensor& dG, const Tensor& xhat_hh, const Tensor& rstd_hh,
         const int64_t s0 = std::max(k0, B);
         pack_rows<T>(h_feed.data_ptr<T>() + (s0 - B) * P, P, k1 - s0, s0 - k0, kb, P, hpp);
       }
-      gemm_block<T>(0, GH, kb, d, 1, GH, hpp, dw.data_ptr<T>() + slot * GH * Pp, Pp, 0, Pp,
-                    /*acc=*/true, nullptr, apack.data());
+      if (per_thread) {
+        gemm_block<T>(0, GH, kb, d, 1, GH, hpp, dw.data_ptr<T>() + slot * GH * Pp, Pp, 0, Pp,
+                      /*acc=*/true, nullptr, apack.data());
+      } else {
+        big_gemm<T>(GH, kb, P, d, 1, GH, hpp, dw.data_ptr<T>(), Pp, nullptr, /*acc=*/true);
+      }
     }
   });
   Tensor r = slots == 1 ? dw[0] : dw.sum(0);
@@ -165,15 +173,18 @@ Tensor ln_dw_hh(const Tensor& dG, const Tensor& xhat_hh, const Tensor& rstd_hh,
 // The input layer norm's backward, in place: dG (T*B, GH) becomes d (x W_ih^T), the raw
 // projection's gradient. x W_ih^T is recomputed block by block (LnInputGemm, the forward's
 // GEMM) and normalised with the forward's mean_ih / rstd_ih, so that xhat is the forward's
-// to the bit; nothing of size (T*B, GH) is kept or allocated for it (issue 16: it was
+// (to the bit on the own GEMM; LnInputGemm says why not quite on at::mm); nothing of size (T*B, GH) is kept or allocated for it (issue 16: it was
 // xw_raw, and ATen's native_layer_norm_backward with its own output). Returns d ln_ih_weight.
 template <typename T>
 Tensor ln_input_backward(Tensor& dG, const Tensor& x, const Tensor& w_ih, const Tensor& mean_ih,
                          const Tensor& rstd_ih, const Tensor& w_ln) {
   const int64_t GH = w_ih.size(0), TB = x.size(0) * x.size(1);
   const LnInputGemm<T> gi(x, w_ih, TB);
-  const bool par = gi.g.has_value();  // the own GEMM; at::mm is not called inside a region
   const int64_t KB = ln_block_rows(TB), nb = (TB + KB - 1) / KB;
+  // A run of blocks per thread on the own GEMM (at::mm is not called inside a region) when
+  // there are blocks enough for every thread; else one block after the other, each GEMM
+  // parallel inside (as ln_dw_hh).
+  const bool par = gi.g.has_value() && nb >= at::get_num_threads();
   const int64_t slots = par ? std::max<int64_t>(1, std::min(nb, int64_t(at::get_num_threads()))) : 1;
   Tensor raw = at::empty({slots, KB, GH}, dG.options());
   Tensor gw = at::zeros({slots, GH}, dG.options().dtype(at::kDouble));

@@ -69,7 +69,10 @@ struct StepBase {
 // norm's raw input projection. The forward computes every row at once, the backward
 // recomputes it block by block instead of keeping it (issue 16: one (T, B, GH) buffer
 // less); both pick the GEMM from TB alone, and the own GEMM's rows do not depend on the
-// block, so the backward normalises the forward's values.
+// block, so the backward normalises the forward's values. at::mm (4H not a multiple of
+// the panel, T*B < 128, or another GEMM mode) is called for all rows in the forward and
+// for each block in the backward, and may round a row differently by ulps: within the
+// float tolerance of a gradient, not the same bits.
 template <typename T>
 struct LnInputGemm {
   Tensor x, w;  // x (TB, I) contiguous, w (GH, I) contiguous
@@ -322,7 +325,7 @@ GL_CLONES void bwd_rows(const BwdStep<T>& a, int64_t b, int64_t j0, int64_t j1) 
     const T* __restrict cr = a.c_t + b * H;
     T mean, rstd;
     row_moments(cr, H, kLnEps, &mean, &rstd);
-    T* __restrict xc = t1;  // j0 = 0: the whole row
+    T* xc = t1;  // j0 = 0: the whole row; t1 is dh above (no __restrict: the same memory)
     double* __restrict gw = a.acc_cw + b * H;
     double* __restrict gb = a.acc_cb + b * H;
     for (int64_t j = 0; j < H; ++j) {
