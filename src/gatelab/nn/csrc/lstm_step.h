@@ -69,10 +69,11 @@ struct StepBase {
 // norm's raw input projection. The forward computes every row at once, the backward
 // recomputes it block by block instead of keeping it (issue 16: one (T, B, GH) buffer
 // less); both pick the GEMM from TB alone, and the own GEMM's rows do not depend on the
-// block, so the backward normalises the forward's values. at::mm (4H not a multiple of
-// the panel, T*B < 128, or another GEMM mode) is called for all rows in the forward and
-// for each block in the backward, and may round a row differently by ulps: within the
-// float tolerance of a gradient, not the same bits.
+// block, so the backward normalises the forward's values. Below kPackRows rows the
+// weight is read unpacked (gemv_nt: one block, T*B < 256, so the same call both ways).
+// at::mm (4H not a multiple of the panel, or another GEMM mode) is called for all rows in
+// the forward and for each block in the backward, and may round a row differently by
+// ulps: within the float tolerance of a gradient, not the same bits.
 template <typename T>
 struct LnInputGemm {
   Tensor x, w;  // x (TB, I) contiguous, w (GH, I) contiguous
@@ -81,10 +82,16 @@ struct LnInputGemm {
 
   LnInputGemm(const Tensor& x_, const Tensor& w_, int64_t TB_)
       : x(x_), w(w_), TB(TB_), I(w_.size(1)), GH(w_.size(0)) {
-    if ((g_gemm_mode == 0 || g_gemm_mode == 4) && TB >= 128 && GH % kPanel<T> == 0)
+    if (own_gemm() && TB >= kPackRows && GH % kPanel<T> == 0)
       g.emplace(w, TB, /*nt=*/true, /*reuse=*/1000);
   }
+  static bool own_gemm() { return g_gemm_mode == 0 || g_gemm_mode == 4; }
   void run(int64_t r0, int64_t r1, T* out) const {
+    if (own_gemm() && TB < kPackRows) {
+      gemv_nt<T>(r1 - r0, I, GH, x.data_ptr<T>() + r0 * I, I, w.data_ptr<T>(), out, GH, false,
+                 nullptr);
+      return;
+    }
     if (g && g->own()) {
       big_gemm<T>(r1 - r0, I, GH, x.data_ptr<T>() + r0 * I, I, 1,
                   g->packed.template data_ptr<T>(), out, GH, nullptr);
