@@ -43,20 +43,25 @@ def tfidf_lr():
     )
 
 
-def gatelab_folds(X, y, folds):
-    """Test accuracy per fold of ``TextClassifier()``, of its network alone, and the
-    ``(w, C)`` each fold chose."""
+def network_predict(est, X) -> np.ndarray:
+    """What ``est`` (a fitted TextClassifier) predicts for texts ``X`` with its network
+    alone (``w = 0``: the defaults before the linear part)."""
     from gatelab.models.bag import WithLinear
     from gatelab.train.fit import predict_batches
 
+    net = est.model_.network if isinstance(est.model_, WithLinear) else est.model_
+    return est.classes_[predict_batches(net, est._inputs(X)).argmax(-1).numpy()]
+
+
+def gatelab_folds(X, y, folds):
+    """Test accuracy per fold of ``TextClassifier()``, of its network alone, and the
+    ``(w, C)`` each fold chose."""
     mixed, alone, chosen = [], [], []
     for a, b in folds:
         est = TextClassifier().fit([X[i] for i in a], y[a])
         Xb = [X[i] for i in b]
         mixed.append(est.score(Xb, y[b]))
-        net = est.model_.network if isinstance(est.model_, WithLinear) else est.model_
-        out = predict_batches(net, est._inputs(Xb))
-        alone.append(float((est.classes_[out.argmax(-1).numpy()] == y[b]).mean()))
+        alone.append(float((network_predict(est, Xb) == y[b]).mean()))
         chosen.append((est.linear_weight_, est.linear_C_))
     return np.asarray(mixed), np.asarray(alone), chosen
 
