@@ -89,6 +89,10 @@ HELP = {
         f"1/N share of the training texts (out-of-fold); 0 or 1: the full ratios. Default "
         f"{TEXT['nb_folds']}; refused with --nb-features off."
     ),
+    "linear": (
+        "Mix the network with a linear part (TF-IDF uni+bigrams, logistic regression), its "
+        "weight chosen by the validation log-loss: auto, or off (the network alone)."
+    ),
     "separator": (
         "Field separator of the --train/--valid tables: a character such as ',' or a "
         "separator such as '|||' (SST files, LABEL ||| text). Default: sniffed from the "
