@@ -159,3 +159,26 @@ def test_bad_linear_values_are_refused(bad):
     X, y = sentiment_texts(20)
     with pytest.raises(ValueError, match=r"linear=.*expected 'auto' or False"):
         TextClassifier(**TINY, linear=bad).fit(X, y)
+
+
+@pytest.mark.parametrize("w", [1.0, 0.5])
+def test_mixed_model_exports_to_onnx(fitted, tmp_path, w):
+    ort = pytest.importorskip("onnxruntime")
+    from gatelab.interop import export_run
+
+    _, _, mixed, _ = fitted
+    with torch.no_grad():
+        mixed.model_.weight.fill_(w)  # 0.5: the network's part of the graph too
+    try:
+        mixed.save(tmp_path / "run")
+    finally:
+        with torch.no_grad():
+            mixed.model_.weight.fill_(1.0)
+    again = TextClassifier.load(tmp_path / "run")
+    export_run(tmp_path / "run", tmp_path / "text.onnx")
+    texts = [*sentiment_texts(6, seed=6)[0], "great", "good good good great film", "zzz"]
+    data = again._inputs(texts)
+    session = ort.InferenceSession(str(tmp_path / "text.onnx"))
+    feed = {"ids": data.inputs.numpy(), "lengths": data.lengths.numpy()}
+    got = session.run(None, feed)[0]
+    np.testing.assert_allclose(got, again.predict_proba(texts), atol=ATOL, rtol=0)

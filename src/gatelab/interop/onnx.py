@@ -382,9 +382,8 @@ def _module_graph(b: Builder, module: nn.Module, inputs: tuple[Tensor, ...]):
 
 def _meta(module: nn.Module, **extra: str) -> dict[str, str]:
     meta = {"gatelab_module": type(module).__name__}
-    lstm = getattr(module, "lstm", None) or (
-        module.members[0].lstm if _is_ensemble(module) else module
-    )
+    net = getattr(module, "network", module)  # a text classifier's WithLinear: its network
+    lstm = getattr(net, "lstm", None) or (net.members[0].lstm if _is_ensemble(net) else net)
     spec = getattr(lstm, "spec", None)
     if spec is not None:
         meta["gatelab_cell"] = spec.describe()
