@@ -182,3 +182,36 @@ def test_mixed_model_exports_to_onnx(fitted, tmp_path, w):
     feed = {"ids": data.inputs.numpy(), "lengths": data.lengths.numpy()}
     got = session.run(None, feed)[0]
     np.testing.assert_allclose(got, again.predict_proba(texts), atol=ATOL, rtol=0)
+
+
+def test_linear_part_reads_the_words_the_network_drops(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from gatelab.interop import export_run
+
+    X, y = sentiment_texts(160)
+    rare = [f"rare{k}" for k in range(12)]  # each in one training text: below min_freq=2
+    X = [f"{t} {rare[i]}" if i < 12 else t for i, t in enumerate(X)]
+    est = TextClassifier(**{**TINY, "lr": 1e-9, "min_freq": 2}).fit(X, y)
+    n = est.model_.network_vocab_size
+    held = set(rare) & set(est.linear_words_)  # those not held out for validation
+    assert est.linear_weight_ > 0 and len(held) >= 6
+    assert est.vocab_.tokens[n:] == est.linear_words_ and n == est.model_config_.vocab_size
+    texts = [f"{X[i]}" for i in range(12)] + ["zzz good", "bad"]
+    with torch.no_grad():
+        est.model_.weight.fill_(0.5)  # both parts count
+    est.save(tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "vocab.json").read_text())["tokens"]
+    assert saved == est.vocab_.tokens[:n]  # vocab.json: the network's ids
+    again = TextClassifier.load(tmp_path / "run")
+    assert again.vocab_ == est.vocab_
+    np.testing.assert_array_equal(again.predict_proba(texts), est.predict_proba(texts))
+    data = est._inputs(texts)
+    assert (data.inputs >= n).any()  # the rare words reach the model with ids of their own
+    plain = est.model_.network(torch.where(data.inputs < n, data.inputs, 1), data.lengths)
+    lin = est.model_.linear(data.inputs, data.lengths)
+    want = (0.5 * plain.softmax(-1) + 0.5 * lin.softmax(-1)).detach().numpy()
+    np.testing.assert_allclose(est.predict_proba(texts), want, atol=1e-6)
+    export_run(tmp_path / "run", tmp_path / "text.onnx")
+    feed = {"ids": data.inputs.numpy(), "lengths": data.lengths.numpy()}
+    got = ort.InferenceSession(str(tmp_path / "text.onnx")).run(None, feed)[0]
+    np.testing.assert_allclose(got, est.predict_proba(texts), atol=ATOL, rtol=0)

@@ -126,13 +126,16 @@ class TextClassifier(ClassifierBase):
             raise DataError(f"{what} holds no texts; expected at least one")
         return texts
 
-    def _token_ids(self, texts: list[str]) -> list[list[int]]:
-        ids = [self.vocab_.encode(self.tokenizer_(t)) for t in texts]
+    def _token_ids(self, texts: list[str], vocab: Vocabulary | None = None) -> list[list[int]]:
+        vocab = self.vocab_ if vocab is None else vocab
+        ids = [vocab.encode(self.tokenizer_(t)) for t in texts]
         # A text with no tokens still needs one step: it becomes a single <unk>.
         return [(s or [1])[: self.max_len] if self.max_len else (s or [1]) for s in ids]
 
-    def _tensor_data(self, texts: list[str], targets: Tensor | None) -> TensorData:
-        padded, lengths = pad_sequences(self._token_ids(texts))
+    def _tensor_data(
+        self, texts: list[str], targets: Tensor | None, vocab: Vocabulary | None = None
+    ) -> TensorData:
+        padded, lengths = pad_sequences(self._token_ids(texts, vocab))
         if targets is None:
             targets = torch.zeros(len(texts), dtype=torch.long)
         return TensorData(padded, lengths, targets)
@@ -153,7 +156,8 @@ class TextClassifier(ClassifierBase):
             max_size=self.max_vocab,
         )
         train = self._tensor_data(texts, targets)
-        self._train_data = train  # for the linear part, after training (ids mod V)
+        self._train_texts = texts  # for the linear part, after training
+        self.linear_words_: list[str] = []
         self._nb_table = None
         if self._use_nb(len(texts)):
             self._nb_table = _nb_tables(train, len(self.classes_), len(self.vocab_), self.nb_folds)
@@ -176,14 +180,34 @@ class TextClassifier(ClassifierBase):
         if len(self.classes_) > 2 and valid is not None:
             counts = np.bincount(train_ids, minlength=len(self.classes_))
             self.prior_adjustment_ = self._adjust_for_priors(valid, counts)
-        train, self._train_data = self._train_data, None
-        self._add_linear(train, valid)
+        texts, self._train_texts = self._train_texts, None
+        self._add_linear(texts, train_ids, valid)
         if run_dir is not None:
             self._write_results(Path(run_dir))
 
-    def _add_linear(self, train: TensorData, valid: TensorData | None) -> None:
-        """Fit the linear part and choose its weight ``w`` on ``valid``; ``w > 0`` makes
-        ``model_`` a :class:`gatelab.models.bag.WithLinear` (log-probabilities)."""
+    def fit(self, X, y, *, validation_data=None, **kwargs):
+        self._fit_inputs = (X, y, validation_data)  # the linear part reads the raw texts
+        try:
+            return super().fit(X, y, validation_data=validation_data, **kwargs)
+        finally:
+            self._fit_inputs = None
+
+    fit.__doc__ = ClassifierBase.fit.__doc__
+
+    def _valid_texts(self) -> list[str]:
+        """The validation texts of the running ``fit`` (given, or held out of ``X``)."""
+        X, y, validation_data = self._fit_inputs
+        if validation_data is not None:
+            return self._items(validation_data[0], "validation X")
+        items = self._items(X)
+        _, valid_idx = self._split(len(items), np.searchsorted(self.classes_, np.asarray(y)))
+        return [items[i] for i in valid_idx]
+
+    def _add_linear(self, texts: list[str], train_ids: np.ndarray, valid: TensorData | None):
+        """Fit the linear part on the training ``texts`` and choose its weight ``w`` on
+        ``valid``; ``w > 0`` makes ``model_`` a :class:`gatelab.models.bag.WithLinear`
+        (log-probabilities) and ``vocab_`` the network's vocabulary followed by the
+        linear part's own words (``linear_words_``: words below ``min_freq``)."""
         from gatelab.estimators.text_linear import choose_weight, fit_linear
         from gatelab.train.fit import evaluate_outputs
 
@@ -191,13 +215,20 @@ class TextClassifier(ClassifierBase):
         n_classes = len(self.classes_)
         if self.linear is False or valid is None:
             return
-        if len(torch.unique(train.targets)) < n_classes:
+        if len(np.unique(train_ids)) < n_classes:
             logger.info("linear part skipped: a class is missing from the training part")
             return
-        linear, self.linear_C_ = fit_linear(train, valid, len(self.vocab_), n_classes)
+        every = Vocabulary.build(
+            (self.tokenizer_(t) for t in texts), min_freq=1, max_size=self.max_vocab
+        )
+        words = [t for t in every.tokens if t not in self.vocab_]
+        vocab = Vocabulary([*self.vocab_.tokens, *words])  # network ids first, same ids
+        lin_train = self._tensor_data(texts, torch.as_tensor(train_ids), vocab)
+        lin_valid = self._tensor_data(self._valid_texts(), valid.targets, vocab)
+        linear, self.linear_C_ = fit_linear(lin_train, lin_valid, len(vocab), n_classes)
         eval_bs = self.train_config_.eval_batch_size
         p_net = predict_batches(self.model_, valid, eval_bs).softmax(-1)  # (N, C)
-        p_lin = predict_batches(linear, valid, eval_bs).softmax(-1)
+        p_lin = predict_batches(linear, lin_valid, eval_bs).softmax(-1)
         y = valid.targets.numpy()
         w, losses = choose_weight(p_net, p_lin, y)
         self.linear_weight_ = w
@@ -210,8 +241,10 @@ class TextClassifier(ClassifierBase):
         )
         if w == 0.0:
             return
-        self.model_ = WithLinear(self.model_, linear.to(torch.device(self.device)), w).eval()
-        out = predict_batches(self.model_, valid, eval_bs)
+        mixed = WithLinear(self.model_, linear, w, network_vocab_size=len(self.vocab_))
+        self.model_ = mixed.to(torch.device(self.device)).eval()
+        self.vocab_, self.linear_words_ = vocab, words
+        out = predict_batches(self.model_, lin_valid, eval_bs)
         self.validation_metrics_ = evaluate_outputs(self.model_, out, valid.targets)
 
     def _write_results(self, run: Path) -> None:
@@ -225,12 +258,15 @@ class TextClassifier(ClassifierBase):
         if isinstance(self.model_, WithLinear):
             lin = self.model_.linear
             record.update(vocab_size=lin.vocab_size, outputs=lin.outputs, buckets=lin.buckets)
+            record.update(network_vocab_size=self.model_.network_vocab_size)
+            record["words"] = self.linear_words_  # the ids after vocab.json's, in order
         return record
 
     def _loaded_model(self, model: nn.Module, run: Path) -> nn.Module:
         """``model`` with the linear part that ``linear.json`` records, if any (runs
         saved before the linear part, or with ``w = 0``: the network alone)."""
         self.linear_weight_, self.linear_C_, self.linear_losses_ = 0.0, None, None
+        self.linear_words_ = []
         if not (run / LINEAR_FILE).is_file():
             return model
         record = runs.read_json(run / LINEAR_FILE, LINEAR_FILE)
@@ -241,7 +277,9 @@ class TextClassifier(ClassifierBase):
             if self.linear_weight_ == 0.0:
                 return model
             sizes = (int(record[k]) for k in ("vocab_size", "outputs", "buckets"))
-            return WithLinear(model, BagOfNgrams(*sizes), self.linear_weight_)
+            self.linear_words_ = [str(t) for t in record["words"]]
+            n = int(record["network_vocab_size"])
+            return WithLinear(model, BagOfNgrams(*sizes), self.linear_weight_, n)
         except (KeyError, TypeError, ValueError) as err:
             raise RunFolderError(f"'{run / LINEAR_FILE}' is corrupt ({err})") from err
 
@@ -296,14 +334,23 @@ class TextClassifier(ClassifierBase):
         return np.asarray(out)
 
     def _artifacts(self) -> dict[str, Any]:
+        # vocab.json: the network's vocabulary; the linear part's own words are in
+        # linear.json (their ids follow)
+        extra = len(getattr(self, "linear_words_", []))
+        network_vocab = Vocabulary(self.vocab_.tokens[: len(self.vocab_) - extra])
         return {
-            "vocab.json": self.vocab_.to_dict(),
+            "vocab.json": network_vocab.to_dict(),
             "tokenizer.json": self.tokenizer_.to_dict(),
             "labels.json": self._labels_artifact(),
         }
 
     def _load_artifacts(self, run: Path) -> None:
         self.vocab_ = read_artifact(run, "vocab.json", Vocabulary.from_dict)
+        if self.linear_words_:  # read by _loaded_model, before
+            try:
+                self.vocab_ = Vocabulary([*self.vocab_.tokens, *self.linear_words_])
+            except DataError as err:
+                raise RunFolderError(f"'{run / LINEAR_FILE}' is corrupt ({err})") from err
         self.tokenizer_ = read_artifact(run, "tokenizer.json", Tokenizer.from_dict)
         self._read_labels(run)
 

@@ -69,6 +69,9 @@ def with_linear(
     lin = b.op("Softmax", [bag_logits(b, model.linear, ids, lengths, mask)], axis=-1)
     if w == 1.0:  # the network does not count: left out of the graph
         return b.op("Log", [lin])
+    if model.network_vocab_size is not None:  # the linear part's own words: <unk> here
+        known = b.op("Less", [ids, b.ints(model.network_vocab_size)])
+        ids = b.op("Where", [known, ids, b.ints(1)])
     net = b.op("Softmax", [network(b, model.network, ids, lengths)], axis=-1)
     mixed = b.op("Add", [b.op("Mul", [net, b.const(1.0 - w)]), b.op("Mul", [lin, b.const(w)])])
     return b.op("Log", [mixed])

@@ -95,22 +95,37 @@ class WithLinear(nn.Module):
     """A classifier network (a model or an :class:`~gatelab.estimators.Ensemble`) and a
     :class:`BagOfNgrams` of the same input, mixed as probabilities::
 
-        log p = log((1 - w) softmax(network(x)) + w softmax(linear(x)))
+        log p = log((1 - w) softmax(network(x')) + w softmax(linear(x)))
 
     ``forward(x (B, T), lengths (B,)) -> (B, classes)`` log-probabilities (argmax and
-    softmax apply as to logits); ``weight`` is ``w`` in (0, 1], a buffer.
+    softmax apply as to logits); ``weight`` is ``w`` in (0, 1], a buffer. The ids ``x``
+    may reach past the network's vocabulary (the linear part's own words, those the
+    network's vocabulary drops): ``x'`` maps ids at or above ``network_vocab_size`` to
+    ``<unk>`` (id 1); None: ``x' = x``.
     """
 
-    def __init__(self, network: nn.Module, linear: BagOfNgrams, weight: float) -> None:
+    def __init__(
+        self,
+        network: nn.Module,
+        linear: BagOfNgrams,
+        weight: float,
+        network_vocab_size: int | None = None,
+    ) -> None:
         super().__init__()
         self.network, self.linear = network, linear
+        self.network_vocab_size = network_vocab_size
         self.config = network.config
         self.register_buffer("weight", torch.tensor(float(weight)))
+
+    def network_ids(self, x: Tensor) -> Tensor:
+        """``x`` with the ids the network does not know replaced by ``<unk>`` (1)."""
+        n = self.network_vocab_size
+        return x if n is None else torch.where(x < n, x, 1)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         w = self.weight
         lin = self.linear(x, lengths).log_softmax(-1) + torch.log(w)  # (B, C)
         if float(w) == 1.0:  # the network does not count: not run
             return lin
-        net = self.network(x, lengths).log_softmax(-1) + torch.log1p(-w)  # (B, C)
+        net = self.network(self.network_ids(x), lengths).log_softmax(-1) + torch.log1p(-w)
         return torch.logaddexp(net, lin)
