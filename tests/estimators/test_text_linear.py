@@ -215,3 +215,13 @@ def test_linear_part_reads_the_words_the_network_drops(tmp_path):
     feed = {"ids": data.inputs.numpy(), "lengths": data.lengths.numpy()}
     got = ort.InferenceSession(str(tmp_path / "text.onnx")).run(None, feed)[0]
     np.testing.assert_allclose(got, est.predict_proba(texts), atol=ATOL, rtol=0)
+
+
+def test_explain_a_mixed_run_shows_its_network(fitted, tmp_path):
+    from gatelab.insight.explain import explain_run
+
+    _, _, mixed, _ = fitted
+    mixed.save(tmp_path / "run")
+    data = explain_run(tmp_path / "run", text="a great film zzz")
+    assert data["tokens"] == ["a", "great", "film", "zzz"]
+    assert "its probabilities count 0 of the mix" in data["notes"][0]

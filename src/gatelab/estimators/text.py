@@ -186,6 +186,9 @@ class TextClassifier(ClassifierBase):
             self._write_results(Path(run_dir))
 
     def fit(self, X, y, *, validation_data=None, **kwargs):
+        X = X if isinstance(X, str) else list(X)  # read twice: by fit, by the linear part
+        if validation_data is not None and not isinstance(validation_data[0], str):
+            validation_data = (list(validation_data[0]), validation_data[1])
         self._fit_inputs = (X, y, validation_data)  # the linear part reads the raw texts
         try:
             return super().fit(X, y, validation_data=validation_data, **kwargs)
