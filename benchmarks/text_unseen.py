@@ -49,8 +49,12 @@ def network_predict(est, X) -> np.ndarray:
     from gatelab.models.bag import WithLinear
     from gatelab.train.fit import predict_batches
 
-    net = est.model_.network if isinstance(est.model_, WithLinear) else est.model_
-    return est.classes_[predict_batches(net, est._inputs(X)).argmax(-1).numpy()]
+    data = est._inputs(X)
+    net = est.model_
+    if isinstance(net, WithLinear):  # the linear part's own words are <unk> to the network
+        data.inputs = net.network_ids(data.inputs)
+        net = net.network
+    return est.classes_[predict_batches(net, data).argmax(-1).numpy()]
 
 
 def gatelab_folds(X, y, folds):
