@@ -103,13 +103,14 @@ def main() -> None:
     with Timer() as timer:
         clf.fit(train.texts, train.labels)
     acc = clf.score(dev.texts, dev.labels)
-    alone = np.mean(network_predict(clf, dev.texts) == np.asarray(dev.labels))
     print(
         f"gatelab TextClassifier (defaults): dev accuracy {100 * acc:.1f}%, "
         f"training {timer.seconds / 60:.1f} min; linear part w {clf.linear_weight_}, C "
-        f"{clf.linear_C_}; the network alone (w = 0) {100 * alone:.1f}%",
+        f"{clf.linear_C_}, validation log-loss by w {clf.linear_losses_}",
         flush=True,
     )
+    alone = np.mean(network_predict(clf, dev.texts) == np.asarray(dev.labels))
+    print(f"  the network alone (w = 0): dev accuracy {100 * alone:.1f}%", flush=True)
     if not args.skip_peer:
         peer_acc, peer_s = peer(train, dev)
         print(
