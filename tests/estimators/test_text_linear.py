@@ -154,11 +154,22 @@ def test_no_validation_data_means_the_network_alone():
     assert not isinstance(est.model_, WithLinear)
 
 
-@pytest.mark.parametrize("bad", [True, "yes", 1, None])
+@pytest.mark.parametrize("bad", ["yes", 1, None])
 def test_bad_linear_values_are_refused(bad):
     X, y = sentiment_texts(20)
-    with pytest.raises(ValueError, match=r"linear=.*expected 'auto' or False"):
+    with pytest.raises(ValueError, match=r"linear=.*expected 'auto', True or False"):
         TextClassifier(**TINY, linear=bad).fit(X, y)
+
+
+def test_auto_leaves_large_training_sets_to_the_network(monkeypatch):
+    import gatelab.estimators.text as text
+
+    X, y = sentiment_texts(80)
+    monkeypatch.setattr(text, "LINEAR_AUTO_MAX_TEXTS", 60)  # 60 training texts: too many
+    est = TextClassifier(**{**TINY, "lr": 1e-9}).fit(X, y)
+    assert est.linear_weight_ == 0.0 and est.linear_C_ is None
+    forced = TextClassifier(**{**TINY, "lr": 1e-9}, linear=True).fit(X, y)
+    assert forced.linear_weight_ == 1.0 and isinstance(forced.model_, WithLinear)
 
 
 @pytest.mark.parametrize("w", [1.0, 0.5])

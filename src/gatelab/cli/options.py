@@ -91,7 +91,8 @@ HELP = {
     ),
     "linear": (
         "Mix the network with a linear part (TF-IDF uni+bigrams, logistic regression), its "
-        "weight chosen by the validation log-loss: auto, or off (the network alone)."
+        "weight chosen by the validation log-loss: on, off (the network alone), or auto "
+        "(on below 20,000 training texts)."
     ),
     "separator": (
         "Field separator of the --train/--valid tables: a character such as ',' or a "

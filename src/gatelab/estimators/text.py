@@ -20,11 +20,12 @@ from gatelab.train import runs
 from gatelab.train.fit import TensorData, predict_batches
 from gatelab.train.runs import RunFolderError
 
-__all__ = ["NB_AUTO_MAX_TEXTS", "TextClassifier"]
+__all__ = ["LINEAR_AUTO_MAX_TEXTS", "NB_AUTO_MAX_TEXTS", "TextClassifier"]
 
 logger = logging.getLogger(__name__)
 
 NB_AUTO_MAX_TEXTS = 20_000  # TextClassifier(nb_features="auto") uses them below this
+LINEAR_AUTO_MAX_TEXTS = 20_000  # TextClassifier(linear="auto") mixes in the linear part below
 LINEAR_FILE = "linear.json"  # the run folder's record of the linear part and its weight
 
 
@@ -61,14 +62,17 @@ class TextClassifier(ClassifierBase):
             that the model learns how far the ratios hold on text they did not come
             from; new texts read the ratios of all training texts. 0 or 1: every text
             reads the full ratios.
-        linear: ``"auto"`` mixes the network's probabilities with a linear part's,
+        linear: ``True`` mixes the network's probabilities with a linear part's,
             ``(1 - w) p_network + w p_linear``: logistic regression on TF-IDF unigrams and
             hashed bigrams of the same token ids (:mod:`gatelab.models.bag`), ``C`` in
             {1, 10, 100} and ``w`` in {0, 1/4, 1/2, 3/4, 1} chosen by the validation
             log-loss after the networks are trained (which it leaves as they are). On
             about a thousand texts the linear part wins (``w = 1``), on SST-5 the network
-            (``w = 0``). Without validation data, ``w = 0``. ``False``: the network alone.
-            The choice is in ``linear_weight_`` and ``linear_C_``.
+            (``w = 0``). ``"auto"`` does so below 20,000 training texts: on SST-2's 67k
+            phrases the held-out phrases (sub-phrases of the training sentences) chose
+            ``w = 3/4`` and dev sentences fell from 85.8 to 81.5. Without validation
+            data, ``w = 0``. ``False``: the network alone. The choice is in
+            ``linear_weight_`` and ``linear_C_``.
         max_len: texts are cut to their first ``max_len`` tokens.
         lowercase: lower-case before tokenising.
         n_models: an ensemble of this many models (seeds ``seed, seed + 1, ...``),
@@ -144,8 +148,8 @@ class TextClassifier(ClassifierBase):
         k = self.nb_folds
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
             raise ValueError(f"nb_folds={k!r}; expected an int >= 0 (0 or 1: no folds)")
-        if self.linear is not False and self.linear != "auto":
-            raise ValueError(f"linear={self.linear!r}; expected 'auto' or False")
+        if not isinstance(self.linear, bool) and self.linear != "auto":
+            raise ValueError(f"linear={self.linear!r}; expected 'auto', True or False")
 
     def _learn(self, texts: list[str], targets: Tensor) -> TensorData:
         """The tokenizer, the vocabulary and the naive-Bayes tables of the training texts."""
@@ -216,7 +220,7 @@ class TextClassifier(ClassifierBase):
 
         self.linear_weight_, self.linear_C_, self.linear_losses_ = 0.0, None, None
         n_classes = len(self.classes_)
-        if self.linear is False or valid is None:
+        if valid is None or not self._use_linear(len(texts)):
             return
         if len(np.unique(train_ids)) < n_classes:
             logger.info("linear part skipped: a class is missing from the training part")
@@ -314,6 +318,9 @@ class TextClassifier(ClassifierBase):
         self.validation_metrics_ = metrics
         logger.info("logit adjustment tau=%.2f: validation %s", tau, metrics)
         return tau
+
+    def _use_linear(self, n_train: int) -> bool:
+        return n_train < LINEAR_AUTO_MAX_TEXTS if self.linear == "auto" else self.linear
 
     def _use_nb(self, n_train: int) -> bool:
         if self.nb_features == "auto":
