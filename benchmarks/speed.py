@@ -333,7 +333,9 @@ def print_table(res: dict) -> None:
                 if k.startswith("fused:") and v and t:
                     parts.append(f"{k[6:]} {v / 2**20:7.1f} ({v / t:.2f})")
             print(f"  B={mem['B']:3d} H={mem['H']:3d}: " + ", ".join(parts))
-    c = res["cell"]
+    c = res.get("cell")
+    if c is None:  # --variants / --sizes: the layer comparison only
+        return
     print(
         f"\nLSTMCell step B={c['B']}, H={c['H']} (us): fwd torch {c['torch_fwd_us']:.1f} "
         f"fused {c['fused_fwd_us']:.1f} ({ratio(c['torch_fwd_us'], c['fused_fwd_us']):.2f}x); "
@@ -388,7 +390,9 @@ def markdown(res: dict) -> str:
             t = mem["torch"] or float("nan")
             cells = [f"{mem[k] / 2**20:.1f} ({mem[k] / t:.2f})" for k in keys]
             out.append(f"| {mem['B']}, {mem['H']} | {t / 2**20:.1f} | " + " | ".join(cells) + " |")
-    c = res["cell"]
+    c = res.get("cell")
+    if c is None:
+        return "\n".join(out) + "\n"
     out += [
         "",
         f"LSTMCell, B = {c['B']}, H = {c['H']}: forward {c['torch_fwd_us']:.1f} us (torch) vs "
@@ -407,6 +411,19 @@ def main(argv=None) -> int:
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     ap.add_argument("-T", type=int, default=None, help="sequence length (default 100)")
     ap.add_argument("--slstm", action="store_true", help="only the sLSTM against torch")
+    ap.add_argument(
+        "--variants",
+        nargs="+",
+        metavar="NAME",
+        help="only these presets (standard is always run: the traced row reads it); "
+        "skips the LSTMCell and sLSTM rows",
+    )
+    ap.add_argument(
+        "--sizes",
+        nargs="+",
+        metavar="B,I,H",
+        help="only these sizes, e.g. 64,128,256; skips the LSTMCell and sLSTM rows",
+    )
     args = ap.parse_args(argv)
 
     fused.extension()  # build (or load) before timing anything
@@ -418,21 +435,34 @@ def main(argv=None) -> int:
             Path(args.json).write_text(json.dumps({"machine": machine(), "slstm": row}, indent=2))
         return 0
     configs = QUICK_CONFIGS if args.quick else CONFIGS
+    if args.sizes:
+        configs = [tuple(int(v) for v in size.split(",")) for size in args.sizes]
+        if any(len(c) != 3 for c in configs):
+            raise SystemExit(f"--sizes takes B,I,H triples, got {args.sizes}")
     # the sLSTM (other state, other kernels) has its own comparison: bench_slstm
     presets = (
         ["standard", "peephole", "cifg"]
         if args.quick
         else [k for k, v in gatelab.PRESETS.items() if not v.normalizer]
     )
+    if args.variants:
+        unknown = sorted(set(args.variants) - set(gatelab.PRESETS))
+        if unknown:
+            raise SystemExit(f"--variants: unknown presets {unknown}")
+        presets = ["standard", *(v for v in args.variants if v != "standard")]
+    only = bool(args.variants or args.sizes)
     res = {"machine": machine(), "T": T, "rows": [], "memory": []}
     for B, I, H in configs:
         with_ref = (B, H) in ((16, 128), (1, 128))
         res["rows"].append(bench_config(B, I, H, T, presets, args.quick, with_ref))
         print(f"  done B={B} I={I} H={H}", file=sys.stderr, flush=True)
-    res["cell"] = bench_cell(args.quick)
-    res["slstm"] = bench_slstm(args.quick, T)
+    if not only:
+        res["cell"] = bench_cell(args.quick)
+        res["slstm"] = bench_slstm(args.quick, T)
     if not args.no_memory and sys.platform.startswith("linux"):
         mem_presets = ["standard"] if args.quick else ["standard", "peephole", "layernorm"]
+        if args.variants:
+            mem_presets = [p for p in presets if p in ("standard", "peephole", "layernorm")]
         for B, I, H in configs:
             mem = {"B": B, "I": I, "H": H, "torch": peak_memory(B, I, H, T, "torch")}
             for p in mem_presets:
@@ -440,7 +470,8 @@ def main(argv=None) -> int:
             res["memory"].append(mem)
     res["load_after"] = os.getloadavg()
     print_table(res)
-    print_slstm(res["slstm"])
+    if "slstm" in res:
+        print_slstm(res["slstm"])
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))
     if args.markdown:

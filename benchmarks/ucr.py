@@ -103,13 +103,19 @@ def main() -> None:
         ours = 100.0 * clf.score(test.series, test.labels)
         sel = clf.selection_ or {}
         cfg = clf.model_config_
+        ridge = ""
+        if cfg.kernel_ridge:  # each member's ridge strength and temperature
+            kernels = [m.kernels for m in getattr(clf.model_, "members", [clf.model_])]
+            ridge = "; ridge alpha, temperature " + ", ".join(
+                f"{float(k.ridge_alpha):.3g} {float(k.ridge_temperature):.3g}" for k in kernels
+            )
         print(
             f"gatelab SeriesClassifier (defaults): test accuracy {ours:.1f}, training "
             f"{timer.seconds:.0f} s; architecture {clf.architecture_} (inner CV "
             f"{sel.get('mean_accuracy')}, cross-entropy {sel.get('mean_cross_entropy')}, "
             f"{sel.get('folds')} of {sel.get('of_folds')} folds, "
             f"{sel.get('seconds', 0):.0f} s); patch {cfg.patch}, conv pool {cfg.conv_pool}, "
-            f"epochs {clf.train_config_.epochs}",
+            f"epochs {clf.train_config_.epochs}{ridge}",
             flush=True,
         )
         if args.skip_peers:

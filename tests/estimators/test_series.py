@@ -13,6 +13,7 @@ from sklearn.preprocessing import FunctionTransformer
 
 from gatelab.errors import DataError
 from gatelab.estimators import SeriesClassifier
+from gatelab.models.kernels import RIDGE_ALPHAS
 from tests.helpers import (
     shape_series,
     shared_data,
@@ -91,6 +92,12 @@ def test_series_sizes_follow_the_length_and_the_choice_is_recorded(tmp_path):
     assert bool(clf.model_config_.conv_channels) == (sel["chosen"] == "lstm-fcn")
     assert bool(clf.model_config_.kernel_features) == (sel["chosen"] == "lstm-rocket")
     assert json.loads((tmp_path / "run" / "selection.json").read_text()) == sel
+    if sel["chosen"] == "lstm-rocket":  # the ridge's strength and temperature recorded
+        k = clf.model_.kernels
+        want = {"alpha": float(k.ridge_alpha), "temperature": float(k.ridge_temperature)}
+        assert sel["ridge"] == [want]
+    else:
+        assert "ridge" not in sel
     again = SeriesClassifier.load(tmp_path / "run")
     assert again.selection_ == sel and again.architecture_ == sel["chosen"]
     np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
@@ -130,6 +137,9 @@ def test_random_kernel_branch_fits_saves_and_reads_unequal_lengths(tmp_path):
     clf.fit(ragged[:30], y[:30], run_dir=tmp_path / "run")
     member = clf.model_.members[0] if hasattr(clf.model_, "members") else clf.model_
     assert clf.model_config_.kernel_length == 20 and member.kernels.bias.abs().sum() > 0
+    assert clf.model_config_.kernel_ridge and member.kernels.classes == 2
+    alpha = float(member.kernels.ridge_alpha)  # one of MiniRocket's, by leave-one-out
+    assert any(alpha == pytest.approx(a, rel=1e-6) for a in RIDGE_ALPHAS)
     assert clf.train_config_.weight_decay == 1.0  # None: the architecture's decay
     assert clf.score(ragged[30:], y[30:]) >= 0.8
     one_by_one = np.concatenate([clf.predict_proba([s]) for s in ragged[30:]])

@@ -6,10 +6,20 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from gatelab.models.heads import ModelConfig, SequenceClassifier
-from gatelab.models.kernels import MIN_STD, SNAP, KernelBranch, base_kernels, dilations
+from gatelab.models.kernels import (
+    MIN_STD,
+    RIDGE_ALPHAS,
+    SNAP,
+    TEMPERATURES,
+    KernelBranch,
+    base_kernels,
+    dilations,
+    temperature,
+)
 
 
 def _ppv_loop(branch: KernelBranch, x: np.ndarray, L: int) -> np.ndarray:
@@ -114,3 +124,78 @@ def test_kernel_branch_beside_the_lstm_is_fixed_and_memoised():
         fresh = SequenceClassifier(config).eval()
         fresh.load_state_dict(state)  # the kernels and biases travel with the weights
         np.testing.assert_array_equal(fresh(x, lengths).numpy(), out.numpy())
+
+
+def _cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
+    logits = logits - logits.max(1, keepdims=True)
+    log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    return float(-log_p[np.arange(len(y)), y].mean())
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_ridge_is_sklearns_ridge_classifier_cv_and_training_series_get_leave_one_out(classes):
+    """The ridge equals RidgeClassifierCV on the same standardised features (alpha, scores);
+    its leave-one-out scores equal a ridge of that alpha refitted without each series
+    (sklearn's Ridge); the temperature is the grid's least cross-entropy of those; the
+    branch gives the full ridge's scores times it, while training and predicting alike."""
+    from sklearn.linear_model import Ridge, RidgeClassifierCV
+
+    torch.manual_seed(2)
+    branch = KernelBranch(input_size=1, features=84 * 2, length=16, classes=classes)
+    assert branch.out_features == classes
+    N = 12
+    x, lengths = torch.randn(N, 16, 1), torch.tensor([16] * 8 + [11, 9, 16, 13])
+    y = torch.arange(N) % classes
+    x[y == 1] += torch.linspace(0, 1, 16)[None, :, None]  # something to learn
+    branch.fit_biases(x, lengths, y)
+    z = ((branch.ppv(x, lengths) - branch.shift) * branch.scale).double().numpy()  # (N, F)
+    ridge = RidgeClassifierCV(alphas=RIDGE_ALPHAS).fit(z, y.numpy())
+    alpha = float(ridge.alpha_)
+    assert float(branch.ridge_alpha) == pytest.approx(alpha)
+    want = ridge.decision_function(z)
+    want = np.stack([-want, want], 1) if classes == 2 else want  # (N, classes)
+    Y = np.where(np.arange(classes)[None, :] == y.numpy()[:, None], 1.0, -1.0)  # (N, K)
+    loo = np.stack(
+        [
+            Ridge(alpha=alpha).fit(np.delete(z, i, 0), np.delete(Y, i, 0)).predict(z[i : i + 1])[0]
+            for i in range(N)
+        ]
+    )
+    assert np.abs(loo - want).max() > 0.05  # leaving a series out matters here
+    t = float(branch.ridge_temperature)
+    losses = [_cross_entropy(c * loo, y.numpy()) for c in TEMPERATURES]
+    assert t == pytest.approx(TEMPERATURES[int(np.argmin(losses))], rel=1e-6)
+    assert temperature(torch.tensor(loo), y) == TEMPERATURES[int(np.argmin(losses))]
+    feats = torch.as_tensor(z)
+    np.testing.assert_allclose(branch.fit_ridge(feats, y).numpy(), loo, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        training = branch(x, lengths).double().numpy()
+        branch.eval()
+        full = branch(x, lengths).double().numpy()
+    np.testing.assert_allclose(full, t * want, rtol=1e-4, atol=1e-4 * t)
+    np.testing.assert_array_equal(training, full)
+    with pytest.raises(ValueError, match="targets hold 1 class"):
+        branch.fit_ridge(feats, torch.zeros(N, dtype=torch.long))
+
+
+def test_ridge_scores_join_the_logits_of_the_lstm_head():
+    with pytest.raises(ValueError, match="kernel_ridge needs a classifier"):
+        ModelConfig(kind="regressor", output_size=1, kernel_features=200, kernel_ridge=True)
+    config = ModelConfig(
+        input_size=1,
+        hidden_size=4,
+        output_size=3,
+        kernel_features=200,
+        kernel_length=12,
+        kernel_ridge=True,
+    )
+    torch.manual_seed(0)
+    model = SequenceClassifier(config)
+    x, lengths = torch.randn(9, 12, 1), torch.tensor([12, 12, 9, 4, 12, 7, 12, 12, 5])
+    model.kernels.fit_biases(x, lengths, torch.arange(9) % 3)
+    assert model.head.in_features == 2 * 4  # the LSTM alone
+    model.eval()
+    with torch.no_grad():
+        want = model.head(model.encode(x, lengths)) + model.kernels(x, lengths)
+        np.testing.assert_array_equal(model(x, lengths).numpy(), want.numpy())
+    assert float(model.kernels(x, lengths).abs().max()) > 0.1  # the ridge's scores count

@@ -1,7 +1,7 @@
 """torch.compile and torch.export over the fused kernels (issue 12, item 3).
 
-The fused kernels are torch.library custom ops (``gatelab::fused_lstm_forward`` and
-``gatelab::fused_lstm_backward``) with fake implementations and registered autograd, so
+The fused kernels are torch.library custom ops (``gatelab::fused_lstm_forward_v2`` and
+``gatelab::fused_lstm_backward_v2``) with fake implementations and registered autograd, so
 Dynamo traces a gatelab model through the LSTM without a graph break and torch.export
 keeps the op as one node. The oracle is the same module run eagerly.
 """
@@ -81,7 +81,7 @@ def test_export_runs_and_equals_eager():
     x = torch.randn(6, 3, 4, dtype=torch.float64)
     program = torch.export.export(m, (x,))
     targets = [str(n.target) for n in program.graph.nodes if n.op == "call_function"]
-    assert sum("gatelab.fused_lstm_forward" in t for t in targets) == 4  # 2 layers x 2 dirs
+    assert sum("gatelab.fused_lstm_forward_v2" in t for t in targets) == 4  # 2 layers x 2 dirs
     x2 = torch.randn(6, 3, 4, dtype=torch.float64)
     for inp in (x, x2):
         got, (h, c) = program.module()(inp)

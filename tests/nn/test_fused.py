@@ -261,20 +261,91 @@ def test_long_sequence_odd_sizes(variant, hidden):
     _assert_close(g_f, g_r, torch.float64, "grads")
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("hidden", [19, 20])
+def test_layernorm_backward_recomputes_in_blocks(hidden, threads):
+    """Layer norm keeps neither x W_ih^T nor LN(c_t) nor d (h W_hh^T) over all steps: the
+    backward recomputes them in blocks of 256 of the T * B rows (here 350: a full block and
+    a partial one), with padding, on the own GEMM (4H a multiple of the panel: H = 20) and
+    on at::mm (H = 19); gradients equal the reference's. The forward's saved buffers hold
+    one (T, B, 4H) tensor besides the gates (xhat_hh) and nothing else of that size."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        ref, fus = _pair("layernorm", 6, hidden)
+        x, hx = _inputs(ref, T=70, B=5, hx=True)
+        lengths = torch.tensor([70, 17, 69, 1, 52])
+        out_r, g_r = _run(ref, x, hx, lengths)
+        out_f, g_f = _run(fus, x, hx, lengths)
+    finally:
+        torch.set_num_threads(n)
+    _assert_close(out_f, out_r, torch.float64, "outputs")
+    _assert_close(g_f, g_r, torch.float64, "grads")
+    params = [dict(fus.named_parameters()).get(f"{k}_l0") for k in fused._PARAMS]
+    h0, c0 = hx[0][0].contiguous(), hx[1][0].contiguous()
+    flags = fused.spec_flags(fus.spec)
+    res = fused.extension().lstm_forward(x, h0, c0, params, None, flags, 2)
+    big = [t.shape for t in res[5:] if t is not None and t.numel() >= x.shape[0] * 5 * 4 * hidden]
+    assert big == [(70, 5, 4 * hidden)], big
+
+
+def _max_error(got, want) -> float:
+    """The largest error of ``got`` against ``want`` (float64), each tensor's relative to
+    its largest value."""
+    return max(
+        ((g.double() - w).abs().max() / (1.0 + w.abs().max())).item()
+        for g, w in zip(got, want)
+        if w is not None
+    )
+
+
+def _check_float64_then_float32(ref, fus, x, hx, lengths):
+    """The oracle is the float64 reference: the fused float64 run equals it; then both
+    modules in float32, whose errors against it grow with the steps (the reference's own
+    float32 run drifts by up to 1e-4 in outputs and 5e-3 in gradients over 160 layer-norm
+    steps): the fused one may drift no more than the reference does."""
+    out_r, g_r = _run(ref, x, hx, lengths)
+    out_f, g_f = _run(fus, x, hx, lengths)
+    _assert_close(out_f, out_r, torch.float64, "outputs")
+    _assert_close(g_f, g_r, torch.float64, "grads")
+    x32, hx32 = x.float(), tuple(h.float() for h in hx)
+    drift = {}
+    for name, m in (("reference", ref), ("fused", fus)):
+        out, g = _run(m.float(), x32, hx32, lengths)
+        drift[name] = (_max_error(out, out_r), _max_error(g, g_r))
+    for k, what in enumerate(("outputs", "grads")):
+        assert drift["fused"][k] <= 1.5 * drift["reference"][k] + 1e-6, (what, drift)
+
+
+@pytest.mark.parametrize("threads", [2, 5])
+@pytest.mark.parametrize("proj", [0, 7])
+def test_layernorm_blocks_bidirectional(proj, threads):
+    """Layer norm over T * B = 800 rows (three full blocks of 256 and a partial one) in
+    both directions, with and without a projection: a run of blocks per thread with 2
+    threads, the blocks one after the other with their GEMMs parallel inside with 5 (more
+    threads than blocks); in float32 the own input GEMM (4H = 64, a multiple of the
+    panel)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        ref, fus = _pair("layernorm", 6, 16, proj_size=proj, bidirectional=True)
+        x, hx = _inputs(ref, T=160, B=5, hx=True)
+        _check_float64_then_float32(ref, fus, x, hx, torch.tensor([160, 41, 159, 1, 100]))
+    finally:
+        torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("variant", ["peephole", "layernorm"])
 @pytest.mark.parametrize("mode", [1, 2, 3, 5])
-def test_other_gemm_paths(mode):
-    """The BLAS paths kept for comparison (1 MKL sgemm, 2 MKL packed, 3 at::mm, 5 gemv)."""
+def test_other_gemm_paths(mode, variant):
+    """The BLAS paths kept for comparison (1 MKL sgemm, 2 MKL packed, 3 at::mm, 5 gemv);
+    T * B = 300: two of layer norm's after-loop blocks."""
     ext = fused.extension()
     try:
         ext.set_gemm_mode(mode)
-        for dtype in (torch.float64, torch.float32):
-            ref, fus = _pair("peephole", 5, 6, dtype, proj_size=2, bidirectional=True)
-            x, hx = _inputs(ref, T=30, B=5, dtype=dtype, hx=True)
-            lengths = torch.tensor([30, 3, 25, 1, 29])
-            out_r, g_r = _run(ref, x, hx, lengths)
-            out_f, g_f = _run(fus, x, hx, lengths)
-            _assert_close(out_f, out_r, dtype, "outputs")
-            _assert_close(g_f, g_r, dtype, "grads")
+        ref, fus = _pair(variant, 5, 6, proj_size=2, bidirectional=True)
+        x, hx = _inputs(ref, T=60, B=5, hx=True)
+        _check_float64_then_float32(ref, fus, x, hx, torch.tensor([60, 3, 25, 1, 59]))
     finally:
         ext.set_gemm_mode(0)
 

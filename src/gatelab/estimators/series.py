@@ -16,6 +16,7 @@ from torch import Tensor
 from gatelab.data import Scaler
 from gatelab.errors import DataError
 from gatelab.estimators.base import TRAIN_PARAMS, ClassifierBase, read_artifact
+from gatelab.estimators.ensemble import members
 from gatelab.models.heads import ModelConfig, build_model
 from gatelab.train import distributed as D
 from gatelab.train.fit import TensorData, TrainConfig, fit, predict_batches
@@ -75,13 +76,16 @@ class SeriesClassifier(ClassifierBase):
 
     Architectures (``architecture``): ``"lstm"`` (the LSTM alone), ``"lstm-fcn"`` (the
     LSTM beside convolution blocks of ``conv_width``, ``2 conv_width`` and ``conv_width``
-    channels, Karim et al. 2017) and ``"lstm-rocket"`` (the LSTM beside about
-    ``kernel_features`` fixed random-kernel features, MiniRocket's, Dempster et al. 2021:
-    :mod:`gatelab.models.kernels`). ``"auto"`` chooses among them by stratified inner
-    cross-validation on the training data only (``selection_folds`` folds, one model
-    each, stopped after the fold during which ``selection_budget`` seconds ran out); the
-    scores and the choice are in ``selection_`` and in the run folder's
-    ``selection.json``.
+    channels, Karim et al. 2017) and ``"lstm-rocket"`` (MiniRocket, Dempster et al. 2021,
+    beside the LSTM: a closed-form ridge over about ``kernel_features`` fixed
+    random-kernel features, its strength chosen by leave-one-out error, whose scores,
+    times a temperature fitted to its leave-one-out scores, are added to the LSTM head's
+    logits: :mod:`gatelab.models.kernels`). ``"auto"`` chooses among them by stratified
+    inner cross-validation on the training data only (``selection_folds`` folds, one
+    model each, stopped after the fold during which ``selection_budget`` seconds ran
+    out); the scores and the choice are in ``selection_`` and in the run folder's
+    ``selection.json``, with each ``lstm-rocket`` member's ridge strength and
+    temperature (``ridge``).
 
     Sizes from the data when left to None (docs/models.md): ``patch`` = ceil(T / 64), so
     the LSTM reads at most 64 steps, each a patch projected to ``embedding_dim`` (32, or
@@ -95,8 +99,8 @@ class SeriesClassifier(ClassifierBase):
             standard deviation, ``None`` leaves values as they are.
         embedding_dim: size of the input projection (None: 32 with patches, else 0 = the
             raw channels).
-        weight_decay: AdamW's decay; None: 1.0 for ``lstm-rocket`` (a strong ridge on the
-            Dense layer over its many features), 0.01 for the others.
+        weight_decay: AdamW's decay; None: 1.0 for ``lstm-rocket`` (the LSTM learns a
+            correction to the ridge's logits), 0.01 for the others.
             Other arguments as :class:`TextClassifier`.
     """
 
@@ -106,9 +110,10 @@ class SeriesClassifier(ClassifierBase):
     _EPOCHS = (30, 200, 1000)  # epochs=None: about 1,000 optimizer steps, 30 to 200 passes
     _LSTM_STEPS: ClassVar[int] = 64
     _CONV_STEPS: ClassVar[int] = 128
-    # weight_decay=None: AdamW's decay for each architecture. The Dense layer over ~10,000
-    # kernel features is a linear classifier on far more features than series: it wants a
-    # strong ridge (OSULeaf, one model, seeds 0 and 1: 86.8 / 86.0 at 0.01, 89.3 / 89.3 at 1)
+    # weight_decay=None: AdamW's decay for each architecture. lstm-rocket's 1.0 was chosen
+    # when its Dense layer read the ~10,000 kernel features (OSULeaf, one model, seeds 0
+    # and 1: 86.8 / 86.0 at 0.01, 89.3 / 89.3 at 1); the closed-form ridge took that job
+    # and 1.0 was kept: it holds the LSTM's correction to the ridge's logits small
     _WEIGHT_DECAY: ClassVar[dict[str, float]] = {"lstm-rocket": 1.0, "lstm-fcn": 0.01, "lstm": 0.01}
 
     def __init__(
@@ -217,6 +222,7 @@ class SeriesClassifier(ClassifierBase):
             input_size=self.n_channels_ * (1 if self.level_scaler_ is None else 3),
             conv_channels=[w, 2 * w, w] if architecture == "lstm-fcn" else [],
             kernel_features=self.kernel_features if rocket else 0,
+            kernel_ridge=rocket,
             **sizes,
         )
 
@@ -243,12 +249,13 @@ class SeriesClassifier(ClassifierBase):
         return (*free, "params.weight_decay", "params.kernel_features", "model.kernel_length")
 
     def _prepare_model(self, model) -> None:
-        """The random-kernel branch's biases, from the training series being fitted."""
+        """The random-kernel branch's biases and ridge, from the training series being
+        fitted."""
         data = getattr(self, "_bias_data", None)
         if getattr(model, "kernels", None) is not None and data is not None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed + self._bias_draws)
-                model.kernels.fit_biases(data.inputs, data.lengths)
+                model.kernels.fit_biases(data.inputs, data.lengths, data.targets)
             self._bias_draws += 1
 
     def _learn(self, series: list[np.ndarray], targets: Tensor) -> TensorData:
@@ -279,6 +286,14 @@ class SeriesClassifier(ClassifierBase):
 
     def _after_fit(self, train_ids: np.ndarray, valid: TensorData | None, run_dir) -> None:
         self._bias_data = None
+        if self.selection_ is not None and self.model_config_.kernel_ridge:
+            self.selection_["ridge"] = [  # each member's, on all the training series
+                {
+                    "alpha": float(m.kernels.ridge_alpha),
+                    "temperature": float(m.kernels.ridge_temperature),
+                }
+                for m in members(self.model_)
+            ]
         if run_dir is not None and self.selection_ is not None:
             atomic_write_json(Path(run_dir) / SELECTION_FILE, self.selection_)
 

@@ -148,7 +148,8 @@ def _conv_branch(b: Builder, branch, x: str, lengths: str) -> str:
 def _kernel_branch(b: Builder, branch, x: str, lengths: str) -> str:
     """:class:`gatelab.models.kernels.KernelBranch` in eval mode: ``x (B, T, C)``,
     ``lengths (B,)`` -> ``(B, F)``: per dilation a Conv, the PPV over the real steps of
-    each bias, then the training series' standardisation."""
+    each bias, then the training series' standardisation (and, with ``classes``, the
+    closed-form ridge's scores ``(B, classes)``)."""
     m = _step_mask(b, x, lengths, 1)  # (B, T)
     h = b.op("Mul", [x, b.unsqueeze(b.op("Cast", [m], to=1), [2])])
     h = b.op("Transpose", [h], perm=[0, 2, 1])  # (B, C, T)
@@ -175,11 +176,18 @@ def _kernel_branch(b: Builder, branch, x: str, lengths: str) -> str:
     ppv = b.op("Div", [b.op("Concat", parts, axis=1), n])  # (B, F)
     scale = branch.scale.double()
     shift = -branch.shift.double() * scale
-    return b.op(
+    z = b.op(
         "Add",
         [b.op("Mul", [ppv, b.const(scale, "kernel_scale")]), b.const(shift, "kernel_shift")],
         "kernel_features",
     )  # (B, F)
+    if not branch.classes:
+        return z
+    t = branch.ridge_temperature
+    w = b.const(branch.ridge_weight.T * t, "kernel_ridge_weight_T")  # (F, classes)
+    return b.op(
+        "Add", [b.op("MatMul", [z, w]), b.const(branch.ridge_bias * t, "kernel_ridge_bias")]
+    )
 
 
 def _sequence_model(b: Builder, model: _SequenceModel, x: str, lengths: str | None) -> str:
@@ -192,11 +200,16 @@ def _sequence_model(b: Builder, model: _SequenceModel, x: str, lengths: str | No
         if full is None:  # every step real
             full = b.op("Expand", [b.dim(x, 1), b.dim(x, 0)], "full_lengths")
         extra.append(_conv_branch(b, model.conv, x, full))
+    ridge = None
     if c.kernel_features:
         full = lengths
         if full is None:
             full = b.op("Expand", [b.dim(x, 1), b.dim(x, 0)], "full_lengths")
-        extra.append(_kernel_branch(b, model.kernels, x, full))
+        branch = _kernel_branch(b, model.kernels, x, full)
+        if c.kernel_ridge:  # its scores join the logits
+            ridge = branch
+        else:
+            extra.append(branch)
     if c.tokens:
         e = _embed_tokens(b, model, x)  # (B, T, E)
     elif c.patch > 1:
@@ -230,6 +243,8 @@ def _sequence_model(b: Builder, model: _SequenceModel, x: str, lengths: str | No
     if extra:
         feats = b.op("Concat", [feats, *extra], "features_all", axis=-1)
     out = _linear(b, feats, model.head, "head")  # (B, out)
+    if ridge is not None:
+        out = b.op("Add", [out, ridge])
     if isinstance(model, ForecastNet) and c.highway:
         k = c.highway
         tail = b.op("Slice", [x, b.ints([-k]), b.ints([2**62]), b.ints([1])])  # (B, k, C)

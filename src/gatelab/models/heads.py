@@ -114,6 +114,12 @@ class ModelConfig:
             about this many features into the Dense head; 0: no branch. Its biases come
             from training series (``model.kernels.fit_biases``) before training.
         kernel_length: the series length the branch's dilations are sized for.
+        kernel_ridge: classifier only: the branch is a ridge classifier over its features,
+            solved in closed form (MiniRocket's ``RidgeClassifierCV``) when
+            ``fit_biases`` is given the training targets; its ``output_size`` scores,
+            times a temperature fitted to its leave-one-out scores, are ADDED to the
+            Dense head's logits (which then reads the LSTM alone) instead of its features
+            joining the Dense layer's input.
     """
 
     kind: str = _one_of("classifier", KINDS)
@@ -141,6 +147,7 @@ class ModelConfig:
     conv_pool: int = _count(1, minimum=1)
     kernel_features: int = _count(0)
     kernel_length: int = _count(9, minimum=1)
+    kernel_ridge: bool = False
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # the rule each field carries
@@ -182,6 +189,8 @@ class ModelConfig:
             )
         if self.patch > 1 and self.embedding_dim == 0:
             raise ValueError(f"patch={self.patch} needs embedding_dim > 0 (the patch projection)")
+        if self.kernel_ridge and (self.kind != "classifier" or not self.kernel_features):
+            raise ValueError("kernel_ridge needs a classifier with kernel_features > 0")
         if self.highway and (self.kind != "forecaster" or self.vocab_size > 0):
             raise ValueError("highway is for a forecaster on real-valued input")
 
@@ -254,8 +263,10 @@ class _SequenceModel(nn.Module):
             self.conv = ConvBranch(c.input_size, c.conv_channels, pool=c.conv_pool)
             self.features += c.conv_channels[-1]
         if c.kernel_features:
-            self.kernels = KernelBranch(c.input_size, c.kernel_features, c.kernel_length)
-            self.features += self.kernels.features
+            classes = c.output_size if c.kernel_ridge else 0
+            self.kernels = KernelBranch(c.input_size, c.kernel_features, c.kernel_length, classes)
+            if not c.kernel_ridge:  # else its scores join the logits (forward)
+                self.features += self.kernels.features
         self.head = nn.Linear(self.features, c.output_size)
 
     def _check_input(self, x: Tensor, lengths: Tensor | None) -> None:
@@ -313,7 +324,7 @@ class _SequenceModel(nn.Module):
         extra = []
         if c.conv_channels:
             extra.append(self.conv(x, lengths))  # (B, F)
-        if c.kernel_features:
+        if c.kernel_features and not c.kernel_ridge:
             extra.append(self.kernels(x, lengths))  # (B, F')
         if c.patch > 1:
             raw = lengths
@@ -351,7 +362,10 @@ class _SequenceModel(nn.Module):
         return out.amax(dim=1)  # (B, D*P)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
-        return self.head(self.dropout(self.encode(x, lengths)))  # (B, out)
+        out = self.head(self.dropout(self.encode(x, lengths)))  # (B, out)
+        if self.config.kernel_ridge:  # the ridge's calibrated scores, an offset to learn on
+            out = out + self.kernels(x, lengths)  # (B, out)
+        return out
 
 
 class _MaskedBatchNorm1d(nn.BatchNorm1d):

@@ -21,6 +21,22 @@ of each feature (at least ``MIN_STD``), fixed like the biases, for the Dense lay
 ridge-like linear classifier when trained with weight decay). A batch norm would
 standardise batches of 16 by their own statistics, which for the many rare features
 differ from the running ones: a model trained so scored 71 % on its own training set.
+
+With ``classes > 0`` the branch is MiniRocket's whole classifier: a ridge regression of the
+classes' +-1 indicators on the standardised features, its strength chosen by leave-one-out
+error over ``RIDGE_ALPHAS`` (scikit-learn's ``RidgeClassifierCV``, as the paper), solved in
+closed form on the training series by :meth:`KernelBranch.fit_biases` and fixed; the branch
+then gives the ``classes`` ridge scores times a temperature (logits), which the model adds
+to its Dense head's (the LSTM's) logits. A Dense layer trained by AdamW on ~10,000 features
+and a few dozen series is no ridge: Adam's steps move every weight alike (its implicit bias
+is the max-margin of the infinity norm, not the Euclidean one of gradient descent and
+ridge; Zhang et al. 2024), and on Coffee such a head was confidently wrong on series the
+closed-form ridge on the same features gets right. The temperature turns the ridge's
+scores into calibrated logits: the one of least cross-entropy of its LEAVE-ONE-OUT scores
+(exact, from the hat matrix; temperature scaling, Guo et al. 2017), since a ridge over more
+features than series fits its own training series exactly. The LSTM then trains on what
+the ridge leaves of the training targets, as a boosting stage fits the residuals of the
+stage before (Friedman 2001).
 """
 
 from __future__ import annotations
@@ -32,7 +48,17 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["KERNEL_LENGTH", "MIN_STD", "SNAP", "KernelBranch", "base_kernels", "dilations"]
+__all__ = [
+    "KERNEL_LENGTH",
+    "MIN_STD",
+    "RIDGE_ALPHAS",
+    "SNAP",
+    "TEMPERATURES",
+    "KernelBranch",
+    "base_kernels",
+    "dilations",
+    "temperature",
+]
 
 KERNEL_LENGTH = 9
 _MAX_DILATIONS = 32
@@ -44,6 +70,7 @@ _GOLDEN = (math.sqrt(5) - 1) / 2  # low-discrepancy quantile positions, as MiniR
 SNAP = 1e-4
 MIN_STD = 1e-2  # a feature's standard deviation, at least (PPVs are multiples of 1 / T)
 _CHUNK = 64  # series per feature computation while fitting
+RIDGE_ALPHAS = tuple(float(a) for a in 10.0 ** torch.linspace(-3, 3, 10))  # MiniRocket's
 
 
 def base_kernels() -> Tensor:
@@ -75,14 +102,19 @@ class KernelBranch(nn.Module):
             (84 * D))`` (:attr:`features`): the PPVs, then each channel's mean over the
             real steps (the level channels of a series classifier reach the Dense layer).
         length: the series length the dilations are sized for.
+        classes: 0, or the number of classes of a closed-form ridge classifier over the
+            features: the branch then gives its ``classes`` scores (:attr:`out_features`).
 
     Buffers (saved with the weights): ``weight (K, C, 9)`` for the ``K = 84 * D`` (kernel,
     dilation) pairs, dilation-major, each kernel times its channel subset; ``bias (K, nb)``.
     ``shift (F,)``, ``scale (F,)``: the standardisation. The biases are zero and the
     standardisation the identity until :meth:`fit_biases` sets them from training series.
+    With ``classes``: ``ridge_weight (classes, F)``, ``ridge_bias (classes,)`` (zero until
+    :meth:`fit_biases` is given the training targets), ``ridge_alpha ()``, the strength
+    chosen, and ``ridge_temperature ()``, the scores' factor.
     """
 
-    def __init__(self, input_size: int, features: int, length: int) -> None:
+    def __init__(self, input_size: int, features: int, length: int, classes: int = 0) -> None:
         super().__init__()
         self.dilations = dilations(length, features)
         D = len(self.dilations)
@@ -99,6 +131,13 @@ class KernelBranch(nn.Module):
         self.register_buffer("bias", torch.zeros(K, self.nb))
         self.register_buffer("shift", torch.zeros(self.features))  # (F,) training means
         self.register_buffer("scale", torch.ones(self.features))  # (F,) 1 / their std
+        self.classes = classes
+        self.out_features = classes or self.features
+        if classes:
+            self.register_buffer("ridge_weight", torch.zeros(classes, self.features))
+            self.register_buffer("ridge_bias", torch.zeros(classes))
+            self.register_buffer("ridge_alpha", torch.tensor(0.0))
+            self.register_buffer("ridge_temperature", torch.tensor(1.0))
         self._memo: dict[bytes, Tensor] = {}
 
     def _convolve(self, x: Tensor, k: slice, d: int) -> Tensor:
@@ -108,11 +147,14 @@ class KernelBranch(nn.Module):
         return out.masked_fill(out.abs() < SNAP, 0.0)
 
     @torch.no_grad()
-    def fit_biases(self, x: Tensor, lengths: Tensor | None = None) -> None:
+    def fit_biases(
+        self, x: Tensor, lengths: Tensor | None = None, targets: Tensor | None = None
+    ) -> None:
         """Set the biases from training series ``x (N, T, C)``: for each (kernel, dilation)
         pair, the quantiles ``frac((j + 1) * 0.618...)`` of its output over the real steps
         of one series drawn with the global RNG; then the standardisation of the features
-        of all ``N`` series."""
+        of all ``N`` series; then, with ``classes`` and ``targets (N,)`` (class ids), the
+        ridge (:meth:`fit_ridge`)."""
         N, T = x.shape[0], x.shape[1]
         if lengths is None:
             lengths = torch.full((N,), T, dtype=torch.long)
@@ -132,6 +174,51 @@ class KernelBranch(nn.Module):
         )
         self.shift.copy_(feats.mean(dim=0))
         self.scale.copy_(1.0 / feats.std(dim=0, unbiased=False).clamp_min(MIN_STD))
+        if self.classes and targets is not None:
+            loo = self.fit_ridge((feats - self.shift) * self.scale, targets)  # (N, classes)
+            self.ridge_temperature.fill_(temperature(loo, targets.cpu()))
+
+    @torch.no_grad()
+    def fit_ridge(self, feats: Tensor, targets: Tensor) -> Tensor:
+        """The ridge over standardised features ``feats (N, F)`` of the training series with
+        class ids ``targets (N,)`` in ``[0, classes)``: scikit-learn's
+        ``RidgeClassifierCV(alphas=RIDGE_ALPHAS)`` (intercept, +-1 indicators, the alpha
+        of least leave-one-out squared error). Two classes give one score ``s``; the
+        branch gives ``(-s, s)``, what a ridge of each class's indicator gives.
+
+        Returns ``(N, classes)``: each series' leave-one-out scores, the ridge of the
+        chosen alpha fitted without it, in closed form: with ``H`` the hat matrix
+        ``1 1^T / N + Z (Z^T Z + alpha I)^-1 Z^T`` of the centred features ``Z``, the
+        score without series ``i`` is ``(s_i - H_ii y_i) / (1 - H_ii)``."""
+        from sklearn.linear_model import RidgeClassifierCV
+
+        y = targets.cpu().numpy()
+        if len(set(y.tolist())) < 2:
+            raise ValueError(f"targets hold {len(set(y.tolist()))} class; the ridge needs >= 2")
+        feats = feats.detach().double().cpu()  # solved on the CPU, in float64
+        ridge = RidgeClassifierCV(alphas=RIDGE_ALPHAS).fit(feats.numpy(), y)
+        w = torch.as_tensor(ridge.coef_, dtype=torch.float64).reshape(-1, self.features)
+        b = torch.as_tensor(ridge.intercept_, dtype=torch.float64).reshape(-1)  # (K or 1,)
+        present = torch.as_tensor(ridge.classes_, dtype=torch.long)
+        weight = torch.zeros(self.classes, self.features, dtype=torch.float64)
+        bias = torch.full((self.classes,), -1.0, dtype=torch.float64)  # absent: "not it"
+        if len(present) == 2:
+            w, b = torch.cat([-w, w]), torch.cat([-b, b])
+        weight[present] = w
+        bias[present] = b
+        self.ridge_weight.copy_(weight)
+        self.ridge_bias.copy_(bias)
+        self.ridge_alpha.fill_(float(ridge.alpha_))
+        Z = feats - feats.mean(dim=0)  # (N, F)
+        G = Z @ Z.T  # (N, N)
+        N = len(G)
+        eye = torch.eye(N, dtype=G.dtype)
+        H = torch.linalg.solve(G + float(ridge.alpha_) * eye, G).T + 1.0 / N  # (N, N) hat
+        Y = torch.full((N, self.classes), -1.0, dtype=torch.float64)
+        Y[torch.arange(N), torch.as_tensor(y, dtype=torch.long)] = 1.0  # (N, classes)
+        fitted = feats @ weight.T + bias  # (N, classes)
+        h = H.diagonal()[:, None]  # (N, 1)
+        return (fitted - h * Y) / (1.0 - h).clamp_min(1e-12)
 
     @torch.no_grad()
     def ppv(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
@@ -172,10 +259,24 @@ class KernelBranch(nn.Module):
         return torch.stack([self._memo[k] for k in keys])  # (B, F)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
-        return (self._cached_ppv(x, lengths) - self.shift) * self.scale  # (B, F)
+        z = (self._cached_ppv(x, lengths) - self.shift) * self.scale  # (B, F)
+        if not self.classes:
+            return z
+        return (z @ self.ridge_weight.T + self.ridge_bias) * self.ridge_temperature  # (B, K)
 
-    def __getstate__(self) -> dict:  # copies (deepcopy, pickle) do not carry the memo
+    def __getstate__(self) -> dict:  # copies (deepcopy, pickle) carry no memo
         return {**self.__dict__, "_memo": {}}
+
+
+TEMPERATURES = tuple(2.0 ** (k / 4) for k in range(-16, 49))  # 1/16 .. 4096
+
+
+def temperature(scores: Tensor, targets: Tensor) -> float:
+    """The factor ``t`` of ``TEMPERATURES`` whose ``softmax(t * scores)`` has the least mean
+    cross-entropy against class ids ``targets (N,)``; ``scores (N, K)``."""
+    y = targets.to(torch.long)
+    loss = [float(torch.nn.functional.cross_entropy(t * scores.double(), y)) for t in TEMPERATURES]
+    return TEMPERATURES[min(range(len(loss)), key=loss.__getitem__)]
 
 
 def _masked(x: Tensor, lengths: Tensor) -> Tensor:

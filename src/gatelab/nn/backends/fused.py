@@ -263,7 +263,13 @@ class _FusedLSTM(torch.autograd.Function):
 # Eager runs keep `_FusedLSTM` (a custom op costs tens of microseconds a call, which a
 # single-step LSTMCell would feel); graphs being traced (dynamo, export) call these ops,
 # whose fake implementations give the output shapes without running anything.
-_N_EXTRAS = 9  # y, hr, xw_raw, ln_mean, ln_rstd, xhat_hh, rstd_hh, xhat_c, rstd_c
+_N_EXTRAS = 6  # y, hr, mean_ih, rstd_ih, xhat_hh, rstd_hh
+# The ops' names carry the layout of what they return (version 2: the layer norm's
+# recomputing backward, 11 saved entries). torch.compile's on-disk caches key on the
+# graph, which names the op but not its outputs: an op that kept its name while its
+# outputs changed read a stale compiled graph (IndexError) from a warm cache. Bump the
+# number whenever an op's inputs or outputs change.
+_OPS = "gatelab::fused_lstm_{}_v2"
 
 
 def _absent(ts) -> list[Tensor | None]:
@@ -276,7 +282,7 @@ def _fill(ts, like: Tensor) -> list[Tensor]:
     return [t if t is not None else like.new_empty(0) for t in ts]
 
 
-@torch.library.custom_op("gatelab::fused_lstm_forward", mutates_args=())
+@torch.library.custom_op(_OPS.format("forward"), mutates_args=())
 def _op_forward(
     x: Tensor,
     h0: Tensor,
@@ -311,13 +317,13 @@ def _(x, h0, c0, params, lengths, flags, keep):
     ln = bool(flags & (1 << 8))
     out += [e(T, B, H), e(T, B, H) if proj else e(0)]
     if ln:
-        out += [e(T * B, GH), e(T * B, 1), e(T * B, 1), e(T, B, GH), e(T, B), e(T, B, H), e(T, B)]
+        out += [e(T, B), e(T, B), e(T, B, GH), e(T, B)]
     else:
-        out += [e(0) for _ in range(7)]
+        out += [e(0) for _ in range(4)]
     return out
 
 
-@torch.library.custom_op("gatelab::fused_lstm_backward", mutates_args=())
+@torch.library.custom_op(_OPS.format("backward"), mutates_args=())
 def _op_backward(
     d_out: Tensor | None,
     d_hn: Tensor | None,
@@ -354,7 +360,7 @@ def _op_setup(ctx, inputs, output):
 def _op_grad(ctx, grads):
     if ctx.keep != 2:
         raise RuntimeError(
-            f"gatelab::fused_lstm_forward ran with keep={ctx.keep}, which keeps no buffers "
+            f"{_OPS.format('forward')} ran with keep={ctx.keep}, which keeps no buffers "
             "for backward; call it with keep=2 when a gradient is needed"
         )
     d_out, d_hn, d_cn = grads[:3]

@@ -176,8 +176,8 @@ std::vector<Tensor> lstm_backward(const OptTensor& dout, const OptTensor& dhn,
   if (present(dhn)) check_tensor(fn, "d_h_n", *dhn, x, {B, P});
   if (present(dcn)) check_tensor(fn, "d_c_n", *dcn, x, {B, H});
   // saved: lstm_forward's list (keep=2); the loops read every step of what they use
-  TORCH_CHECK(saved.size() >= 14, fn, ": saved holds ", saved.size(),
-              " tensors; expected lstm_forward's 14");
+  TORCH_CHECK(saved.size() >= 11, fn, ": saved holds ", saved.size(),
+              " tensors; expected lstm_forward's 11");
   auto saved_ok = [&](int k, const char* name, at::IntArrayRef want) {
     check_tensor(fn, name, saved[k], x, want);
     TORCH_CHECK(saved[k].is_contiguous(), fn, ": saved ", name, " is not contiguous");
@@ -188,15 +188,10 @@ std::vector<Tensor> lstm_backward(const OptTensor& dout, const OptTensor& dhn,
   saved_ok(5, "y_all", {T_, B, H});
   if (present(p[kWhr])) saved_ok(6, "hr_all", {T_, B, H});
   if (s.ln) {
-    saved_ok(7, "xw_raw", {T_ * B, GH});
-    TORCH_CHECK(saved[8].defined() && saved[9].defined() && saved[8].numel() == T_ * B &&
-                    saved[9].numel() == T_ * B && saved[8].is_contiguous() &&
-                    saved[9].is_contiguous(),
-                fn, ": saved layer-norm statistics must hold T*B=", T_ * B, " values each");
-    saved_ok(10, "xhat_hh", {T_, B, GH});
-    saved_ok(11, "rstd_hh", {T_, B});
-    saved_ok(12, "xhat_c", {T_, B, H});
-    saved_ok(13, "rstd_c", {T_, B});
+    saved_ok(7, "mean_ih", {T_, B});
+    saved_ok(8, "rstd_ih", {T_, B});
+    saved_ok(9, "xhat_hh", {T_, B, GH});
+    saved_ok(10, "rstd_hh", {T_, B});
   }
   at::NoGradGuard no_grad;
   const Tensor xz = zero_padding(x_, lengths);

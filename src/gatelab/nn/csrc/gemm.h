@@ -186,16 +186,17 @@ void pack_rows(const T* src, int64_t ld, int64_t rows, int64_t k0, int64_t K, in
 
 // C (M, N) = A (M, K) . B (K, N) for large matrices, in parallel: A (m, k) at
 // A[m * sam + k * sak], B given as panels (pack_rows), C row-major (ldc >= padded N).
+// acc: C += A . B instead (a product summed over blocks of K).
 template <typename T>
 void big_gemm(int64_t M, int64_t K, int64_t N, const T* A, int64_t sam, int64_t sak,
-              const T* Bp, T* C, int64_t ldc, const T* bias) {
+              const T* Bp, T* C, int64_t ldc, const T* bias, bool acc = false) {
   constexpr int64_t PW = kPanel<T>;
   const int64_t Np = (N + PW - 1) / PW * PW;
   const int64_t rows = kGemmMC, tasks = (M + rows - 1) / rows;
   const int64_t grain = M * K * N >= (1 << 18) ? 1 : tasks;  // small: no parallel region
   at::parallel_for(0, tasks, grain, [&](int64_t t0, int64_t t1) {
     std::vector<T> apack(sak != 1 ? kGemmMC * (1024 / sizeof(T)) : 0);
-    gemm_block<T>(t0 * rows, std::min(M, t1 * rows), K, A, sam, sak, Bp, C, ldc, 0, Np, false,
+    gemm_block<T>(t0 * rows, std::min(M, t1 * rows), K, A, sam, sak, Bp, C, ldc, 0, Np, acc,
                   bias, apack.empty() ? nullptr : apack.data());
   });
 }

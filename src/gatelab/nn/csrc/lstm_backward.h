@@ -55,6 +55,154 @@ void add_partials(const T* part, int64_t nblk, int64_t B, int64_t ld, T* dh, int
     }
 }
 
+// Rows [r0, r1) of the recurrent layer norm's backward: d (r - dr0) = LN'(g r), the
+// vectorised clones of ln_grad_row (the backward step's own code for the same rows).
+template <typename T>
+GL_CLONES void ln_grad_rows(T* d, int64_t dr0, const T* g, const T* w, const T* xhat,
+                            const T* rstd, int64_t n, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r)
+    ln_grad_row(d + (r - dr0) * n, g + r * n, w, xhat + r * n, rstd[r], n);
+}
+
+// One row of the input layer norm's backward: xr holds the raw x W_ih^T row in and
+// dy * xhat out (for d ln_ih_weight); dy holds d LN output in and d (x W_ih^T) out.
+template <typename T>
+GL_CLONES void ln_input_row(T* __restrict dy, T* __restrict xr, const T* __restrict w, T mean,
+                            T rstd, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) xr[j] = (xr[j] - mean) * rstd;  // as the forward's xhat
+  double s1, s2;
+  ln_dots(dy, w, xr, n, &s1, &s2);
+  const T mm1 = T(s1 / double(n)), mm2 = T(s2 / double(n));
+  for (int64_t j = 0; j < n; ++j) {
+    const T xh = xr[j], d = dy[j];
+    xr[j] = d * xh;
+    dy[j] = rstd * (d * w[j] - mm1 - xh * mm2);
+  }
+}
+
+// acc[j] += sum_r a[r, j] over R rows of C columns (double accumulators, parallel over
+// column blocks): a column sum continued over blocks of rows.
+template <typename T>
+void col_sum_acc(const T* a, int64_t lda, int64_t R, int64_t C, double* acc) {
+  constexpr int64_t CB = 256;
+  const int64_t tasks = (C + CB - 1) / CB;
+  const int64_t grain = R * C >= (1 << 16) ? 1 : tasks;
+  at::parallel_for(0, tasks, grain, [&](int64_t q0, int64_t q1) {
+    double part[CB];
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t j0 = q * CB, j1 = std::min(C, j0 + CB);
+      col_dot_block<T>(a, lda, nullptr, 0, R, j0, j1, part);
+      for (int64_t j = j0; j < j1; ++j) acc[j] += part[j - j0];
+    }
+  });
+}
+
+// Rows per block of the layer norm's after-loop passes: 256 rows of scratch instead of a
+// (T*B, GH) buffer (the GEMMs run at their peak from there: the own GEMM's K chunk is 256
+// float32 rows); T*B < 256 is one block, the forward's own GEMM call (at::mm for T*B < 128).
+inline int64_t ln_block_rows(int64_t TB) { return std::min<int64_t>(TB, 256); }
+
+// The blocks [0, nb) in ONE parallel region (par) or serially: each thread takes a run of
+// blocks and works in its own scratch slot, its thread number (ATen's OpenMP split gives
+// thread k the k-th run: the same blocks per slot in every call with that thread count).
+// One region instead of a few per block: on a shared machine each region's start waits
+// for the other thread to be scheduled, which cost more than the blocks' work (issue 16).
+template <typename F>
+void over_blocks(int64_t nb, int64_t slots, bool par, const F& fn) {
+  if (!par || slots == 1) return fn(0, nb, 0);
+  at::parallel_for(0, nb, 1, [&](int64_t b0, int64_t b1) {
+    const int64_t slot = at::get_thread_num();
+    TORCH_CHECK(slot >= 0 && slot < slots, "over_blocks: thread ", slot, " of ", slots);
+    fn(b0, b1, slot);
+  });
+}
+
+// dW_hh = sum_t dHW_t^T h_{t-1} with layer norm: dHW (d (h_{t-1} W_hh^T), through the
+// recurrent layer norm) is not kept from the loop but recomputed from dG and xhat_hh block
+// by block (the same ln_grad_row on the same values: the loop's bits), each block's
+// product added into its thread's partial dW_hh. h_{t-1}: h0 for the first B rows, then
+// h_feed (T, B, P).
+template <typename T>
+Tensor ln_dw_hh(const Tensor& dG, const Tensor& xhat_hh, const Tensor& rstd_hh,
+                const Tensor& w_ln, const Tensor& h0, const Tensor& h_feed, int64_t T_,
+                int64_t B, int64_t P, bool own) {
+  const int64_t TB = T_ * B, GH = dG.size(2), PW = kPanel<T>, Pp = (P + PW - 1) / PW * PW;
+  const auto opts = dG.options();
+  const int64_t KB = ln_block_rows(TB), nb = (TB + KB - 1) / KB;
+  // A run of blocks per thread when there are blocks enough for every thread; with fewer
+  // (T*B small, many threads) the blocks one after the other, each product parallel over
+  // GH (big_gemm), so that no thread idles.
+  const bool per_thread = own && nb >= at::get_num_threads();
+  const int64_t slots = per_thread ? std::max<int64_t>(1, std::min(nb, int64_t(at::get_num_threads()))) : 1;
+  const int64_t ldw = own ? Pp : P;
+  Tensor dhw = at::empty({slots, KB, GH}, opts);
+  Tensor hp = own ? at::empty({slots, Pp * KB}, opts) : Tensor();
+  Tensor dw = at::zeros({slots, GH, ldw}, opts);
+  Tensor h_prev;  // (TB, P), for at::mm only
+  if (!own) h_prev = at::cat({h0.unsqueeze(0), h_feed.narrow(0, 0, T_ - 1)}).view({TB, P});
+  const T *g = dG.data_ptr<T>(), *xh = xhat_hh.data_ptr<T>(), *rs = rstd_hh.data_ptr<T>();
+  const T* w = w_ln.data_ptr<T>();
+  over_blocks(nb, slots, per_thread, [&](int64_t b0, int64_t b1, int64_t slot) {
+    T* d = dhw.data_ptr<T>() + slot * KB * GH;
+    std::vector<T> apack(per_thread ? kGemmMC * (1024 / sizeof(T)) : 0);
+    for (int64_t q = b0; q < b1; ++q) {
+      const int64_t k0 = q * KB, k1 = std::min(TB, k0 + KB), kb = k1 - k0;
+      ln_grad_rows<T>(d, k0, g, w, xh, rs, GH, k0, k1);
+      if (!own) {
+        dw[0].addmm_(dhw[0].narrow(0, 0, kb).t(), h_prev.narrow(0, k0, kb));
+        continue;
+      }
+      T* hpp = hp.data_ptr<T>() + slot * Pp * KB;
+      if (k0 < B) pack_rows<T>(h0.data_ptr<T>() + k0 * P, P, std::min(k1, B) - k0, 0, kb, P, hpp);
+      if (k1 > B) {
+        const int64_t s0 = std::max(k0, B);
+        pack_rows<T>(h_feed.data_ptr<T>() + (s0 - B) * P, P, k1 - s0, s0 - k0, kb, P, hpp);
+      }
+      if (per_thread) {
+        gemm_block<T>(0, GH, kb, d, 1, GH, hpp, dw.data_ptr<T>() + slot * GH * Pp, Pp, 0, Pp,
+                      /*acc=*/true, nullptr, apack.data());
+      } else {
+        big_gemm<T>(GH, kb, P, d, 1, GH, hpp, dw.data_ptr<T>(), Pp, nullptr, /*acc=*/true);
+      }
+    }
+  });
+  Tensor r = slots == 1 ? dw[0] : dw.sum(0);
+  return own ? r.narrow(1, 0, P) : r;
+}
+
+// The input layer norm's backward, in place: dG (T*B, GH) becomes d (x W_ih^T), the raw
+// projection's gradient. x W_ih^T is recomputed block by block (LnInputGemm, the forward's
+// GEMM) and normalised with the forward's mean_ih / rstd_ih, so that xhat is the forward's
+// (to the bit on the own GEMM; LnInputGemm says why not quite on at::mm); nothing of size (T*B, GH) is kept or allocated for it (issue 16: it was
+// xw_raw, and ATen's native_layer_norm_backward with its own output). Returns d ln_ih_weight.
+template <typename T>
+Tensor ln_input_backward(Tensor& dG, const Tensor& x, const Tensor& w_ih, const Tensor& mean_ih,
+                         const Tensor& rstd_ih, const Tensor& w_ln) {
+  const int64_t GH = w_ih.size(0), TB = x.size(0) * x.size(1);
+  const LnInputGemm<T> gi(x, w_ih, TB);
+  const int64_t KB = ln_block_rows(TB), nb = (TB + KB - 1) / KB;
+  // A run of blocks per thread on the own GEMM (at::mm is not called inside a region) when
+  // there are blocks enough for every thread; else one block after the other, each GEMM
+  // parallel inside (as ln_dw_hh).
+  const bool par = gi.g.has_value() && nb >= at::get_num_threads();
+  const int64_t slots = par ? std::max<int64_t>(1, std::min(nb, int64_t(at::get_num_threads()))) : 1;
+  Tensor raw = at::empty({slots, KB, GH}, dG.options());
+  Tensor gw = at::zeros({slots, GH}, dG.options().dtype(at::kDouble));
+  T* g = dG.data_ptr<T>();
+  const T *m = mean_ih.data_ptr<T>(), *rs = rstd_ih.data_ptr<T>(), *w = w_ln.data_ptr<T>();
+  over_blocks(nb, slots, par, [&](int64_t b0, int64_t b1, int64_t slot) {
+    T* xr = raw.data_ptr<T>() + slot * KB * GH;
+    for (int64_t q = b0; q < b1; ++q) {
+      const int64_t k0 = q * KB, k1 = std::min(TB, k0 + KB);
+      gi.run(k0, k1, xr);
+      for (int64_t r = k0; r < k1; ++r)
+        ln_input_row<T>(g + r * GH, xr + (r - k0) * GH, w, m[r], rs[r], GH);
+      col_sum_acc<T>(xr, GH, k1 - k0, GH, gw.data_ptr<double>() + slot * GH);  // dy * xhat
+    }
+  });
+  return gw.sum(0).to(dG.scalar_type());
+}
+
 // saved: the forward's list. Returns [dx | undef, dh0, dc0, d params in kNumParams order
 // (undef where absent)].
 template <typename T>
@@ -67,17 +215,20 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   const DriverInputs d(x_, p, lengths, flags);
   const auto& [s, x, w_ih, w_hh, len_c, len, T_, B, I, GH, H, P, proj, opts] = d;
   const Tensor &out = saved[0], &acts = saved[3], &c_all = saved[4], &y_all = saved[5],
-               &hr_all = saved[6], &xw_raw = saved[7], &ln_mean = saved[8],
-               &ln_rstd = saved[9], &xhat_hh = saved[10], &rstd_hh = saved[11],
-               &xhat_c = saved[12], &rstd_c = saved[13];
+               &hr_all = saved[6], &mean_ih = saved[7], &rstd_ih = saved[8],
+               &xhat_hh = saved[9], &rstd_hh = saved[10];
 
   Tensor dout;
   if (dout_.has_value() && dout_->defined()) dout = dout_->contiguous();
   Tensor dc = (dcn_.has_value() && dcn_->defined()) ? dcn_->contiguous().clone()
                                                      : at::zeros({B, H}, opts);
   Tensor dG = at::empty({T_, B, GH}, opts);
-  Tensor dHW = s.ln ? at::empty({T_, B, GH}, opts) : dG;
-  Tensor dCN = s.ln ? at::empty({T_, B, H}, opts) : Tensor();
+  // layer norm: d (h_{t-1} W_hh^T) of one step, which the step's GEMM reads (ln_dw_hh
+  // recomputes it after the loop), and the ln_c parameters' gradients summed per row over
+  // the steps: nothing of size (T, B, .) besides dG (issue 16: were dHW and dCN)
+  Tensor dHW = s.ln ? at::empty({B, GH}, opts) : dG;
+  Tensor acc_c = s.ln ? at::zeros({2, B, H}, opts.dtype(at::kDouble)) : Tensor();
+  Tensor acc_hh = s.ln ? at::zeros({2, B, GH}, opts.dtype(at::kDouble)) : Tensor();
   Tensor dH_all = proj ? at::empty({T_, B, P}, opts) : Tensor();
   Tensor tmp = at::empty({B, H}, opts), tmp2 = at::empty({B, H}, opts);
   Tensor w_hr = proj ? p[kWhr]->contiguous() : Tensor();
@@ -96,6 +247,13 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   BwdStep<T> a(d, p);
   a.ln_c_w = ptr_or_null<T>(p[kLnCW]);
   a.ln_hh_w = ptr_or_null<T>(p[kLnHhW]);
+  if (s.ln) {
+    a.acc_cw = acc_c.data_ptr<double>();
+    a.acc_cb = a.acc_cw + B * H;
+    a.acc_hw = acc_hh.data_ptr<double>();
+    a.acc_hb = a.acc_hw + B * GH;
+    a.dHW = dHW.data_ptr<T>();
+  }
   a.dc = dc.data_ptr<T>();
   a.tmp = tmp.data_ptr<T>();
   a.tmp2 = tmp2.data_ptr<T>();
@@ -144,10 +302,11 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
     a.y = y_all.data_ptr<T>() + t * B * H;
     a.dG = dG.data_ptr<T>() + t * B * GH;
     if (s.ln) {
-      ln_rows_at<T>(a, t, xhat_hh, rstd_hh, xhat_c, rstd_c);
-      a.dHW = dHW.data_ptr<T>() + t * B * GH;
-      a.dcn = dCN.data_ptr<T>() + t * B * H;
+      a.xhat_hh = xhat_hh.data_ptr<T>() + t * B * GH;
+      a.rstd_hh = rstd_hh.data_ptr<T>() + t * B;
+      a.c_t = c_all.data_ptr<T>() + t * B * H;
     }
+    const T* dhw_t = s.ln ? dHW.data_ptr<T>() : dG.data_ptr<T>() + t * B * GH;
     if (proj) {
       // total gradient wrt h_t (projected), kept for dW_hr; then through W_hr
       if (!row_bstep) {
@@ -206,7 +365,7 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
                           0, g_hr->ldc(), false, nullptr, nullptr);
           }
           for (int64_t b = b0; b < b1; ++b) bwd_rows<T>(a, b, 0, H);
-          gemm_block<T>(b0, b1, GH, dHW.data_ptr<T>() + t * B * GH, GH, 1,
+          gemm_block<T>(b0, b1, GH, dhw_t, GH, 1,
                         g_hh.packed.template data_ptr<T>(), dhp, dld, 0, dld, beta != T(0),
                         nullptr, nullptr);
         }
@@ -226,7 +385,7 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
     }
     {
       Tick tk_(kPBwdGemm);
-      g_hh.run(dHW.data_ptr<T>() + t * B * GH, GH, beta, dhp, dld, par);
+      g_hh.run(dhw_t, GH, beta, dhp, dld, par);
     }
     adapt.end();
   }
@@ -251,8 +410,6 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   };
   const Tensor h_feed = zero_rows(out, padded_next, true);  // h_t as h_{t-1} of step t + 1
   const Tensor c_feed = zero_rows(c_all, padded_next, s.peep);  // c_t as c_{t-1} of step t + 1
-  const Tensor xhat_hh_r = zero_rows(xhat_hh, padded, s.ln);
-  const Tensor xhat_c_r = zero_rows(xhat_c, padded, s.ln);
   const Tensor hr_r = zero_rows(hr_all, padded, proj);
   std::vector<Tensor> g(3 + kNumParams);
   g[1] = dld == P ? dh : dh.narrow(1, 0, P).contiguous();
@@ -268,11 +425,15 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   // the bias is summed in double (col_dot): a float32 sum over T*B rows (inside the GEMM
   // below) lost 70x in precision at T = 2000 (6e-6 relative against 9e-8)
   if (has_bias || s.ln) {
-    Tensor dsum = vec(GH);
-    col_dot<T>(dG.data_ptr<T>(), GH, nullptr, 0, TB, GH, dsum.data_ptr<T>(), false);
+    // layer norm: summed in the loop (per row, in double)
+    Tensor dsum = s.ln ? acc_hh[1].sum(0).to(x.scalar_type()) : vec(GH);
+    if (!s.ln) col_dot<T>(dG.data_ptr<T>(), GH, nullptr, 0, TB, GH, dsum.data_ptr<T>(), false);
     if (p[kBih].has_value()) g[3 + kBih] = dsum;
     if (p[kBhh].has_value()) g[3 + kBhh] = p[kBih].has_value() ? dsum.clone() : dsum;
-    if (s.ln) g[3 + kLnHhB] = p[kBih].has_value() || p[kBhh].has_value() ? dsum.clone() : dsum;
+    if (s.ln) {  // both layer norms' biases: their outputs are summed into the pre-activation
+      g[3 + kLnHhB] = has_bias ? dsum.clone() : dsum;
+      g[3 + kLnIhB] = dsum.clone();
+    }
   }
   if (s.peep) {
     const T* dGp = dG.data_ptr<T>();
@@ -293,17 +454,12 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
       g[3 + kWco] = r;
     }
   }
-  if (s.ln) {
-    Tensor r = vec(GH);
-    col_dot<T>(dG.data_ptr<T>(), GH, xhat_hh_r.data_ptr<T>(), GH, TB, GH, r.data_ptr<T>(),
-               false);
-    g[3 + kLnHhW] = r;
-    Tensor rc = vec(H), rb = vec(H);
-    col_dot<T>(dCN.data_ptr<T>(), H, xhat_c_r.data_ptr<T>(), H, TB, H, rc.data_ptr<T>(), false);
-    col_dot<T>(dCN.data_ptr<T>(), H, nullptr, 0, TB, H, rb.data_ptr<T>(), false);
-    g[3 + kLnCW] = rc;
-    g[3 + kLnCB] = rb;
-    dCN = Tensor();
+  if (s.ln) {  // the layer norms' weights, summed in the loop (per row, double)
+    g[3 + kLnHhW] = acc_hh[0].sum(0).to(x.scalar_type());
+    acc_hh = Tensor();
+    g[3 + kLnCW] = acc_c[0].sum(0).to(x.scalar_type());  // over the rows, in double
+    g[3 + kLnCB] = acc_c[1].sum(0).to(x.scalar_type());
+    acc_c = Tensor();
   }
   if (proj) g[3 + kWhr] = at::mm(dH_all.view({TB, P}).t(), hr_r.view({TB, H}));
   dH_all = Tensor();
@@ -327,33 +483,20 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
     g[3 + kWhh] = dw.narrow(1, Ip, P);
   }
   // dW_hh = sum_t dHW_t^T h_{t-1}, h_{-1} = h0, h_{t-1} = out[t-1] on real steps
-  if (own && !one_dw) {
-    Tensor hp = at::empty({Pp * TB}, opts);
-    pack_rows<T>(h0.data_ptr<T>(), P, B, 0, TB, P, hp.data_ptr<T>());
-    if (T_ > 1) pack_rows<T>(h_feed.data_ptr<T>(), P, TB - B, B, TB, P, hp.data_ptr<T>());
-    Tensor dw = at::empty({GH, Pp}, opts);
-    big_gemm<T>(GH, TB, P, dHW.data_ptr<T>(), 1, GH, hp.data_ptr<T>(), dw.data_ptr<T>(), Pp,
-                nullptr);
-    g[3 + kWhh] = dw.narrow(1, 0, P);
+  if (s.ln) {
+    g[3 + kWhh] = ln_dw_hh<T>(dG, xhat_hh, rstd_hh, *p[kLnHhW], h0, h_feed, T_, B, P, own);
   } else if (!own) {
-    Tensor dwhh = at::mm(dHW.select(0, 0).t(), h0.contiguous());
+    Tensor dwhh = at::mm(dG.select(0, 0).t(), h0.contiguous());
     if (T_ > 1)
-      dwhh.addmm_(dHW.narrow(0, 1, T_ - 1).reshape({(T_ - 1) * B, GH}).t(),
+      dwhh.addmm_(dG.narrow(0, 1, T_ - 1).reshape({(T_ - 1) * B, GH}).t(),
                   h_feed.narrow(0, 0, T_ - 1).reshape({(T_ - 1) * B, P}));
     g[3 + kWhh] = dwhh;
   }
-  dHW = Tensor();  // (layer norm: its own buffer, released here)
+  dHW = Tensor();
 
   // the input side: through the input layer norm, then dx and dW_ih
-  Tensor dxw = dG.view({TB, GH});
-  if (s.ln) {
-    auto r = at::native_layer_norm_backward(dxw, xw_raw, {GH}, ln_mean, ln_rstd, p[kLnIhW],
-                                            p[kLnIhB], {true, true, true});
-    dG = Tensor();
-    dxw = std::get<0>(r).contiguous();
-    g[3 + kLnIhW] = std::get<1>(r);
-    g[3 + kLnIhB] = std::get<2>(r);
-  }
+  if (s.ln) g[3 + kLnIhW] = ln_input_backward<T>(dG, x, w_ih, mean_ih, rstd_ih, *p[kLnIhW]);
+  const Tensor dxw = dG.view({TB, GH});
   const T* dxw_p = dxw.data_ptr<T>();
   if (need_dx && own && TB >= 128) {  // dx = dxw W_ih (packing W_ih pays off for enough rows)
     Tensor wp = at::empty({Ip * GH}, opts);

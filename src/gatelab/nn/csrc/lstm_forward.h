@@ -10,8 +10,10 @@ namespace {
 // ----------------------------------------------------------------------- forward driver
 
 // Returns [out (T,B,P), h_n (B,P), c_n (B,H), acts (T,B,GH), c_all (T,B,H), y_all (T,B,H),
-//          hr_all (T,B,H) | undef, xw_raw (T*B,GH) | undef, ln_ih_mean, ln_ih_rstd,
-//          xhat_hh (T,B,GH), rstd_hh (T,B), xhat_c (T,B,H), rstd_c (T,B)]
+//          hr_all (T,B,H) | undef, and with layer norm (else undef): mean_ih (T,B),
+//          rstd_ih (T,B), xhat_hh (T,B,GH), rstd_hh (T,B)]
+// Layer norm keeps one (T, B, GH) buffer besides the gates (xhat_hh): backward recomputes
+// x W_ih^T (one GEMM) and LN(c_t) (from c_all) instead of keeping them (issue 16).
 // keep: 2 every step of everything (backward needs it), 1 every step of the trace (acts,
 // c_all) only, 0 none: buffers not kept hold one step and only states and out mean much.
 template <typename T>
@@ -29,7 +31,7 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
   Tensor bias;
   if (p[kBih].has_value()) bias = *p[kBih];
   if (p[kBhh].has_value()) bias = bias.defined() ? bias + *p[kBhh] : *p[kBhh];
-  Tensor xw, xw_raw, ln_mean, ln_rstd;
+  Tensor xw;
   int64_t xw_ld = GH;
   std::optional<Tick> tick_proj(std::in_place, kPFwdProj);
   if (!s.ln && (g_gemm_mode == 0 || g_gemm_mode == 4) && T_ * B >= 128) {
@@ -48,19 +50,9 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
     gemv_nt<T>(T_ * B, I, GH, x.data_ptr<T>(), I, w_ih.data_ptr<T>(), xw.data_ptr<T>(), GH, false,
                bias.defined() ? bias.data_ptr<T>() : nullptr);
   } else if (s.ln) {
-    if ((g_gemm_mode == 0 || g_gemm_mode == 4) && T_ * B >= 128 && GH % kPanel<T> == 0) {
-      WeightGemm<T> g_ih(w_ih, T_ * B, /*nt=*/true, /*reuse=*/1000);
-      xw_raw = at::empty({T_ * B, GH}, opts);
-      big_gemm<T>(T_ * B, I, GH, x.data_ptr<T>(), I, 1, g_ih.packed.template data_ptr<T>(),
-                  xw_raw.data_ptr<T>(), GH, nullptr);
-    } else {
-      xw_raw = at::mm(x2, w_ih.t());
-    }
-    auto r = at::native_layer_norm(xw_raw, {GH}, p[kLnIhW], p[kLnIhB], kLnEps);
-    xw = std::get<0>(r);
-    ln_mean = std::get<1>(r);
-    ln_rstd = std::get<2>(r);
-    if (bias.defined()) xw.add_(bias);
+    // the raw x W_ih^T: the step normalises its rows (fwd_rows); backward recomputes it
+    xw = at::empty({T_ * B, GH}, opts);
+    LnInputGemm<T>(x, w_ih, T_ * B).run(0, T_ * B, xw.data_ptr<T>());
   } else if (bias.defined()) {
     xw = at::addmm(bias, x2, w_ih.t());
   } else {
@@ -81,12 +73,15 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
   Tensor c_all = at::empty({TK, B, H}, opts);
   Tensor y_all = at::empty({TKB, B, H}, opts);
   Tensor hr_all = proj ? at::empty({TKB, B, H}, opts) : Tensor();
-  Tensor xhat_hh, rstd_hh, xhat_c, rstd_c;
+  Tensor xhat_hh, rstd_hh, mean_ih, rstd_ih, ln_shift;
   if (s.ln) {
     xhat_hh = at::empty({TKB, B, GH}, opts);
     rstd_hh = at::empty({TKB, B}, opts);
-    xhat_c = at::empty({TKB, B, H}, opts);
-    rstd_c = at::empty({TKB, B}, opts);
+    mean_ih = at::empty({TKB, B}, opts);
+    rstd_ih = at::empty({TKB, B}, opts);
+    ln_shift = *p[kLnIhB] + *p[kLnHhB];
+    if (bias.defined()) ln_shift = ln_shift + bias;
+    ln_shift = ln_shift.contiguous();
   }
   Tensor w_hr = proj ? p[kWhr]->contiguous() : Tensor();
 
@@ -113,8 +108,9 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
   a.hw = hw.data_ptr<T>();
   a.hw_ld = g_hh.ldc();
   a.hw_gs = g_hh.col(1);
+  a.ln_ih_w = ptr_or_null<T>(p[kLnIhW]);
   a.ln_hh_w = ptr_or_null<T>(p[kLnHhW]);
-  a.ln_hh_b = ptr_or_null<T>(p[kLnHhB]);
+  a.ln_shift = s.ln ? ln_shift.data_ptr<T>() : nullptr;
   a.ln_c_w = ptr_or_null<T>(p[kLnCW]);
   a.ln_c_b = ptr_or_null<T>(p[kLnCB]);
   a.c = c.data_ptr<T>();
@@ -167,7 +163,12 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
     a.acts = acts.data_ptr<T>() + (acts_in_xw ? t : tk) * B * GH;
     a.c_out = c_all.data_ptr<T>() + tk * B * H;
     a.y = y_all.data_ptr<T>() + tkb * B * H;
-    if (s.ln) ln_rows_at<T>(a, tkb, xhat_hh, rstd_hh, xhat_c, rstd_c);
+    if (s.ln) {
+      a.xhat_hh = xhat_hh.data_ptr<T>() + tkb * B * GH;
+      a.rstd_hh = rstd_hh.data_ptr<T>() + tkb * B;
+      a.mean_ih = mean_ih.data_ptr<T>() + tkb * B;
+      a.rstd_ih = rstd_ih.data_ptr<T>() + tkb * B;
+    }
     if (proj) {
       a.hr = hr_all.data_ptr<T>() + tkb * B * H;
       a.hr_ld = H;
@@ -228,8 +229,7 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
     adapt.end();
   }
   if (hptr != h.data_ptr<T>()) h = h2;
-  return {out, h, c, acts, c_all, y_all, hr_all, xw_raw, ln_mean, ln_rstd,
-          xhat_hh, rstd_hh, xhat_c, rstd_c};
+  return {out, h, c, acts, c_all, y_all, hr_all, mean_ih, rstd_ih, xhat_hh, rstd_hh};
 }
 
 }  // namespace

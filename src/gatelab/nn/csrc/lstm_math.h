@@ -78,20 +78,73 @@ GL_INLINE void add_mul(T* __restrict y, const T* __restrict u, const T* __restri
   for (int64_t j = 0; j < n; ++j) y[j] += u[j] * v[j];
 }
 
-// Row mean and 1/sqrt(var + eps) (biased variance, as torch.nn.functional.layer_norm).
+// Row reductions in double with 8 independent partial sums. Without -ffast-math the
+// compiler may not reorder one running sum, so a single accumulator is a serial chain (one
+// add's latency, 4 cycles, per element: the layer norms' row statistics took 2-3x the
+// standard step's whole pointwise pass, issue 16); 8 lanes vectorise (an AVX-512 register
+// of doubles). The result depends on n only, never on alignment or threads.
 template <typename T>
-GL_INLINE void row_moments(const T* __restrict x, int64_t n, double eps, double* mean,
-                           double* rstd) {
+GL_INLINE double sum_d(const T* __restrict x, int64_t n) {
+  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int k = 0; k < 8; ++k) acc[k] += double(x[j + k]);
   double s = 0;
-  for (int64_t j = 0; j < n; ++j) s += double(x[j]);
-  const double m = s / double(n);
-  double v = 0;
-  for (int64_t j = 0; j < n; ++j) {
+  for (; j < n; ++j) s += double(x[j]);
+  for (int k = 0; k < 8; ++k) s += acc[k];
+  return s;
+}
+
+// sum_j (x[j] - m)^2 in double (the two-pass variance: no cancellation when |m| >> std).
+template <typename T>
+GL_INLINE double sq_dev_d(const T* __restrict x, int64_t n, double m) {
+  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int k = 0; k < 8; ++k) {
+      const double d = double(x[j + k]) - m;
+      acc[k] += d * d;
+    }
+  double s = 0;
+  for (; j < n; ++j) {
     const double d = double(x[j]) - m;
-    v += d * d;
+    s += d * d;
   }
-  *mean = m;
-  *rstd = 1.0 / std::sqrt(v / double(n) + eps);
+  for (int k = 0; k < 8; ++k) s += acc[k];
+  return s;
+}
+
+// s1 = sum_j dy[j] w[j], s2 = sum_j dy[j] w[j] xhat[j], in double (layer norm backward).
+template <typename T>
+GL_INLINE void ln_dots(const T* __restrict dy, const T* __restrict w, const T* __restrict xhat,
+                       int64_t n, double* s1, double* s2) {
+  double p[8] = {0, 0, 0, 0, 0, 0, 0, 0}, q[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int k = 0; k < 8; ++k) {
+      const double g = double(dy[j + k]) * double(w[j + k]);
+      p[k] += g;
+      q[k] += g * double(xhat[j + k]);
+    }
+  double a = 0, b = 0;
+  for (; j < n; ++j) {
+    const double g = double(dy[j]) * double(w[j]);
+    a += g;
+    b += g * double(xhat[j]);
+  }
+  for (int k = 0; k < 8; ++k) a += p[k], b += q[k];
+  *s1 = a;
+  *s2 = b;
+}
+
+// Row mean and 1/sqrt(var + eps) (biased variance, as torch.nn.functional.layer_norm),
+// rounded to T: the forward normalises with these T values and the backward recomputes them
+// the same way from the same row, so both see the same xhat to the bit.
+template <typename T>
+GL_INLINE void row_moments(const T* __restrict x, int64_t n, double eps, T* mean, T* rstd) {
+  const double m = sum_d(x, n) / double(n);
+  *mean = T(m);
+  *rstd = T(1.0 / std::sqrt(sq_dev_d(x, n, m) / double(n) + eps));
 }
 
 // Layer norm backward of one row of n, from the forward's xhat and rstd and the weight w:
@@ -99,14 +152,24 @@ GL_INLINE void row_moments(const T* __restrict x, int64_t n, double eps, double*
 template <typename T>
 GL_INLINE void ln_grad_row(T* dx, const T* dy, const T* __restrict w, const T* __restrict xhat,
                            T rstd, int64_t n) {
-  double m1 = 0, m2 = 0;
-  for (int64_t j = 0; j < n; ++j) {
-    const double gy = double(dy[j]) * double(w[j]);
-    m1 += gy;
-    m2 += gy * double(xhat[j]);
-  }
-  const T mm1 = T(m1 / double(n)), mm2 = T(m2 / double(n));
+  double s1, s2;
+  ln_dots(dy, w, xhat, n, &s1, &s2);
+  const T mm1 = T(s1 / double(n)), mm2 = T(s2 / double(n));
   for (int64_t j = 0; j < n; ++j) dx[j] = rstd * (dy[j] * w[j] - mm1 - xhat[j] * mm2);
+}
+
+// ln_grad_row (dx apart from dy), with the row's terms of the layer norm's weight and bias
+// gradients added into aw and ab (dy xhat and dy, in double): the parameter reductions
+// while the row is in cache, instead of a pass over (T*B, n) after the loop.
+template <typename T>
+GL_INLINE void ln_grad_row_acc(T* __restrict dx, const T* __restrict dy, const T* __restrict w,
+                               const T* __restrict xhat, T rstd, int64_t n,
+                               double* __restrict aw, double* __restrict ab) {
+  for (int64_t j = 0; j < n; ++j) {
+    aw[j] += double(dy[j]) * double(xhat[j]);
+    ab[j] += double(dy[j]);
+  }
+  ln_grad_row(dx, dy, w, xhat, rstd, n);
 }
 
 // ----------------------------------------------------------------------- spec

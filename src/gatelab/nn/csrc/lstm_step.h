@@ -65,16 +65,35 @@ struct StepBase {
   bool real(int64_t b) const { return len == nullptr || t < len[b]; }
 };
 
-// Step t's rows of the layer norms' saved statistics (xhat_hh (T, B, GH), rstd_hh (T, B),
-// xhat_c (T, B, H), rstd_c (T, B)): written by the forward step, read by the backward.
-template <typename T, typename Step>
-void ln_rows_at(Step& a, int64_t t, const Tensor& xhat_hh, const Tensor& rstd_hh,
-                const Tensor& xhat_c, const Tensor& rstd_c) {
-  a.xhat_hh = xhat_hh.data_ptr<T>() + t * a.B * a.GH;
-  a.rstd_hh = rstd_hh.data_ptr<T>() + t * a.B;
-  a.xhat_c = xhat_c.data_ptr<T>() + t * a.B * a.H;
-  a.rstd_c = rstd_c.data_ptr<T>() + t * a.B;
-}
+// x W_ih^T without bias, rows [r0, r1) of x (TB, I), into out (row stride GH): the layer
+// norm's raw input projection. The forward computes every row at once, the backward
+// recomputes it block by block instead of keeping it (issue 16: one (T, B, GH) buffer
+// less); both pick the GEMM from TB alone, and the own GEMM's rows do not depend on the
+// block, so the backward normalises the forward's values. at::mm (4H not a multiple of
+// the panel, T*B < 128, or another GEMM mode) is called for all rows in the forward and
+// for each block in the backward, and may round a row differently by ulps: within the
+// float tolerance of a gradient, not the same bits.
+template <typename T>
+struct LnInputGemm {
+  Tensor x, w;  // x (TB, I) contiguous, w (GH, I) contiguous
+  int64_t TB, I, GH;
+  std::optional<WeightGemm<T>> g;  // the packed own GEMM, else at::mm
+
+  LnInputGemm(const Tensor& x_, const Tensor& w_, int64_t TB_)
+      : x(x_), w(w_), TB(TB_), I(w_.size(1)), GH(w_.size(0)) {
+    if ((g_gemm_mode == 0 || g_gemm_mode == 4) && TB >= 128 && GH % kPanel<T> == 0)
+      g.emplace(w, TB, /*nt=*/true, /*reuse=*/1000);
+  }
+  void run(int64_t r0, int64_t r1, T* out) const {
+    if (g && g->own()) {
+      big_gemm<T>(r1 - r0, I, GH, x.data_ptr<T>() + r0 * I, I, 1,
+                  g->packed.template data_ptr<T>(), out, GH, nullptr);
+      return;
+    }
+    Tensor o = at::from_blob(out, {r1 - r0, GH}, x.options());
+    at::mm_out(o, x.view({TB, I}).narrow(0, r0, r1 - r0), w.t());
+  }
+};
 
 // ----------------------------------------------------------------------- forward step
 
@@ -86,13 +105,12 @@ struct FwdStep : StepBase<T> {
   const T* hw;     // h_{t-1} W_hh^T: row stride hw_ld, gate k at column k * hw_gs
   int64_t hw_ld, hw_gs;
   T* acts;         // (B, GH): gate activations (the trace), pre-activations meanwhile
-  T* xhat_hh;      // (B, GH) layer norm only
-  T* rstd_hh;      // (B)
-  const T *ln_hh_w, *ln_hh_b, *ln_c_w, *ln_c_b;
+  // layer norm only: xw is then the raw x W_ih^T; both row statistics are taken here
+  T* xhat_hh;      // (B, GH) the normalised h_{t-1} W_hh^T (kept for backward)
+  T *rstd_hh, *mean_ih, *rstd_ih;  // (B) each
+  const T *ln_ih_w, *ln_hh_w, *ln_shift, *ln_c_w, *ln_c_b;  // shift: both ln biases + b
   T* c;            // (B, H) state: c_{t-1} in, c_t out (real rows)
   T* c_out;        // (B, H) c_t, zero on padded rows
-  T* xhat_c;       // (B, H) layer norm only
-  T* rstd_c;       // (B)
   T* y;            // (B, H) tanh(LN(c_t)) (or its identity)
   T* hr;           // (B, H) o * y, row stride hr_ld
   int64_t hr_ld;
@@ -117,38 +135,44 @@ GL_CLONES void fwd_rows(const FwdStep<T>& a, int64_t b, int64_t j0, int64_t j1) 
     if (a.h_state) std::memcpy(a.h_state + b * a.P + j0, a.h_prev + b * a.P + j0, sizeof(T) * n);
     if (s.ln) {
       for (int k = 0; k < s.G; ++k) std::memset(a.xhat_hh + b * GH + k * H + j0, 0, sizeof(T) * n);
-      std::memset(a.xhat_c + b * H + j0, 0, sizeof(T) * n);
-      a.rstd_hh[b] = T(0);
-      a.rstd_c[b] = T(0);
+      a.rstd_hh[b] = a.mean_ih[b] = a.rstd_ih[b] = T(0);
     }
     return;
   }
   const T* X = a.xw + b * a.xw_ld;
   const T* __restrict HW = a.hw + b * a.hw_ld;
   const int64_t gs = a.hw_gs;
-  // pre-activations: xw + hw (or + LN(hw); layer norm rows are whole: j0 = 0, j1 = H)
+  // pre-activations: xw + hw, or LN(x W_ih^T) + LN(hw) + biases: both layer norms' row
+  // statistics in this pass (rows are whole then: j0 = 0, j1 = H), so that the input
+  // projection is normalised here, with no pass of its own and no (T, B, GH) copy of it
   if (s.ln) {
+    T mi, ri, mh, rh;
+    row_moments(X, GH, kLnEps, &mi, &ri);  // A may be X: read it all first
     double sum = 0, var = 0;
-    for (int k = 0; k < s.G; ++k)
-      for (int64_t j = 0; j < H; ++j) sum += double(HW[k * gs + j]);
+    for (int k = 0; k < s.G; ++k) sum += sum_d(HW + k * gs, H);
     const double mean = sum / double(GH);
-    for (int k = 0; k < s.G; ++k)
-      for (int64_t j = 0; j < H; ++j) {
-        const double d = double(HW[k * gs + j]) - mean;
-        var += d * d;
-      }
-    const double rstd = 1.0 / std::sqrt(var / double(GH) + kLnEps);
+    for (int k = 0; k < s.G; ++k) var += sq_dev_d(HW + k * gs, H, mean);
+    mh = T(mean);
+    rh = T(1.0 / std::sqrt(var / double(GH) + kLnEps));
     T* __restrict xh = a.xhat_hh + b * GH;
-    const T* __restrict gw = a.ln_hh_w;
-    const T* __restrict gb = a.ln_hh_b;
-    for (int k = 0; k < s.G; ++k)
+    const T* __restrict wi = a.ln_ih_w;
+    const T* __restrict wh = a.ln_hh_w;
+    const T* __restrict sh = a.ln_shift;
+    for (int k = 0; k < s.G; ++k) {
+      const T* __restrict hk = HW + k * gs;
+      // A is X or apart from it, element for element: no dependence across j (without
+      // this GCC kept the loop scalar, 40% of the pass)
+#pragma GCC ivdep
       for (int64_t j = 0; j < H; ++j) {
         const int64_t q = k * H + j;
-        const T v = T((double(HW[k * gs + j]) - mean) * rstd);
+        const T v = (hk[j] - mh) * rh;
         xh[q] = v;
-        A[q] = X[q] + (v * gw[q] + gb[q]);
+        A[q] = (X[q] - mi) * ri * wi[q] + v * wh[q] + sh[q];
       }
-    a.rstd_hh[b] = T(rstd);
+    }
+    a.mean_ih[b] = mi;
+    a.rstd_ih[b] = ri;
+    a.rstd_hh[b] = rh;
   } else {
     for (int k = 0; k < s.G; ++k) {
       const int64_t o = k * H + j0, oh = k * gs + j0;
@@ -203,18 +227,12 @@ GL_CLONES void fwd_rows(const FwdStep<T>& a, int64_t b, int64_t j0, int64_t j1) 
     act_inplace(ao, n, s.gate_tanh);
   }
   // y = tanh(LN(c_t))
-  if (s.ln) {
-    double mean, rstd;
+  if (s.ln) {  // xhat_c is not kept: backward recomputes it from c_t (row_moments)
+    T mean, rstd;
     row_moments(co, H, kLnEps, &mean, &rstd);
-    T* __restrict xh = a.xhat_c + b * H;
     const T* __restrict gw = a.ln_c_w;
     const T* __restrict gb = a.ln_c_b;
-    for (int64_t j = 0; j < H; ++j) {
-      const T v = T((double(co[j]) - mean) * rstd);
-      xh[j] = v;
-      y[j] = v * gw[j] + gb[j];
-    }
-    a.rstd_c[b] = T(rstd);
+    for (int64_t j = 0; j < H; ++j) y[j] = (co[j] - mean) * rstd * gw[j] + gb[j];
   } else {
     std::memcpy(y, co, sizeof(T) * n);
   }
@@ -235,7 +253,9 @@ struct BwdStep : StepBase<T> {
   const T* acts;     // (B, GH) at t
   const T* c_prev;   // (B, H)
   const T* y;        // (B, H)
-  const T *xhat_c, *rstd_c, *ln_c_w;
+  const T *c_t, *ln_c_w;             // layer norm: c_t (B, H), to recompute LN(c_t)
+  double *acc_cw, *acc_cb;           // (B, H) sums over t of d ln_c_weight / bias, per row
+  double *acc_hw, *acc_hb;           // (B, GH) the same for ln_hh (its bias: every bias)
   const T *xhat_hh, *rstd_hh, *ln_hh_w;
   const T* dh_in;    // (B, H) gradient wrt h_t (no projection: the carry), row stride dh_ld
   int64_t dh_ld;
@@ -244,7 +264,6 @@ struct BwdStep : StepBase<T> {
   T* dc;             // (B, H) carry: dc_t in, dc_{t-1} out
   T* dG;             // (B, GH) d pre-activations at t
   T* dHW;            // (B, GH) d (h_{t-1} W_hh^T) at t (layer norm only)
-  T* dcn;            // (B, H) d LN_c output at t (layer norm only)
   T* tmp;            // (B, H) scratch
   T* tmp2;           // (B, H) scratch
 };
@@ -258,7 +277,6 @@ GL_CLONES void bwd_rows(const BwdStep<T>& a, int64_t b, int64_t j0, int64_t j1) 
     for (int k = 0; k < s.G; ++k) std::memset(D + k * H + j0, 0, sizeof(T) * n);
     if (s.ln) {
       for (int k = 0; k < s.G; ++k) std::memset(a.dHW + b * GH + k * H + j0, 0, sizeof(T) * n);
-      std::memset(a.dcn + b * H + j0, 0, sizeof(T) * n);
     }
     return;
   }
@@ -303,10 +321,19 @@ GL_CLONES void bwd_rows(const BwdStep<T>& a, int64_t b, int64_t j0, int64_t j1) 
   if (s.out_tanh) {
     for (int64_t j = 0; j < n; ++j) t2[j] = t2[j] * (T(1) - y[j] * y[j]);
   }
-  if (s.ln) {  // whole rows
-    T* __restrict dn = a.dcn + b * H;
-    std::memcpy(dn, t2, sizeof(T) * H);
-    ln_grad_row(t2, t2, a.ln_c_w, a.xhat_c + b * H, a.rstd_c[b], H);
+  if (s.ln) {  // whole rows; xhat_c recomputed into t1 (dh is read no more)
+    const T* __restrict cr = a.c_t + b * H;
+    T mean, rstd;
+    row_moments(cr, H, kLnEps, &mean, &rstd);
+    T* xc = t1;  // j0 = 0: the whole row; t1 is dh above (no __restrict: the same memory)
+    double* __restrict gw = a.acc_cw + b * H;
+    double* __restrict gb = a.acc_cb + b * H;
+    for (int64_t j = 0; j < H; ++j) {
+      xc[j] = (cr[j] - mean) * rstd;
+      gw[j] += double(t2[j]) * double(xc[j]);
+      gb[j] += double(t2[j]);
+    }
+    ln_grad_row(t2, t2, a.ln_c_w, xc, rstd, H);
   }
   // dc = carry + from the output (+ peephole of o)
   if (ao && s.peep) {
@@ -351,7 +378,9 @@ GL_CLONES void bwd_rows(const BwdStep<T>& a, int64_t b, int64_t j0, int64_t j1) 
     if (df) add_mul(dc, df, a.wcf + j0, n);
   }
   // d (h_{t-1} W_hh^T) through the recurrent layer norm, whole rows
-  if (s.ln) ln_grad_row(a.dHW + b * GH, D, a.ln_hh_w, a.xhat_hh + b * GH, a.rstd_hh[b], GH);
+  if (s.ln)
+    ln_grad_row_acc(a.dHW + b * GH, D, a.ln_hh_w, a.xhat_hh + b * GH, a.rstd_hh[b], GH,
+                    a.acc_hw + b * GH, a.acc_hb + b * GH);
 }
 
 // Run `fn(b, j0, j1)` over B rows and column chunks, in parallel when big enough.
