@@ -161,6 +161,7 @@ class TextClassifier(ClassifierBase):
         )
         train = self._tensor_data(texts, targets)
         self._train_texts = texts  # for the linear part, after training
+        self._linear_off = False  # True: resuming a run folder from before the linear part
         self.linear_words_: list[str] = []
         self._nb_table = None
         if self._use_nb(len(texts)):
@@ -319,7 +320,18 @@ class TextClassifier(ClassifierBase):
         logger.info("logit adjustment tau=%.2f: validation %s", tau, metrics)
         return tau
 
+    def _resume_free(self, run: Path, model_config: ModelConfig) -> tuple[str, ...]:
+        """A run folder from before the linear part lacks ``params.linear``: it resumes as
+        it was trained, without the part, whatever ``linear`` says now."""
+        free = super()._resume_free(run, model_config)
+        if "linear" in runs.read_config(run, self.task).get("params", {}):
+            return free
+        self._linear_off = True  # read by _use_linear; _learn resets it
+        return (*free, "params.linear")
+
     def _use_linear(self, n_train: int) -> bool:
+        if self._linear_off:
+            return False
         return n_train < LINEAR_AUTO_MAX_TEXTS if self.linear == "auto" else self.linear
 
     def _use_nb(self, n_train: int) -> bool:
