@@ -139,6 +139,20 @@ def test_mixed_model_save_load_round_trip(fitted, tmp_path):
     assert again.linear_weight_ == 1.0 and again.linear_C_ == mixed.linear_C_
 
 
+def test_resuming_a_finished_mixed_run_gives_the_same_model(fitted, tmp_path):
+    """A run folder written with the linear part resumes (its ``params.linear`` is checked
+    like every other setting) and, finished, gives the same mix again."""
+    X, y, mixed, _ = fitted
+    kw = {**TINY, "lr": 1e-9}
+    first = TextClassifier(**kw).fit(X, y, run_dir=tmp_path / "run")
+    again = TextClassifier(**kw).fit(X, y, run_dir=tmp_path / "run", resume=True)
+    assert again.linear_weight_ == first.linear_weight_ == mixed.linear_weight_ == 1.0
+    Xt, _ = sentiment_texts(40, seed=6)
+    np.testing.assert_allclose(again.predict_proba(Xt), first.predict_proba(Xt), atol=1e-7)
+    with pytest.raises(ValueError, match=r"params\.linear"):
+        TextClassifier(**kw, linear=False).fit(X, y, run_dir=tmp_path / "run", resume=True)
+
+
 def test_three_classes_mix_after_the_logit_adjustment():
     X, y = sentiment_texts(150)
     y = [lab if i % 3 else "mid" for i, lab in enumerate(y)]
