@@ -31,6 +31,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Timer, load_average, parser, setup
+from text_unseen import network_predict
 
 from gatelab import TextClassifier
 from gatelab.data import read_labelled_text
@@ -104,9 +105,12 @@ def main() -> None:
     acc = clf.score(dev.texts, dev.labels)
     print(
         f"gatelab TextClassifier (defaults): dev accuracy {100 * acc:.1f}%, "
-        f"training {timer.seconds / 60:.1f} min",
+        f"training {timer.seconds / 60:.1f} min; linear part w {clf.linear_weight_}, C "
+        f"{clf.linear_C_}, validation log-loss by w {clf.linear_losses_}",
         flush=True,
     )
+    alone = np.mean(network_predict(clf, dev.texts) == np.asarray(dev.labels))
+    print(f"  the network alone (w = 0): dev accuracy {100 * alone:.1f}%", flush=True)
     if not args.skip_peer:
         peer_acc, peer_s = peer(train, dev)
         print(

@@ -34,6 +34,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Timer, load_average, parser, setup
 from sst2 import PeerBiLSTM
+from text_unseen import network_predict
 
 from gatelab import TextClassifier
 from gatelab.data import read_labelled_text
@@ -122,6 +123,13 @@ def main() -> None:
         f"  dev {clf.validation_metrics_}; logit adjustment tau {clf.prior_adjustment_}; "
         f"test predictions per class {dict(sorted(Counter(clf.predict(test.texts)).items()))}"
         f", truth {dict(sorted(Counter(test.labels).items()))}",
+        flush=True,
+    )
+    alone = classification_metrics(np.asarray(test.labels), network_predict(clf, test.texts))
+    print(
+        f"  linear part: w {clf.linear_weight_}, C {clf.linear_C_}, dev log-loss by w "
+        f"{clf.linear_losses_}; the network alone (w = 0): test accuracy "
+        f"{100 * alone['accuracy']:.1f}, macro F1 {100 * alone['macro_f1']:.1f}",
         flush=True,
     )
     if not args.skip_peer:

@@ -297,6 +297,7 @@ def test_bad_option_values_are_one_line_errors(tmp_path, text_run):
     assert_clean_error(invoke(*args, "--variant", "banana"), "variant='banana'")
     assert_clean_error(invoke(*args, "--pooling", "sum", "--epochs", "1"), "pooling='sum'")
     assert_clean_error(invoke(*args, "--nb-features", "maybe"), "--nb-features 'maybe'")
+    assert_clean_error(invoke(*args, "--linear", "maybe"), "--linear 'maybe'")
     result = invoke(*args, "--nb-features", "off", "--nb-folds", "3")
     assert_clean_error(result, "--nb-folds 3 has no effect with --nb-features off")
 

@@ -61,8 +61,8 @@ def test_save_load_round_trip_and_no_pickle(text_clf, tmp_path, monkeypatch):
     text_clf.save(tmp_path / "run")
     names = sorted(p.name for p in (tmp_path / "run").iterdir())
     assert names == [
-        "config.json", "labels.json", "metrics.json", "model.safetensors", "tokenizer.json",
-        "vocab.json",
+        "config.json", "labels.json", "linear.json", "metrics.json", "model.safetensors",
+        "tokenizer.json", "vocab.json",
     ]  # fmt: skip
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["task"] == "text-classifier" and config["gatelab_version"] == gatelab.__version__
@@ -204,7 +204,9 @@ def test_logit_adjustment_for_more_than_two_classes():
     words = {"a": ["good", "great"], "b": ["bad", "awful"], "c": ["odd", "plain"]}
     labels = list(rng.choice(["a", "a", "a", "b", "c"], size=150))
     texts = [f"the {rng.choice(words[y])} film {rng.choice(['x', 'y'])}" for y in labels]
-    tiny = dict(embedding_dim=8, hidden_size=8, epochs=2, n_models=2, nb_features=False)
+    tiny = dict(
+        embedding_dim=8, hidden_size=8, epochs=2, n_models=2, nb_features=False, linear=False
+    )  # fmt: skip
     clf = TextClassifier(**tiny).fit(
         texts[:120], labels[:120], validation_data=(texts[120:], labels[120:])
     )

@@ -89,6 +89,11 @@ HELP = {
         f"1/N share of the training texts (out-of-fold); 0 or 1: the full ratios. Default "
         f"{TEXT['nb_folds']}; refused with --nb-features off."
     ),
+    "linear": (
+        "Mix the network with a linear part (TF-IDF uni+bigrams, logistic regression), its "
+        "weight chosen by the validation log-loss: on, off (the network alone), or auto "
+        "(on below 20,000 training texts)."
+    ),
     "separator": (
         "Field separator of the --train/--valid tables: a character such as ',' or a "
         "separator such as '|||' (SST files, LABEL ||| text). Default: sniffed from the "

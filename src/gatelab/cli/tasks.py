@@ -224,6 +224,7 @@ def train_text_classifier(
     min_freq: Annotated[int, typer.Option(help=HELP["min_freq"])] = TEXT["min_freq"],
     nb_features: Annotated[str, typer.Option(help=HELP["nb_features"])] = TEXT["nb_features"],
     nb_folds: Annotated[int | None, typer.Option(help=HELP["nb_folds"])] = None,
+    linear: Annotated[str, typer.Option(help=HELP["linear"])] = "auto",
     text_column: Annotated[str | None, typer.Option(help=HELP["text_column"])] = None,
     label_column: Annotated[str | None, typer.Option(help=HELP["label_column"])] = None,
     separator: Annotated[str | None, typer.Option(help=HELP["separator"])] = None,
@@ -247,9 +248,12 @@ def train_text_classifier(
         raise CommandError(f"--nb-features {nb_features!r}; expected on, off or auto")
     if nb_folds is not None and nb_features == "off":
         raise CommandError(f"--nb-folds {nb_folds} has no effect with --nb-features off")
+    if linear not in nb:  # the same three words as --nb-features
+        raise CommandError(f"--linear {linear!r}; expected on, off or auto")
     nb_folds = TEXT["nb_folds"] if nb_folds is None else nb_folds
     params.update(embedding_dim=embedding_dim, pooling=pooling, max_len=max_len)
     params.update(min_freq=min_freq, nb_features=nb[nb_features], nb_folds=nb_folds)
+    params.update(linear=nb[linear])
     est = TextClassifier(**params)
     _fit(est, out, resume, shared["quiet"], data.texts, data.labels, validation)
 

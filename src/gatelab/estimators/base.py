@@ -278,6 +278,7 @@ class LSTMEstimator(BaseEstimator):
         with torch.random.fork_rng(devices=[]):
             members = [build_model(model_config) for _ in range(n_models)]
         model = members[0] if n_models == 1 else Ensemble(members)
+        model = est._loaded_model(model, run)
         runs.load_state(model, run)
         est._load_artifacts(run)
         est.model_config_ = model_config
@@ -291,6 +292,11 @@ class LSTMEstimator(BaseEstimator):
         except (TypeError, ValueError, AttributeError) as err:
             raise RunFolderError(f"metrics file '{run / runs.METRICS_FILE}' is corrupt") from err
         return est
+
+    def _loaded_model(self, model: nn.Module, run: Path) -> nn.Module:
+        """The model whose weights ``run`` holds, from the one built by its config (hook:
+        parts added after training, e.g. the text classifier's linear part)."""
+        return model
 
     def _prepare_model(self, model: nn.Module) -> None:
         """Set data-derived, untrained parts of a freshly built model (hook)."""

@@ -14,14 +14,19 @@ from gatelab.data import Tokenizer, Vocabulary, pad_sequences
 from gatelab.errors import DataError
 from gatelab.estimators.base import ClassifierBase, read_artifact
 from gatelab.estimators.ensemble import members
+from gatelab.models.bag import BagOfNgrams, WithLinear
 from gatelab.models.heads import ModelConfig
+from gatelab.train import runs
 from gatelab.train.fit import TensorData, predict_batches
+from gatelab.train.runs import RunFolderError
 
-__all__ = ["NB_AUTO_MAX_TEXTS", "TextClassifier"]
+__all__ = ["LINEAR_AUTO_MAX_TEXTS", "NB_AUTO_MAX_TEXTS", "TextClassifier"]
 
 logger = logging.getLogger(__name__)
 
 NB_AUTO_MAX_TEXTS = 20_000  # TextClassifier(nb_features="auto") uses them below this
+LINEAR_AUTO_MAX_TEXTS = 20_000  # TextClassifier(linear="auto") mixes in the linear part below
+LINEAR_FILE = "linear.json"  # the run folder's record of the linear part and its weight
 
 
 class TextClassifier(ClassifierBase):
@@ -57,6 +62,17 @@ class TextClassifier(ClassifierBase):
             that the model learns how far the ratios hold on text they did not come
             from; new texts read the ratios of all training texts. 0 or 1: every text
             reads the full ratios.
+        linear: ``True`` mixes the network's probabilities with a linear part's,
+            ``(1 - w) p_network + w p_linear``: logistic regression on TF-IDF unigrams and
+            hashed bigrams of the same token ids (:mod:`gatelab.models.bag`), ``C`` in
+            {1, 10, 100} and ``w`` in {0, 1/4, 1/2, 3/4, 1} chosen by the validation
+            log-loss after the networks are trained (which it leaves as they are). On
+            about a thousand texts the linear part wins (``w = 1``), on SST-5 the network
+            (``w = 0``). ``"auto"`` does so below 20,000 training texts: on SST-2's 67k
+            phrases the held-out phrases (sub-phrases of the training sentences) chose
+            ``w = 3/4`` and dev sentences fell from 85.8 to 81.5. Without validation
+            data, ``w = 0``. ``False``: the network alone. The choice is in
+            ``linear_weight_`` and ``linear_C_``.
         max_len: texts are cut to their first ``max_len`` tokens.
         lowercase: lower-case before tokenising.
         n_models: an ensemble of this many models (seeds ``seed, seed + 1, ...``),
@@ -95,6 +111,7 @@ class TextClassifier(ClassifierBase):
         lowercase: bool = True,
         nb_features: bool | str = "auto",
         nb_folds: int = 5,
+        linear: bool | str = "auto",
         n_models: int = 3,
         seed: int = 0,
         device: str = "cpu",
@@ -113,13 +130,16 @@ class TextClassifier(ClassifierBase):
             raise DataError(f"{what} holds no texts; expected at least one")
         return texts
 
-    def _token_ids(self, texts: list[str]) -> list[list[int]]:
-        ids = [self.vocab_.encode(self.tokenizer_(t)) for t in texts]
+    def _token_ids(self, texts: list[str], vocab: Vocabulary | None = None) -> list[list[int]]:
+        vocab = self.vocab_ if vocab is None else vocab
+        ids = [vocab.encode(self.tokenizer_(t)) for t in texts]
         # A text with no tokens still needs one step: it becomes a single <unk>.
         return [(s or [1])[: self.max_len] if self.max_len else (s or [1]) for s in ids]
 
-    def _tensor_data(self, texts: list[str], targets: Tensor | None) -> TensorData:
-        padded, lengths = pad_sequences(self._token_ids(texts))
+    def _tensor_data(
+        self, texts: list[str], targets: Tensor | None, vocab: Vocabulary | None = None
+    ) -> TensorData:
+        padded, lengths = pad_sequences(self._token_ids(texts, vocab))
         if targets is None:
             targets = torch.zeros(len(texts), dtype=torch.long)
         return TensorData(padded, lengths, targets)
@@ -128,6 +148,8 @@ class TextClassifier(ClassifierBase):
         k = self.nb_folds
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
             raise ValueError(f"nb_folds={k!r}; expected an int >= 0 (0 or 1: no folds)")
+        if not isinstance(self.linear, bool) and self.linear != "auto":
+            raise ValueError(f"linear={self.linear!r}; expected 'auto', True or False")
 
     def _learn(self, texts: list[str], targets: Tensor) -> TensorData:
         """The tokenizer, the vocabulary and the naive-Bayes tables of the training texts."""
@@ -138,6 +160,9 @@ class TextClassifier(ClassifierBase):
             max_size=self.max_vocab,
         )
         train = self._tensor_data(texts, targets)
+        self._train_texts = texts  # for the linear part, after training
+        self._linear_off = False  # True: resuming a run folder from before the linear part
+        self.linear_words_: list[str] = []
         self._nb_table = None
         if self._use_nb(len(texts)):
             self._nb_table = _nb_tables(train, len(self.classes_), len(self.vocab_), self.nb_folds)
@@ -160,8 +185,111 @@ class TextClassifier(ClassifierBase):
         if len(self.classes_) > 2 and valid is not None:
             counts = np.bincount(train_ids, minlength=len(self.classes_))
             self.prior_adjustment_ = self._adjust_for_priors(valid, counts)
-            if run_dir is not None:
-                self._write_results(Path(run_dir))
+        texts, self._train_texts = self._train_texts, None
+        self._add_linear(texts, train_ids, valid)
+        if run_dir is not None:
+            self._write_results(Path(run_dir))
+
+    def fit(self, X, y, *, validation_data=None, **kwargs):
+        X = X if isinstance(X, str) else list(X)  # read twice: by fit, by the linear part
+        if validation_data is not None and not isinstance(validation_data[0], str):
+            validation_data = (list(validation_data[0]), validation_data[1])
+        self._fit_inputs = (X, y, validation_data)  # the linear part reads the raw texts
+        try:
+            return super().fit(X, y, validation_data=validation_data, **kwargs)
+        finally:
+            self._fit_inputs = None
+
+    fit.__doc__ = ClassifierBase.fit.__doc__
+
+    def _valid_texts(self) -> list[str]:
+        """The validation texts of the running ``fit`` (given, or held out of ``X``)."""
+        X, y, validation_data = self._fit_inputs
+        if validation_data is not None:
+            return self._items(validation_data[0], "validation X")
+        items = self._items(X)
+        _, valid_idx = self._split(len(items), np.searchsorted(self.classes_, np.asarray(y)))
+        return [items[i] for i in valid_idx]
+
+    def _add_linear(self, texts: list[str], train_ids: np.ndarray, valid: TensorData | None):
+        """Fit the linear part on the training ``texts`` and choose its weight ``w`` on
+        ``valid``; ``w > 0`` makes ``model_`` a :class:`gatelab.models.bag.WithLinear`
+        (log-probabilities) and ``vocab_`` the network's vocabulary followed by the
+        linear part's own words (``linear_words_``: words below ``min_freq``)."""
+        from gatelab.estimators.text_linear import choose_weight, fit_linear
+        from gatelab.train.fit import evaluate_outputs
+
+        self.linear_weight_, self.linear_C_, self.linear_losses_ = 0.0, None, None
+        n_classes = len(self.classes_)
+        if valid is None or not self._use_linear(len(texts)):
+            return
+        if len(np.unique(train_ids)) < n_classes:
+            logger.info("linear part skipped: a class is missing from the training part")
+            return
+        every = Vocabulary.build(
+            (self.tokenizer_(t) for t in texts), min_freq=1, max_size=self.max_vocab
+        )
+        words = [t for t in every.tokens if t not in self.vocab_]
+        vocab = Vocabulary([*self.vocab_.tokens, *words])  # network ids first, same ids
+        lin_train = self._tensor_data(texts, torch.as_tensor(train_ids), vocab)
+        lin_valid = self._tensor_data(self._valid_texts(), valid.targets, vocab)
+        linear, self.linear_C_ = fit_linear(lin_train, lin_valid, len(vocab), n_classes)
+        eval_bs = self.train_config_.eval_batch_size
+        p_net = predict_batches(self.model_, valid, eval_bs).softmax(-1)  # (N, C)
+        p_lin = predict_batches(linear, lin_valid, eval_bs).softmax(-1)
+        y = valid.targets.numpy()
+        w, losses = choose_weight(p_net, p_lin, y)
+        self.linear_weight_ = w
+        self.linear_losses_ = {str(k): v for k, v in losses.items()}
+        logger.info(
+            "linear part C=%g, mix weight w=%g; validation log-loss by w: %s",
+            self.linear_C_,
+            w,
+            " ".join(f"{k:g}: {v:.4f}" for k, v in losses.items()),
+        )
+        if w == 0.0:
+            return
+        mixed = WithLinear(self.model_, linear, w, network_vocab_size=len(self.vocab_))
+        self.model_ = mixed.to(torch.device(self.device)).eval()
+        self.vocab_, self.linear_words_ = vocab, words
+        out = predict_batches(self.model_, lin_valid, eval_bs)
+        self.validation_metrics_ = evaluate_outputs(self.model_, out, valid.targets)
+
+    def _write_results(self, run: Path) -> None:
+        super()._write_results(run)
+        if hasattr(self, "linear_weight_"):
+            runs.atomic_write_json(run / LINEAR_FILE, self._linear_record())
+
+    def _linear_record(self) -> dict[str, Any]:
+        record = {"weight": self.linear_weight_, "C": self.linear_C_}
+        record["validation_log_loss"] = self.linear_losses_
+        if isinstance(self.model_, WithLinear):
+            lin = self.model_.linear
+            record.update(vocab_size=lin.vocab_size, outputs=lin.outputs, buckets=lin.buckets)
+            record.update(network_vocab_size=self.model_.network_vocab_size)
+            record["words"] = self.linear_words_  # the ids after vocab.json's, in order
+        return record
+
+    def _loaded_model(self, model: nn.Module, run: Path) -> nn.Module:
+        """``model`` with the linear part that ``linear.json`` records, if any (runs
+        saved before the linear part, or with ``w = 0``: the network alone)."""
+        self.linear_weight_, self.linear_C_, self.linear_losses_ = 0.0, None, None
+        self.linear_words_ = []
+        if not (run / LINEAR_FILE).is_file():
+            return model
+        record = runs.read_json(run / LINEAR_FILE, LINEAR_FILE)
+        try:
+            self.linear_weight_ = float(record["weight"])
+            self.linear_C_ = record["C"]
+            self.linear_losses_ = record.get("validation_log_loss")
+            if self.linear_weight_ == 0.0:
+                return model
+            sizes = (int(record[k]) for k in ("vocab_size", "outputs", "buckets"))
+            self.linear_words_ = [str(t) for t in record["words"]]
+            n = int(record["network_vocab_size"])
+            return WithLinear(model, BagOfNgrams(*sizes), self.linear_weight_, n)
+        except (KeyError, TypeError, ValueError) as err:
+            raise RunFolderError(f"'{run / LINEAR_FILE}' is corrupt ({err})") from err
 
     def _adjust_for_priors(self, valid: TensorData, counts: np.ndarray) -> float:
         """Logit adjustment for more than two classes (Menon et al. 2021): subtract
@@ -192,6 +320,20 @@ class TextClassifier(ClassifierBase):
         logger.info("logit adjustment tau=%.2f: validation %s", tau, metrics)
         return tau
 
+    def _resume_free(self, run: Path, model_config: ModelConfig) -> tuple[str, ...]:
+        """A run folder from before the linear part lacks ``params.linear``: it resumes as
+        it was trained, without the part, whatever ``linear`` says now."""
+        free = super()._resume_free(run, model_config)
+        if "linear" in runs.read_config(run, self.task).get("params", {}):
+            return free
+        self._linear_off = True  # read by _use_linear; _learn resets it
+        return (*free, "params.linear")
+
+    def _use_linear(self, n_train: int) -> bool:
+        if self._linear_off:
+            return False
+        return n_train < LINEAR_AUTO_MAX_TEXTS if self.linear == "auto" else self.linear
+
     def _use_nb(self, n_train: int) -> bool:
         if self.nb_features == "auto":
             return n_train < NB_AUTO_MAX_TEXTS
@@ -214,14 +356,23 @@ class TextClassifier(ClassifierBase):
         return np.asarray(out)
 
     def _artifacts(self) -> dict[str, Any]:
+        # vocab.json: the network's vocabulary; the linear part's own words are in
+        # linear.json (their ids follow)
+        extra = len(getattr(self, "linear_words_", []))
+        network_vocab = Vocabulary(self.vocab_.tokens[: len(self.vocab_) - extra])
         return {
-            "vocab.json": self.vocab_.to_dict(),
+            "vocab.json": network_vocab.to_dict(),
             "tokenizer.json": self.tokenizer_.to_dict(),
             "labels.json": self._labels_artifact(),
         }
 
     def _load_artifacts(self, run: Path) -> None:
         self.vocab_ = read_artifact(run, "vocab.json", Vocabulary.from_dict)
+        if self.linear_words_:  # read by _loaded_model, before
+            try:
+                self.vocab_ = Vocabulary([*self.vocab_.tokens, *self.linear_words_])
+            except DataError as err:
+                raise RunFolderError(f"'{run / LINEAR_FILE}' is corrupt ({err})") from err
         self.tokenizer_ = read_artifact(run, "tokenizer.json", Tokenizer.from_dict)
         self._read_labels(run)
 

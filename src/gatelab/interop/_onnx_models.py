@@ -16,7 +16,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from gatelab.interop._onnx_bag import with_linear
 from gatelab.interop._onnx_graph import Builder, lower_recurrent, recurrent_kind
+from gatelab.models.bag import WithLinear
 from gatelab.models.charlm import CharLM
 from gatelab.models.heads import ForecastNet, _SequenceModel
 from gatelab.models.kernels import SNAP
@@ -253,9 +255,14 @@ def _sequence_model(b: Builder, model: _SequenceModel, x: str, lengths: str | No
 
 def _model_outputs(b: Builder, model: nn.Module, x: str, lengths: str | None) -> str:
     """A model or an ensemble of them (``_Ensemble``: classifiers average probabilities
-    and return their log, others average outputs)."""
+    and return their log, others average outputs), or either mixed with a text
+    classifier's linear part (``WithLinear``: log-probabilities)."""
     if isinstance(model, _SequenceModel):
         return _sequence_model(b, model, x, lengths)
+    if isinstance(model, WithLinear):  # the text classifier's linear part beside it
+        real = b.op("Not", [b.op("Less", [x, b.ints(0)])])  # (B, T) all true
+        mask = real if lengths is None else _step_mask(b, x, lengths, 1)
+        return with_linear(b, model, x, lengths, mask, _model_outputs)
     members = [_sequence_model(b, m, x, lengths) for m in model.members]
     if model.config.kind == "classifier":
         members = [b.op("Softmax", [m], axis=-1) for m in members]

@@ -382,9 +382,8 @@ def _module_graph(b: Builder, module: nn.Module, inputs: tuple[Tensor, ...]):
 
 def _meta(module: nn.Module, **extra: str) -> dict[str, str]:
     meta = {"gatelab_module": type(module).__name__}
-    lstm = getattr(module, "lstm", None) or (
-        module.members[0].lstm if _is_ensemble(module) else module
-    )
+    net = getattr(module, "network", module)  # a text classifier's WithLinear: its network
+    lstm = getattr(net, "lstm", None) or (net.members[0].lstm if _is_ensemble(net) else net)
     spec = getattr(lstm, "spec", None)
     if spec is not None:
         meta["gatelab_cell"] = spec.describe()
@@ -410,8 +409,9 @@ def export_run(
 
     Graphs by task kind (``B`` and ``T`` dynamic; ``lengths (B,)`` int64 real steps):
 
-    - ``text-classifier``: ``ids (B, T)`` int64 (the run's ``vocab.json``; 0 pads),
-      ``lengths`` -> ``probabilities (B, classes)``; metadata ``labels`` (JSON list);
+    - ``text-classifier``: ``ids (B, T)`` int64 (the run's ``vocab.json``, then the
+      ``words`` of ``linear.json`` for a run with a linear part; 0 pads), ``lengths`` ->
+      ``probabilities (B, classes)``, the linear part mixed in; metadata ``labels``;
     - ``series-classifier``: ``series (B, T, C)`` float32 raw values (steps past a
       series' length are ignored), ``lengths`` -> ``probabilities``; the run's
       normalisation, level channels, patches and LSTM-FCN branch are in the graph;

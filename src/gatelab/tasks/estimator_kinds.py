@@ -253,14 +253,20 @@ def explain_input(
             "give --text or --data"
         )
     est = estimators.load(run_dir)
-    net = est.model_
-    members = getattr(net, "members", None)
+    net = mixed = est.model_
     notes = []
+    if hasattr(mixed, "linear"):  # a text classifier's WithLinear: the network is shown
+        w = float(mixed.weight)
+        notes.append(f"The network is shown; its probabilities count {1 - w:g} of the mix.")
+        net = mixed.network
+    members = getattr(net, "members", None)
     if members is not None:
         notes.append(f"An ensemble of {len(members)} models: the report shows the first.")
         net = members[0]
     if kind == "text-classifier":
         x, labels = _text_input(est, text, data, warn)
+        if hasattr(mixed, "linear"):
+            x = mixed.network_ids(x)  # the linear part's own words are <unk> to the network
         return EstimatorInput(est, net, x, labels, notes=notes)
     if text is not None or data is None:
         raise DataError(f"a {kind} run is explained on --data FILE, not --text")

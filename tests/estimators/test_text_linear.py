@@ -1,0 +1,252 @@
+"""The TextClassifier's linear part (gatelab.models.bag, gatelab.estimators.text_linear):
+the torch forward against scikit-learn, the mix weight chosen on validation data, the
+networks left as they were, save / load."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy import sparse
+from sklearn.feature_extraction.text import TfidfTransformer
+from sklearn.linear_model import LogisticRegression
+
+import gatelab.estimators.text_linear as text_linear
+from gatelab.estimators import TextClassifier
+from gatelab.models.bag import WithLinear, ngram_columns
+from gatelab.train.fit import TensorData, predict_batches
+from tests.helpers import sentiment_texts
+
+ATOL = 1e-5  # float32 buffers against scikit-learn's float64
+
+TINY = dict(
+    embedding_dim=8, hidden_size=8, epochs=2, batch_size=16, lr=1e-2, n_models=1, min_freq=1,
+    validation_fraction=0.25,
+)  # fmt: skip
+
+
+def random_ids(n: int, V: int, seed: int, shift: int = 0) -> TensorData:
+    """``n`` texts of 1-12 ids in ``[1, V)`` with repeats, padded; ``shift`` moves every
+    other text's ids to a naive-Bayes fold table (``+ shift * V``)."""
+    g = np.random.default_rng(seed)
+    seqs = [g.integers(1, V, g.integers(1, 13)) for _ in range(n)]
+    T = max(len(s) for s in seqs)
+    ids = torch.zeros(n, T, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.as_tensor(s) + (shift * V if i % 2 and shift else 0)
+    lengths = torch.tensor([len(s) for s in seqs])
+    return TensorData(ids, lengths, torch.zeros(n, dtype=torch.long)), seqs
+
+
+def oracle_counts(seqs, V: int, buckets: int):
+    """Uni+bigram counts written out by hand: column ``w`` and ``V + (a * 1000003 + b) %
+    buckets``."""
+    m = sparse.lil_matrix((len(seqs), V + buckets))
+    for i, s in enumerate(seqs):
+        s = [int(w) for w in s]
+        for w in s:
+            m[i, w] += 1
+        for a, b in itertools.pairwise(s):
+            m[i, V + (a * 1_000_003 + b) % buckets] += 1
+    return m.tocsr()
+
+
+def test_ngram_columns_by_hand():
+    ids = torch.tensor([[3, 4, 3, 0], [2 + 10, 5, 0, 0]])  # 12 = word 2 of fold table 1
+    cols = ngram_columns(ids, torch.tensor([3, 2]), vocab_size=10, buckets=7)
+    h = lambda a, b: 10 + (a * 1_000_003 + b) % 7  # noqa: E731
+    expected = [[3, 4, 3, -1, h(3, 4), h(4, 3), -1], [2, 5, -1, -1, h(2, 5), -1, -1]]
+    assert cols.tolist() == expected
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_linear_forward_is_sklearns_decision_function(n_classes):
+    V = 30
+    train, seqs = random_ids(120, V, seed=0, shift=2)  # ids of the fold tables read mod V
+    train.targets[:] = torch.as_tensor(np.random.default_rng(1).integers(0, n_classes, 120))
+    test, test_seqs = random_ids(40, V, seed=2)
+    module, C = text_linear.fit_linear(train, None, V, n_classes, C=10.0)
+    buckets = module.buckets
+    tfidf = TfidfTransformer(sublinear_tf=True)
+    X = tfidf.fit_transform(oracle_counts([s % V for s in seqs], V, buckets))
+    lr = LogisticRegression(C=10.0, max_iter=1000).fit(X, train.targets.numpy())
+    Xt = tfidf.transform(oracle_counts(test_seqs, V, buckets))
+    with torch.no_grad():
+        got = module.decision(test.inputs, test.lengths).double().numpy()
+        proba = module(test.inputs, test.lengths).softmax(-1).double().numpy()
+    np.testing.assert_allclose(got, lr.decision_function(Xt), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(proba, lr.predict_proba(Xt), atol=ATOL, rtol=0)
+    assert C == 10.0
+
+
+def test_weight_by_validation_log_loss_ties_to_the_smaller():
+    y = np.array([0, 1, 1])
+    p_net = torch.tensor([[0.6, 0.4], [0.5, 0.5], [0.3, 0.7]])
+    p_lin = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.1, 0.9]])
+    w, losses = text_linear.choose_weight(p_net, p_lin, y)
+    for v, loss in losses.items():
+        p = (1 - v) * p_net.double().numpy() + v * p_lin.double().numpy()
+        assert loss == pytest.approx(-np.log(p[[0, 1, 2], y]).mean(), abs=1e-12)
+    assert w == 1.0 and losses[1.0] == min(losses.values())
+    assert text_linear.choose_weight(p_net, p_net, y)[0] == 0.0  # all equal: the smallest
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    """A network that cannot learn in 2 epochs at lr 1e-9, beside a linear part that can:
+    the mix must pick the linear part; and the same fit with ``linear=False``."""
+    X, y = sentiment_texts(160)
+    kw = {**TINY, "lr": 1e-9}
+    return X, y, TextClassifier(**kw).fit(X, y), TextClassifier(**kw, linear=False).fit(X, y)
+
+
+def test_linear_part_chosen_where_it_is_better(fitted):
+    _, _, mixed, alone = fitted
+    assert mixed.linear_weight_ == 1.0 and mixed.linear_C_ in text_linear.LINEAR_C
+    assert isinstance(mixed.model_, WithLinear)
+    Xt, yt = sentiment_texts(80, seed=3)
+    assert mixed.score(Xt, yt) >= 0.95 and alone.score(Xt, yt) < 0.75
+    data = mixed._inputs(Xt)  # w = 1: exactly the linear part's probabilities
+    lin = predict_batches(mixed.model_.linear, data).softmax(-1).numpy()
+    np.testing.assert_allclose(mixed.predict_proba(Xt), lin, atol=1e-6)
+    # the networks are trained exactly as without the linear part
+    a, b = mixed.model_.network.state_dict(), alone.model_.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert alone.linear_weight_ == 0.0 and alone.linear_C_ is None
+
+
+def test_weight_zero_keeps_the_network_alone(monkeypatch):
+    X, y = sentiment_texts(120)
+    monkeypatch.setattr(text_linear, "MIX_WEIGHTS", (0.0,))
+    est = TextClassifier(**TINY).fit(X, y)
+    off = TextClassifier(**TINY, linear=False).fit(X, y)
+    assert est.linear_weight_ == 0.0 and not isinstance(est.model_, WithLinear)
+    Xt, _ = sentiment_texts(40, seed=4)
+    np.testing.assert_array_equal(est.predict_proba(Xt), off.predict_proba(Xt))
+
+
+def test_mixed_model_save_load_round_trip(fitted, tmp_path):
+    _, _, mixed, _ = fitted
+    mixed.save(tmp_path / "run")
+    record = json.loads((tmp_path / "run" / "linear.json").read_text())
+    assert record["weight"] == 1.0 and record["C"] == mixed.linear_C_
+    again = TextClassifier.load(tmp_path / "run")
+    Xt, _ = sentiment_texts(40, seed=5)
+    np.testing.assert_array_equal(again.predict_proba(Xt), mixed.predict_proba(Xt))
+    assert again.linear_weight_ == 1.0 and again.linear_C_ == mixed.linear_C_
+
+
+def test_resuming_a_finished_mixed_run_gives_the_same_model(fitted, tmp_path):
+    """A run folder written with the linear part resumes (its ``params.linear`` is checked
+    like every other setting) and, finished, gives the same mix again."""
+    X, y, mixed, _ = fitted
+    kw = {**TINY, "lr": 1e-9}
+    first = TextClassifier(**kw).fit(X, y, run_dir=tmp_path / "run")
+    again = TextClassifier(**kw).fit(X, y, run_dir=tmp_path / "run", resume=True)
+    assert again.linear_weight_ == first.linear_weight_ == mixed.linear_weight_ == 1.0
+    Xt, _ = sentiment_texts(40, seed=6)
+    np.testing.assert_allclose(again.predict_proba(Xt), first.predict_proba(Xt), atol=1e-7)
+    with pytest.raises(ValueError, match=r"params\.linear"):
+        TextClassifier(**kw, linear=False).fit(X, y, run_dir=tmp_path / "run", resume=True)
+
+
+def test_three_classes_mix_after_the_logit_adjustment():
+    X, y = sentiment_texts(150)
+    y = [lab if i % 3 else "mid" for i, lab in enumerate(y)]
+    est = TextClassifier(**{**TINY, "lr": 1e-9}).fit(X, y)
+    assert est.linear_weight_ > 0 and est.prior_adjustment_ in (0.0, 0.25, 0.5, 0.75, 1.0)
+    assert est.predict_proba(X[:5]).shape == (5, 3)
+
+
+def test_no_validation_data_means_the_network_alone():
+    X, y = sentiment_texts(60)
+    est = TextClassifier(**{**TINY, "validation_fraction": 0.0}).fit(X, y)
+    assert est.linear_weight_ == 0.0 and est.linear_C_ is None
+    assert not isinstance(est.model_, WithLinear)
+
+
+@pytest.mark.parametrize("bad", ["yes", 1, None])
+def test_bad_linear_values_are_refused(bad):
+    X, y = sentiment_texts(20)
+    with pytest.raises(ValueError, match=r"linear=.*expected 'auto', True or False"):
+        TextClassifier(**TINY, linear=bad).fit(X, y)
+
+
+def test_auto_leaves_large_training_sets_to_the_network(monkeypatch):
+    import gatelab.estimators.text as text
+
+    X, y = sentiment_texts(80)
+    monkeypatch.setattr(text, "LINEAR_AUTO_MAX_TEXTS", 60)  # 60 training texts: too many
+    est = TextClassifier(**{**TINY, "lr": 1e-9}).fit(X, y)
+    assert est.linear_weight_ == 0.0 and est.linear_C_ is None
+    forced = TextClassifier(**{**TINY, "lr": 1e-9}, linear=True).fit(X, y)
+    assert forced.linear_weight_ == 1.0 and isinstance(forced.model_, WithLinear)
+
+
+@pytest.mark.parametrize("w", [1.0, 0.5])
+def test_mixed_model_exports_to_onnx(fitted, tmp_path, w):
+    ort = pytest.importorskip("onnxruntime")
+    from gatelab.interop import export_run
+
+    _, _, mixed, _ = fitted
+    with torch.no_grad():
+        mixed.model_.weight.fill_(w)  # 0.5: the network's part of the graph too
+    try:
+        mixed.save(tmp_path / "run")
+    finally:
+        with torch.no_grad():
+            mixed.model_.weight.fill_(1.0)
+    again = TextClassifier.load(tmp_path / "run")
+    export_run(tmp_path / "run", tmp_path / "text.onnx")
+    texts = [*sentiment_texts(6, seed=6)[0], "great", "good good good great film", "zzz"]
+    data = again._inputs(texts)
+    session = ort.InferenceSession(str(tmp_path / "text.onnx"))
+    feed = {"ids": data.inputs.numpy(), "lengths": data.lengths.numpy()}
+    got = session.run(None, feed)[0]
+    np.testing.assert_allclose(got, again.predict_proba(texts), atol=ATOL, rtol=0)
+
+
+def test_linear_part_reads_the_words_the_network_drops(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from gatelab.interop import export_run
+
+    X, y = sentiment_texts(160)
+    rare = [f"rare{k}" for k in range(12)]  # each in one training text: below min_freq=2
+    X = [f"{t} {rare[i]}" if i < 12 else t for i, t in enumerate(X)]
+    est = TextClassifier(**{**TINY, "lr": 1e-9, "min_freq": 2}).fit(X, y)
+    n = est.model_.network_vocab_size
+    held = set(rare) & set(est.linear_words_)  # those not held out for validation
+    assert est.linear_weight_ > 0 and len(held) >= 6
+    assert est.vocab_.tokens[n:] == est.linear_words_ and n == est.model_config_.vocab_size
+    texts = [f"{X[i]}" for i in range(12)] + ["zzz good", "bad"]
+    with torch.no_grad():
+        est.model_.weight.fill_(0.5)  # both parts count
+    est.save(tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "vocab.json").read_text())["tokens"]
+    assert saved == est.vocab_.tokens[:n]  # vocab.json: the network's ids
+    again = TextClassifier.load(tmp_path / "run")
+    assert again.vocab_ == est.vocab_
+    np.testing.assert_array_equal(again.predict_proba(texts), est.predict_proba(texts))
+    data = est._inputs(texts)
+    assert (data.inputs >= n).any()  # the rare words reach the model with ids of their own
+    plain = est.model_.network(torch.where(data.inputs < n, data.inputs, 1), data.lengths)
+    lin = est.model_.linear(data.inputs, data.lengths)
+    want = (0.5 * plain.softmax(-1) + 0.5 * lin.softmax(-1)).detach().numpy()
+    np.testing.assert_allclose(est.predict_proba(texts), want, atol=1e-6)
+    export_run(tmp_path / "run", tmp_path / "text.onnx")
+    feed = {"ids": data.inputs.numpy(), "lengths": data.lengths.numpy()}
+    got = ort.InferenceSession(str(tmp_path / "text.onnx")).run(None, feed)[0]
+    np.testing.assert_allclose(got, est.predict_proba(texts), atol=ATOL, rtol=0)
+
+
+def test_explain_a_mixed_run_shows_its_network(fitted, tmp_path):
+    from gatelab.insight.explain import explain_run
+
+    _, _, mixed, _ = fitted
+    mixed.save(tmp_path / "run")
+    data = explain_run(tmp_path / "run", text="a great film zzz")
+    assert data["tokens"] == ["a", "great", "film", "zzz"]
+    assert "its probabilities count 0 of the mix" in data["notes"][0]
