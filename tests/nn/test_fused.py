@@ -367,6 +367,23 @@ def test_small_batch_reads_weights_unpacked(variant, B):
     _assert_close(g_f, g_r, torch.float64, "grads")
 
 
+def _raw_kernel(fus, x, hx):
+    """The extension called directly on ``fus``'s one layer (time-major x, state hx):
+    (its parameters by name, the forward's outputs, backward as a function of d out)."""
+    named = {k: v.detach() for k, v in fus.named_parameters()}
+    params = [named.get(f"{k}_l0") for k in fused._PARAMS]
+    h0, c0 = hx[0][0].contiguous(), hx[1][0].contiguous()
+    ext, flags = fused.extension(), fused.spec_flags(fus.spec)
+    res = ext.lstm_forward(x, h0, c0, params, None, flags, 2)
+    saved = [res[0], None, None, res[3], res[4], *res[5:]]
+    saved = [t if t is not None else torch.empty(0) for t in saved]
+
+    def backward(dout):
+        return ext.lstm_backward(dout, None, None, x, h0, c0, params, None, flags, saved, True)
+
+    return named, res, backward
+
+
 @pytest.mark.parametrize("H", [128, 192])
 def test_small_batch_split_over_threads(H, two_threads):
     """At B = 1 the unpacked recurrent products split their columns over threads once a
@@ -379,19 +396,37 @@ def test_small_batch_split_over_threads(H, two_threads):
     out_f, g_f = _run(fus, x, hx)
     _assert_close(out_f, out_r, torch.float64, "outputs")
     _assert_close(g_f, g_r, torch.float64, "grads")
-    named = {k: v.detach() for k, v in fus.named_parameters()}
-    params = [named.get(f"{k}_l0") for k in fused._PARAMS]
-    h0, c0 = hx[0][0].contiguous(), hx[1][0].contiguous()
-    ext, flags = fused.extension(), fused.spec_flags(fus.spec)
-    res = ext.lstm_forward(x, h0, c0, params, None, flags, 2)
-    saved = [res[0], None, None, res[3], res[4], *res[5:]]
-    saved = [t if t is not None else torch.empty(0) for t in saved]
-    dout = torch.randn_like(res[0])
-    g = ext.lstm_backward(dout, None, None, x, h0, c0, params, None, flags, saved, True)
+    named, res, backward = _raw_kernel(fus, x, hx)
+    g = backward(torch.randn_like(res[0]))
     d_ih, d_hh = g[3 + fused._PARAMS.index("weight_ih")], g[3 + fused._PARAMS.index("weight_hh")]
     for d, w in ((d_ih, named["weight_ih_l0"]), (d_hh, named["weight_hh_l0"])):
         assert d.shape == w.shape and d.is_contiguous()
         assert d.untyped_storage().nbytes() == d.numel() * d.element_size()
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+@pytest.mark.parametrize("proj", [0, 3])
+def test_broadcast_output_gradient(proj, reduce):
+    """out.sum() / out.mean() hand the backward an expanded scalar (every stride 0), which
+    it reads as one row instead of copying it to (T, B, P); with a given state, with and
+    without a projection (the projected path reads it too). The reference is the oracle;
+    the raw kernel gives the same bits for the expanded and the materialised gradient."""
+    ref, fus = _pair("peephole", 5, 6, proj_size=proj)
+    x, hx = _inputs(ref, T=9, B=4, hx=True)
+    grads = []
+    for m in (ref, fus):
+        m.zero_grad()
+        xg = x.detach().clone().requires_grad_(True)
+        out, _ = m(xg, hx)
+        getattr(out, reduce)().backward()
+        grads.append([xg.grad] + [q.grad for q in m.parameters()])
+    _assert_close(grads[1], grads[0], torch.float64, "grads")
+    # the raw kernel given an expanded d out equals it given the same values materialised
+    _, res, backward = _raw_kernel(fus, x, hx)
+    dout = torch.tensor(0.25, dtype=x.dtype).expand(res[0].shape)
+    g_b, g_c = backward(dout), backward(dout.contiguous())
+    for a, b in zip(g_b, g_c):
+        assert (a is None and b is None) or torch.equal(a, b)
 
 
 @pytest.mark.parametrize("variant", ["standard", "peephole", "layernorm"])

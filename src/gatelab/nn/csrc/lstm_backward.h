@@ -218,8 +218,19 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
                &hr_all = saved[6], &mean_ih = saved[7], &rstd_ih = saved[8],
                &xhat_hh = saved[9], &rstd_hh = saved[10];
 
+  // d out[t] row b at dout + t * dout_st + b * dout_sb: contiguous, or one row for all (t, b)
+  // when it is one row broadcast (the gradient of out.sum() or out.mean() is an expanded
+  // scalar: no (T, B, P) copy of it, issue 16)
   Tensor dout;
-  if (dout_.has_value() && dout_->defined()) dout = dout_->contiguous();
+  int64_t dout_st = B * P, dout_sb = P;
+  if (dout_.has_value() && dout_->defined()) {
+    if (dout_->stride(0) == 0 && dout_->stride(1) == 0) {
+      dout = dout_->select(0, 0).select(0, 0).contiguous();
+      dout_st = dout_sb = 0;
+    } else {
+      dout = dout_->contiguous();
+    }
+  }
   Tensor dc = (dcn_.has_value() && dcn_->defined()) ? dcn_->contiguous().clone()
                                                      : at::zeros({B, H}, opts);
   Tensor dG = at::empty({T_, B, GH}, opts);
@@ -287,7 +298,8 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
     for (int64_t b = b0; b < b1; ++b) {
       if (len == nullptr || t < len[b]) {
         for (int64_t j = 0; j < P; ++j)
-          dht[b * P + j] = dhp[b * dld + j] + (dout_p ? dout_p[(t * B + b) * P + j] : T(0));
+          dht[b * P + j] =
+              dhp[b * dld + j] + (dout_p ? dout_p[t * dout_st + b * dout_sb + j] : T(0));
         if (len) std::memset(dhp + b * dld, 0, sizeof(T) * P);
       } else {
         std::memset(dht + b * P, 0, sizeof(T) * P);
@@ -320,7 +332,8 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
     } else {
       a.dh_in = dhp;
       a.dh_ld = dld;
-      a.dout = dout_p ? dout_p + t * B * P : nullptr;
+      a.dout = dout_p ? dout_p + t * dout_st : nullptr;
+      a.dout_sb = dout_sb;
       a.dh_zero = len ? dhp : nullptr;
     }
     if (fused_bstep) {

@@ -266,7 +266,8 @@ struct BwdStep : StepBase<T> {
   const T *xhat_hh, *rstd_hh, *ln_hh_w;
   const T* dh_in;    // (B, H) gradient wrt h_t (no projection: the carry), row stride dh_ld
   int64_t dh_ld;
-  const T* dout;     // (B, P) gradient of out[t] (no projection only; else folded in)
+  const T* dout;     // (B, P) gradient of out[t] (no projection only; else folded in),
+  int64_t dout_sb;   // row stride dout_sb (0: one row broadcast)
   T* dh_zero;        // carry rows (stride dh_ld) to zero on real rows (beta = 1 GEMM), or null
   T* dc;             // (B, H) carry: dc_t in, dc_{t-1} out
   T* dG;             // (B, GH) d pre-activations at t
@@ -308,7 +309,7 @@ GL_CLONES void bwd_rows(const BwdStep<T>& a, int64_t b, int64_t j0, int64_t j1) 
   const T* __restrict dh = carry;
   if (a.dout || a.dh_zero) {
     if (a.dout) {
-      const T* __restrict dout = a.dout + b * a.P + j0;
+      const T* __restrict dout = a.dout + b * a.dout_sb + j0;
       for (int64_t j = 0; j < n; ++j) t1[j] = carry[j] + dout[j];
     } else {
       std::memcpy(t1, carry, sizeof(T) * n);
