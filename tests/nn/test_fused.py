@@ -250,7 +250,7 @@ def test_short_sequences_do_not_decide_the_split_for_long_ones(two_threads):
 @pytest.mark.parametrize("hidden", [19, 20])
 @pytest.mark.parametrize("variant", ["standard", "peephole", "layernorm", "nig"])
 def test_long_sequence_odd_sizes(variant, hidden):
-    """T * B >= 128 (the packed input projection and weight-gradient GEMMs), sizes that are
+    """T * B >= 32 (the packed input projection and weight-gradient GEMMs), sizes that are
     and are not multiples of the vector width, projection and padding."""
     ref, fus = _pair(variant, 5, hidden, proj_size=7)
     x, hx = _inputs(ref, T=40, B=5, hx=True)
@@ -348,6 +348,85 @@ def test_other_gemm_paths(mode, variant):
         _check_float64_then_float32(ref, fus, x, hx, torch.tensor([60, 3, 25, 1, 59]))
     finally:
         ext.set_gemm_mode(0)
+
+
+@pytest.mark.parametrize("B", [1, 2, 3, 4])
+@pytest.mark.parametrize("variant", ["standard", "peephole", "layernorm"])
+def test_small_batch_reads_weights_unpacked(variant, B):
+    """B = 1 (kGemvRows): the recurrent products read W_hh and W_hr unpacked (gemv, no
+    packed copy) in forward and backward, over sequences of any length; B = 2..4 pack
+    them. T * B from 12 to 48 takes the unpacked input projection and dx (T * B < 32) and
+    the packed ones. Both directions, a projection, padding and a given state; the
+    reference is the oracle."""
+    ref, fus = _pair(variant, 5, 9, proj_size=7, bidirectional=True)
+    x, hx = _inputs(ref, T=12, B=B, hx=True)
+    lengths = torch.tensor([12, 5, 1, 11][:B])
+    out_r, g_r = _run(ref, x, hx, lengths)
+    out_f, g_f = _run(fus, x, hx, lengths)
+    _assert_close(out_f, out_r, torch.float64, "outputs")
+    _assert_close(g_f, g_r, torch.float64, "grads")
+
+
+def _raw_kernel(fus, x, hx):
+    """The extension called directly on ``fus``'s one layer (time-major x, state hx):
+    (its parameters by name, the forward's outputs, backward as a function of d out)."""
+    named = {k: v.detach() for k, v in fus.named_parameters()}
+    params = [named.get(f"{k}_l0") for k in fused._PARAMS]
+    h0, c0 = hx[0][0].contiguous(), hx[1][0].contiguous()
+    ext, flags = fused.extension(), fused.spec_flags(fus.spec)
+    res = ext.lstm_forward(x, h0, c0, params, None, flags, 2)
+    saved = [res[0], None, None, res[3], res[4], *res[5:]]
+    saved = [t if t is not None else torch.empty(0) for t in saved]
+
+    def backward(dout):
+        return ext.lstm_backward(dout, None, None, x, h0, c0, params, None, flags, saved, True)
+
+    return named, res, backward
+
+
+@pytest.mark.parametrize("H", [128, 192])
+def test_small_batch_split_over_threads(H, two_threads):
+    """At B = 1 the unpacked recurrent products split their columns over threads once a
+    step is big enough (4H * H >= 2^17: H = 192; H = 128 stays serial); gradients equal the
+    reference's, and the raw kernel returns dW_ih and dW_hh as contiguous tensors of their
+    own (autograd then keeps them as they are: no second copy of the weight gradients)."""
+    ref, fus = _pair("standard", 16, H)
+    x, hx = _inputs(ref, T=40, B=1, hx=True)
+    out_r, g_r = _run(ref, x, hx)
+    out_f, g_f = _run(fus, x, hx)
+    _assert_close(out_f, out_r, torch.float64, "outputs")
+    _assert_close(g_f, g_r, torch.float64, "grads")
+    named, res, backward = _raw_kernel(fus, x, hx)
+    g = backward(torch.randn_like(res[0]))
+    d_ih, d_hh = g[3 + fused._PARAMS.index("weight_ih")], g[3 + fused._PARAMS.index("weight_hh")]
+    for d, w in ((d_ih, named["weight_ih_l0"]), (d_hh, named["weight_hh_l0"])):
+        assert d.shape == w.shape and d.is_contiguous()
+        assert d.untyped_storage().nbytes() == d.numel() * d.element_size()
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+@pytest.mark.parametrize("proj", [0, 3])
+def test_broadcast_output_gradient(proj, reduce):
+    """out.sum() / out.mean() hand the backward an expanded scalar (every stride 0), which
+    it reads as one row instead of copying it to (T, B, P); with a given state, with and
+    without a projection (the projected path reads it too). The reference is the oracle;
+    the raw kernel gives the same bits for the expanded and the materialised gradient."""
+    ref, fus = _pair("peephole", 5, 6, proj_size=proj)
+    x, hx = _inputs(ref, T=9, B=4, hx=True)
+    grads = []
+    for m in (ref, fus):
+        m.zero_grad()
+        xg = x.detach().clone().requires_grad_(True)
+        out, _ = m(xg, hx)
+        getattr(out, reduce)().backward()
+        grads.append([xg.grad] + [q.grad for q in m.parameters()])
+    _assert_close(grads[1], grads[0], torch.float64, "grads")
+    # the raw kernel given an expanded d out equals it given the same values materialised
+    _, res, backward = _raw_kernel(fus, x, hx)
+    dout = torch.tensor(0.25, dtype=x.dtype).expand(res[0].shape)
+    g_b, g_c = backward(dout), backward(dout.contiguous())
+    for a, b in zip(g_b, g_c):
+        assert (a is None and b is None) or torch.equal(a, b)
 
 
 @pytest.mark.parametrize("variant", ["standard", "peephole", "layernorm"])

@@ -21,7 +21,10 @@ thread goes from its GEMM columns straight on to their pointwise pass. On the 2-
 EPYC (Zen 4) this was built on it beat MKL's ``sgemm`` and packed ``sgemm_compute``
 (which ARCHITECTURE.md measured against ``addmm``) at every recurrent shape of the
 benchmark, B = 1..64; MKL stays selectable (``extension().set_gemm_mode``) for comparison.
-A weight used once (``LSTMCell``) is multiplied unpacked. Steps are split over threads
+A weight used once (``LSTMCell``) is multiplied unpacked, and so is ``W_hh`` at ``B = 1``
+(no packed copy: peak memory, issue 16); ``x W_ih^T`` and ``dx`` take the own GEMM, or the
+unpacked loops below 32 rows, rather than MKL, whose ``sgemm`` allocates ~330 KB of
+buffers per thread on first use. Steps are split over threads
 (OpenMP, torch's thread count) where that measurably pays: on a machine whose cores other
 processes share, a split step can wait a whole time slice for its other half. The choice is
 measured once per shape (the first steps of the first sequence: four serial, four split,

@@ -92,10 +92,14 @@ constexpr int64_t kGemmMC = 64;
 
 // ps: the panel stride, K * PW unless A covers only a range of the packed K (then the
 // packed weight's full K * PW, with Wp pointing at the range's first row).
+// C2 (optional): the columns from n2 on (a multiple of PW) go to C2 (row stride ldc2) as
+// its columns 0, 1, ...: one product written as two matrices, so that the weight
+// gradients dW_ih and dW_hh of one GEMM come out as two contiguous tensors.
 template <typename T, int VB>
 GL_CLONES void gemm_block_v(int64_t m0, int64_t m1, int64_t K, const T* A, int64_t sam,
                             int64_t sak, const T* Wp, int64_t ps, T* C, int64_t ldc, int64_t n0,
-                            int64_t n1, bool acc, const T* bias, T* apack) {
+                            int64_t n1, bool acc, const T* bias, T* apack, T* C2,
+                            int64_t ldc2, int64_t n2) {
   constexpr int64_t PW = kPanel<T>, NCP = 8, MC = kGemmMC;
   constexpr int64_t KC = 1024 / sizeof(T);
   for (int64_t mc = m0; mc < m1; mc += MC) {
@@ -114,21 +118,32 @@ GL_CLONES void gemm_block_v(int64_t m0, int64_t m1, int64_t K, const T* A, int64
         am = 1;
         ak = MC;
       }
-      const T* Wk = Wp + k0 * PW;
-      for (int64_t q0 = n0 / PW, pend = n1 / PW; q0 < pend; q0 += NCP) {
-        const int64_t q1 = std::min(pend, q0 + NCP);
-        int64_t m = 0;
-        const int64_t rows = mce - mc;
-        for (; m + 4 <= rows; m += 4)
-          gemm_rows<T, VB, 4>(kc, ps, Ak + m * am, am, ak, Wk, C + (mc + m) * ldc, ldc, q0, q1,
-                              ac, bs);
-        const T* Am = Ak + m * am;
-        T* Cm = C + (mc + m) * ldc;
-        switch (rows - m) {
-          case 3: gemm_rows<T, VB, 3>(kc, ps, Am, am, ak, Wk, Cm, ldc, q0, q1, ac, bs); break;
-          case 2: gemm_rows<T, VB, 2>(kc, ps, Am, am, ak, Wk, Cm, ldc, q0, q1, ac, bs); break;
-          case 1: gemm_rows<T, VB, 1>(kc, ps, Am, am, ak, Wk, Cm, ldc, q0, q1, ac, bs); break;
-          default: break;
+      // panels [n0 / PW, n1 / PW): those before n2 / PW into C, the rest into C2 (its
+      // panels counted from 0, the weight's from n2 / PW). A loop over the two parts, not a
+      // lambda: a lambda is a function of its own, compiled without this clone's target.
+      const int64_t pa = n0 / PW, pb = n1 / PW, ps2 = C2 ? n2 / PW : pb;
+      for (int part = 0; part < 2; ++part) {
+        const int64_t qa = part == 0 ? pa : std::max(pa, ps2) - ps2;
+        const int64_t qb = part == 0 ? std::min(pb, ps2) : pb - ps2;
+        const T* Wk = Wp + k0 * PW + (part == 0 ? 0 : ps2 * ps);
+        T* Cq = part == 0 ? C : C2;
+        const int64_t ld = part == 0 ? ldc : ldc2;
+        const T* bq = part == 0 || bs == nullptr ? bs : bs + ps2 * PW;
+        for (int64_t q0 = qa; q0 < qb; q0 += NCP) {
+          const int64_t q1 = std::min(qb, q0 + NCP);
+          int64_t m = 0;
+          const int64_t rows = mce - mc;
+          for (; m + 4 <= rows; m += 4)
+            gemm_rows<T, VB, 4>(kc, ps, Ak + m * am, am, ak, Wk, Cq + (mc + m) * ld, ld, q0, q1,
+                                ac, bq);
+          const T* Am = Ak + m * am;
+          T* Cm = Cq + (mc + m) * ld;
+          switch (rows - m) {
+            case 3: gemm_rows<T, VB, 3>(kc, ps, Am, am, ak, Wk, Cm, ld, q0, q1, ac, bq); break;
+            case 2: gemm_rows<T, VB, 2>(kc, ps, Am, am, ak, Wk, Cm, ld, q0, q1, ac, bq); break;
+            case 1: gemm_rows<T, VB, 1>(kc, ps, Am, am, ak, Wk, Cm, ld, q0, q1, ac, bq); break;
+            default: break;
+          }
         }
       }
     }
@@ -148,12 +163,15 @@ inline bool wide_vectors() {
 template <typename T>
 inline void gemm_block(int64_t m0, int64_t m1, int64_t K, const T* A, int64_t sam, int64_t sak,
                        const T* Wp, T* C, int64_t ldc, int64_t n0, int64_t n1, bool acc,
-                       const T* bias, T* apack, int64_t ps = 0) {
+                       const T* bias, T* apack, int64_t ps = 0, T* C2 = nullptr,
+                       int64_t ldc2 = 0, int64_t n2 = 0) {
   if (ps == 0) ps = K * kPanel<T>;
   if (wide_vectors()) {
-    gemm_block_v<T, 64>(m0, m1, K, A, sam, sak, Wp, ps, C, ldc, n0, n1, acc, bias, apack);
+    gemm_block_v<T, 64>(m0, m1, K, A, sam, sak, Wp, ps, C, ldc, n0, n1, acc, bias, apack, C2,
+                        ldc2, n2);
   } else {
-    gemm_block_v<T, 32>(m0, m1, K, A, sam, sak, Wp, ps, C, ldc, n0, n1, acc, bias, apack);
+    gemm_block_v<T, 32>(m0, m1, K, A, sam, sak, Wp, ps, C, ldc, n0, n1, acc, bias, apack, C2,
+                        ldc2, n2);
   }
 }
 
@@ -186,18 +204,21 @@ void pack_rows(const T* src, int64_t ld, int64_t rows, int64_t k0, int64_t K, in
 
 // C (M, N) = A (M, K) . B (K, N) for large matrices, in parallel: A (m, k) at
 // A[m * sam + k * sak], B given as panels (pack_rows), C row-major (ldc >= padded N).
-// acc: C += A . B instead (a product summed over blocks of K).
+// acc: C += A . B instead (a product summed over blocks of K). C2, ldc2, n2: the columns
+// from n2 on into C2 instead (gemm_block_v).
 template <typename T>
 void big_gemm(int64_t M, int64_t K, int64_t N, const T* A, int64_t sam, int64_t sak,
-              const T* Bp, T* C, int64_t ldc, const T* bias, bool acc = false) {
+              const T* Bp, T* C, int64_t ldc, const T* bias, bool acc = false,
+              T* C2 = nullptr, int64_t ldc2 = 0, int64_t n2 = 0) {
   constexpr int64_t PW = kPanel<T>;
   const int64_t Np = (N + PW - 1) / PW * PW;
   const int64_t rows = kGemmMC, tasks = (M + rows - 1) / rows;
   const int64_t grain = M * K * N >= (1 << 18) ? 1 : tasks;  // small: no parallel region
   at::parallel_for(0, tasks, grain, [&](int64_t t0, int64_t t1) {
-    std::vector<T> apack(sak != 1 ? kGemmMC * (1024 / sizeof(T)) : 0);
+    // the transposed copy of A holds kGemmMC rows of one K chunk (at most KC, K if less)
+    std::vector<T> apack(sak != 1 ? kGemmMC * std::min<int64_t>(K, 1024 / sizeof(T)) : 0);
     gemm_block<T>(t0 * rows, std::min(M, t1 * rows), K, A, sam, sak, Bp, C, ldc, 0, Np, acc,
-                  bias, apack.empty() ? nullptr : apack.data());
+                  bias, apack.empty() ? nullptr : apack.data(), 0, C2, ldc2, n2);
   });
 }
 
@@ -258,10 +279,75 @@ GL_CLONES void gemv_nt(int64_t M, int64_t K, int64_t N, const T* A, int64_t lda,
   }
 }
 
+// C[m, n0:n1] (+)= sum_k A[m, k] W[k, n0:n1] for an unpacked row-major W (K, N), four rows
+// at a time: for each k an axpy of W's row k (contiguous) into NV vectors of C held in
+// registers. The backward's dh_{t-1} = dG W_hh at B = 1 reads W_hh as it is, with no
+// packed copy (issue 16), and dx = dG W_ih for few rows (kPackRows).
+template <typename T, int MB, int NV>
+GL_INLINE void gemv_nn_rows(int64_t K, const T* __restrict A, int64_t lda, const T* __restrict W,
+                            int64_t ldw, int64_t n0, int64_t n1, T* __restrict C, int64_t ldc,
+                            bool acc) {
+  using V = typename Vec<T, 32>::type;
+  constexpr int L = Vec<T, 32>::n;
+  int64_t n = n0;
+  for (; n + NV * L <= n1; n += NV * L) {
+    V c[MB][NV];
+    for (int m = 0; m < MB; ++m)
+      for (int v = 0; v < NV; ++v) {
+        if (acc) {
+          __builtin_memcpy(&c[m][v], C + m * ldc + n + v * L, sizeof(V));
+        } else {
+          c[m][v] = V{};
+        }
+      }
+    for (int64_t k = 0; k < K; ++k) {
+      V w[NV];
+      for (int v = 0; v < NV; ++v) __builtin_memcpy(&w[v], W + k * ldw + n + v * L, sizeof(V));
+      for (int m = 0; m < MB; ++m) {
+        const T a = A[m * lda + k];
+        for (int v = 0; v < NV; ++v) c[m][v] += a * w[v];
+      }
+    }
+    for (int m = 0; m < MB; ++m)
+      for (int v = 0; v < NV; ++v) __builtin_memcpy(C + m * ldc + n + v * L, &c[m][v], sizeof(V));
+  }
+  for (; n < n1; ++n)
+    for (int m = 0; m < MB; ++m) {
+      T sum = acc ? C[m * ldc + n] : T(0);
+      for (int64_t k = 0; k < K; ++k) sum += A[m * lda + k] * W[k * ldw + n];
+      C[m * ldc + n] = sum;
+    }
+}
+
+template <typename T>
+GL_CLONES void gemv_nn(int64_t M, int64_t K, int64_t n0, int64_t n1, const T* A, int64_t lda,
+                       const T* W, int64_t ldw, T* C, int64_t ldc, bool acc) {
+  for (int64_t m = 0; m < M; m += 4) {
+    const T* Am = A + m * lda;
+    T* Cm = C + m * ldc;
+    switch (std::min<int64_t>(4, M - m)) {
+      case 1: gemv_nn_rows<T, 1, 8>(K, Am, lda, W, ldw, n0, n1, Cm, ldc, acc); break;
+      case 2: gemv_nn_rows<T, 2, 4>(K, Am, lda, W, ldw, n0, n1, Cm, ldc, acc); break;
+      case 3: gemv_nn_rows<T, 3, 4>(K, Am, lda, W, ldw, n0, n1, Cm, ldc, acc); break;
+      default: gemv_nn_rows<T, 4, 2>(K, Am, lda, W, ldw, n0, n1, Cm, ldc, acc); break;
+    }
+  }
+}
+
 // gemm modes: 0 = auto, 1 = plain BLAS, 2 = MKL packed (float32 only, else plain),
-// 3 = at::mm_out (the fallback), 4 = small_gemm above (the default), 5 = gemv_nt (a few
-// rows, NT, weight used once).
+// 3 = at::mm_out (the fallback), 4 = small_gemm above (the default), 5 = gemv_nt / gemv_nn
+// (a few rows, the weight unpacked: the default at B <= kGemvRows and for LSTMCell).
 int g_gemm_mode = 0;
+// Rows (the batch) up to which the recurrent products read the weight unpacked (mode 5):
+// no per-call packed copy of W_hh (4H x H), in forward nor in backward (issue 16: peak
+// memory at B = 1). One row only: at B = 1 a training step is as fast as over the packed
+// copy (ab_kernels, H = 128: 0.98-1.00x), at B = 2..4 it is 0.65-0.72x (BENCHMARKS.md).
+constexpr int64_t kGemvRows = 1;
+// Rows from which the large non-recurrent products (x W_ih^T, dx = dG W_ih) pack the weight
+// for the own GEMM; below, they read it unpacked (gemv_nt / gemv_nn). Neither calls MKL: its
+// sgemm allocates per-thread buffers on first use (2 x 330 KB here, issue 16), more than a
+// B = 1 step's own buffers, and runs its AVX2 path on this AMD machine anyway.
+constexpr int64_t kPackRows = 32;
 int g_fused_step = 1;  // 0: GEMM, then the pointwise pass, as two phases (for comparison)
 int g_adaptive = 1;    // per-step split: 1 measured once per shape (StepSplit), 0 always, 2 never
 
@@ -292,7 +378,7 @@ struct WeightGemm {
     int want = g_gemm_mode;
     if (want == 0) want = choose(can_pack, reuse);
     if (want == 2 && !can_pack) want = 1;
-    if (want == 5 && !(nt && M <= 4)) want = 1;
+    if (want == 5 && M > 4) want = 1;  // the forced mode: gemv up to 4 rows
     if (want == 1 && !have_plain) want = 3;
     mode = want;
     Hgp = own() ? (Hg + PW - 1) / PW * PW : Hg;
@@ -304,8 +390,11 @@ struct WeightGemm {
   // packed sgemm_compute at every recurrent shape of the benchmark, B = 1..64; MKL stays
   // available as modes 1 and 2.
   // Packing costs about one call, so a weight used once or twice (LSTMCell, T <= 2) goes to
-  // the BLAS directly.
+  // the BLAS directly. At a few rows the products read the weight unpacked (mode 5) over
+  // any sequence length: the packed copy (as large as the weight) is then most of a
+  // step's extra memory, and the unpacked loops cost about as much at one row.
   int choose(bool /*can_pack*/, int64_t reuse) const {
+    if (M <= kGemvRows && (nt || reuse > 2)) return 5;
     if (reuse > 2) return 4;
     return (nt && M <= 4) ? 5 : 1;
   }
@@ -348,10 +437,30 @@ struct WeightGemm {
     small_gemm<T>(M, K, A, lda, packed.data_ptr<T>(), C, ldc_, n0, n1, acc);
   }
 
+  // Mode 5: columns split over threads in blocks of 64 when the product is large enough.
+  void run_gemv(const T* A, int64_t lda, bool acc, T* C, int64_t ldc_, bool par) const {
+    auto cols = [&](int64_t n0, int64_t n1) {
+      if (nt) {
+        gemv_nt<T>(M, K, n1 - n0, A, lda, W + n0 * K, C + n0, ldc_, acc, nullptr);
+      } else {
+        gemv_nn<T>(M, K, n0, n1, A, lda, W, N, C, ldc_, acc);
+      }
+    };
+    constexpr int64_t NB = 64;
+    const int64_t tasks = (N + NB - 1) / NB;
+    if (par && at::get_num_threads() > 1 && int64_t(M) * N * K >= (1 << 17) && tasks > 1) {
+      at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
+        cols(t0 * NB, std::min<int64_t>(N, t1 * NB));
+      });
+    } else {
+      cols(0, N);
+    }
+  }
+
   // All columns; beta is 0 or 1; par: may split the columns over threads.
   void run(const T* A, int64_t lda, T beta, T* C, int64_t ldc_, bool par = true) const {
     if (M == 0 || N == 0) return;
-    if (mode == 5) return gemv_nt<T>(M, K, N, A, lda, W, C, ldc_, beta != T(0), nullptr);
+    if (mode == 5) return run_gemv(A, lda, beta != T(0), C, ldc_, par);
     if (mode == 4) {
       const int64_t work = int64_t(M) * N * K;
       const int64_t threads = at::get_num_threads();

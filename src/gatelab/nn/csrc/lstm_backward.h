@@ -99,7 +99,7 @@ void col_sum_acc(const T* a, int64_t lda, int64_t R, int64_t C, double* acc) {
 
 // Rows per block of the layer norm's after-loop passes: 256 rows of scratch instead of a
 // (T*B, GH) buffer (the GEMMs run at their peak from there: the own GEMM's K chunk is 256
-// float32 rows); T*B < 256 is one block, the forward's own GEMM call (at::mm for T*B < 128).
+// float32 rows); T*B < 256 is one block, the forward's own GEMM call (gemv_nt for T*B < kPackRows).
 inline int64_t ln_block_rows(int64_t TB) { return std::min<int64_t>(TB, 256); }
 
 // The blocks [0, nb) in ONE parallel region (par) or serially: each thread takes a run of
@@ -218,8 +218,19 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
                &hr_all = saved[6], &mean_ih = saved[7], &rstd_ih = saved[8],
                &xhat_hh = saved[9], &rstd_hh = saved[10];
 
+  // d out[t] row b at dout + t * dout_st + b * dout_sb: contiguous, or one row for all (t, b)
+  // when it is one row broadcast (the gradient of out.sum() or out.mean() is an expanded
+  // scalar: no (T, B, P) copy of it, issue 16)
   Tensor dout;
-  if (dout_.has_value() && dout_->defined()) dout = dout_->contiguous();
+  int64_t dout_st = B * P, dout_sb = P;
+  if (dout_.has_value() && dout_->defined()) {
+    if (dout_->stride(0) == 0 && dout_->stride(1) == 0) {
+      dout = dout_->select(0, 0).select(0, 0).contiguous();
+      dout_st = dout_sb = 0;
+    } else {
+      dout = dout_->contiguous();
+    }
+  }
   Tensor dc = (dcn_.has_value() && dcn_->defined()) ? dcn_->contiguous().clone()
                                                      : at::zeros({B, H}, opts);
   Tensor dG = at::empty({T_, B, GH}, opts);
@@ -287,7 +298,8 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
     for (int64_t b = b0; b < b1; ++b) {
       if (len == nullptr || t < len[b]) {
         for (int64_t j = 0; j < P; ++j)
-          dht[b * P + j] = dhp[b * dld + j] + (dout_p ? dout_p[(t * B + b) * P + j] : T(0));
+          dht[b * P + j] =
+              dhp[b * dld + j] + (dout_p ? dout_p[t * dout_st + b * dout_sb + j] : T(0));
         if (len) std::memset(dhp + b * dld, 0, sizeof(T) * P);
       } else {
         std::memset(dht + b * P, 0, sizeof(T) * P);
@@ -320,7 +332,8 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
     } else {
       a.dh_in = dhp;
       a.dh_ld = dld;
-      a.dout = dout_p ? dout_p + t * B * P : nullptr;
+      a.dout = dout_p ? dout_p + t * dout_st : nullptr;
+      a.dout_sb = dout_sb;
       a.dh_zero = len ? dhp : nullptr;
     }
     if (fused_bstep) {
@@ -394,6 +407,7 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   g_hh_.reset();
   g_hr.reset();
   tmp = tmp2 = dhr = Tensor();
+  dout = Tensor();  // a contiguous copy of the caller's (an expanded sum's grad) freed early
 
   // weight gradients as large GEMMs / reductions over all steps. Each is a sum over steps
   // of (a gradient, zero on padded rows) times (an activation); the activations of padded
@@ -466,9 +480,33 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
 
   auto pad = [&](int64_t n) { return (n + PW - 1) / PW * PW; };
   const int64_t Ip = pad(I), Pp = pad(P);
+  // dx = d (x W_ih^T) W_ih: without layer norm dG is final here, and dx goes first, so
+  // that its packed W_ih is freed before the weight gradients are allocated (peak memory,
+  // issue 16); with layer norm after ln_input_backward (below)
+  auto input_grad = [&] {
+    if (!need_dx) return;
+    const T* dxw_p = dG.data_ptr<T>();
+    if (own && TB >= kPackRows) {  // packing W_ih pays off for enough rows
+      Tensor wp = at::empty({Ip * GH}, opts);
+      pack_rows<T>(w_ih.data_ptr<T>(), I, GH, 0, GH, I, wp.data_ptr<T>());
+      Tensor dx = at::empty({TB, Ip}, opts);
+      big_gemm<T>(TB, GH, I, dxw_p, GH, 1, wp.data_ptr<T>(), dx.data_ptr<T>(), Ip, nullptr);
+      g[0] = dx.view({T_, B, Ip}).narrow(2, 0, I);
+    } else if (own) {  // few rows: W_ih read unpacked, no MKL (kPackRows)
+      Tensor dx = at::empty({T_, B, I}, opts);
+      gemv_nn<T>(TB, GH, 0, I, dxw_p, GH, w_ih.data_ptr<T>(), I, dx.data_ptr<T>(), I, false);
+      g[0] = dx;
+    } else {
+      g[0] = at::mm(dG.view({TB, GH}), w_ih).view({T_, B, I});
+    }
+  };
+  if (!s.ln) input_grad();
   // dW_ih and dW_hh in one GEMM where both read dG (no layer norm): dG^T [x_t, h_{t-1}]
   // over one packed operand (x's panels, then h's), so that dG is read, and copied
   // transposed block by block, once instead of twice (issue 16: the after-loop phase).
+  // The GEMM writes x's columns into dW_ih and h's into dW_hh, two tensors contiguous
+  // where I and P are multiples of the panel (issue 16: views of one (GH, Ip + Pp) buffer
+  // made autograd copy both, a second set of weight gradients alive at the peak).
   if (one_dw) {
     const int64_t N1 = Ip + Pp;
     Tensor xh = at::empty({N1 * TB}, opts);
@@ -477,10 +515,11 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
     pack_rows<T>(x.data_ptr<T>(), I, TB, 0, TB, I, xp);
     pack_rows<T>(h0.data_ptr<T>(), P, B, 0, TB, P, hp);
     if (T_ > 1) pack_rows<T>(h_feed.data_ptr<T>(), P, TB - B, B, TB, P, hp);
-    Tensor dw = at::empty({GH, N1}, opts);  // (GH, [dW_ih | dW_hh])
-    big_gemm<T>(GH, TB, N1, dG.data_ptr<T>(), 1, GH, xp, dw.data_ptr<T>(), N1, nullptr);
-    g[3 + kWih] = dw.narrow(1, 0, I);
-    g[3 + kWhh] = dw.narrow(1, Ip, P);
+    Tensor dwi = at::empty({GH, Ip}, opts), dwh = at::empty({GH, Pp}, opts);
+    big_gemm<T>(GH, TB, N1, dG.data_ptr<T>(), 1, GH, xp, dwi.data_ptr<T>(), Ip, nullptr,
+                /*acc=*/false, dwh.data_ptr<T>(), Pp, Ip);
+    g[3 + kWih] = Ip == I ? dwi : dwi.narrow(1, 0, I);
+    g[3 + kWhh] = Pp == P ? dwh : dwh.narrow(1, 0, P);
   }
   // dW_hh = sum_t dHW_t^T h_{t-1}, h_{-1} = h0, h_{t-1} = out[t-1] on real steps
   if (s.ln) {
@@ -495,18 +534,12 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   dHW = Tensor();
 
   // the input side: through the input layer norm, then dx and dW_ih
-  if (s.ln) g[3 + kLnIhW] = ln_input_backward<T>(dG, x, w_ih, mean_ih, rstd_ih, *p[kLnIhW]);
-  const Tensor dxw = dG.view({TB, GH});
-  const T* dxw_p = dxw.data_ptr<T>();
-  if (need_dx && own && TB >= 128) {  // dx = dxw W_ih (packing W_ih pays off for enough rows)
-    Tensor wp = at::empty({Ip * GH}, opts);
-    pack_rows<T>(w_ih.data_ptr<T>(), I, GH, 0, GH, I, wp.data_ptr<T>());
-    Tensor dx = at::empty({TB, Ip}, opts);
-    big_gemm<T>(TB, GH, I, dxw_p, GH, 1, wp.data_ptr<T>(), dx.data_ptr<T>(), Ip, nullptr);
-    g[0] = dx.view({T_, B, Ip}).narrow(2, 0, I);
-  } else if (need_dx) {
-    g[0] = at::mm(dxw, w_ih).view({T_, B, I});
+  if (s.ln) {
+    g[3 + kLnIhW] = ln_input_backward<T>(dG, x, w_ih, mean_ih, rstd_ih, *p[kLnIhW]);
+    input_grad();
   }
+  const T* dxw_p = dG.data_ptr<T>();
+  const Tensor dxw = dG.view({TB, GH});
   if (own && !one_dw) {  // dW_ih = dxw^T x (a sum of TB outer products)
     Tensor xp = at::empty({Ip * TB}, opts);
     pack_rows<T>(x.data_ptr<T>(), I, TB, 0, TB, I, xp.data_ptr<T>());

@@ -34,7 +34,8 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
   Tensor xw;
   int64_t xw_ld = GH;
   std::optional<Tick> tick_proj(std::in_place, kPFwdProj);
-  if (!s.ln && (g_gemm_mode == 0 || g_gemm_mode == 4) && T_ * B >= 128) {
+  const bool own = g_gemm_mode == 0 || g_gemm_mode == 4;
+  if (!s.ln && own && T_ * B >= kPackRows) {
     // x W_ih^T + b with the packed GEMM (packing W_ih costs about 32 rows of GEMM, so only
     // for enough rows): xw has padded rows (xw_ld >= GH)
     WeightGemm<T> g_ih(w_ih, T_ * B, /*nt=*/true, /*reuse=*/1000);
@@ -44,7 +45,7 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
     if (bias.defined()) bp = at::constant_pad_nd(bias, {0, xw_ld - GH}, 0).contiguous();
     big_gemm<T>(T_ * B, I, GH, x.data_ptr<T>(), I, 1, g_ih.packed.template data_ptr<T>(),
                 xw.data_ptr<T>(), xw_ld, bp.defined() ? bp.data_ptr<T>() : nullptr);
-  } else if (!s.ln && (g_gemm_mode == 0 || g_gemm_mode == 5) && T_ * B <= 4) {
+  } else if (!s.ln && (own || (g_gemm_mode == 5 && T_ * B <= 4))) {
     xw = at::empty({T_ * B, GH}, opts);
     if (bias.defined()) bias = bias.contiguous();
     gemv_nt<T>(T_ * B, I, GH, x.data_ptr<T>(), I, w_ih.data_ptr<T>(), xw.data_ptr<T>(), GH, false,

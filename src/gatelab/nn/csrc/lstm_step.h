@@ -69,10 +69,11 @@ struct StepBase {
 // norm's raw input projection. The forward computes every row at once, the backward
 // recomputes it block by block instead of keeping it (issue 16: one (T, B, GH) buffer
 // less); both pick the GEMM from TB alone, and the own GEMM's rows do not depend on the
-// block, so the backward normalises the forward's values. at::mm (4H not a multiple of
-// the panel, T*B < 128, or another GEMM mode) is called for all rows in the forward and
-// for each block in the backward, and may round a row differently by ulps: within the
-// float tolerance of a gradient, not the same bits.
+// block, so the backward normalises the forward's values. Below kPackRows rows the
+// weight is read unpacked (gemv_nt: one block, T*B < 256, so the same call both ways).
+// at::mm (4H not a multiple of the panel, or another GEMM mode) is called for all rows in
+// the forward and for each block in the backward, and may round a row differently by
+// ulps: within the float tolerance of a gradient, not the same bits.
 template <typename T>
 struct LnInputGemm {
   Tensor x, w;  // x (TB, I) contiguous, w (GH, I) contiguous
@@ -81,10 +82,16 @@ struct LnInputGemm {
 
   LnInputGemm(const Tensor& x_, const Tensor& w_, int64_t TB_)
       : x(x_), w(w_), TB(TB_), I(w_.size(1)), GH(w_.size(0)) {
-    if ((g_gemm_mode == 0 || g_gemm_mode == 4) && TB >= 128 && GH % kPanel<T> == 0)
+    if (own_gemm() && TB >= kPackRows && GH % kPanel<T> == 0)
       g.emplace(w, TB, /*nt=*/true, /*reuse=*/1000);
   }
+  static bool own_gemm() { return g_gemm_mode == 0 || g_gemm_mode == 4; }
   void run(int64_t r0, int64_t r1, T* out) const {
+    if (own_gemm() && TB < kPackRows) {
+      gemv_nt<T>(r1 - r0, I, GH, x.data_ptr<T>() + r0 * I, I, w.data_ptr<T>(), out, GH, false,
+                 nullptr);
+      return;
+    }
     if (g && g->own()) {
       big_gemm<T>(r1 - r0, I, GH, x.data_ptr<T>() + r0 * I, I, 1,
                   g->packed.template data_ptr<T>(), out, GH, nullptr);
@@ -259,7 +266,8 @@ struct BwdStep : StepBase<T> {
   const T *xhat_hh, *rstd_hh, *ln_hh_w;
   const T* dh_in;    // (B, H) gradient wrt h_t (no projection: the carry), row stride dh_ld
   int64_t dh_ld;
-  const T* dout;     // (B, P) gradient of out[t] (no projection only; else folded in)
+  const T* dout;     // (B, P) gradient of out[t] (no projection only; else folded in),
+  int64_t dout_sb;   // row stride dout_sb (0: one row broadcast)
   T* dh_zero;        // carry rows (stride dh_ld) to zero on real rows (beta = 1 GEMM), or null
   T* dc;             // (B, H) carry: dc_t in, dc_{t-1} out
   T* dG;             // (B, GH) d pre-activations at t
@@ -301,7 +309,7 @@ GL_CLONES void bwd_rows(const BwdStep<T>& a, int64_t b, int64_t j0, int64_t j1) 
   const T* __restrict dh = carry;
   if (a.dout || a.dh_zero) {
     if (a.dout) {
-      const T* __restrict dout = a.dout + b * a.P + j0;
+      const T* __restrict dout = a.dout + b * a.dout_sb + j0;
       for (int64_t j = 0; j < n; ++j) t1[j] = carry[j] + dout[j];
     } else {
       std::memcpy(t1, carry, sizeof(T) * n);
