@@ -380,18 +380,22 @@ class ClassifierBase(ClassifierMixin, LSTMEstimator):
         else:
             train_idx, valid_idx = self._split(len(items), y_ids)
         train = self._learn([items[i] for i in train_idx], torch.as_tensor(y_ids[train_idx]))
-        valid = None
+        valid, valid_items = None, None
         if validation_data is not None:
             vx, vy = validation_data
-            vitems = self._items(vx, "validation X")
-            valid = self._tensor_data(vitems, torch.as_tensor(self._label_ids(vy)))
+            valid_items = self._items(vx, "validation X")
+            valid = self._tensor_data(valid_items, torch.as_tensor(self._label_ids(vy)))
         elif valid_idx is not None:
             valid_items = [items[i] for i in valid_idx]
             valid = self._tensor_data(valid_items, torch.as_tensor(y_ids[valid_idx]))
         model_config = self._fit_config(train)
         run = {"run_dir": run_dir, "resume": resume, "overwrite": overwrite}
-        self._fit_tensors(train, valid, model_config, callbacks=callbacks, **run)
-        self._after_fit(y_ids[train_idx], valid, run_dir)
+        self._valid_items = valid_items  # the raw validation items, for _after_fit
+        try:
+            self._fit_tensors(train, valid, model_config, callbacks=callbacks, **run)
+            self._after_fit(y_ids[train_idx], valid, run_dir)
+        finally:
+            self._valid_items = None
         return self
 
     def _items(self, X, what: str = "X") -> list:
@@ -410,7 +414,8 @@ class ClassifierBase(ClassifierMixin, LSTMEstimator):
         raise NotImplementedError
 
     def _after_fit(self, train_ids: np.ndarray, valid, run_dir) -> None:
-        """After training, with the training label ids and the validation data (hook)."""
+        """After training, with the training label ids and the validation data (hook);
+        ``self._valid_items`` holds the validation items themselves (or None)."""
 
     def _inputs(self, X) -> fitting.TensorData:
         self._check_fitted()

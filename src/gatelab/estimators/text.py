@@ -190,27 +190,6 @@ class TextClassifier(ClassifierBase):
         if run_dir is not None:
             self._write_results(Path(run_dir))
 
-    def fit(self, X, y, *, validation_data=None, **kwargs):
-        X = X if isinstance(X, str) else list(X)  # read twice: by fit, by the linear part
-        if validation_data is not None and not isinstance(validation_data[0], str):
-            validation_data = (list(validation_data[0]), validation_data[1])
-        self._fit_inputs = (X, y, validation_data)  # the linear part reads the raw texts
-        try:
-            return super().fit(X, y, validation_data=validation_data, **kwargs)
-        finally:
-            self._fit_inputs = None
-
-    fit.__doc__ = ClassifierBase.fit.__doc__
-
-    def _valid_texts(self) -> list[str]:
-        """The validation texts of the running ``fit`` (given, or held out of ``X``)."""
-        X, y, validation_data = self._fit_inputs
-        if validation_data is not None:
-            return self._items(validation_data[0], "validation X")
-        items = self._items(X)
-        _, valid_idx = self._split(len(items), np.searchsorted(self.classes_, np.asarray(y)))
-        return [items[i] for i in valid_idx]
-
     def _add_linear(self, texts: list[str], train_ids: np.ndarray, valid: TensorData | None):
         """Fit the linear part on the training ``texts`` and choose its weight ``w`` on
         ``valid``; ``w > 0`` makes ``model_`` a :class:`gatelab.models.bag.WithLinear`
@@ -232,7 +211,7 @@ class TextClassifier(ClassifierBase):
         words = [t for t in every.tokens if t not in self.vocab_]
         vocab = Vocabulary([*self.vocab_.tokens, *words])  # network ids first, same ids
         lin_train = self._tensor_data(texts, torch.as_tensor(train_ids), vocab)
-        lin_valid = self._tensor_data(self._valid_texts(), valid.targets, vocab)
+        lin_valid = self._tensor_data(self._valid_items, valid.targets, vocab)
         linear, self.linear_C_ = fit_linear(lin_train, lin_valid, len(vocab), n_classes)
         eval_bs = self.train_config_.eval_batch_size
         p_net = predict_batches(self.model_, valid, eval_bs).softmax(-1)  # (N, C)
