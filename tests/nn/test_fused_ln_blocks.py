@@ -57,8 +57,9 @@ def _pair(hidden=16, seed=0):
 
 
 # B = 4: T * B = 256 (one block), 260 (above: 64-row blocks, a partial fifth), 316 / 320 /
-# 324 (below, at and above five full blocks), 1536 / 1540 (96-row blocks, sixteen full;
-# 128-row blocks with 2 threads, twelve and a partial)
+# 324 (below, at and above five full blocks), 1536 / 1540 (2 threads: sixteen full 96-row
+# blocks / twelve of 128 rows and a partial; 1 thread: eight of 192 / six of 224 and a
+# partial)
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("T", [64, 65, 79, 80, 81, 384, 385])
 def test_layernorm_blocks_equal_reference(T, threads):
