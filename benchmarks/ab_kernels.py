@@ -44,16 +44,18 @@ def load(path: str):
     return module
 
 
-def step(ext, x, h0, c0, params, flags, dout):
-    """(after-phase s, backward s, forward + backward s, gradients) of one call each."""
-    t0 = time.thread_time()
+def step(ext, x, h0, c0, params, flags, dout, wall=False):
+    """(after-phase s, backward s, forward + backward s, gradients) of one call each: this
+    thread's CPU time, or wall time (``wall``: more than one thread)."""
+    clock = time.perf_counter if wall else time.thread_time
+    t0 = clock()
     res = ext.lstm_forward(x, h0, c0, params, None, flags, 2)
     saved = [res[0], None, None, res[3], res[4], *res[5:]]
     saved = [t if t is not None else torch.empty(0) for t in saved]
-    ext.profile(2)
-    t1 = time.thread_time()
+    ext.profile(1 if wall else 2)
+    t1 = clock()
     grads = ext.lstm_backward(dout, None, None, x, h0, c0, params, None, flags, saved, True)
-    t2 = time.thread_time()
+    t2 = clock()
     after = ext.profile(0)[BWD_AFTER]
     return after, t2 - t1, t2 - t0, grads
 
@@ -64,13 +66,20 @@ def main(argv=None) -> int:
     ap.add_argument("new", help="the extension .so after the change")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--variant", default="standard")
+    ap.add_argument(
+        "--sizes", nargs="+", metavar="B,I,H", help="configurations (default: B = 1, 16, 64)"
+    )
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (more than 1: wall time)")
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
+    configs = [tuple(map(int, c.split(","))) for c in args.sizes] if args.sizes else CONFIGS
+    torch.set_num_threads(args.threads)
+    wall = args.threads > 1
     exts = {"old": load(args.old), "new": load(args.new)}
-    print(f"# load average {os.getloadavg()[0]:.2f}; variant {args.variant}; 1 thread, CPU time")
+    clock = f"{args.threads} threads, wall time" if wall else "1 thread, CPU time"
+    print(f"# load average {os.getloadavg()[0]:.2f}; variant {args.variant}; {clock}")
     print("| B, I, H | after old / new ms | ratio | backward ratio | fwd+bwd ratio | max diff |")
     print("|---|---|---|---|---|---|")
-    for B, I, H in CONFIGS:
+    for B, I, H in configs:
         torch.manual_seed(0)
         m = gatelab.LSTM(I, H, variant=args.variant, backend="fused")
         named = {k: v.detach() for k, v in m.named_parameters()}
@@ -82,7 +91,7 @@ def main(argv=None) -> int:
         grads = {}
         for r in range(args.rounds + 1):
             for k, ext in exts.items():
-                *t, grads[k] = step(ext, x, h0, c0, params, flags, dout)
+                *t, grads[k] = step(ext, x, h0, c0, params, flags, dout, wall)
                 if r:  # round 0 warms up
                     times[k].append(t)
         med = {k: [statistics.median(col) for col in zip(*v)] for k, v in times.items()}

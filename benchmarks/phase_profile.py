@@ -50,6 +50,8 @@ from gatelab.nn.backends import fused  # noqa: E402
 
 T = 100
 CONFIGS = [(1, 64, 128), (16, 64, 128), (64, 128, 256)]  # (B, I, H) as benchmarks/speed.py
+# the memory table: also B = 8 (layer norm's after-loop scratch, issue 16) and B = 32 / H = 512
+MEM_CONFIGS = [(1, 64, 128), (8, 64, 128), (16, 64, 128), (64, 128, 256), (32, 256, 512)]
 VARIANTS = ("standard", "layernorm")
 # csrc/profile.h's slots
 FWD_PROJ, FWD_GEMM, FWD_POINT, FWD_ALL, BWD_GEMM, BWD_POINT, BWD_AFTER, BWD_ALL = range(8)
@@ -412,7 +414,7 @@ def print_memory(rounds: int, quick: bool) -> None:
     import speed  # benchmarks/speed.py: this script's folder is first on sys.path
 
     impls = ["torch", "fused:standard", "fused:layernorm"]
-    cfgs = CONFIGS[:2] if quick else CONFIGS
+    cfgs = MEM_CONFIGS[:2] if quick else MEM_CONFIGS
     res: dict = {}
     for _ in range(rounds):
         for cfg in cfgs:

@@ -305,5 +305,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("profile", &profile, "phase timers: 1 wall / 2 thread CPU (resets), 0 off; returns seconds per phase");
   m.def("bench_parallel", &bench_parallel, "microseconds per empty parallel region");
   m.def("blas_info", &blas_info, "which BLAS entry points were found");
+  m.def("ln_block_rows", &ln_block_rows,
+        "rows per block of layer norm's after-loop passes, for (T * B, threads)");
   m.def("activation", &activation, "the kernels' sigmoid / tanh, element-wise");
 }

@@ -97,10 +97,18 @@ void col_sum_acc(const T* a, int64_t lda, int64_t R, int64_t C, double* acc) {
   });
 }
 
-// Rows per block of the layer norm's after-loop passes: 256 rows of scratch instead of a
-// (T*B, GH) buffer (the GEMMs run at their peak from there: the own GEMM's K chunk is 256
-// float32 rows); T*B < 256 is one block, the forward's own GEMM call (gemv_nt for T*B < kPackRows).
-inline int64_t ln_block_rows(int64_t TB) { return std::min<int64_t>(TB, 256); }
+// Rows per block of the layer norm's after-loop passes, whose scratch is a block of rows
+// per thread (ln_dw_hh: d (h W_hh^T) and packed h_{t-1}; ln_input_backward: x W_ih^T)
+// instead of a (T*B, GH) buffer. Up to 256 rows: one block (the forward's own GEMM call;
+// gemv_nt below kPackRows). Above: about T*B / (8 threads) rows, a multiple of 32 from 64
+// to 256, so that all threads' blocks together hold about an eighth of dG's rows (issue
+// 16: 256 rows per thread were 1 MB of the B = 8 peak, 16% of torch's whole step); 256 is
+// the own GEMM's K chunk (float32), past which a block gains nothing.
+inline int64_t ln_block_rows(int64_t TB, int64_t threads) {
+  if (TB <= 256) return TB;
+  const int64_t per = 8 * std::max<int64_t>(1, threads), rows = (TB + per - 1) / per;
+  return std::clamp<int64_t>((rows + 31) / 32 * 32, 64, 256);
+}
 
 // The blocks [0, nb) in ONE parallel region (par) or serially: each thread takes a run of
 // blocks and works in its own scratch slot, its thread number (ATen's OpenMP split gives
@@ -128,7 +136,7 @@ Tensor ln_dw_hh(const Tensor& dG, const Tensor& xhat_hh, const Tensor& rstd_hh,
                 int64_t B, int64_t P, bool own) {
   const int64_t TB = T_ * B, GH = dG.size(2), PW = kPanel<T>, Pp = (P + PW - 1) / PW * PW;
   const auto opts = dG.options();
-  const int64_t KB = ln_block_rows(TB), nb = (TB + KB - 1) / KB;
+  const int64_t KB = ln_block_rows(TB, at::get_num_threads()), nb = (TB + KB - 1) / KB;
   // A run of blocks per thread when there are blocks enough for every thread; with fewer
   // (T*B small, many threads) the blocks one after the other, each product parallel over
   // GH (big_gemm), so that no thread idles.
@@ -137,19 +145,24 @@ Tensor ln_dw_hh(const Tensor& dG, const Tensor& xhat_hh, const Tensor& rstd_hh,
   const int64_t ldw = own ? Pp : P;
   Tensor dhw = at::empty({slots, KB, GH}, opts);
   Tensor hp = own ? at::empty({slots, Pp * KB}, opts) : Tensor();
-  Tensor dw = at::zeros({slots, GH, ldw}, opts);
+  // slot 0 sums into the result itself, the other slots into partials added to it at the
+  // end (issue 16: a (slots, GH, P) buffer and its sum were two dW_hh more at the peak)
+  Tensor dw = at::zeros({GH, ldw}, opts);
+  Tensor part = slots > 1 ? at::zeros({slots - 1, GH, ldw}, opts) : Tensor();
   Tensor h_prev;  // (TB, P), for at::mm only
   if (!own) h_prev = at::cat({h0.unsqueeze(0), h_feed.narrow(0, 0, T_ - 1)}).view({TB, P});
   const T *g = dG.data_ptr<T>(), *xh = xhat_hh.data_ptr<T>(), *rs = rstd_hh.data_ptr<T>();
   const T* w = w_ln.data_ptr<T>();
   over_blocks(nb, slots, per_thread, [&](int64_t b0, int64_t b1, int64_t slot) {
     T* d = dhw.data_ptr<T>() + slot * KB * GH;
-    std::vector<T> apack(per_thread ? kGemmMC * (1024 / sizeof(T)) : 0);
+    T* dws = slot == 0 ? dw.data_ptr<T>() : part.data_ptr<T>() + (slot - 1) * GH * ldw;
+    // the transposed copy of a block's d (h W_hh^T): kGemmMC rows of one K chunk
+    std::vector<T> apack(per_thread ? kGemmMC * std::min<int64_t>(KB, 1024 / sizeof(T)) : 0);
     for (int64_t q = b0; q < b1; ++q) {
       const int64_t k0 = q * KB, k1 = std::min(TB, k0 + KB), kb = k1 - k0;
       ln_grad_rows<T>(d, k0, g, w, xh, rs, GH, k0, k1);
       if (!own) {
-        dw[0].addmm_(dhw[0].narrow(0, 0, kb).t(), h_prev.narrow(0, k0, kb));
+        dw.addmm_(dhw[0].narrow(0, 0, kb).t(), h_prev.narrow(0, k0, kb));
         continue;
       }
       T* hpp = hp.data_ptr<T>() + slot * Pp * KB;
@@ -159,15 +172,16 @@ Tensor ln_dw_hh(const Tensor& dG, const Tensor& xhat_hh, const Tensor& rstd_hh,
         pack_rows<T>(h_feed.data_ptr<T>() + (s0 - B) * P, P, k1 - s0, s0 - k0, kb, P, hpp);
       }
       if (per_thread) {
-        gemm_block<T>(0, GH, kb, d, 1, GH, hpp, dw.data_ptr<T>() + slot * GH * Pp, Pp, 0, Pp,
-                      /*acc=*/true, nullptr, apack.data());
+        gemm_block<T>(0, GH, kb, d, 1, GH, hpp, dws, Pp, 0, Pp, /*acc=*/true, nullptr,
+                      apack.data());
       } else {
-        big_gemm<T>(GH, kb, P, d, 1, GH, hpp, dw.data_ptr<T>(), Pp, nullptr, /*acc=*/true);
+        big_gemm<T>(GH, kb, P, d, 1, GH, hpp, dws, Pp, nullptr, /*acc=*/true);
       }
     }
   });
-  Tensor r = slots == 1 ? dw[0] : dw.sum(0);
-  return own ? r.narrow(1, 0, P) : r;
+  dhw = hp = Tensor();
+  for (int64_t k = 1; k < slots; ++k) dw.add_(part[k - 1]);  // = the slots' sum(0)
+  return own ? dw.narrow(1, 0, P) : dw;
 }
 
 // The input layer norm's backward, in place: dG (T*B, GH) becomes d (x W_ih^T), the raw
@@ -180,7 +194,7 @@ Tensor ln_input_backward(Tensor& dG, const Tensor& x, const Tensor& w_ih, const 
                          const Tensor& rstd_ih, const Tensor& w_ln) {
   const int64_t GH = w_ih.size(0), TB = x.size(0) * x.size(1);
   const LnInputGemm<T> gi(x, w_ih, TB);
-  const int64_t KB = ln_block_rows(TB), nb = (TB + KB - 1) / KB;
+  const int64_t KB = ln_block_rows(TB, at::get_num_threads()), nb = (TB + KB - 1) / KB;
   // A run of blocks per thread on the own GEMM (at::mm is not called inside a region) when
   // there are blocks enough for every thread; else one block after the other, each GEMM
   // parallel inside (as ln_dw_hh).

@@ -1,0 +1,82 @@
+"""Layer norm's after-loop passes in blocks of the T * B rows (csrc/lstm_backward.h,
+``ln_block_rows``): the block size follows T * B and the thread count, and the fused
+backward equals the reference (float64) below, at and above each block boundary, with one
+thread (one scratch slot) and two (a run of blocks per thread, one partial dW_hh each).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import gatelab
+from gatelab.nn.backends import fused
+from tests.helpers import forward_backward
+
+# (T * B, threads) -> rows per block: all rows up to 256; above, T * B / (8 threads)
+# rounded up to a multiple of 32, from 64 to 256
+RULE = {
+    (100, 1): 100,
+    (100, 2): 100,
+    (256, 2): 256,
+    (257, 1): 64,
+    (257, 2): 64,
+    (800, 1): 128,
+    (800, 2): 64,
+    (1024, 2): 64,
+    (1025, 2): 96,
+    (1540, 2): 128,
+    (1600, 1): 224,
+    (3200, 2): 224,
+    (6400, 2): 256,
+    (6400, 1): 256,
+    (800, 5): 64,
+}
+
+
+def test_block_rows_rule():
+    ext = fused.extension()
+    got = {k: ext.ln_block_rows(*k) for k in RULE}
+    assert got == RULE
+
+
+# float64, relative to each tensor's largest value (as tests/nn/test_fused.py): gradients
+# summed over hundreds of rows reach 1e2
+TOL64 = 1e-10
+
+
+def _pair(hidden=16, seed=0):
+    """The same layer-norm LSTM on the reference and the fused backend (float64; 4H = 64 a
+    multiple of the panel: the own GEMMs)."""
+    torch.manual_seed(seed)
+    kw = dict(variant="layernorm", dtype=torch.float64)
+    ref = gatelab.LSTM(5, hidden, backend="reference", **kw)
+    fus = gatelab.LSTM(5, hidden, backend="fused", **kw)
+    fus.load_state_dict(ref.state_dict(), strict=True)
+    return ref, fus
+
+
+# B = 4: T * B = 256 (one block), 260 (above: 64-row blocks, a partial fifth), 316 / 320 /
+# 324 (below, at and above five full blocks), 1536 / 1540 (2 threads: sixteen full 96-row
+# blocks / twelve of 128 rows and a partial; 1 thread: eight of 192 / six of 224 and a
+# partial)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("T", [64, 65, 79, 80, 81, 384, 385])
+def test_layernorm_blocks_equal_reference(T, threads):
+    B = 4
+    torch.set_num_threads(threads)  # the autouse fixture restores it
+    ref, fus = _pair()
+    g = torch.Generator().manual_seed(T)
+    x = torch.randn(T, B, 5, generator=g, dtype=torch.float64)
+    hx = tuple(torch.randn(1, B, 16, generator=g, dtype=torch.float64) for _ in range(2))
+    lengths = torch.tensor([T, T - 3, 1, T - 1])  # padding: zeroed rows inside blocks
+    snaps = []
+    for m in (ref, fus):
+        xl = x.clone().requires_grad_(True)
+        packed = torch.nn.utils.rnn.pack_padded_sequence(xl, lengths, enforce_sorted=False)
+        snaps.append(forward_backward(m, packed, hx, leaves=(xl,)))
+    got, want = snaps[1], snaps[0]
+    assert got.keys() == want.keys()
+    for k in want:
+        err = ((got[k] - want[k]).abs().max() / (1.0 + want[k].abs().max())).item()
+        assert err <= TOL64, (k, err)
