@@ -134,6 +134,19 @@ def test_gate_weight_zero_leaves_the_linear_forecast():
     np.testing.assert_allclose(f.predict(w), target[:, 0], atol=1e-9)
 
 
+def test_large_values_are_not_rounded_to_float32():
+    """A meter at 12 million rising by 1.5 a step: the linear part (persistence with a
+    drift) forecasts it exactly, so its validation RMSE and evaluate's RMSE are ~0. The
+    windows were float32 (spaced 1.0 apart at 12 million): 0.25 and 0.27."""
+    from gatelab.tasks.estimator_kinds import forecast_metrics
+
+    x = 12_345_678.9 + 1.5 * np.arange(120)
+    f = Forecaster(**FAST).fit(x[:100])
+    assert f.validation_metrics_["linear_rmse"] < 1e-3, f.validation_metrics_
+    assert forecast_metrics(f, x, start=100)["rmse"] < 1e-3
+    np.testing.assert_allclose(f.predict(), [x[100]], rtol=0, atol=1e-3)
+
+
 def test_multi_step_and_short_series():
     x = ar2(60, seed=5)
     f = Forecaster(horizon=3, **FAST).fit(x)

@@ -299,7 +299,7 @@ class Forecaster(RegressorMixin, LSTMEstimator):
                 f"a series of {len(X)} values (holding out {n_valid} to validate) is too "
                 f"short for history={history} + horizon={h}"
             )
-        windows, targets = make_windows(X, history, h)
+        windows, targets = make_windows(X, history, h, np.float64)
         self.last_window_ = X[-history:].astype(np.float64)
         z = np.log(np.maximum(fit_part, 1e-12)) if log else fit_part
         scale = float(np.std(np.diff(z)) if mode == "level" else np.std(z)) or 1.0
@@ -383,9 +383,9 @@ class Forecaster(RegressorMixin, LSTMEstimator):
         from gatelab.data import make_windows
 
         if validation_data is None:
-            w, t = make_windows(X, width, self.horizon)
+            w, t = make_windows(X, width, self.horizon, np.float64)
             first = len(X) - n_valid - width  # the window whose target is value n - n_valid
-            return w[first:].astype(np.float64), t[first:].astype(np.float64)
+            return w[first:], t[first:]
         if isinstance(validation_data, tuple):
             vx, vy = validation_data
         else:
@@ -393,8 +393,7 @@ class Forecaster(RegressorMixin, LSTMEstimator):
         vx = _finite_array(vx, "validation X")
         if vx.ndim == 1:
             joined = vx if X is None else np.concatenate([X[-width:], vx])
-            w, t = make_windows(joined, width, self.horizon)
-            return w.astype(np.float64), t.astype(np.float64)
+            return make_windows(joined, width, self.horizon, np.float64)
         vy = _finite_array(vy, "validation y")
         return vx, (vy[:, None] if vy.ndim == 1 else vy)
 
