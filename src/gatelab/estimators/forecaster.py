@@ -259,6 +259,7 @@ class Forecaster(RegressorMixin, LSTMEstimator):
         else:
             vw, vt = p.windows[n_train:], p.targets[n_train:]
         valid = self._windows_data(vw, vt, p.linear) if len(vw) else None
+        gate_windows = self._exact_windows(X, y, p, validation_data, (vw, vt))
         model_config = self._model_config(
             output_size=self.horizon,
             input_size=1,
@@ -268,7 +269,7 @@ class Forecaster(RegressorMixin, LSTMEstimator):
         run = {"run_dir": run_dir, "resume": resume, "overwrite": overwrite}
         self._fit_tensors(train, valid, model_config, callbacks=callbacks, **run)
         self.linear_table_ = p.table
-        self.network_weight_ = self._gate(vw, vt, p.linear)
+        self.network_weight_ = self._gate(*gate_windows, p.linear)
         if run_dir is not None:
             self._write_results(Path(run_dir))
         return self
@@ -299,7 +300,7 @@ class Forecaster(RegressorMixin, LSTMEstimator):
                 f"a series of {len(X)} values (holding out {n_valid} to validate) is too "
                 f"short for history={history} + horizon={h}"
             )
-        windows, targets = make_windows(X, history, h, np.float64)
+        windows, targets = make_windows(X, history, h)  # float32: see _exact_windows
         self.last_window_ = X[-history:].astype(np.float64)
         z = np.log(np.maximum(fit_part, 1e-12)) if log else fit_part
         scale = float(np.std(np.diff(z)) if mode == "level" else np.std(z)) or 1.0
@@ -328,7 +329,7 @@ class Forecaster(RegressorMixin, LSTMEstimator):
         p_max = min(max(12, season + 1), max_window)
         table = []
         if n_valid or validation_data is not None:
-            vw, vt = self._validation_windows(X, n_valid, validation_data, max_window)
+            vw, vt = self._validation_windows(X, n_valid, validation_data, max_window, np.float64)
             vw = vw[:, -max_window:]
             (log, d, D), table = select_linear(
                 fit_part, vw, vt, season=season, max_window=max_window, p_max=p_max
@@ -376,16 +377,33 @@ class Forecaster(RegressorMixin, LSTMEstimator):
             table=[],
         )
 
-    def _validation_windows(self, X, n_valid: int, validation_data, width: int):
+    def _exact_windows(self, X, y, p: _Parts, validation_data, network):
+        """The validation windows and targets in float64, for the gate: ``network``
+        (the network's, from a series) were cut in float32, as they always were, so that
+        the fingerprints of the network's tensors (config.json's ``inputs``), and with
+        them resuming a run folder started before, stay as they were; float32 rounds a
+        series at 12 million to whole units, which the linear part's scores must not."""
+        if y is not None and validation_data is None:
+            return network  # given windows: never rounded
+        if validation_data is not None:
+            series = X if y is None else None
+            return self._validation_windows(series, 0, validation_data, p.history, np.float64)
+        from gatelab.data import make_windows
+
+        w, t = make_windows(X, p.history, self.horizon, np.float64)
+        return w[p.n_train :], t[p.n_train :]
+
+    def _validation_windows(self, X, n_valid: int, validation_data, width: int, dtype=np.float32):
         """``(windows (N, width), targets (N, horizon))``: those of ``X`` whose targets lie
         in its last ``n_valid`` values, or those of ``validation_data`` (a later series,
-        continued from the end of ``X``, or ``(windows, targets)``)."""
+        continued from the end of ``X``, or ``(windows, targets)``); windows cut from a
+        series are ``dtype`` values (float32 for the network), returned as float64."""
         from gatelab.data import make_windows
 
         if validation_data is None:
-            w, t = make_windows(X, width, self.horizon, np.float64)
+            w, t = make_windows(X, width, self.horizon, dtype)
             first = len(X) - n_valid - width  # the window whose target is value n - n_valid
-            return w[first:], t[first:]
+            return w[first:].astype(np.float64), t[first:].astype(np.float64)
         if isinstance(validation_data, tuple):
             vx, vy = validation_data
         else:
@@ -393,7 +411,8 @@ class Forecaster(RegressorMixin, LSTMEstimator):
         vx = _finite_array(vx, "validation X")
         if vx.ndim == 1:
             joined = vx if X is None else np.concatenate([X[-width:], vx])
-            return make_windows(joined, width, self.horizon, np.float64)
+            w, t = make_windows(joined, width, self.horizon, dtype)
+            return w.astype(np.float64), t.astype(np.float64)
         vy = _finite_array(vy, "validation y")
         return vx, (vy[:, None] if vy.ndim == 1 else vy)
 
