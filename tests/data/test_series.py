@@ -233,6 +233,18 @@ def test_make_windows_values() -> None:
         make_windows(np.ones((2, 2)), 1, 1)
 
 
+def test_make_windows_in_float64_keeps_large_values_exact() -> None:
+    """A meter reading of 12 million moving by 0.1: float32 (24 bits) rounds it to whole
+    units, float64 keeps it (what a forecaster's linear part and its scores read)."""
+    series = 12_345_678.9 + 0.1 * np.arange(8)
+    X, Y = make_windows(series, 3, 2, np.float64)
+    assert X.dtype == Y.dtype == np.float64
+    np.testing.assert_array_equal(X[:, 0], series[:4])
+    np.testing.assert_array_equal(Y[:, 1], series[4:])
+    X32, _ = make_windows(series, 3, 2)
+    assert np.abs(X32[:, 0].astype(np.float64) - series[:4]).max() > 0.05  # why it matters
+
+
 @FAST
 @given(
     hnp.arrays(np.float64, st.integers(2, 60), elements=st.floats(-1e6, 1e6)),

@@ -126,12 +126,38 @@ def test_forecast_is_the_linear_part_plus_the_gated_network(trended, tmp_path):
 def test_gate_weight_zero_leaves_the_linear_forecast():
     x = ar2(200, seed=4)
     f = Forecaster(**FAST).fit(x)
-    f._gate(np.zeros((0, f.history_steps_)), np.zeros((0, 1)), f.linear_)  # no data: keeps
     w = np.lib.stride_tricks.sliding_window_view(x, f.history_steps_)[-20:]
     # a network that can only hurt: the validation targets are the linear forecasts
     target = f.linear_.forecast(w, 1)
     assert f._gate(w, target, f.linear_) == 0.0
     np.testing.assert_allclose(f.predict(w), target[:, 0], atol=1e-9)
+
+
+def test_a_series_too_short_to_validate_gets_the_linear_part_alone():
+    """22 values: the default rule holds none out (16 must be left to fit), so nothing
+    can show that the LSTM term helps: weight 0, the forecasts are the linear part's.
+    validation_fraction=0 asks for no validation: the network's term is kept whole."""
+    x = ar2(22, seed=6)
+    f = Forecaster(**FAST).fit(x)
+    assert f.validation_metrics_ is None and f.network_weight_ == 0.0
+    w = np.lib.stride_tricks.sliding_window_view(x, f.history_steps_)
+    np.testing.assert_allclose(f.predict(w), f.linear_.forecast(w, 1)[:, 0], atol=1e-9)
+    g = Forecaster(**FAST, validation_fraction=0.0).fit(x)
+    assert g.network_weight_ == 1.0
+    assert np.abs(g.predict(w) - g.linear_.forecast(w, 1)[:, 0]).max() > 1e-3
+
+
+def test_large_values_are_not_rounded_to_float32():
+    """A meter at 12 million rising by 1.5 a step: the linear part (persistence with a
+    drift) forecasts it exactly, so its validation RMSE and evaluate's RMSE are ~0. The
+    windows were float32 (spaced 1.0 apart at 12 million): 0.25 and 0.27."""
+    from gatelab.tasks.estimator_kinds import forecast_metrics
+
+    x = 12_345_678.9 + 1.5 * np.arange(120)
+    f = Forecaster(**FAST).fit(x[:100])
+    assert f.validation_metrics_["linear_rmse"] < 1e-3, f.validation_metrics_
+    assert forecast_metrics(f, x, start=100)["rmse"] < 1e-3
+    np.testing.assert_allclose(f.predict(), [x[100]], rtol=0, atol=1e-3)
 
 
 def test_multi_step_and_short_series():

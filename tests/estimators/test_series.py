@@ -44,6 +44,22 @@ def test_series_classifier_ensemble_and_cross_val_score():
     assert scores.mean() >= 0.8
 
 
+def test_a_dataframe_is_read_one_series_a_row():
+    """A pandas DataFrame (N, T), as scikit-learn users pass 2-D input, gives what its
+    array gives; iterating it gave its column names (a ValueError with names t0 ..., a
+    DataError 'X[0] has shape ()' with numbers)."""
+    pd = pytest.importorskip("pandas")
+    X, y = shape_series(24)
+    table = pd.DataFrame(X[:, :, 0], columns=[f"t{k}" for k in range(X.shape[1])])
+    kw = {**TINY_SERIES, "epochs": 3, "architecture": "lstm"}
+    clf = SeriesClassifier(**kw).fit(table, pd.Series(y))
+    ref = SeriesClassifier(**kw).fit(X[:, :, 0], y)
+    np.testing.assert_array_equal(clf.predict_proba(table), ref.predict_proba(X))
+    nested = pd.DataFrame({"dim_0": [pd.Series(x[:, 0]) for x in X]})
+    with pytest.raises(DataError, match="table of objects"):
+        SeriesClassifier(**kw).fit(nested, y)
+
+
 def test_series_with_nan_is_refused_with_its_place():
     X, y = shape_series(10)
     X[3, 5, 0] = np.nan

@@ -29,16 +29,21 @@ def _positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
-def make_windows(series: Any, history: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+def make_windows(
+    series: Any, history: int, horizon: int, dtype: Any = np.float32
+) -> tuple[np.ndarray, np.ndarray]:
     """Cut a series into (history, horizon) forecasting pairs, stride 1.
 
     Args:
         series: ``(L,)`` numbers.
         history: input steps per window (>= 1).
         horizon: target steps per window (>= 1).
+        dtype: of the windows: float32 (a network's input) by default; float64 where the
+            values themselves matter (a forecaster's linear part, its scores): float32
+            keeps 24 bits, so a meter reading of 12 million comes back rounded to 1.
 
     Returns:
-        ``(X, Y)``, float32, X ``(N, history)`` and Y ``(N, horizon)`` with
+        ``(X, Y)`` of ``dtype``, X ``(N, history)`` and Y ``(N, horizon)`` with
         ``N = L - history - horizon + 1``, ``X[k] = series[k : k + history]`` and
         ``Y[k] = series[k + history : k + history + horizon]``.
 
@@ -55,7 +60,7 @@ def make_windows(series: Any, history: int, horizon: int) -> tuple[np.ndarray, n
             f"a series of length {len(x)} is too short for history={history} + "
             f"horizon={horizon}; expected length >= {history + horizon}"
         )
-    windows = np.lib.stride_tricks.sliding_window_view(x.astype(np.float32), history + horizon)
+    windows = np.lib.stride_tricks.sliding_window_view(x.astype(dtype), history + horizon)
     return windows[:, :history].copy(), windows[:, history:].copy()
 
 

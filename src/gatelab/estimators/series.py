@@ -31,7 +31,18 @@ LEVEL_FILE = "level.json"  # scaling of each series' level and log scale
 
 
 def _series_list(X, what: str = "X") -> list[np.ndarray]:
-    """(N, T, C) / (N, T) arrays or a list of (T_i, C) / (T_i,) arrays -> list of (T_i, C)."""
+    """(N, T, C) / (N, T) arrays or a list of (T_i, C) / (T_i,) arrays -> list of (T_i, C).
+
+    An array-like that is not a list (a pandas DataFrame, one series a row, as
+    scikit-learn reads 2-D input; a tensor) is read as the array it converts to:
+    iterating a DataFrame gives its column names, not its rows."""
+    if not isinstance(X, (list, tuple, np.ndarray)) and hasattr(X, "__array__"):
+        X = np.asarray(X)
+        if X.dtype == object and X.ndim > 1:
+            raise DataError(
+                f"{what} is a {X.shape} table of objects (a nested DataFrame?); expected "
+                "numbers (N, T) or (N, T, C), or a list of (T_i, C) arrays"
+            )
     if isinstance(X, np.ndarray) and X.dtype != object:
         if X.ndim == 2:
             X = X[:, :, None]

@@ -80,7 +80,7 @@ def forecast_metrics(est, series: np.ndarray, start: int | None = None) -> dict[
     from gatelab.train.metrics import regression_metrics
 
     history = est.history_steps_
-    X, Y = make_windows(series, history, est.horizon)
+    X, Y = make_windows(series, history, est.horizon, np.float64)
     if start is not None:
         first = max(0, start - history)
         X, Y = X[first:], Y[first:]
