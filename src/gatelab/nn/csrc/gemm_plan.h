@@ -9,8 +9,9 @@
 namespace {
 
 // The own kernel was tuned on a Zen 4 (AVX-512), where it beat MKL at every product; on a
-// Zen 3 (AVX2 only) MKL wins some large products by up to 1.2x (BENCHMARKS.md, "Zen 3
-// (AVX2): own GEMM against MKL"). A kernel tuned to one CPU must not lose on the next, so
+// Zen 3 (AVX2 only) MKL won the one-row products by 2.5x until the AVX2 tiles were fixed,
+// and still wins some shapes by ~1.1x (BENCHMARKS.md, "Zen 3 (AVX2): own GEMM against
+// MKL"). A kernel tuned to one CPU must not lose on the next, so
 // in the default mode (g_gemm_mode 0) each product kind and shape is measured at first use:
 // kGemmProbe calls of each candidate, alternated after one warm-up call each, medians
 // compared. The BLAS is taken only when its median is under kBlasMargin x the own kernel's:
