@@ -1,6 +1,7 @@
 """Two builds of the fused extension against each other, interleaved in one process.
 
     OMP_WAIT_POLICY=PASSIVE PYTHONPATH=src python benchmarks/ab_kernels.py OLD.so NEW.so
+    ... --gemm   # the own GEMM alone at the kernel's shapes (bench_gemm), old against new
 
 For a before/after of a kernel change: build each tree once (``fused.extension().__file__``
 names the ``.so``; builds of other trees or sources get other names and can sit side by
@@ -60,6 +61,32 @@ def step(ext, x, h0, c0, params, flags, dout, wall=False):
     return after, t2 - t1, t2 - t0, grads
 
 
+# C (M, N) = A (M, K) W^T: the recurrent products at B = 1..16 and 64, then the large ones
+GEMM_SHAPES = [(1, 128, 512), (1, 512, 128), (2, 128, 512), (3, 128, 512), (4, 128, 512)]
+GEMM_SHAPES += [(5, 128, 512), (8, 128, 512), (16, 128, 512), (16, 512, 128)]
+GEMM_SHAPES += [(64, 256, 1024), (64, 1024, 256), (100, 64, 512), (1600, 64, 512)]
+GEMM_SHAPES += [(512, 1600, 128), (6400, 128, 1024), (1024, 6400, 256), (6400, 1024, 128)]
+
+
+def gemm_ab(exts: dict, rounds: int) -> int:
+    """The own kernel's bench_gemm (mode 4 packed, and mode 5 unpacked up to 4 rows) of
+    both builds, interleaved, this thread's CPU time: us per call, medians."""
+    print(f"# load average {os.getloadavg()[0]:.2f}; bench_gemm, 1 thread, CPU time")
+    print("| M, K, N | mode | old us | new us | old / new |")
+    print("|---|---|---|---|---|")
+    for M, K, N in GEMM_SHAPES:
+        for mode in (4, 5) if M <= 4 else (4,):
+            reps = max(3, min(2000, int(2e7 / (2 * M * K * N))))
+            t = {k: [] for k in exts}
+            for _ in range(rounds):
+                for k, ext in exts.items():
+                    t[k].append(ext.bench_gemm(M, K, N, mode, reps, False, True) * 1e6)
+            o, n = statistics.median(t["old"]), statistics.median(t["new"])
+            print(f"| {M}, {K}, {N} | {mode} | {o:.2f} | {n:.2f} | {o / n:.2f} |", flush=True)
+    print(f"# load average after {os.getloadavg()[0]:.2f}")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("old", help="the extension .so before the change")
@@ -70,11 +97,14 @@ def main(argv=None) -> int:
         "--sizes", nargs="+", metavar="B,I,H", help="configurations (default: B = 1, 16, 64)"
     )
     ap.add_argument("--threads", type=int, default=1, help="torch threads (more than 1: wall time)")
+    ap.add_argument("--gemm", action="store_true", help="the own GEMM alone (bench_gemm)")
     args = ap.parse_args(argv)
     configs = [tuple(map(int, c.split(","))) for c in args.sizes] if args.sizes else CONFIGS
     torch.set_num_threads(args.threads)
     wall = args.threads > 1
     exts = {"old": load(args.old), "new": load(args.new)}
+    if args.gemm:
+        return gemm_ab(exts, args.rounds)
     clock = f"{args.threads} threads, wall time" if wall else "1 thread, CPU time"
     print(f"# load average {os.getloadavg()[0]:.2f}; variant {args.variant}; {clock}")
     print("| B, I, H | after old / new ms | ratio | backward ratio | fwd+bwd ratio | max diff |")

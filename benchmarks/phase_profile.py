@@ -4,23 +4,22 @@
     PYTHONPATH=src OMP_WAIT_POLICY=PASSIVE python benchmarks/phase_profile.py --quick  # smoke run
     ... --after-only    # only the backward's after-loop phase taken apart (1 thread)
     ... --memory-only   # only peak training memory, a fresh process per measurement
+    ... --gemm-only     # only the GEMM peak and tables (own against MKL)
 
 Prints markdown: the machine's GEMM peak (MKL, oneDNN and the own kernel at large squares),
 the GEMMs of the kernel's shapes (own micro-kernel against MKL ``sgemm``, MKL packed
 ``sgemm_compute``, ``at::mm``, ``torch.mm``/``addmm``, oneDNN and ``torch.ops.mkl._mkl_linear``
 with the weight packed once), then a training step (``out.sum().backward()``, ``x``
 requiring grad, T = 100, float32) of the fused ``standard`` and ``layernorm`` cells per
-phase, from the extension's phase timers (``extension().profile``, csrc/profile.h),
-in three kernel modes:
-
-- ``default``: what users run (own GEMMs, GEMM and pointwise fused per step);
+phase, from the extension's phase timers (``extension().profile``, csrc/profile.h), in
+three kernel modes, ``default`` (what users run: GEMMs chosen per product, gemm_plan.h),
 - ``split``: the same with the recurrent GEMM and the pointwise pass as two phases
   (``set_gemm_mode(0, fused_step=0)``), which is how the recurrent GEMM's share is read;
 - ``aten``: every product through ``at::mm`` (MKL) (``set_gemm_mode(3)``).
 
 and ``torch.nn.LSTM``'s step as the peer; last, the traced forward against the untraced
-one. Every measurement is repeated ``--rounds``
-times, configurations and modes interleaved round-robin, and the median is reported. With
+one. Every measurement is repeated ``--rounds`` times, configurations and modes interleaved
+round-robin, and the median is reported. With
 one thread, times are the calling thread's CPU time (``time.thread_time``, the extension's
 ``profile(2)``, ``bench_gemm(cpu=True)``): on a shared machine that leaves out the time
 slices other processes take; with two threads they are wall time.
@@ -565,23 +564,24 @@ def main() -> None:
     ap.add_argument("--no-gemm", action="store_true", help="skip the GEMM tables")
     ap.add_argument("--after-only", action="store_true", help="only the after-phase table")
     ap.add_argument("--memory-only", action="store_true", help="only the peak-memory table")
+    ap.add_argument("--gemm-only", action="store_true", help="only the GEMM peak and tables")
     args = ap.parse_args()
-    rounds = 1 if args.quick else args.rounds
-    threads = tuple(args.threads)
+    rounds, threads = (1 if args.quick else args.rounds), tuple(args.threads)
     t0 = time.time()
     print(
         f"# phase_profile.py: commit {commit()}, torch {torch.__version__}, {os.cpu_count()} cpus, "
         f"T={T}, float32, rounds={rounds}, threads={threads}, "
         f"ext: {fused.extension().blas_info()}; load {load()} at the start"
     )
-    if args.memory_only:
-        print_memory(rounds, args.quick)
-        print(f"\nload at the end {load()}; run time {time.time() - t0:.0f} s")
-        return
-    if args.after_only:
-        print_after(after_table(rounds, args.quick))
-        print(f"\nload at the end {load()}; run time {time.time() - t0:.0f} s")
-        return
+    if args.memory_only or args.after_only or args.gemm_only:
+        if args.memory_only:
+            print_memory(rounds, args.quick)
+        elif args.after_only:
+            print_after(after_table(rounds, args.quick))
+        else:
+            print_peak(gemm_peak(rounds, threads))
+            print_gemms(gemm_table(rounds, threads, args.quick))
+        return print(f"\nload at the end {load()}; run time {time.time() - t0:.0f} s")
     peak = gemm_peak(rounds, threads)
     print_peak(peak)
     if not args.no_gemm:

@@ -235,9 +235,13 @@ def test_step_split_is_decided_once_per_shape(two_threads):
 def test_short_sequences_do_not_decide_the_split_for_long_ones(two_threads):
     """A sequence of T <= 2 runs its recurrent product on plain BLAS whatever the mode, so
     its steps must not decide the split of the packed kernel's longer sequences of the
-    same shape (step-by-step decoding before training did): each GEMM gets its own plan."""
+    same shape (step-by-step decoding before training did): each GEMM gets its own plan.
+    The long sequence's recurrent products are planted on the packed own kernel (the
+    measured choice could give them plain BLAS too, gemm_plan.h)."""
     ext = fused.extension()
     ref, fus = _pair("standard", 8, 64, num_layers=1)  # B * 4H * P = 2^17: may split
+    ext.set_gemm_plan(0, 8, 8, 64, 256, True)  # h W_hh^T: M = B, K = P, N = 4H, float64
+    ext.set_gemm_plan(1, 8, 8, 256, 64, True)  # dG W_hh
     ext.step_plans(True)
     for _ in range(8):
         _run(fus, *_inputs(ref, T=1, B=8, hx=True))

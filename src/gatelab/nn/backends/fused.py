@@ -17,15 +17,20 @@ tracing is free.
 
 The GEMMs are the extension's own register-tiled kernel over a weight packed once per
 sequence (``W_hh`` for the recurrence), with columns split by hidden units so that one
-thread goes from its GEMM columns straight on to their pointwise pass. On the 2-core AMD
-EPYC (Zen 4) this was built on it beat MKL's ``sgemm`` and packed ``sgemm_compute``
-(which ARCHITECTURE.md measured against ``addmm``) at every recurrent shape of the
-benchmark, B = 1..64; MKL stays selectable (``extension().set_gemm_mode``) for comparison.
-A weight used once (``LSTMCell``) is multiplied unpacked, and so is ``W_hh`` at ``B = 1``
-(no packed copy: peak memory, issue 16); ``x W_ih^T`` and ``dx`` take the own GEMM, or the
-unpacked loops below 32 rows, rather than MKL, whose ``sgemm`` allocates ~330 KB of
-buffers per thread on first use. Steps are split over threads
-(OpenMP, torch's thread count) where that measurably pays: on a machine whose cores other
+thread goes from its GEMM columns straight on to their pointwise pass, or the BLAS (MKL's
+packed ``sgemm_compute`` / ``sgemm`` for the recurrent products, ``at::mm`` for the input
+projection, ``dx`` and the weight gradients): which one is measured per product kind and
+shape at its first use (``csrc/gemm_plan.h``: five timed calls of each, medians, the BLAS
+only when under 0.9x the own kernel) and then fixed for the process;
+``extension().gemm_plans()`` lists the decisions, ``set_gemm_plan`` plants one and
+``set_gemm_mode`` forces a kernel (4 own, 1-3 BLAS). The own kernel was tuned on a Zen 4
+(AVX-512) where it beat MKL everywhere; the machine can change under the project (issue 16:
+a Zen 3, AVX2 only), and a kernel tuned to one CPU must not lose on the next. Nothing is
+measured at ``B = 1``: ``W_hh`` is read unpacked there (no packed copy: peak memory, issue
+16) and the large products take the own kernel, or the unpacked loops below 32 rows, rather
+than MKL, whose ``sgemm`` allocates ~330 KB of buffers per thread on first use. A weight
+used once (``LSTMCell``) is multiplied unpacked or by plain BLAS. Steps are split over
+threads (OpenMP, torch's thread count) where that measurably pays: on a machine whose cores other
 processes share, a split step can wait a whole time slice for its other half. The choice is
 measured once per shape (the first steps of the first sequence: four serial, four split,
 medians compared) and then fixed for the process, so that a run's speed does not drift

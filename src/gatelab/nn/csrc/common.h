@@ -29,6 +29,11 @@
 #define GL_CLONES
 #endif
 #define GL_INLINE static inline __attribute__((always_inline))
+// Full unrolling of the register tiles' loops over rows and vectors: without it GCC 12
+// kept the 8-vector tiles (one or two rows, AVX2) as loops over arrays on the stack, each
+// 32-byte vector stored as two 16-byte halves and read back whole (a store-forwarding
+// stall per load): 4x slower at B = 1 and 2 on a Zen 3 (issue 16, branch gemmsel).
+#define GL_UNROLL _Pragma("GCC unroll 16")
 
 namespace {
 

@@ -220,17 +220,48 @@ void set_gemm_mode(int64_t mode, int64_t fused_step, int64_t adaptive) {
 std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
                        bool, bool, double, double>>
 step_plans(bool reset) {
-  std::lock_guard<std::mutex> lock(step_plan_mutex());
+  std::lock_guard<std::mutex> lock(StepPlans::mutex());
   std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
                          int64_t, bool, bool, double, double>>
       r;
-  for (const auto& [k, v] : step_plans_map()) {
+  for (const auto& [k, v] : StepPlans::map()) {
     const double ts = v.n_serial ? median_of(v.t_serial, v.n_serial) : 0.0;
     const double tp = v.n_par ? median_of(v.t_par, v.n_par) : 0.0;
     r.emplace_back(k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7], v.decided, v.par, ts, tp);
   }
-  if (reset) step_plans_map().clear();
+  if (reset) StepPlans::map().clear();
   return r;
+}
+
+// The GEMM decisions cached so far (gemm_plan.h), one tuple per product kind and shape:
+// (kind 0 recurrent forward / 1 recurrent backward / 2 input projection / 3 dx / 4 weight
+// gradients, bytes per element, M, K, N, threads, own kernel, measured, median own s,
+// median BLAS s). reset: forget them (the next call of each shape measures again).
+std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, bool, double,
+                       double>>
+gemm_plans(bool reset) {
+  std::lock_guard<std::mutex> lock(GemmPlans::mutex());
+  std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, bool,
+                         double, double>>
+      r;
+  for (const auto& [k, v] : GemmPlans::map())
+    r.emplace_back(k[0], k[1], k[2], k[3], k[4], k[5], v.own, v.measured, v.t_own, v.t_blas);
+  if (reset) GemmPlans::map().clear();
+  return r;
+}
+
+// Override: the decision for product `kind` of shape (M, K, N) and `bytes` per element at
+// the current thread count, as if measured (listed as not measured), for tests and
+// benchmarks; replaces a cached one.
+void set_gemm_plan(int64_t kind, int64_t bytes, int64_t M, int64_t K, int64_t N, bool own) {
+  TORCH_CHECK(kind >= kGRecFwd && kind <= kGDw, "set_gemm_plan: kind must be 0..4, got ", kind);
+  TORCH_CHECK(bytes == 4 || bytes == 8, "set_gemm_plan: bytes must be 4 or 8, got ", bytes);
+  TORCH_CHECK(M >= 1 && K >= 1 && N >= 1, "set_gemm_plan: M, K, N must be >= 1, got ", M, ", ",
+              K, ", ", N);
+  std::lock_guard<std::mutex> lock(GemmPlans::mutex());
+  GemmPlan plan;
+  plan.own = own;
+  GemmPlans::map()[GemmKey{kind, bytes, M, K, N, int64_t(at::get_num_threads())}] = plan;
 }
 
 // Enable (and reset) or disable the phase timers; returns the seconds summed so far.
@@ -296,11 +327,19 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lstm_forward", &lstm_forward, "one LSTM layer-direction, forward");
   m.def("lstm_backward", &lstm_backward, "one LSTM layer-direction, backward");
   m.def("set_gemm_mode", &set_gemm_mode,
-        "GEMM: 0 auto, 1 BLAS, 2 MKL packed, 3 at::mm, 4 small_gemm, 5 gemv; fused_step 0/1",
+        "GEMM: 0 measured per product (gemm_plans), 1 BLAS, 2 MKL packed, 3 at::mm, 4 own "
+        "kernel, 5 gemv; fused_step 0/1",
         py::arg("mode"), py::arg("fused_step") = 1, py::arg("adaptive") = 1);
   m.def("step_plans", &step_plans,
         "per-step split decisions cached per shape (reset=True forgets them)",
         py::arg("reset") = false);
+  m.def("gemm_plans", &gemm_plans,
+        "own kernel or BLAS per product and shape, measured once (reset=True forgets them)",
+        py::arg("reset") = false);
+  m.def("set_gemm_plan", &set_gemm_plan,
+        "fix own (True) or BLAS for product kind, bytes, M, K, N at this thread count",
+        py::arg("kind"), py::arg("bytes"), py::arg("M"), py::arg("K"), py::arg("N"),
+        py::arg("own"));
   m.def("bench_gemm", &bench_gemm, "seconds per recurrent GEMM call (M, K, N, mode, reps, double)");
   m.def("profile", &profile, "phase timers: 1 wall / 2 thread CPU (resets), 0 off; returns seconds per phase");
   m.def("bench_parallel", &bench_parallel, "microseconds per empty parallel region");

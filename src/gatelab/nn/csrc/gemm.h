@@ -40,7 +40,9 @@ GL_INLINE void gemm_tile(int64_t K, int64_t ps, const T* __restrict A, int64_t s
   using V = typename Vec<T, VB>::type;
   constexpr int L = Vec<T, VB>::n, PW = kPanel<T>, VPP = PW / L, NV = NP * VPP;
   V c[MB][NV];
+  GL_UNROLL
   for (int m = 0; m < MB; ++m)
+    GL_UNROLL
     for (int v = 0; v < NV; ++v) {
       const int64_t off = (v / VPP) * PW + (v % VPP) * L;  // column of this vector
       if (acc) {
@@ -53,14 +55,19 @@ GL_INLINE void gemm_tile(int64_t K, int64_t ps, const T* __restrict A, int64_t s
     }
   for (int64_t k = 0; k < K; ++k) {
     V w[NV];
+    GL_UNROLL
     for (int v = 0; v < NV; ++v)
       __builtin_memcpy(&w[v], Wp + (v / VPP) * ps + k * PW + (v % VPP) * L, sizeof(V));
+    GL_UNROLL
     for (int m = 0; m < MB; ++m) {
       const T a = A[m * sam + k * sak];
+      GL_UNROLL
       for (int v = 0; v < NV; ++v) c[m][v] += a * w[v];
     }
   }
+  GL_UNROLL
   for (int m = 0; m < MB; ++m)
+    GL_UNROLL
     for (int v = 0; v < NV; ++v)
       __builtin_memcpy(C + m * ldc + (v / VPP) * PW + (v % VPP) * L, &c[m][v], sizeof(V));
 }
@@ -131,14 +138,20 @@ GL_CLONES void gemm_block_v(int64_t m0, int64_t m1, int64_t K, const T* A, int64
         const T* bq = part == 0 || bs == nullptr ? bs : bs + ps2 * PW;
         for (int64_t q0 = qa; q0 < qb; q0 += NCP) {
           const int64_t q1 = std::min(qb, q0 + NCP);
+          // rows RM at a time: 6 x 2 vectors (12 of AVX2's 16 registers, the classic 6x16
+          // float tile; 4 x 2 left 8 accumulators: 5-15% slower at the large products on a
+          // Zen 3), 4 with AVX-512's 64-byte vectors (the Zen 4 tuning)
+          constexpr int RM = VB == 32 ? 6 : 4;
           int64_t m = 0;
           const int64_t rows = mce - mc;
-          for (; m + 4 <= rows; m += 4)
-            gemm_rows<T, VB, 4>(kc, ps, Ak + m * am, am, ak, Wk, Cq + (mc + m) * ld, ld, q0, q1,
-                                ac, bq);
+          for (; m + RM <= rows; m += RM)
+            gemm_rows<T, VB, RM>(kc, ps, Ak + m * am, am, ak, Wk, Cq + (mc + m) * ld, ld, q0, q1,
+                                 ac, bq);
           const T* Am = Ak + m * am;
           T* Cm = Cq + (mc + m) * ld;
           switch (rows - m) {
+            case 5: gemm_rows<T, VB, 5>(kc, ps, Am, am, ak, Wk, Cm, ld, q0, q1, ac, bq); break;
+            case 4: gemm_rows<T, VB, 4>(kc, ps, Am, am, ak, Wk, Cm, ld, q0, q1, ac, bq); break;
             case 3: gemm_rows<T, VB, 3>(kc, ps, Am, am, ak, Wk, Cm, ld, q0, q1, ac, bq); break;
             case 2: gemm_rows<T, VB, 2>(kc, ps, Am, am, ak, Wk, Cm, ld, q0, q1, ac, bq); break;
             case 1: gemm_rows<T, VB, 1>(kc, ps, Am, am, ak, Wk, Cm, ld, q0, q1, ac, bq); break;
@@ -235,20 +248,28 @@ GL_INLINE void gemv_nt_rows(int64_t K, const T* __restrict A, int64_t lda, const
   int64_t n = n0;
   for (; n + NR <= n1; n += NR) {
     V c[MB][NR];
+    GL_UNROLL
     for (int m = 0; m < MB; ++m)
+      GL_UNROLL
       for (int r = 0; r < NR; ++r) c[m][r] = V{};
     for (int64_t k = 0; k < Kv; k += L) {
       V w[NR];
+      GL_UNROLL
       for (int r = 0; r < NR; ++r) __builtin_memcpy(&w[r], W + (n + r) * K + k, sizeof(V));
+      GL_UNROLL
       for (int m = 0; m < MB; ++m) {
         V a;
         __builtin_memcpy(&a, A + m * lda + k, sizeof(V));
+        GL_UNROLL
         for (int r = 0; r < NR; ++r) c[m][r] += a * w[r];
       }
     }
+    GL_UNROLL
     for (int m = 0; m < MB; ++m)
+      GL_UNROLL
       for (int r = 0; r < NR; ++r) {
         T sum = T(0);
+        GL_UNROLL
         for (int l = 0; l < L; ++l) sum += c[m][r][l];
         for (int64_t k = Kv; k < K; ++k) sum += A[m * lda + k] * W[(n + r) * K + k];
         T* out = C + m * ldc + n + r;
@@ -256,6 +277,7 @@ GL_INLINE void gemv_nt_rows(int64_t K, const T* __restrict A, int64_t lda, const
       }
   }
   for (; n < n1; ++n)
+    GL_UNROLL
     for (int m = 0; m < MB; ++m) {
       T sum = T(0);
       for (int64_t k = 0; k < K; ++k) sum += A[m * lda + k] * W[n * K + k];
@@ -292,7 +314,9 @@ GL_INLINE void gemv_nn_rows(int64_t K, const T* __restrict A, int64_t lda, const
   int64_t n = n0;
   for (; n + NV * L <= n1; n += NV * L) {
     V c[MB][NV];
+    GL_UNROLL
     for (int m = 0; m < MB; ++m)
+      GL_UNROLL
       for (int v = 0; v < NV; ++v) {
         if (acc) {
           __builtin_memcpy(&c[m][v], C + m * ldc + n + v * L, sizeof(V));
@@ -302,16 +326,22 @@ GL_INLINE void gemv_nn_rows(int64_t K, const T* __restrict A, int64_t lda, const
       }
     for (int64_t k = 0; k < K; ++k) {
       V w[NV];
+      GL_UNROLL
       for (int v = 0; v < NV; ++v) __builtin_memcpy(&w[v], W + k * ldw + n + v * L, sizeof(V));
+      GL_UNROLL
       for (int m = 0; m < MB; ++m) {
         const T a = A[m * lda + k];
+        GL_UNROLL
         for (int v = 0; v < NV; ++v) c[m][v] += a * w[v];
       }
     }
+    GL_UNROLL
     for (int m = 0; m < MB; ++m)
+      GL_UNROLL
       for (int v = 0; v < NV; ++v) __builtin_memcpy(C + m * ldc + n + v * L, &c[m][v], sizeof(V));
   }
   for (; n < n1; ++n)
+    GL_UNROLL
     for (int m = 0; m < MB; ++m) {
       T sum = acc ? C[m * ldc + n] : T(0);
       for (int64_t k = 0; k < K; ++k) sum += A[m * lda + k] * W[k * ldw + n];
@@ -365,8 +395,10 @@ struct WeightGemm {
   Tensor packed;  // mode 2: MKL's packed weight; mode 4: the panels
   Tensor w_tensor;
 
-  // `reuse`: how many calls will share this weight (the sequence length).
-  WeightGemm(const Tensor& w, int64_t M_, bool nt_, int64_t reuse, int64_t groups_ = 1)
+  // `reuse`: how many calls will share this weight (the sequence length). `force`: a mode
+  // (1..5) instead of g_gemm_mode (gemm_plan.h's measured choice), -1 none.
+  WeightGemm(const Tensor& w, int64_t M_, bool nt_, int64_t reuse, int64_t groups_ = 1,
+             int force = -1)
       : W(w.data_ptr<T>()), M(int(M_)), nt(nt_), groups(groups_), w_tensor(w) {
     N = int(nt ? w.size(0) : w.size(1));
     K = int(nt ? w.size(1) : w.size(0));
@@ -375,7 +407,7 @@ struct WeightGemm {
     const bool have_plain = std::is_same<T, float>::value ? blas.sgemm != nullptr
                                                            : blas.dgemm != nullptr;
     const bool can_pack = std::is_same<T, float>::value && blas.pack_size != nullptr;
-    int want = g_gemm_mode;
+    int want = force > 0 ? force : g_gemm_mode;
     if (want == 0) want = choose(can_pack, reuse);
     if (want == 2 && !can_pack) want = 1;
     if (want == 5 && M > 4) want = 1;  // the forced mode: gemv up to 4 rows

@@ -259,10 +259,10 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   Tensor w_hr = proj ? p[kWhr]->contiguous() : Tensor();
 
   std::optional<WeightGemm<T>> g_hh_;  // released after the loop (peak memory)
-  g_hh_.emplace(w_hh, B, /*nt=*/false, T_);
+  g_hh_.emplace(w_hh, B, /*nt=*/false, T_, 1, recurrent_mode<T>(w_hh, B, false, T_));
   WeightGemm<T>& g_hh = *g_hh_;
   std::optional<WeightGemm<T>> g_hr;
-  if (proj) g_hr.emplace(w_hr, B, /*nt=*/false, T_);
+  if (proj) g_hr.emplace(w_hr, B, /*nt=*/false, T_, 1, recurrent_mode<T>(w_hr, B, false, T_));
   // the carry dh (gradient wrt h_{t-1}) is the GEMM's output: row stride dld (padded)
   const int64_t dld = g_hh.ldc();
   Tensor dh = at::zeros({B, dld}, opts);
@@ -445,7 +445,11 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   dh = Tensor();
   const int64_t TB = T_ * B;
   auto vec = [&](int64_t n) { return at::empty({n}, opts); };
-  const bool own = g_gemm_mode == 0 || g_gemm_mode == 4;
+  // the own kernel or at::mm for the weight gradients: the mode, or the measured choice
+  // (gemm_plan.h; never at B = 1)
+  const bool own_mode = g_gemm_mode == 0 || g_gemm_mode == 4;
+  const Tensor h_rows = T_ > 1 ? h_feed.view({TB, P}) : h0;  // the probe's h_{t-1}
+  const bool own = own_mode && dw_own<T>(dG.view({TB, GH}), x.view({TB, I}), h_rows, B <= kGemvRows);
   // no layer norm: dW_ih and dW_hh come from one GEMM (below)
   const bool one_dw = own && !s.ln;
   const bool has_bias = p[kBih].has_value() || p[kBhh].has_value();
@@ -500,13 +504,14 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   auto input_grad = [&] {
     if (!need_dx) return;
     const T* dxw_p = dG.data_ptr<T>();
-    if (own && TB >= kPackRows) {  // packing W_ih pays off for enough rows
+    if (own_mode && TB >= kPackRows &&
+        dx_own<T>(dG.view({TB, GH}), w_ih, B <= kGemvRows)) {  // packing pays off for enough rows
       Tensor wp = at::empty({Ip * GH}, opts);
       pack_rows<T>(w_ih.data_ptr<T>(), I, GH, 0, GH, I, wp.data_ptr<T>());
       Tensor dx = at::empty({TB, Ip}, opts);
       big_gemm<T>(TB, GH, I, dxw_p, GH, 1, wp.data_ptr<T>(), dx.data_ptr<T>(), Ip, nullptr);
       g[0] = dx.view({T_, B, Ip}).narrow(2, 0, I);
-    } else if (own) {  // few rows: W_ih read unpacked, no MKL (kPackRows)
+    } else if (own_mode && TB < kPackRows) {  // few rows: W_ih read unpacked, no MKL
       Tensor dx = at::empty({T_, B, I}, opts);
       gemv_nn<T>(TB, GH, 0, I, dxw_p, GH, w_ih.data_ptr<T>(), I, dx.data_ptr<T>(), I, false);
       g[0] = dx;

@@ -34,8 +34,12 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
   Tensor xw;
   int64_t xw_ld = GH;
   std::optional<Tick> tick_proj(std::in_place, kPFwdProj);
+  // own: the own kernel, packed for enough rows (below, the unpacked loops), unless the
+  // measured choice (gemm_plan.h; never at B = 1) or the mode gives the product to at::mm
   const bool own = g_gemm_mode == 0 || g_gemm_mode == 4;
-  if (!s.ln && own && T_ * B >= kPackRows) {
+  const bool big = T_ * B >= kPackRows;
+  const bool own_big = !s.ln && own && big && proj_own<T>(x2, w_ih, B <= kGemvRows);
+  if (own_big) {
     // x W_ih^T + b with the packed GEMM (packing W_ih costs about 32 rows of GEMM, so only
     // for enough rows): xw has padded rows (xw_ld >= GH)
     WeightGemm<T> g_ih(w_ih, T_ * B, /*nt=*/true, /*reuse=*/1000);
@@ -45,7 +49,7 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
     if (bias.defined()) bp = at::constant_pad_nd(bias, {0, xw_ld - GH}, 0).contiguous();
     big_gemm<T>(T_ * B, I, GH, x.data_ptr<T>(), I, 1, g_ih.packed.template data_ptr<T>(),
                 xw.data_ptr<T>(), xw_ld, bp.defined() ? bp.data_ptr<T>() : nullptr);
-  } else if (!s.ln && (own || (g_gemm_mode == 5 && T_ * B <= 4))) {
+  } else if (!s.ln && ((own && !big) || (g_gemm_mode == 5 && T_ * B <= 4))) {
     xw = at::empty({T_ * B, GH}, opts);
     if (bias.defined()) bias = bias.contiguous();
     gemv_nt<T>(T_ * B, I, GH, x.data_ptr<T>(), I, w_ih.data_ptr<T>(), xw.data_ptr<T>(), GH, false,
@@ -86,9 +90,9 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
   }
   Tensor w_hr = proj ? p[kWhr]->contiguous() : Tensor();
 
-  WeightGemm<T> g_hh(w_hh, B, /*nt=*/true, T_, s.G);
+  WeightGemm<T> g_hh(w_hh, B, /*nt=*/true, T_, s.G, recurrent_mode<T>(w_hh, B, true, T_, s.G));
   std::optional<WeightGemm<T>> g_hr;
-  if (proj) g_hr.emplace(w_hr, B, /*nt=*/true, T_);
+  if (proj) g_hr.emplace(w_hr, B, /*nt=*/true, T_, 1, recurrent_mode<T>(w_hr, B, true, T_));
   Tensor hw = at::empty({B, g_hh.ldc()}, opts);
   Tensor hp = proj ? at::empty({B, g_hr->ldc()}, opts) : Tensor();
   const int64_t hp_ld = proj ? g_hr->ldc() : 0;

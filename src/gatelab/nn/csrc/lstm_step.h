@@ -4,7 +4,7 @@
 // unit, so that the compiled code is the same as when this was one file).
 #pragma once
 
-#include "gemm.h"
+#include "gemm_plan.h"
 #include "lstm_math.h"
 #include "profile.h"
 
@@ -80,9 +80,12 @@ struct LnInputGemm {
   int64_t TB, I, GH;
   std::optional<WeightGemm<T>> g;  // the packed own GEMM, else at::mm
 
+  // x_: (T, B, I); the own GEMM or at::mm as gemm_plan.h's proj_own measured (the
+  // forward decides, the backward finds the decision cached: the same GEMM both ways)
   LnInputGemm(const Tensor& x_, const Tensor& w_, int64_t TB_)
       : x(x_), w(w_), TB(TB_), I(w_.size(1)), GH(w_.size(0)) {
-    if (own_gemm() && TB >= kPackRows && GH % kPanel<T> == 0)
+    if (own_gemm() && TB >= kPackRows && GH % kPanel<T> == 0 &&
+        proj_own<T>(x.view({TB, I}), w, x.size(1) <= kGemvRows))
       g.emplace(w, TB, /*nt=*/true, /*reuse=*/1000);
   }
   static bool own_gemm() { return g_gemm_mode == 0 || g_gemm_mode == 4; }
@@ -435,20 +438,7 @@ struct StepPlan {
   bool decided = false, par = false;
 };
 
-inline std::mutex& step_plan_mutex() {
-  static std::mutex m;
-  return m;
-}
-inline std::map<StepKey, StepPlan>& step_plans_map() {
-  static std::map<StepKey, StepPlan> m;
-  return m;
-}
-
-inline double median_of(const double* v, int n) {
-  std::vector<double> w(v, v + n);
-  std::sort(w.begin(), w.end());
-  return n % 2 ? w[n / 2] : 0.5 * (w[n / 2 - 1] + w[n / 2]);
-}
+using StepPlans = PlanCache<StepKey, StepPlan>;
 
 // key: {kind (0 forward, 1 backward), sizeof(T), B, GH, P, spec flags, projection,
 // threads, and the two modes that change the step's code: the fused-step switch and the
@@ -467,17 +457,17 @@ struct StepSplit {
     if (!allowed || g_adaptive != 1) return;
     key = {kind, tsize, B, GH, P, flags, int64_t(proj), int64_t(at::get_num_threads()),
            int64_t(g_fused_step), gemm};
-    std::lock_guard<std::mutex> lock(step_plan_mutex());
-    auto it = step_plans_map().find(key);
-    if (it != step_plans_map().end()) plan = it->second;
+    std::lock_guard<std::mutex> lock(StepPlans::mutex());
+    auto it = StepPlans::map().find(key);
+    if (it != StepPlans::map().end()) plan = it->second;
   }
   ~StepSplit() { save(); }
 
   void save() {
     if (!dirty) return;
     dirty = false;
-    std::lock_guard<std::mutex> lock(step_plan_mutex());
-    StepPlan& stored = step_plans_map()[key];
+    std::lock_guard<std::mutex> lock(StepPlans::mutex());
+    StepPlan& stored = StepPlans::map()[key];
     if (!stored.decided) stored = plan;  // a concurrent decision stands
   }
 

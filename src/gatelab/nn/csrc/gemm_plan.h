@@ -1,0 +1,223 @@
+// gemm_plan.h: which GEMM runs each product (the own kernel or the BLAS), measured once per
+// shape on the machine that runs it, cached for the process (issue 16)
+// Part of the fused LSTM extension: included by fused_lstm.cpp only (one translation
+// unit, so that the compiled code is the same as when this was one file).
+#pragma once
+
+#include "gemm.h"
+
+namespace {
+
+// The own kernel was tuned on a Zen 4 (AVX-512), where it beat MKL at every product; on a
+// Zen 3 (AVX2 only) MKL won the one-row products by 2.5x until the AVX2 tiles were fixed,
+// and still wins some shapes by ~1.1x (BENCHMARKS.md, "Zen 3 (AVX2): own GEMM against
+// MKL"). A kernel tuned to one CPU must not lose on the next, so
+// in the default mode (g_gemm_mode 0) each product kind and shape is measured at first use:
+// kGemmProbe calls of each candidate, alternated after one warm-up call each, medians
+// compared. The BLAS is taken only when its median is under kBlasMargin x the own kernel's:
+// the own kernel fuses the recurrent GEMM with the pointwise pass and allocates no MKL
+// buffers, gains a per-product time does not show. The decision is then fixed for that
+// shape, dtype and thread count in this process (gemm_plans lists them).
+//
+// Not measured, always the own kernel: batches of kGemvRows rows (B = 1: MKL's sgemm
+// allocates ~330 KB per thread on first use, more than a B = 1 step's own buffers, issue 16's
+// peak-memory target), and the products the drivers give to the unpacked loops (few rows,
+// a weight used once or twice). Forced modes override the measurement: g_gemm_mode 4 or 5
+// the own kernel everywhere, 1, 2 or 3 the BLAS (set_gemm_mode).
+enum GemmKind {
+  kGRecFwd = 0,  // h_{t-1} W^T per step (W_hh, W_hr): M = B rows
+  kGRecBwd = 1,  // dG_t W per step (W_hh, W_hr)
+  kGProj = 2,    // x W_ih^T over all steps (layer norm's raw projection too)
+  kGDx = 3,      // dx = dG W_ih
+  kGDw = 4,      // dW_ih, dW_hh = dG^T [x, h_{t-1}]
+};
+constexpr int kGemmProbe = 5;
+constexpr double kBlasMargin = 0.9;
+// Rows (of M, or of K for the weight gradients) of the large products' probe: a block
+// of the real operands, the own GEMM's K chunk, so that the probe costs a few ms at most
+// and allocates only block-sized scratch (peak memory).
+constexpr int64_t kProbeRows = 256;
+
+inline double median_of(const double* v, int n) {
+  std::vector<double> w(v, v + n);
+  std::sort(w.begin(), w.end());
+  return n % 2 ? w[n / 2] : 0.5 * (w[n / 2 - 1] + w[n / 2]);
+}
+
+// key: {kind, sizeof(T), M, K, N, threads}
+using GemmKey = std::array<int64_t, 6>;
+struct GemmPlan {
+  bool own = true, measured = false;
+  double t_own = 0, t_blas = 0;  // medians, seconds per call of the probe
+};
+
+// A process-wide cache of decisions and its lock: the GEMM plans here, the per-step split
+// in lstm_step.h (StepSplit).
+template <typename Key, typename Plan>
+struct PlanCache {
+  static std::mutex& mutex() {
+    static std::mutex m;
+    return m;
+  }
+  static std::map<Key, Plan>& map() {
+    static std::map<Key, Plan> m;
+    return m;
+  }
+};
+using GemmPlans = PlanCache<GemmKey, GemmPlan>;
+
+// Forced modes: 1 own, 0 BLAS, -1 measure (g_gemm_mode 0).
+inline int gemm_forced() {
+  if (g_gemm_mode == 0) return -1;
+  return g_gemm_mode >= 4 ? 1 : 0;
+}
+
+// Whether product `kind` of shape (M, K, N) runs on the own kernel: forced, cached, or
+// measured now with `own()` and `blas()` (each runs the product, or its probe block, once).
+// `fixed_own`: decided without measurement (recorded as such).
+template <typename F1, typename F2>
+bool gemm_own(int kind, int64_t tsize, int64_t M, int64_t K, int64_t N, bool fixed_own,
+              const F1& own, const F2& blas) {
+  const int forced = gemm_forced();
+  if (forced >= 0) return forced == 1;
+  const GemmKey key{kind, tsize, M, K, N, int64_t(at::get_num_threads())};
+  {
+    std::lock_guard<std::mutex> lock(GemmPlans::mutex());
+    auto it = GemmPlans::map().find(key);
+    if (it != GemmPlans::map().end()) return it->second.own;
+  }
+  GemmPlan plan;
+  if (!fixed_own) {
+    auto time = [](const auto& fn) {
+      const auto t0 = std::chrono::steady_clock::now();
+      fn();
+      return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    };
+    double to[kGemmProbe], tb[kGemmProbe];
+    own();
+    blas();
+    for (int r = 0; r < kGemmProbe; ++r) {
+      to[r] = time(own);
+      tb[r] = time(blas);
+    }
+    plan.t_own = median_of(to, kGemmProbe);
+    plan.t_blas = median_of(tb, kGemmProbe);
+    plan.own = !(plan.t_blas < kBlasMargin * plan.t_own);
+    plan.measured = true;
+  }
+  std::lock_guard<std::mutex> lock(GemmPlans::mutex());
+  return GemmPlans::map().emplace(key, plan).first->second.own;  // a concurrent one stands
+}
+
+// The recurrent products: WeightGemm's `force` for weight w used `reuse` times over M rows.
+// -1 (WeightGemm decides as before: the unpacked loops at M <= kGemvRows, plain BLAS for a
+// weight used once or twice) unless the default mode, M > kGemvRows and reuse > 2; then 4
+// (own, packed panels) or the BLAS (2: MKL packed, float32; else 1), measured on the real
+// weight with a synthetic A (its values do not change the time) into scratch C.
+template <typename T>
+int recurrent_mode(const Tensor& w, int64_t M, bool nt, int64_t reuse, int64_t groups = 1) {
+  if (g_gemm_mode != 0 || M <= kGemvRows || reuse <= 2) return -1;
+  const Blas& blas = Blas::get();
+  const bool can_pack = std::is_same<T, float>::value && blas.pack_size != nullptr;
+  const int blas_mode = can_pack ? 2 : 1;
+  const int64_t N = nt ? w.size(0) : w.size(1), K = nt ? w.size(1) : w.size(0);
+  const GemmKey key{nt ? kGRecFwd : kGRecBwd, int64_t(sizeof(T)), M, K, N,
+                    int64_t(at::get_num_threads())};
+  {
+    std::lock_guard<std::mutex> lock(GemmPlans::mutex());
+    auto it = GemmPlans::map().find(key);
+    if (it != GemmPlans::map().end()) return it->second.own ? 4 : blas_mode;
+  }
+  std::optional<WeightGemm<T>> go, gb;
+  go.emplace(w, M, nt, 1000, groups, 4);
+  gb.emplace(w, M, nt, 1000, groups, blas_mode);
+  const Tensor a = at::full({M, K}, 0.5, w.options());
+  const Tensor c = at::empty({M, std::max(go->ldc(), gb->ldc())}, w.options());
+  const T* ap = a.data_ptr<T>();
+  T* cp = c.data_ptr<T>();
+  const bool own = gemm_own(
+      nt ? kGRecFwd : kGRecBwd, sizeof(T), M, K, N, false,
+      [&] { go->run(ap, K, T(0), cp, go->ldc()); }, [&] { gb->run(ap, K, T(0), cp, gb->ldc()); });
+  return own ? 4 : blas_mode;
+}
+
+// The input projection x (TB, I) W_ih^T (GH, I), rows TB >= kPackRows: own (the packed
+// big_gemm) or at::mm, probed on the first kProbeRows rows of x. fixed_own: B = 1.
+template <typename T>
+bool proj_own(const Tensor& x2, const Tensor& w_ih, bool fixed_own) {
+  const int64_t TB = x2.size(0), I = x2.size(1), GH = w_ih.size(0);
+  if (gemm_forced() >= 0 || fixed_own) return gemm_own(kGProj, sizeof(T), TB, I, GH, true, [] {}, [] {});
+  const int64_t R = std::min(TB, kProbeRows);
+  std::optional<WeightGemm<T>> g;
+  Tensor c;
+  const Tensor xr = x2.narrow(0, 0, R);
+  return gemm_own(
+      kGProj, sizeof(T), TB, I, GH, false,
+      [&] {
+        if (!g) {
+          g.emplace(w_ih, R, /*nt=*/true, /*reuse=*/1000, 1, 4);
+          c = at::empty({R, g->ldc()}, x2.options());
+        }
+        big_gemm<T>(R, I, GH, xr.data_ptr<T>(), I, 1, g->packed.template data_ptr<T>(),
+                    c.template data_ptr<T>(), g->ldc(), nullptr);
+      },
+      [&] { (void)at::mm(xr, w_ih.t()); });
+}
+
+// dx = dG (TB, GH) W_ih (GH, I), TB >= kPackRows: own (W_ih packed, big_gemm) or at::mm,
+// probed on the first kProbeRows rows of dG (packing, once per call, outside the time).
+template <typename T>
+bool dx_own(const Tensor& dG2, const Tensor& w_ih, bool fixed_own) {
+  const int64_t TB = dG2.size(0), GH = dG2.size(1), I = w_ih.size(1);
+  if (gemm_forced() >= 0 || fixed_own) return gemm_own(kGDx, sizeof(T), TB, GH, I, true, [] {}, [] {});
+  const int64_t R = std::min(TB, kProbeRows), Ip = (I + kPanel<T> - 1) / kPanel<T> * kPanel<T>;
+  const Tensor dr = dG2.narrow(0, 0, R);
+  Tensor wp, c;
+  return gemm_own(
+      kGDx, sizeof(T), TB, GH, I, false,
+      [&] {
+        if (!wp.defined()) {
+          wp = at::empty({Ip * GH}, dG2.options());
+          pack_rows<T>(w_ih.data_ptr<T>(), I, GH, 0, GH, I, wp.data_ptr<T>());
+          c = at::empty({R, Ip}, dG2.options());
+        }
+        big_gemm<T>(R, GH, I, dr.data_ptr<T>(), GH, 1, wp.data_ptr<T>(), c.data_ptr<T>(), Ip,
+                    nullptr);
+      },
+      [&] { (void)at::mm(dr, w_ih); });
+}
+
+// dW_ih = dG^T x and dW_hh = dG^T h_{t-1} (dG (TB, GH), x (TB, I), h (TB, P)): own (one
+// GEMM over x's and h's panels, dG read transposed, as backward_impl) or two at::mm, probed
+// on the first kProbeRows rows of the sum over TB (packing inside the time: the own path
+// packs x and h in every call).
+template <typename T>
+bool dw_own(const Tensor& dG2, const Tensor& x2, const Tensor& h2, bool fixed_own) {
+  const int64_t TB = dG2.size(0), GH = dG2.size(1), I = x2.size(1), P = h2.size(1);
+  if (gemm_forced() >= 0 || fixed_own) return gemm_own(kGDw, sizeof(T), GH, TB, I + P, true, [] {}, [] {});
+  constexpr int64_t PW = kPanel<T>;
+  const int64_t R = std::min({TB, h2.size(0), kProbeRows});
+  const int64_t Ip = (I + PW - 1) / PW * PW, Pp = (P + PW - 1) / PW * PW;
+  const Tensor dr = dG2.narrow(0, 0, R), xr = x2.narrow(0, 0, R), hr = h2.narrow(0, 0, R);
+  Tensor xh, dwi, dwh;
+  return gemm_own(
+      kGDw, sizeof(T), GH, TB, I + P, false,
+      [&] {
+        if (!xh.defined()) {
+          xh = at::empty({(Ip + Pp) * R}, dG2.options());
+          dwi = at::empty({GH, Ip}, dG2.options());
+          dwh = at::empty({GH, Pp}, dG2.options());
+        }
+        T* xp = xh.data_ptr<T>();
+        pack_rows<T>(xr.data_ptr<T>(), I, R, 0, R, I, xp);
+        pack_rows<T>(hr.data_ptr<T>(), P, R, 0, R, P, xp + Ip * R);
+        big_gemm<T>(GH, R, Ip + Pp, dr.data_ptr<T>(), 1, GH, xp, dwi.data_ptr<T>(), Ip, nullptr,
+                    /*acc=*/false, dwh.data_ptr<T>(), Pp, Ip);
+      },
+      [&] {
+        (void)at::mm(dr.t(), xr);
+        (void)at::mm(dr.t(), hr);
+      });
+}
+
+}  // namespace
