@@ -276,7 +276,7 @@ _N_EXTRAS = 6  # y, hr, mean_ih, rstd_ih, xhat_hh, rstd_hh
 # recomputing backward, 11 saved entries). torch.compile's on-disk caches key on the
 # graph, which names the op but not its outputs: an op that kept its name while its
 # outputs changed read a stale compiled graph (IndexError) from a warm cache. Bump the
-# number whenever an op's inputs or outputs change.
+# number whenever an op's inputs or outputs (its schema, below) change.
 _OPS = "gatelab::fused_lstm_{}_v2"
 
 
@@ -290,16 +290,15 @@ def _fill(ts, like: Tensor) -> list[Tensor]:
     return [t if t is not None else like.new_empty(0) for t in ts]
 
 
-@torch.library.custom_op(_OPS.format("forward"), mutates_args=())
-def _op_forward(
-    x: Tensor,
-    h0: Tensor,
-    c0: Tensor,
-    params: list[Tensor],
-    lengths: Tensor | None,
-    flags: int,
-    keep: int,
-) -> list[Tensor]:
+# The ops' schemas, written out (not inferred from annotations) so that what both ops
+# take is declared once: the forward's inputs, which the backward takes again.
+_OP_INPUTS = "Tensor x, Tensor h0, Tensor c0, Tensor[] params, Tensor? lengths, SymInt flags"
+
+
+@torch.library.custom_op(
+    _OPS.format("forward"), mutates_args=(), schema=f"({_OP_INPUTS}, SymInt keep) -> Tensor[]"
+)
+def _op_forward(x, h0, c0, params, lengths, flags, keep):
     """``[out, h_n, c_n, acts, cells, *extras]``; acts/cells empty when ``keep == 0``,
     extras empty unless ``keep == 2``. Absent parameters are empty tensors."""
     res = extension().lstm_forward(x, h0, c0, _absent(params), lengths, flags, keep)
@@ -331,20 +330,13 @@ def _(x, h0, c0, params, lengths, flags, keep):
     return out
 
 
-@torch.library.custom_op(_OPS.format("backward"), mutates_args=())
-def _op_backward(
-    d_out: Tensor | None,
-    d_hn: Tensor | None,
-    d_cn: Tensor | None,
-    x: Tensor,
-    h0: Tensor,
-    c0: Tensor,
-    params: list[Tensor],
-    lengths: Tensor | None,
-    flags: int,
-    saved: list[Tensor],
-    need_dx: bool,
-) -> list[Tensor]:
+@torch.library.custom_op(
+    _OPS.format("backward"),
+    mutates_args=(),
+    schema=f"(Tensor? d_out, Tensor? d_hn, Tensor? d_cn, {_OP_INPUTS}, Tensor[] saved, "
+    "bool need_dx) -> Tensor[]",
+)
+def _op_backward(d_out, d_hn, d_cn, x, h0, c0, params, lengths, flags, saved, need_dx):
     g = extension().lstm_backward(
         d_out, d_hn, d_cn, x, h0, c0, _absent(params), lengths, flags, saved, need_dx
     )
