@@ -377,16 +377,9 @@ def _op_grad(ctx, grads):
 _op_forward.register_autograd(_op_grad, setup_context=_op_setup)
 
 
-def lstm_layer(
-    spec: CellSpec,
-    x: Tensor,
-    h0: Tensor,
-    c0: Tensor,
-    p: dict[str, Tensor | None],
-    lengths: Tensor | None,
-    need_trace: bool,
-) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor] | None]:
-    """One LSTM layer-direction; the contract of ``reference.lstm_layer``.
+@_checks.follows(reference.lstm_layer)
+def lstm_layer(spec, x, h0, c0, p, lengths, need_trace):
+    """One LSTM layer-direction; the contract (and signature) of ``reference.lstm_layer``.
 
     ``x (T, B, I)``, ``h0 (B, P)``, ``c0 (B, H)``; returns ``out (T, B, P)``, ``h_n``,
     ``c_n`` and, if asked, the trace ``{input_gate, forget_gate, candidate, output_gate,
@@ -518,15 +511,9 @@ class _FusedSLSTM(torch.autograd.Function):
         )
 
 
-def slstm_layer(
-    spec: CellSpec,
-    x: Tensor,
-    state0: tuple[Tensor, Tensor, Tensor, Tensor],
-    p: dict[str, Tensor | None],
-    lengths: Tensor | None,
-    need_trace: bool,
-) -> tuple[Tensor, tuple[Tensor, ...], dict[str, Tensor] | None]:
-    """One sLSTM layer-direction; the contract of ``reference.slstm_layer``.
+@_checks.follows(reference.slstm_layer)
+def slstm_layer(spec, x, state0, p, lengths, need_trace):
+    """One sLSTM layer-direction; the contract (and signature) of ``reference.slstm_layer``.
 
     ``x (T, B, I)``, ``state0 = (h0, c0, n0, m0)`` each ``(B, H)``. With ``num_heads >
     1`` the kernel runs the dense block-diagonal ``R`` (K times the recurrent flops of the
