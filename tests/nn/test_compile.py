@@ -122,3 +122,17 @@ def test_opcheck(variant, proj, keep):
         torch.library.opcheck(
             fused._op_backward, bwd, test_utils=("test_schema", "test_faketensor")
         )
+
+
+def test_op_schemas_are_those_of_their_version():
+    """The ops' schemas are written out once (``_OP_INPUTS``); a change to them without a
+    new version in the op names (``_OPS``) would read stale graphs from torch.compile's
+    on-disk caches."""
+    inputs = "Tensor x, Tensor h0, Tensor c0, Tensor[] params, Tensor? lengths, SymInt flags"
+    assert str(fused._op_forward._opoverload._schema) == (
+        f"gatelab::fused_lstm_forward_v2({inputs}, SymInt keep) -> Tensor[]"
+    )
+    assert str(fused._op_backward._opoverload._schema) == (
+        "gatelab::fused_lstm_backward_v2(Tensor? d_out, Tensor? d_hn, Tensor? d_cn, "
+        f"{inputs}, Tensor[] saved, bool need_dx) -> Tensor[]"
+    )

@@ -8,6 +8,7 @@ either what the call returned or the exception it raised.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -19,7 +20,7 @@ import pytest
 import torch
 
 import gatelab
-from gatelab.nn.backends import fused
+from gatelab.nn.backends import _checks, fused, reference
 
 SRC = str(Path(gatelab.__file__).resolve().parents[1])
 PRESETS = list(gatelab.PRESETS)
@@ -355,6 +356,34 @@ case("bench_gemm of nothing", lambda: EXT.bench_gemm(0, 0, 0, 4, 1, False, False
 case("bench_parallel of -1 tasks", lambda: EXT.bench_parallel(1, -1))
 """
 )
+
+
+def test_fused_entry_points_follow_the_backend_contract():
+    """fused's entry points take the reference's annotated signature (written once, in
+    reference.py) and are the functions themselves, not wrappers."""
+    for name in ("lstm_layer", "slstm_layer"):
+        ours, contract = getattr(fused, name), getattr(reference, name)
+        assert inspect.signature(ours) == inspect.signature(contract)
+        assert "tuple[Tensor" in str(inspect.signature(ours).return_annotation)
+        assert not hasattr(ours, "__wrapped__")
+        assert ours.__module__ == fused.__name__
+
+
+def test_a_backend_that_drifts_from_the_contract_fails_at_import():
+    def renamed(spec, x, h0, c0, params, lengths, need_trace):
+        pass
+
+    def with_default(spec, x, h0, c0, p, lengths, need_trace=False):
+        pass
+
+    for fn, shown in ((renamed, "params"), (with_default, "need_trace=False")):
+        with pytest.raises(TypeError, match=f"{shown}.*does not follow the backend contract"):
+            _checks.follows(reference.lstm_layer)(fn)
+
+    def same(spec, x, h0, c0, p, lengths, need_trace):
+        return "ran"
+
+    assert _checks.follows(reference.lstm_layer)(same) is same
 
 
 def test_kernels_check_their_own_arguments():

@@ -12,7 +12,9 @@ directly through ``backends.fused.extension()``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -22,6 +24,7 @@ from gatelab.nn.equations import CellSpec
 
 __all__ = [
     "empty_sequence",
+    "follows",
     "gru_args",
     "lengths_arg",
     "lstm_args",
@@ -30,6 +33,8 @@ __all__ = [
     "sequence",
     "state",
 ]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 _LN = ("ln_ih_weight", "ln_ih_bias", "ln_hh_weight", "ln_hh_bias", "ln_c_weight", "ln_c_bias")
 _PEEP = ("weight_ci", "weight_cf", "weight_co")
@@ -231,3 +236,30 @@ def _plain(where: str, G: int, x, h0, p, lengths) -> Tensor | None:
     want.update({k: (G * H,) for k in ("bias_ih", "bias_hh") if p.get(k) is not None})
     parameters(where, p, want, x, absent=("weight_hr", *_PEEP, *_LN))
     return lengths_arg(where, lengths, B, T, x)
+
+
+def follows(contract: _F) -> Callable[[Callable[..., Any]], _F]:
+    """``@follows(reference.lstm_layer)``: the backend contract, written once.
+
+    The decorated function (another backend's entry point) takes ``contract``'s annotated
+    signature, which ``help``, ``inspect.signature`` and type checkers then show, after a
+    check at import that its parameters are the contract's (names, order, kinds and
+    defaults): a backend that drifts from the contract fails to import. The function
+    itself is returned, not a wrapper, so a call costs what it did.
+    """
+    want = inspect.signature(contract)
+
+    def adopt(fn: Callable[..., Any]) -> _F:
+        got = inspect.signature(fn)
+        if [(q.name, q.kind, q.default) for q in got.parameters.values()] != [
+            (q.name, q.kind, q.default) for q in want.parameters.values()
+        ]:
+            raise TypeError(
+                f"{fn.__module__}.{fn.__qualname__}{got} does not follow the backend "
+                f"contract {contract.__module__}.{contract.__qualname__}{want}"
+            )
+        fn.__signature__ = want  # type: ignore[attr-defined]
+        fn.__annotations__ = dict(contract.__annotations__)
+        return fn  # type: ignore[return-value]
+
+    return adopt

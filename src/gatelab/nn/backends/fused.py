@@ -276,7 +276,7 @@ _N_EXTRAS = 6  # y, hr, mean_ih, rstd_ih, xhat_hh, rstd_hh
 # recomputing backward, 11 saved entries). torch.compile's on-disk caches key on the
 # graph, which names the op but not its outputs: an op that kept its name while its
 # outputs changed read a stale compiled graph (IndexError) from a warm cache. Bump the
-# number whenever an op's inputs or outputs change.
+# number whenever an op's inputs or outputs (its schema, below) change.
 _OPS = "gatelab::fused_lstm_{}_v2"
 
 
@@ -290,16 +290,15 @@ def _fill(ts, like: Tensor) -> list[Tensor]:
     return [t if t is not None else like.new_empty(0) for t in ts]
 
 
-@torch.library.custom_op(_OPS.format("forward"), mutates_args=())
-def _op_forward(
-    x: Tensor,
-    h0: Tensor,
-    c0: Tensor,
-    params: list[Tensor],
-    lengths: Tensor | None,
-    flags: int,
-    keep: int,
-) -> list[Tensor]:
+# The ops' schemas, written out (not inferred from annotations) so that what both ops
+# take is declared once: the forward's inputs, which the backward takes again.
+_OP_INPUTS = "Tensor x, Tensor h0, Tensor c0, Tensor[] params, Tensor? lengths, SymInt flags"
+
+
+@torch.library.custom_op(
+    _OPS.format("forward"), mutates_args=(), schema=f"({_OP_INPUTS}, SymInt keep) -> Tensor[]"
+)
+def _op_forward(x, h0, c0, params, lengths, flags, keep):
     """``[out, h_n, c_n, acts, cells, *extras]``; acts/cells empty when ``keep == 0``,
     extras empty unless ``keep == 2``. Absent parameters are empty tensors."""
     res = extension().lstm_forward(x, h0, c0, _absent(params), lengths, flags, keep)
@@ -331,20 +330,13 @@ def _(x, h0, c0, params, lengths, flags, keep):
     return out
 
 
-@torch.library.custom_op(_OPS.format("backward"), mutates_args=())
-def _op_backward(
-    d_out: Tensor | None,
-    d_hn: Tensor | None,
-    d_cn: Tensor | None,
-    x: Tensor,
-    h0: Tensor,
-    c0: Tensor,
-    params: list[Tensor],
-    lengths: Tensor | None,
-    flags: int,
-    saved: list[Tensor],
-    need_dx: bool,
-) -> list[Tensor]:
+@torch.library.custom_op(
+    _OPS.format("backward"),
+    mutates_args=(),
+    schema=f"(Tensor? d_out, Tensor? d_hn, Tensor? d_cn, {_OP_INPUTS}, Tensor[] saved, "
+    "bool need_dx) -> Tensor[]",
+)
+def _op_backward(d_out, d_hn, d_cn, x, h0, c0, params, lengths, flags, saved, need_dx):
     g = extension().lstm_backward(
         d_out, d_hn, d_cn, x, h0, c0, _absent(params), lengths, flags, saved, need_dx
     )
@@ -385,16 +377,9 @@ def _op_grad(ctx, grads):
 _op_forward.register_autograd(_op_grad, setup_context=_op_setup)
 
 
-def lstm_layer(
-    spec: CellSpec,
-    x: Tensor,
-    h0: Tensor,
-    c0: Tensor,
-    p: dict[str, Tensor | None],
-    lengths: Tensor | None,
-    need_trace: bool,
-) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor] | None]:
-    """One LSTM layer-direction; the contract of ``reference.lstm_layer``.
+@_checks.follows(reference.lstm_layer)
+def lstm_layer(spec, x, h0, c0, p, lengths, need_trace):
+    """One LSTM layer-direction; the contract (and signature) of ``reference.lstm_layer``.
 
     ``x (T, B, I)``, ``h0 (B, P)``, ``c0 (B, H)``; returns ``out (T, B, P)``, ``h_n``,
     ``c_n`` and, if asked, the trace ``{input_gate, forget_gate, candidate, output_gate,
@@ -526,15 +511,9 @@ class _FusedSLSTM(torch.autograd.Function):
         )
 
 
-def slstm_layer(
-    spec: CellSpec,
-    x: Tensor,
-    state0: tuple[Tensor, Tensor, Tensor, Tensor],
-    p: dict[str, Tensor | None],
-    lengths: Tensor | None,
-    need_trace: bool,
-) -> tuple[Tensor, tuple[Tensor, ...], dict[str, Tensor] | None]:
-    """One sLSTM layer-direction; the contract of ``reference.slstm_layer``.
+@_checks.follows(reference.slstm_layer)
+def slstm_layer(spec, x, state0, p, lengths, need_trace):
+    """One sLSTM layer-direction; the contract (and signature) of ``reference.slstm_layer``.
 
     ``x (T, B, I)``, ``state0 = (h0, c0, n0, m0)`` each ``(B, H)``. With ``num_heads >
     1`` the kernel runs the dense block-diagonal ``R`` (K times the recurrent flops of the
