@@ -323,7 +323,7 @@ class SeriesClassifier(ClassifierBase):
         """Member ``k``'s epochs: what the time left allows at the rate measured (the
         inner CV's models of the chosen architecture, then the members before it)."""
         steps = math.ceil(n_train / config.batch_size)
-        setup = self._budget.lap("members")  # since the last member (its random kernels)
+        setup = self._budget.lap("members")  # this member's set-up (its random kernels)
         epochs = self._budget.member_epochs(config.epochs, steps, self.n_models - k, setup)
         if epochs < config.epochs:
             logger.info(
@@ -333,6 +333,7 @@ class SeriesClassifier(ClassifierBase):
         return dataclasses.replace(config, epochs=epochs)
 
     def _member_trained(self, seconds: float, config: TrainConfig, n_train: int) -> None:
+        self._budget.lap("members")  # the next member's set-up is timed from here
         self._budget.member_seconds.append(seconds)
         self._budget.measured(seconds, config.epochs * math.ceil(n_train / config.batch_size))
 
