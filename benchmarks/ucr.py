@@ -118,6 +118,15 @@ def main() -> None:
             f"epochs {clf.train_config_.epochs}{ridge}",
             flush=True,
         )
+        budget = clf.budget_  # what the time budget did (seconds per phase, cuts)
+        phases = ", ".join(f"{k} {v:.0f} s" for k, v in budget["seconds"].items())
+        print(
+            f"time budget {budget['time_budget']} s: {phases}; members' epochs "
+            f"{budget['member_epochs']} of {budget['planned_epochs']} "
+            f"({', '.join(f'{s:.0f}' for s in budget['member_seconds'])} s); cut: inner CV "
+            f"{budget['selection_cut']}, members {budget['members_cut']}",
+            flush=True,
+        )
         if args.skip_peers:
             ed, dtw, rocket = REFERENCE[name]
             source = "reference (issue 11)"

@@ -4,6 +4,7 @@ the data, the architecture choice and the level of series that are not z-normali
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -166,3 +167,85 @@ def test_random_kernel_branch_fits_saves_and_reads_unequal_lengths(tmp_path):
         SeriesClassifier(kernel_features=10).fit(X, y)
     with pytest.raises(ValueError, match="weight_decay=-1"):
         SeriesClassifier(weight_decay=-1).fit(X, y)
+
+
+# the model of commit e82eba1 (before the time budget) on SMALL_AUTO: log P("late") of
+# six noise series, and the inner CV's fold scores
+BEFORE_BUDGET_LOG_P = [-95.12242, -70.18513, -54.93497, -96.37118, -89.43764, -45.56610]
+BEFORE_BUDGET_SCORES = {"lstm-rocket": [1.0, 1.0], "lstm-fcn": [0.25, 0.35], "lstm": [0.7, 0.65]}
+SMALL_AUTO = dict(hidden_size=8, conv_width=4, kernel_features=168, epochs=3, n_models=2)
+
+
+def test_no_time_budget_or_a_large_one_gives_the_model_of_before():
+    X, y = shape_series(40, T=20)
+    noise = np.random.default_rng(1).normal(size=(6, 20, 1)) * 0.5
+    fits = [
+        SeriesClassifier(**SMALL_AUTO, selection_folds=2, time_budget=b).fit(X, y)
+        for b in (None, 1e6)
+    ]
+    for clf in fits:
+        np.testing.assert_allclose(
+            np.log(clf.predict_proba(noise)[:, 1]), BEFORE_BUDGET_LOG_P, rtol=1e-5
+        )
+        for arch, want in BEFORE_BUDGET_SCORES.items():
+            np.testing.assert_allclose(clf.selection_["scores"][arch], want, rtol=1e-6)
+        budget = clf.selection_["budget"]
+        assert budget == clf.budget_ and budget["member_epochs"] == [3, 3]
+        assert not budget["selection_cut"] and not budget["members_cut"]
+        assert clf.selection_["folds"] == 2 and [len(h.epochs) for h in clf.history_] == [3, 3]
+    np.testing.assert_array_equal(fits[0].predict_proba(X), fits[1].predict_proba(X))
+    assert fits[0].selection_["budget"]["time_budget"] is None
+
+
+def test_a_tiny_time_budget_stops_the_inner_cv_after_one_fold_and_shortens_members(tmp_path):
+    X, y = shape_series(40, T=20)
+    kw = {**SMALL_AUTO, "epochs": 8, "selection_folds": 3, "time_budget": 1e-3}
+    clf = SeriesClassifier(**kw).fit(X, y, run_dir=tmp_path / "run")
+    sel = clf.selection_
+    assert sel["folds"] == 1 and sel["of_folds"] == 3 and len(sel["fold_seconds"]) == 1
+    budget = sel["budget"]
+    assert budget["selection_cut"] and budget["members_cut"]
+    assert budget["planned_epochs"] == 8 and budget["member_epochs"] == [2, 2]  # ceil(8 / 4)
+    assert [len(h.epochs) for h in clf.history_] == [2, 2]
+    assert set(budget["seconds"]) == {"prepare", "selection", "members", "total"}
+    assert len(budget["member_seconds"]) == 2
+    assert json.loads((tmp_path / "run" / "selection.json").read_text())["budget"] == budget
+    again = SeriesClassifier.load(tmp_path / "run")
+    assert again.selection_["budget"] == budget
+    np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
+
+
+def test_a_fixed_architecture_cuts_only_the_members_after_the_first():
+    """No inner CV measured a rate: the first member trains its planned epochs, the
+    second what the first one's rate allows (here the minimum)."""
+    X, y = shape_series(24, T=12)
+    kw = dict(hidden_size=4, epochs=4, n_models=2, architecture="lstm", time_budget=1e-3)
+    clf = SeriesClassifier(**kw).fit(X, y)
+    assert clf.selection_ is None
+    assert clf.budget_["member_epochs"] == [4, 1] and clf.budget_["members_cut"]
+    assert [len(h.epochs) for h in clf.history_] == [4, 1]
+
+
+@pytest.mark.parametrize("bad", [-1.0, 0, float("nan"), True, "60"])
+def test_a_time_budget_that_is_not_a_positive_number_is_refused(bad):
+    X, y = shape_series(10)
+    with pytest.raises(ValueError, match=r"time_budget=.*expected a number of seconds > 0"):
+        SeriesClassifier(**TINY_SERIES, time_budget=bad).fit(X, y)
+
+
+def test_the_budget_gives_a_member_the_epochs_that_fit_in_what_is_left():
+    from gatelab.estimators.budget import FitBudget
+
+    budget = FitBudget(100.5)  # just started: about 100.5 s left
+    assert budget.member_epochs(200, 10, 2) == 200  # no rate measured yet
+    budget.measured(10.0, 100)  # 0.1 s a step: 1 s an epoch of 10 steps
+    assert budget.member_epochs(30, 10, 2) == 30  # 30 s of the 50 s each of 2 may take
+    assert budget.member_epochs(200, 10, 2) == 50
+    assert budget.member_epochs(200, 10, 1) == 100
+    assert budget.member_epochs(1000, 10, 1) == 250  # the minimum, a quarter
+    assert budget.member_epochs(100, 10, 2, overhead=20.0) == 40  # (100 - 20) / 2 s
+    assert budget.epochs == [200, 30, 50, 100, 250, 40] and budget.members_cut
+    assert FitBudget(None).member_epochs(7, 10, 1) == 7
+    assert FitBudget(100.0).another_fold([20.0, 30.0], 200.0)  # 25 s within 50 s
+    late = FitBudget(100.0, start=time.perf_counter() - 1000.0)  # overrun
+    assert not late.another_fold([1.0], 200.0) and late.selection_cut

@@ -70,6 +70,29 @@ def test_features_match_a_numpy_loop_for_every_real_length():
     assert bool((inner == 0).all())
 
 
+def test_training_features_of_series_of_many_lengths_match_the_numpy_loop(monkeypatch):
+    """fit_biases computes the training series' features in chunks of similar length cut
+    to their longest: each series' features are still its own (the numpy loop), in the
+    series' order, and memoised under its real steps."""
+    import gatelab.models.kernels as kernels
+
+    monkeypatch.setattr(kernels, "_CHUNK", 2)  # several chunks from 5 series
+    torch.manual_seed(2)
+    branch = KernelBranch(input_size=1, features=84 * 2, length=24)
+    x = torch.randn(5, 24, 1, dtype=torch.float64)
+    lengths = torch.tensor([24, 6, 17, 9, 11])  # chunks: (6, 9), (11, 17), (24)
+    for n, L in enumerate(lengths.tolist()):
+        x[n, L:] = 5.0  # padding values must not matter
+    branch.fit_biases(x.float(), lengths)
+    branch.double()
+    branch._memo.clear()
+    got = branch._training_features(x, lengths).numpy()
+    assert len(branch._memo) == 5
+    for n in range(5):
+        want = _ppv_loop(branch, x[n].numpy(), int(lengths[n]))
+        np.testing.assert_allclose(got[n], want, rtol=0, atol=1e-12)
+
+
 def test_biases_are_quantiles_of_one_training_series():
     torch.manual_seed(1)
     branch = KernelBranch(input_size=1, features=84 * 3, length=30)

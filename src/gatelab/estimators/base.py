@@ -79,13 +79,14 @@ class LSTMEstimator(BaseEstimator):
         fields = {name: getattr(self, name) for name in MODEL_PARAMS}
         return ModelConfig(kind=self.kind, **{**fields, **data})
 
-    def _epochs(self, n_train: int) -> int:
-        """``epochs``, or for None the rule ``_EPOCHS`` (the classifier of texts: about 800
-        optimizer steps, at least 4 and at most 8 passes; 4 on SST-2's 67k phrases, 8 on
-        MR's 10k snippets)."""
+    def _epochs(self, n_train: int, rule: tuple[int, int, int] | None = None) -> int:
+        """``epochs``, or for None the rule ``_EPOCHS`` (or ``rule``), ``(low, high,
+        steps)``: about ``steps`` optimizer steps, within ``low..high`` passes (the
+        classifier of texts: about 800 optimizer steps, at least 4 and at most 8 passes; 4
+        on SST-2's 67k phrases, 8 on MR's 10k snippets)."""
         if self.epochs is not None:
             return self.epochs
-        low, high, target = self._EPOCHS
+        low, high, target = rule or self._EPOCHS
         steps = math.ceil(n_train / self.batch_size)
         return min(high, max(low, math.ceil(target / steps)))
 
@@ -148,16 +149,21 @@ class LSTMEstimator(BaseEstimator):
             ckpt = (
                 run / f"{runs.MEMBER_PREFIX}{k}" if run is not None and self.n_models > 1 else run
             )
+            member_config = self._member_config(
+                k, dataclasses.replace(train_config, seed=seed), len(train)
+            )
+            member_start = time.perf_counter()
             history = fitting.fit(
                 model,
                 train,
                 valid,
-                dataclasses.replace(train_config, seed=seed),
+                member_config,
                 checkpoint_dir=ckpt,
                 resume=resume,
                 callbacks=callbacks,
                 metric_transform=metric_transform,
             )
+            self._member_trained(time.perf_counter() - member_start, member_config, len(train))
             members.append(model)
             histories.append(history)
         self.model_config_ = model_config
@@ -301,6 +307,16 @@ class LSTMEstimator(BaseEstimator):
     def _prepare_model(self, model: nn.Module) -> None:
         """Set data-derived, untrained parts of a freshly built model (hook)."""
 
+    def _member_config(
+        self, k: int, config: fitting.TrainConfig, n_train: int
+    ) -> fitting.TrainConfig:
+        """The training config of ensemble member ``k`` (its seed set) on ``n_train``
+        samples, e.g. fewer epochs for a time budget (hook)."""
+        return config
+
+    def _member_trained(self, seconds: float, config: fitting.TrainConfig, n_train: int) -> None:
+        """A member trained with ``config`` on ``n_train`` samples took ``seconds`` (hook)."""
+
     def _artifacts(self) -> dict[str, Any]:
         """``{file name: JSON content}`` of what turns raw input into tensors."""
         return {}
@@ -369,6 +385,7 @@ class ClassifierBase(ClassifierMixin, LSTMEstimator):
             overwrite: replace the run ``run_dir`` holds.
             callbacks: :class:`gatelab.train.fit.Callback` objects (e.g. progress).
         """
+        self._fit_start = time.perf_counter()  # a fit's time budget counts from here
         self._check_common()
         self._check_args()
         items = self._items(X)

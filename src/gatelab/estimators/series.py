@@ -3,6 +3,7 @@ convolutional branch), with its inner cross-validation choice of architecture.""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -16,6 +17,7 @@ from torch import Tensor
 from gatelab.data import Scaler
 from gatelab.errors import DataError
 from gatelab.estimators.base import TRAIN_PARAMS, ClassifierBase, read_artifact
+from gatelab.estimators.budget import FitBudget, check_budget
 from gatelab.estimators.ensemble import members
 from gatelab.models.heads import ModelConfig, build_model
 from gatelab.train import distributed as D
@@ -94,9 +96,19 @@ class SeriesClassifier(ClassifierBase):
     logits: :mod:`gatelab.models.kernels`). ``"auto"`` chooses among them by stratified
     inner cross-validation on the training data only (``selection_folds`` folds, one
     model each, stopped after the fold during which ``selection_budget`` seconds ran
-    out); the scores and the choice are in ``selection_`` and in the run folder's
+    out, or before a fold that would end past it or past half of ``time_budget``); the
+    scores and the choice are in ``selection_`` and in the run folder's
     ``selection.json``, with each ``lstm-rocket`` member's ridge strength and
-    temperature (``ridge``).
+    temperature (``ridge``) and what the time budget did (``budget``, also ``budget_``).
+
+    Time (docs/models.md): with ``epochs=None`` the inner CV's models train about 500
+    optimizer steps, the final members about 1,000, whatever N and T (the LSTM reads at
+    most 64 steps), so a model costs about the same on every set. ``time_budget``
+    seconds (240; None: no bound) bound the whole ``fit`` as a backstop: the inner CV
+    starts no fold it cannot finish in its share, and each final member trains the
+    epochs that fit in what is left at the rate the inner CV (then the members before
+    it) measured, at least a quarter of its planned epochs. What it cut depends on the
+    machine and its load; ``time_budget=None`` gives the same model on every machine.
 
     Sizes from the data when left to None (docs/models.md): ``patch`` = ceil(T / 64), so
     the LSTM reads at most 64 steps, each a patch projected to ``embedding_dim`` (32, or
@@ -112,6 +124,9 @@ class SeriesClassifier(ClassifierBase):
             raw channels).
         weight_decay: AdamW's decay; None: 1.0 for ``lstm-rocket`` (the LSTM learns a
             correction to the ridge's logits), 0.01 for the others.
+        time_budget: seconds for the whole ``fit`` (a number > 0), or None (no bound).
+            A member's planned epochs are cut only where a rate was measured: with a
+            fixed ``architecture`` (no inner CV) the first member trains them all.
             Other arguments as :class:`TextClassifier`.
     """
 
@@ -119,6 +134,8 @@ class SeriesClassifier(ClassifierBase):
     _ITEMS = "series"
     ARCHITECTURES: ClassVar[tuple[str, ...]] = ("lstm-rocket", "lstm-fcn", "lstm")
     _EPOCHS = (30, 200, 1000)  # epochs=None: about 1,000 optimizer steps, 30 to 200 passes
+    # epochs=None, the inner CV's models: about half the steps (they rank, not predict)
+    _SELECTION_EPOCHS = (15, 100, 500)
     _LSTM_STEPS: ClassVar[int] = 64
     _CONV_STEPS: ClassVar[int] = 128
     # weight_decay=None: AdamW's decay for each architecture. lstm-rocket's 1.0 was chosen
@@ -153,6 +170,7 @@ class SeriesClassifier(ClassifierBase):
         validation_fraction: float = 0.0,
         selection_folds: int = 3,
         selection_budget: float = 120.0,
+        time_budget: float | None = 240.0,
         n_models: int = 3,
         seed: int = 0,
         device: str = "cpu",
@@ -207,6 +225,7 @@ class SeriesClassifier(ClassifierBase):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < minimum):
                 raise ValueError(f"{name}={v!r}; expected an int >= {minimum} or None")
+        check_budget("time_budget", self.time_budget)
         for name, minimum in (("conv_width", 1), ("kernel_features", 84), ("selection_folds", 2)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
@@ -255,6 +274,8 @@ class SeriesClassifier(ClassifierBase):
         in effect, and is checked)."""
         free = super()._resume_free(run, model_config)
         saved = read_json(Path(run) / "config.json", "run config")
+        if "time_budget" not in saved.get("params", {}):  # from before the time budget
+            free = (*free, "params.time_budget")
         if "kernel_features" in saved.get("model", {}) or model_config.kernel_features:
             return free
         return (*free, "params.weight_decay", "params.kernel_features", "model.kernel_length")
@@ -285,6 +306,8 @@ class SeriesClassifier(ClassifierBase):
     def _fit_config(self, train: TensorData) -> ModelConfig:
         """The sizes from the data, and the architecture (``"auto"``: chosen by inner
         cross-validation on ``train``)."""
+        self._budget = FitBudget(self.time_budget, getattr(self, "_fit_start", None))
+        self._budget.lap("prepare")
         sizes = self._sizes(int(train.lengths.max()))
         self._bias_data, self._bias_draws = train, 0
         architecture = self.architecture
@@ -292,10 +315,34 @@ class SeriesClassifier(ClassifierBase):
         if architecture == "auto":
             self.selection_ = self._select(train, sizes)
             architecture = self.selection_["chosen"]
+            self._budget.lap("selection")
         self.architecture_ = architecture
         return self._config_for(architecture, len(self.classes_), sizes)
 
+    def _member_config(self, k: int, config: TrainConfig, n_train: int) -> TrainConfig:
+        """Member ``k``'s epochs: what the time left allows at the rate measured (the
+        inner CV's models of the chosen architecture, then the members before it)."""
+        steps = math.ceil(n_train / config.batch_size)
+        setup = self._budget.lap("members")  # this member's set-up (its random kernels)
+        epochs = self._budget.member_epochs(config.epochs, steps, self.n_models - k, setup)
+        if epochs < config.epochs:
+            logger.info(
+                "time budget: member %d trains %d of %d epochs (%.0f s left)",
+                k, epochs, config.epochs, self._budget.left(),
+            )  # fmt: skip
+        return dataclasses.replace(config, epochs=epochs)
+
+    def _member_trained(self, seconds: float, config: TrainConfig, n_train: int) -> None:
+        self._budget.lap("members")  # the next member's set-up is timed from here
+        self._budget.member_seconds.append(seconds)
+        self._budget.measured(seconds, config.epochs * math.ceil(n_train / config.batch_size))
+
     def _after_fit(self, train_ids: np.ndarray, valid: TensorData | None, run_dir) -> None:
+        self._budget.lap("members")
+        self.budget_ = self._budget.record()
+        logger.info("time budget: %s", self.budget_)
+        if self.selection_ is not None:
+            self.selection_["budget"] = self.budget_
         self._bias_data = None
         if self.selection_ is not None and self.model_config_.kernel_ridge:
             self.selection_["ridge"] = [  # each member's, on all the training series
@@ -310,9 +357,12 @@ class SeriesClassifier(ClassifierBase):
 
     def _select(self, data: TensorData, sizes: dict) -> dict[str, Any]:
         """Inner stratified cross-validation on the training data: every architecture
-        trains one model per fold (seed ``seed``) and is scored on the held-out fold;
-        folds run until ``selection_budget`` seconds are spent (at least one). The best
-        mean accuracy wins; a tie keeps the earlier of :attr:`ARCHITECTURES`. The mean
+        trains one model per fold (seed ``seed``; with ``epochs=None``, about 500 optimizer
+        steps, :attr:`_SELECTION_EPOCHS`) and is scored on the held-out fold. Folds run
+        until ``selection_budget`` seconds are spent (at least one); with a
+        ``time_budget``, a fold starts only if, as long as the mean fold so far, it ends
+        within ``selection_budget`` and within half the time budget. The best mean
+        accuracy wins; a tie keeps the earlier of :attr:`ARCHITECTURES`. The mean
         held-out cross-entropy is recorded too (as a tie-break it chose lstm-fcn on ACSF1,
         74.0 against 91.0: the kernel branch is confidently wrong on the folds it
         misses)."""
@@ -322,38 +372,40 @@ class SeriesClassifier(ClassifierBase):
         k = min(self.selection_folds, int(np.bincount(y).min()))
         scores: dict[str, list[float]] = {a: [] for a in self.ARCHITECTURES}
         losses: dict[str, list[float]] = {a: [] for a in self.ARCHITECTURES}
+        timing = {a: [0.0, 0] for a in self.ARCHITECTURES}  # seconds, optimizer steps
         start = time.perf_counter()
         if k < 2:
             logger.info("a class has fewer than 2 series: no inner cross-validation")
             return {"chosen": self.ARCHITECTURES[0], "scores": scores, "folds": 0, "seconds": 0.0}
         splits = StratifiedKFold(k, shuffle=True, random_state=self.seed).split(np.zeros(len(y)), y)
-        done = 0
+        fold_seconds: list[float] = []
         for tr, va in splits:
+            fold_start = time.perf_counter()
             tr_t, va_t = torch.as_tensor(tr), torch.as_tensor(va)
             part = TensorData(data.inputs[tr_t], data.lengths[tr_t], data.targets[tr_t])
             held = TensorData(data.inputs[va_t], data.lengths[va_t], data.targets[va_t])
             for arch in self.ARCHITECTURES:
-                config = self._config_for(arch, len(self.classes_), sizes)
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(self.seed)
-                    model = build_model(config)
-                self._bias_data = part
-                self._prepare_model(model)
-                fit(model, part, None, self._train_config(len(part), arch))
-                out = predict_batches(model.eval(), held, 256)
+                out = self._fold_model(arch, part, held, sizes, timing[arch])
                 scores[arch].append(float((out.argmax(-1) == held.targets).float().mean()))
                 losses[arch].append(float(torch.nn.functional.cross_entropy(out, held.targets)))
-            done += 1
-            spent = time.perf_counter() - start > self.selection_budget
-            if D.broadcast_object(spent) if D.active() else spent:  # every rank stops alike
+            fold_seconds.append(time.perf_counter() - fold_start)
+            spent = time.perf_counter() - start
+            stop = spent > self.selection_budget
+            if not stop and self.time_budget is not None and len(fold_seconds) < k:
+                stop = not self._budget.another_fold(fold_seconds, self.selection_budget - spent)
+            if D.broadcast_object(stop) if D.active() else stop:  # every rank stops alike
                 break
         self._bias_data, self._bias_draws = data, 0
         means = {a: float(np.mean(s)) for a, s in scores.items()}
         loss = {a: float(np.mean(v)) for a, v in losses.items()}
         order = self.ARCHITECTURES
         chosen = max(order, key=lambda a: (means[a], -order.index(a)))
-        seconds = time.perf_counter() - start
-        logger.info("architecture by %d inner folds: %s -> %s", done, means, chosen)
+        self._budget.measured(*timing[chosen])
+        done = len(fold_seconds)
+        logger.info(
+            "architecture by %d inner folds (%s s each): %s -> %s",
+            done, [round(f) for f in fold_seconds], means, chosen,
+        )  # fmt: skip
         return {
             "chosen": chosen,
             "scores": scores,
@@ -361,8 +413,29 @@ class SeriesClassifier(ClassifierBase):
             "mean_cross_entropy": loss,
             "folds": done,
             "of_folds": k,
-            "seconds": seconds,
+            "seconds": time.perf_counter() - start,
+            "fold_seconds": fold_seconds,
+            "architecture_seconds": {a: t[0] for a, t in timing.items()},
         }
+
+    def _fold_model(self, arch: str, part: TensorData, held: TensorData, sizes, timing) -> Tensor:
+        """One inner-CV model of ``arch`` trained on ``part``: its outputs on ``held``;
+        ``timing`` (``[seconds, steps]``) gains its training's seconds and steps."""
+        config = self._train_config(len(part), arch)
+        if self.epochs is None:
+            config = dataclasses.replace(
+                config, epochs=self._epochs(len(part), self._SELECTION_EPOCHS)
+            )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            model = build_model(self._config_for(arch, len(self.classes_), sizes))
+        self._bias_data = part
+        self._prepare_model(model)
+        fit_start = time.perf_counter()
+        fit(model, part, None, config)
+        timing[0] += time.perf_counter() - fit_start
+        timing[1] += config.epochs * math.ceil(len(part) / config.batch_size)
+        return predict_batches(model.eval(), held, 256)
 
     def _artifacts(self) -> dict[str, Any]:
         out = {"scaler.json": self.scaler_.to_dict(), "labels.json": self._labels_artifact()}

@@ -168,15 +168,25 @@ class KernelBranch(nn.Module):
                 out = self._convolve(h[n : n + 1, :, :L], slice(k.start + j, k.start + j + 1), d)
                 self.bias[k.start + j] = torch.quantile(out[0, 0], q)
         self._memo.clear()
-        chunks = range(0, N, _CHUNK)  # memoised: the first epoch reads them back
-        feats = torch.cat(
-            [self._cached_ppv(x[i : i + _CHUNK], lengths[i : i + _CHUNK]) for i in chunks]
-        )
+        feats = self._training_features(x, lengths)
         self.shift.copy_(feats.mean(dim=0))
         self.scale.copy_(1.0 / feats.std(dim=0, unbiased=False).clamp_min(MIN_STD))
         if self.classes and targets is not None:
             loo = self.fit_ridge((feats - self.shift) * self.scale, targets)  # (N, classes)
             self.ridge_temperature.fill_(temperature(loo, targets.cpu()))
+
+    def _training_features(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """:meth:`ppv` of the training series ``x (N, T, C)``, memoised (the first epoch
+        reads them back), ``(N, F)`` in their order. Computed in chunks of series of
+        similar length, each cut to its longest: the work follows the real steps, not
+        ``N T_max`` (PLAID, lengths 100 to 1,344, mean 324: 0.28 of it)."""
+        order = torch.argsort(lengths.cpu(), stable=True)
+        feats = torch.empty(len(x), self.features, dtype=x.dtype, device=x.device)
+        for i in range(0, len(x), _CHUNK):
+            idx = order[i : i + _CHUNK].to(x.device)
+            T = int(lengths[idx].max())
+            feats[idx] = self._cached_ppv(x[idx, :T], lengths[idx])
+        return feats
 
     @torch.no_grad()
     def fit_ridge(self, feats: Tensor, targets: Tensor) -> Tensor:

@@ -1,0 +1,112 @@
+"""The wall-clock budget of one ``fit`` (:class:`FitBudget`): where the seconds go, whether
+an inner cross-validation may start another fold, and how many epochs a final member may
+train in what is left.
+
+The budget is a backstop: it decides from times measured in this very fit (the inner
+CV's models, the members trained before), so what it cuts depends on the machine and its
+load; with ``seconds=None`` it cuts nothing and the fit is the one the data's shape rules
+give. Every decision is recorded (:meth:`FitBudget.record`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+__all__ = ["MIN_EPOCH_FRACTION", "SELECTION_SHARE", "FitBudget", "check_budget"]
+
+SELECTION_SHARE = 0.5  # the inner CV may start a fold only if it ends within half the budget
+MIN_EPOCH_FRACTION = 4  # a member trains at least ceil(planned epochs / 4) epochs
+
+
+def check_budget(name: str, value) -> None:
+    """``value`` must be None or a number > 0 (a ValueError naming ``name`` otherwise)."""
+    bad = isinstance(value, bool) or not isinstance(value, (int, float))
+    if value is not None and (bad or not value > 0 or not math.isfinite(value)):
+        raise ValueError(f"{name}={value!r}; expected a number of seconds > 0, or None")
+
+
+class FitBudget:
+    """The clock of one fit, started at ``start`` (``time.perf_counter()``), with a total
+    of ``seconds`` (None: unbounded).
+
+    Phases are timed by :meth:`lap` (the seconds since the previous lap, added to a
+    phase); the rate of the model being trained (seconds per optimizer step) comes from
+    :meth:`measured` and sets :meth:`member_epochs`.
+    """
+
+    def __init__(self, seconds: float | None, start: float | None = None) -> None:
+        self.seconds = seconds
+        self.start = time.perf_counter() if start is None else start
+        self._mark = self.start
+        self.phases: dict[str, float] = {}
+        self.step_seconds: float | None = None  # of the architecture being fitted
+        self.planned_epochs: int | None = None
+        self.epochs: list[int] = []  # each member's
+        self.member_seconds: list[float] = []
+        self.selection_cut = False
+        self.members_cut = False
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def left(self) -> float:
+        """Seconds left of the budget (infinite without one; negative once overrun)."""
+        return math.inf if self.seconds is None else self.seconds - self.elapsed()
+
+    def lap(self, phase: str) -> float:
+        """Add the seconds since the previous lap to ``phase``; returns them."""
+        now = time.perf_counter()
+        spent, self._mark = now - self._mark, now
+        self.phases[phase] = self.phases.get(phase, 0.0) + spent
+        return spent
+
+    def another_fold(self, fold_seconds: list[float], selection_left: float) -> bool:
+        """Whether one more inner-CV fold, as long as the mean of ``fold_seconds``, ends
+        within ``selection_left`` seconds and within :data:`SELECTION_SHARE` of the
+        budget. A refusal marks the selection as cut."""
+        need = sum(fold_seconds) / len(fold_seconds)
+        left = selection_left
+        if self.seconds is not None:
+            left = min(left, SELECTION_SHARE * self.seconds - self.elapsed())
+        ok = need <= left
+        self.selection_cut = self.selection_cut or not ok
+        return ok
+
+    def measured(self, seconds: float, steps: int) -> None:
+        """A model of the architecture being fitted took ``seconds`` for ``steps``
+        optimizer steps."""
+        if steps > 0:
+            self.step_seconds = seconds / steps
+
+    def member_epochs(
+        self, planned: int, steps_per_epoch: int, members_left: int, overhead: float = 0.0
+    ) -> int:
+        """The epochs of the next member: ``planned``, or fewer so that it and the
+        ``members_left - 1`` after it fit in what is left at the measured rate, each of
+        those also paying ``overhead`` seconds before it trains (what this one's set-up
+        took); at least ``ceil(planned / MIN_EPOCH_FRACTION)``. Without a budget or a
+        measured rate: ``planned``."""
+        self.planned_epochs = planned
+        epochs = planned
+        if self.seconds is not None and self.step_seconds is not None:
+            member = (self.left() - overhead * (members_left - 1)) / members_left
+            fits = math.floor(member / (self.step_seconds * steps_per_epoch))
+            epochs = min(planned, max(math.ceil(planned / MIN_EPOCH_FRACTION), fits))
+        self.members_cut = self.members_cut or epochs < planned
+        self.epochs.append(epochs)
+        return epochs
+
+    def record(self) -> dict[str, Any]:
+        """What the budget did: seconds per phase, each member's epochs and seconds, and
+        whether it cut the inner CV or the members (JSON-ready)."""
+        return {
+            "time_budget": self.seconds,
+            "seconds": {**self.phases, "total": self.elapsed()},
+            "member_seconds": self.member_seconds,
+            "planned_epochs": self.planned_epochs,
+            "member_epochs": self.epochs,
+            "selection_cut": self.selection_cut,
+            "members_cut": self.members_cut,
+        }
