@@ -250,3 +250,151 @@ def test_explain_a_mixed_run_shows_its_network(fitted, tmp_path):
     data = explain_run(tmp_path / "run", text="a great film zzz")
     assert data["tokens"] == ["a", "great", "film", "zzz"]
     assert "its probabilities count 0 of the mix" in data["notes"][0]
+
+
+# ------------------------------------------------- long texts: the network's cut only
+
+CUT = 8  # max_len of the long-text tests
+
+
+def long_texts(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """``CUT`` filler words drawn alike for both classes, then the class word ("alpha" or
+    "omega") among 1-3 more fillers: the class shows only after token ``CUT``."""
+    g = np.random.default_rng(seed)
+    filler = ["the", "a", "film", "plot", "was", "and", "it", "is", "of", "so"]
+    texts, labels = [], []
+    for _ in range(n):
+        k = int(g.integers(2))
+        tail = list(g.choice(filler, g.integers(1, 4)))
+        tail.insert(int(g.integers(len(tail) + 1)), ("alpha", "omega")[k])
+        texts.append(" ".join([*g.choice(filler, CUT), *tail]))
+        labels.append(("neg", "pos")[k])
+    return texts, labels
+
+
+@pytest.fixture(scope="module")
+def long_fit():
+    """A network that cannot learn (lr 1e-9) reading the first ``CUT`` tokens, beside a
+    linear part that reads the whole texts."""
+    X, y = long_texts(160)
+    return X, y, TextClassifier(**{**TINY, "lr": 1e-9, "max_len": CUT}, linear=True).fit(X, y)
+
+
+def ids_of(est, texts, cut=None) -> list[list[int]]:
+    return [est.vocab_.encode(est.tokenizer_(t))[:cut] for t in texts]
+
+
+def test_linear_part_reads_past_max_len(long_fit):
+    """Fitted on the whole texts: equal to scikit-learn's fit on hand-counted whole
+    texts, right on new ones; the same part reading the cut texts is at chance."""
+    X, y, est = long_fit
+    assert est.linear_weight_ == 1.0 and est.model_.max_len == CUT
+    y_ids = np.searchsorted(est.classes_, y)
+    train_idx, _ = est._split(len(X), y_ids)
+    V, buckets = len(est.vocab_), est.model_.linear.buckets
+    assert V == est.model_.linear.vocab_size
+    tfidf = TfidfTransformer(sublinear_tf=True)
+    counts = oracle_counts(ids_of(est, [X[i] for i in train_idx]), V, buckets)
+    lr = LogisticRegression(C=est.linear_C_, max_iter=1000).fit(
+        tfidf.fit_transform(counts), y_ids[train_idx]
+    )
+    Xt, yt = long_texts(100, seed=3)
+    want = lr.predict_proba(tfidf.transform(oracle_counts(ids_of(est, Xt), V, buckets)))
+    np.testing.assert_allclose(est.predict_proba(Xt), want, atol=ATOL, rtol=0)
+    assert est.score(Xt, yt) >= 0.95
+    cut = est._tensor_data(Xt, None)  # the first CUT tokens, as the linear part read before
+    assert cut.inputs.shape[1] == CUT and est._inputs(Xt).inputs.shape[1] > CUT
+    on_cut = predict_batches(est.model_.linear, cut).argmax(-1).numpy()
+    assert (est.classes_[on_cut] == np.asarray(yt)).mean() < 0.75
+
+
+def mix_by_hand(est, texts, cut_linear: bool) -> np.ndarray:
+    """``(1 - w) p_network(first CUT ids) + w p_linear(whole ids, or the first CUT)``."""
+    w, n = float(est.model_.weight), est.model_.network_vocab_size
+    whole = est._tensor_data(texts, None, whole=True)
+    cut = est._tensor_data(texts, None)
+    net = predict_batches(est.model_.network, TensorData(
+        torch.where(cut.inputs < n, cut.inputs, 1), cut.lengths, cut.targets
+    )).softmax(-1)  # fmt: skip
+    lin = predict_batches(est.model_.linear, cut if cut_linear else whole).softmax(-1)
+    return ((1 - w) * net + w * lin).numpy()
+
+
+def test_half_mix_network_reads_the_cut_linear_part_the_whole(long_fit, tmp_path):
+    _, _, est = long_fit
+    Xt, _ = long_texts(30, seed=4)
+    with torch.no_grad():
+        est.model_.weight.fill_(0.5)  # both parts count
+    try:
+        np.testing.assert_allclose(est.predict_proba(Xt), mix_by_hand(est, Xt, False), atol=1e-6)
+        est.save(tmp_path / "run")
+    finally:
+        with torch.no_grad():
+            est.model_.weight.fill_(1.0)
+    record = json.loads((tmp_path / "run" / "linear.json").read_text())
+    assert record["whole_texts"] is True
+    again = TextClassifier.load(tmp_path / "run")
+    assert again.model_.max_len == CUT
+    np.testing.assert_allclose(again.predict_proba(Xt), mix_by_hand(again, Xt, False), atol=1e-6)
+    # a folder saved before the linear part read whole texts (no record): it keeps cutting
+    del record["whole_texts"]
+    (tmp_path / "run" / "linear.json").write_text(json.dumps(record))
+    old = TextClassifier.load(tmp_path / "run")
+    assert old.model_.max_len is None and old._inputs(Xt).inputs.shape[1] == CUT
+    np.testing.assert_allclose(old.predict_proba(Xt), mix_by_hand(old, Xt, True), atol=1e-6)
+    old.save(tmp_path / "again")  # saved again, it still says so
+    assert json.loads((tmp_path / "again" / "linear.json").read_text())["whole_texts"] is False
+    assert TextClassifier.load(tmp_path / "again").model_.max_len is None
+
+
+def test_texts_within_max_len_predict_bit_for_bit_as_before(fitted):
+    """Texts no longer than ``max_len``: the same ids reach both parts, and the mix gives
+    the very bits of the mix before the change (no cut inside, ids cut before)."""
+    _, _, mixed, _ = fitted
+    Xt, _ = sentiment_texts(60, seed=7)
+    assert mixed.model_.max_len == 400 and max(len(t.split()) for t in Xt) <= 400
+    before = WithLinear(
+        mixed.model_.network, mixed.model_.linear, 0.5, mixed.model_.network_vocab_size
+    )
+    with torch.no_grad():
+        mixed.model_.weight.fill_(0.5)
+    try:
+        got = mixed.predict_proba(Xt)
+    finally:
+        with torch.no_grad():
+            mixed.model_.weight.fill_(1.0)
+    want = predict_batches(before, mixed._tensor_data(Xt, None)).softmax(-1).numpy()
+    np.testing.assert_array_equal(got, want)
+
+
+def test_long_text_mix_exports_to_onnx(long_fit, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from gatelab.interop import export_run
+
+    _, _, est = long_fit
+    with torch.no_grad():
+        est.model_.weight.fill_(0.5)
+    try:
+        est.save(tmp_path / "run")
+    finally:
+        with torch.no_grad():
+            est.model_.weight.fill_(1.0)
+    again = TextClassifier.load(tmp_path / "run")
+    export_run(tmp_path / "run", tmp_path / "text.onnx")
+    texts = [*long_texts(5, seed=8)[0], "alpha", "the film"]
+    data = again._inputs(texts)
+    feed = {"ids": data.inputs.numpy(), "lengths": data.lengths.numpy()}
+    got = ort.InferenceSession(str(tmp_path / "text.onnx")).run(None, feed)[0]
+    np.testing.assert_allclose(got, again.predict_proba(texts), atol=ATOL, rtol=0)
+
+
+def test_explain_a_long_text_shows_the_networks_cut(long_fit, tmp_path):
+    from gatelab.insight.explain import explain_run
+
+    _, _, est = long_fit
+    est.save(tmp_path / "run")
+    text = long_texts(1, seed=9)[0][0]
+    warned = []
+    data = explain_run(tmp_path / "run", text=text, warn=warned.append)
+    assert data["tokens"] == text.split()[:CUT]
+    assert warned and f"more than the {CUT} the model saw in training" in warned[0]

@@ -29,16 +29,27 @@ logger = logging.getLogger(__name__)
 
 LINEAR_C = (1.0, 10.0, 100.0)
 MIX_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+COUNT_CHUNK = 1024  # texts per chunk of count_matrix
 
 
 def count_matrix(data: TensorData, vocab_size: int, buckets: int = BIGRAM_BUCKETS):
-    """``(N, V + buckets)`` scipy CSR matrix of uni+bigram counts of ``data``'s ids."""
+    """``(N, V + buckets)`` scipy CSR matrix of uni+bigram counts of ``data``'s ids.
+
+    Built :data:`COUNT_CHUNK` texts at a time, each chunk cut to its longest text, so that
+    whole long documents (the linear part reads every token) need no ``(N, 2T)`` table.
+    """
     from scipy import sparse
 
-    cols = ngram_columns(data.inputs, data.lengths, vocab_size, buckets)  # (N, L)
-    rows = torch.arange(len(data))[:, None].expand_as(cols)
-    keep = cols >= 0
-    r, c = rows[keep].numpy(), cols[keep].numpy()
+    r, c = [], []
+    for start in range(0, len(data), COUNT_CHUNK):
+        lengths = data.lengths[start : start + COUNT_CHUNK]
+        ids = data.inputs[start : start + COUNT_CHUNK, : int(lengths.max())]  # (n, T)
+        cols = ngram_columns(ids, lengths, vocab_size, buckets)  # (n, L)
+        rows = torch.arange(start, start + len(ids))[:, None].expand_as(cols)
+        keep = cols >= 0
+        r.append(rows[keep].numpy())
+        c.append(cols[keep].numpy())
+    r, c = np.concatenate(r), np.concatenate(c)
     shape = (len(data), vocab_size + buckets)
     m = sparse.csr_matrix((np.ones(len(r)), (r, c)), shape=shape)  # duplicates summed
     m.sum_duplicates()
