@@ -62,6 +62,15 @@ def test_ngram_columns_by_hand():
     assert cols.tolist() == expected
 
 
+@pytest.mark.parametrize("chunk", [7, 1024])
+def test_count_matrix_is_the_hand_count_in_any_chunks(monkeypatch, chunk):
+    """Counted a chunk of texts at a time (each chunk cut to its longest text)."""
+    monkeypatch.setattr(text_linear, "COUNT_CHUNK", chunk)
+    data, seqs = random_ids(40, 30, seed=5)
+    got = text_linear.count_matrix(data, 30, buckets=11)
+    np.testing.assert_array_equal(got.toarray(), oracle_counts(seqs, 30, 11).toarray())
+
+
 @pytest.mark.parametrize("n_classes", [2, 3])
 def test_linear_forward_is_sklearns_decision_function(n_classes):
     V = 30
