@@ -14,6 +14,7 @@ from gatelab.data import Tokenizer, Vocabulary, pad_sequences
 from gatelab.errors import DataError
 from gatelab.estimators.base import ClassifierBase, read_artifact
 from gatelab.estimators.ensemble import members
+from gatelab.estimators.text_linear import predict_ids
 from gatelab.models.bag import BagOfNgrams, WithLinear
 from gatelab.models.heads import ModelConfig
 from gatelab.train import runs
@@ -155,12 +156,23 @@ class TextClassifier(ClassifierBase):
             targets = torch.zeros(len(texts), dtype=torch.long)
         return TensorData(padded, lengths, targets)
 
+    def _whole_texts(self) -> bool:
+        """Whether the model reads whole texts: a mix whose network cuts them itself
+        (``WithLinear.max_len``); else its input is cut to ``max_len``."""
+        return isinstance(self.model_, WithLinear) and self.model_.max_len is not None
+
     def _inputs(self, X) -> TensorData:
-        """The model's input: whole texts for a mix whose network cuts them itself
-        (``WithLinear.max_len``), else texts cut to ``max_len``."""
+        """The model's input as one padded table (``predict`` pads in chunks instead)."""
         self._check_fitted()
-        whole = isinstance(self.model_, WithLinear) and self.model_.max_len is not None
-        return self._tensor_data(self._items(X), None, whole=whole)
+        return self._tensor_data(self._items(X), None, whole=self._whole_texts())
+
+    def _predict_outputs(self, X) -> Tensor:
+        """The outputs on the texts ``X``, padded in chunks of like length
+        (:func:`gatelab.estimators.text_linear.predict_ids`): the bits of one padded
+        table, without its ``(N, longest)`` size when whole texts are long."""
+        self._check_fitted()
+        seqs = self._token_ids(self._items(X), whole=self._whole_texts())
+        return predict_ids(self.model_, seqs, self.train_config_.eval_batch_size)
 
     def _check_args(self) -> None:
         k = self.nb_folds
@@ -228,14 +240,17 @@ class TextClassifier(ClassifierBase):
         )
         words = [t for t in every.tokens if t not in self.vocab_]
         vocab = Vocabulary([*self.vocab_.tokens, *words])  # network ids first, same ids
-        # the linear part reads whole texts; the network (valid) its first max_len tokens
-        lin_train = self._tensor_data(texts, torch.as_tensor(train_ids), vocab, whole=True)
-        lin_valid = self._tensor_data(self._valid_items, valid.targets, vocab, whole=True)
-        linear, self.linear_C_ = fit_linear(lin_train, lin_valid, len(vocab), n_classes)
+        # the linear part reads whole texts (lists of ids, padded a chunk at a time); the
+        # network (valid) its first max_len tokens
+        lin_train = self._token_ids(texts, vocab, whole=True)
+        lin_valid = self._token_ids(self._valid_items, vocab, whole=True)
+        y = valid.targets.numpy()
+        linear, self.linear_C_ = fit_linear(
+            lin_train, train_ids, (lin_valid, y), len(vocab), n_classes
+        )
         eval_bs = self.train_config_.eval_batch_size
         p_net = predict_batches(self.model_, valid, eval_bs).softmax(-1)  # (N, C)
-        p_lin = predict_batches(linear, lin_valid, eval_bs).softmax(-1)
-        y = valid.targets.numpy()
+        p_lin = predict_ids(linear, lin_valid, eval_bs).softmax(-1)
         w, losses = choose_weight(p_net, p_lin, y)
         self.linear_weight_ = w
         self.linear_losses_ = {str(k): v for k, v in losses.items()}
@@ -250,7 +265,7 @@ class TextClassifier(ClassifierBase):
         mixed = WithLinear(self.model_, linear, w, len(self.vocab_), max_len=self.max_len)
         self.model_ = mixed.to(torch.device(self.device)).eval()
         self.vocab_, self.linear_words_ = vocab, words
-        out = predict_batches(self.model_, lin_valid, eval_bs)
+        out = predict_ids(self.model_, lin_valid, eval_bs)
         self.validation_metrics_ = evaluate_outputs(self.model_, out, valid.targets)
 
     def _write_results(self, run: Path) -> None:
