@@ -4,8 +4,11 @@ networks left as they were, save / load."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import itertools
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -44,14 +47,15 @@ def random_ids(n: int, V: int, seed: int, shift: int = 0) -> TensorData:
 def oracle_counts(seqs, V: int, buckets: int):
     """Uni+bigram counts written out by hand: column ``w`` and ``V + (a * 1000003 + b) %
     buckets``."""
-    m = sparse.lil_matrix((len(seqs), V + buckets))
+    rows, cols, vals = [], [], []
     for i, s in enumerate(seqs):
         s = [int(w) for w in s]
-        for w in s:
-            m[i, w] += 1
-        for a, b in itertools.pairwise(s):
-            m[i, V + (a * 1_000_003 + b) % buckets] += 1
-    return m.tocsr()
+        count = Counter(s)
+        count.update(V + (a * 1_000_003 + b) % buckets for a, b in itertools.pairwise(s))
+        rows += [i] * len(count)
+        cols += list(count)
+        vals += list(count.values())
+    return sparse.csr_matrix((vals, (rows, cols)), shape=(len(seqs), V + buckets), dtype=float)
 
 
 def test_ngram_columns_by_hand():
@@ -62,13 +66,48 @@ def test_ngram_columns_by_hand():
     assert cols.tolist() == expected
 
 
+def as_lists(data: TensorData) -> list[list[int]]:
+    return [row[:n].tolist() for row, n in zip(data.inputs, data.lengths, strict=True)]
+
+
+@pytest.mark.parametrize("budget", [7, 1 << 22])
+def test_count_matrix_is_the_hand_count_in_any_chunks(monkeypatch, budget):
+    """Counted in chunks of like length (each padded to its longest): the hand count, and
+    the very matrix of one padded ``(N, longest)`` table (the count before the chunks)."""
+    monkeypatch.setattr(text_linear, "PAD_BUDGET", budget)
+    data, seqs = random_ids(40, 30, seed=5, shift=2)  # fold-table ids read mod V
+    lists = as_lists(data)
+    n_chunks = len(text_linear.length_chunks(data.lengths, 1))
+    assert n_chunks > 3 if budget == 7 else n_chunks == 1
+    got = text_linear.count_matrix(lists, 30, buckets=11)
+    np.testing.assert_array_equal(got.toarray(), oracle_counts(seqs, 30, 11).toarray())
+    cols = ngram_columns(data.inputs, data.lengths, 30, 11)  # (N, 2T - 1): one table
+    keep = cols >= 0
+    rows = torch.arange(len(data))[:, None].expand_as(cols)[keep].numpy()
+    one = sparse.csr_matrix((np.ones(len(rows)), (rows, cols[keep].numpy())), shape=got.shape)
+    one.sum_duplicates()
+    for a, b in [(got.indptr, one.indptr), (got.indices, one.indices), (got.data, one.data)]:
+        np.testing.assert_array_equal(a, b)
+
+
+def test_length_chunks_hold_whole_steps_within_the_budget():
+    lengths = torch.tensor([5, 1, 9, 2, 2, 100, 3, 1, 4, 7])
+    chunks = text_linear.length_chunks(lengths, 2, budget=12)
+    order = torch.cat(chunks)
+    assert torch.equal(order, torch.argsort(lengths, stable=True))
+    # sorted 1 1 2 2 | 3 4 | 5 7 | 9 100: a chunk grows by 2 while size x longest <= 12
+    sizes = [(len(c), int(lengths[c].max())) for c in chunks]
+    assert sizes == [(4, 2), (2, 4), (2, 7), (2, 100)]
+
+
 @pytest.mark.parametrize("n_classes", [2, 3])
 def test_linear_forward_is_sklearns_decision_function(n_classes):
     V = 30
     train, seqs = random_ids(120, V, seed=0, shift=2)  # ids of the fold tables read mod V
     train.targets[:] = torch.as_tensor(np.random.default_rng(1).integers(0, n_classes, 120))
     test, test_seqs = random_ids(40, V, seed=2)
-    module, C = text_linear.fit_linear(train, None, V, n_classes, C=10.0)
+    y = train.targets.numpy()
+    module, C = text_linear.fit_linear(as_lists(train), y, None, V, n_classes, C=10.0)
     buckets = module.buckets
     tfidf = TfidfTransformer(sublinear_tf=True)
     X = tfidf.fit_transform(oracle_counts([s % V for s in seqs], V, buckets))
@@ -92,6 +131,18 @@ def test_weight_by_validation_log_loss_ties_to_the_smaller():
         assert loss == pytest.approx(-np.log(p[[0, 1, 2], y]).mean(), abs=1e-12)
     assert w == 1.0 and losses[1.0] == min(losses.values())
     assert text_linear.choose_weight(p_net, p_net, y)[0] == 0.0  # all equal: the smallest
+
+
+@contextlib.contextmanager
+def mix_weight(est, w: float):
+    """Inside the block the mix ``est.model_`` (fitted with ``w = 1``) has weight ``w``."""
+    with torch.no_grad():
+        est.model_.weight.fill_(w)
+    try:
+        yield est
+    finally:
+        with torch.no_grad():
+            est.model_.weight.fill_(1.0)
 
 
 @pytest.fixture(scope="module")
@@ -192,13 +243,8 @@ def test_mixed_model_exports_to_onnx(fitted, tmp_path, w):
     from gatelab.interop import export_run
 
     _, _, mixed, _ = fitted
-    with torch.no_grad():
-        mixed.model_.weight.fill_(w)  # 0.5: the network's part of the graph too
-    try:
+    with mix_weight(mixed, w):  # 0.5: the network's part of the graph too
         mixed.save(tmp_path / "run")
-    finally:
-        with torch.no_grad():
-            mixed.model_.weight.fill_(1.0)
     again = TextClassifier.load(tmp_path / "run")
     export_run(tmp_path / "run", tmp_path / "text.onnx")
     texts = [*sentiment_texts(6, seed=6)[0], "great", "good good good great film", "zzz"]
@@ -250,3 +296,213 @@ def test_explain_a_mixed_run_shows_its_network(fitted, tmp_path):
     data = explain_run(tmp_path / "run", text="a great film zzz")
     assert data["tokens"] == ["a", "great", "film", "zzz"]
     assert "its probabilities count 0 of the mix" in data["notes"][0]
+
+
+# ------------------------------------------------- long texts: the network's cut only
+
+CUT = 8  # max_len of the long-text tests
+
+
+def long_texts(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """``CUT`` filler words drawn alike for both classes, then the class word ("alpha" or
+    "omega") among 1-3 more fillers: the class shows only after token ``CUT``."""
+    g = np.random.default_rng(seed)
+    filler = ["the", "a", "film", "plot", "was", "and", "it", "is", "of", "so"]
+    texts, labels = [], []
+    for _ in range(n):
+        k = int(g.integers(2))
+        tail = list(g.choice(filler, g.integers(1, 4)))
+        tail.insert(int(g.integers(len(tail) + 1)), ("alpha", "omega")[k])
+        texts.append(" ".join([*g.choice(filler, CUT), *tail]))
+        labels.append(("neg", "pos")[k])
+    return texts, labels
+
+
+@pytest.fixture(scope="module")
+def long_fit():
+    """A network that cannot learn (lr 1e-9) reading the first ``CUT`` tokens, beside a
+    linear part that reads the whole texts."""
+    X, y = long_texts(160)
+    return X, y, TextClassifier(**{**TINY, "lr": 1e-9, "max_len": CUT}, linear=True).fit(X, y)
+
+
+def ids_of(est, texts, cut=None) -> list[list[int]]:
+    return [est.vocab_.encode(est.tokenizer_(t))[:cut] for t in texts]
+
+
+def test_linear_part_reads_past_max_len(long_fit):
+    """Fitted on the whole texts: equal to scikit-learn's fit on hand-counted whole
+    texts, right on new ones; the same part reading the cut texts is at chance."""
+    X, y, est = long_fit
+    assert est.linear_weight_ == 1.0 and est.model_.max_len == CUT
+    y_ids = np.searchsorted(est.classes_, y)
+    train_idx, _ = est._split(len(X), y_ids)
+    V, buckets = len(est.vocab_), est.model_.linear.buckets
+    assert V == est.model_.linear.vocab_size
+    tfidf = TfidfTransformer(sublinear_tf=True)
+    counts = oracle_counts(ids_of(est, [X[i] for i in train_idx]), V, buckets)
+    lr = LogisticRegression(C=est.linear_C_, max_iter=1000).fit(
+        tfidf.fit_transform(counts), y_ids[train_idx]
+    )
+    Xt, yt = long_texts(100, seed=3)
+    want = lr.predict_proba(tfidf.transform(oracle_counts(ids_of(est, Xt), V, buckets)))
+    np.testing.assert_allclose(est.predict_proba(Xt), want, atol=ATOL, rtol=0)
+    assert est.score(Xt, yt) >= 0.95
+    cut = est._tensor_data(Xt, None)  # the first CUT tokens, as the linear part read before
+    assert cut.inputs.shape[1] == CUT and est._inputs(Xt).inputs.shape[1] > CUT
+    on_cut = predict_batches(est.model_.linear, cut).argmax(-1).numpy()
+    assert (est.classes_[on_cut] == np.asarray(yt)).mean() < 0.75
+
+
+def mix_by_hand(est, texts, cut_linear: bool) -> np.ndarray:
+    """``(1 - w) p_network(first CUT ids) + w p_linear(whole ids, or the first CUT)``."""
+    w, n = float(est.model_.weight), est.model_.network_vocab_size
+    whole = est._tensor_data(texts, None, whole=True)
+    cut = est._tensor_data(texts, None)
+    net = predict_batches(est.model_.network, TensorData(
+        torch.where(cut.inputs < n, cut.inputs, 1), cut.lengths, cut.targets
+    )).softmax(-1)  # fmt: skip
+    lin = predict_batches(est.model_.linear, cut if cut_linear else whole).softmax(-1)
+    return ((1 - w) * net + w * lin).numpy()
+
+
+def test_half_mix_network_reads_the_cut_linear_part_the_whole(long_fit, tmp_path):
+    _, _, est = long_fit
+    Xt, _ = long_texts(30, seed=4)
+    with mix_weight(est, 0.5):  # both parts count
+        np.testing.assert_allclose(est.predict_proba(Xt), mix_by_hand(est, Xt, False), atol=1e-6)
+        est.save(tmp_path / "run")
+    record = json.loads((tmp_path / "run" / "linear.json").read_text())
+    assert record["whole_texts"] is True
+    again = TextClassifier.load(tmp_path / "run")
+    assert again.model_.max_len == CUT
+    np.testing.assert_allclose(again.predict_proba(Xt), mix_by_hand(again, Xt, False), atol=1e-6)
+    # a folder saved before the linear part read whole texts (no record): it keeps cutting
+    del record["whole_texts"]
+    (tmp_path / "run" / "linear.json").write_text(json.dumps(record))
+    old = TextClassifier.load(tmp_path / "run")
+    assert old.model_.max_len is None and old._inputs(Xt).inputs.shape[1] == CUT
+    np.testing.assert_allclose(old.predict_proba(Xt), mix_by_hand(old, Xt, True), atol=1e-6)
+    old.save(tmp_path / "again")  # saved again, it still says so
+    assert json.loads((tmp_path / "again" / "linear.json").read_text())["whole_texts"] is False
+    assert TextClassifier.load(tmp_path / "again").model_.max_len is None
+
+
+def test_texts_within_max_len_predict_bit_for_bit_as_before(fitted):
+    """Texts no longer than ``max_len``: the same ids reach both parts, and the mix gives
+    the very bits of the mix before the change (no cut inside, ids cut before)."""
+    _, _, mixed, _ = fitted
+    Xt, _ = sentiment_texts(60, seed=7)
+    assert mixed.model_.max_len == 400 and max(len(t.split()) for t in Xt) <= 400
+    before = WithLinear(
+        mixed.model_.network, mixed.model_.linear, 0.5, mixed.model_.network_vocab_size
+    )
+    with mix_weight(mixed, 0.5):
+        got = mixed.predict_proba(Xt)
+    want = predict_batches(before, mixed._tensor_data(Xt, None)).softmax(-1).numpy()
+    np.testing.assert_array_equal(got, want)
+
+
+def test_long_text_mix_exports_to_onnx(long_fit, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from gatelab.interop import export_run
+
+    _, _, est = long_fit
+    with mix_weight(est, 0.5):
+        est.save(tmp_path / "run")
+    again = TextClassifier.load(tmp_path / "run")
+    export_run(tmp_path / "run", tmp_path / "text.onnx")
+    texts = [*long_texts(5, seed=8)[0], "alpha", "the film"]
+    data = again._inputs(texts)
+    feed = {"ids": data.inputs.numpy(), "lengths": data.lengths.numpy()}
+    got = ort.InferenceSession(str(tmp_path / "text.onnx")).run(None, feed)[0]
+    np.testing.assert_allclose(got, again.predict_proba(texts), atol=ATOL, rtol=0)
+
+
+def test_explain_a_long_text_shows_the_networks_cut(long_fit, tmp_path):
+    from gatelab.insight.explain import explain_run
+
+    _, _, est = long_fit
+    est.save(tmp_path / "run")
+    text = long_texts(1, seed=9)[0][0]
+    warned = []
+    data = explain_run(tmp_path / "run", text=text, warn=warned.append)
+    assert data["tokens"] == text.split()[:CUT]
+    assert warned and f"more than the {CUT} the model saw in training" in warned[0]
+
+
+# ------------------------------------- whole texts padded a chunk at a time, not N x longest
+
+
+@pytest.mark.parametrize("w", [1.0, 0.5])
+def test_predict_in_chunks_is_one_table_bit_for_bit(long_fit, monkeypatch, w):
+    """Mixed lengths in several chunks (a budget of 60 ids, batches of 4): the outputs of
+    ``predict_batches`` on one padded table of the whole texts, bit for bit."""
+    _, _, est = long_fit
+    g = np.random.default_rng(11)
+    texts = [*long_texts(30, seed=11)[0], "alpha", "", "omega the", " ".join(["so"] * 40)]
+    texts = [texts[i] for i in g.permutation(len(texts))]
+    monkeypatch.setattr(text_linear, "PAD_BUDGET", 60)
+    config = dataclasses.replace(est.train_config_, eval_batch_size=4)
+    monkeypatch.setattr(est, "train_config_", config)
+    seqs = est._token_ids(texts, whole=True)
+    assert len(text_linear.length_chunks(torch.tensor([len(s) for s in seqs]), 4)) >= 4
+    with mix_weight(est, w):  # 0.5: the network (cut at CUT) runs too
+        want = predict_batches(est.model_, est._inputs(texts), 4)  # (N, longest) table
+        assert torch.equal(text_linear.predict_ids(est.model_, seqs, 4), want)
+        np.testing.assert_array_equal(est.predict_proba(texts), want.softmax(-1).numpy())
+        assert (est.predict(texts) == est.classes_[want.argmax(-1).numpy()]).all()
+
+
+LONG = 200_000  # tokens of the long document
+
+
+def test_one_long_document_needs_no_table_of_its_length(monkeypatch):
+    """One 200,000-token text among 240 short ones, in fit and in predict: the linear part
+    reads it whole (scikit-learn on the hand count of every token), and no padded table
+    is larger than a chunk's budget or one batch of the longest text: the one-table way
+    built (241, 200000) ids in fit (386 MB) and (61, 200000) in predict."""
+    import gatelab.estimators.text as text_module
+
+    shapes = []
+
+    def recording(pad):
+        def pad_and_record(seqs, *args, **kwargs):
+            out = pad(seqs, *args, **kwargs)
+            shapes.append(tuple(out[0].shape))
+            return out
+
+        return pad_and_record
+
+    for module in (text_linear, text_module):
+        monkeypatch.setattr(module, "pad_sequences", recording(module.pad_sequences))
+    X, y = sentiment_texts(300)
+    g = np.random.default_rng(0)
+    words = sorted({w for t in X for w in t.split()})
+    long_doc = lambda: " ".join(g.choice(words, LONG))  # noqa: E731
+    X_train, y_train = [*X[:240], long_doc()], [*y[:240], "pos"]
+    kw = {**TINY, "lr": 1e-9, "max_len": 20}
+    est = TextClassifier(**kw, linear=True).fit(
+        X_train, y_train, validation_data=(X[240:], y[240:])
+    )
+    assert est.linear_weight_ == 1.0 and (1, LONG) in shapes  # read whole, alone
+    fit_shapes, shapes[:] = list(shapes), []
+    monkeypatch.setattr(
+        est, "train_config_", dataclasses.replace(est.train_config_, eval_batch_size=8)
+    )
+    Xt, yt = sentiment_texts(60, seed=3)
+    Xt.insert(17, long_doc())
+    got = est.predict_proba(Xt)
+    bound = max(text_linear.PAD_BUDGET, 8 * LONG)
+    assert max(r * c for r, c in fit_shapes + shapes) <= bound < 61 * LONG
+    assert max(c for _, c in shapes) == LONG  # predicted from the whole text
+    # the oracle: scikit-learn's TF-IDF + logistic regression on the hand count
+    V, buckets = len(est.vocab_), est.model_.linear.buckets
+    tfidf = TfidfTransformer(sublinear_tf=True)
+    counts = oracle_counts(ids_of(est, X_train), V, buckets)
+    assert counts[240].sum() == 2 * LONG - 1  # every token and bigram of the long one
+    y_ids = np.searchsorted(est.classes_, y_train)
+    lr = LogisticRegression(C=est.linear_C_, max_iter=1000).fit(tfidf.fit_transform(counts), y_ids)
+    want = lr.predict_proba(tfidf.transform(oracle_counts(ids_of(est, Xt), V, buckets)))
+    np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
+    assert est.score(Xt[:17] + Xt[18:], yt) >= 0.95

@@ -438,6 +438,10 @@ class ClassifierBase(ClassifierMixin, LSTMEstimator):
         self._check_fitted()
         return self._tensor_data(self._items(X), None)
 
+    def _predict_outputs(self, X) -> Tensor:
+        """The model's outputs on raw ``X`` (hook: the text classifier's in chunks)."""
+        return self._outputs(self._inputs(X))
+
     def _label_ids(self, y) -> np.ndarray:
         """Ids of labels ``y`` (of ``validation_data``), each among ``classes_``."""
         y = np.asarray(y)
@@ -495,8 +499,8 @@ class ClassifierBase(ClassifierMixin, LSTMEstimator):
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities ``(N, n_classes)``, columns in ``classes_`` order."""
-        return torch.softmax(self._outputs(self._inputs(X)), dim=-1).numpy()
+        return torch.softmax(self._predict_outputs(X), dim=-1).numpy()
 
     def predict(self, X) -> np.ndarray:
         """The most probable class of each sample, ``(N,)`` (values of ``classes_``)."""
-        return self.classes_[self._outputs(self._inputs(X)).argmax(-1).numpy()]
+        return self.classes_[self._predict_outputs(X).argmax(-1).numpy()]

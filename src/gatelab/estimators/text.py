@@ -14,6 +14,7 @@ from gatelab.data import Tokenizer, Vocabulary, pad_sequences
 from gatelab.errors import DataError
 from gatelab.estimators.base import ClassifierBase, read_artifact
 from gatelab.estimators.ensemble import members
+from gatelab.estimators.text_linear import predict_ids
 from gatelab.models.bag import BagOfNgrams, WithLinear
 from gatelab.models.heads import ModelConfig
 from gatelab.train import runs
@@ -73,7 +74,10 @@ class TextClassifier(ClassifierBase):
             ``w = 3/4`` and dev sentences fell from 85.8 to 81.5. Without validation
             data, ``w = 0``. ``False``: the network alone. The choice is in
             ``linear_weight_`` and ``linear_C_``.
-        max_len: texts are cut to their first ``max_len`` tokens.
+        max_len: the network reads the first ``max_len`` tokens of each text (None: all of
+            them); the linear part reads every token of each text, in fitting, in the
+            choice of ``w`` and in prediction (run folders saved before it did so keep
+            cutting the linear part's input too).
         lowercase: lower-case before tokenising.
         n_models: an ensemble of this many models (seeds ``seed, seed + 1, ...``),
             probabilities averaged.
@@ -130,19 +134,45 @@ class TextClassifier(ClassifierBase):
             raise DataError(f"{what} holds no texts; expected at least one")
         return texts
 
-    def _token_ids(self, texts: list[str], vocab: Vocabulary | None = None) -> list[list[int]]:
+    def _token_ids(
+        self, texts: list[str], vocab: Vocabulary | None = None, whole: bool = False
+    ) -> list[list[int]]:
+        """Each text's token ids, cut to ``max_len`` (the network's input) unless ``whole``."""
         vocab = self.vocab_ if vocab is None else vocab
         ids = [vocab.encode(self.tokenizer_(t)) for t in texts]
+        cut = None if whole else self.max_len
         # A text with no tokens still needs one step: it becomes a single <unk>.
-        return [(s or [1])[: self.max_len] if self.max_len else (s or [1]) for s in ids]
+        return [(s or [1])[:cut] if cut else (s or [1]) for s in ids]
 
     def _tensor_data(
-        self, texts: list[str], targets: Tensor | None, vocab: Vocabulary | None = None
+        self,
+        texts: list[str],
+        targets: Tensor | None,
+        vocab: Vocabulary | None = None,
+        whole: bool = False,
     ) -> TensorData:
-        padded, lengths = pad_sequences(self._token_ids(texts, vocab))
+        padded, lengths = pad_sequences(self._token_ids(texts, vocab, whole))
         if targets is None:
             targets = torch.zeros(len(texts), dtype=torch.long)
         return TensorData(padded, lengths, targets)
+
+    def _whole_texts(self) -> bool:
+        """Whether the model reads whole texts: a mix whose network cuts them itself
+        (``WithLinear.max_len``); else its input is cut to ``max_len``."""
+        return isinstance(self.model_, WithLinear) and self.model_.max_len is not None
+
+    def _inputs(self, X) -> TensorData:
+        """The model's input as one padded table (``predict`` pads in chunks instead)."""
+        self._check_fitted()
+        return self._tensor_data(self._items(X), None, whole=self._whole_texts())
+
+    def _predict_outputs(self, X) -> Tensor:
+        """The outputs on the texts ``X``, padded in chunks of like length
+        (:func:`gatelab.estimators.text_linear.predict_ids`): the bits of one padded
+        table, without its ``(N, longest)`` size when whole texts are long."""
+        self._check_fitted()
+        seqs = self._token_ids(self._items(X), whole=self._whole_texts())
+        return predict_ids(self.model_, seqs, self.train_config_.eval_batch_size)
 
     def _check_args(self) -> None:
         k = self.nb_folds
@@ -210,13 +240,17 @@ class TextClassifier(ClassifierBase):
         )
         words = [t for t in every.tokens if t not in self.vocab_]
         vocab = Vocabulary([*self.vocab_.tokens, *words])  # network ids first, same ids
-        lin_train = self._tensor_data(texts, torch.as_tensor(train_ids), vocab)
-        lin_valid = self._tensor_data(self._valid_items, valid.targets, vocab)
-        linear, self.linear_C_ = fit_linear(lin_train, lin_valid, len(vocab), n_classes)
+        # the linear part reads whole texts (lists of ids, padded a chunk at a time); the
+        # network (valid) its first max_len tokens
+        lin_train = self._token_ids(texts, vocab, whole=True)
+        lin_valid = self._token_ids(self._valid_items, vocab, whole=True)
+        y = valid.targets.numpy()
+        linear, self.linear_C_ = fit_linear(
+            lin_train, train_ids, (lin_valid, y), len(vocab), n_classes
+        )
         eval_bs = self.train_config_.eval_batch_size
         p_net = predict_batches(self.model_, valid, eval_bs).softmax(-1)  # (N, C)
-        p_lin = predict_batches(linear, lin_valid, eval_bs).softmax(-1)
-        y = valid.targets.numpy()
+        p_lin = predict_ids(linear, lin_valid, eval_bs).softmax(-1)
         w, losses = choose_weight(p_net, p_lin, y)
         self.linear_weight_ = w
         self.linear_losses_ = {str(k): v for k, v in losses.items()}
@@ -228,10 +262,10 @@ class TextClassifier(ClassifierBase):
         )
         if w == 0.0:
             return
-        mixed = WithLinear(self.model_, linear, w, network_vocab_size=len(self.vocab_))
+        mixed = WithLinear(self.model_, linear, w, len(self.vocab_), max_len=self.max_len)
         self.model_ = mixed.to(torch.device(self.device)).eval()
         self.vocab_, self.linear_words_ = vocab, words
-        out = predict_batches(self.model_, lin_valid, eval_bs)
+        out = predict_ids(self.model_, lin_valid, eval_bs)
         self.validation_metrics_ = evaluate_outputs(self.model_, out, valid.targets)
 
     def _write_results(self, run: Path) -> None:
@@ -246,6 +280,9 @@ class TextClassifier(ClassifierBase):
             lin = self.model_.linear
             record.update(vocab_size=lin.vocab_size, outputs=lin.outputs, buckets=lin.buckets)
             record.update(network_vocab_size=self.model_.network_vocab_size)
+            # True: the linear part reads every token and the network cuts at max_len; a
+            # folder saved before that (loaded, then saved again) keeps its False
+            record["whole_texts"] = self.model_.max_len == self.max_len
             record["words"] = self.linear_words_  # the ids after vocab.json's, in order
         return record
 
@@ -266,7 +303,9 @@ class TextClassifier(ClassifierBase):
             sizes = (int(record[k]) for k in ("vocab_size", "outputs", "buckets"))
             self.linear_words_ = [str(t) for t in record["words"]]
             n = int(record["network_vocab_size"])
-            return WithLinear(model, BagOfNgrams(*sizes), self.linear_weight_, n)
+            # saved before the linear part read whole texts: its ids stay cut (max_len)
+            cut = self.max_len if record.get("whole_texts") is True else None
+            return WithLinear(model, BagOfNgrams(*sizes), self.linear_weight_, n, cut)
         except (KeyError, TypeError, ValueError) as err:
             raise RunFolderError(f"'{run / LINEAR_FILE}' is corrupt ({err})") from err
 

@@ -7,6 +7,10 @@ the mix (:class:`gatelab.models.bag.WithLinear`), both on the validation data.
   its idf, coefficients and intercept are copied into the module.
 - The mix: ``w`` in :data:`MIX_WEIGHTS` chosen by the validation log-loss of
   ``(1 - w) p_network + w p_linear`` (a tie keeps the smaller ``w``).
+- Whole texts in chunks: the linear part reads every token, so the counts and the
+  predictions (:func:`predict_ids`, also the estimator's ``predict``) pad texts of like
+  length together, a chunk at a time (:func:`length_chunks`), never all texts to the
+  longest one.
 
 Nothing here draws from torch's random generator (lbfgs is deterministic), and it runs
 after the networks are trained, so the networks are the same with or without it.
@@ -15,31 +19,103 @@ after the networks are trained, so the networks are the same with or without it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from gatelab.data import pad_sequences
 from gatelab.models.bag import BIGRAM_BUCKETS, BagOfNgrams, ngram_columns
-from gatelab.train.fit import TensorData
+from gatelab.train.fit import TensorData, predict_batches
 
-__all__ = ["LINEAR_C", "MIX_WEIGHTS", "choose_weight", "count_matrix", "fit_linear", "log_loss"]
+__all__ = [
+    "LINEAR_C",
+    "MIX_WEIGHTS",
+    "choose_weight",
+    "count_matrix",
+    "fit_linear",
+    "length_chunks",
+    "log_loss",
+    "predict_ids",
+]
 
 logger = logging.getLogger(__name__)
 
 LINEAR_C = (1.0, 10.0, 100.0)
 MIX_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+PAD_BUDGET = 1 << 22  # ids in one padded chunk of whole texts (int64: 32 MiB), see below
 
 
-def count_matrix(data: TensorData, vocab_size: int, buckets: int = BIGRAM_BUCKETS):
-    """``(N, V + buckets)`` scipy CSR matrix of uni+bigram counts of ``data``'s ids."""
+def length_chunks(lengths: Tensor, step: int, budget: int | None = None) -> list[Tensor]:
+    """The indices of the texts of ``lengths (N,)`` in stable length order, cut into chunks
+    of whole steps of ``step`` texts: each chunk as many steps as keep its size times its
+    longest text within ``budget`` ids (None: :data:`PAD_BUDGET`), at least one step.
+
+    Padded to its own longest, no chunk needs more than ``max(budget, step x longest)``
+    ids, where one ``(N, longest)`` table of whole texts may need far more (one long
+    document among many short texts).
+    """
+    budget = PAD_BUDGET if budget is None else budget
+    order = torch.argsort(lengths, stable=True)
+    longest = lengths[order].tolist()
+    chunks, start, n = [], 0, len(order)
+    while start < n:
+        end = min(start + step, n)
+        while end < n:
+            after = min(end + step, n)
+            if (after - start) * longest[after - 1] > budget:
+                break
+            end = after
+        chunks.append(order[start:end])
+        start = end
+    return chunks
+
+
+def _padded(seqs: Sequence[Sequence[int]], index: Tensor) -> tuple[Tensor, Tensor]:
+    """``(ids (n, T), lengths (n,))`` of the texts ``seqs[index]``, padded to their longest."""
+    return pad_sequences([seqs[i] for i in index.tolist()])
+
+
+def predict_ids(model: nn.Module, seqs: Sequence[Sequence[int]], batch_size: int) -> Tensor:
+    """``model``'s outputs ``(N, out)`` on the ids of the texts ``seqs``, in their order.
+
+    The texts in stable length order, in chunks of whole batches (:func:`length_chunks`),
+    each padded to its own longest and run through ``predict_batches``: the very batches,
+    so the very bits, of ``predict_batches`` on one ``(N, longest)`` table, without it.
+    """
+    lengths = torch.tensor([len(s) for s in seqs])
+    outs, rows = [], []
+    for index in length_chunks(lengths, batch_size):
+        ids, lens = _padded(seqs, index)
+        data = TensorData(ids, lens, torch.zeros(len(index), dtype=torch.long))
+        outs.append(predict_batches(model, data, batch_size))  # in order already: the same batches
+        rows.append(index)
+    out = torch.cat(outs)
+    result = torch.empty_like(out)
+    result[torch.cat(rows)] = out
+    return result
+
+
+def count_matrix(seqs: Sequence[Sequence[int]], vocab_size: int, buckets: int = BIGRAM_BUCKETS):
+    """``(N, V + buckets)`` scipy CSR matrix of uni+bigram counts of the ids of the texts
+    ``seqs`` (whole: the linear part reads every token).
+
+    Counted in chunks of texts of like length (:func:`length_chunks`), each padded to its
+    own longest, so that a long document needs no ``(N, longest)`` table.
+    """
     from scipy import sparse
 
-    cols = ngram_columns(data.inputs, data.lengths, vocab_size, buckets)  # (N, L)
-    rows = torch.arange(len(data))[:, None].expand_as(cols)
-    keep = cols >= 0
-    r, c = rows[keep].numpy(), cols[keep].numpy()
-    shape = (len(data), vocab_size + buckets)
+    r, c = [], []
+    for index in length_chunks(torch.tensor([len(s) for s in seqs]), 1):
+        ids, lengths = _padded(seqs, index)  # (n, T)
+        cols = ngram_columns(ids, lengths, vocab_size, buckets)  # (n, L)
+        rows = index[:, None].expand_as(cols)
+        keep = cols >= 0
+        r.append(rows[keep].numpy())
+        c.append(cols[keep].numpy())
+    r, c = np.concatenate(r), np.concatenate(c)
+    shape = (len(seqs), vocab_size + buckets)
     m = sparse.csr_matrix((np.ones(len(r)), (r, c)), shape=shape)  # duplicates summed
     m.sum_duplicates()
     return m
@@ -51,31 +127,32 @@ def log_loss(proba: np.ndarray, y: np.ndarray) -> float:
 
 
 def fit_linear(
-    train: TensorData,
-    valid: TensorData | None,
+    train: Sequence[Sequence[int]],
+    y: np.ndarray,
+    valid: tuple[Sequence[Sequence[int]], np.ndarray] | None,
     vocab_size: int,
     n_classes: int,
     C: float | None = None,
 ) -> tuple[BagOfNgrams, float]:
-    """The linear part fitted on ``train`` (ids and class ids ``0..n_classes-1``).
+    """The linear part fitted on the ids of the texts ``train`` and their class ids ``y``
+    (``0..n_classes-1``).
 
     ``C`` given: that one; else each of :data:`LINEAR_C`, the best validation log-loss
-    on ``valid`` (required then). Returns ``(module, C)``.
+    on ``valid`` = ``(ids of texts, class ids)`` (required then). Returns ``(module, C)``.
     """
     from sklearn.feature_extraction.text import TfidfTransformer
     from sklearn.linear_model import LogisticRegression
 
     tfidf = TfidfTransformer(sublinear_tf=True)
     X = tfidf.fit_transform(count_matrix(train, vocab_size))
-    y = train.targets.numpy()
     grid = LINEAR_C if C is None else (C,)
-    Xv = (
-        None if valid is None or C is not None else tfidf.transform(count_matrix(valid, vocab_size))
-    )
+    Xv = None
+    if valid is not None and C is None:
+        Xv = tfidf.transform(count_matrix(valid[0], vocab_size))
     best = None
     for c in grid:
         lr = LogisticRegression(C=c, max_iter=1000).fit(X, y)
-        loss = 0.0 if Xv is None else log_loss(lr.predict_proba(Xv), valid.targets.numpy())
+        loss = 0.0 if Xv is None else log_loss(lr.predict_proba(Xv), valid[1])
         logger.info("linear part C=%g: validation log-loss %.4f", c, loss)
         if best is None or loss < best[0] - 1e-12:
             best = (loss, c, lr)

@@ -69,6 +69,10 @@ def with_linear(
     lin = b.op("Softmax", [bag_logits(b, model.linear, ids, lengths, mask)], axis=-1)
     if w == 1.0:  # the network does not count: left out of the graph
         return b.op("Log", [lin])
+    if model.max_len is not None:  # the network reads the first max_len steps
+        ids = b.op("Slice", [ids, b.ints([0]), b.ints([model.max_len]), b.ints([1])])
+        if lengths is not None:
+            lengths = b.op("Min", [lengths, b.ints(model.max_len)])
     if model.network_vocab_size is not None:  # the linear part's own words: <unk> here
         known = b.op("Less", [ids, b.ints(model.network_vocab_size)])
         ids = b.op("Where", [known, ids, b.ints(1)])

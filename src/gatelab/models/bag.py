@@ -101,7 +101,10 @@ class WithLinear(nn.Module):
     softmax apply as to logits); ``weight`` is ``w`` in (0, 1], a buffer. The ids ``x``
     may reach past the network's vocabulary (the linear part's own words, those the
     network's vocabulary drops): ``x'`` maps ids at or above ``network_vocab_size`` to
-    ``<unk>`` (id 1); None: ``x' = x``.
+    ``<unk>`` (id 1); None: ``x' = x``. ``max_len``: the network reads the first
+    ``max_len`` steps of each text (``x'[:, :max_len]``, lengths clamped to it) while the
+    linear part reads all of ``x``; None: both read all of ``x`` (run folders written
+    before the linear part read whole texts: their ids arrive already cut).
     """
 
     def __init__(
@@ -110,10 +113,11 @@ class WithLinear(nn.Module):
         linear: BagOfNgrams,
         weight: float,
         network_vocab_size: int | None = None,
+        max_len: int | None = None,
     ) -> None:
         super().__init__()
         self.network, self.linear = network, linear
-        self.network_vocab_size = network_vocab_size
+        self.network_vocab_size, self.max_len = network_vocab_size, max_len
         self.config = network.config
         self.register_buffer("weight", torch.tensor(float(weight)))
 
@@ -122,10 +126,19 @@ class WithLinear(nn.Module):
         n = self.network_vocab_size
         return x if n is None else torch.where(x < n, x, 1)
 
+    def network_input(self, x: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """What the network reads of ``x (B, T)``: ``(B, min(T, max_len))`` ids (those it
+        does not know as ``<unk>``) and the lengths clamped to ``max_len``."""
+        n = self.max_len
+        if n is not None and x.shape[1] > n:
+            x = x[:, :n]  # (B, max_len)
+            lengths = None if lengths is None else lengths.clamp(max=n)
+        return self.network_ids(x), lengths
+
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         w = self.weight
         lin = self.linear(x, lengths).log_softmax(-1) + torch.log(w)  # (B, C)
         if float(w) == 1.0:  # the network does not count: not run
             return lin
-        net = self.network(self.network_ids(x), lengths).log_softmax(-1) + torch.log1p(-w)
+        net = self.network(*self.network_input(x, lengths)).log_softmax(-1) + torch.log1p(-w)
         return torch.logaddexp(net, lin)
