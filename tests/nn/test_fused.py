@@ -594,7 +594,7 @@ def test_build_falls_back_to_flags_without_openmp(monkeypatch, caplog):
     monkeypatch.setattr(fused, "_error", None)
     monkeypatch.setattr(fused, "_build", build)
     assert fused.extension() == "serial kernels"
-    assert calls == [["-O3", "-fopenmp"], ["-O3"]]
+    assert calls == [["-O3", "-fno-trapping-math", "-fopenmp"], ["-O3", "-fno-trapping-math"]]
     assert "failed" in caplog.text
 
 

@@ -1,6 +1,7 @@
 """The fused kernels' GEMM choice (csrc/gemm_plan.h): own kernel or BLAS per product and
-shape, measured once at first use and cached; forced modes and planted decisions give the
-reference's results. No timings are asserted: which GEMM wins depends on the machine."""
+shape, measured once at first use and cached (the large products on a block of PROBE rows,
+whatever T*B); forced modes and planted decisions give the reference's results. No timings
+are asserted: which GEMM wins depends on the machine."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from tests.nn.test_fused import (
 )
 
 REC_FWD, REC_BWD, PROJ, DX, DW = range(5)
+PROBE = 256  # csrc/gemm_plan.h's kProbeRows: the large products' key in place of T*B
 
 
 @pytest.fixture
@@ -33,16 +35,17 @@ def _plans(e):
     return {p[:6]: p[6:] for p in e.gemm_plans()}
 
 
-def _shapes(B, T, I, H, P=None):
-    """The key (kind, M, K, N) of every product of one layer-direction, float64."""
+def _shapes(B, I, H, P=None):
+    """The key (kind, M, K, N) of every product of one layer-direction: the recurrent ones
+    per B, the large ones on the probe's block (the sequence length does not enter)."""
     P = P or H
-    TB, GH = T * B, 4 * H
+    GH = 4 * H
     return {
         (REC_FWD, B, P, GH),
         (REC_BWD, B, GH, P),
-        (PROJ, TB, I, GH),
-        (DX, TB, GH, I),
-        (DW, GH, TB, I + P),
+        (PROJ, PROBE, I, GH),
+        (DX, PROBE, GH, I),
+        (DW, GH, PROBE, I + P),
     }
 
 
@@ -56,7 +59,7 @@ def test_every_product_is_measured_once_per_shape(ext):
     out_f, g_f = _run(fus, x, hx)
     plans = _plans(ext)
     threads = torch.get_num_threads()
-    assert {(k[0], *k[2:5]) for k in plans} == _shapes(8, 12, 5, 16)
+    assert {(k[0], *k[2:5]) for k in plans} == _shapes(8, 5, 16)
     for key, (own, measured, t_own, t_blas) in plans.items():
         assert key[1] == 8 and key[5] == threads
         assert measured and t_own > 0 and t_blas > 0, key
@@ -68,19 +71,76 @@ def test_every_product_is_measured_once_per_shape(ext):
     _assert_close(g_f, g_r, torch.float64, "grads")
 
 
-def test_batch_of_one_is_never_measured(ext):
-    """B = 1 (no MKL buffers: the peak-memory target): the recurrent products read W_hh
-    unpacked and list nothing; the large products are decided for the own kernel without
-    timing anything."""
+def test_one_plan_per_shape_whatever_the_length(ext):
+    """The first call of a shape decides every product's plan, even a short one whose T*B
+    (3 * 8 = 24) is below the rows where the large products use it (a warm-up pays the
+    probes); later lengths, shorter or longer, add nothing and measure nothing again. Every
+    length's result equals the reference."""
     ref, fus = _pair("standard", 5, 16)
-    x, hx = _inputs(ref, T=40, B=1, hx=True)
-    out_r, g_r = _run(ref, x, hx)
-    out_f, g_f = _run(fus, x, hx)
-    plans = _plans(ext)
-    assert {k[0] for k in plans} == {PROJ, DX, DW}
-    assert all(own and not measured for own, measured, *_ in plans.values())
-    _assert_close(out_f, out_r, torch.float64, "outputs")
-    _assert_close(g_f, g_r, torch.float64, "grads")
+    seen = None
+    for T in (3, 40, 7, 100):
+        x, hx = _inputs(ref, T=T, B=8, hx=True, seed=T)
+        out_r, g_r = _run(ref, x, hx)
+        out_f, g_f = _run(fus, x, hx)
+        _assert_close(out_f, out_r, torch.float64, f"outputs T={T}")
+        _assert_close(g_f, g_r, torch.float64, f"grads T={T}")
+        plans = _plans(ext)
+        assert {(k[0], *k[2:5]) for k in plans} == _shapes(8, 5, 16), T
+        assert all(measured for _, measured, *_ in plans.values()), T
+        assert seen is None or plans == seen, T  # the same decisions and timings
+        seen = plans
+
+
+def test_layer_norm_plans_its_projection_at_a_short_call(ext):
+    """Layer norm's raw projection (LnInputGemm) takes the same keyed plan: decided at
+    T = 3, B = 8, kept at T = 50; the results equal the reference at both lengths."""
+    ref, fus = _pair("layernorm", 5, 16)
+    for T in (3, 50):
+        x, hx = _inputs(ref, T=T, B=8, hx=True, seed=T)
+        out_r, g_r = _run(ref, x, hx)
+        out_f, g_f = _run(fus, x, hx)
+        _assert_close(out_f, out_r, torch.float64, f"outputs T={T}")
+        _assert_close(g_f, g_r, torch.float64, f"grads T={T}")
+        plans = _plans(ext)
+        assert {(k[0], *k[2:5]) for k in plans} == _shapes(8, 5, 16), T
+        if T == 3:
+            first = plans
+    assert plans == first
+
+
+def test_batch_of_one_and_single_steps_measure_nothing(ext):
+    """B = 1 (no MKL buffers: the peak-memory target): the recurrent products read W_hh
+    unpacked and the large products take the own kernel, unmeasured and unrecorded, at
+    every length (the cache does not grow per T). A weight used once or twice below 32
+    rows (T = 2, B = 4: LSTMCell-like) probes nothing either. Results equal the reference."""
+    ref, fus = _pair("standard", 5, 16)
+    for T, B in ((40, 1), (7, 1), (100, 1), (2, 4), (1, 4)):
+        x, hx = _inputs(ref, T=T, B=B, hx=True)
+        out_r, g_r = _run(ref, x, hx)
+        out_f, g_f = _run(fus, x, hx)
+        _assert_close(out_f, out_r, torch.float64, f"outputs T={T} B={B}")
+        _assert_close(g_f, g_r, torch.float64, f"grads T={T} B={B}")
+        assert _plans(ext) == {}, (T, B)
+
+
+def test_a_planted_plan_holds_for_every_length(ext):
+    """set_gemm_plan with any T*B plants the large product's one plan: runs at two other
+    lengths measure nothing and equal the reference."""
+    for bytes_ in (8, 4):
+        for kind, M, K, N in _shapes(8, 5, 16):
+            rows = 12345  # not a T*B of the runs below
+            M, K = (rows, K) if kind in (PROJ, DX) else (M, rows) if kind == DW else (M, K)
+            ext.set_gemm_plan(kind, bytes_, M, K, N, kind != DW)
+    planted = _plans(ext)
+    assert {(k[0], *k[2:5]) for k in planted} == _shapes(8, 5, 16)
+    ref, fus = _pair("standard", 5, 16)
+    for T in (4, 60):
+        x, hx = _inputs(ref, T=T, B=8, hx=True, seed=T)
+        out_r, g_r = _run(ref, x, hx)
+        out_f, g_f = _run(fus, x, hx)
+        _assert_close(out_f, out_r, torch.float64, f"outputs T={T}")
+        _assert_close(g_f, g_r, torch.float64, f"grads T={T}")
+    assert _plans(ext) == planted
 
 
 @pytest.mark.parametrize("variant,proj", [("standard", 0), ("peephole", 3), ("layernorm", 0)])
@@ -110,7 +170,7 @@ def test_planted_mixtures_equal_the_reference(ext, variant, blas):
     reference; the planted decisions are kept, not measured over."""
     B, T, I, H = 5, 160, 6, 16  # as test_layernorm_blocks_bidirectional
     for bytes_ in (8, 4):
-        for kind, M, K, N in _shapes(B, T, I, H):
+        for kind, M, K, N in _shapes(B, I, H):
             ext.set_gemm_plan(kind, bytes_, M, K, N, kind not in blas)
     ref, fus = _pair(variant, I, H, bidirectional=True)
     x, hx = _inputs(ref, T=T, B=B, hx=True)

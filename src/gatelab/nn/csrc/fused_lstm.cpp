@@ -236,7 +236,9 @@ step_plans(bool reset) {
 // The GEMM decisions cached so far (gemm_plan.h), one tuple per product kind and shape:
 // (kind 0 recurrent forward / 1 recurrent backward / 2 input projection / 3 dx / 4 weight
 // gradients, bytes per element, M, K, N, threads, own kernel, measured, median own s,
-// median BLAS s). reset: forget them (the next call of each shape measures again).
+// median BLAS s); the large products (2, 3, 4) list kProbeRows (256) for the T*B rows (M
+// of 2 and 3, K of 4): one plan for every sequence length. reset: forget them (the next
+// call of each shape measures again).
 std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, bool, double,
                        double>>
 gemm_plans(bool reset) {
@@ -252,7 +254,8 @@ gemm_plans(bool reset) {
 
 // Override: the decision for product `kind` of shape (M, K, N) and `bytes` per element at
 // the current thread count, as if measured (listed as not measured), for tests and
-// benchmarks; replaces a cached one.
+// benchmarks; replaces a cached one. The large products' T*B (M of kinds 2 and 3, K of 4)
+// is not part of their key: any value plants the decision for every T*B.
 void set_gemm_plan(int64_t kind, int64_t bytes, int64_t M, int64_t K, int64_t N, bool own) {
   TORCH_CHECK(kind >= kGRecFwd && kind <= kGDw, "set_gemm_plan: kind must be 0..4, got ", kind);
   TORCH_CHECK(bytes == 4 || bytes == 8, "set_gemm_plan: bytes must be 4 or 8, got ", bytes);
@@ -261,6 +264,8 @@ void set_gemm_plan(int64_t kind, int64_t bytes, int64_t M, int64_t K, int64_t N,
   std::lock_guard<std::mutex> lock(GemmPlans::mutex());
   GemmPlan plan;
   plan.own = own;
+  if (kind == kGProj || kind == kGDx) M = kProbeRows;
+  if (kind == kGDw) K = kProbeRows;
   GemmPlans::map()[GemmKey{kind, bytes, M, K, N, int64_t(at::get_num_threads())}] = plan;
 }
 

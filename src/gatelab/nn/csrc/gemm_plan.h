@@ -17,13 +17,16 @@ namespace {
 // compared. The BLAS is taken only when its median is under kBlasMargin x the own kernel's:
 // the own kernel fuses the recurrent GEMM with the pointwise pass and allocates no MKL
 // buffers, gains a per-product time does not show. The decision is then fixed for that
-// shape, dtype and thread count in this process (gemm_plans lists them).
+// kind, shape, dtype and thread count in this process (gemm_plans lists them). The shape
+// is what the probe measures: B rows for the recurrent products, a block of kProbeRows
+// rows for the large ones (never T*B), so that no sequence length probes again.
 //
 // Not measured, always the own kernel: batches of kGemvRows rows (B = 1: MKL's sgemm
 // allocates ~330 KB per thread on first use, more than a B = 1 step's own buffers, issue 16's
-// peak-memory target), and the products the drivers give to the unpacked loops (few rows,
-// a weight used once or twice). Forced modes override the measurement: g_gemm_mode 4 or 5
-// the own kernel everywhere, 1, 2 or 3 the BLAS (set_gemm_mode).
+// peak-memory target; nothing is recorded either), and the products the drivers give to
+// the unpacked loops (few rows, a weight used once or twice). Forced modes override the
+// measurement: g_gemm_mode 4 or 5 the own kernel everywhere, 1, 2 or 3 the BLAS
+// (set_gemm_mode).
 enum GemmKind {
   kGRecFwd = 0,  // h_{t-1} W^T per step (W_hh, W_hr): M = B rows
   kGRecBwd = 1,  // dG_t W per step (W_hh, W_hr)
@@ -33,9 +36,9 @@ enum GemmKind {
 };
 constexpr int kGemmProbe = 5;
 constexpr double kBlasMargin = 0.9;
-// Rows (of M, or of K for the weight gradients) of the large products' probe: a block
-// of the real operands, the own GEMM's K chunk, so that the probe costs a few ms at most
-// and allocates only block-sized scratch (peak memory).
+// Rows (of M, or of K for the weight gradients) of the large products' probe: a synthetic
+// block (the values do not change the time), the own GEMM's K chunk, so that the probe
+// costs a few ms at most and allocates only block-sized scratch (peak memory).
 constexpr int64_t kProbeRows = 256;
 
 inline double median_of(const double* v, int n) {
@@ -72,48 +75,48 @@ inline int gemm_forced() {
   return g_gemm_mode >= 4 ? 1 : 0;
 }
 
-// Whether product `kind` of shape (M, K, N) runs on the own kernel: forced, cached, or
-// measured now with `own()` and `blas()` (each runs the product, or its probe block, once).
-// `fixed_own`: decided without measurement (recorded as such).
+inline GemmKey gemm_key(int kind, int64_t tsize, int64_t M, int64_t K, int64_t N) {
+  return GemmKey{kind, tsize, M, K, N, int64_t(at::get_num_threads())};
+}
+
+// The cached decision for `key`: 1 own, 0 BLAS, -1 none yet.
+inline int cached_own(const GemmKey& key) {
+  std::lock_guard<std::mutex> lock(GemmPlans::mutex());
+  auto it = GemmPlans::map().find(key);
+  return it == GemmPlans::map().end() ? -1 : int(it->second.own);
+}
+
+// Measure `own()` against `blas()` (each runs the product, or its probe block, once) and
+// record the decision for `key`; a concurrent one stands.
 template <typename F1, typename F2>
-bool gemm_own(int kind, int64_t tsize, int64_t M, int64_t K, int64_t N, bool fixed_own,
-              const F1& own, const F2& blas) {
-  const int forced = gemm_forced();
-  if (forced >= 0) return forced == 1;
-  const GemmKey key{kind, tsize, M, K, N, int64_t(at::get_num_threads())};
-  {
-    std::lock_guard<std::mutex> lock(GemmPlans::mutex());
-    auto it = GemmPlans::map().find(key);
-    if (it != GemmPlans::map().end()) return it->second.own;
+bool measure_own(const GemmKey& key, const F1& own, const F2& blas) {
+  auto time = [](const auto& fn) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  double to[kGemmProbe], tb[kGemmProbe];
+  own();
+  blas();
+  for (int r = 0; r < kGemmProbe; ++r) {
+    to[r] = time(own);
+    tb[r] = time(blas);
   }
   GemmPlan plan;
-  if (!fixed_own) {
-    auto time = [](const auto& fn) {
-      const auto t0 = std::chrono::steady_clock::now();
-      fn();
-      return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    };
-    double to[kGemmProbe], tb[kGemmProbe];
-    own();
-    blas();
-    for (int r = 0; r < kGemmProbe; ++r) {
-      to[r] = time(own);
-      tb[r] = time(blas);
-    }
-    plan.t_own = median_of(to, kGemmProbe);
-    plan.t_blas = median_of(tb, kGemmProbe);
-    plan.own = !(plan.t_blas < kBlasMargin * plan.t_own);
-    plan.measured = true;
-  }
+  plan.t_own = median_of(to, kGemmProbe);
+  plan.t_blas = median_of(tb, kGemmProbe);
+  plan.own = !(plan.t_blas < kBlasMargin * plan.t_own);
+  plan.measured = true;
   std::lock_guard<std::mutex> lock(GemmPlans::mutex());
-  return GemmPlans::map().emplace(key, plan).first->second.own;  // a concurrent one stands
+  return GemmPlans::map().emplace(key, plan).first->second.own;
 }
 
 // The recurrent products: WeightGemm's `force` for weight w used `reuse` times over M rows.
 // -1 (WeightGemm decides as before: the unpacked loops at M <= kGemvRows, plain BLAS for a
 // weight used once or twice) unless the default mode, M > kGemvRows and reuse > 2; then 4
 // (own, packed panels) or the BLAS (2: MKL packed, float32; else 1), measured on the real
-// weight with a synthetic A (its values do not change the time) into scratch C.
+// weight with a synthetic A (its values do not change the time) into scratch C. Keyed on
+// M = B: the sequence length does not enter.
 template <typename T>
 int recurrent_mode(const Tensor& w, int64_t M, bool nt, int64_t reuse, int64_t groups = 1) {
   if (g_gemm_mode != 0 || M <= kGemvRows || reuse <= 2) return -1;
@@ -121,13 +124,9 @@ int recurrent_mode(const Tensor& w, int64_t M, bool nt, int64_t reuse, int64_t g
   const bool can_pack = std::is_same<T, float>::value && blas.pack_size != nullptr;
   const int blas_mode = can_pack ? 2 : 1;
   const int64_t N = nt ? w.size(0) : w.size(1), K = nt ? w.size(1) : w.size(0);
-  const GemmKey key{nt ? kGRecFwd : kGRecBwd, int64_t(sizeof(T)), M, K, N,
-                    int64_t(at::get_num_threads())};
-  {
-    std::lock_guard<std::mutex> lock(GemmPlans::mutex());
-    auto it = GemmPlans::map().find(key);
-    if (it != GemmPlans::map().end()) return it->second.own ? 4 : blas_mode;
-  }
+  const GemmKey key = gemm_key(nt ? kGRecFwd : kGRecBwd, sizeof(T), M, K, N);
+  const int cached = cached_own(key);
+  if (cached >= 0) return cached ? 4 : blas_mode;
   std::optional<WeightGemm<T>> go, gb;
   go.emplace(w, M, nt, 1000, groups, 4);
   gb.emplace(w, M, nt, 1000, groups, blas_mode);
@@ -135,89 +134,106 @@ int recurrent_mode(const Tensor& w, int64_t M, bool nt, int64_t reuse, int64_t g
   const Tensor c = at::empty({M, std::max(go->ldc(), gb->ldc())}, w.options());
   const T* ap = a.data_ptr<T>();
   T* cp = c.data_ptr<T>();
-  const bool own = gemm_own(
-      nt ? kGRecFwd : kGRecBwd, sizeof(T), M, K, N, false,
-      [&] { go->run(ap, K, T(0), cp, go->ldc()); }, [&] { gb->run(ap, K, T(0), cp, gb->ldc()); });
+  const bool own = measure_own(
+      key, [&] { go->run(ap, K, T(0), cp, go->ldc()); },
+      [&] { gb->run(ap, K, T(0), cp, gb->ldc()); });
   return own ? 4 : blas_mode;
 }
 
-// The input projection x (TB, I) W_ih^T (GH, I), rows TB >= kPackRows: own (the packed
-// big_gemm) or at::mm, probed on the first kProbeRows rows of x. fixed_own: B = 1.
-template <typename T>
-bool proj_own(const Tensor& x2, const Tensor& w_ih, bool fixed_own) {
-  const int64_t TB = x2.size(0), I = x2.size(1), GH = w_ih.size(0);
-  if (gemm_forced() >= 0 || fixed_own) return gemm_own(kGProj, sizeof(T), TB, I, GH, true, [] {}, [] {});
-  const int64_t R = std::min(TB, kProbeRows);
-  std::optional<WeightGemm<T>> g;
-  Tensor c;
-  const Tensor xr = x2.narrow(0, 0, R);
-  return gemm_own(
-      kGProj, sizeof(T), TB, I, GH, false,
-      [&] {
-        if (!g) {
-          g.emplace(w_ih, R, /*nt=*/true, /*reuse=*/1000, 1, 4);
-          c = at::empty({R, g->ldc()}, x2.options());
-        }
-        big_gemm<T>(R, I, GH, xr.data_ptr<T>(), I, 1, g->packed.template data_ptr<T>(),
-                    c.template data_ptr<T>(), g->ldc(), nullptr);
-      },
-      [&] { (void)at::mm(xr, w_ih.t()); });
+// The large products (input projection, dx, weight gradients) of a layer-direction with
+// T_ steps of B rows: the decision (true: own) of product `kind` keyed (M, K, N), cached or
+// measured now by `measure(key)` (which builds the probe's operands, calls measure_own).
+// Forced modes decide without a plan; so does B = 1 (the own kernel, unmeasured and
+// unrecorded: no MKL buffers, the peak-memory target). Otherwise the plan is taken as soon
+// as a product of the shape comes, even below the kPackRows rows where the drivers use it
+// (they take the unpacked loops there), as long as the call is a sequence (T_ > 2, the
+// recurrent products' rule): so a short warm-up pays the probe and the first step of a
+// longer sequence does not. A weight used once or twice (LSTMCell) below kPackRows rows
+// probes nothing.
+//
+// The probe is a synthetic block of kProbeRows rows (the own GEMM's K chunk: a few ms,
+// block-sized scratch), so the key holds kProbeRows in place of T*B: one plan per weight
+// shape, whatever the sequence length (issue 16: keyed on T*B, every new length probed
+// again, inside the step that speed.py's memory run measures).
+template <typename F>
+bool large_own(int kind, int64_t tsize, int64_t M, int64_t K, int64_t N, int64_t T_, int64_t B,
+               const F& measure) {
+  const int forced = gemm_forced();
+  if (forced >= 0) return forced == 1;
+  if (B <= kGemvRows || (T_ * B < kPackRows && T_ <= 2)) return true;
+  const GemmKey key = gemm_key(kind, tsize, M, K, N);
+  const int cached = cached_own(key);
+  return cached >= 0 ? cached == 1 : measure(key);
 }
 
-// dx = dG (TB, GH) W_ih (GH, I), TB >= kPackRows: own (W_ih packed, big_gemm) or at::mm,
-// probed on the first kProbeRows rows of dG (packing, once per call, outside the time).
+// The input projection x (TB, I) W_ih^T (GH, I): own (the packed big_gemm) or at::mm.
+// Key (kGProj, kProbeRows, I, GH).
 template <typename T>
-bool dx_own(const Tensor& dG2, const Tensor& w_ih, bool fixed_own) {
-  const int64_t TB = dG2.size(0), GH = dG2.size(1), I = w_ih.size(1);
-  if (gemm_forced() >= 0 || fixed_own) return gemm_own(kGDx, sizeof(T), TB, GH, I, true, [] {}, [] {});
-  const int64_t R = std::min(TB, kProbeRows), Ip = (I + kPanel<T> - 1) / kPanel<T> * kPanel<T>;
-  const Tensor dr = dG2.narrow(0, 0, R);
-  Tensor wp, c;
-  return gemm_own(
-      kGDx, sizeof(T), TB, GH, I, false,
-      [&] {
-        if (!wp.defined()) {
-          wp = at::empty({Ip * GH}, dG2.options());
-          pack_rows<T>(w_ih.data_ptr<T>(), I, GH, 0, GH, I, wp.data_ptr<T>());
-          c = at::empty({R, Ip}, dG2.options());
-        }
-        big_gemm<T>(R, GH, I, dr.data_ptr<T>(), GH, 1, wp.data_ptr<T>(), c.data_ptr<T>(), Ip,
-                    nullptr);
-      },
-      [&] { (void)at::mm(dr, w_ih); });
+bool proj_own(const Tensor& w_ih, int64_t T_, int64_t B) {
+  const int64_t R = kProbeRows, I = w_ih.size(1), GH = w_ih.size(0);
+  return large_own(kGProj, sizeof(T), R, I, GH, T_, B, [&](const GemmKey& key) {
+    const Tensor xr = at::full({R, I}, 0.5, w_ih.options());
+    const WeightGemm<T> g(w_ih, R, /*nt=*/true, /*reuse=*/1000, 1, 4);
+    const Tensor c = at::empty({R, g.ldc()}, w_ih.options());
+    return measure_own(
+        key,
+        [&] {
+          big_gemm<T>(R, I, GH, xr.data_ptr<T>(), I, 1, g.packed.template data_ptr<T>(),
+                      c.template data_ptr<T>(), g.ldc(), nullptr);
+        },
+        [&] { (void)at::mm(xr, w_ih.t()); });
+  });
+}
+
+// dx = dG (TB, GH) W_ih (GH, I): own (W_ih packed, big_gemm) or at::mm. Key (kGDx,
+// kProbeRows, GH, I); packing, once per call, outside the time.
+template <typename T>
+bool dx_own(const Tensor& w_ih, int64_t T_, int64_t B) {
+  const int64_t R = kProbeRows, GH = w_ih.size(0), I = w_ih.size(1);
+  return large_own(kGDx, sizeof(T), R, GH, I, T_, B, [&](const GemmKey& key) {
+    const int64_t Ip = (I + kPanel<T> - 1) / kPanel<T> * kPanel<T>;
+    const Tensor dr = at::full({R, GH}, 0.5, w_ih.options());
+    const Tensor wp = at::empty({Ip * GH}, w_ih.options());
+    pack_rows<T>(w_ih.data_ptr<T>(), I, GH, 0, GH, I, wp.data_ptr<T>());
+    const Tensor c = at::empty({R, Ip}, w_ih.options());
+    return measure_own(
+        key,
+        [&] {
+          big_gemm<T>(R, GH, I, dr.data_ptr<T>(), GH, 1, wp.data_ptr<T>(), c.data_ptr<T>(),
+                      Ip, nullptr);
+        },
+        [&] { (void)at::mm(dr, w_ih); });
+  });
 }
 
 // dW_ih = dG^T x and dW_hh = dG^T h_{t-1} (dG (TB, GH), x (TB, I), h (TB, P)): own (one
-// GEMM over x's and h's panels, dG read transposed, as backward_impl) or two at::mm, probed
-// on the first kProbeRows rows of the sum over TB (packing inside the time: the own path
-// packs x and h in every call).
+// GEMM over x's and h's panels, dG read transposed, as backward_impl) or two at::mm. Key
+// (kGDw, GH, kProbeRows, I + P); packing inside the time (the own path packs x and h in
+// every call). Two shapes with the same GH and I + P share a plan (a speed choice only).
 template <typename T>
-bool dw_own(const Tensor& dG2, const Tensor& x2, const Tensor& h2, bool fixed_own) {
-  const int64_t TB = dG2.size(0), GH = dG2.size(1), I = x2.size(1), P = h2.size(1);
-  if (gemm_forced() >= 0 || fixed_own) return gemm_own(kGDw, sizeof(T), GH, TB, I + P, true, [] {}, [] {});
-  constexpr int64_t PW = kPanel<T>;
-  const int64_t R = std::min({TB, h2.size(0), kProbeRows});
-  const int64_t Ip = (I + PW - 1) / PW * PW, Pp = (P + PW - 1) / PW * PW;
-  const Tensor dr = dG2.narrow(0, 0, R), xr = x2.narrow(0, 0, R), hr = h2.narrow(0, 0, R);
-  Tensor xh, dwi, dwh;
-  return gemm_own(
-      kGDw, sizeof(T), GH, TB, I + P, false,
-      [&] {
-        if (!xh.defined()) {
-          xh = at::empty({(Ip + Pp) * R}, dG2.options());
-          dwi = at::empty({GH, Ip}, dG2.options());
-          dwh = at::empty({GH, Pp}, dG2.options());
-        }
-        T* xp = xh.data_ptr<T>();
-        pack_rows<T>(xr.data_ptr<T>(), I, R, 0, R, I, xp);
-        pack_rows<T>(hr.data_ptr<T>(), P, R, 0, R, P, xp + Ip * R);
-        big_gemm<T>(GH, R, Ip + Pp, dr.data_ptr<T>(), 1, GH, xp, dwi.data_ptr<T>(), Ip, nullptr,
-                    /*acc=*/false, dwh.data_ptr<T>(), Pp, Ip);
-      },
-      [&] {
-        (void)at::mm(dr.t(), xr);
-        (void)at::mm(dr.t(), hr);
-      });
+bool dw_own(int64_t GH, int64_t I, int64_t P, const at::TensorOptions& opts, int64_t T_,
+            int64_t B) {
+  constexpr int64_t PW = kPanel<T>, R = kProbeRows;
+  return large_own(kGDw, sizeof(T), GH, R, I + P, T_, B, [&](const GemmKey& key) {
+    const int64_t Ip = (I + PW - 1) / PW * PW, Pp = (P + PW - 1) / PW * PW;
+    const Tensor dr = at::full({R, GH}, 0.5, opts), xr = at::full({R, I}, 0.5, opts);
+    const Tensor hr = at::full({R, P}, 0.5, opts);
+    const Tensor xh = at::empty({(Ip + Pp) * R}, opts);
+    const Tensor dwi = at::empty({GH, Ip}, opts), dwh = at::empty({GH, Pp}, opts);
+    return measure_own(
+        key,
+        [&] {
+          T* xp = xh.data_ptr<T>();
+          pack_rows<T>(xr.data_ptr<T>(), I, R, 0, R, I, xp);
+          pack_rows<T>(hr.data_ptr<T>(), P, R, 0, R, P, xp + Ip * R);
+          big_gemm<T>(GH, R, Ip + Pp, dr.data_ptr<T>(), 1, GH, xp, dwi.data_ptr<T>(), Ip,
+                      nullptr, /*acc=*/false, dwh.data_ptr<T>(), Pp, Ip);
+        },
+        [&] {
+          (void)at::mm(dr.t(), xr);
+          (void)at::mm(dr.t(), hr);
+        });
+  });
 }
 
 }  // namespace

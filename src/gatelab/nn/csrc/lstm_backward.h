@@ -446,10 +446,9 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   const int64_t TB = T_ * B;
   auto vec = [&](int64_t n) { return at::empty({n}, opts); };
   // the own kernel or at::mm for the weight gradients: the mode, or the measured choice
-  // (gemm_plan.h; never at B = 1)
+  // (gemm_plan.h; never at B = 1; below kPackRows rows the own kernel, as dx and x W_ih^T)
   const bool own_mode = g_gemm_mode == 0 || g_gemm_mode == 4;
-  const Tensor h_rows = T_ > 1 ? h_feed.view({TB, P}) : h0;  // the probe's h_{t-1}
-  const bool own = own_mode && dw_own<T>(dG.view({TB, GH}), x.view({TB, I}), h_rows, B <= kGemvRows);
+  const bool own = own_mode && (dw_own<T>(GH, I, P, opts, T_, B) || TB < kPackRows);
   // no layer norm: dW_ih and dW_hh come from one GEMM (below)
   const bool one_dw = own && !s.ln;
   const bool has_bias = p[kBih].has_value() || p[kBhh].has_value();
@@ -504,8 +503,7 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   auto input_grad = [&] {
     if (!need_dx) return;
     const T* dxw_p = dG.data_ptr<T>();
-    if (own_mode && TB >= kPackRows &&
-        dx_own<T>(dG.view({TB, GH}), w_ih, B <= kGemvRows)) {  // packing pays off for enough rows
+    if (own_mode && dx_own<T>(w_ih, T_, B) && TB >= kPackRows) {  // packing pays for enough rows
       Tensor wp = at::empty({Ip * GH}, opts);
       pack_rows<T>(w_ih.data_ptr<T>(), I, GH, 0, GH, I, wp.data_ptr<T>());
       Tensor dx = at::empty({TB, Ip}, opts);

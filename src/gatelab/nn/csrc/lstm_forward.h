@@ -35,10 +35,11 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
   int64_t xw_ld = GH;
   std::optional<Tick> tick_proj(std::in_place, kPFwdProj);
   // own: the own kernel, packed for enough rows (below, the unpacked loops), unless the
-  // measured choice (gemm_plan.h; never at B = 1) or the mode gives the product to at::mm
+  // measured choice (gemm_plan.h; never at B = 1) or the mode gives the product to at::mm.
+  // The plan is taken even below kPackRows rows (a short warm-up pays the probe).
   const bool own = g_gemm_mode == 0 || g_gemm_mode == 4;
   const bool big = T_ * B >= kPackRows;
-  const bool own_big = !s.ln && own && big && proj_own<T>(x2, w_ih, B <= kGemvRows);
+  const bool own_big = !s.ln && own && proj_own<T>(w_ih, T_, B) && big;
   if (own_big) {
     // x W_ih^T + b with the packed GEMM (packing W_ih costs about 32 rows of GEMM, so only
     // for enough rows): xw has padded rows (xw_ld >= GH)

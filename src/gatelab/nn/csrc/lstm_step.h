@@ -84,8 +84,8 @@ struct LnInputGemm {
   // forward decides, the backward finds the decision cached: the same GEMM both ways)
   LnInputGemm(const Tensor& x_, const Tensor& w_, int64_t TB_)
       : x(x_), w(w_), TB(TB_), I(w_.size(1)), GH(w_.size(0)) {
-    if (own_gemm() && TB >= kPackRows && GH % kPanel<T> == 0 &&
-        proj_own<T>(x.view({TB, I}), w, x.size(1) <= kGemvRows))
+    if (own_gemm() && GH % kPanel<T> == 0 && proj_own<T>(w, x.size(0), x.size(1)) &&
+        TB >= kPackRows)
       g.emplace(w, TB, /*nt=*/true, /*reuse=*/1000);
   }
   static bool own_gemm() { return g_gemm_mode == 0 || g_gemm_mode == 4; }
