@@ -226,6 +226,21 @@ def test_a_fixed_architecture_cuts_only_the_members_after_the_first():
     assert [len(h.epochs) for h in clf.history_] == [4, 1]
 
 
+def test_a_run_whose_members_the_budget_cut_resumes_with_their_epochs(tmp_path, monkeypatch):
+    """A resumed fit's clock starts afresh: a cut member resumes with its checkpoint's
+    epochs, not what the new clock would give (its checkpoint refuses other settings)."""
+    from gatelab.estimators.budget import FitBudget
+
+    X, y = shape_series(24, T=12)
+    kw = dict(hidden_size=4, epochs=4, n_models=2, architecture="lstm", time_budget=1e-3)
+    clf = SeriesClassifier(**kw).fit(X, y, run_dir=tmp_path / "run")
+    assert clf.budget_["member_epochs"] == [4, 1]
+    monkeypatch.setattr(FitBudget, "left", lambda self: 1e9)  # a roomy clock now
+    again = SeriesClassifier(**kw).fit(X, y, run_dir=tmp_path / "run", resume=True)
+    assert again.budget_["member_epochs"] == [4, 1]
+    np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
+
+
 @pytest.mark.parametrize("bad", [-1.0, 0, float("nan"), True, "60"])
 def test_a_time_budget_that_is_not_a_positive_number_is_refused(bad):
     X, y = shape_series(10)

@@ -150,7 +150,10 @@ class LSTMEstimator(BaseEstimator):
                 run / f"{runs.MEMBER_PREFIX}{k}" if run is not None and self.n_models > 1 else run
             )
             member_config = self._member_config(
-                k, dataclasses.replace(train_config, seed=seed), len(train)
+                k,
+                dataclasses.replace(train_config, seed=seed),
+                len(train),
+                _saved_epochs(ckpt) if resume and ckpt is not None else None,
             )
             member_start = time.perf_counter()
             history = fitting.fit(
@@ -308,10 +311,11 @@ class LSTMEstimator(BaseEstimator):
         """Set data-derived, untrained parts of a freshly built model (hook)."""
 
     def _member_config(
-        self, k: int, config: fitting.TrainConfig, n_train: int
+        self, k: int, config: fitting.TrainConfig, n_train: int, saved_epochs: int | None
     ) -> fitting.TrainConfig:
         """The training config of ensemble member ``k`` (its seed set) on ``n_train``
-        samples, e.g. fewer epochs for a time budget (hook)."""
+        samples, e.g. fewer epochs for a time budget (hook); ``saved_epochs``: the epochs
+        of the member's checkpoint being resumed (None: no checkpoint)."""
         return config
 
     def _member_trained(self, seconds: float, config: fitting.TrainConfig, n_train: int) -> None:
@@ -329,6 +333,19 @@ class LSTMEstimator(BaseEstimator):
     def _outputs(self, data: fitting.TensorData) -> Tensor:
         self._check_fitted()
         return fitting.predict_batches(self.model_, data, self.train_config_.eval_batch_size)
+
+
+def _saved_epochs(ckpt: Path) -> int | None:
+    """The ``epochs`` of the training config saved in checkpoint folder ``ckpt``; None
+    when there is no checkpoint (or it holds no readable value: ``fit`` then reports the
+    checkpoint itself)."""
+    path = ckpt / runs.CHECKPOINT_FILE
+    if not path.exists():
+        return None
+    try:
+        return int(runs.read_json(path, "checkpoint")["train_config"]["epochs"])
+    except (KeyError, TypeError, ValueError, RunFolderError):
+        return None
 
 
 def _json_params(params: dict[str, Any]) -> dict[str, Any]:

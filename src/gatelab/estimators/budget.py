@@ -81,21 +81,37 @@ class FitBudget:
             self.step_seconds = seconds / steps
 
     def member_epochs(
-        self, planned: int, steps_per_epoch: int, members_left: int, overhead: float = 0.0
+        self,
+        planned: int,
+        steps_per_epoch: int,
+        members_left: int,
+        overhead: float = 0.0,
+        saved: int | None = None,
     ) -> int:
         """The epochs of the next member: ``planned``, or fewer so that it and the
         ``members_left - 1`` after it fit in what is left at the measured rate, each of
         those also paying ``overhead`` seconds before it trains (what this one's set-up
         took); at least ``ceil(planned / MIN_EPOCH_FRACTION)``. Without a budget or a
-        measured rate: ``planned``."""
+        measured rate: ``planned``. ``saved``: the epochs of the member's checkpoint
+        being resumed, taken as they are (a checkpoint resumes only with its own
+        settings)."""
         self.planned_epochs = planned
         epochs = planned
-        if self.seconds is not None and self.step_seconds is not None:
+        if saved is not None:
+            epochs = saved
+        elif self.seconds is not None and self.step_seconds is not None:
             member = (self.left() - overhead * (members_left - 1)) / members_left
             fits = math.floor(member / (self.step_seconds * steps_per_epoch))
             epochs = min(planned, max(math.ceil(planned / MIN_EPOCH_FRACTION), fits))
         self.members_cut = self.members_cut or epochs < planned
         self.epochs.append(epochs)
+        return epochs
+
+    def agreed(self, epochs: int) -> int:
+        """Replace the last member's epochs by ``epochs`` (rank 0's, under
+        torch.distributed); returns them."""
+        self.epochs[-1] = epochs
+        self.members_cut = self.members_cut or epochs < (self.planned_epochs or epochs)
         return epochs
 
     def record(self) -> dict[str, Any]:

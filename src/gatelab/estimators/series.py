@@ -319,12 +319,20 @@ class SeriesClassifier(ClassifierBase):
         self.architecture_ = architecture
         return self._config_for(architecture, len(self.classes_), sizes)
 
-    def _member_config(self, k: int, config: TrainConfig, n_train: int) -> TrainConfig:
+    def _member_config(
+        self, k: int, config: TrainConfig, n_train: int, saved_epochs: int | None
+    ) -> TrainConfig:
         """Member ``k``'s epochs: what the time left allows at the rate measured (the
-        inner CV's models of the chosen architecture, then the members before it)."""
+        inner CV's models of the chosen architecture, then the members before it); a
+        member resumed from its checkpoint keeps the checkpoint's epochs, and under
+        torch.distributed every rank takes rank 0's (its clock decides)."""
         steps = math.ceil(n_train / config.batch_size)
         setup = self._budget.lap("members")  # this member's set-up (its random kernels)
-        epochs = self._budget.member_epochs(config.epochs, steps, self.n_models - k, setup)
+        epochs = self._budget.member_epochs(
+            config.epochs, steps, self.n_models - k, setup, saved_epochs
+        )
+        if D.active():
+            epochs = self._budget.agreed(D.broadcast_object(epochs))
         if epochs < config.epochs:
             logger.info(
                 "time budget: member %d trains %d of %d epochs (%.0f s left)",
