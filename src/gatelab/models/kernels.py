@@ -181,6 +181,7 @@ class KernelBranch(nn.Module):
         similar length, each cut to its longest: the work follows the real steps, not
         ``N T_max`` (PLAID, lengths 100 to 1,344, mean 324: 0.28 of it)."""
         order = torch.argsort(lengths.cpu(), stable=True)
+        lengths = lengths.to(x.device)  # indexed by idx, on x's device
         feats = torch.empty(len(x), self.features, dtype=x.dtype, device=x.device)
         for i in range(0, len(x), _CHUNK):
             idx = order[i : i + _CHUNK].to(x.device)
