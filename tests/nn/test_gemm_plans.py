@@ -49,6 +49,15 @@ def _shapes(B, I, H, P=None):
     }
 
 
+def _equals_reference(ref, fus, T, B, seed=1):
+    """One run of T steps, B rows: the fused outputs and gradients equal the reference's."""
+    x, hx = _inputs(ref, T=T, B=B, hx=True, seed=seed)
+    out_r, g_r = _run(ref, x, hx)
+    out_f, g_f = _run(fus, x, hx)
+    _assert_close(out_f, out_r, torch.float64, f"outputs T={T} B={B}")
+    _assert_close(g_f, g_r, torch.float64, f"grads T={T} B={B}")
+
+
 def test_every_product_is_measured_once_per_shape(ext):
     """B = 8, T * B = 96: each product kind is measured at its first use (both candidates
     timed), listed, and the decision is reused by later calls (the timings stay those of
@@ -79,11 +88,7 @@ def test_one_plan_per_shape_whatever_the_length(ext):
     ref, fus = _pair("standard", 5, 16)
     seen = None
     for T in (3, 40, 7, 100):
-        x, hx = _inputs(ref, T=T, B=8, hx=True, seed=T)
-        out_r, g_r = _run(ref, x, hx)
-        out_f, g_f = _run(fus, x, hx)
-        _assert_close(out_f, out_r, torch.float64, f"outputs T={T}")
-        _assert_close(g_f, g_r, torch.float64, f"grads T={T}")
+        _equals_reference(ref, fus, T, 8, seed=T)
         plans = _plans(ext)
         assert {(k[0], *k[2:5]) for k in plans} == _shapes(8, 5, 16), T
         assert all(measured for _, measured, *_ in plans.values()), T
@@ -96,11 +101,7 @@ def test_layer_norm_plans_its_projection_at_a_short_call(ext):
     T = 3, B = 8, kept at T = 50; the results equal the reference at both lengths."""
     ref, fus = _pair("layernorm", 5, 16)
     for T in (3, 50):
-        x, hx = _inputs(ref, T=T, B=8, hx=True, seed=T)
-        out_r, g_r = _run(ref, x, hx)
-        out_f, g_f = _run(fus, x, hx)
-        _assert_close(out_f, out_r, torch.float64, f"outputs T={T}")
-        _assert_close(g_f, g_r, torch.float64, f"grads T={T}")
+        _equals_reference(ref, fus, T, 8, seed=T)
         plans = _plans(ext)
         assert {(k[0], *k[2:5]) for k in plans} == _shapes(8, 5, 16), T
         if T == 3:
@@ -115,11 +116,7 @@ def test_batch_of_one_and_single_steps_measure_nothing(ext):
     rows (T = 2, B = 4: LSTMCell-like) probes nothing either. Results equal the reference."""
     ref, fus = _pair("standard", 5, 16)
     for T, B in ((40, 1), (7, 1), (100, 1), (2, 4), (1, 4)):
-        x, hx = _inputs(ref, T=T, B=B, hx=True)
-        out_r, g_r = _run(ref, x, hx)
-        out_f, g_f = _run(fus, x, hx)
-        _assert_close(out_f, out_r, torch.float64, f"outputs T={T} B={B}")
-        _assert_close(g_f, g_r, torch.float64, f"grads T={T} B={B}")
+        _equals_reference(ref, fus, T, B)
         assert _plans(ext) == {}, (T, B)
 
 
@@ -135,11 +132,7 @@ def test_a_planted_plan_holds_for_every_length(ext):
     assert {(k[0], *k[2:5]) for k in planted} == _shapes(8, 5, 16)
     ref, fus = _pair("standard", 5, 16)
     for T in (4, 60):
-        x, hx = _inputs(ref, T=T, B=8, hx=True, seed=T)
-        out_r, g_r = _run(ref, x, hx)
-        out_f, g_f = _run(fus, x, hx)
-        _assert_close(out_f, out_r, torch.float64, f"outputs T={T}")
-        _assert_close(g_f, g_r, torch.float64, f"grads T={T}")
+        _equals_reference(ref, fus, T, 8, seed=T)
     assert _plans(ext) == planted
 
 
