@@ -374,6 +374,12 @@ def test_half_mix_network_reads_the_cut_linear_part_the_whole(long_fit, tmp_path
         est.save(tmp_path / "run")
     record = json.loads((tmp_path / "run" / "linear.json").read_text())
     assert record["whole_texts"] is True
+    est.set_params(max_len=2 * CUT)  # a parameter changed after fit: the mix is the same
+    try:
+        est.save(tmp_path / "changed")
+    finally:
+        est.set_params(max_len=CUT)
+    assert json.loads((tmp_path / "changed" / "linear.json").read_text())["whole_texts"] is True
     again = TextClassifier.load(tmp_path / "run")
     assert again.model_.max_len == CUT
     np.testing.assert_allclose(again.predict_proba(Xt), mix_by_hand(again, Xt, False), atol=1e-6)

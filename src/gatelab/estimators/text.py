@@ -280,9 +280,9 @@ class TextClassifier(ClassifierBase):
             lin = self.model_.linear
             record.update(vocab_size=lin.vocab_size, outputs=lin.outputs, buckets=lin.buckets)
             record.update(network_vocab_size=self.model_.network_vocab_size)
-            # True: the linear part reads every token and the network cuts at max_len; a
-            # folder saved before that (loaded, then saved again) keeps its False
-            record["whole_texts"] = self.model_.max_len == self.max_len
+            # True: the linear part reads every token (the network cuts itself); a folder
+            # saved before that (loaded, then saved again) keeps its False
+            record["whole_texts"] = self.model_.max_len is not None
             record["words"] = self.linear_words_  # the ids after vocab.json's, in order
         return record
 
