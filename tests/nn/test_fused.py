@@ -232,6 +232,31 @@ def test_step_split_is_decided_once_per_shape(two_threads):
         ext.set_gemm_mode(0, 1, 3)
 
 
+def test_large_steps_split_by_rule_without_a_probe(two_threads):
+    """A step of at least 2^21 multiply-adds per thread in its recurrent product is split
+    without probing (lstm_step.h, kSplitSure): the plan is decided at the first call, even
+    one of T = 1, and lists no measured times. The split gives the never-split bits, and
+    both equal the reference."""
+    ext = fused.extension()
+    ref, fus = _pair("standard", 16, 256, num_layers=1)  # B * 4H * P = 2^22 = 2^21 * 2
+    x, hx = _inputs(ref, T=3, B=16, hx=True)
+    ext.step_plans(True)
+    out_a, g_a = _run(fus, x, hx)
+    plans = ext.step_plans()
+    assert sorted(p[0] for p in plans) == [0, 1]
+    assert all(p[8] and p[9] and p[10] == 0.0 and p[11] == 0.0 for p in plans), plans
+    try:
+        ext.set_gemm_mode(0, 1, 2)
+        out_n, g_n = _run(fus, x, hx)
+    finally:
+        ext.set_gemm_mode(0, 1, 1)
+    for k, (a, b) in enumerate(zip(out_a + g_a, out_n + g_n)):
+        assert torch.equal(a, b), k
+    out_r, g_r = _run(ref, x, hx)
+    _assert_close(out_a, out_r, torch.float64, "outputs")
+    _assert_close(g_a, g_r, torch.float64, "grads")
+
+
 def test_short_sequences_do_not_decide_the_split_for_long_ones(two_threads):
     """A sequence of T <= 2 runs its recurrent product on plain BLAS whatever the mode, so
     its steps must not decide the split of the packed kernel's longer sequences of the

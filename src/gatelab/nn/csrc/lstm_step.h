@@ -428,8 +428,14 @@ void for_rows(int64_t B, int64_t H, bool whole_rows, const F& fn, bool par = tru
 // for every later step and call of that shape in this process, so that the speed cannot
 // drift within a run (issue 16: the earlier per-step back-off did, by more than a target's
 // margin). A probe cut short by a short sequence goes on in the next call.
+// Above kSplitSure multiply-adds per thread in a step's recurrent product (B * GH * P /
+// threads) the split is taken without a probe: there it won at every shape measured on the
+// Zen 3 (1.05-1.5x per training step, BENCHMARKS.md "The per-step split by rule"), while
+// four noisy probe steps (alternating, the first steps of a cold sequence) chose serial
+// in some runs and cost up to 1.5x (issue 16: the run-to-run spread at H = 512).
 // g_adaptive: 1 this (the default), 0 always split when big enough, 2 never split.
 constexpr int kProbe = 4;
+constexpr int64_t kSplitSure = int64_t(1) << 21;
 using StepKey = std::array<int64_t, 10>;
 
 struct StepPlan {
@@ -455,11 +461,16 @@ struct StepSplit {
             int64_t flags, bool proj, int64_t gemm)
       : allowed(allowed_) {
     if (!allowed || g_adaptive != 1) return;
-    key = {kind, tsize, B, GH, P, flags, int64_t(proj), int64_t(at::get_num_threads()),
-           int64_t(g_fused_step), gemm};
+    const int64_t threads = at::get_num_threads();
+    key = {kind, tsize, B, GH, P, flags, int64_t(proj), threads, int64_t(g_fused_step), gemm};
     std::lock_guard<std::mutex> lock(StepPlans::mutex());
     auto it = StepPlans::map().find(key);
-    if (it != StepPlans::map().end()) plan = it->second;
+    if (it != StepPlans::map().end()) {
+      plan = it->second;
+    } else if (B * GH * P >= kSplitSure * threads) {
+      plan.decided = plan.par = true;  // by rule, unmeasured (step_plans lists no times)
+      StepPlans::map()[key] = plan;
+    }
   }
   ~StepSplit() { save(); }
 
