@@ -1,87 +1,89 @@
-"""Run-to-run spread of the fused training step against torch.nn.LSTM (issue 16: stable speed).
+"""Per-step split over threads against serial steps, per shape, in one interleaved run.
 
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/step_split.py            # 3 runs (minutes)
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/step_split.py --runs 5 --repeats 15
+    OMP_WAIT_POLICY=PASSIVE PYTHONPATH=src python benchmarks/step_split.py
 
-Each run is a fresh process (so that the per-shape decision whether to split a step over
-threads, lstm_step.h's StepSplit, is made anew) timing, interleaved round-robin, the
-training step (``out.sum().backward()``, T = 100, float32, 2 threads) of torch.nn.LSTM and
-of the fused ``standard`` layer at B = 1 (I = 64, H = 128) and B = 64 (I = 128, H = 256).
-It prints each run's ratios (torch time / fused time, medians over the repeats), the
-decisions the run made (forward and backward: split or serial, the median serial and split
-step in us), and the spread of each ratio over the runs.
+The fused kernel splits a recurrent step over threads by rule above kSplitSure (2^21)
+multiply-adds per thread of the step's recurrent product, and measures the choice on the
+first steps of a shape below it (lstm_step.h, StepSplit). This script gives the evidence
+for the rule: for each shape (standard LSTM, T = 100, float32, I = H / 2), a training step
+(forward + backward) and a forward under ``no_grad`` with the split forced on
+(``set_gemm_mode(0, 1, 0)``) and off (``set_gemm_mode(0, 1, 2)``), alternated, medians.
+Ratio = serial time / split time (> 1: the split pays).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
+import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-CONFIGS = [(1, 64, 128), (64, 128, 256)]
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+import gatelab  # noqa: E402
+from gatelab.nn.backends import fused  # noqa: E402
+
+SHAPES = [(8, 128), (16, 128), (32, 128), (64, 128), (8, 256), (16, 256), (32, 256),
+          (64, 256), (4, 512), (8, 512), (16, 512), (32, 512)]  # fmt: skip
 
 
-def child(repeats: int, threads: int) -> dict:
-    sys.path.insert(0, str(HERE.parent / "src"))
-    sys.path.append(str(HERE))
-    import torch
-    from speed import interleaved_ms, train_fn
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
-    import gatelab
-    from gatelab.nn.backends import fused
 
-    torch.set_num_threads(threads)
-    ext = fused.extension()
-    out = {"load_before": os.getloadavg()[0], "ratios": {}, "plans": []}
-    for B, I, H in CONFIGS:
-        torch.manual_seed(0)
-        x = torch.randn(100, B, I, requires_grad=True)
-        peer = torch.nn.LSTM(I, H)
-        mine = gatelab.LSTM(I, H, backend="fused")
-        mine.load_state_dict(peer.state_dict())
-        ms = interleaved_ms({"torch": train_fn(peer, x), "fused": train_fn(mine, x)}, repeats)
-        out["ratios"][f"B={B}"] = ms["torch"] / ms["fused"]
-        out[f"fused_ms_B={B}"] = ms["fused"]
-    for kind, _, B, GH, _, _, _, thr, decided, par, ts, tp in ext.step_plans():
-        out["plans"].append(
-            f"{'fwd' if kind == 0 else 'bwd'} B={B} 4H={GH}: "
-            + (("split" if par else "serial") if decided else "undecided")
-            + f" (serial {ts * 1e6:.0f} us, split {tp * 1e6:.0f} us, {thr} threads)"
-        )
-    out["load_after"] = os.getloadavg()[0]
-    return out
+def one_shape(ext, B: int, H: int, T: int, rounds: int) -> dict[str, float]:
+    """Median ms of a training step and a no_grad forward, split (0) and serial (2)."""
+    x = torch.randn(T, B, H // 2, requires_grad=True)
+    m = gatelab.LSTM(H // 2, H, backend="fused")
+
+    def step():
+        m(x)[0].sum().backward()
+
+    def forward():
+        with torch.no_grad():
+            m(x)
+
+    times = {f"{k}{mode}": [] for k in ("train", "fwd") for mode in (0, 2)}
+    for r in range(rounds + 1):
+        for mode in (0, 2):  # 0: always split, 2: never
+            ext.set_gemm_mode(0, 1, mode)
+            t, f = timed(step), timed(forward)
+            if r:  # the first round warms up
+                times[f"train{mode}"].append(t)
+                times[f"fwd{mode}"].append(f)
+    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--repeats", type=int, default=11, help="interleaved rounds per run")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("-T", type=int, default=100)
     args = ap.parse_args(argv)
-    if args.child:
-        print(json.dumps(child(args.repeats, args.threads)))
-        return 0
-    runs = []
-    for r in range(args.runs):
-        cmd = [sys.executable, __file__, "--child", "--repeats", str(args.repeats)]
-        cmd += ["--threads", str(args.threads)]
-        res = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
-        run = runs[-1]
-        ratios = ", ".join(f"{k} {v:.2f}x" for k, v in run["ratios"].items())
-        print(f"run {r + 1}: {ratios}; load {run['load_before']:.1f} -> {run['load_after']:.1f}")
-        for line in run["plans"]:
-            print(f"    {line}")
-    print("spread over the runs (torch / fused, training step):")
-    for key in runs[0]["ratios"]:
-        v = [run["ratios"][key] for run in runs]
-        print(f"  {key}: {min(v):.2f}-{max(v):.2f} (median {statistics.median(v):.2f})")
+    torch.set_num_threads(args.threads)
+    ext = fused.extension()
+    print(f"threads {args.threads}, T {args.T}, load {os.getloadavg()[0]:.2f}")
+    try:
+        for B, H in SHAPES:
+            r = one_shape(ext, B, H, args.T, args.rounds)
+            macs = B * 4 * H * H / args.threads
+            print(
+                f"B={B:3d} H={H:3d} MACs/thread/step {macs / 1e6:6.2f}M: train split "
+                f"{r['train0']:7.1f} serial {r['train2']:7.1f} ms "
+                f"({r['train2'] / r['train0']:4.2f}); fwd split {r['fwd0']:6.1f} serial "
+                f"{r['fwd2']:6.1f} ms ({r['fwd2'] / r['fwd0']:4.2f}); "
+                f"load {os.getloadavg()[0]:.2f}",
+                flush=True,
+            )
+    finally:
+        ext.set_gemm_mode(0, 1, 1)
     return 0
 
 
