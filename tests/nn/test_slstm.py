@@ -371,7 +371,9 @@ def test_random_shapes_fused_equals_reference(T, B, I, head_dim, heads, exp_forg
 
 @pytest.mark.parametrize("T, B, I, H, heads", [(1, 1, 1, 1, 1), (3, 1, 2, 3, 3), (5, 7, 1, 6, 2)])
 def test_odd_shapes_float32(T, B, I, H, heads):
-    """float32 takes oneDNN's GEMM (float64 ATen's): odd and tiny shapes agree too."""
+    """float32's input projection and dx take oneDNN (float64 ATen's), the per-step products
+    and weight gradients ATen's, the pointwise pass vectorised math: odd and tiny shapes
+    agree too."""
     spec = dataclasses.replace(SLSTM, num_heads=heads)
     snaps = []
     for backend in ("reference", "fused"):
