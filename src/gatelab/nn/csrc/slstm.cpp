@@ -109,13 +109,12 @@ std::vector<int64_t> check_lengths(const c10::optional<at::Tensor>& lengths, int
 
 // a (M, K) times w (N, K) transposed -> (M, N), for the input projection and dx. float32
 // goes to oneDNN through torch's own mkldnn::_linear_pointwise (the op torch.compile's CPU
-// backend calls) when this build of torch registers it: at those shapes it beat ATen's mm
-// (MKL) on the Zen 4 this was written on and still does on the Zen 3 (33 against 39 ms and
-// 28 against 42 ms per call, B = 64, T = 100, 1 thread). Per step (64 x 256 x 1024) it
-// lost to at::mm on the Zen 3 (613 against 480 us; 76 against 34 us at B = 8, H = 128),
-// and so did the weight gradients with the transposed copies it needs (81 against 64 ms):
-// those take ATen's ops (BENCHMARKS.md, "sLSTM phases"). float64 and torch builds without
-// oneDNN use at::mm.
+// backend calls) when this build of torch registers it: at those two shapes it beats
+// ATen's mm (MKL) on the Zen 3 too (33 against 39 ms and 28 against 42 ms per call, B = 64,
+// T = 100, 1 thread). Per step (64 x 256 x 1024) it lost to at::mm there (613 against
+// 480 us; 76 against 34 us at B = 8, H = 128), and so did the weight gradients with the
+// transposed copies it needs (81 against 64 ms): those take ATen's ops (BENCHMARKS.md,
+// "The sLSTM on the Zen 3"). float64 and torch builds without oneDNN use at::mm.
 // The op is private to torch: if its schema differs from the one this was written against,
 // or a call fails, it is never used again and at::mm serves.
 std::atomic<bool> g_onednn_ok{true};
@@ -179,8 +178,9 @@ Sizes check_common(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor
 // vectorises inside the GL_CLONES row functions below (AVX2 / AVX-512 clones); float64
 // takes libm's. The step used to run ATen's sigmoid / tanh / log-sigmoid / exp over
 // (B, nH) slices and two passes for the rest: on the Zen 3 those five ATen calls per step
-// took 186 us at B = 8, H = 128 (more than the GEMM) and the whole step's pointwise work
-// was 0.5x the recurrent GEMM at B = 64, H = 256 (BENCHMARKS.md, issue 16 / sLSTM phases).
+// took 186 us at B = 8, H = 128 (more than the GEMM), and the step's pointwise work took
+// about as long as the recurrent GEMM at B = 64, H = 256 (BENCHMARKS.md, "The sLSTM on
+// the Zen 3").
 
 GL_INLINE float exp_(float x) { return exp_approx(x); }
 GL_INLINE double exp_(double x) { return std::exp(x); }
@@ -489,7 +489,10 @@ std::vector<at::Tensor> slstm_backward(
   const at::Tensor dp = dpre.view({T * B, 4 * H});
   // dR = sum_t dpre_t^T h_{t-1}: h0 at t = 0, then the outputs (a padded step's dpre is 0)
   at::Tensor dw_hh = at::mm(dp.narrow(0, 0, B).t(), h0);  // (4H, H)
-  if (T > 1) dw_hh.addmm_(dp.narrow(0, B, (T - 1) * B).t(), out.view({T * B, H}).narrow(0, 0, (T - 1) * B));
+  if (T > 1) {
+    const int64_t R = (T - 1) * B;  // rows of steps 1 .. T-1
+    dw_hh.addmm_(dp.narrow(0, B, R).t(), out.view({T * B, H}).narrow(0, 0, R));
+  }
   at::Tensor dw_ih = at::mm(dp.t(), x.reshape({T * B, s.I}));  // (4H, I)
   at::Tensor db = dp.sum(0);
   at::Tensor dx = need_dx ? gemm_nt(dp, w_ih.t().contiguous()).view({T, B, s.I})
