@@ -296,11 +296,35 @@ def test_fused_equals_reference_float64(name):
         assert_close(fus[k], ref[k], torch.float64, what=k)
 
 
-@pytest.mark.parametrize("name", ["slstm", "exp_forget"])
+@pytest.mark.parametrize("name", ["slstm", "exp_forget", "sigmoid_input"])
 def test_fused_equals_reference_float32(name):
     ref, fus = _fused_vs_reference(SPECS[name], torch.float32, layers=1, bidirectional=False)
     for k in ref:
         torch.testing.assert_close(fus[k], ref[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", ["slstm", "exp_forget", "sigmoid_input"])
+def test_fused_inference_equals_reference(name, dtype):
+    """Under no_grad the fused kernel keeps one step of scratch instead of every step's
+    gates (inference): the outputs and all four final states are the reference backend's,
+    padded rows included."""
+    got = []
+    for backend in ("reference", "fused"):
+        m = make_slstm(SPECS[name], 3, 8, backend=backend, dtype=dtype)
+        g = torch.Generator().manual_seed(13)
+        x = torch.randn(7, 3, 3, generator=g, dtype=dtype)
+        packed = pack_padded_sequence(x, torch.tensor([7, 3, 5]), enforce_sorted=False)
+        with torch.no_grad():
+            out, state = m(packed)
+        assert m.last_backend == backend
+        got.append((out.data, *state))
+    tol = {} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-5}
+    for k, (fus, ref) in enumerate(zip(got[1], got[0])):
+        if tol:
+            torch.testing.assert_close(fus, ref, **tol, msg=f"output {k}")
+        else:
+            assert_close(fus, ref, dtype, what=f"output {k}")
 
 
 @settings(max_examples=15, deadline=None)
@@ -347,7 +371,9 @@ def test_random_shapes_fused_equals_reference(T, B, I, head_dim, heads, exp_forg
 
 @pytest.mark.parametrize("T, B, I, H, heads", [(1, 1, 1, 1, 1), (3, 1, 2, 3, 3), (5, 7, 1, 6, 2)])
 def test_odd_shapes_float32(T, B, I, H, heads):
-    """float32 takes oneDNN's GEMM (float64 ATen's): odd and tiny shapes agree too."""
+    """float32's input projection and dx take oneDNN (float64 ATen's), the per-step products
+    and weight gradients ATen's, the pointwise pass vectorised math: odd and tiny shapes
+    agree too."""
     spec = dataclasses.replace(SLSTM, num_heads=heads)
     snaps = []
     for backend in ("reference", "fused"):

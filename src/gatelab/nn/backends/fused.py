@@ -441,8 +441,10 @@ def lstm_layer(spec, x, h0, c0, p, lengths, need_trace):
 
 # --------------------------------------------------------------------------- sLSTM
 # The kernels are in csrc/slstm.cpp, registered as torch ops under the extension's name.
-# Their GEMMs run through oneDNN for float32 (torch's mkldnn::_linear_pointwise, 2x MKL on
-# the AMD EPYC this was built on), at::mm for float64.
+# The per-step GEMMs and the weight gradients run through ATen (MKL); the input projection
+# and dx through oneDNN for float32 (torch's mkldnn::_linear_pointwise), at::mm for float64.
+
+_SLSTM_ONE_STEP = 8  # slstm.cpp's kOneStep: inference, one step of scratch kept
 
 
 def _slstm_ops():
@@ -540,6 +542,10 @@ def slstm_layer(spec, x, state0, p, lengths, need_trace):
         p.get("bias_hh"),
     )
     flags = _slstm_flags(spec)
+    grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args)
+    if not grad and not need_trace:  # inference: no autograd node, no trace kept
+        res = _slstm_ops().slstm_forward(*args, lengths, flags | _SLSTM_ONE_STEP)
+        return res[0], tuple(res[1:5]), None
     out, h_n, c_n, n_n, m_n, acts, cells, norms, stabs = _FusedSLSTM.apply(flags, lengths, *args)
     if not need_trace:
         return out, (h_n, c_n, n_n, m_n), None

@@ -1,10 +1,12 @@
 // The sLSTM cell (xLSTM, Beck et al. 2024, eqs. 8-17): fused forward and hand-written
 // backward over one layer-direction, CPU, float32 and float64.
 //
-// Per step: one GEMM h_{t-1} R^T (oneDNN, see gemm_nt), ATen's vectorised sigmoid / tanh /
-// log-sigmoid / exp over the step's block, and two pointwise passes that write the
-// stabilised gates, c, n, m and h. Backward: per step one pointwise pass and one GEMM for
-// dh_{t-1}; dW_ih, dR, dx and the bias as large GEMMs after the loop.
+// Per step: one GEMM h_{t-1} R^T (ATen's addmm_, MKL), accumulated in place into the input
+// projection's block, and one vectorised pointwise pass per batch row (fwd_row: the
+// stabilised gates, c, n, m and h; lstm_math.h's exp / sigmoid / tanh for float32). Under
+// inference (kOneStep) the trace is one step of scratch. Backward: per step one pointwise
+// pass and one GEMM for dh_{t-1}; dW_ih, dR, dx and the bias as large GEMMs after the loop.
+// Phase timers (slstm_profile) for benchmarks/slstm_phases.py.
 // The stabilizer m carries no gradient (c / n does not depend on it): see cells.py.
 //
 // Registered with TORCH_LIBRARY under the extension's own name (the build hash), so that
@@ -18,12 +20,59 @@
 
 #include <algorithm>
 #include <cmath>
+#include <ctime>
 #include <vector>
+
+#include "lstm_math.h"  // exp_approx, sigmoid_, tanh_; GL_CLONES, GL_INLINE (common.h)
 
 namespace {
 
+// ----------------------------------------------------------------------- phase timers
+// Wall and process CPU seconds per phase, summed while on (slstm_profile; for
+// benchmarks/slstm_phases.py). Off, a phase costs one test of a flag.
+enum {
+  kFProj, kFGemm, kFPoint, kFAll,     // forward
+  kBPoint, kBGemm, kBAfter, kBAll,    // backward
+  kSlots
+};
+bool g_prof_on = false;
+double g_prof[2 * kSlots] = {0};  // wall, then process CPU
+
+inline double clock_s(clockid_t id) {
+  timespec ts;
+  clock_gettime(id, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
+struct Phase {
+  int slot;
+  double w0 = 0, c0 = 0;
+  explicit Phase(int s) : slot(s) {
+    if (!g_prof_on) return;
+    w0 = clock_s(CLOCK_MONOTONIC);
+    c0 = clock_s(CLOCK_PROCESS_CPUTIME_ID);
+  }
+  void stop() {
+    if (!g_prof_on || slot < 0) return;
+    g_prof[slot] += clock_s(CLOCK_MONOTONIC) - w0;
+    g_prof[kSlots + slot] += clock_s(CLOCK_PROCESS_CPUTIME_ID) - c0;
+    slot = -1;
+  }
+  ~Phase() { stop(); }
+};
+
+// on: 1 starts (and resets) the timers, 0 stops them. Returns the sums so far, wall seconds
+// per phase then process CPU seconds, in the enum's order.
+std::vector<double> slstm_profile(int64_t on) {
+  std::vector<double> out(g_prof, g_prof + 2 * kSlots);
+  std::fill(g_prof, g_prof + 2 * kSlots, 0.0);
+  g_prof_on = on != 0;
+  return out;
+}
+
 constexpr int64_t kExpInput = 1;   // i = exp(i~), else sigmoid
 constexpr int64_t kExpForget = 2;  // f = exp(f~), else sigmoid
+constexpr int64_t kOneStep = 8;    // inference: keep one step of acts, cells, norms, dlog
 // Units per thread in the pointwise passes, ATen's own grain: a pass over fewer runs on one
 // thread, because on a shared machine a split pass can wait a time slice for its other half.
 constexpr int64_t kGrain = 32768;
@@ -58,11 +107,14 @@ std::vector<int64_t> check_lengths(const c10::optional<at::Tensor>& lengths, int
   return len;
 }
 
-// a (M, K) times w (N, K) transposed -> (M, N). float32 goes to oneDNN through torch's own
-// mkldnn::_linear_pointwise (the op torch.compile's CPU backend calls) when this build of
-// torch registers it: on the 2-core AMD EPYC this was built on it ran the step's GEMM
-// (64 x 256 x 1024) and the weight-gradient GEMMs about 2x faster than ATen's mm (MKL).
-// float64 and torch builds without oneDNN use at::mm.
+// a (M, K) times w (N, K) transposed -> (M, N), for the input projection and dx. float32
+// goes to oneDNN through torch's own mkldnn::_linear_pointwise (the op torch.compile's CPU
+// backend calls) when this build of torch registers it: at those two shapes it beats
+// ATen's mm (MKL) on the Zen 3 too (33 against 39 ms and 28 against 42 ms per call, B = 64,
+// T = 100, 1 thread). Per step (64 x 256 x 1024) it lost to at::mm there (613 against
+// 480 us; 76 against 34 us at B = 8, H = 128), and so did the weight gradients with the
+// transposed copies it needs (81 against 64 ms): those take ATen's ops (BENCHMARKS.md,
+// "The sLSTM on the Zen 3"). float64 and torch builds without oneDNN use at::mm.
 // The op is private to torch: if its schema differs from the one this was written against,
 // or a call fails, it is never used again and at::mm serves.
 std::atomic<bool> g_onednn_ok{true};
@@ -121,123 +173,143 @@ Sizes check_common(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor
   return s;
 }
 
-// Scratch of one forward step: the transcendental functions run as ATen's vectorised
-// (Sleef) kernels over the whole (B, 4H) step, the rest in two scalar passes. A scalar
-// libm loop (exp, log1p, tanh per element) cost 3x the step's GEMM at B=64, H=256.
-struct StepBuffers {
-  at::Tensor sig;  // (B, 4H) sigmoid(pre): o, and 1 - sigmoid for the log-gate slopes
-  at::Tensor lg;   // (B, 2H) log_sigmoid(pre_i, pre_f) (sigmoid input / forget gates)
-  at::Tensor z;    // (B, H) tanh(pre_z)
-  at::Tensor ea;   // (B, 2H) exp arguments, then i', f'
+// ----------------------------------------------------------------------- pointwise math
+// float32 takes lstm_math.h's branch-free exp / sigmoid / tanh (Cephes, ~2 ulp), which GCC
+// vectorises inside the GL_CLONES row functions below (AVX2 / AVX-512 clones); float64
+// takes libm's. The step used to run ATen's sigmoid / tanh / log-sigmoid / exp over
+// (B, nH) slices and two passes for the rest: on the Zen 3 those five ATen calls per step
+// took 186 us at B = 8, H = 128 (more than the GEMM), and the step's pointwise work took
+// about as long as the recurrent GEMM at B = 64, H = 256 (BENCHMARKS.md, "The sLSTM on
+// the Zen 3").
+
+GL_INLINE float exp_(float x) { return exp_approx(x); }
+GL_INLINE double exp_(double x) { return std::exp(x); }
+
+// log(1 + u) for float u in [0, 1], given w = 1 + u: Cephes logf's polynomial on w reduced
+// to [sqrt(1/2), sqrt(2)), plus (u - (w - 1)) / w, the rounding error of 1 + u, so that a
+// tiny u keeps its value (log1p, not log). Branch-free, so that loops over it vectorise.
+GL_INLINE float log1p_unit(float u, float w) {
+  const bool big = w > 1.41421356f;
+  const float e = big ? 1.0f : 0.0f;
+  const float x = (big ? 0.5f * w : w) - 1.0f;  // exact (Sterbenz)
+  const float z = x * x;
+  float y = 7.0376836292e-2f;
+  y = y * x - 1.1514610310e-1f;
+  y = y * x + 1.1676998740e-1f;
+  y = y * x - 1.2420140846e-1f;
+  y = y * x + 1.4249322787e-1f;
+  y = y * x - 1.6668057665e-1f;
+  y = y * x + 2.0000714765e-1f;
+  y = y * x - 2.4999993993e-1f;
+  y = y * x + 3.3333331174e-1f;
+  y = y * x * z - 2.12194440e-4f * e - 0.5f * z;
+  return x + y + 0.693359375f * e + (u - (w - 1.0f)) / w;
+}
+GL_INLINE double log1p_unit(double u, double) { return std::log1p(u); }
+
+// Selects on values, not std::min / std::max (which return references: GCC 12 then kept
+// a branch per element and vectorised none of fwd_row).
+template <typename T>
+GL_INLINE T min0(T x) { return x < T(0) ? x : T(0); }
+GL_INLINE float abs_(float x) { return __builtin_fabsf(x); }
+GL_INLINE double abs_(double x) { return __builtin_fabs(x); }
+
+// log sigmoid(x) = min(x, 0) - log(1 + e^-|x|), and 1 - sigmoid(x) = sigmoid(-x) from the
+// same exponential (the slope of a sigmoid gate's log: d log sigmoid(x) / dx).
+template <typename T>
+struct LogSigmoid {
+  T log, one_minus;
 };
+template <typename T>
+GL_INLINE LogSigmoid<T> log_sigmoid_(T x) {
+  const T e = exp_(-abs_(x));
+  const T w = T(1) + e;
+  return {min0(x) - log1p_unit(e, w), (x >= T(0) ? e : T(1)) / w};
+}
+
+// One row's step over its H units, in one pass: the stabilizer m_t, the gates i', f'
+// (exp(log gate - m)), z, o, the states, the output and the log-gate slopes. p: the
+// pre-activations (4H: i~, f~, z~, o~); hb, cb, nb, mb: the state, in place; o_t, a_t
+// (4H), c_t, n_t, m_t, d_t (2H): the step's outputs. The pointers are restrict
+// parameters: restrict locals copied from a struct left GCC 12's dependence analysis
+// failing, and the loop scalar.
+template <typename T, bool kExpI, bool kExpF>
+GL_CLONES void fwd_row(const T* __restrict p, T* __restrict hb, T* __restrict cb,
+                       T* __restrict nb, T* __restrict mb, T* __restrict o_t,
+                       T* __restrict a_t, T* __restrict c_t, T* __restrict n_t,
+                       T* __restrict m_t, T* __restrict d_t, int64_t H) {
+  for (int64_t j = 0; j < H; ++j) {
+    // the log gates; for a sigmoid gate also 1 - sigmoid(pre), for its slope
+    LogSigmoid<T> gi{p[j], T(0)}, gf{p[H + j], T(0)};
+    if constexpr (!kExpI) gi = log_sigmoid_(gi.log);
+    if constexpr (!kExpF) gf = log_sigmoid_(gf.log);
+    const T li = gi.log, one_minus_i = gi.one_minus, one_minus_f = gf.one_minus;
+    const T lfm = gf.log + mb[j];  // log f + m_{t-1}
+    const T m_new = nb[j] == T(0) ? li : lfm > li ? lfm : li;
+    const T u = lfm - m_new;  // > 0 only from n = 0: f' = min(e^u, 1)
+    const T i = exp_(li - m_new), f = exp_(min0(u));
+    const T z = tanh_(p[2 * H + j]), o = sigmoid_(p[3 * H + j]);
+    const T c_new = f * cb[j] + i * z;
+    const T n_new = f * nb[j] + i;
+    const T h_new = o * (c_new / n_new);
+    a_t[j] = i;
+    a_t[H + j] = f;
+    a_t[2 * H + j] = z;
+    a_t[3 * H + j] = o;
+    d_t[j] = kExpI ? i : i * one_minus_i;                          // di'/di~
+    d_t[H + j] = u > T(0) ? T(0) : kExpF ? f : f * one_minus_f;  // df'/df~
+    c_t[j] = cb[j] = c_new;
+    n_t[j] = nb[j] = n_new;
+    m_t[j] = mb[j] = m_new;
+    o_t[j] = hb[j] = h_new;
+  }
+}
 
 template <typename T>
-void forward_step(int64_t t, const Sizes& s, const std::vector<int64_t>& len, int64_t flags,
-                  const at::Tensor& pre_t, StepBuffers& buf, T* h, T* c, T* n, T* m, T* out,
-                  T* acts, T* cells, T* norms, T* stabs, T* dlog) {
-  const int64_t B = s.B, H = s.H;
-  const bool exp_i = flags & kExpInput, exp_f = flags & kExpForget;
-  // only the blocks that are used: o, and i, f where they are sigmoid gates
-  auto sigmoid_block = [&](int64_t k, int64_t n) {
-    at::Tensor out = buf.sig.narrow(1, k * H, n * H);
-    at::sigmoid_out(out, pre_t.narrow(1, k * H, n * H));
-  };
-  auto log_sigmoid_block = [&](int64_t k, int64_t n) {
-    at::Tensor out = buf.lg.narrow(1, k * H, n * H);
-    at::log_sigmoid_out(out, pre_t.narrow(1, k * H, n * H));
-  };
-  sigmoid_block(3, 1);
-  at::tanh_out(buf.z, pre_t.narrow(1, 2 * H, H));
-  if (!exp_i && !exp_f) {
-    sigmoid_block(0, 2);
-    log_sigmoid_block(0, 2);
-  } else if (!exp_i || !exp_f) {
-    const int64_t k = exp_i ? 1 : 0;  // the one sigmoid gate among i, f
-    sigmoid_block(k, 1);
-    log_sigmoid_block(k, 1);
+using FwdRowFn = void (*)(const T*, T*, T*, T*, T*, T*, T*, T*, T*, T*, T*, int64_t);
+
+template <typename T>
+FwdRowFn<T> fwd_row_for(int64_t flags) {
+  switch (flags & (kExpInput | kExpForget)) {
+    case 0: return &fwd_row<T, false, false>;
+    case kExpInput: return &fwd_row<T, true, false>;
+    case kExpForget: return &fwd_row<T, false, true>;
+    default: return &fwd_row<T, true, true>;
   }
-  const T* pre = pre_t.data_ptr<T>();
-  const T* lg = buf.lg.data_ptr<T>();
-  T* ea = buf.ea.data_ptr<T>();
-  const int64_t grain = std::max<int64_t>(1, kGrain / H);
+}
 
-  // pass 1: the stabilizer m_t and the exponents of i', f' (<= 0)
-  at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
+// The step t's pointwise pass over the batch rows; pre (B, 4H) = x_t W_ih^T + b + h R^T.
+// kept: the step's slot in the kept tensors (t, or 0 for inference's one step).
+template <typename T>
+void forward_step(int64_t t, int64_t kept, const Sizes& s, const std::vector<int64_t>& len,
+                  FwdRowFn<T> row_fn, const T* pre, T* h, T* c, T* n, T* m, T* out, T* acts,
+                  T* cells, T* norms, T* stabs, T* dlog) {
+  const int64_t B = s.B, H = s.H;
+  at::parallel_for(0, B, std::max<int64_t>(1, kGrain / H), [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
-      if (t >= len[b]) continue;
-      const T* p = pre + b * 4 * H;
-      const T* l = lg + b * 2 * H;
-      T* e = ea + b * 2 * H;
-      T* m_t = stabs + (t * B + b) * H;
-      const T* mb = m + b * H;
-      const T* nb = n + b * H;
-      for (int64_t j = 0; j < H; ++j) {
-        const T li = exp_i ? p[j] : l[j];
-        const T lfm = (exp_f ? p[H + j] : l[H + j]) + mb[j];  // log f + m_{t-1}
-        const T m_new = nb[j] == T(0) ? li : std::max(lfm, li);
-        m_t[j] = m_new;
-        e[j] = li - m_new;
-        e[H + j] = std::min(lfm - m_new, T(0));  // > 0 only from n = 0: f' = min(e^u, 1)
-      }
-    }
-  });
-  at::exp_out(buf.ea, buf.ea);
-
-  // pass 2: the states, the output, the trace and the log-gate slopes
-  const T* sig = buf.sig.data_ptr<T>();
-  const T* zz = buf.z.data_ptr<T>();
-  at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t k = kept * B + b;
       T* o_t = out + (t * B + b) * H;
-      T* a_t = acts + (t * B + b) * 4 * H;
-      T* c_t = cells + (t * B + b) * H;
-      T* n_t = norms + (t * B + b) * H;
-      T* m_t = stabs + (t * B + b) * H;
-      T* d_t = dlog + (t * B + b) * 2 * H;
       if (t >= len[b]) {  // padding: state carried, output and trace zero
         std::fill(o_t, o_t + H, T(0));
-        std::fill(a_t, a_t + 4 * H, T(0));
-        std::fill(c_t, c_t + H, T(0));
-        std::fill(n_t, n_t + H, T(0));
-        std::fill(m_t, m_t + H, T(0));
-        std::fill(d_t, d_t + 2 * H, T(0));
+        std::fill(acts + k * 4 * H, acts + (k + 1) * 4 * H, T(0));
+        for (T* a : {cells, norms, stabs}) std::fill(a + k * H, a + (k + 1) * H, T(0));
+        std::fill(dlog + k * 2 * H, dlog + (k + 1) * 2 * H, T(0));
         continue;
       }
-      const T* p = pre + b * 4 * H;
-      const T* l = lg + b * 2 * H;
-      const T* sg = sig + b * 4 * H;
-      const T* e = ea + b * 2 * H;
-      const T* zb = zz + b * H;
-      T* hb = h + b * H;
-      T* cb = c + b * H;
-      T* nb = n + b * H;
-      T* mb = m + b * H;
-      for (int64_t j = 0; j < H; ++j) {
-        const T i = e[j], f = e[H + j], z = zb[j], o = sg[3 * H + j];
-        const T lfm = (exp_f ? p[H + j] : l[H + j]) + mb[j];
-        const bool clamped = lfm - m_t[j] > T(0);
-        const T c_new = f * cb[j] + i * z;
-        const T n_new = f * nb[j] + i;
-        const T h_new = o * (c_new / n_new);
-        a_t[j] = i;
-        a_t[H + j] = f;
-        a_t[2 * H + j] = z;
-        a_t[3 * H + j] = o;
-        d_t[j] = exp_i ? i : i * (T(1) - sg[j]);                                    // di'/di~
-        d_t[H + j] = clamped ? T(0) : exp_f ? f : f * (T(1) - sg[H + j]);  // df'/df~
-        c_t[j] = cb[j] = c_new;
-        n_t[j] = nb[j] = n_new;
-        mb[j] = m_t[j];
-        o_t[j] = hb[j] = h_new;
-      }
+      row_fn(pre + b * 4 * H, h + b * H, c + b * H, n + b * H, m + b * H, o_t,
+             acts + k * 4 * H, cells + k * H, norms + k * H, stabs + k * H, dlog + k * 2 * H, H);
     }
   });
 }
 
 // x (T, B, I), state0 = h0, c0, n0, m0 each (B, H), W_ih (4H, I), R (4H, H) dense (the
 // caller expands block-diagonal heads), biases (4H,) or None, lengths (B,) int64 or None.
+// flags: kExpInput | kExpForget, and kOneStep for inference (nothing kept for backward).
 // Returns out (T, B, H), h_n, c_n, n_n, m_n, acts (T, B, 4H) = i', f', z, o, cells, norms,
-// stabs (T, B, H) and dlog (T, B, 2H) = di'/di~, df'/df~ (kept for backward).
+// stabs (T, B, H) and dlog (T, B, 2H) = di'/di~, df'/df~ (kept for backward); with
+// kOneStep, acts, cells, norms, stabs and dlog are one step's scratch (1, B, .).
+// Per step one GEMM, accumulated in place into the input projection's (B, 4H) block
+// (at::addmm_: no output tensor, no separate add), then one pass over the rows.
 std::vector<at::Tensor> slstm_forward(const at::Tensor& x, const at::Tensor& h0,
                                       const at::Tensor& c0, const at::Tensor& n0,
                                       const at::Tensor& m0, const at::Tensor& w_ih,
@@ -246,36 +318,47 @@ std::vector<at::Tensor> slstm_forward(const at::Tensor& x, const at::Tensor& h0,
                                       const c10::optional<at::Tensor>& b_hh,
                                       const c10::optional<at::Tensor>& lengths,
                                       int64_t flags) {
+  Phase all(kFAll);
   const Sizes s = check_common(x, w_ih, w_hh, b_ih, b_hh);
-  TORCH_CHECK(flags >= 0 && flags <= (kExpInput | kExpForget), "slstm: flags = ", flags,
-              "; expected a combination of 1 (exp input) and 2 (exp forget)");
+  TORCH_CHECK(flags >= 0 && (flags & ~(kExpInput | kExpForget | kOneStep)) == 0,
+              "slstm: flags = ", flags, "; expected a combination of 1 (exp input), 2 (exp ",
+              "forget) and 8 (inference: keep one step)");
   const auto dtype = x.scalar_type();
   const char* names[] = {"h0", "c0", "n0", "m0"};
   const at::Tensor* states[] = {&h0, &c0, &n0, &m0};
   for (int k = 0; k < 4; ++k) check_tensor(*states[k], names[k], dtype, {s.B, s.H});
   const auto len = check_lengths(lengths, s.T, s.B);
   const int64_t T = s.T, B = s.B, H = s.H;
+  const bool one_step = flags & kOneStep;
+  const int64_t TK = one_step ? 1 : T;  // steps kept
 
   // Input projection of all steps at once, both biases folded in: (T*B, 4H).
+  Phase proj(kFProj);
   at::Tensor bias;
   if (b_ih.has_value() && b_ih->defined()) bias = b_ih->clone();
   if (b_hh.has_value() && b_hh->defined()) bias = bias.defined() ? bias.add_(*b_hh) : *b_hh;
   at::Tensor xw = gemm_nt(x.reshape({T * B, s.I}), w_ih, bias).view({T, B, 4 * H});
+  proj.stop();
 
   at::Tensor h = h0.clone(), c = c0.clone(), n = n0.clone(), m = m0.clone();
   at::Tensor out = at::empty({T, B, H}, x.options());
-  at::Tensor acts = at::empty({T, B, 4 * H}, x.options());
-  at::Tensor cells = at::empty({T, B, H}, x.options());
-  at::Tensor norms = at::empty({T, B, H}, x.options());
-  at::Tensor stabs = at::empty({T, B, H}, x.options());
-  at::Tensor dlog = at::empty({T, B, 2 * H}, x.options());
-  StepBuffers buf{at::empty({B, 4 * H}, x.options()), at::empty({B, 2 * H}, x.options()),
-                  at::empty({B, H}, x.options()), at::empty({B, 2 * H}, x.options())};
+  at::Tensor acts = at::empty({TK, B, 4 * H}, x.options());
+  at::Tensor cells = at::empty({TK, B, H}, x.options());
+  at::Tensor norms = at::empty({TK, B, H}, x.options());
+  at::Tensor stabs = at::empty({TK, B, H}, x.options());
+  at::Tensor dlog = at::empty({TK, B, 2 * H}, x.options());
+  const at::Tensor r_t = w_hh.t();  // (H, 4H) view
 
   AT_DISPATCH_FLOATING_TYPES(dtype, "slstm_forward", [&] {
+    const FwdRowFn<scalar_t> row_fn = fwd_row_for<scalar_t>(flags);
     for (int64_t t = 0; t < T; ++t) {
-      const at::Tensor pre = gemm_nt(h, w_hh).add_(xw[t]);  // (B, 4H): + x_t W_ih^T + b
-      forward_step<scalar_t>(t, s, len, flags, pre, buf, h.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(),
+      Phase gemm(kFGemm);
+      at::Tensor pre = xw[t];  // (B, 4H), contiguous
+      pre.addmm_(h, r_t);      // += h_{t-1} R^T
+      gemm.stop();
+      Phase point(kFPoint);
+      forward_step<scalar_t>(t, one_step ? 0 : t, s, len, row_fn, pre.data_ptr<scalar_t>(),
+                             h.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(),
                              n.data_ptr<scalar_t>(), m.data_ptr<scalar_t>(),
                              out.data_ptr<scalar_t>(), acts.data_ptr<scalar_t>(),
                              cells.data_ptr<scalar_t>(), norms.data_ptr<scalar_t>(),
@@ -283,6 +366,35 @@ std::vector<at::Tensor> slstm_forward(const at::Tensor& x, const at::Tensor& h0,
     }
   });
   return {out, h, c, n, m, acts, cells, norms, stabs, dlog};
+}
+
+// One row's backward step over its H units (gradients at fixed m): dpre (4H) from dL/dh_t
+// (g_out, the output's gradient, may be null, plus dh, the recurrent one), and dc, dn
+// carried back in place.
+template <typename T>
+GL_CLONES void bwd_row(const T* __restrict a, const T* __restrict dl, const T* __restrict cn,
+                       const T* __restrict nn, const T* __restrict c_prev,
+                       const T* __restrict n_prev, const T* __restrict g_out,
+                       const T* __restrict dhb, T* __restrict dcb, T* __restrict dnb,
+                       T* __restrict dp, int64_t H) {
+  for (int64_t j = 0; j < H; ++j) {
+    const T i = a[j], f = a[H + j], z = a[2 * H + j], o = a[3 * H + j];
+    const T c = cn[j], n = nn[j];
+    const T g = dhb[j] + (g_out ? g_out[j] : T(0));  // dL/dh_t
+    const T r = c / n;
+    const T d_o = g * r;
+    const T d_c = dcb[j] + g * o / n;
+    const T d_n = dnb[j] - g * o * r / n;
+    const T d_i = d_c * z + d_n;
+    const T d_f = d_c * c_prev[j] + d_n * n_prev[j];
+    const T d_z = d_c * i;
+    dp[j] = d_i * dl[j];
+    dp[H + j] = d_f * dl[H + j];
+    dp[2 * H + j] = d_z * (T(1) - z * z);
+    dp[3 * H + j] = d_o * o * (T(1) - o);
+    dcb[j] = d_c * f;
+    dnb[j] = d_n * f;
+  }
 }
 
 template <typename T>
@@ -298,38 +410,19 @@ void backward_step(int64_t t, const Sizes& s, const std::vector<int64_t>& len, c
         continue;
       }
       const int64_t row = (t * B + b) * H;
-      const T* a = acts + row * 4;
-      const T* dl = dlog + row * 2;
       const T* c_prev = t > 0 ? cells + row - B * H : c0 + b * H;
       const T* n_prev = t > 0 ? norms + row - B * H : n0 + b * H;
-      const T* g_out = d_out ? d_out + row : nullptr;
-      T* dhb = dh + b * H;
-      T* dcb = dc + b * H;
-      T* dnb = dn + b * H;
-      for (int64_t j = 0; j < H; ++j) {
-        const T i = a[j], f = a[H + j], z = a[2 * H + j], o = a[3 * H + j];
-        const T c = cells[row + j], n = norms[row + j];
-        const T g = dhb[j] + (g_out ? g_out[j] : T(0));  // dL/dh_t
-        const T r = c / n;
-        const T d_o = g * r;
-        const T d_c = dcb[j] + g * o / n;
-        const T d_n = dnb[j] - g * o * r / n;
-        const T d_i = d_c * z + d_n;
-        const T d_f = d_c * c_prev[j] + d_n * n_prev[j];
-        const T d_z = d_c * i;
-        dp[j] = d_i * dl[j];
-        dp[H + j] = d_f * dl[H + j];
-        dp[2 * H + j] = d_z * (T(1) - z * z);
-        dp[3 * H + j] = d_o * o * (T(1) - o);
-        dcb[j] = d_c * f;
-        dnb[j] = d_n * f;
-      }
+      bwd_row<T>(acts + row * 4, dlog + row * 2, cells + row, norms + row, c_prev, n_prev,
+                 d_out ? d_out + row : nullptr, dh + b * H, dc + b * H, dn + b * H, dp, H);
     }
   });
 }
 
 // Gradients of slstm_forward's out, h_n, c_n, n_n (each may be undefined) at fixed m.
 // Returns dx (empty unless need_dx), dh0, dc0, dn0, dW_ih, dR, db (for b_ih and b_hh).
+// Per step one pass and one GEMM dh_{t-1} = dpre_t R (at::mm_out, into dh when no row is
+// padded at t); after the loop dR and dW_ih as at::mm over dpre's transposed view (no
+// transposed copies, no concatenated h_{t-1}), dx through oneDNN (gemm_nt).
 std::vector<at::Tensor> slstm_backward(
     const c10::optional<at::Tensor>& d_out, const c10::optional<at::Tensor>& d_hn,
     const c10::optional<at::Tensor>& d_cn, const c10::optional<at::Tensor>& d_nn,
@@ -337,6 +430,7 @@ std::vector<at::Tensor> slstm_backward(
     const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& out,
     const at::Tensor& acts, const at::Tensor& cells, const at::Tensor& norms,
     const at::Tensor& dlog, const c10::optional<at::Tensor>& lengths, bool need_dx) {
+  Phase all(kBAll);
   const Sizes s = check_common(x, w_ih, w_hh, c10::nullopt, c10::nullopt);
   const int64_t T = s.T, B = s.B, H = s.H;
   const auto dtype = x.scalar_type();
@@ -363,18 +457,26 @@ std::vector<at::Tensor> slstm_backward(
     g_out = *d_out;
   }
   at::Tensor dpre = at::empty({T, B, 4 * H}, x.options());
-  const at::Tensor r_t = w_hh.t().contiguous();  // (H, 4H): dh_{t-1} = dpre_t R
+  at::Tensor dh_rec = at::empty({B, H}, x.options());  // steps with padded rows
 
   AT_DISPATCH_FLOATING_TYPES(dtype, "slstm_backward", [&] {
     const scalar_t* go = g_out.defined() ? g_out.data_ptr<scalar_t>() : nullptr;
     for (int64_t t = T - 1; t >= 0; --t) {
+      Phase point(kBPoint);
       backward_step<scalar_t>(t, s, len, go, acts.data_ptr<scalar_t>(),
                               cells.data_ptr<scalar_t>(), norms.data_ptr<scalar_t>(),
                               dlog.data_ptr<scalar_t>(), c0.data_ptr<scalar_t>(),
                               n0.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(),
                               dc.data_ptr<scalar_t>(), dn.data_ptr<scalar_t>(),
                               dpre.data_ptr<scalar_t>());
-      const at::Tensor dh_rec = gemm_nt(dpre[t], r_t);  // (B, H) = dpre_t R
+      point.stop();
+      Phase gemm(kBGemm);
+      const bool all_in = std::all_of(len.begin(), len.end(), [&](int64_t l) { return t < l; });
+      if (all_in) {
+        at::mm_out(dh, dpre[t], w_hh);  // (B, H) = dpre_t R
+        continue;
+      }
+      at::mm_out(dh_rec, dpre[t], w_hh);
       scalar_t* dhp = dh.data_ptr<scalar_t>();
       const scalar_t* rec = dh_rec.data_ptr<scalar_t>();
       for (int64_t b = 0; b < B; ++b) {
@@ -383,12 +485,15 @@ std::vector<at::Tensor> slstm_backward(
     }
   });
 
+  Phase after(kBAfter);
   const at::Tensor dp = dpre.view({T * B, 4 * H});
-  // h_{t-1} of every step: h0, then the outputs (a padded step's dpre is zero).
-  const at::Tensor h_prev = at::cat({h0.unsqueeze(0), out.narrow(0, 0, T - 1)}, 0);
-  const at::Tensor dp_t = dp.t().contiguous();  // (4H, T*B)
-  at::Tensor dw_hh = gemm_nt(dp_t, h_prev.view({T * B, H}).t().contiguous());
-  at::Tensor dw_ih = gemm_nt(dp_t, x.reshape({T * B, s.I}).t().contiguous());
+  // dR = sum_t dpre_t^T h_{t-1}: h0 at t = 0, then the outputs (a padded step's dpre is 0)
+  at::Tensor dw_hh = at::mm(dp.narrow(0, 0, B).t(), h0);  // (4H, H)
+  if (T > 1) {
+    const int64_t R = (T - 1) * B;  // rows of steps 1 .. T-1
+    dw_hh.addmm_(dp.narrow(0, B, R).t(), out.view({T * B, H}).narrow(0, 0, R));
+  }
+  at::Tensor dw_ih = at::mm(dp.t(), x.reshape({T * B, s.I}));  // (4H, I)
   at::Tensor db = dp.sum(0);
   at::Tensor dx = need_dx ? gemm_nt(dp, w_ih.t().contiguous()).view({T, B, s.I})
                           : at::empty({0}, x.options());
@@ -400,4 +505,5 @@ std::vector<at::Tensor> slstm_backward(
 TORCH_LIBRARY(TORCH_EXTENSION_NAME, m) {
   m.def("slstm_forward", &slstm_forward);
   m.def("slstm_backward", &slstm_backward);
+  m.def("slstm_profile", &slstm_profile);
 }
