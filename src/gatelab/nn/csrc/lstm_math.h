@@ -1,6 +1,7 @@
 // lstm_math.h: scalar math (exp, sigmoid, tanh), activations, row moments, Spec
-// Part of the fused LSTM extension: included by fused_lstm.cpp only (one translation
-// unit, so that the compiled code is the same as when this was one file).
+// Part of the fused LSTM extension (included by fused_lstm.cpp: one translation unit, so
+// that the compiled code is the same as when this was one file); the sLSTM extension
+// (slstm.cpp) includes it too, for the same vectorised exp / sigmoid / tanh.
 #pragma once
 
 #include "common.h"
