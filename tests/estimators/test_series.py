@@ -241,6 +241,53 @@ def test_a_run_whose_members_the_budget_cut_resumes_with_their_epochs(tmp_path, 
     np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
 
 
+def _spy_measured(monkeypatch) -> list[int]:
+    """The ``steps`` of every FitBudget.measured call, in order."""
+    from gatelab.estimators.budget import FitBudget
+
+    steps: list[int] = []
+    real = FitBudget.measured
+
+    def spy(self, seconds, n):
+        steps.append(n)
+        real(self, seconds, n)
+
+    monkeypatch.setattr(FitBudget, "measured", spy)
+    return steps
+
+
+def test_a_member_stopped_early_feeds_the_budget_the_steps_it_ran(monkeypatch):
+    steps = _spy_measured(monkeypatch)
+    X, y = shape_series(48, T=12)
+    kw = dict(hidden_size=4, epochs=40, n_models=2, architecture="lstm", patience=1)
+    clf = SeriesClassifier(**kw, validation_fraction=0.25, time_budget=None).fit(X, y)
+    ran = [len(h.epochs) for h in clf.history_]
+    assert all(h.stopped_early for h in clf.history_) and max(ran) < 40
+    assert steps == [r * 3 for r in ran]  # 36 training series: 3 batches of 16 an epoch
+
+
+def test_a_resumed_member_feeds_the_budget_only_the_epochs_of_this_call(tmp_path, monkeypatch):
+    from gatelab.train.fit import Callback
+
+    X, y = shape_series(40, T=12)
+    kw = dict(hidden_size=4, epochs=5, n_models=2, architecture="lstm", time_budget=None)
+
+    class Stop(Callback):
+        calls = 0
+
+        def on_epoch_end(self, epoch, logs):
+            Stop.calls += 1
+            if Stop.calls == 7:  # member 0 done, member 1 after its second epoch
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        SeriesClassifier(**kw).fit(X, y, run_dir=tmp_path / "run", callbacks=[Stop()])
+    steps = _spy_measured(monkeypatch)
+    again = SeriesClassifier(**kw).fit(X, y, run_dir=tmp_path / "run", resume=True)
+    assert [len(h.epochs) for h in again.history_] == [5, 5]
+    assert steps == [0, 3 * 3]  # member 0 trained nothing, member 1 its last 3 epochs
+
+
 @pytest.mark.parametrize("bad", [-1.0, 0, float("nan"), True, "60"])
 def test_a_time_budget_that_is_not_a_positive_number_is_refused(bad):
     X, y = shape_series(10)

@@ -75,8 +75,9 @@ class FitBudget:
         return ok
 
     def measured(self, seconds: float, steps: int) -> None:
-        """A model of the architecture being fitted took ``seconds`` for ``steps``
-        optimizer steps."""
+        """A model of the architecture being fitted took ``seconds`` for the ``steps``
+        optimizer steps it ran (those that ran, not those planned: a member stopped early
+        or resumed from a checkpoint runs fewer); none leaves the rate as it was."""
         if steps > 0:
             self.step_seconds = seconds / steps
 

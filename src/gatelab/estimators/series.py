@@ -320,16 +320,19 @@ class SeriesClassifier(ClassifierBase):
         return self._config_for(architecture, len(self.classes_), sizes)
 
     def _member_config(
-        self, k: int, config: TrainConfig, n_train: int, saved_epochs: int | None
+        self, k: int, config: TrainConfig, train: TensorData, saved_epochs: int | None, model
     ) -> TrainConfig:
         """Member ``k``'s epochs: what the time left allows at the rate measured (the
         inner CV's models of the chosen architecture, then the members before it); a
         member resumed from its checkpoint keeps the checkpoint's epochs, and under
         torch.distributed every rank takes rank 0's (its clock decides)."""
-        steps = math.ceil(n_train / config.batch_size)
         setup = self._budget.lap("members")  # this member's set-up (its random kernels)
         epochs = self._budget.member_epochs(
-            config.epochs, steps, self.n_models - k, setup, saved_epochs
+            config.epochs,
+            _epoch_steps(len(train), config.batch_size),
+            self.n_models - k,
+            setup,
+            saved_epochs,
         )
         if D.active():
             epochs = self._budget.agreed(D.broadcast_object(epochs))
@@ -340,10 +343,14 @@ class SeriesClassifier(ClassifierBase):
             )  # fmt: skip
         return dataclasses.replace(config, epochs=epochs)
 
-    def _member_trained(self, seconds: float, config: TrainConfig, n_train: int) -> None:
+    def _member_trained(
+        self, seconds: float, config: TrainConfig, n_train: int, epochs: int
+    ) -> None:
+        """The rate of the steps the member ran in this call (``epochs``, not
+        ``config.epochs``: a member stopped early or resumed runs fewer)."""
         self._budget.lap("members")  # the next member's set-up is timed from here
         self._budget.member_seconds.append(seconds)
-        self._budget.measured(seconds, config.epochs * math.ceil(n_train / config.batch_size))
+        self._budget.measured(seconds, epochs * _epoch_steps(n_train, config.batch_size))
 
     def _after_fit(self, train_ids: np.ndarray, valid: TensorData | None, run_dir) -> None:
         self._budget.lap("members")
@@ -440,9 +447,9 @@ class SeriesClassifier(ClassifierBase):
         self._bias_data = part
         self._prepare_model(model)
         fit_start = time.perf_counter()
-        fit(model, part, None, config)
+        history = fit(model, part, None, config)
         timing[0] += time.perf_counter() - fit_start
-        timing[1] += config.epochs * math.ceil(len(part) / config.batch_size)
+        timing[1] += len(history.epochs) * _epoch_steps(len(part), config.batch_size)
         return predict_batches(model.eval(), held, 256)
 
     def _artifacts(self) -> dict[str, Any]:
@@ -462,6 +469,11 @@ class SeriesClassifier(ClassifierBase):
         self.selection_ = read_json(path, "selection file") if path.exists() else None
         auto = self.architecture == "auto" and isinstance(self.selection_, dict)
         self.architecture_ = self.selection_.get("chosen") if auto else self.architecture
+
+
+def _epoch_steps(n: int, batch_size: int) -> int:
+    """Optimizer steps of one epoch over ``n`` series (``fit``'s batches)."""
+    return math.ceil(n / batch_size)
 
 
 def _level(s: np.ndarray) -> np.ndarray:
