@@ -3,6 +3,7 @@ convolutional branch), with its inner cross-validation choice of architecture.""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
@@ -28,8 +29,9 @@ __all__ = ["LEVEL_FILE", "SELECTION_FILE", "SeriesClassifier"]
 
 logger = logging.getLogger(__name__)
 
-SELECTION_FILE = "selection.json"  # the inner cross-validation
+SELECTION_FILE = "selection.json"  # the inner cross-validation and the time budget
 LEVEL_FILE = "level.json"  # scaling of each series' level and log scale
+PROBE_STEPS = 10  # the optimizer steps (batches) of the probe that times a fixed architecture
 
 
 def _series_list(X, what: str = "X") -> list[np.ndarray]:
@@ -107,8 +109,11 @@ class SeriesClassifier(ClassifierBase):
     seconds (240; None: no bound) bound the whole ``fit`` as a backstop: the inner CV
     starts no fold it cannot finish in its share, and each final member trains the
     epochs that fit in what is left at the rate the inner CV (then the members before
-    it) measured, at least a quarter of its planned epochs. What it cut depends on the
-    machine and its load; ``time_budget=None`` gives the same model on every machine.
+    it; with a fixed architecture, first a one-epoch probe on a copy of the first member
+    over at most 10 batches) measured, at least a quarter of its planned epochs. What it
+    cut depends on the machine and its load; ``time_budget=None`` gives the same model on
+    every machine. With a fixed architecture ``selection.json`` holds the choice and the
+    budget's record alone.
 
     Sizes from the data when left to None (docs/models.md): ``patch`` = ceil(T / 64), so
     the LSTM reads at most 64 steps, each a patch projected to ``embedding_dim`` (32, or
@@ -125,8 +130,6 @@ class SeriesClassifier(ClassifierBase):
         weight_decay: AdamW's decay; None: 1.0 for ``lstm-rocket`` (the LSTM learns a
             correction to the ridge's logits), 0.01 for the others.
         time_budget: seconds for the whole ``fit`` (a number > 0), or None (no bound).
-            A member's planned epochs are cut only where a rate was measured: with a
-            fixed ``architecture`` (no inner CV) the first member trains them all.
             Other arguments as :class:`TextClassifier`.
     """
 
@@ -323,10 +326,13 @@ class SeriesClassifier(ClassifierBase):
         self, k: int, config: TrainConfig, train: TensorData, saved_epochs: int | None, model
     ) -> TrainConfig:
         """Member ``k``'s epochs: what the time left allows at the rate measured (the
-        inner CV's models of the chosen architecture, then the members before it); a
+        inner CV's models of the chosen architecture, then the members before it; with a
+        fixed architecture the first member's rate comes from a probe, :meth:`_probe`); a
         member resumed from its checkpoint keeps the checkpoint's epochs, and under
         torch.distributed every rank takes rank 0's (its clock decides)."""
         setup = self._budget.lap("members")  # this member's set-up (its random kernels)
+        if self._budget.needs_rate(config.epochs, saved_epochs):
+            self._probe(model, train, config)
         epochs = self._budget.member_epochs(
             config.epochs,
             _epoch_steps(len(train), config.batch_size),
@@ -342,6 +348,22 @@ class SeriesClassifier(ClassifierBase):
                 k, epochs, config.epochs, self._budget.left(),
             )  # fmt: skip
         return dataclasses.replace(config, epochs=epochs)
+
+    def _probe(self, model, train: TensorData, config: TrainConfig) -> None:
+        """Time one epoch of a copy of ``model`` on up to :data:`PROBE_STEPS` batches of
+        ``train`` (series drawn with ``seed``), the rate the budget bounds the first
+        member's epochs by when no inner CV measured one (a fixed architecture). The
+        member and the global random state are left as they were, so a budget that cuts
+        nothing gives the model of no budget; the probe's seconds are the ``probe`` phase."""
+        n = min(len(train), PROBE_STEPS * config.batch_size)
+        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.seed))
+        part = train.subset(pick[:n])
+        probe_start = time.perf_counter()
+        history = fit(copy.deepcopy(model), part, None, dataclasses.replace(config, epochs=1))
+        seconds = time.perf_counter() - probe_start
+        self._budget.probed(seconds, len(history.epochs) * _epoch_steps(n, config.batch_size))
+        self._budget.lap("probe")
+        logger.info("time budget: a probe of %d series took %.2f s", n, seconds)
 
     def _member_trained(
         self, seconds: float, config: TrainConfig, n_train: int, epochs: int
@@ -367,8 +389,9 @@ class SeriesClassifier(ClassifierBase):
                 }
                 for m in members(self.model_)
             ]
-        if run_dir is not None and self.selection_ is not None:
-            atomic_write_json(Path(run_dir) / SELECTION_FILE, self.selection_)
+        if run_dir is not None:  # a fixed architecture's: the budget's record alone
+            record = self.selection_ or {"chosen": self.architecture_, "budget": self.budget_}
+            atomic_write_json(Path(run_dir) / SELECTION_FILE, record)
 
     def _select(self, data: TensorData, sizes: dict) -> dict[str, Any]:
         """Inner stratified cross-validation on the training data: every architecture
@@ -466,9 +489,12 @@ class SeriesClassifier(ClassifierBase):
             self.level_scaler_ = read_artifact(run, LEVEL_FILE, Scaler.from_dict)
         self._read_labels(run)
         path = run / SELECTION_FILE
-        self.selection_ = read_json(path, "selection file") if path.exists() else None
-        auto = self.architecture == "auto" and isinstance(self.selection_, dict)
-        self.architecture_ = self.selection_.get("chosen") if auto else self.architecture
+        saved = read_json(path, "selection file") if path.exists() else None
+        auto = self.architecture == "auto" and isinstance(saved, dict)
+        self.selection_ = saved if auto else None  # a fixed architecture's holds no choice
+        self.architecture_ = saved.get("chosen") if auto else self.architecture
+        if isinstance(saved, dict) and "budget" in saved:
+            self.budget_ = saved["budget"]
 
 
 def _epoch_steps(n: int, batch_size: int) -> int:
