@@ -235,11 +235,14 @@ def test_a_fixed_architecture_bounds_its_first_member_by_a_probe(tmp_path):
     assert again.budget_ == budget
 
 
-def test_a_fixed_architecture_without_a_budget_or_with_a_large_one_is_unchanged():
-    """The probe trains a copy under its own random state: a budget that cuts nothing
-    gives the model of no budget (which runs no probe)."""
+@pytest.mark.parametrize("architecture", ["lstm-fcn", "lstm-rocket"])
+def test_a_fixed_architecture_without_a_budget_or_with_a_large_one_is_unchanged(architecture):
+    """The probe trains the first member under its own random state and puts its weights
+    and buffers (batch norm's) back: a budget that cuts nothing gives the model of no
+    budget (which runs no probe)."""
     X, y = shape_series(40, T=16)
-    kw = dict(hidden_size=6, epochs=5, n_models=2, architecture="lstm-fcn", conv_width=4)
+    kw = dict(hidden_size=6, epochs=5, n_models=2, architecture=architecture, conv_width=4)
+    kw.update(kernel_features=168)
     fits = [SeriesClassifier(**kw, time_budget=b).fit(X, y) for b in (None, 1e6)]
     assert fits[0].budget_["probe"] is None
     assert fits[1].budget_["probe"]["steps"] == 3  # ceil(40 / 16)
