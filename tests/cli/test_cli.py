@@ -165,6 +165,24 @@ def test_series_classifier_end_to_end(tmp_path):
         assert_clean_error(result, "--column does not apply to a series-classifier run")
 
 
+def test_series_time_budget_reaches_the_estimator_and_bad_values_are_named(tmp_path):
+    X, y = shape_series(24)
+    path = write_ts(tmp_path / "train.ts", X, y)
+    args = ["train", "series-classifier", "--train", path, *SERIES_FAST, "--epochs", "2"]
+    args += ["--architecture", "lstm"]
+    for value, seconds in (("30", 30.0), ("None", None)):
+        run = tmp_path / f"run-{value}"
+        result = invoke(*args, "--out", run, "--time-budget", value)
+        assert result.exit_code == 0, result.output
+        config = json.loads((run / "config.json").read_text())
+        assert config["params"]["time_budget"] == seconds
+        selection = json.loads((run / "selection.json").read_text())
+        assert selection["budget"]["time_budget"] == seconds
+    for bad in ("-5", "0", "soon", "inf"):
+        result = invoke(*args, "--out", tmp_path / "bad", "--time-budget", bad)
+        assert_clean_error(result, f"--time-budget '{bad}'", "expected a number of seconds > 0")
+
+
 def test_series_nan_needs_fill(tmp_path):
     X, y = shape_series(20)
     path = write_ts(tmp_path / "train.ts", X, y)

@@ -215,29 +215,102 @@ def test_a_tiny_time_budget_stops_the_inner_cv_after_one_fold_and_shortens_membe
     np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
 
 
-def test_a_fixed_architecture_cuts_only_the_members_after_the_first():
-    """No inner CV measured a rate: the first member trains its planned epochs, the
-    second what the first one's rate allows (here the minimum)."""
+def test_a_fixed_architecture_bounds_its_first_member_by_a_probe(tmp_path):
+    """No inner CV measured a rate: a one-epoch probe on a copy of the first member
+    does, and a tiny budget cuts every member to the minimum, ceil(4 / 4); selection.json
+    records it without a choice of architecture."""
     X, y = shape_series(24, T=12)
     kw = dict(hidden_size=4, epochs=4, n_models=2, architecture="lstm", time_budget=1e-3)
-    clf = SeriesClassifier(**kw).fit(X, y)
+    clf = SeriesClassifier(**kw).fit(X, y, run_dir=tmp_path / "run")
     assert clf.selection_ is None
-    assert clf.budget_["member_epochs"] == [4, 1] and clf.budget_["members_cut"]
-    assert [len(h.epochs) for h in clf.history_] == [4, 1]
+    budget = clf.budget_
+    assert budget["member_epochs"] == [1, 1] and budget["members_cut"]
+    assert [len(h.epochs) for h in clf.history_] == [1, 1]
+    assert budget["probe"]["steps"] == 2  # one epoch of the 24 series, batches of 16
+    assert "probe" in budget["seconds"]
+    record = json.loads((tmp_path / "run" / "selection.json").read_text())
+    assert record == {"chosen": "lstm", "budget": budget}
+    again = SeriesClassifier.load(tmp_path / "run")
+    assert again.selection_ is None and again.architecture_ == "lstm"
+    assert again.budget_ == budget
+
+
+@pytest.mark.parametrize("architecture", ["lstm-fcn", "lstm-rocket"])
+def test_a_fixed_architecture_without_a_budget_or_with_a_large_one_is_unchanged(architecture):
+    """The probe trains the first member under its own random state and puts its weights
+    and buffers (batch norm's) back: a budget that cuts nothing gives the model of no
+    budget (which runs no probe)."""
+    X, y = shape_series(40, T=16)
+    kw = dict(hidden_size=6, epochs=5, n_models=2, architecture=architecture, conv_width=4)
+    kw.update(kernel_features=168)
+    fits = [SeriesClassifier(**kw, time_budget=b).fit(X, y) for b in (None, 1e6)]
+    assert fits[0].budget_["probe"] is None
+    assert fits[1].budget_["probe"]["steps"] == 3  # ceil(40 / 16)
+    for clf in fits:
+        assert clf.budget_["member_epochs"] == [5, 5] and not clf.budget_["members_cut"]
+    np.testing.assert_array_equal(fits[0].predict_proba(X), fits[1].predict_proba(X))
+
+
+def _spy_measured(monkeypatch) -> list[int]:
+    """The ``steps`` of every FitBudget.measured call, in order."""
+    from gatelab.estimators.budget import FitBudget
+
+    steps: list[int] = []
+    real = FitBudget.measured
+
+    def spy(self, seconds, n):
+        steps.append(n)
+        real(self, seconds, n)
+
+    monkeypatch.setattr(FitBudget, "measured", spy)
+    return steps
+
+
+def test_a_member_stopped_early_feeds_the_budget_the_steps_it_ran(monkeypatch):
+    steps = _spy_measured(monkeypatch)
+    X, y = shape_series(48, T=12)
+    kw = dict(hidden_size=4, epochs=40, n_models=2, architecture="lstm", patience=1)
+    clf = SeriesClassifier(**kw, validation_fraction=0.25, time_budget=None).fit(X, y)
+    ran = [len(h.epochs) for h in clf.history_]
+    assert all(h.stopped_early for h in clf.history_) and max(ran) < 40
+    assert steps == [r * 3 for r in ran]  # 36 training series: 3 batches of 16 an epoch
+
+
+def test_a_resumed_member_feeds_the_budget_only_the_epochs_of_this_call(tmp_path, monkeypatch):
+    from gatelab.train.fit import Callback
+
+    X, y = shape_series(40, T=12)
+    kw = dict(hidden_size=4, epochs=5, n_models=2, architecture="lstm", time_budget=None)
+
+    class Stop(Callback):
+        calls = 0
+
+        def on_epoch_end(self, epoch, logs):
+            Stop.calls += 1
+            if Stop.calls == 7:  # member 0 done, member 1 after its second epoch
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        SeriesClassifier(**kw).fit(X, y, run_dir=tmp_path / "run", callbacks=[Stop()])
+    steps = _spy_measured(monkeypatch)
+    again = SeriesClassifier(**kw).fit(X, y, run_dir=tmp_path / "run", resume=True)
+    assert [len(h.epochs) for h in again.history_] == [5, 5]
+    assert steps == [0, 3 * 3]  # member 0 trained nothing, member 1 its last 3 epochs
 
 
 def test_a_run_whose_members_the_budget_cut_resumes_with_their_epochs(tmp_path, monkeypatch):
     """A resumed fit's clock starts afresh: a cut member resumes with its checkpoint's
-    epochs, not what the new clock would give (its checkpoint refuses other settings)."""
+    epochs, not what the new clock would give (its checkpoint refuses other settings),
+    and no probe runs for it."""
     from gatelab.estimators.budget import FitBudget
 
     X, y = shape_series(24, T=12)
-    kw = dict(hidden_size=4, epochs=4, n_models=2, architecture="lstm", time_budget=1e-3)
+    kw = dict(hidden_size=4, epochs=8, n_models=2, architecture="lstm", time_budget=1e-3)
     clf = SeriesClassifier(**kw).fit(X, y, run_dir=tmp_path / "run")
-    assert clf.budget_["member_epochs"] == [4, 1]
+    assert clf.budget_["member_epochs"] == [2, 2]
     monkeypatch.setattr(FitBudget, "left", lambda self: 1e9)  # a roomy clock now
     again = SeriesClassifier(**kw).fit(X, y, run_dir=tmp_path / "run", resume=True)
-    assert again.budget_["member_epochs"] == [4, 1]
+    assert again.budget_["member_epochs"] == [2, 2] and again.budget_["probe"] is None
     np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
 
 
@@ -261,6 +334,12 @@ def test_the_budget_gives_a_member_the_epochs_that_fit_in_what_is_left():
     assert budget.member_epochs(100, 10, 2, overhead=20.0) == 40  # (100 - 20) / 2 s
     assert budget.epochs == [200, 30, 50, 100, 250, 40] and budget.members_cut
     assert FitBudget(None).member_epochs(7, 10, 1) == 7
+    fresh = FitBudget(100.0)  # a probe is needed only where a rate could cut something
+    assert fresh.needs_rate(8, None) and not fresh.needs_rate(1, None)
+    assert not fresh.needs_rate(8, 8) and not FitBudget(None).needs_rate(8, None)
+    fresh.probed(2.0, 10)
+    assert fresh.step_seconds == 0.2 and fresh.probe == {"seconds": 2.0, "steps": 10}
+    assert not fresh.needs_rate(8, None) and fresh.record()["probe"] == fresh.probe
     assert FitBudget(100.0).another_fold([20.0, 30.0], 200.0)  # 25 s within 50 s
     late = FitBudget(100.0, start=time.perf_counter() - 1000.0)  # overrun
     assert not late.another_fold([1.0], 200.0) and late.selection_cut

@@ -507,7 +507,9 @@ def kill_case(tmp_path_factory) -> tuple[list[str], dict[str, str], dict[str, to
     X, y = shape_series(45)
     train = write_ts(tmp / "train.ts", X, y)
     cmd = [sys.executable, "-m", "gatelab", "train", "series-classifier", "--train", str(train)]
-    cmd += [*SERIES, "--epochs", str(KILL_EPOCHS)]
+    # no time budget: with a fixed architecture its probe trains a few optimizer steps
+    # before the member, which the kill hook would count
+    cmd += [*SERIES, "--epochs", str(KILL_EPOCHS), "--time-budget", "none"]
     for code, out in run_all(as_torchrun([*cmd, "--out", "whole"]), tmp):
         assert code == 0, out
     hook = tmp / "hook"

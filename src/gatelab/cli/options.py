@@ -5,12 +5,14 @@ typer types; defaults come from the estimators' own signatures."""
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from gatelab.cli.common import CommandError
 from gatelab.estimators import Forecaster, SeriesClassifier, TextClassifier
 
 SOURCE_FILE = "source.json"  # what the command line trained on (file, column, ...)
@@ -115,6 +117,12 @@ HELP = {
         "lstm, lstm-fcn (the LSTM beside a fully convolutional branch) or auto (chosen by "
         "inner cross-validation on the training data; the choice is in selection.json)."
     ),
+    "time_budget": (
+        "Seconds for the whole fit, a backstop: the inner cross-validation starts no fold "
+        "it cannot finish in its share and each model trains the epochs that fit in what "
+        "is left, at least a quarter (docs/models.md). 'none': no bound, the same model on "
+        "every machine. What it did is in selection.json."
+    ),
     "normalize": (
         "series (z-normalise each series), global (training mean/std per channel) or none."
     ),
@@ -211,6 +219,24 @@ ForecastData = _file("--data", "forecast_data")
 Fill = Annotated[str | None, typer.Option("--fill", help=HELP["fill"])]
 Nproc = Annotated[int, typer.Option("--nproc", help=HELP["nproc"])]
 MaxRestarts = Annotated[int, typer.Option("--max-restarts", help=HELP["max_restarts"])]
+
+
+TimeBudget = Annotated[str, typer.Option("--time-budget", help=HELP["time_budget"])]
+
+
+def time_budget_seconds(value: str) -> float | None:
+    """A ``--time-budget`` value: seconds > 0, or None for ``none`` (any case)."""
+    if value.strip().lower() == "none":
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise CommandError(
+            f"--time-budget {value!r}; expected a number of seconds > 0, or none (no bound)"
+        )
+    return seconds
 
 
 def column_ref(value: str | None) -> str | int | None:

@@ -35,9 +35,11 @@ from gatelab.cli.options import (
     TextEpochs,
     TextTrain,
     TextValid,
+    TimeBudget,
     column_ref,
     estimator_args,
     estimator_train_options,
+    time_budget_seconds,
     with_options,
 )
 from gatelab.cli.progress import RichProgress
@@ -269,6 +271,7 @@ def train_series_classifier(
     normalize: Annotated[str, typer.Option(help=HELP["normalize"])] = "series",
     architecture: Annotated[str, typer.Option(help=HELP["architecture"])] = SERIES["architecture"],
     fill: Fill = None,
+    time_budget: TimeBudget = f"{SERIES['time_budget']:g}",
     **shared: Any,
 ) -> None:
     """Train a series classifier (patches -> BiLSTM beside a convolutional branch ->
@@ -277,12 +280,14 @@ def train_series_classifier(
     _prepare_out(out, resume)
     if normalize not in ("series", "global", "none"):
         raise CommandError(f"--normalize {normalize!r}; expected series, global or none")
+    seconds = time_budget_seconds(time_budget)  # refused before the data are read
     series, labels = read_series_file(train, fill)
     validation = read_series_file(valid, fill) if valid is not None else None
     _record_source(out, resume, {"train": train, "valid": valid}, fill=fill)
     params = estimator_args(shared)
     params["normalize"] = None if normalize == "none" else normalize
     params["architecture"] = architecture
+    params["time_budget"] = seconds
     if params["epochs"] is None:
         del params["epochs"]
     est = SeriesClassifier(**params)

@@ -152,9 +152,11 @@ class LSTMEstimator(BaseEstimator):
             member_config = self._member_config(
                 k,
                 dataclasses.replace(train_config, seed=seed),
-                len(train),
+                train,
                 _saved_epochs(ckpt) if resume and ckpt is not None else None,
+                model,
             )
+            start_epoch = _StartEpoch()
             member_start = time.perf_counter()
             history = fitting.fit(
                 model,
@@ -163,10 +165,12 @@ class LSTMEstimator(BaseEstimator):
                 member_config,
                 checkpoint_dir=ckpt,
                 resume=resume,
-                callbacks=callbacks,
+                callbacks=[*callbacks, start_epoch],
                 metric_transform=metric_transform,
             )
-            self._member_trained(time.perf_counter() - member_start, member_config, len(train))
+            seconds = time.perf_counter() - member_start
+            ran = len(history.epochs) - start_epoch.epoch  # in this call, not restored ones
+            self._member_trained(seconds, member_config, len(train), ran)
             members.append(model)
             histories.append(history)
         self.model_config_ = model_config
@@ -311,15 +315,25 @@ class LSTMEstimator(BaseEstimator):
         """Set data-derived, untrained parts of a freshly built model (hook)."""
 
     def _member_config(
-        self, k: int, config: fitting.TrainConfig, n_train: int, saved_epochs: int | None
+        self,
+        k: int,
+        config: fitting.TrainConfig,
+        train: fitting.TensorData,
+        saved_epochs: int | None,
+        model: nn.Module,
     ) -> fitting.TrainConfig:
-        """The training config of ensemble member ``k`` (its seed set) on ``n_train``
-        samples, e.g. fewer epochs for a time budget (hook); ``saved_epochs``: the epochs
-        of the member's checkpoint being resumed (None: no checkpoint)."""
+        """The training config of ensemble member ``k`` (its seed set) on ``train``, e.g.
+        fewer epochs for a time budget (hook); ``saved_epochs``: the epochs of the member's
+        checkpoint being resumed (None: no checkpoint); ``model``: the member as built and
+        prepared, before it trains (to be left as it is)."""
         return config
 
-    def _member_trained(self, seconds: float, config: fitting.TrainConfig, n_train: int) -> None:
-        """A member trained with ``config`` on ``n_train`` samples took ``seconds`` (hook)."""
+    def _member_trained(
+        self, seconds: float, config: fitting.TrainConfig, n_train: int, epochs: int
+    ) -> None:
+        """A member trained with ``config`` on ``n_train`` samples took ``seconds`` for the
+        ``epochs`` it trained in this call (fewer than ``config.epochs`` when it stopped
+        early; a resumed member's only those after its checkpoint) (hook)."""
 
     def _artifacts(self) -> dict[str, Any]:
         """``{file name: JSON content}`` of what turns raw input into tensors."""
@@ -333,6 +347,15 @@ class LSTMEstimator(BaseEstimator):
     def _outputs(self, data: fitting.TensorData) -> Tensor:
         self._check_fitted()
         return fitting.predict_batches(self.model_, data, self.train_config_.eval_batch_size)
+
+
+class _StartEpoch(fitting.Callback):
+    """The epoch a ``fit`` call starts from (> 0: resumed from a checkpoint)."""
+
+    epoch = 0
+
+    def on_train_begin(self, epochs: int, steps_per_epoch: int, start_epoch: int) -> None:
+        self.epoch = start_epoch
 
 
 def _saved_epochs(ckpt: Path) -> int | None:

@@ -3,9 +3,10 @@ an inner cross-validation may start another fold, and how many epochs a final me
 train in what is left.
 
 The budget is a backstop: it decides from times measured in this very fit (the inner
-CV's models, the members trained before), so what it cuts depends on the machine and its
-load; with ``seconds=None`` it cuts nothing and the fit is the one the data's shape rules
-give. Every decision is recorded (:meth:`FitBudget.record`).
+CV's models, the members trained before, or a short timed probe when there is neither),
+so what it cuts depends on the machine and its load; with ``seconds=None`` it cuts
+nothing and the fit is the one the data's shape rules give. Every decision is recorded
+(:meth:`FitBudget.record`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class FitBudget:
 
     Phases are timed by :meth:`lap` (the seconds since the previous lap, added to a
     phase); the rate of the model being trained (seconds per optimizer step) comes from
-    :meth:`measured` and sets :meth:`member_epochs`.
+    :meth:`measured` (or :meth:`probed`) and sets :meth:`member_epochs`.
     """
 
     def __init__(self, seconds: float | None, start: float | None = None) -> None:
@@ -42,6 +43,7 @@ class FitBudget:
         self._mark = self.start
         self.phases: dict[str, float] = {}
         self.step_seconds: float | None = None  # of the architecture being fitted
+        self.probe: dict[str, float] | None = None  # the timed probe's seconds and steps
         self.planned_epochs: int | None = None
         self.epochs: list[int] = []  # each member's
         self.member_seconds: list[float] = []
@@ -75,10 +77,25 @@ class FitBudget:
         return ok
 
     def measured(self, seconds: float, steps: int) -> None:
-        """A model of the architecture being fitted took ``seconds`` for ``steps``
-        optimizer steps."""
+        """A model of the architecture being fitted took ``seconds`` for the ``steps``
+        optimizer steps it ran (those that ran, not those planned: a member stopped early
+        or resumed from a checkpoint runs fewer); none leaves the rate as it was."""
         if steps > 0:
             self.step_seconds = seconds / steps
+
+    def needs_rate(self, planned: int, saved: int | None) -> bool:
+        """Whether :meth:`member_epochs` could cut a member of ``planned`` epochs but has
+        no rate to cut by (a budget, no measured rate, no checkpoint's epochs ``saved``,
+        and fewer than ``planned`` epochs allowed): then a short timed probe measures one
+        (:meth:`probed`)."""
+        cut = math.ceil(planned / MIN_EPOCH_FRACTION) < planned
+        return self.seconds is not None and self.step_seconds is None and saved is None and cut
+
+    def probed(self, seconds: float, steps: int) -> None:
+        """A probe (a copy of the model trained briefly) took ``seconds`` for ``steps``
+        optimizer steps: the rate, recorded as the probe's."""
+        self.probe = {"seconds": seconds, "steps": steps}
+        self.measured(seconds, steps)
 
     def member_epochs(
         self,
@@ -115,8 +132,9 @@ class FitBudget:
         return epochs
 
     def record(self) -> dict[str, Any]:
-        """What the budget did: seconds per phase, each member's epochs and seconds, and
-        whether it cut the inner CV or the members (JSON-ready)."""
+        """What the budget did: seconds per phase, each member's epochs and seconds,
+        whether it cut the inner CV or the members, and the probe's seconds and steps
+        (None: no probe ran) (JSON-ready)."""
         return {
             "time_budget": self.seconds,
             "seconds": {**self.phases, "total": self.elapsed()},
@@ -125,4 +143,5 @@ class FitBudget:
             "member_epochs": self.epochs,
             "selection_cut": self.selection_cut,
             "members_cut": self.members_cut,
+            "probe": self.probe,
         }

@@ -21,15 +21,16 @@ from gatelab.estimators.budget import FitBudget, check_budget
 from gatelab.estimators.ensemble import members
 from gatelab.models.heads import ModelConfig, build_model
 from gatelab.train import distributed as D
-from gatelab.train.fit import TensorData, TrainConfig, fit, predict_batches
+from gatelab.train.fit import Callback, TensorData, TrainConfig, fit, predict_batches
 from gatelab.train.runs import atomic_write_json, read_json
 
 __all__ = ["LEVEL_FILE", "SELECTION_FILE", "SeriesClassifier"]
 
 logger = logging.getLogger(__name__)
 
-SELECTION_FILE = "selection.json"  # the inner cross-validation
+SELECTION_FILE = "selection.json"  # the inner cross-validation and the time budget
 LEVEL_FILE = "level.json"  # scaling of each series' level and log scale
+PROBE_STEPS = 10  # the optimizer steps (batches) of the probe that times a fixed architecture
 
 
 def _series_list(X, what: str = "X") -> list[np.ndarray]:
@@ -107,8 +108,11 @@ class SeriesClassifier(ClassifierBase):
     seconds (240; None: no bound) bound the whole ``fit`` as a backstop: the inner CV
     starts no fold it cannot finish in its share, and each final member trains the
     epochs that fit in what is left at the rate the inner CV (then the members before
-    it) measured, at least a quarter of its planned epochs. What it cut depends on the
-    machine and its load; ``time_budget=None`` gives the same model on every machine.
+    it; with a fixed architecture, first a one-epoch probe of the first member over at
+    most 10 batches, its weights put back after) measured, at least a quarter of its
+    planned epochs. What it cut depends on the machine and its load; ``time_budget=None``
+    gives the same model on every machine. With a fixed architecture ``selection.json``
+    holds the choice and the budget's record alone.
 
     Sizes from the data when left to None (docs/models.md): ``patch`` = ceil(T / 64), so
     the LSTM reads at most 64 steps, each a patch projected to ``embedding_dim`` (32, or
@@ -125,8 +129,6 @@ class SeriesClassifier(ClassifierBase):
         weight_decay: AdamW's decay; None: 1.0 for ``lstm-rocket`` (the LSTM learns a
             correction to the ridge's logits), 0.01 for the others.
         time_budget: seconds for the whole ``fit`` (a number > 0), or None (no bound).
-            A member's planned epochs are cut only where a rate was measured: with a
-            fixed ``architecture`` (no inner CV) the first member trains them all.
             Other arguments as :class:`TextClassifier`.
     """
 
@@ -320,16 +322,22 @@ class SeriesClassifier(ClassifierBase):
         return self._config_for(architecture, len(self.classes_), sizes)
 
     def _member_config(
-        self, k: int, config: TrainConfig, n_train: int, saved_epochs: int | None
+        self, k: int, config: TrainConfig, train: TensorData, saved_epochs: int | None, model
     ) -> TrainConfig:
         """Member ``k``'s epochs: what the time left allows at the rate measured (the
-        inner CV's models of the chosen architecture, then the members before it); a
+        inner CV's models of the chosen architecture, then the members before it; with a
+        fixed architecture the first member's rate comes from a probe, :meth:`_probe`); a
         member resumed from its checkpoint keeps the checkpoint's epochs, and under
         torch.distributed every rank takes rank 0's (its clock decides)."""
-        steps = math.ceil(n_train / config.batch_size)
         setup = self._budget.lap("members")  # this member's set-up (its random kernels)
+        if self._budget.needs_rate(config.epochs, saved_epochs):
+            self._probe(model, train, config)
         epochs = self._budget.member_epochs(
-            config.epochs, steps, self.n_models - k, setup, saved_epochs
+            config.epochs,
+            _epoch_steps(len(train), config.batch_size),
+            self.n_models - k,
+            setup,
+            saved_epochs,
         )
         if D.active():
             epochs = self._budget.agreed(D.broadcast_object(epochs))
@@ -340,10 +348,38 @@ class SeriesClassifier(ClassifierBase):
             )  # fmt: skip
         return dataclasses.replace(config, epochs=epochs)
 
-    def _member_trained(self, seconds: float, config: TrainConfig, n_train: int) -> None:
+    def _probe(self, model, train: TensorData, config: TrainConfig) -> None:
+        """Time one epoch of ``model`` on up to :data:`PROBE_STEPS` batches of ``train``
+        (series drawn with ``seed``), the rate the budget bounds the first member's epochs
+        by when no inner CV measured one (a fixed architecture); then put its weights and
+        buffers back. The member and the global random state are left as they were, so a
+        budget that cuts nothing gives the model of no budget; the probe's seconds are the
+        ``probe`` phase. Only the steps are timed (the first fit of a process builds
+        AdamW, whose first use imports torch._dynamo: 3.5 s, 10 times the steps of a
+        PLAID probe). Trained in place, not as a copy: a copy carries no memo of the
+        random-kernel features, and computing them again made the probe of a PLAID
+        ``lstm-rocket`` member 27 times slower per step than the member."""
+        n = min(len(train), PROBE_STEPS * config.batch_size)
+        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.seed))
+        part = train.subset(pick[:n])
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        clock = _StepClock()
+        fit(model, part, None, dataclasses.replace(config, epochs=1), callbacks=[clock])
+        model.load_state_dict(state)
+        model.train()
+        seconds = clock.seconds()
+        self._budget.probed(seconds, clock.steps)
+        self._budget.lap("probe")
+        logger.info("time budget: a probe of %d series took %.2f s", n, seconds)
+
+    def _member_trained(
+        self, seconds: float, config: TrainConfig, n_train: int, epochs: int
+    ) -> None:
+        """The rate of the steps the member ran in this call (``epochs``, not
+        ``config.epochs``: a member stopped early or resumed runs fewer)."""
         self._budget.lap("members")  # the next member's set-up is timed from here
         self._budget.member_seconds.append(seconds)
-        self._budget.measured(seconds, config.epochs * math.ceil(n_train / config.batch_size))
+        self._budget.measured(seconds, epochs * _epoch_steps(n_train, config.batch_size))
 
     def _after_fit(self, train_ids: np.ndarray, valid: TensorData | None, run_dir) -> None:
         self._budget.lap("members")
@@ -360,8 +396,9 @@ class SeriesClassifier(ClassifierBase):
                 }
                 for m in members(self.model_)
             ]
-        if run_dir is not None and self.selection_ is not None:
-            atomic_write_json(Path(run_dir) / SELECTION_FILE, self.selection_)
+        if run_dir is not None:  # a fixed architecture's: the budget's record alone
+            record = self.selection_ or {"chosen": self.architecture_, "budget": self.budget_}
+            atomic_write_json(Path(run_dir) / SELECTION_FILE, record)
 
     def _select(self, data: TensorData, sizes: dict) -> dict[str, Any]:
         """Inner stratified cross-validation on the training data: every architecture
@@ -440,9 +477,9 @@ class SeriesClassifier(ClassifierBase):
         self._bias_data = part
         self._prepare_model(model)
         fit_start = time.perf_counter()
-        fit(model, part, None, config)
+        history = fit(model, part, None, config)
         timing[0] += time.perf_counter() - fit_start
-        timing[1] += config.epochs * math.ceil(len(part) / config.batch_size)
+        timing[1] += len(history.epochs) * _epoch_steps(len(part), config.batch_size)
         return predict_batches(model.eval(), held, 256)
 
     def _artifacts(self) -> dict[str, Any]:
@@ -459,9 +496,33 @@ class SeriesClassifier(ClassifierBase):
             self.level_scaler_ = read_artifact(run, LEVEL_FILE, Scaler.from_dict)
         self._read_labels(run)
         path = run / SELECTION_FILE
-        self.selection_ = read_json(path, "selection file") if path.exists() else None
-        auto = self.architecture == "auto" and isinstance(self.selection_, dict)
-        self.architecture_ = self.selection_.get("chosen") if auto else self.architecture
+        saved = read_json(path, "selection file") if path.exists() else None
+        auto = self.architecture == "auto" and isinstance(saved, dict)
+        self.selection_ = saved if auto else None  # a fixed architecture's holds no choice
+        self.architecture_ = saved.get("chosen") if auto else self.architecture
+        if isinstance(saved, dict) and "budget" in saved:
+            self.budget_ = saved["budget"]
+
+
+class _StepClock(Callback):
+    """The seconds from the start of a ``fit``'s first epoch to the end of its last
+    optimizer step, and the number of steps (not the set-up before them)."""
+
+    def on_train_begin(self, epochs: int, steps_per_epoch: int, start_epoch: int) -> None:
+        self.start = self.end = time.perf_counter()
+        self.steps = 0
+
+    def on_batch_end(self, epoch: int, step: int, logs: dict[str, float]) -> None:
+        self.end = time.perf_counter()
+        self.steps += 1
+
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+def _epoch_steps(n: int, batch_size: int) -> int:
+    """Optimizer steps of one epoch over ``n`` series (``fit``'s batches)."""
+    return math.ceil(n / batch_size)
 
 
 def _level(s: np.ndarray) -> np.ndarray:
