@@ -114,8 +114,9 @@ HELP = {
         "Default: none."
     ),
     "architecture": (
-        "lstm, lstm-fcn (the LSTM beside a fully convolutional branch) or auto (chosen by "
-        "inner cross-validation on the training data; the choice is in selection.json)."
+        "lstm, lstm-fcn (the LSTM beside a fully convolutional branch), lstm-rocket (the "
+        "LSTM beside random convolutional kernels and a ridge) or auto (chosen by inner "
+        "cross-validation on the training data; the choice is in selection.json)."
     ),
     "time_budget": (
         "Seconds for the whole fit, a backstop: the inner cross-validation starts no fold "
