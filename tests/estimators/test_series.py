@@ -216,7 +216,7 @@ def test_a_tiny_time_budget_stops_the_inner_cv_after_one_fold_and_shortens_membe
 
 
 def test_a_fixed_architecture_bounds_its_first_member_by_a_probe(tmp_path):
-    """No inner CV measured a rate: a one-epoch probe on a copy of the first member
+    """No inner CV measured a rate: a one-epoch probe of the first member (restored after)
     does, and a tiny budget cuts every member to the minimum, ceil(4 / 4); selection.json
     records it without a choice of architecture."""
     X, y = shape_series(24, T=12)
@@ -249,6 +249,35 @@ def test_a_fixed_architecture_without_a_budget_or_with_a_large_one_is_unchanged(
     for clf in fits:
         assert clf.budget_["member_epochs"] == [5, 5] and not clf.budget_["members_cut"]
     np.testing.assert_array_equal(fits[0].predict_proba(X), fits[1].predict_proba(X))
+
+
+def test_a_probe_that_diverges_measures_nothing_and_restores_the_member(monkeypatch):
+    """The probe's one short epoch raises TrainingDiverged (after moving the weights): the
+    member's weights are put back, no rate is taken from it, the record says so, and the
+    members are those of no budget."""
+    import torch
+
+    from gatelab.errors import TrainingDiverged
+    from gatelab.estimators import series as series_mod
+
+    real_fit = series_mod.fit
+
+    def diverging_probe(model, train, valid, config, **kw):
+        if config.epochs == 1:  # the probe (the members train 3)
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(1.0)
+            raise TrainingDiverged("loss is nan")
+        return real_fit(model, train, valid, config, **kw)
+
+    X, y = shape_series(24, T=12)
+    kw = dict(hidden_size=4, epochs=3, n_models=2, architecture="lstm")
+    plain = SeriesClassifier(**kw, time_budget=None).fit(X, y)
+    monkeypatch.setattr(series_mod, "fit", diverging_probe)
+    probed = SeriesClassifier(**kw, time_budget=1e6).fit(X, y)
+    assert probed.budget_["probe"] == {"diverged": True}
+    assert probed.budget_["member_epochs"] == [3, 3]
+    np.testing.assert_array_equal(probed.predict_proba(X), plain.predict_proba(X))
 
 
 def _spy_measured(monkeypatch) -> list[int]:

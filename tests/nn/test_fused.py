@@ -235,8 +235,9 @@ def test_step_split_is_decided_once_per_shape(two_threads):
 def test_large_steps_split_by_rule_without_a_probe(two_threads):
     """A step of at least 2^21 multiply-adds per thread in its recurrent product is split
     without probing (lstm_step.h, kSplitSure): the plan is decided at the first call, even
-    one of T = 1, and lists no measured times. The split gives the never-split bits, and
-    both equal the reference."""
+    one of T = 3 (fewer steps than the probe's 4 + 4), and lists no measured times, while a
+    shape below the rule is still probing after the same call. The split gives the
+    never-split bits, and both equal the reference."""
     ext = fused.extension()
     ref, fus = _pair("standard", 16, 256, num_layers=1)  # B * 4H * P = 2^22 = 2^21 * 2
     x, hx = _inputs(ref, T=3, B=16, hx=True)
@@ -245,6 +246,10 @@ def test_large_steps_split_by_rule_without_a_probe(two_threads):
     plans = ext.step_plans()
     assert sorted(p[0] for p in plans) == [0, 1]
     assert all(p[8] and p[9] and p[10] == 0.0 and p[11] == 0.0 for p in plans), plans
+    small_ref, small = _pair("standard", 8, 64, num_layers=1)  # 2^17: below the rule
+    _run(small, *_inputs(small_ref, T=3, B=8, hx=True))
+    below = [p for p in ext.step_plans() if p[2] == 8]
+    assert below and not any(p[8] for p in below), below  # 3 of the 8 probe steps
     try:
         ext.set_gemm_mode(0, 1, 2)
         out_n, g_n = _run(fus, x, hx)

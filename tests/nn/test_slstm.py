@@ -327,6 +327,26 @@ def test_fused_inference_equals_reference(name, dtype):
             assert_close(fus, ref, dtype, what=f"output {k}")
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", ["slstm", "exp_forget"])
+def test_nan_forget_pre_activation_reaches_the_output(name, dtype):
+    """A NaN in one unit's forget bias makes that unit's states NaN in the reference
+    (torch.maximum / torch.clamp pass NaN on), and so in the fused kernel: the kernel's
+    max and min selects must not turn it into f' = 1 and a finite output (a model whose
+    forget weights went NaN would train on with the gate stuck open, undetected)."""
+    got = []
+    for backend in ("reference", "fused"):
+        m = make_slstm(SPECS[name], 3, 4, backend=backend, dtype=dtype)
+        with torch.no_grad():
+            m.bias_ih_l0[4 + 1] = float("nan")  # forget block (i, f, z, o), unit 1
+        x = torch.randn(5, 2, 3, generator=torch.Generator().manual_seed(3), dtype=dtype)
+        with torch.no_grad():
+            out, _ = m(x)
+        got.append(torch.isnan(out))
+    assert got[0].any()  # the reference does propagate it
+    assert torch.equal(got[1], got[0])
+
+
 @settings(max_examples=15, deadline=None)
 @given(
     T=st.integers(1, 6),

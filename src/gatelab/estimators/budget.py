@@ -92,7 +92,7 @@ class FitBudget:
         return self.seconds is not None and self.step_seconds is None and saved is None and cut
 
     def probed(self, seconds: float, steps: int) -> None:
-        """A probe (a copy of the model trained briefly) took ``seconds`` for ``steps``
+        """A probe (the first member trained briefly, then restored) took ``seconds`` for ``steps``
         optimizer steps: the rate, recorded as the probe's."""
         self.probe = {"seconds": seconds, "steps": steps}
         self.measured(seconds, steps)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from gatelab.data import Scaler
-from gatelab.errors import DataError
+from gatelab.errors import DataError, TrainingDiverged
 from gatelab.estimators.base import TRAIN_PARAMS, ClassifierBase, read_artifact
 from gatelab.estimators.budget import FitBudget, check_budget
 from gatelab.estimators.ensemble import members
@@ -358,15 +358,25 @@ class SeriesClassifier(ClassifierBase):
         AdamW, whose first use imports torch._dynamo: 3.5 s, 10 times the steps of a
         PLAID probe). Trained in place, not as a copy: a copy carries no memo of the
         random-kernel features, and computing them again made the probe of a PLAID
-        ``lstm-rocket`` member 27 times slower per step than the member."""
+        ``lstm-rocket`` member 27 times slower per step than the member. A probe that
+        diverges (its one short epoch has no learning-rate warm-up to speak of) measures
+        nothing: the weights are put back all the same and the member trains its planned
+        epochs (``budget_["probe"]`` says ``diverged``)."""
         n = min(len(train), PROBE_STEPS * config.batch_size)
         pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.seed))
         part = train.subset(pick[:n])
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         clock = _StepClock()
-        fit(model, part, None, dataclasses.replace(config, epochs=1), callbacks=[clock])
-        model.load_state_dict(state)
-        model.train()
+        try:
+            fit(model, part, None, dataclasses.replace(config, epochs=1), callbacks=[clock])
+        except TrainingDiverged:
+            self._budget.probe = {"diverged": True}
+            self._budget.lap("probe")
+            logger.warning("time budget: the probe diverged; the member keeps its epochs")
+            return
+        finally:
+            model.load_state_dict(state)
+            model.train()
         seconds = clock.seconds()
         self._budget.probed(seconds, clock.steps)
         self._budget.lap("probe")
@@ -500,8 +510,8 @@ class SeriesClassifier(ClassifierBase):
         auto = self.architecture == "auto" and isinstance(saved, dict)
         self.selection_ = saved if auto else None  # a fixed architecture's holds no choice
         self.architecture_ = saved.get("chosen") if auto else self.architecture
-        if isinstance(saved, dict) and "budget" in saved:
-            self.budget_ = saved["budget"]
+        # None for a folder without a record (not a stale one from an earlier fit)
+        self.budget_ = saved.get("budget") if isinstance(saved, dict) else None
 
 
 class _StepClock(Callback):

@@ -208,9 +208,10 @@ GL_INLINE float log1p_unit(float u, float w) {
 GL_INLINE double log1p_unit(double u, double) { return std::log1p(u); }
 
 // Selects on values, not std::min / std::max (which return references: GCC 12 then kept
-// a branch per element and vectorised none of fwd_row).
+// a branch per element and vectorised none of fwd_row). Written so that a NaN passes on
+// (x > 0 is false for NaN), as torch.clamp in the reference does.
 template <typename T>
-GL_INLINE T min0(T x) { return x < T(0) ? x : T(0); }
+GL_INLINE T min0(T x) { return x > T(0) ? T(0) : x; }
 GL_INLINE float abs_(float x) { return __builtin_fabsf(x); }
 GL_INLINE double abs_(double x) { return __builtin_fabs(x); }
 
@@ -245,7 +246,8 @@ GL_CLONES void fwd_row(const T* __restrict p, T* __restrict hb, T* __restrict cb
     if constexpr (!kExpF) gf = log_sigmoid_(gf.log);
     const T li = gi.log, one_minus_i = gi.one_minus, one_minus_f = gf.one_minus;
     const T lfm = gf.log + mb[j];  // log f + m_{t-1}
-    const T m_new = nb[j] == T(0) ? li : lfm > li ? lfm : li;
+    // max(lfm, li) that keeps a NaN of lfm (as torch.maximum): lfm < li is false for NaN
+    const T m_new = nb[j] == T(0) ? li : lfm < li ? li : lfm;
     const T u = lfm - m_new;  // > 0 only from n = 0: f' = min(e^u, 1)
     const T i = exp_(li - m_new), f = exp_(min0(u));
     const T z = tanh_(p[2 * H + j]), o = sigmoid_(p[3 * H + j]);
@@ -337,7 +339,10 @@ std::vector<at::Tensor> slstm_forward(const at::Tensor& x, const at::Tensor& h0,
   at::Tensor bias;
   if (b_ih.has_value() && b_ih->defined()) bias = b_ih->clone();
   if (b_hh.has_value() && b_hh->defined()) bias = bias.defined() ? bias.add_(*b_hh) : *b_hh;
-  at::Tensor xw = gemm_nt(x.reshape({T * B, s.I}), w_ih, bias).view({T, B, 4 * H});
+  // contiguous: the step reads xw[t] as (B, 4H) rows through its data pointer (a no-op for
+  // at::mm's result; oneDNN's is not promised to be)
+  at::Tensor xw =
+      gemm_nt(x.reshape({T * B, s.I}), w_ih, bias).contiguous().view({T, B, 4 * H});
   proj.stop();
 
   at::Tensor h = h0.clone(), c = c0.clone(), n = n0.clone(), m = m0.clone();
