@@ -430,7 +430,7 @@ void for_rows(int64_t B, int64_t H, bool whole_rows, const F& fn, bool par = tru
 // margin). A probe cut short by a short sequence goes on in the next call.
 // Above kSplitSure multiply-adds per thread in a step's recurrent product (B * GH * P /
 // threads) the split is taken without a probe: there it won at every shape measured on the
-// Zen 3 (1.05-1.5x per training step, BENCHMARKS.md "The per-step split by rule"), while
+// Zen 3 (1.02-1.53x, training or forward; BENCHMARKS.md "The per-step split by rule"), while
 // four noisy probe steps (alternating, the first steps of a cold sequence) chose serial
 // in some runs and cost up to 1.5x (issue 16: the run-to-run spread at H = 512).
 // g_adaptive: 1 this (the default), 0 always split when big enough, 2 never split.
