@@ -22,6 +22,7 @@ from pathlib import Path
 from statistics import median
 
 import torch
+from speed import forward_fn, train_fn  # benchmarks/ is the script folder
 
 import gatelab
 from gatelab.nn.backends import fused
@@ -49,24 +50,19 @@ def _rounds(B: int, I: int, H: int, rounds: int, builds: dict) -> dict:
     x = torch.randn(T, B, I, requires_grad=True)
     peer = torch.nn.LSTM(I, H)
     slstm = gatelab.LSTM(I, H, variant="slstm", backend="fused")
-
-    def fwd(m):
-        with torch.no_grad():
-            m(x)
-
-    def train(m):
-        m.zero_grad(set_to_none=True)
-        x.grad = None
-        m(x)[0].sum().backward()
+    steps = {  # speed.py's step closures
+        name: {"torch": make(peer, x), "sLSTM": make(slstm, x)}
+        for name, make in (("fwd", forward_fn), ("train", train_fn))
+    }
 
     times: dict = {}
     for r in range(rounds + 1):
-        for pass_name, fn in (("fwd", fwd), ("train", train)):
+        for pass_name, fns in steps.items():
             for who in ("torch", "other", "this"):
                 if who != "torch":
                     fused._slstm_ops = lambda ops=builds[who]: ops
                 start = time.perf_counter()
-                fn(peer if who == "torch" else slstm)
+                fns["torch" if who == "torch" else "sLSTM"]()
                 if r:
                     times.setdefault((pass_name, who), []).append(time.perf_counter() - start)
     fused._slstm_ops = lambda: builds["this"]

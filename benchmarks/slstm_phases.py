@@ -19,6 +19,7 @@ import time
 from statistics import median
 
 import torch
+from speed import forward_fn, train_fn  # benchmarks/ is the script folder
 
 import gatelab
 from gatelab.nn.backends import fused
@@ -41,28 +42,21 @@ def rounds(B: int, I: int, H: int, n: int, ops) -> dict:
     x = torch.randn(T, B, I, requires_grad=True)
     peer = torch.nn.LSTM(I, H)
     slstm = gatelab.LSTM(I, H, variant="slstm", backend="fused")
-
-    def fwd(m):
-        with torch.no_grad():
-            m(x)
-
-    def train(m):
-        m.zero_grad(set_to_none=True)
-        x.grad = None
-        m(x)[0].sum().backward()
+    fwd = {m: forward_fn(m, x) for m in (peer, slstm)}  # speed.py's step closures
+    train = {m: train_fn(m, x) for m in (peer, slstm)}
 
     runs: dict = {}
     for r in range(n + 1):  # round 0 warms up
-        got = {"torch forward": timed(lambda: fwd(peer))}
+        got = {"torch forward": timed(fwd[peer])}
         ops.slstm_profile(1)
-        got["sLSTM forward"] = timed(lambda: fwd(slstm))
+        got["sLSTM forward"] = timed(fwd[slstm])
         prof = ops.slstm_profile(0)
         got.update(
             {f"  fwd: {k}": (prof[j] * 1e3, prof[len(PHASES) + j] * 1e3) for j, k in enumerate(FWD)}
         )
-        got["torch train"] = timed(lambda: train(peer))
+        got["torch train"] = timed(train[peer])
         ops.slstm_profile(1)
-        got["sLSTM train"] = timed(lambda: train(slstm))
+        got["sLSTM train"] = timed(train[slstm])
         prof = ops.slstm_profile(0)
         names = [f"train fwd: {k}" for k in FWD] + [f"train bwd: {k}" for k in BWD]
         got.update(
