@@ -20,7 +20,7 @@ import pytest
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
-from gatelab.train.fit import TensorData
+from gatelab.train.fit import Callback, TensorData
 
 # The one tolerance table: ``torch.testing.assert_close(a, b, **TOL[dtype])`` for values
 # that two implementations of the same math compute in different orders.
@@ -183,6 +183,19 @@ def write_series_csv(path: Path, values, name: str = "value") -> Path:
     lines = [f'"year","{name}"'] + [f"{1900 + i},{v:.4f}" for i, v in enumerate(values)]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+class StopAfterEpochs(Callback):
+    """Raises KeyboardInterrupt (an interrupted run) at the ``n``-th epoch end it sees,
+    counted over every ``fit`` it is passed to (an estimator's members in turn)."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.seen = n, 0
+
+    def on_epoch_end(self, epoch, logs):
+        self.seen += 1
+        if self.seen == self.n:
+            raise KeyboardInterrupt
 
 
 def state_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:

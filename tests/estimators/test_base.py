@@ -13,9 +13,9 @@ import gatelab
 from gatelab.errors import DataError
 from gatelab.estimators import Forecaster, SeriesClassifier, TextClassifier
 from gatelab.models.heads import ModelConfig
-from gatelab.train.fit import Callback
 from gatelab.train.runs import RunFolderError
 from tests.helpers import (
+    StopAfterEpochs,
     sentiment_texts,
     shape_series,
     state_equal,
@@ -47,16 +47,9 @@ def test_estimator_resume_equals_an_uninterrupted_run(tmp_path):
     params = {**TINY_TEXT, "epochs": 3, "validation_fraction": 0.25, "n_models": 2}
     whole = TextClassifier(**params).fit(X, y, run_dir=tmp_path / "whole")
 
-    class Stop(Callback):
-        calls = 0
-
-        def on_epoch_end(self, epoch, logs):
-            Stop.calls += 1
-            if Stop.calls == 4:  # member 0 done, member 1 after its first epoch
-                raise KeyboardInterrupt
-
+    stop = StopAfterEpochs(4)  # member 0 done, member 1 after its first epoch
     with pytest.raises(KeyboardInterrupt):
-        TextClassifier(**params).fit(X, y, run_dir=tmp_path / "run", callbacks=[Stop()])
+        TextClassifier(**params).fit(X, y, run_dir=tmp_path / "run", callbacks=[stop])
     assert not (tmp_path / "run" / "model.safetensors").exists()
     resumed = TextClassifier(**params).fit(X, y, run_dir=tmp_path / "run", resume=True)
     assert state_equal(resumed.model_, whole.model_)

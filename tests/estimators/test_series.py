@@ -16,6 +16,7 @@ from gatelab.errors import DataError
 from gatelab.estimators import SeriesClassifier
 from gatelab.models.kernels import RIDGE_ALPHAS
 from tests.helpers import (
+    StopAfterEpochs,
     shape_series,
     shared_data,
 )
@@ -306,21 +307,11 @@ def test_a_member_stopped_early_feeds_the_budget_the_steps_it_ran(monkeypatch):
 
 
 def test_a_resumed_member_feeds_the_budget_only_the_epochs_of_this_call(tmp_path, monkeypatch):
-    from gatelab.train.fit import Callback
-
     X, y = shape_series(40, T=12)
     kw = dict(hidden_size=4, epochs=5, n_models=2, architecture="lstm", time_budget=None)
-
-    class Stop(Callback):
-        calls = 0
-
-        def on_epoch_end(self, epoch, logs):
-            Stop.calls += 1
-            if Stop.calls == 7:  # member 0 done, member 1 after its second epoch
-                raise KeyboardInterrupt
-
+    stop = StopAfterEpochs(7)  # member 0 done, member 1 after its second epoch
     with pytest.raises(KeyboardInterrupt):
-        SeriesClassifier(**kw).fit(X, y, run_dir=tmp_path / "run", callbacks=[Stop()])
+        SeriesClassifier(**kw).fit(X, y, run_dir=tmp_path / "run", callbacks=[stop])
     steps = _spy_measured(monkeypatch)
     again = SeriesClassifier(**kw).fit(X, y, run_dir=tmp_path / "run", resume=True)
     assert [len(h.epochs) for h in again.history_] == [5, 5]

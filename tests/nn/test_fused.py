@@ -177,6 +177,22 @@ def test_parallel_pointwise_path(variant, two_threads):
     _assert_close(g_f, g_r, torch.float64, "grads")
 
 
+def _run_split_mode(adaptive, fus, *args):
+    """``_run`` with the per-step split forced (``set_gemm_mode``'s adaptive: 0 always
+    split, 2 never), then back to the measured default."""
+    ext = fused.extension()
+    try:
+        ext.set_gemm_mode(0, 1, adaptive)
+        return _run(fus, *args)
+    finally:
+        ext.set_gemm_mode(0, 1, 1)
+
+
+def _assert_same_bits(got, other):
+    for k, (a, b) in enumerate(zip(got[0] + got[1], other[0] + other[1])):
+        assert torch.equal(a, b), k
+
+
 @pytest.mark.parametrize(
     "variant,proj", [("standard", 0), ("peephole", 24), ("layernorm", 0), ("layernorm", 24)]
 )
@@ -185,21 +201,14 @@ def test_parallel_steps_equal_reference_and_do_not_depend_on_timing(variant, pro
     batch rows for layer norm and projection. The result equals the reference; and since
     the loop picks serial or split steps by timing (the first steps probe both), a step
     must give the same bits either way: measured equals always split, bit for bit."""
-    ext = fused.extension()
     ref, fus = _pair(variant, 8, 64, proj_size=proj, num_layers=1)
     x, hx = _inputs(ref, T=12, B=8, hx=True)
     lengths = torch.tensor([12, 5, 9, 1, 12, 7, 3, 11])
     out_r, g_r = _run(ref, x, hx, lengths)
     out_a, g_a = _run(fus, x, hx, lengths)
-    try:
-        ext.set_gemm_mode(0, 1, 0)
-        out_s, g_s = _run(fus, x, hx, lengths)
-    finally:
-        ext.set_gemm_mode(0, 1, 1)
     _assert_close(out_a, out_r, torch.float64, "outputs")
     _assert_close(g_a, g_r, torch.float64, "grads")
-    for k, (a, b) in enumerate(zip(out_a + g_a, out_s + g_s)):
-        assert torch.equal(a, b), k
+    _assert_same_bits((out_a, g_a), _run_split_mode(0, fus, x, hx, lengths))
 
 
 def test_step_split_is_decided_once_per_shape(two_threads):
@@ -218,13 +227,7 @@ def test_step_split_is_decided_once_per_shape(two_threads):
     for _ in range(3):
         _run(fus, x, hx)
         assert {p[:8]: p[8:10] for p in ext.step_plans()} == plans
-    try:
-        ext.set_gemm_mode(0, 1, 2)
-        out_n, g_n = _run(fus, x, hx)
-    finally:
-        ext.set_gemm_mode(0, 1, 1)
-    for k, (a, b) in enumerate(zip(out_a + g_a, out_n + g_n)):
-        assert torch.equal(a, b), k
+    _assert_same_bits((out_a, g_a), _run_split_mode(2, fus, x, hx))
     out_r, g_r = _run(ref, x, hx)
     _assert_close(out_a, out_r, torch.float64, "outputs")
     _assert_close(g_a, g_r, torch.float64, "grads")
@@ -250,13 +253,7 @@ def test_large_steps_split_by_rule_without_a_probe(two_threads):
     _run(small, *_inputs(small_ref, T=3, B=8, hx=True))
     below = [p for p in ext.step_plans() if p[2] == 8]
     assert below and not any(p[8] for p in below), below  # 3 of the 8 probe steps
-    try:
-        ext.set_gemm_mode(0, 1, 2)
-        out_n, g_n = _run(fus, x, hx)
-    finally:
-        ext.set_gemm_mode(0, 1, 1)
-    for k, (a, b) in enumerate(zip(out_a + g_a, out_n + g_n)):
-        assert torch.equal(a, b), k
+    _assert_same_bits((out_a, g_a), _run_split_mode(2, fus, x, hx))
     out_r, g_r = _run(ref, x, hx)
     _assert_close(out_a, out_r, torch.float64, "outputs")
     _assert_close(g_a, g_r, torch.float64, "grads")
