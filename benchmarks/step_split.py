@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+
+from speed import forward_fn, interleaved_ms, train_fn  # noqa: E402
 
 import gatelab  # noqa: E402
 from gatelab.nn.backends import fused  # noqa: E402
@@ -32,33 +32,24 @@ SHAPES = [(8, 128), (16, 128), (32, 128), (64, 128), (8, 256), (16, 256), (32, 2
           (64, 256), (4, 512), (8, 512), (16, 512), (32, 512)]  # fmt: skip
 
 
-def timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
 def one_shape(ext, B: int, H: int, T: int, rounds: int) -> dict[str, float]:
     """Median ms of a training step and a no_grad forward, split (0) and serial (2)."""
     x = torch.randn(T, B, H // 2, requires_grad=True)
     m = gatelab.LSTM(H // 2, H, backend="fused")
 
-    def step():
-        m(x)[0].sum().backward()
+    def in_mode(mode, run):
+        def run_in_mode():
+            ext.set_gemm_mode(0, 1, mode)  # 0: always split, 2: never
+            run()
 
-    def forward():
-        with torch.no_grad():
-            m(x)
+        return run_in_mode
 
-    times = {f"{k}{mode}": [] for k in ("train", "fwd") for mode in (0, 2)}
-    for r in range(rounds + 1):
-        for mode in (0, 2):  # 0: always split, 2: never
-            ext.set_gemm_mode(0, 1, mode)
-            t, f = timed(step), timed(forward)
-            if r:  # the first round warms up
-                times[f"train{mode}"].append(t)
-                times[f"fwd{mode}"].append(f)
-    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    fns = {
+        f"{name}{mode}": in_mode(mode, make(m, x))
+        for mode in (0, 2)
+        for name, make in (("train", train_fn), ("fwd", forward_fn))
+    }
+    return interleaved_ms(fns, rounds, warmup=1)
 
 
 def main(argv=None) -> int:
