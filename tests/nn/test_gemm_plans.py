@@ -5,8 +5,11 @@ are asserted: which GEMM wins depends on the machine."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from gatelab.nn.backends import fused
 from tests.nn.test_fused import (
@@ -170,6 +173,42 @@ def test_planted_mixtures_equal_the_reference(ext, variant, blas):
     _check_float64_then_float32(ref, fus, x, hx, torch.tensor([160, 41, 159, 1, 100]))
     for key, (own, measured, *_) in _plans(ext).items():
         assert not measured and own == (key[0] not in blas), key
+
+
+def _allocations(fn) -> Counter:
+    """{bytes: count} of torch's CPU allocator's allocations while ``fn`` runs (the
+    profiler's memory events: every at::empty of the extension and of ATen)."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = prof.profiler.kineto_results.events()
+    return Counter(e.nbytes() for e in events if e.name() == "[memory]" and e.nbytes() > 0)
+
+
+def test_probes_allocate_their_outputs_once(ext):
+    """The probes of the first call (T = 3, B = 8: all five products) time both candidates
+    writing into outputs allocated before the timed calls, not a fresh one per call (issue
+    16: at::mm's six 512 KB outputs per product grew glibc's heap by ~2.5 MB). Against the
+    same call with every decision planted (nothing probed), no allocation size comes more
+    than 3 times more often (the three probes' PROBE x GH blocks: the projection's output,
+    dx's and dW's dG block; a fresh BLAS output per call made it 9); the decisions are the
+    same and both calls equal the reference."""
+    I, H, B = 24, 40, 8  # GH = 160, I + P = 64: no two of the probes' shapes coincide
+    ref, fus = _pair("standard", I, H)
+    x, hx = _inputs(ref, T=3, B=B, hx=True)
+    out_r, g_r = _run(ref, x, hx)
+    got = {}
+    probing = _allocations(lambda: got.setdefault("probing", _run(fus, x, hx)))
+    plans = ext.gemm_plans(True)
+    assert {(p[0], *p[2:5]) for p in plans} == _shapes(B, I, H) and all(p[7] for p in plans)
+    for kind, bytes_, M, K, N, _, own, *_ in plans:
+        ext.set_gemm_plan(kind, bytes_, M, K, N, own)
+    planted = _allocations(lambda: got.setdefault("planted", _run(fus, x, hx)))
+    assert [p[:7] for p in ext.gemm_plans()] == [p[:7] for p in plans]
+    extra = probing - planted
+    assert extra and max(extra.values()) <= 3, extra
+    for name, (out_f, g_f) in got.items():
+        _assert_close(out_f, out_r, torch.float64, f"outputs {name}")
+        _assert_close(g_f, g_r, torch.float64, f"grads {name}")
 
 
 def test_set_gemm_plan_checks_its_arguments(ext):

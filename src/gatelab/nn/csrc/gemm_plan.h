@@ -38,7 +38,12 @@ constexpr int kGemmProbe = 5;
 constexpr double kBlasMargin = 0.9;
 // Rows (of M, or of K for the weight gradients) of the large products' probe: a synthetic
 // block (the values do not change the time), the own GEMM's K chunk, so that the probe
-// costs a few ms at most and allocates only block-sized scratch (peak memory).
+// costs a few ms at most and allocates only block-sized scratch (peak memory). Both
+// candidates write into outputs allocated once, before the timed calls (at::mm_out, not
+// at::mm): six fresh 512 KB outputs per probe grew glibc's heap by ~2.5 MB (its dynamic
+// mmap threshold moves such blocks onto the heap once one is freed, and aligned requests
+// did not reuse the freed block), memory the process kept (issue 16, BENCHMARKS.md "The
+// first step's memory").
 constexpr int64_t kProbeRows = 256;
 
 inline double median_of(const double* v, int n) {
@@ -175,13 +180,15 @@ bool proj_own(const Tensor& w_ih, int64_t T_, int64_t B) {
     const Tensor xr = at::full({R, I}, 0.5, w_ih.options());
     const WeightGemm<T> g(w_ih, R, /*nt=*/true, /*reuse=*/1000, 1, 4);
     const Tensor c = at::empty({R, g.ldc()}, w_ih.options());
+    Tensor cb = c.narrow(1, 0, GH);  // the BLAS writes into the same block (probe_out)
+    if (!cb.is_contiguous()) cb = at::empty({R, GH}, w_ih.options());
     return measure_own(
         key,
         [&] {
           big_gemm<T>(R, I, GH, xr.data_ptr<T>(), I, 1, g.packed.template data_ptr<T>(),
                       c.template data_ptr<T>(), g.ldc(), nullptr);
         },
-        [&] { (void)at::mm(xr, w_ih.t()); });
+        [&] { at::mm_out(cb, xr, w_ih.t()); });
   });
 }
 
@@ -196,13 +203,14 @@ bool dx_own(const Tensor& w_ih, int64_t T_, int64_t B) {
     const Tensor wp = at::empty({Ip * GH}, w_ih.options());
     pack_rows<T>(w_ih.data_ptr<T>(), I, GH, 0, GH, I, wp.data_ptr<T>());
     const Tensor c = at::empty({R, Ip}, w_ih.options());
+    Tensor cb = Ip == I ? c : at::empty({R, I}, w_ih.options());
     return measure_own(
         key,
         [&] {
           big_gemm<T>(R, GH, I, dr.data_ptr<T>(), GH, 1, wp.data_ptr<T>(), c.data_ptr<T>(),
                       Ip, nullptr);
         },
-        [&] { (void)at::mm(dr, w_ih); });
+        [&] { at::mm_out(cb, dr, w_ih); });
   });
 }
 
@@ -220,6 +228,8 @@ bool dw_own(int64_t GH, int64_t I, int64_t P, const at::TensorOptions& opts, int
     const Tensor hr = at::full({R, P}, 0.5, opts);
     const Tensor xh = at::empty({(Ip + Pp) * R}, opts);
     const Tensor dwi = at::empty({GH, Ip}, opts), dwh = at::empty({GH, Pp}, opts);
+    Tensor bi = Ip == I ? dwi : at::empty({GH, I}, opts);
+    Tensor bh = Pp == P ? dwh : at::empty({GH, P}, opts);
     return measure_own(
         key,
         [&] {
@@ -230,8 +240,8 @@ bool dw_own(int64_t GH, int64_t I, int64_t P, const at::TensorOptions& opts, int
                       nullptr, /*acc=*/false, dwh.data_ptr<T>(), Pp, Ip);
         },
         [&] {
-          (void)at::mm(dr.t(), xr);
-          (void)at::mm(dr.t(), hr);
+          at::mm_out(bi, dr.t(), xr);
+          at::mm_out(bh, dr.t(), hr);
         });
   });
 }
