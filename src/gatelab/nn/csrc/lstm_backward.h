@@ -508,7 +508,7 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
       pack_rows<T>(w_ih.data_ptr<T>(), I, GH, 0, GH, I, wp.data_ptr<T>());
       Tensor dx = at::empty({TB, Ip}, opts);
       big_gemm<T>(TB, GH, I, dxw_p, GH, 1, wp.data_ptr<T>(), dx.data_ptr<T>(), Ip, nullptr);
-      g[0] = dx.view({T_, B, Ip}).narrow(2, 0, I);
+      g[0] = Ip == I ? dx.view({T_, B, I}) : dx.view({T_, B, Ip}).narrow(2, 0, I);
     } else if (own_mode && TB < kPackRows) {  // few rows: W_ih read unpacked, no MKL
       Tensor dx = at::empty({T_, B, I}, opts);
       gemv_nn<T>(TB, GH, 0, I, dxw_p, GH, w_ih.data_ptr<T>(), I, dx.data_ptr<T>(), I, false);
