@@ -418,7 +418,8 @@ def print_memory(rounds: int, quick: bool) -> None:
     for _ in range(rounds):
         for cfg in cfgs:
             for impl in impls:
-                res.setdefault((cfg, impl), []).append(speed.peak_memory(*cfg, T, impl))
+                got = speed.peak_memory(*cfg, T, impl) or {}
+                res.setdefault((cfg, impl), []).append(got.get("peak_bytes"))
     print("\n### Peak memory of a training step (fresh process each, MB, median)\n")
     print("| B, I, H | torch | standard (x torch) | layernorm (x torch) | min-max per impl |")
     print("|---|---|---|---|---|")

@@ -18,8 +18,13 @@ RSS) minus ``VmRSS`` just before the step. That counts every allocation the step
 builds caches and loads kernels. Memory that the warm-up allocated and freed (the fused
 kernel's GEMM probes, MKL's buffers) stays in the process and is reused by the step
 without showing there, so a second figure, "from the start", is the peak over the warm-up
-and the step together minus ``VmRSS`` before the warm-up (after the module was built):
-what the first training step of a new process costs.
+and the step together minus ``VmRSS`` before the warm-up (after the module was built and
+its kernels loaded): what the first training step of a new process costs. Loading the
+fused extension (``fused.extension()``: ``torch.utils.cpp_extension``'s Python imports and
+the ``.so``, about 5.5 MB whatever the size) happens before that, as ``import torch`` does
+for torch's kernels, and is reported apart ("load"): counted in "from the start" it made
+a per-process import look like a per-size cost (issue 16, BENCHMARKS.md "The first step's
+memory").
 """
 
 from __future__ import annotations
@@ -240,6 +245,10 @@ def status(key):
 def reset_peak():
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
+loaded = status("VmRSS:")
+if impl != "torch":  # the kernels' library, as `import torch` loaded torch's
+    from gatelab.nn.backends.fused import extension
+    extension()
 reset_peak()
 start = status("VmRSS:")
 step(3)  # warm-up: kernels, caches, the GEMM probes
@@ -250,13 +259,16 @@ reset_peak()
 before = status("VmRSS:")
 m(x)[0].sum().backward()
 peak = status("VmHWM:")
-print(json.dumps({{"peak_bytes": peak - before, "first_bytes": max(peak, warm_peak) - start}}))
+print(json.dumps({{"peak_bytes": peak - before, "first_bytes": max(peak, warm_peak) - start,
+                  "load_bytes": start - loaded}}))
 """
 
 
-def peak_memory(B, I, H, T, impl) -> dict | None:
-    """{"peak_bytes": the step's own peak, "first_bytes": from the start} or None."""
-    code = _MEM_CHILD.format(src=str(ROOT / "src"), B=B, I=I, H=H, T=T, impl=impl)
+def peak_memory(B, I, H, T, impl, src: Path | None = None) -> dict | None:
+    """{"peak_bytes": the step's own peak, "first_bytes": from the start, "load_bytes": the
+    extension's loading (0 for torch)} or None; gatelab from ``src`` (default this
+    checkout's)."""
+    code = _MEM_CHILD.format(src=str(src or ROOT / "src"), B=B, I=I, H=H, T=T, impl=impl)
     env = dict(os.environ)
     try:
         out = subprocess.run(
@@ -351,6 +363,12 @@ def print_table(res: dict) -> None:
                     if k.startswith("fused:") and v:
                         parts.append(f"{k[6:]} {v / 2**20:7.1f} ({v / t:.2f})")
                 print(f"  B={mem['B']:3d} H={mem['H']:3d} {label}: " + ", ".join(parts))
+        loads = [v for mem in res["memory"] for v in mem.get("load", {}).values() if v]
+        if loads:
+            print(
+                f"  loading the fused extension before the warm-up (in neither figure): "
+                f"{min(loads) / 2**20:.1f}-{max(loads) / 2**20:.1f} MB"
+            )
     c = res.get("cell")
     if c is None:  # --variants / --sizes: the layer comparison only
         return
@@ -417,6 +435,13 @@ def markdown(res: dict) -> str:
         for mem in res["memory"]:
             cells = mb(mem) + mb(mem.get("first", {}))
             out.append(f"| {mem['B']}, {mem['H']} | " + " | ".join(cells) + " |")
+        loads = [v for mem in res["memory"] for v in mem.get("load", {}).values() if v]
+        if loads:
+            out += [
+                "",
+                f"Loading the fused extension before the warm-up (in neither figure): "
+                f"{min(loads) / 2**20:.1f}-{max(loads) / 2**20:.1f} MB.",
+            ]
     c = res.get("cell")
     if c is None:
         return "\n".join(out) + "\n"
@@ -491,11 +516,12 @@ def main(argv=None) -> int:
         if args.variants:
             mem_presets = [p for p in presets if p in ("standard", "peephole", "layernorm")]
         for B, I, H in configs:
-            mem = {"B": B, "I": I, "H": H, "first": {}}
+            mem = {"B": B, "I": I, "H": H, "first": {}, "load": {}}
             for impl in ["torch", *(f"fused:{p}" for p in mem_presets)]:
                 got = peak_memory(B, I, H, T, impl) or {}
                 mem[impl] = got.get("peak_bytes")
                 mem["first"][impl] = got.get("first_bytes")
+                mem["load"][impl] = got.get("load_bytes")
             res["memory"].append(mem)
     res["load_after"] = os.getloadavg()
     print_table(res)
