@@ -21,7 +21,7 @@ without showing there, so a second figure, "from the start", is the peak over th
 and the step together minus ``VmRSS`` before the warm-up (after the module was built and
 its kernels loaded): what the first training step of a new process costs. Loading the
 fused extension (``fused.extension()``: ``torch.utils.cpp_extension``'s Python imports and
-the ``.so``, about 5.5 MB whatever the size) happens before that, as ``import torch`` does
+the ``.so``, about 6 MB whatever the size) happens before that, as ``import torch`` does
 for torch's kernels, and is reported apart ("load"): counted in "from the start" it made
 a per-process import look like a per-size cost (issue 16, BENCHMARKS.md "The first step's
 memory").

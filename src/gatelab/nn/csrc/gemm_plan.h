@@ -40,10 +40,11 @@ constexpr double kBlasMargin = 0.9;
 // block (the values do not change the time), the own GEMM's K chunk, so that the probe
 // costs a few ms at most and allocates only block-sized scratch (peak memory). Both
 // candidates write into outputs allocated once, before the timed calls (at::mm_out, not
-// at::mm): six fresh 512 KB outputs per probe grew glibc's heap by ~2.5 MB (its dynamic
-// mmap threshold moves such blocks onto the heap once one is freed, and aligned requests
-// did not reuse the freed block), memory the process kept (issue 16, BENCHMARKS.md "The
-// first step's memory").
+// at::mm): a fresh output per timed call (six per probe, 512 KB each for the input
+// projection at H = 128) grew glibc's heap by ~2.5 MB that the process kept (its dynamic
+// mmap threshold moves such blocks onto the heap once one is freed, and the aligned
+// requests did not reuse the freed block; issue 16, BENCHMARKS.md "The first step's
+// memory").
 constexpr int64_t kProbeRows = 256;
 
 inline double median_of(const double* v, int n) {
@@ -180,7 +181,7 @@ bool proj_own(const Tensor& w_ih, int64_t T_, int64_t B) {
     const Tensor xr = at::full({R, I}, 0.5, w_ih.options());
     const WeightGemm<T> g(w_ih, R, /*nt=*/true, /*reuse=*/1000, 1, 4);
     const Tensor c = at::empty({R, g.ldc()}, w_ih.options());
-    Tensor cb = c.narrow(1, 0, GH);  // the BLAS writes into the same block (probe_out)
+    Tensor cb = c.narrow(1, 0, GH);  // the BLAS writes into the same block
     if (!cb.is_contiguous()) cb = at::empty({R, GH}, w_ih.options());
     return measure_own(
         key,
