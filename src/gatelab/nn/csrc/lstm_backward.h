@@ -254,6 +254,10 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   Tensor dHW = s.ln ? at::empty({B, GH}, opts) : dG;
   Tensor acc_c = s.ln ? at::zeros({2, B, H}, opts.dtype(at::kDouble)) : Tensor();
   Tensor acc_hh = s.ln ? at::zeros({2, B, GH}, opts.dtype(at::kDouble)) : Tensor();
+  // no layer norm: the bias gradient summed per row in the loop (bwd_rows), in double (a
+  // float32 sum over T*B rows lost 70x in precision at T = 2000: 6e-6 relative against 9e-8)
+  const bool has_bias = p[kBih].has_value() || p[kBhh].has_value();
+  Tensor acc_b = has_bias && !s.ln ? at::zeros({B, GH}, opts.dtype(at::kDouble)) : Tensor();
   Tensor dH_all = proj ? at::empty({T_, B, P}, opts) : Tensor();
   Tensor tmp = at::empty({B, H}, opts), tmp2 = at::empty({B, H}, opts);
   Tensor w_hr = proj ? p[kWhr]->contiguous() : Tensor();
@@ -279,6 +283,7 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
     a.acc_hb = a.acc_hw + B * GH;
     a.dHW = dHW.data_ptr<T>();
   }
+  if (acc_b.defined()) a.acc_bias = acc_b.data_ptr<double>();
   a.dc = dc.data_ptr<T>();
   a.tmp = tmp.data_ptr<T>();
   a.tmp2 = tmp2.data_ptr<T>();
@@ -451,14 +456,11 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   const bool own = own_mode && (dw_own<T>(GH, I, P, opts, T_, B) || TB < kPackRows);
   // no layer norm: dW_ih and dW_hh come from one GEMM (below)
   const bool one_dw = own && !s.ln;
-  const bool has_bias = p[kBih].has_value() || p[kBhh].has_value();
   // reductions of dG (biases, peepholes, recurrent layer norm) before dG may be released;
-  // the bias is summed in double (col_dot): a float32 sum over T*B rows (inside the GEMM
-  // below) lost 70x in precision at T = 2000 (6e-6 relative against 9e-8)
+  // the biases' were summed in the loop (per row, in double)
   if (has_bias || s.ln) {
-    // layer norm: summed in the loop (per row, in double)
-    Tensor dsum = s.ln ? acc_hh[1].sum(0).to(x.scalar_type()) : vec(GH);
-    if (!s.ln) col_dot<T>(dG.data_ptr<T>(), GH, nullptr, 0, TB, GH, dsum.data_ptr<T>(), false);
+    Tensor dsum = (s.ln ? acc_hh[1] : acc_b).sum(0).to(x.scalar_type());
+    acc_b = Tensor();
     if (p[kBih].has_value()) g[3 + kBih] = dsum;
     if (p[kBhh].has_value()) g[3 + kBhh] = p[kBih].has_value() ? dsum.clone() : dsum;
     if (s.ln) {  // both layer norms' biases: their outputs are summed into the pre-activation
