@@ -11,8 +11,9 @@ float32, T = 100):
   mode, training step. Its first call (tracing, Inductor's code generation and C++ build,
   forward and backward graphs) is timed apart and reported as the compile time; Inductor's
   on-disk cache starts empty in each run (set ``TORCHINDUCTOR_CACHE_DIR`` to reuse one).
-  Each (variant, B) is a new module; the second batch size of a variant may be compiled
-  with a dynamic batch dimension (Dynamo's automatic dynamic shapes).
+  Each (variant, B) is a new module compiled after ``torch._dynamo.reset()``, as in a new
+  process (static shapes; without the reset the layers' shared ``forward`` reaches Dynamo's
+  recompile limit after eight and the rest would run eagerly).
 - ``keras``: Keras 3's ``keras.layers.LSTM`` on the torch backend (``KERAS_BACKEND=torch``,
   batch-first ``(B, T, 64)``, ``return_sequences=True``), the standard cell only (Keras has
   no other variant), training step through torch autograd, weights copied from the fused
@@ -125,6 +126,10 @@ def bench(
 
     train = {"fused": train_fn(fused, x)}
     if compile_:
+        # every (variant, B) compiles from scratch: the layers share one forward, so without
+        # the reset the ninth compile of a run hit Dynamo's recompile limit (8) and the rest
+        # ran eagerly, their "compile" ratios the eager loop's (2026-12-02 run)
+        torch._dynamo.reset()
         compiled = torch.compile(ref)
         start = time.perf_counter()
         got = compiled(x)[0]
