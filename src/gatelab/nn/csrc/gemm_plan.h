@@ -47,6 +47,13 @@ constexpr double kBlasMargin = 0.9;
 // memory").
 constexpr int64_t kProbeRows = 256;
 
+// The BLAS candidate's output: the own candidate's (rows, ld) output narrowed to n columns
+// where that is contiguous (ld == n), else one of its own, allocated once per probe.
+inline Tensor blas_out(const Tensor& own_out, int64_t n) {
+  Tensor v = own_out.narrow(1, 0, n);
+  return v.is_contiguous() ? v : at::empty({own_out.size(0), n}, own_out.options());
+}
+
 inline double median_of(const double* v, int n) {
   std::vector<double> w(v, v + n);
   std::sort(w.begin(), w.end());
@@ -181,8 +188,7 @@ bool proj_own(const Tensor& w_ih, int64_t T_, int64_t B) {
     const Tensor xr = at::full({R, I}, 0.5, w_ih.options());
     const WeightGemm<T> g(w_ih, R, /*nt=*/true, /*reuse=*/1000, 1, 4);
     const Tensor c = at::empty({R, g.ldc()}, w_ih.options());
-    Tensor cb = c.narrow(1, 0, GH);  // the BLAS writes into the same block
-    if (!cb.is_contiguous()) cb = at::empty({R, GH}, w_ih.options());
+    Tensor cb = blas_out(c, GH);
     return measure_own(
         key,
         [&] {
@@ -204,7 +210,7 @@ bool dx_own(const Tensor& w_ih, int64_t T_, int64_t B) {
     const Tensor wp = at::empty({Ip * GH}, w_ih.options());
     pack_rows<T>(w_ih.data_ptr<T>(), I, GH, 0, GH, I, wp.data_ptr<T>());
     const Tensor c = at::empty({R, Ip}, w_ih.options());
-    Tensor cb = Ip == I ? c : at::empty({R, I}, w_ih.options());
+    Tensor cb = blas_out(c, I);
     return measure_own(
         key,
         [&] {
@@ -229,8 +235,7 @@ bool dw_own(int64_t GH, int64_t I, int64_t P, const at::TensorOptions& opts, int
     const Tensor hr = at::full({R, P}, 0.5, opts);
     const Tensor xh = at::empty({(Ip + Pp) * R}, opts);
     const Tensor dwi = at::empty({GH, Ip}, opts), dwh = at::empty({GH, Pp}, opts);
-    Tensor bi = Ip == I ? dwi : at::empty({GH, I}, opts);
-    Tensor bh = Pp == P ? dwh : at::empty({GH, P}, opts);
+    Tensor bi = blas_out(dwi, I), bh = blas_out(dwh, P);
     return measure_own(
         key,
         [&] {
