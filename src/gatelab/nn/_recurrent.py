@@ -318,10 +318,8 @@ class _Recurrent(nn.Module):
         mask = step_mask(lengths, T)
         mask = torch.ones(T, B, dtype=torch.bool, device=x.device) if mask is None else mask[..., 0]
         fields = {}
-        for name in self.trace_cls.names():
-            if name not in traces[0]:  # a field this cell lacks (sLSTM's n, m): stays None
-                continue
-            parts = [tr[name] for tr in traces]
+        for name in traces[0]:  # the backend's names are the trace's fields; absent ones
+            parts = [tr[name] for tr in traces]  # (sLSTM's n, m for an LSTM) stay None
             # (L*D, T, B, H); one layer-direction: a view, no copy of the whole trace
             v = parts[0].unsqueeze(0) if len(parts) == 1 else torch.stack(parts)
             if self.batch_first:

@@ -416,12 +416,16 @@ def lstm_layer(spec, x, h0, c0, p, lengths, need_trace):
     elif not keep:  # inference: no autograd node, the kernels keep one step of buffers
         res = extension().lstm_forward(x, h0, c0, params, lengths, flags, 0)
         return res[0], res[1], res[2], None
+    elif keep == 1:  # a traced run without gradient: no autograd node either
+        out, h_n, c_n, acts, cells = extension().lstm_forward(x, h0, c0, params, lengths, flags, 1)[
+            :5
+        ]
     else:
         out, h_n, c_n, acts, cells = _FusedLSTM.apply(flags, lengths, keep, x, h0, c0, *params)
     if not need_trace:
         return out, h_n, c_n, None
     H = c0.shape[-1]
-    blocks = dict(zip(spec.gates, acts.split(H, dim=-1)))  # views of (T, B, G*H)
+    blocks = dict(zip(spec.gates, acts.unflatten(-1, (-1, H)).unbind(-2)))  # views
     mask = step_mask(lengths, x.shape[0])
 
     def constant_one() -> Tensor:
