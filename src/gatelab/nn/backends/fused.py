@@ -417,9 +417,8 @@ def lstm_layer(spec, x, h0, c0, p, lengths, need_trace):
         res = extension().lstm_forward(x, h0, c0, params, lengths, flags, 0)
         return res[0], res[1], res[2], None
     elif keep == 1:  # a traced run without gradient: no autograd node either
-        out, h_n, c_n, acts, cells = extension().lstm_forward(x, h0, c0, params, lengths, flags, 1)[
-            :5
-        ]
+        res = extension().lstm_forward(x, h0, c0, params, lengths, flags, 1)
+        out, h_n, c_n, acts, cells = res[:5]
     else:
         out, h_n, c_n, acts, cells = _FusedLSTM.apply(flags, lengths, keep, x, h0, c0, *params)
     if not need_trace:
