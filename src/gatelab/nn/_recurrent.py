@@ -318,8 +318,9 @@ class _Recurrent(nn.Module):
         mask = step_mask(lengths, T)
         mask = torch.ones(T, B, dtype=torch.bool, device=x.device) if mask is None else mask[..., 0]
         fields = {}
-        for name in traces[0]:  # the backend's names are the trace's fields; absent ones
-            parts = [tr[name] for tr in traces]  # (sLSTM's n, m for an LSTM) stay None
+        # the backend's dict names the trace's fields; those it lacks (an LSTM's n, m) stay None
+        for name in traces[0]:
+            parts = [tr[name] for tr in traces]
             # (L*D, T, B, H); one layer-direction: a view, no copy of the whole trace
             v = parts[0].unsqueeze(0) if len(parts) == 1 else torch.stack(parts)
             if self.batch_first:

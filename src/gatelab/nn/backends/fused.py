@@ -413,11 +413,10 @@ def lstm_layer(spec, x, h0, c0, p, lengths, need_trace):
     if torch.compiler.is_compiling():  # torch.compile / torch.export: the custom op
         given = [t if t is not None else x.new_empty(0) for t in params]
         out, h_n, c_n, acts, cells = _op_forward(x, h0, c0, given, lengths, flags, keep)[:5]
-    elif not keep:  # inference: no autograd node, the kernels keep one step of buffers
-        res = extension().lstm_forward(x, h0, c0, params, lengths, flags, 0)
-        return res[0], res[1], res[2], None
-    elif keep == 1:  # a traced run without gradient: no autograd node either
-        res = extension().lstm_forward(x, h0, c0, params, lengths, flags, 1)
+    elif keep < 2:  # no gradient: no autograd node (keep=0: one step of buffers, no trace)
+        res = extension().lstm_forward(x, h0, c0, params, lengths, flags, keep)
+        if not keep:
+            return res[0], res[1], res[2], None
         out, h_n, c_n, acts, cells = res[:5]
     else:
         out, h_n, c_n, acts, cells = _FusedLSTM.apply(flags, lengths, keep, x, h0, c0, *params)
