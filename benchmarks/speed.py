@@ -298,6 +298,12 @@ def machine() -> dict:
         "threads": torch.get_num_threads(),
         "load_avg": os.getloadavg(),
         "python": platform.python_version(),
+        # torch's kernels meet at a barrier every step, the fused one splits a step only
+        # when that pays: how long the machine takes to start and join an empty parallel
+        # region (OpenMP's wait policy and the hypervisor's wake-up decide it, 1 to 100+ us)
+        # moves the ratios more than any kernel change (BENCHMARKS.md, session 12)
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
+        "parallel_region_us": fused.extension().bench_parallel(2000, torch.get_num_threads()),
     }
 
 
@@ -312,6 +318,11 @@ def print_table(res: dict) -> None:
         f"{m['threads']} threads; load {m['load_avg'][0]:.2f} (start) "
         f"{res['load_after'][0]:.2f} (end)"
     )
+    if "parallel_region_us" in m:
+        print(
+            f"OMP_WAIT_POLICY {m['omp_wait_policy']}; an empty parallel region "
+            f"{m['parallel_region_us']:.1f} us"
+        )
     print("ratios are torch.nn.LSTM time / gatelab time (> 1: gatelab faster)\n")
     presets = list(res["rows"][0]["fused"])
     head = f"{'B,I,H':>12} {'pass':>6} {'native':>7} " + " ".join(f"{p[:8]:>8}" for p in presets)
@@ -386,7 +397,9 @@ def markdown(res: dict) -> str:
     out = [
         f"{m['nproc']} cpus ({m['cpu']}), torch {m['torch']}, {m['threads']} threads, "
         f"T = {res['T']}, float32; load average {m['load_avg'][0]:.2f} at the start, "
-        f"{res['load_after'][0]:.2f} at the end.",
+        f"{res['load_after'][0]:.2f} at the end; OMP_WAIT_POLICY "
+        f"{m.get('omp_wait_policy', '?')}, an empty parallel region "
+        f"{m.get('parallel_region_us', float('nan')):.1f} us.",
         "",
         "Ratios: torch.nn.LSTM time / gatelab time (> 1: gatelab faster); fwd = forward "
         "under no_grad, train = forward + backward.",
