@@ -216,6 +216,22 @@ def test_a_tiny_time_budget_stops_the_inner_cv_after_one_fold_and_shortens_membe
     np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
 
 
+def test_save_of_a_fit_without_a_run_folder_writes_the_selection(tmp_path):
+    """save() writes selection.json as a fit into a run folder does: the loaded estimator
+    has the fitted one's choice, scores and budget, not architecture "auto"."""
+    X, y = shape_series(40, T=20)
+    kw = {**SMALL_AUTO, "epochs": 2, "selection_folds": 2}
+    clf = SeriesClassifier(**kw).fit(X, y)
+    assert clf.selection_["chosen"] in ("lstm-rocket", "lstm-fcn", "lstm")
+    clf.save(tmp_path / "saved")
+    record = json.loads((tmp_path / "saved" / "selection.json").read_text())
+    assert record == clf.selection_ and record["budget"] == clf.budget_
+    again = SeriesClassifier.load(tmp_path / "saved")
+    assert again.selection_ == clf.selection_ and again.budget_ == clf.budget_
+    assert again.architecture_ == clf.selection_["chosen"] != "auto"
+    np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
+
+
 def test_a_fixed_architecture_bounds_its_first_member_by_a_probe(tmp_path):
     """No inner CV measured a rate: a one-epoch probe of the first member (restored after)
     does, and a tiny budget cuts every member to the minimum, ceil(4 / 4); selection.json

@@ -406,9 +406,18 @@ class SeriesClassifier(ClassifierBase):
                 }
                 for m in members(self.model_)
             ]
-        if run_dir is not None:  # a fixed architecture's: the budget's record alone
-            record = self.selection_ or {"chosen": self.architecture_, "budget": self.budget_}
-            atomic_write_json(Path(run_dir) / SELECTION_FILE, record)
+        if run_dir is not None:
+            self._write_results(Path(run_dir))
+
+    def _write_results(self, run: Path) -> None:
+        """The weights and metrics, and ``selection.json`` (a fixed architecture's: the
+        budget's record alone), for ``fit`` into a run folder and for ``save``. The fit
+        loop writes before ``_after_fit`` has the budget's record; ``_after_fit`` writes
+        again."""
+        super()._write_results(run)
+        budget = getattr(self, "budget_", None)
+        record = self.selection_ or {"chosen": self.architecture_, "budget": budget}
+        atomic_write_json(run / SELECTION_FILE, record)
 
     def _select(self, data: TensorData, sizes: dict) -> dict[str, Any]:
         """Inner stratified cross-validation on the training data: every architecture
