@@ -49,6 +49,9 @@ def ort_fn(path: Path, x: torch.Tensor, threads: int):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # with threads > 1, spinning workers would take the cores from the call timed next
+    # (peers.py, BENCHMARKS.md session 12)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     feed = {"input": x.numpy()}
     return lambda: session.run(None, feed)

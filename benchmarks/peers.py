@@ -19,8 +19,9 @@ float32, T = 100):
   no other variant), training step through torch autograd, weights copied from the fused
   layer so that the outputs can be compared.
 - ``torch``: ``torch.nn.LSTM`` (standard only; the yardstick of BENCHMARKS.md).
-- ``ort``: onnxruntime (CPU provider, same thread count) on the layer exported with
-  ``gatelab.to_onnx``, inference, against the fused forward under ``no_grad``.
+- ``ort``: onnxruntime (CPU provider, same thread count, threads that sleep instead of
+  spinning between runs) on the layer exported with ``gatelab.to_onnx``, inference,
+  against the fused forward under ``no_grad``.
 
 A training step is ``out.sum().backward()`` with grads cleared. Times are medians of
 interleaved rounds (one call of each per round, speed.py's ``interleaved_ms``), so that a
@@ -103,6 +104,11 @@ def ort_session(module, x, threads: int, tmp: Path):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    # onnxruntime's threads spin after each run by default and took the cores from the
+    # call timed next: the fused forward at B = 16 read 9.0-9.2 ms with a spinning session
+    # alive, 4.5-4.7 ms without (BENCHMARKS.md, session 12). Interleaved timing needs them
+    # asleep (which costs onnxruntime its wake-ups, as OMP_WAIT_POLICY=PASSIVE costs torch)
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     feed = {"input": x.detach().numpy()}
     return lambda: sess.run(None, feed)[0]
