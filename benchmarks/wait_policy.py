@@ -1,6 +1,6 @@
 """What OpenMP's wait policy does to the ratios against torch.nn.LSTM on this machine.
 
-    PYTHONPATH=src python benchmarks/wait_policy.py            # about 3 minutes on 2 cores
+    PYTHONPATH=src python benchmarks/wait_policy.py            # about a minute on 2 cores
     PYTHONPATH=src python benchmarks/wait_policy.py --quick    # a smoke run
 
 torch.nn.LSTM's CPU kernel runs every step's ops in parallel regions whose threads meet
