@@ -406,15 +406,18 @@ class SeriesClassifier(ClassifierBase):
                 }
                 for m in members(self.model_)
             ]
-        if run_dir is not None:
-            self._write_results(Path(run_dir))
+        if run_dir is not None:  # the fit loop wrote the weights before the budget's record
+            self._write_selection(Path(run_dir))
 
     def _write_results(self, run: Path) -> None:
-        """The weights and metrics, and ``selection.json`` (a fixed architecture's: the
-        budget's record alone), for ``fit`` into a run folder and for ``save``. The fit
-        loop writes before ``_after_fit`` has the budget's record; ``_after_fit`` writes
-        again."""
+        """The weights and metrics, and ``selection.json``, for ``fit`` into a run folder
+        and for ``save``."""
         super()._write_results(run)
+        self._write_selection(run)
+
+    def _write_selection(self, run: Path) -> None:
+        """``selection.json``: the inner CV's record, or a fixed architecture's budget
+        record alone (``budget_`` is set by ``_after_fit``, after the fit loop's write)."""
         budget = getattr(self, "budget_", None)
         record = self.selection_ or {"chosen": self.architecture_, "budget": budget}
         atomic_write_json(run / SELECTION_FILE, record)
