@@ -107,6 +107,31 @@ class _Recurrent(nn.Module):
             name[: -len(suffix)]: p for name, p in self.named_parameters() if name.endswith(suffix)
         }
 
+    def _checked_parameters(self, layer: int, direction: int) -> dict[str, Tensor]:
+        """:meth:`layer_parameters` for the configured names, read straight from the
+        module's own table (``named_parameters`` costs ~10 us a call, which a one-step
+        forward feels); valid after :meth:`_check_parameters`, which found them all."""
+        table = self._parameters
+        return {name: table[full] for name, full in self._layout()[1][layer, direction]}
+
+    def _layout(self) -> tuple[dict[str, tuple[int, ...]], dict[tuple[int, int], list]]:
+        """From the configuration, computed once (it does not change after construction):
+        every parameter's full name -> its shape, and ``(layer, direction)`` -> its
+        parameters' ``(canonical, full)`` names."""
+        layout = self.__dict__.get("_layout_cache")
+        if layout is None:
+            shapes, names = {}, {}
+            for layer in range(self.num_layers):
+                layer_in = self.input_size if layer == 0 else self.output_size * self.num_directions
+                for direction in range(self.num_directions):
+                    names[layer, direction] = []
+                    for name, shape in self._param_shapes(layer_in).items():
+                        full = self._pname(name, layer, direction)
+                        shapes[full] = shape
+                        names[layer, direction].append((name, full))
+            layout = self.__dict__["_layout_cache"] = (shapes, names)
+        return layout
+
     def _flat_weights(self) -> list[Tensor]:
         """Weights in torch.nn's flat order, for the framework's fused kernels."""
         names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
@@ -198,16 +223,7 @@ class _Recurrent(nn.Module):
     def _check_parameters(self, x: Tensor) -> None:
         """Every parameter still has the shape the configuration gives it (a parameter can
         be replaced after construction) and ``x``'s dtype and device."""
-        want = self.__dict__.get("_want_shapes")
-        if want is None:  # the configuration does not change after construction
-            want = {}
-            for layer in range(self.num_layers):
-                layer_in = self.input_size if layer == 0 else self.output_size * self.num_directions
-                for direction in range(self.num_directions):
-                    for name, shape in self._param_shapes(layer_in).items():
-                        want[self._pname(name, layer, direction)] = shape
-            self.__dict__["_want_shapes"] = want
-        _checks.parameters(type(self).__name__, self._parameters, want, x)
+        _checks.parameters(type(self).__name__, self._parameters, self._layout()[0], x)
 
     def _split_hx(self, hx) -> tuple:
         if isinstance(hx, (tuple, list)):
@@ -233,7 +249,7 @@ class _Recurrent(nn.Module):
         self._check_parameters(x)
         state = self._initial_state(hx, x, unbatched)
         backend = self._choose_backend(return_trace, x.device)
-        self._last_backend = backend
+        self.__dict__["_last_backend"] = backend  # not nn.Module.__setattr__: ~4 us a call
         if backend == "native" and not return_trace:
             return self._forward_native(input, state, unbatched)
 
@@ -247,7 +263,7 @@ class _Recurrent(nn.Module):
                     backend,
                     xin,
                     tuple(s[k] for s in state),
-                    self.layer_parameters(layer, direction),
+                    self._checked_parameters(layer, direction),
                     lengths,
                     return_trace,
                 )
@@ -263,7 +279,10 @@ class _Recurrent(nn.Module):
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
 
         output = self._restore_output(input, layer_input, lengths, unbatched)
-        state_n = tuple(torch.stack([f[j] for f in finals]) for j in range(len(state)))
+        if len(finals) == 1:  # one layer-direction: a view, no copy
+            state_n = tuple(s.unsqueeze(0) for s in finals[0])
+        else:
+            state_n = tuple(torch.stack([f[j] for f in finals]) for j in range(len(state)))
         if unbatched:
             state_n = tuple(s.squeeze(1) for s in state_n)
         result = (output, self._pack_state(state_n))

@@ -190,6 +190,11 @@ class LSTM(_Recurrent):
     def _run_direction(self, backend, x, state0, p, lengths, need_trace):
         if backend == "fused":
             module, _ = _params.fused_module()
+            if not self.spec.normalizer:  # forward has checked every argument
+                out, h_n, c_n, tr = module._run_checked(
+                    self.spec, x, state0[0], state0[1], p, lengths, need_trace
+                )
+                return out, (h_n, c_n), tr
         else:
             module = native if backend == "native" else reference
         if self.spec.normalizer:  # sLSTM: state (h, c, n, m); never native (not standard)

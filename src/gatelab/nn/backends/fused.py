@@ -44,8 +44,9 @@ non-differentiable (the reference backend's traces do carry gradients). ``hidden
 layer output itself and does. The backward is marked ``once_differentiable``: a second
 derivative through it (``create_graph=True``) raises rather than coming back as zero.
 
-Validation: :func:`lstm_layer` checks its arguments with :mod:`gatelab.nn.backends._checks`,
-the one set of rules every backend runs (shapes of every parameter against the gate count,
+Validation: :func:`lstm_layer` checks its arguments with :mod:`gatelab.nn.backends._checks`
+(``gatelab.LSTM``, which has checked them itself, calls :func:`_run_checked`), the one set of
+rules every backend runs (shapes of every parameter against the gate count,
 ``I``, ``H``, ``P``; dtypes, devices, ``h0``/``c0``, ``lengths``; ``T = 0`` refused, ``B = 0``
 answered without the kernels). The C++ functions repeat every check their raw-pointer
 loops rely on with ``TORCH_CHECK``: they are the last line of defence, since
@@ -206,7 +207,12 @@ def can_run(module, device: torch.device | str | None = None) -> tuple[bool, str
     device = torch.device(device) if device is not None else None
     if device is not None and device.type != "cpu":
         return False, f"the fused kernels run on CPU; got device {device}"
-    for name, p in module.named_parameters():
+    # a module without submodules (LSTM, LSTMCell): its own table, as named_parameters
+    # would give it without the generator's ~10 us a call
+    named = module._parameters.items() if not module._modules else module.named_parameters()
+    for name, p in named:
+        if p is None:
+            continue
         if p.device.type != "cpu":
             return False, f"the fused kernels run on CPU; parameter {name} is on {p.device}"
         if p.dtype not in _DTYPES:
@@ -261,8 +267,8 @@ class _FusedLSTM(torch.autograd.Function):
         x, h0, c0, out, acts, cells, *params = ctx.saved_tensors
         if d_out is None and d_hn is None and d_cn is None:
             return (None,) * (6 + len(params))
-        saved = [out, None, None, acts, cells, *ctx.extras]
-        saved = [t if t is not None else torch.empty(0) for t in saved]
+        none = x.new_empty(0)  # the kernel reads an empty tensor as absent
+        saved = [out, none, none, acts, cells, *(none if t is None else t for t in ctx.extras)]
         need_dx = ctx.needs_input_grad[3]
         g = extension().lstm_backward(
             d_out, d_hn, d_cn, x, h0, c0, params, ctx.lengths, ctx.flags, saved, need_dx
@@ -399,7 +405,16 @@ def lstm_layer(spec, x, h0, c0, p, lengths, need_trace):
     lengths = _checks.lstm_args(
         "fused.lstm_layer", spec, x, h0, c0, p, lengths, dtypes=_DTYPES, device="cpu"
     )
-    if x.shape[1] == 0:
+    return _run_checked(spec, x, h0, c0, p, lengths, need_trace)
+
+
+def _run_checked(spec, x, h0, c0, p, lengths, need_trace):
+    """:func:`lstm_layer` for arguments its caller has already checked to the same rules
+    (``gatelab.LSTM.forward`` checks the input, every parameter against its configured
+    shape, dtype and device, and the state; its lengths come from a ``PackedSequence``),
+    The checks cost ~30 us a call, which a short sequence feels; the
+    kernels' own ``TORCH_CHECK`` s still stand behind them."""
+    if x.shape[1] == 0:  # no sequences: nothing for the kernels to compute
         return reference.lstm_layer(spec, x, h0, c0, p, None, need_trace)
     params = [p.get(name) for name in _PARAMS]
     grad = torch.is_grad_enabled() and any(
