@@ -482,6 +482,23 @@ def test_backward_twice_with_retain_graph():
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("frozen", [("weight_ih_l0",), ("bias_ih_l0", "weight_cf_l0")])
+def test_frozen_parameters_get_no_gradient(frozen):
+    """Parameters that do not require grad get none; the others get the reference's."""
+    ref, fus = _pair("peephole")
+    for m in (ref, fus):
+        for name in frozen:
+            getattr(m, name).requires_grad_(False)
+    x, hx = _inputs(ref, hx=True)
+    (out_r, grads_r), (out_f, grads_f) = _run(ref, x, hx), _run(fus, x, hx)
+    _assert_close(out_f, out_r, torch.float64, "outputs")
+    for (name, p), g_r, g_f in zip(fus.named_parameters(), grads_r[3:], grads_f[3:]):
+        if name in frozen:
+            assert g_f is None and p.grad is None, name
+        else:
+            torch.testing.assert_close(g_f, g_r, msg=name)
+
+
 # ------------------------------------------------------------------ gradcheck
 
 

@@ -350,6 +350,14 @@ case("backward dc_n shape", lambda: EXT.lstm_backward(
     saved, True) and 0)
 case("backward saved missing", lambda: EXT.lstm_backward(
     dout, None, None, x, h0, c0, params, None, flags, saved[:4], True) and 0)
+given = [t for t in params if t is not None]
+present = sum(1 << k for k, t in enumerate(params) if t is not None)
+case("autograd present names more", lambda: EXT.lstm_autograd(
+    x, h0, c0, given[:-1], present, None, flags) and 0)
+case("autograd present out of range", lambda: EXT.lstm_autograd(
+    x, h0, c0, given, 1 << 20, None, flags) and 0)
+case("autograd weight_hh shape", lambda: EXT.lstm_autograd(
+    x, h0, c0, [given[0], given[1][:, :2], *given[2:]], present, None, flags) and 0)
 case("activation on a half tensor", lambda: EXT.activation(
     torch.zeros(3, dtype=torch.float16), "tanh") and 0)
 case("bench_gemm of nothing", lambda: EXT.bench_gemm(0, 0, 0, 4, 1, False, False))
@@ -390,7 +398,7 @@ def test_kernels_check_their_own_arguments():
     """The C++ entry points are reachable directly: they refuse what their loops would
     read or write out of bounds, with a RuntimeError (never a crash)."""
     results = child_results("kernel_args")
-    assert len(results) == len(WHAT) + 10
+    assert len(results) == len(WHAT) + 13
     for r in results.values():
         raised(r, "RuntimeError")
     assert "sequence" in results["forward B=0"]["msg"] or "B=0" in results["forward B=0"]["msg"]

@@ -245,44 +245,11 @@ def spec_flags(spec: CellSpec) -> int:
     return sum(1 << k for k, on in enumerate(bits) if on)
 
 
-class _FusedLSTM(torch.autograd.Function):
-    """``(x, h0, c0, *params) -> (out, h_n, c_n, acts, cells)``; ``acts (T, B, G*H)`` and
-    ``cells (T, B, H)`` are the non-differentiable trace."""
-
-    @staticmethod
-    def forward(ctx, flags, lengths, keep, x, h0, c0, *params):
-        ext = extension()
-        res = ext.lstm_forward(x, h0, c0, list(params), lengths, flags, keep)
-        out, h_n, c_n, acts, cells = res[:5]
-        ctx.mark_non_differentiable(acts, cells)
-        ctx.set_materialize_grads(False)
-        ctx.flags, ctx.lengths = flags, lengths
-        ctx.extras = res[5:]  # y, hr, layer-norm statistics: internal, never handed out
-        ctx.save_for_backward(x, h0, c0, out, acts, cells, *params)
-        return out, h_n, c_n, acts, cells
-
-    @staticmethod
-    @once_differentiable  # hand-written: a second derivative would be silently zero
-    def backward(ctx, d_out, d_hn, d_cn, _d_acts, _d_cells):
-        x, h0, c0, out, acts, cells, *params = ctx.saved_tensors
-        if d_out is None and d_hn is None and d_cn is None:
-            return (None,) * (6 + len(params))
-        none = x.new_empty(0)  # the kernel reads an empty tensor as absent
-        saved = [out, none, none, acts, cells, *(none if t is None else t for t in ctx.extras)]
-        need_dx = ctx.needs_input_grad[3]
-        g = extension().lstm_backward(
-            d_out, d_hn, d_cn, x, h0, c0, params, ctx.lengths, ctx.flags, saved, need_dx
-        )
-        dx, dh0, dc0, dparams = g[0], g[1], g[2], g[3:]
-        grads = [dx if need_dx else None, dh0, dc0]
-        grads += [d if need else None for d, need in zip(dparams, ctx.needs_input_grad[6:])]
-        return (None, None, None, *grads)
-
-
 # -- torch.library custom ops: the same kernels, visible to torch.compile and torch.export.
-# Eager runs keep `_FusedLSTM` (a custom op costs tens of microseconds a call, which a
-# single-step LSTMCell would feel); graphs being traced (dynamo, export) call these ops,
-# whose fake implementations give the output shapes without running anything.
+# Eager runs keep the C++ autograd node (`lstm_autograd`; a custom op costs tens of
+# microseconds a call, which a single-step LSTMCell would feel); graphs being traced
+# (dynamo, export) call these ops, whose fake implementations give the output shapes
+# without running anything.
 _N_EXTRAS = 6  # y, hr, mean_ih, rstd_ih, xhat_hh, rstd_hh
 # The ops' names carry the layout of what they return (version 2: the layer norm's
 # recomputing backward, 11 saved entries). torch.compile's on-disk caches key on the
@@ -434,7 +401,12 @@ def _run_checked(spec, x, h0, c0, p, lengths, need_trace):
             return res[0], res[1], res[2], None
         out, h_n, c_n, acts, cells = res[:5]
     else:
-        out, h_n, c_n, acts, cells = _FusedLSTM.apply(flags, lengths, keep, x, h0, c0, *params)
+        # the autograd node in C++ (fused_lstm.cpp, LstmNode): a Python Function cost ~150 us
+        # a training step around the kernels, which a B = 1 sequence felt (issue 16)
+        given = [t for t in params if t is not None]
+        present = sum(1 << k for k, t in enumerate(params) if t is not None)
+        ext = extension()
+        out, h_n, c_n, acts, cells = ext.lstm_autograd(x, h0, c0, given, present, lengths, flags)
     if not need_trace:
         return out, h_n, c_n, None
     H = c0.shape[-1]

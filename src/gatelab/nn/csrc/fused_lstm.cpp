@@ -31,6 +31,8 @@
 #include "lstm_backward.h"
 #include "lstm_forward.h"
 
+#include <torch/csrc/autograd/functions/basic_ops.h>  // DelayedError (once_differentiable)
+
 namespace {
 
 // ----------------------------------------------------------------------- argument checks
@@ -205,6 +207,113 @@ std::vector<Tensor> lstm_backward(const OptTensor& dout, const OptTensor& dhn,
                                need_dx);
 }
 
+// ----------------------------------------------------------------------- autograd node
+// One layer-direction as an autograd node (the forward keeps every step, keep = 2): what a
+// Python torch.autograd.Function did before, without its cost around the kernels (~50 us
+// a forward and ~100 us a backward on the Zen 3, Python and the engine's calls into it),
+// which a B = 1 sequence of about a millisecond felt (issue 16). `given` holds the present
+// parameters in kParamNames order, `present` their bits (bit k: parameter k given).
+// Outputs: out, h_n, c_n and the trace acts, cells (not differentiable).
+std::vector<OptTensor> unpack_params(const std::vector<Tensor>& given, int64_t present) {
+  std::vector<OptTensor> p(kNumParams);
+  size_t j = 0;
+  for (int k = 0; k < kNumParams; ++k)
+    if (present >> k & 1) p[k] = given[j++];
+  return p;
+}
+
+// As torch.autograd.function.once_differentiable: the backward is hand-written, so a
+// second derivative through it would silently be zero. When the backward runs with grad
+// mode on (create_graph=True), its results carry a node that raises if differentiated.
+torch::autograd::variable_list once_differentiable(const torch::autograd::variable_list& grads,
+                                                   torch::autograd::variable_list result) {
+  if (!at::GradMode::is_enabled()) return result;
+  bool any = false;
+  for (const Tensor& g : grads) any = any || (g.defined() && g.requires_grad());
+  if (!any) return result;
+  torch::autograd::variable_list in;
+  for (const Tensor& r : result) {
+    Tensor d = r.defined() ? r.detach() : Tensor();
+    if (d.defined()) d.set_requires_grad(true);
+    in.push_back(d);
+  }
+  torch::autograd::DelayedError err(
+      "trying to differentiate twice a function that was marked with @once_differentiable "
+      "(gatelab's fused LSTM backward is hand-written: no second derivative)",
+      int64_t(in.size()));
+  return err.apply(std::move(in));
+}
+
+struct LstmNode : public torch::autograd::Function<LstmNode> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
+                                                const Tensor& x, const Tensor& h0,
+                                                const Tensor& c0, at::TensorList given,
+                                                int64_t present, const OptTensor& lengths,
+                                                int64_t flags) {
+    const std::vector<Tensor> params = given.vec();
+    std::vector<Tensor> res =
+        lstm_forward(x, h0, c0, unpack_params(params, present), lengths, flags, 2);
+    ctx->mark_non_differentiable({res[3], res[4]});
+    ctx->set_materialize_grads(false);
+    // y, hr and the layer-norm statistics: internal, never handed out (empty: absent)
+    std::vector<Tensor> extras;
+    for (size_t k = 5; k < res.size(); ++k)
+      extras.push_back(res[k].defined() ? res[k] : at::empty({0}, x.options()));
+    ctx->saved_data["extras"] = extras;
+    ctx->saved_data["present"] = present;
+    ctx->saved_data["flags"] = flags;
+    ctx->saved_data["lengths"] = lengths;
+    torch::autograd::variable_list keep = {x, h0, c0, res[0], res[3], res[4]};
+    keep.insert(keep.end(), params.begin(), params.end());
+    ctx->save_for_backward(keep);
+    return {res[0], res[1], res[2], res[3], res[4]};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const torch::autograd::variable_list v = ctx->get_saved_variables();
+    const std::vector<Tensor> params(v.begin() + 6, v.end());
+    // one gradient per forward argument: x, h0, c0, each given parameter, then undefined
+    // for present, lengths and flags
+    torch::autograd::variable_list out(3 + params.size() + 3);
+    auto opt = [](const Tensor& t) { return t.defined() ? OptTensor(t) : OptTensor(); };
+    if (!grads[0].defined() && !grads[1].defined() && !grads[2].defined()) return out;
+    const Tensor none = at::empty({0}, v[0].options());
+    std::vector<Tensor> saved = {v[3], none, none, v[4], v[5]};
+    for (const Tensor& t : ctx->saved_data["extras"].toTensorVector()) saved.push_back(t);
+    const bool need_dx = ctx->needs_input_grad(0);
+    std::vector<Tensor> g = lstm_backward(
+        opt(grads[0]), opt(grads[1]), opt(grads[2]), v[0], v[1], v[2],
+        unpack_params(params, ctx->saved_data["present"].toInt()),
+        ctx->saved_data["lengths"].toOptional<Tensor>(), ctx->saved_data["flags"].toInt(),
+        saved, need_dx);
+    if (need_dx) out[0] = g[0];
+    out[1] = g[1];
+    out[2] = g[2];
+    const int64_t present = ctx->saved_data["present"].toInt();
+    size_t j = 0;
+    for (int k = 0; k < kNumParams; ++k) {
+      if (!(present >> k & 1)) continue;
+      if (ctx->needs_input_grad(3 + j)) out[3 + j] = g[3 + k];
+      ++j;
+    }
+    return once_differentiable(grads, std::move(out));
+  }
+};
+
+std::vector<Tensor> lstm_autograd(const Tensor& x, const Tensor& h0, const Tensor& c0,
+                                  const std::vector<Tensor>& given, int64_t present,
+                                  const OptTensor& lengths, int64_t flags) {
+  TORCH_CHECK(present >= 0 && present < (int64_t(1) << kNumParams), "lstm_autograd: present=",
+              present, "; expected bits of the ", int(kNumParams), " parameters");
+  TORCH_CHECK(__builtin_popcountll(uint64_t(present)) == int64_t(given.size()),
+              "lstm_autograd: present=", present, " names ",
+              __builtin_popcountll(uint64_t(present)), " parameters, got ", given.size());
+  for (size_t j = 0; j < given.size(); ++j)
+    TORCH_CHECK(given[j].defined(), "lstm_autograd: given parameter ", j, " is undefined");
+  return LstmNode::apply(x, h0, c0, at::TensorList(given), present, lengths, flags);
+}
+
 // adaptive: per-step split 1 decided once per shape (measured, cached), 0 always, 2 never.
 void set_gemm_mode(int64_t mode, int64_t fused_step, int64_t adaptive) {
   TORCH_CHECK(mode >= 0 && mode <= 5, "gemm mode must be 0..5, got ", mode);
@@ -331,6 +440,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "gatelab fused LSTM kernels (CPU)";
   m.def("lstm_forward", &lstm_forward, "one LSTM layer-direction, forward");
   m.def("lstm_backward", &lstm_backward, "one LSTM layer-direction, backward");
+  m.def("lstm_autograd", &lstm_autograd,
+        "one LSTM layer-direction as an autograd node: (x, h0, c0, given, present, lengths, "
+        "flags) -> [out, h_n, c_n, acts, cells]");
   m.def("set_gemm_mode", &set_gemm_mode,
         "GEMM: 0 measured per product (gemm_plans), 1 BLAS, 2 MKL packed, 3 at::mm, 4 own "
         "kernel, 5 gemv; fused_step 0/1",
