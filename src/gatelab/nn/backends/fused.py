@@ -378,9 +378,9 @@ def lstm_layer(spec, x, h0, c0, p, lengths, need_trace):
 def _run_checked(spec, x, h0, c0, p, lengths, need_trace):
     """:func:`lstm_layer` for arguments its caller has already checked to the same rules
     (``gatelab.LSTM.forward`` checks the input, every parameter against its configured
-    shape, dtype and device, and the state; its lengths come from a ``PackedSequence``),
-    The checks cost ~30 us a call, which a short sequence feels; the
-    kernels' own ``TORCH_CHECK`` s still stand behind them."""
+    shape, dtype and device, and the state; its lengths come from a ``PackedSequence``;
+    ``LSTMCell.forward`` checks the same for its step). The checks cost ~30 us a call, which
+    a short sequence feels; the kernels' own ``TORCH_CHECK`` s still stand behind them."""
     if x.shape[1] == 0:  # no sequences: nothing for the kernels to compute
         return reference.lstm_layer(spec, x, h0, c0, p, None, need_trace)
     params = [p.get(name) for name in _PARAMS]
