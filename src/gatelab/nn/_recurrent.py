@@ -60,13 +60,8 @@ class _Recurrent(nn.Module):
         self.dropout = float(dropout)
         self.bidirectional = bool(bidirectional)
         factory = {"device": device, "dtype": dtype}
-        out_size = proj_size if proj_size > 0 else hidden_size
-        for layer in range(num_layers):
-            layer_in = input_size if layer == 0 else out_size * self.num_directions
-            for direction in range(self.num_directions):
-                for name, shape in self._param_shapes(layer_in).items():
-                    param = nn.Parameter(torch.empty(shape, **factory))
-                    self.register_parameter(self._pname(name, layer, direction), param)
+        for full, shape in self._layout()[0].items():
+            self.register_parameter(full, nn.Parameter(torch.empty(shape, **factory)))
         self.reset_parameters()
 
     # ----------------------------------------------------------------- parameters
@@ -101,18 +96,15 @@ class _Recurrent(nn.Module):
         _params.init_parameters(self.named_parameters(), self.hidden_size, spec)
 
     def layer_parameters(self, layer: int, direction: int = 0) -> dict[str, Tensor]:
-        """One layer-direction's parameters by canonical name (``weight_ih``, ...)."""
-        suffix = f"_l{layer}{'_reverse' if direction else ''}"
-        return {
-            name[: -len(suffix)]: p for name, p in self.named_parameters() if name.endswith(suffix)
-        }
-
-    def _checked_parameters(self, layer: int, direction: int) -> dict[str, Tensor]:
-        """:meth:`layer_parameters` for the configured names, read straight from the
-        module's own table (``named_parameters`` costs ~10 us a call, which a one-step
-        forward feels); valid after :meth:`_check_parameters`, which found them all."""
+        """One layer-direction's parameters by canonical name (``weight_ih``, ...), read
+        from the module's own table by the configured names (``named_parameters`` costs
+        ~10 us a call, which a one-step forward feels)."""
         table = self._parameters
-        return {name: table[full] for name, full in self._layout()[1][layer, direction]}
+        return {
+            name: table[full]
+            for name, full in self._layout()[1][layer, direction]
+            if table.get(full) is not None
+        }
 
     def _layout(self) -> tuple[dict[str, tuple[int, ...]], dict[tuple[int, int], list]]:
         """From the configuration, computed once (it does not change after construction):
@@ -263,7 +255,7 @@ class _Recurrent(nn.Module):
                     backend,
                     xin,
                     tuple(s[k] for s in state),
-                    self._checked_parameters(layer, direction),
+                    self.layer_parameters(layer, direction),
                     lengths,
                     return_trace,
                 )
