@@ -282,15 +282,14 @@ struct LstmNode : public torch::autograd::Function<LstmNode> {
     std::vector<Tensor> saved = {v[3], none, none, v[4], v[5]};
     for (const Tensor& t : ctx->saved_data["extras"].toTensorVector()) saved.push_back(t);
     const bool need_dx = ctx->needs_input_grad(0);
+    const int64_t present = ctx->saved_data["present"].toInt();
     std::vector<Tensor> g = lstm_backward(
         opt(grads[0]), opt(grads[1]), opt(grads[2]), v[0], v[1], v[2],
-        unpack_params(params, ctx->saved_data["present"].toInt()),
-        ctx->saved_data["lengths"].toOptional<Tensor>(), ctx->saved_data["flags"].toInt(),
-        saved, need_dx);
+        unpack_params(params, present), ctx->saved_data["lengths"].toOptional<Tensor>(),
+        ctx->saved_data["flags"].toInt(), saved, need_dx);
     if (need_dx) out[0] = g[0];
     out[1] = g[1];
     out[2] = g[2];
-    const int64_t present = ctx->saved_data["present"].toInt();
     size_t j = 0;
     for (int k = 0; k < kNumParams; ++k) {
       if (!(present >> k & 1)) continue;
