@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import torch
+from speed import forward_fn, interleaved_ms, train_fn
 
 import gatelab
 from gatelab.nn.backends import fused
@@ -64,39 +63,24 @@ def fns(T: int, B: int = 1, I: int = 64, H: int = 128) -> tuple[dict, dict]:
             d_out = torch.ones_like(res[0])
             ext.lstm_backward(d_out, None, None, xg, h0, c0, params, None, flags, saved, True)
 
-    def fwd(module):
-        def run():
-            with torch.no_grad():
-                module(x)
-
-        return run
-
-    def train(module):
-        def run():
-            module.zero_grad(set_to_none=True)
-            xg.grad = None
-            module(xg)[0].sum().backward()
-
-        return run
-
-    forward = {"kernel": kernel_fwd, "gatelab": fwd(layer), "torch": fwd(peer)}
-    training = {"kernel": kernel_train, "gatelab": train(layer), "torch": train(peer)}
+    forward = {"kernel": kernel_fwd, "gatelab": forward_fn(layer, x), "torch": forward_fn(peer, x)}
+    training = {"kernel": kernel_train, "gatelab": train_fn(layer, xg), "torch": train_fn(peer, xg)}
     return forward, training
 
 
 def timed(fns: dict, rounds: int, calls: int) -> dict:
-    """Median over ``rounds`` of the mean us per call over ``calls`` calls, round-robin."""
-    for fn in fns.values():
-        for _ in range(3):
-            fn()
-    per = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            start = time.perf_counter()
+    """us per call: speed.py's interleaved medians of ``calls`` calls in a row (one call of
+    a short sequence is too short to time alone)."""
+
+    def repeated(fn):
+        def run():
             for _ in range(calls):
                 fn()
-            per[k].append((time.perf_counter() - start) / calls * 1e6)
-    return {k: statistics.median(v) for k, v in per.items()}
+
+        return run
+
+    ms = interleaved_ms({k: repeated(fn) for k, fn in fns.items()}, rounds)
+    return {k: v * 1e3 / calls for k, v in ms.items()}
 
 
 def main(argv=None) -> int:
