@@ -45,6 +45,14 @@ def test_block_rows_rule():
 TOL64 = 1e-10
 
 
+@pytest.fixture
+def gemm_mode():
+    """Sets the extension's GEMM mode for one test, back to the default (0) after it."""
+    ext = fused.extension()
+    yield ext.set_gemm_mode
+    ext.set_gemm_mode(0)
+
+
 def _pair(hidden=16, seed=0):
     """The same layer-norm LSTM on the reference and the fused backend (float64; 4H = 64 a
     multiple of the panel: the own GEMMs)."""
@@ -60,11 +68,16 @@ def _pair(hidden=16, seed=0):
 # 324 (below, at and above five full blocks), 1536 / 1540 (2 threads: sixteen full 96-row
 # blocks / twelve of 128 rows and a partial; 1 thread: eight of 192 / six of 224 and a
 # partial)
+# gemm mode 0: the measured choice (on most machines the own GEMM: a run of blocks per
+# thread); 3: at::mm for every product (the blocks one after the other, each block's rows
+# in parallel)
+@pytest.mark.parametrize("mode", [0, 3])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("T", [64, 65, 79, 80, 81, 384, 385])
-def test_layernorm_blocks_equal_reference(T, threads):
+def test_layernorm_blocks_equal_reference(T, threads, mode, gemm_mode):
     B = 4
     torch.set_num_threads(threads)  # the autouse fixture restores it
+    gemm_mode(mode)
     ref, fus = _pair()
     g = torch.Generator().manual_seed(T)
     x = torch.randn(T, B, 5, generator=g, dtype=torch.float64)

@@ -160,11 +160,17 @@ Tensor ln_dw_hh(const Tensor& dG, const Tensor& xhat_hh, const Tensor& rstd_hh,
     std::vector<T> apack(per_thread ? kGemmMC * std::min<int64_t>(KB, 1024 / sizeof(T)) : 0);
     for (int64_t q = b0; q < b1; ++q) {
       const int64_t k0 = q * KB, k1 = std::min(TB, k0 + KB), kb = k1 - k0;
-      ln_grad_rows<T>(d, k0, g, w, xh, rs, GH, k0, k1);
       if (!own) {
+        // blocks one after the other: the rows of each in parallel (they are independent;
+        // serial, they were a third of the after-loop phase at B = 64 on a Xeon), then
+        // at::mm, itself parallel
+        at::parallel_for(k0, k1, 16, [&](int64_t r0, int64_t r1) {
+          ln_grad_rows<T>(d, k0, g, w, xh, rs, GH, r0, r1);
+        });
         dw.addmm_(dhw[0].narrow(0, 0, kb).t(), h_prev.narrow(0, k0, kb));
         continue;
       }
+      ln_grad_rows<T>(d, k0, g, w, xh, rs, GH, k0, k1);
       T* hpp = hp.data_ptr<T>() + slot * Pp * KB;
       if (k0 < B) pack_rows<T>(h0.data_ptr<T>() + k0 * P, P, std::min(k1, B) - k0, 0, kb, P, hpp);
       if (k1 > B) {
@@ -209,8 +215,12 @@ Tensor ln_input_backward(Tensor& dG, const Tensor& x, const Tensor& w_ih, const 
     for (int64_t q = b0; q < b1; ++q) {
       const int64_t k0 = q * KB, k1 = std::min(TB, k0 + KB);
       gi.run(k0, k1, xr);
-      for (int64_t r = k0; r < k1; ++r)
-        ln_input_row<T>(g + r * GH, xr + (r - k0) * GH, w, m[r], rs[r], GH);
+      // rows in parallel when the blocks go one after the other (inside a thread's run of
+      // blocks, at::parallel_for runs inline)
+      at::parallel_for(k0, k1, 16, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r)
+          ln_input_row<T>(g + r * GH, xr + (r - k0) * GH, w, m[r], rs[r], GH);
+      });
       col_sum_acc<T>(xr, GH, k1 - k0, GH, gw.data_ptr<double>() + slot * GH);  // dy * xhat
     }
   });

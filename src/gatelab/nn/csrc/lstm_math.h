@@ -79,63 +79,83 @@ GL_INLINE void add_mul(T* __restrict y, const T* __restrict u, const T* __restri
   for (int64_t j = 0; j < n; ++j) y[j] += u[j] * v[j];
 }
 
-// Row reductions in double with 8 independent partial sums. Without -ffast-math the
-// compiler may not reorder one running sum, so a single accumulator is a serial chain (one
-// add's latency, 4 cycles, per element: the layer norms' row statistics took 2-3x the
-// standard step's whole pointwise pass, issue 16); 8 lanes vectorise (an AVX-512 register
-// of doubles). The result depends on n only, never on alignment or threads.
+// Row reductions in double with 8 independent partial sums, one lane each of a vector of
+// 8 doubles (element j goes to lane j % 8, the tail and then the lanes are added in
+// order). Without -ffast-math the compiler may not reorder one running sum, so a single
+// accumulator is a serial chain (one add's latency, 4 cycles, per element: the layer
+// norms' row statistics took 2-3x the standard step's whole pointwise pass, issue 16).
+// Written as arrays of 8, GCC 12 left the lanes scalar (vcvtss2sd / vfmadd231sd on one
+// double at a time: the backward's ln_dots was a third of the after-loop phase at B = 64
+// on a Xeon); as GCC vectors they are AVX-512 (or two AVX2) operations with the same
+// order of additions. The result depends on n only, never on alignment or threads.
+typedef double D8 __attribute__((vector_size(64)));
+
+// x[0..8) as doubles.
 template <typename T>
-GL_INLINE double sum_d(const T* __restrict x, int64_t n) {
-  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8)
-    for (int k = 0; k < 8; ++k) acc[k] += double(x[j + k]);
-  double s = 0;
-  for (; j < n; ++j) s += double(x[j]);
+GL_INLINE D8 load_d8(const T* x) {
+  if constexpr (std::is_same<T, float>::value) {
+    typedef float F8 __attribute__((vector_size(32)));
+    F8 f;
+    __builtin_memcpy(&f, x, sizeof(F8));
+    return __builtin_convertvector(f, D8);
+  } else {
+    D8 d;
+    __builtin_memcpy(&d, x, sizeof(D8));
+    return d;
+  }
+}
+
+GL_INLINE double lanes_sum(double s, const D8& acc) {
   for (int k = 0; k < 8; ++k) s += acc[k];
   return s;
+}
+
+template <typename T>
+GL_INLINE double sum_d(const T* __restrict x, int64_t n) {
+  D8 acc = {};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) acc += load_d8(x + j);
+  double s = 0;
+  for (; j < n; ++j) s += double(x[j]);
+  return lanes_sum(s, acc);
 }
 
 // sum_j (x[j] - m)^2 in double (the two-pass variance: no cancellation when |m| >> std).
 template <typename T>
 GL_INLINE double sq_dev_d(const T* __restrict x, int64_t n, double m) {
-  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  D8 acc = {};
   int64_t j = 0;
-  for (; j + 8 <= n; j += 8)
-    for (int k = 0; k < 8; ++k) {
-      const double d = double(x[j + k]) - m;
-      acc[k] += d * d;
-    }
+  for (; j + 8 <= n; j += 8) {
+    const D8 d = load_d8(x + j) - m;
+    acc += d * d;
+  }
   double s = 0;
   for (; j < n; ++j) {
     const double d = double(x[j]) - m;
     s += d * d;
   }
-  for (int k = 0; k < 8; ++k) s += acc[k];
-  return s;
+  return lanes_sum(s, acc);
 }
 
 // s1 = sum_j dy[j] w[j], s2 = sum_j dy[j] w[j] xhat[j], in double (layer norm backward).
 template <typename T>
 GL_INLINE void ln_dots(const T* __restrict dy, const T* __restrict w, const T* __restrict xhat,
                        int64_t n, double* s1, double* s2) {
-  double p[8] = {0, 0, 0, 0, 0, 0, 0, 0}, q[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  D8 p = {}, q = {};
   int64_t j = 0;
-  for (; j + 8 <= n; j += 8)
-    for (int k = 0; k < 8; ++k) {
-      const double g = double(dy[j + k]) * double(w[j + k]);
-      p[k] += g;
-      q[k] += g * double(xhat[j + k]);
-    }
+  for (; j + 8 <= n; j += 8) {
+    const D8 g = load_d8(dy + j) * load_d8(w + j);
+    p += g;
+    q += g * load_d8(xhat + j);
+  }
   double a = 0, b = 0;
   for (; j < n; ++j) {
     const double g = double(dy[j]) * double(w[j]);
     a += g;
     b += g * double(xhat[j]);
   }
-  for (int k = 0; k < 8; ++k) a += p[k], b += q[k];
-  *s1 = a;
-  *s2 = b;
+  *s1 = lanes_sum(a, p);
+  *s2 = lanes_sum(b, q);
 }
 
 // Row mean and 1/sqrt(var + eps) (biased variance, as torch.nn.functional.layer_norm),
