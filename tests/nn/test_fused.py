@@ -381,6 +381,28 @@ def test_other_gemm_paths(mode, variant):
         ext.set_gemm_mode(0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_own_gemm_every_row_remainder(dtype):
+    """The own GEMM everywhere (mode 4) at every batch from 2 to 19: its row tiles (8, 4,
+    then 1-3 rows with AVX-512; 6, then 1-5 with AVX2) and their remainders, with a
+    projection (H = 20: 4H = 80 columns, five 16-float panels or ten 8-double ones, and
+    tiles of 1, 2, 4 or 8 panels). T * B from 12 to 114 takes the unpacked and the packed
+    input products; float64 checked at 1e-10, float32 against the float64 reference."""
+    ext = fused.extension()
+    try:
+        ext.set_gemm_mode(4)
+        for B in range(2, 20):
+            ref, fus = _pair("standard", 7, 20, proj_size=9, dtype=dtype)
+            ref = ref.double()
+            x, hx = _inputs(fus, T=6, B=B, dtype=dtype, hx=True)
+            out_r, g_r = _run(ref, x.double(), tuple(t.double() for t in hx))
+            out_f, g_f = _run(fus, x, hx)
+            _assert_close([t.double() for t in out_f], out_r, dtype, f"B={B} outputs")
+            _assert_close([t.double() for t in g_f], g_r, dtype, f"B={B} grads")
+    finally:
+        ext.set_gemm_mode(0)
+
+
 @pytest.mark.parametrize("B", [1, 2, 3, 4])
 @pytest.mark.parametrize("variant", ["standard", "peephole", "layernorm"])
 def test_small_batch_reads_weights_unpacked(variant, B):

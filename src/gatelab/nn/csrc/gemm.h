@@ -73,13 +73,19 @@ GL_INLINE void gemm_tile(int64_t K, int64_t ps, const T* __restrict A, int64_t s
 }
 
 // Panels [p0, p1); kc steps of k; ps is the panel stride (panel length K * PW). Tiles of
-// 8 independent accumulator vectors where the rows allow.
+// NACC independent accumulator vectors where the rows allow: 8 with 32-byte vectors (AVX2:
+// 8 of its 16 registers), 16 with 64-byte ones (AVX-512, 32 registers: a 512-bit FMA has
+// 4 cycles of latency on two ports, so 8 chains only just keep it busy; on a Xeon, 16
+// took the own GEMM from 135 to 157 GFLOP/s on one thread, MKL's packed sgemm 150-170,
+// issue 16). The panels per tile are a power of two (a chunk of NCP = 8 panels splits
+// evenly).
 template <typename T, int VB, int MB>
 GL_INLINE void gemm_rows(int64_t kc, int64_t ps, const T* A, int64_t sam, int64_t sak,
                          const T* Wp, T* C, int64_t ldc, int64_t p0, int64_t p1, bool acc,
                          const T* bias) {
-  constexpr int PW = kPanel<T>, VPP = PW / Vec<T, VB>::n;
-  constexpr int NPW = (8 / VPP) / MB > 0 ? (8 / VPP) / MB : 1;  // panels per wide tile
+  constexpr int PW = kPanel<T>, VPP = PW / Vec<T, VB>::n, NACC = VB == 64 ? 16 : 8;
+  constexpr int NW = (NACC / VPP) / MB;
+  constexpr int NPW = NW >= 8 ? 8 : NW >= 4 ? 4 : NW >= 2 ? 2 : 1;  // panels per wide tile
   int64_t p = p0;
   auto bp = [&](int64_t q) { return bias ? bias + q * PW : nullptr; };
   if (NPW > 1) {
@@ -140,13 +146,22 @@ GL_CLONES void gemm_block_v(int64_t m0, int64_t m1, int64_t K, const T* A, int64
           const int64_t q1 = std::min(qb, q0 + NCP);
           // rows RM at a time: 6 x 2 vectors (12 of AVX2's 16 registers, the classic 6x16
           // float tile; 4 x 2 left 8 accumulators: 5-15% slower at the large products on a
-          // Zen 3), 4 with AVX-512's 64-byte vectors (the Zen 4 tuning)
-          constexpr int RM = VB == 32 ? 6 : 4;
+          // Zen 3), 8 x 2 with AVX-512's 64-byte vectors (16 accumulators; 4 x 4 and
+          // 12 x 2 were slower at B = 8 and 16 on a Xeon); the rest of the rows in tiles
+          // of 4, then 1 to 3 (AVX-512) or 1 to 5 (AVX2)
+          constexpr int RM = VB == 32 ? 6 : 8;
           int64_t m = 0;
           const int64_t rows = mce - mc;
           for (; m + RM <= rows; m += RM)
             gemm_rows<T, VB, RM>(kc, ps, Ak + m * am, am, ak, Wk, Cq + (mc + m) * ld, ld, q0, q1,
                                  ac, bq);
+          if constexpr (VB == 64) {
+            if (rows - m >= 4) {
+              gemm_rows<T, VB, 4>(kc, ps, Ak + m * am, am, ak, Wk, Cq + (mc + m) * ld, ld, q0,
+                                  q1, ac, bq);
+              m += 4;
+            }
+          }
           const T* Am = Ak + m * am;
           T* Cm = Cq + (mc + m) * ld;
           switch (rows - m) {
