@@ -8,7 +8,14 @@ first steps of a shape below it (lstm_step.h, StepSplit). This script gives the 
 for the rule: for each shape (standard LSTM, T = 100, float32, I = H / 2), a training step
 (forward + backward) and a forward under ``no_grad`` with the split forced on
 (``set_gemm_mode(0, 1, 0)``) and off (``set_gemm_mode(0, 1, 2)``), alternated, medians.
-Ratio = serial time / split time (> 1: the split pays).
+Ratio = serial time / split time (> 1: the split pays). Where the recurrent product runs on
+the own kernel the split step is fused (each thread the GEMM columns of its hidden units,
+then their pointwise pass) and has a second form, two phases (the GEMM, then the
+pointwise pass over rows; ``set_gemm_mode(0, 1, 3)``), measured too: ratio = serial time
+/ two-phase time. ``--own`` runs every product on the own kernel (``set_gemm_mode(4, ...)``)
+so that every shape has both forms.
+
+    OMP_WAIT_POLICY=PASSIVE PYTHONPATH=src python benchmarks/step_split.py --own
 """
 
 from __future__ import annotations
@@ -32,21 +39,22 @@ SHAPES = [(8, 128), (16, 128), (32, 128), (64, 128), (8, 256), (16, 256), (32, 2
           (64, 256), (4, 512), (8, 512), (16, 512), (32, 512)]  # fmt: skip
 
 
-def one_shape(ext, B: int, H: int, T: int, rounds: int) -> dict[str, float]:
-    """Median ms of a training step and a no_grad forward, split (0) and serial (2)."""
+def one_shape(ext, B: int, H: int, T: int, rounds: int, gemm: int = 0) -> dict[str, float]:
+    """Median ms of a training step and a no_grad forward, split (0), serial (2) and split
+    as two phases (3) (the same as 0 where the step has no fused form)."""
     x = torch.randn(T, B, H // 2, requires_grad=True)
     m = gatelab.LSTM(H // 2, H, backend="fused")
 
     def in_mode(mode, run):
         def run_in_mode():
-            ext.set_gemm_mode(0, 1, mode)  # 0: always split, 2: never
+            ext.set_gemm_mode(gemm, 1, mode)  # 0: always split, 2: never, 3: two phases
             run()
 
         return run_in_mode
 
     fns = {
         f"{name}{mode}": in_mode(mode, make(m, x))
-        for mode in (0, 2)
+        for mode in (0, 2, 3)
         for name, make in (("train", train_fn), ("fwd", forward_fn))
     }
     return interleaved_ms(fns, rounds, warmup=1)
@@ -57,19 +65,26 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("-T", type=int, default=100)
+    ap.add_argument("--own", action="store_true", help="every product on the own kernel")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     ext = fused.extension()
-    print(f"threads {args.threads}, T {args.T}, load {os.getloadavg()[0]:.2f}")
+    gemm = 4 if args.own else 0
+    print(f"threads {args.threads}, T {args.T}, gemm mode {gemm}, load {os.getloadavg()[0]:.2f}")
+    print("ms (serial / split, serial / two phases)")
     try:
         for B, H in SHAPES:
-            r = one_shape(ext, B, H, args.T, args.rounds)
+            r = one_shape(ext, B, H, args.T, args.rounds, gemm)
             macs = B * 4 * H * H / args.threads
+            cells = []
+            for name in ("train", "fwd"):
+                split, serial, two = r[f"{name}0"], r[f"{name}2"], r[f"{name}3"]
+                cells.append(
+                    f"{name} serial {serial:7.1f} split {split:7.1f} two {two:7.1f} "
+                    f"({serial / split:4.2f}, {serial / two:4.2f})"
+                )
             print(
-                f"B={B:3d} H={H:3d} MACs/thread/step {macs / 1e6:6.2f}M: train split "
-                f"{r['train0']:7.1f} serial {r['train2']:7.1f} ms "
-                f"({r['train2'] / r['train0']:4.2f}); fwd split {r['fwd0']:6.1f} serial "
-                f"{r['fwd2']:6.1f} ms ({r['fwd2'] / r['fwd0']:4.2f}); "
+                f"B={B:3d} H={H:3d} MACs/thread/step {macs / 1e6:6.2f}M: {'; '.join(cells)}; "
                 f"load {os.getloadavg()[0]:.2f}",
                 flush=True,
             )

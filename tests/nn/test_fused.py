@@ -179,7 +179,7 @@ def test_parallel_pointwise_path(variant, two_threads):
 
 def _run_split_mode(adaptive, fus, *args):
     """``_run`` with the per-step split forced (``set_gemm_mode``'s adaptive: 0 always
-    split, 2 never), then back to the measured default."""
+    split, 2 never, 3 always split as two phases), then back to the measured default."""
     ext = fused.extension()
     try:
         ext.set_gemm_mode(0, 1, adaptive)
@@ -211,11 +211,35 @@ def test_parallel_steps_equal_reference_and_do_not_depend_on_timing(variant, pro
     _assert_same_bits((out_a, g_a), _run_split_mode(0, fus, x, hx, lengths))
 
 
+@pytest.mark.parametrize("lengths", [False, True])
+def test_split_forms_give_the_same_bits(lengths, two_threads):
+    """A step on the own GEMM (planted) has three forms, serial, split fused and split
+    as two phases (GEMM, then the pointwise pass over rows; backward: the pointwise pass,
+    then the same per-block partial products as the fused step): all give the same bits,
+    so the measured choice (whose probe steps mix the three) cannot change a result; and
+    the result equals the reference."""
+    ext = fused.extension()
+    ref, fus = _pair("standard", 8, 64, num_layers=1)  # B * 4H * P = 2^17: may split
+    ext.set_gemm_plan(0, 8, 8, 64, 256, True)  # h W_hh^T: M = B, K = P, N = 4H, float64
+    ext.set_gemm_plan(1, 8, 8, 256, 64, True)  # dG W_hh
+    x, hx = _inputs(ref, T=15, B=8, hx=True)
+    lens = torch.tensor([15, 5, 9, 1, 15, 7, 3, 11]) if lengths else None
+    ext.step_plans(True)
+    measured = _run(fus, x, hx, lens)
+    assert all(p[8] for p in ext.step_plans())  # T = 15 >= the 12 probe steps
+    for adaptive in (0, 2, 3):
+        _assert_same_bits(measured, _run_split_mode(adaptive, fus, x, hx, lens))
+    out_r, g_r = _run(ref, x, hx, lens)
+    _assert_close(measured[0], out_r, torch.float64, "outputs")
+    _assert_close(measured[1], g_r, torch.float64, "grads")
+
+
 def test_step_split_is_decided_once_per_shape(two_threads):
     """Whether a step is split over threads is measured on the first steps of a shape
-    (4 serial, 4 split), then cached: every later call of that shape keeps the decision,
-    so the speed cannot drift within a run. Never split gives the same bits as the
-    measured choice, and both equal the reference."""
+    (4 serial, 4 split and, where the step can be fused, 4 split as two phases), then
+    cached: every later call of that shape keeps the decision, so the speed cannot drift
+    within a run. Never split gives the same bits as the measured choice, and both equal
+    the reference."""
     ext = fused.extension()
     ref, fus = _pair("standard", 8, 64, num_layers=1)  # B * 4H * P = 2^17: may split
     x, hx = _inputs(ref, T=12, B=8, hx=True)
@@ -223,7 +247,7 @@ def test_step_split_is_decided_once_per_shape(two_threads):
     out_a, g_a = _run(fus, x, hx)
     plans = {p[:8]: p[8:10] for p in ext.step_plans()}
     assert sorted(k[0] for k in plans) == [0, 1]  # forward and backward, one shape each
-    assert all(decided for decided, _ in plans.values())  # T = 12 >= 8 probe steps
+    assert all(decided for decided, _ in plans.values())  # T = 12 >= 12 probe steps
     for _ in range(3):
         _run(fus, x, hx)
         assert {p[:8]: p[8:10] for p in ext.step_plans()} == plans
@@ -231,24 +255,37 @@ def test_step_split_is_decided_once_per_shape(two_threads):
     out_r, g_r = _run(ref, x, hx)
     _assert_close(out_a, out_r, torch.float64, "outputs")
     _assert_close(g_a, g_r, torch.float64, "grads")
-    with pytest.raises(RuntimeError, match="adaptive must be 0, 1 or 2"):
-        ext.set_gemm_mode(0, 1, 3)
+    with pytest.raises(RuntimeError, match="adaptive must be 0, 1, 2 or 3"):
+        ext.set_gemm_mode(0, 1, 4)
 
 
-def test_large_steps_split_by_rule_without_a_probe(two_threads):
+@pytest.mark.parametrize("own", [True, False])
+def test_large_steps_split_by_rule_without_a_probe(own, two_threads):
     """A step of at least 2^21 multiply-adds per thread in its recurrent product is split
-    without probing (lstm_step.h, kSplitSure): the plan is decided at the first call, even
-    one of T = 3 (fewer steps than the probe's 4 + 4), and lists no measured times, while a
-    shape below the rule is still probing after the same call. The split gives the
-    never-split bits, and both equal the reference."""
+    without serial probes (lstm_step.h, kSplitSure). On BLAS (planted) the step has one
+    split form: the plan is decided at the first call, even one of T = 3 (fewer steps than
+    a probe), and lists no measured times. On the own GEMM (planted) the step can be fused,
+    and its two split forms are probed, 4 steps each, serial never: after T = 3 the plan is
+    still open, after 12 more steps it is decided, split, with no serial time. A shape below
+    the rule still probes serial. The split gives the never-split bits, and both equal the
+    reference."""
     ext = fused.extension()
     ref, fus = _pair("standard", 16, 256, num_layers=1)  # B * 4H * P = 2^22 = 2^21 * 2
+    ext.set_gemm_plan(0, 8, 16, 256, 1024, own)
+    ext.set_gemm_plan(1, 8, 16, 1024, 256, own)
     x, hx = _inputs(ref, T=3, B=16, hx=True)
     ext.step_plans(True)
     out_a, g_a = _run(fus, x, hx)
     plans = ext.step_plans()
     assert sorted(p[0] for p in plans) == [0, 1]
-    assert all(p[8] and p[9] and p[10] == 0.0 and p[11] == 0.0 for p in plans), plans
+    assert all(p[10] == 0.0 for p in plans), plans  # no serial probe
+    if own:
+        assert not any(p[8] for p in plans), plans  # 3 of the 8 probe steps
+        _run(fus, *_inputs(ref, T=12, B=16, hx=True))
+        plans = ext.step_plans()
+        assert all(p[8] and p[9] and p[10] == 0.0 and p[11] > 0 and p[13] > 0 for p in plans)
+    else:
+        assert all(p[8] and p[9] and p[11] == 0.0 and p[13] == 0.0 for p in plans), plans
     small_ref, small = _pair("standard", 8, 64, num_layers=1)  # 2^17: below the rule
     _run(small, *_inputs(small_ref, T=3, B=8, hx=True))
     below = [p for p in ext.step_plans() if p[2] == 8]

@@ -33,9 +33,11 @@ used once (``LSTMCell``) is multiplied unpacked or by plain BLAS. Steps are spli
 threads (OpenMP, torch's thread count) where that measurably pays: on a machine whose cores other
 processes share, a split step can wait a whole time slice for its other half. The choice is
 measured once per shape (the first steps of the first sequence: four serial, four split,
-medians compared) and then fixed for the process, so that a run's speed does not drift
-with it; ``extension().step_plans()`` lists the decisions, ``set_gemm_mode(0, 1, adaptive)``
-overrides them (1 measured, 0 always split, 2 never).
+medians compared; where the step can be fused, four more split as two phases, GEMM then
+pointwise pass, which gives the fused form's bits) and then fixed for the process, so that
+a run's speed does not drift with it; ``extension().step_plans()`` lists the decisions,
+``set_gemm_mode(0, 1, adaptive)`` overrides them (1 measured, 0 always split, 2 never,
+3 always split as two phases).
 Only ``float32`` and ``float64`` on CPU run here; ``GATELAB_DISABLE_FUSED=1`` turns the
 backend off (``auto`` then uses the reference backend).
 

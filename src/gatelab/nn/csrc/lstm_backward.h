@@ -43,12 +43,12 @@ void col_dot(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t R, int64_
   });
 }
 
-// dh[b, j0:j1] += sum over the nblk partial products (each (B, ld)).
+// dh[b0:b1, j0:j1] += sum over the nblk partial products (each (B, ld)), in block order.
 template <typename T>
 void add_partials(const T* part, int64_t nblk, int64_t B, int64_t ld, T* dh, int64_t j0,
-                  int64_t j1) {
+                  int64_t j1, int64_t b0, int64_t b1) {
   for (int64_t r = 0; r < nblk; ++r)
-    for (int64_t b = 0; b < B; ++b) {
+    for (int64_t b = b0; b < b1; ++b) {
       const T* src = part + (r * B + b) * ld;
       T* dst = dh + b * ld;
       for (int64_t j = j0; j < j1; ++j) dst[j] += src[j];
@@ -315,7 +315,9 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   Tensor part = fused_bstep ? at::empty({2, nblk, B, dld}, opts) : Tensor();
 
   StepSplit adapt(threads > 1 && B * GH * P >= (1 << 17), 1, sizeof(T), B, GH, P, flags, proj,
-                  g_hh.mode);
+                  g_hh.mode, fused_bstep && par_bstep && nblk > 1);
+  // the partial products of the step before, not yet added into the carry (fused steps)
+  const T* pending = nullptr;
   // Layer norm or projection: the batch rows are split over tasks (see forward_impl).
   const bool row_bstep = !fused_bstep && g_fused_step && g_hh.own() &&
                          (!proj || g_hr->own()) && threads > 1 && B >= 2 * threads;
@@ -337,7 +339,7 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   };
   for (int64_t t = T_ - 1; t >= 0; --t) {
     const bool par = adapt.begin();
-    a.t = t;
+      a.t = t;
     a.acts = acts.data_ptr<T>() + t * B * GH;
     a.c_prev = t > 0 ? c_all.data_ptr<T>() + (t - 1) * B * H : c0.data_ptr<T>();
     a.y = y_all.data_ptr<T>() + t * B * H;
@@ -366,32 +368,50 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
       a.dh_zero = len ? dhp : nullptr;
     }
     if (fused_bstep) {
-      // One task per block of hidden units: add the partial products of the step before
-      // into the carry (its own columns), the pointwise pass, then this block's partial
-      // product dG[:, its gate rows] W_hh[its gate rows, :] (all columns).
+      // The partial products of a block of hidden units, dG[:, its gate rows] W_hh[its
+      // gate rows, :] (all columns), are summed into the carry at the start of the next
+      // step (both forms compute the same sums in the same order: the same bits).
+      // Fused: one task per block adds the partials of the step before into its columns of
+      // the carry, runs the pointwise pass on them, then its partial product. Two phases:
+      // the partials added and the pointwise pass over rows, then the partial products
+      // over blocks.
       Tick tk_(kPBwdPoint);
       a.dh_zero = dhp;  // the carry of real rows restarts from the partial products
       T* part_now = part.data_ptr<T>() + (t & 1) * nblk * B * dld;
-      const T* part_prev = part.data_ptr<T>() + ((t + 1) & 1) * nblk * B * dld;
-      const bool first = t == T_ - 1;
+      const T* part_prev = pending;
       const T* Wpk = g_hh.packed.template data_ptr<T>();
-      auto body = [&](int64_t k0, int64_t k1) {
-        for (int64_t q = k0; q < k1; ++q) {
-          const int64_t j0 = q * JB, j1 = std::min(H, j0 + JB);
-          if (!first) add_partials(part_prev, nblk, B, dld, dhp, j0, j1);
-          for (int64_t b = 0; b < B; ++b) bwd_rows<T>(a, b, j0, j1);
-          const T* dGt = dG.data_ptr<T>() + t * B * GH;
-          for (int g = 0; g < s.G; ++g)
-            gemm_block<T>(0, B, j1 - j0, dGt + g * H + j0, GH, 1, Wpk + (g * H + j0) * PW,
-                          part_now + q * B * dld, dld, 0, dld, g > 0, nullptr, nullptr,
-                          GH * PW);
-        }
+      const T* dGt = dG.data_ptr<T>() + t * B * GH;
+      auto partial = [&](int64_t q) {
+        const int64_t j0 = q * JB, j1 = std::min(H, j0 + JB);
+        for (int g = 0; g < s.G; ++g)
+          gemm_block<T>(0, B, j1 - j0, dGt + g * H + j0, GH, 1, Wpk + (g * H + j0) * PW,
+                        part_now + q * B * dld, dld, 0, dld, g > 0, nullptr, nullptr,
+                        GH * PW);
       };
-      if (par && par_bstep) {
-        at::parallel_for(0, nblk, 1, body);
+      if (!adapt.two) {
+        auto body = [&](int64_t k0, int64_t k1) {
+          for (int64_t q = k0; q < k1; ++q) {
+            const int64_t j0 = q * JB, j1 = std::min(H, j0 + JB);
+            if (part_prev) add_partials(part_prev, nblk, B, dld, dhp, j0, j1, 0, B);
+            for (int64_t b = 0; b < B; ++b) bwd_rows<T>(a, b, j0, j1);
+            partial(q);
+          }
+        };
+        if (par && par_bstep) {
+          at::parallel_for(0, nblk, 1, body);
+        } else {
+          body(0, nblk);
+        }
       } else {
-        body(0, nblk);
+        at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+          if (part_prev) add_partials(part_prev, nblk, B, dld, dhp, 0, H, b0, b1);
+          for (int64_t b = b0; b < b1; ++b) bwd_rows<T>(a, b, 0, H);
+        });
+        at::parallel_for(0, nblk, 1, [&](int64_t q0, int64_t q1) {
+          for (int64_t q = q0; q < q1; ++q) partial(q);
+        });
       }
+      pending = part_now;
       adapt.end();
       continue;
     }
@@ -431,7 +451,7 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
     }
     adapt.end();
   }
-  if (fused_bstep) add_partials(part.data_ptr<T>(), nblk, B, dld, dhp, 0, H);
+  if (pending) add_partials(pending, nblk, B, dld, dhp, 0, H, 0, B);
   Tick tick_after(kPBwdAfter);
   g_hh_.reset();
   g_hr.reset();

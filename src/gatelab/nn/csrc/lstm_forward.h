@@ -157,13 +157,14 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
   };
 
   StepSplit adapt(threads > 1 && B * GH * P >= (1 << 17), 0, sizeof(T), B, GH, P, flags, proj,
-                  g_hh.mode);
+                  g_hh.mode, fused_step && par_step && nblk > 1);
   for (int64_t t = 0; t < T_; ++t) {
     const int64_t tk = keep >= 1 ? t : 0, tkb = keep >= 2 ? t : 0;
     const bool par = adapt.begin();
+    const bool fuse = fused_step && !adapt.two;  // else the GEMM, then the pointwise pass
     hptr_ = hptr;
     hnext_ = hnext;
-    if (!fused_step && !row_step) {
+    if (!fuse && !row_step) {
       Tick tk_(kPFwdGemm);
       g_hh.run(hptr, P, T(0), hw.data_ptr<T>(), g_hh.ldc(), par);
     }
@@ -189,7 +190,7 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
       a.h_state = hnext;
       a.h_prev = hptr;
     }
-    if (fused_step) {
+    if (fuse) {
       Tick tk_(kPFwdPoint);
       auto body = [&](int64_t k0, int64_t k1) {
         for (int64_t q = k0; q < k1; ++q) {

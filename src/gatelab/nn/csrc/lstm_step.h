@@ -436,25 +436,41 @@ void for_rows(int64_t B, int64_t H, bool whole_rows, const F& fn, bool par = tru
 // over threads waits at its end for the slowest; on a busy machine (other processes on the
 // cores) that wait can be a scheduler time slice, milliseconds, for microseconds of work,
 // so whether a split pays is measured, not assumed: the first steps of the first sequence
-// of a shape alternate serial and split (kProbe of each), and the split is kept when its
-// median step is clearly faster (under 0.9x the serial median). The decision is then fixed
-// for every later step and call of that shape in this process, so that the speed cannot
-// drift within a run (issue 16: the earlier per-step back-off did, by more than a target's
-// margin). A probe cut short by a short sequence goes on in the next call.
+// of a shape go round the candidates (kProbe steps of each), and the split is kept when
+// its median step is clearly faster (under 0.9x the serial median). The decision is then
+// fixed for every later step and call of that shape in this process, so that the speed
+// cannot drift within a run (issue 16: the earlier per-step back-off did, by more than a
+// target's margin). A probe cut short by a short sequence goes on in the next call.
 // Above kSplitSure multiply-adds per thread in a step's recurrent product (B * GH * P /
-// threads) the split is taken without a probe: there it won at every shape measured on the
-// Zen 3 (1.02-1.53x, training or forward; BENCHMARKS.md "The per-step split by rule"), while
-// four noisy probe steps (alternating, the first steps of a cold sequence) chose serial
-// in some runs and cost up to 1.5x (issue 16: the run-to-run spread at H = 512).
-// g_adaptive: 1 this (the default), 0 always split when big enough, 2 never split.
+// threads) the split is taken without serial probes: there it won at every shape measured
+// on the Zen 3 (1.02-1.53x, training or forward; BENCHMARKS.md "The per-step split by
+// rule"), while four noisy probe steps (alternating, the first steps of a cold sequence)
+// chose serial in some runs and cost up to 1.5x (issue 16: the run-to-run spread at
+// H = 512).
+// Where the step can be fused (the own GEMM, no layer norm, no projection), a split step
+// has two forms, also measured: fused (each thread the GEMM columns of its hidden units,
+// then their pointwise pass: one parallel region) and two phases (the GEMM split over
+// column panels, then the pointwise pass over rows: two regions). On a Xeon the fused
+// split's pointwise pass ran no faster on two threads than on one (each thread reads a
+// quarter-row slice of every gate's rows, and the prefetchers fetch the other thread's
+// slices too), so the two phases won at every size (1.03-1.16x a training step); the
+// fused form stays where it wins.
+// g_adaptive: 1 this (the default), 0 always split (fused where it can), 2 never split,
+// 3 always split, as two phases where the step has a fused form.
 constexpr int kProbe = 4;
 constexpr int64_t kSplitSure = int64_t(1) << 21;
 using StepKey = std::array<int64_t, 10>;
 
+// The candidates: serial, split (fused where the step can be), split as two phases.
+enum StepArm { kArmSerial = 0, kArmSplit = 1, kArmTwo = 2, kArms = 3 };
+
 struct StepPlan {
-  int n_serial = 0, n_par = 0;
-  double t_serial[kProbe] = {}, t_par[kProbe] = {};
-  bool decided = false, par = false;
+  int n[kArms] = {};
+  double t[kArms][kProbe] = {};
+  bool probe[kArms] = {true, true, false};  // the candidates of this shape
+  bool decided = false;
+  int arm = kArmSerial;  // the decision
+  double median(int a) const { return n[a] ? median_of(t[a], n[a]) : 0.0; }
 };
 
 using StepPlans = PlanCache<StepKey, StepPlan>;
@@ -462,17 +478,19 @@ using StepPlans = PlanCache<StepKey, StepPlan>;
 // key: {kind (0 forward, 1 backward), sizeof(T), B, GH, P, spec flags, projection,
 // threads, and the two modes that change the step's code: the fused-step switch and the
 // GEMM the recurrent product actually runs (WeightGemm::mode: a short sequence, T <= 2,
-// takes plain BLAS whatever the requested mode, and must not decide for longer ones)}
+// takes plain BLAS whatever the requested mode, and must not decide for longer ones)}.
+// `fusable`: the step has a fused form (then split steps also probe the two phases).
 struct StepSplit {
   bool allowed;
   StepKey key{};
   StepPlan plan;
-  bool par = false, dirty = false;
+  bool fusable, par = false, two = false, dirty = false;
+  int arm = kArmSerial;
   std::chrono::steady_clock::time_point t0;
 
   StepSplit(bool allowed_, int64_t kind, int64_t tsize, int64_t B, int64_t GH, int64_t P,
-            int64_t flags, bool proj, int64_t gemm)
-      : allowed(allowed_) {
+            int64_t flags, bool proj, int64_t gemm, bool fusable_)
+      : allowed(allowed_), fusable(fusable_) {
     if (!allowed || g_adaptive != 1) return;
     const int64_t threads = at::get_num_threads();
     key = {kind, tsize, B, GH, P, flags, int64_t(proj), threads, int64_t(g_fused_step), gemm};
@@ -480,8 +498,15 @@ struct StepSplit {
     auto it = StepPlans::map().find(key);
     if (it != StepPlans::map().end()) {
       plan = it->second;
-    } else if (B * GH * P >= kSplitSure * threads) {
-      plan.decided = plan.par = true;  // by rule, unmeasured (step_plans lists no times)
+      return;
+    }
+    plan.probe[kArmTwo] = fusable;
+    if (B * GH * P >= kSplitSure * threads) {  // split by rule: no serial probes
+      plan.probe[kArmSerial] = false;
+      if (!fusable) {
+        plan.decided = true;  // unmeasured (step_plans lists no times)
+        plan.arm = kArmSplit;
+      }
       StepPlans::map()[key] = plan;
     }
   }
@@ -495,28 +520,43 @@ struct StepSplit {
     if (!stored.decided) stored = plan;  // a concurrent decision stands
   }
 
+  // Whether this step splits over threads; `two` then says whether as two phases.
   bool begin() {
-    if (!allowed || g_adaptive == 2) return par = false;
-    if (g_adaptive != 1) return par = true;
-    par = plan.decided ? plan.par : plan.n_par < plan.n_serial;  // serial first
-    t0 = std::chrono::steady_clock::now();
-    return par;
+    if (!allowed || g_adaptive == 2) {
+      two = false;
+      return par = false;
+    }
+    if (g_adaptive != 1) {
+      two = g_adaptive == 3 && fusable;
+      return par = true;
+    }
+    if (plan.decided) {
+      arm = plan.arm;
+    } else {  // the candidate with the fewest probes, serial first
+      arm = -1;
+      for (int a = 0; a < kArms; ++a)
+        if (plan.probe[a] && (arm < 0 || plan.n[a] < plan.n[arm])) arm = a;
+      t0 = std::chrono::steady_clock::now();
+    }
+    two = arm == kArmTwo;
+    return par = arm != kArmSerial;
   }
   void end() {
     if (!allowed || g_adaptive != 1 || plan.decided) return;
     const double dt =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (par) {
-      plan.t_par[plan.n_par++] = dt;
-    } else {
-      plan.t_serial[plan.n_serial++] = dt;
-    }
+    plan.t[arm][plan.n[arm]++] = dt;
     dirty = true;
-    if (plan.n_par == kProbe && plan.n_serial == kProbe) {
-      plan.decided = true;
-      plan.par = median_of(plan.t_par, kProbe) < 0.9 * median_of(plan.t_serial, kProbe);
-      save();
-    }
+    for (int a = 0; a < kArms; ++a)
+      if (plan.probe[a] && plan.n[a] < kProbe) return;
+    // the faster split form; the split where it is clearly faster than serial
+    int best = kArmSplit;
+    if (plan.probe[kArmTwo] && plan.median(kArmTwo) < plan.median(kArmSplit)) best = kArmTwo;
+    if (plan.probe[kArmSerial] && !(plan.median(best) < 0.9 * plan.median(kArmSerial)))
+      best = kArmSerial;
+    plan.arm = best;
+    plan.decided = true;
+    save();
   }
 };
 
