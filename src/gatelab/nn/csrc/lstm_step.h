@@ -451,10 +451,10 @@ void for_rows(int64_t B, int64_t H, bool whole_rows, const F& fn, bool par = tru
 // has two forms, also measured: fused (each thread the GEMM columns of its hidden units,
 // then their pointwise pass: one parallel region) and two phases (the GEMM split over
 // column panels, then the pointwise pass over rows: two regions). On a Xeon the fused
-// split's pointwise pass ran no faster on two threads than on one (each thread reads a
-// quarter-row slice of every gate's rows, and the prefetchers fetch the other thread's
-// slices too), so the two phases won at every size (1.03-1.16x a training step); the
-// fused form stays where it wins.
+// split's pointwise pass ran no faster on two threads than on one (each thread reads half
+// of every gate's block of each row, four pieces of a row apart), so the two phases won
+// at every size from B = 16 (benchmarks/step_split.py); the fused form stays where it
+// wins.
 // g_adaptive: 1 this (the default), 0 always split (fused where it can), 2 never split,
 // 3 always split, as two phases where the step has a fused form.
 constexpr int kProbe = 4;
