@@ -339,7 +339,7 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   };
   for (int64_t t = T_ - 1; t >= 0; --t) {
     const bool par = adapt.begin();
-      a.t = t;
+    a.t = t;
     a.acts = acts.data_ptr<T>() + t * B * GH;
     a.c_prev = t > 0 ? c_all.data_ptr<T>() + (t - 1) * B * H : c0.data_ptr<T>();
     a.y = y_all.data_ptr<T>() + t * B * H;
