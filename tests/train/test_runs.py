@@ -285,6 +285,29 @@ def test_fingerprints_and_differences():
     )
 
 
+def test_differences_within_a_relative_tolerance():
+    """Values computed from the data (a resumed run's scaler, a fitted linear part) may
+    differ in the last bits on another CPU: with ``rel_tol`` floats compare within it,
+    lists element by element; ints, strings and larger differences still count; without
+    it every float must be equal."""
+    saved = {"scale": 0.16476469796946414, "coef": [0.35061204453269573, -0.2238], "mean": 0.0}
+    close = {"scale": 0.16476469796946352, "coef": [0.3506120445326907, -0.2238], "mean": 1e-17}
+    assert runs.differences(saved, close, rel_tol=1e-9) == []
+    assert len(runs.differences(saved, close)) == 3  # exact: scale, coef, mean
+    far = {"scale": 0.165, "coef": [0.35061204453269573, -0.2239], "mean": 0.0}
+    assert runs.differences(saved, far, rel_tol=1e-9) == [
+        "scale: saved 0.16476469796946414, now 0.165",
+        "coef[1]: saved -0.2238, now -0.2239",
+    ]
+    assert runs.differences({"n": 3, "t": "a"}, {"n": 4, "t": "b"}, rel_tol=0.5) == [
+        "n: saved 3, now 4",
+        "t: saved 'a', now 'b'",
+    ]
+    assert runs.differences({"coef": [1.0]}, {"coef": [1.0, 2.0]}, rel_tol=1e-9) == [
+        "coef: saved [1.0], now [1.0, 2.0]"
+    ]
+
+
 def test_fingerprint_tensors_hashes_the_bytes_without_copying_them():
     import hashlib
     import tracemalloc

@@ -4,6 +4,7 @@ on other options or other data (:func:`check_same`, listing every difference).""
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Collection
 from pathlib import Path
@@ -51,7 +52,18 @@ def _is_fingerprint(value: Any) -> bool:
     return isinstance(value, dict) and "sha256" in value and "size" in value
 
 
-def _differences(saved: Any, now: Any, prefix: str) -> list[tuple[str, str]]:
+def _close(saved: Any, now: Any, rel_tol: float) -> bool:
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (saved, now))
+    floats = isinstance(saved, float) or isinstance(now, float)
+    return (
+        rel_tol > 0
+        and numbers
+        and floats
+        and math.isclose(saved, now, rel_tol=rel_tol, abs_tol=rel_tol * 1e-3)
+    )
+
+
+def _differences(saved: Any, now: Any, prefix: str, rel_tol: float) -> list[tuple[str, str]]:
     if _is_fingerprint(saved) and _is_fingerprint(now):
         if (saved["size"], saved["sha256"]) == (now["size"], now["sha256"]):
             return []
@@ -73,20 +85,32 @@ def _differences(saved: Any, now: Any, prefix: str) -> list[tuple[str, str]]:
             elif key not in saved:
                 out.append((name, f"{name}: not saved, now {now[key]!r}"))
             else:
-                out += _differences(saved[key], now[key], name)
+                out += _differences(saved[key], now[key], name, rel_tol)
         return out
+    if rel_tol > 0 and isinstance(saved, list) and isinstance(now, list) and len(saved) == len(now):
+        out = []
+        for k, (a, b) in enumerate(zip(saved, now)):
+            out += _differences(a, b, f"{prefix}[{k}]", rel_tol)
+        return out
+    if _close(saved, now, rel_tol):
+        return []
     if json_safe(saved) != json_safe(now):
         return [(prefix, f"{prefix}: saved {saved!r}, now {now!r}")]
     return []
 
 
-def differences(saved: Any, now: Any, free: Collection[str] = ()) -> list[str]:
+def differences(
+    saved: Any, now: Any, free: Collection[str] = (), rel_tol: float = 0.0
+) -> list[str]:
     """Each difference between two JSON values, as ``"key.path: saved X, now Y"`` lines,
     leaving out the dotted keys in ``free``.
 
     Fingerprints (dicts with ``size`` and ``sha256``) compare by content, not by path.
+    ``rel_tol`` > 0: lists compare element by element and floats within that relative
+    tolerance (or ``rel_tol * 1e-3`` absolute near zero): for values computed from the
+    data, which another CPU or BLAS rounds differently in the last bits.
     """
-    return [text for key, text in _differences(saved, now, "") if key not in free]
+    return [text for key, text in _differences(saved, now, "", rel_tol) if key not in free]
 
 
 def check_same(
