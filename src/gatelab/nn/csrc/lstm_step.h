@@ -484,7 +484,7 @@ struct StepSplit {
   bool allowed;
   StepKey key{};
   StepPlan plan;
-  bool fusable, par = false, two = false, dirty = false;
+  bool fusable, two = false, dirty = false;
   int arm = kArmSerial;
   std::chrono::steady_clock::time_point t0;
 
@@ -524,11 +524,11 @@ struct StepSplit {
   bool begin() {
     if (!allowed || g_adaptive == 2) {
       two = false;
-      return par = false;
+      return false;
     }
     if (g_adaptive != 1) {
       two = g_adaptive == 3 && fusable;
-      return par = true;
+      return true;
     }
     if (plan.decided) {
       arm = plan.arm;
@@ -539,7 +539,7 @@ struct StepSplit {
       t0 = std::chrono::steady_clock::now();
     }
     two = arm == kArmTwo;
-    return par = arm != kArmSerial;
+    return arm != kArmSerial;
   }
   void end() {
     if (!allowed || g_adaptive != 1 || plan.decided) return;
