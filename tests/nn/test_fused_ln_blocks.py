@@ -1,7 +1,9 @@
 """Layer norm's after-loop passes in blocks of the T * B rows (csrc/lstm_backward.h,
 ``ln_block_rows``): the block size follows T * B and the thread count, and the fused
 backward equals the reference (float64) below, at and above each block boundary, with one
-thread (one scratch slot) and two (a run of blocks per thread, one partial dW_hh each).
+thread (one scratch slot) and two (a run of blocks per thread, one partial dW_hh and dW_ih
+each), with and without dx; where every product takes the own GEMM, the whole after-loop
+is one pass over the blocks (``ln_after_blocks``).
 """
 
 from __future__ import annotations
@@ -68,13 +70,26 @@ def _pair(hidden=16, seed=0):
 # 324 (below, at and above five full blocks), 1536 / 1540 (2 threads: sixteen full 96-row
 # blocks / twelve of 128 rows and a partial; 1 thread: eight of 192 / six of 224 and a
 # partial)
-# gemm mode 0: the measured choice (on most machines the own GEMM: a run of blocks per
-# thread); 3: at::mm for every product (the blocks one after the other, each block's rows
-# in parallel)
-@pytest.mark.parametrize("mode", [0, 3])
+# gemm mode 0: the measured choice (the own GEMM or at::mm, product by product, as
+# measured on this machine); 3: at::mm for every product (the blocks one after the other,
+# each block's rows in parallel); 4: the own GEMM for every product (the one pass over the
+# blocks, a run of blocks per thread where there are blocks enough)
+@pytest.mark.parametrize("mode", [0, 3, 4])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("T", [64, 65, 79, 80, 81, 384, 385])
 def test_layernorm_blocks_equal_reference(T, threads, mode, gemm_mode):
+    _check_blocks(T, threads, mode, gemm_mode, dx=True)
+
+
+# without dx (an input that needs no gradient): the same passes, less the dx product
+@pytest.mark.parametrize("mode", [0, 4])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("T", [65, 385])
+def test_layernorm_blocks_without_dx(T, threads, mode, gemm_mode):
+    _check_blocks(T, threads, mode, gemm_mode, dx=False)
+
+
+def _check_blocks(T, threads, mode, gemm_mode, dx):
     B = 4
     torch.set_num_threads(threads)  # the autouse fixture restores it
     gemm_mode(mode)
@@ -85,9 +100,9 @@ def test_layernorm_blocks_equal_reference(T, threads, mode, gemm_mode):
     lengths = torch.tensor([T, T - 3, 1, T - 1])  # padding: zeroed rows inside blocks
     snaps = []
     for m in (ref, fus):
-        xl = x.clone().requires_grad_(True)
+        xl = x.clone().requires_grad_(dx)
         packed = torch.nn.utils.rnn.pack_padded_sequence(xl, lengths, enforce_sorted=False)
-        snaps.append(forward_backward(m, packed, hx, leaves=(xl,)))
+        snaps.append(forward_backward(m, packed, hx, leaves=(xl,) if dx else ()))
     got, want = snaps[1], snaps[0]
     assert got.keys() == want.keys()
     for k in want:

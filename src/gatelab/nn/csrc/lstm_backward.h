@@ -110,6 +110,12 @@ inline int64_t ln_block_rows(int64_t TB, int64_t threads) {
   return std::clamp<int64_t>((rows + 31) / 32 * 32, 64, 256);
 }
 
+// Whether the T*B rows make a block for every thread (a run of blocks per thread).
+inline bool ln_blocks_enough(int64_t TB, int64_t threads) {
+  const int64_t KB = ln_block_rows(TB, threads);
+  return (TB + KB - 1) / KB >= threads;
+}
+
 // The blocks [0, nb) in ONE parallel region (par) or serially: each thread takes a run of
 // blocks and works in its own scratch slot, its thread number (ATen's OpenMP split gives
 // thread k the k-th run: the same blocks per slot in every call with that thread count).
@@ -225,6 +231,91 @@ Tensor ln_input_backward(Tensor& dG, const Tensor& x, const Tensor& w_ih, const 
     }
   });
   return gw.sum(0).to(dG.scalar_type());
+}
+
+// Layer norm's whole after-loop in one pass over blocks of the T*B rows, a run of blocks
+// per thread, where every product takes the own GEMM (backward_impl decides): each block of dG
+// is read from memory once while its products run from cache (issue 16: the separate
+// passes of ln_dw_hh, ln_input_backward, dx and dW_ih each read all of dG, several MB,
+// as often). Per block: d (h W_hh^T) and its dW_hh partial, as ln_dw_hh (the same bits);
+// dG becomes d (x W_ih^T) in place, as ln_input_backward; then the block's dW_ih partial
+// and its rows of dx. Fills g[0] (when need_dx), dW_hh, dW_ih and d ln_ih_weight, and
+// returns true; false (nothing done) where x W_ih^T is not recomputed by the own GEMM.
+template <typename T>
+bool ln_after_blocks(std::vector<Tensor>& g, Tensor& dG, const Tensor& x, const Tensor& w_ih,
+                     const Tensor& xhat_hh, const Tensor& rstd_hh, const Tensor& mean_ih,
+                     const Tensor& rstd_ih, const Tensor& w_ln_hh, const Tensor& w_ln_ih,
+                     const Tensor& h0, const Tensor& h_feed, int64_t T_, int64_t B, bool need_dx) {
+  constexpr int64_t PW = kPanel<T>;
+  const int64_t TB = T_ * B, GH = dG.size(2), I = w_ih.size(1), P = h0.size(1);
+  const int64_t Ip = (I + PW - 1) / PW * PW, Pp = (P + PW - 1) / PW * PW;
+  const auto opts = dG.options();
+  const LnInputGemm<T> gi(x, w_ih, TB);
+  if (!gi.g || !gi.g->own()) return false;  // at::mm is not called inside a region
+  const int64_t KB = ln_block_rows(TB, at::get_num_threads()), nb = (TB + KB - 1) / KB;
+  const int64_t slots = std::max<int64_t>(1, std::min(nb, int64_t(at::get_num_threads())));
+  // per slot: one block of scratch (d (h W_hh^T), then the raw x W_ih^T) and one of packed
+  // rows (h_{t-1}, then x)
+  Tensor scratch = at::empty({slots, KB, GH}, opts);
+  Tensor rows = at::empty({slots, std::max(Ip, Pp) * KB}, opts);
+  // slot 0 sums into the results, the others into partials added at the end (ln_dw_hh)
+  Tensor dwh = at::zeros({GH, Pp}, opts), dwi = at::zeros({GH, Ip}, opts);
+  Tensor part_h = slots > 1 ? at::zeros({slots - 1, GH, Pp}, opts) : Tensor();
+  Tensor part_i = slots > 1 ? at::zeros({slots - 1, GH, Ip}, opts) : Tensor();
+  Tensor gw = at::zeros({slots, GH}, opts.dtype(at::kDouble));
+  Tensor wp, dx;
+  if (need_dx) {
+    wp = at::empty({Ip * GH}, opts);
+    pack_rows<T>(w_ih.data_ptr<T>(), I, GH, 0, GH, I, wp.data_ptr<T>());
+    dx = at::empty({TB, Ip}, opts);
+  }
+  T* gp = dG.data_ptr<T>();
+  const T *xh = xhat_hh.data_ptr<T>(), *rh = rstd_hh.data_ptr<T>(), *wh = w_ln_hh.data_ptr<T>();
+  const T *mi = mean_ih.data_ptr<T>(), *ri = rstd_ih.data_ptr<T>(), *wi = w_ln_ih.data_ptr<T>();
+  const T* xs = x.data_ptr<T>();
+  over_blocks(nb, slots, true, [&](int64_t b0, int64_t b1, int64_t slot) {
+    T* sc = scratch.data_ptr<T>() + slot * KB * GH;
+    T* rp = rows.data_ptr<T>() + slot * std::max(Ip, Pp) * KB;
+    T* dws_h = slot == 0 ? dwh.data_ptr<T>() : part_h.data_ptr<T>() + (slot - 1) * GH * Pp;
+    T* dws_i = slot == 0 ? dwi.data_ptr<T>() : part_i.data_ptr<T>() + (slot - 1) * GH * Ip;
+    std::vector<T> apack(kGemmMC * std::min<int64_t>(KB, 1024 / sizeof(T)));
+    for (int64_t q = b0; q < b1; ++q) {
+      const int64_t k0 = q * KB, k1 = std::min(TB, k0 + KB), kb = k1 - k0;
+      T* gb = gp + k0 * GH;  // this block of dG
+      // the recurrent side: d (h W_hh^T) into the scratch, times h_{t-1} into dW_hh
+      ln_grad_rows<T>(sc, k0, gp, wh, xh, rh, GH, k0, k1);
+      if (k0 < B) pack_rows<T>(h0.data_ptr<T>() + k0 * P, P, std::min(k1, B) - k0, 0, kb, P, rp);
+      if (k1 > B) {
+        const int64_t s0 = std::max(k0, B);
+        pack_rows<T>(h_feed.data_ptr<T>() + (s0 - B) * P, P, k1 - s0, s0 - k0, kb, P, rp);
+      }
+      gemm_block<T>(0, GH, kb, sc, 1, GH, rp, dws_h, Pp, 0, Pp, /*acc=*/true, nullptr,
+                    apack.data());
+      // the input side: the raw x W_ih^T into the scratch, dG's rows through the input
+      // layer norm in place, then x into dW_ih and W_ih into dx
+      gi.run(k0, k1, sc);
+      for (int64_t r = k0; r < k1; ++r)
+        ln_input_row<T>(gp + r * GH, sc + (r - k0) * GH, wi, mi[r], ri[r], GH);
+      col_sum_acc<T>(sc, GH, kb, GH, gw.data_ptr<double>() + slot * GH);  // dy * xhat
+      pack_rows<T>(xs + k0 * I, I, kb, 0, kb, I, rp);
+      gemm_block<T>(0, GH, kb, gb, 1, GH, rp, dws_i, Ip, 0, Ip, /*acc=*/true, nullptr,
+                    apack.data());
+      if (need_dx)
+        gemm_block<T>(0, kb, GH, gb, GH, 1, wp.template data_ptr<T>(),
+                      dx.template data_ptr<T>() + k0 * Ip, Ip, 0, Ip, /*acc=*/false, nullptr,
+                      nullptr);
+    }
+  });
+  scratch = rows = wp = Tensor();
+  for (int64_t k = 1; k < slots; ++k) {  // = the slots' sums
+    dwh.add_(part_h[k - 1]);
+    dwi.add_(part_i[k - 1]);
+  }
+  g[3 + kWhh] = Pp == P ? dwh : dwh.narrow(1, 0, P);
+  g[3 + kWih] = Ip == I ? dwi : dwi.narrow(1, 0, I);
+  g[3 + kLnIhW] = gw.sum(0).to(dG.scalar_type());
+  if (need_dx) g[0] = Ip == I ? dx.view({T_, B, I}) : dx.view({T_, B, Ip}).narrow(2, 0, I);
+  return true;
 }
 
 // saved: the forward's list. Returns [dx | undef, dh0, dc0, d params in kNumParams order
@@ -570,10 +661,18 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
     g[3 + kWih] = Ip == I ? dwi : dwi.narrow(1, 0, I);
     g[3 + kWhh] = Pp == P ? dwh : dwh.narrow(1, 0, P);
   }
+  // layer norm's after-loop in one pass over blocks (ln_after_blocks) where every product
+  // takes the own GEMM and there are blocks enough for every thread
+  const bool ln_blocks =
+      s.ln && own && TB >= kPackRows &&
+      ln_blocks_enough(TB, at::get_num_threads()) &&
+      (!need_dx || dx_own<T>(w_ih, T_, B)) &&
+      ln_after_blocks<T>(g, dG, x, w_ih, xhat_hh, rstd_hh, mean_ih, rstd_ih, *p[kLnHhW],
+                         *p[kLnIhW], h0, h_feed, T_, B, need_dx);
   // dW_hh = sum_t dHW_t^T h_{t-1}, h_{-1} = h0, h_{t-1} = out[t-1] on real steps
-  if (s.ln) {
+  if (s.ln && !ln_blocks) {
     g[3 + kWhh] = ln_dw_hh<T>(dG, xhat_hh, rstd_hh, *p[kLnHhW], h0, h_feed, T_, B, P, own);
-  } else if (!own) {
+  } else if (!s.ln && !own) {
     Tensor dwhh = at::mm(dG.select(0, 0).t(), h0.contiguous());
     if (T_ > 1)
       dwhh.addmm_(dG.narrow(0, 1, T_ - 1).reshape({(T_ - 1) * B, GH}).t(),
@@ -583,13 +682,13 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   dHW = Tensor();
 
   // the input side: through the input layer norm, then dx and dW_ih
-  if (s.ln) {
+  if (s.ln && !ln_blocks) {
     g[3 + kLnIhW] = ln_input_backward<T>(dG, x, w_ih, mean_ih, rstd_ih, *p[kLnIhW]);
     input_grad();
   }
   const T* dxw_p = dG.data_ptr<T>();
   const Tensor dxw = dG.view({TB, GH});
-  if (own && !one_dw) {  // dW_ih = dxw^T x (a sum of TB outer products)
+  if (own && !one_dw && !ln_blocks) {  // dW_ih = dxw^T x (a sum of TB outer products)
     Tensor xp = at::empty({Ip * TB}, opts);
     pack_rows<T>(x.data_ptr<T>(), I, TB, 0, TB, I, xp.data_ptr<T>());
     Tensor dw = at::empty({GH, Ip}, opts);
