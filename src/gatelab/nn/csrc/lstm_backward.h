@@ -234,10 +234,10 @@ Tensor ln_input_backward(Tensor& dG, const Tensor& x, const Tensor& w_ih, const 
 }
 
 // Layer norm's whole after-loop in one pass over blocks of the T*B rows, a run of blocks
-// per thread, where every product takes the own GEMM (backward_impl decides): each block of dG
-// is read from memory once while its products run from cache (issue 16: the separate
-// passes of ln_dw_hh, ln_input_backward, dx and dW_ih each read all of dG, several MB,
-// as often). Per block: d (h W_hh^T) and its dW_hh partial, as ln_dw_hh (the same bits);
+// per thread, where every product takes the own GEMM (backward_impl decides): each block
+// of dG is read from memory once while its products run from cache (issue 16: the
+// separate passes of ln_dw_hh, ln_input_backward, dx and dW_ih each read all of dG, several
+// MB). Per block: d (h W_hh^T) and its dW_hh partial, as ln_dw_hh (the same bits);
 // dG becomes d (x W_ih^T) in place, as ln_input_backward; then the block's dW_ih partial
 // and its rows of dx. Fills g[0] (when need_dx), dW_hh, dW_ih and d ln_ih_weight, and
 // returns true; false (nothing done) where x W_ih^T is not recomputed by the own GEMM.
