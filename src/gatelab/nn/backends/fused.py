@@ -21,7 +21,8 @@ thread goes from its GEMM columns straight on to their pointwise pass, or the BL
 packed ``sgemm_compute`` / ``sgemm`` for the recurrent products, ``at::mm`` for the input
 projection, ``dx`` and the weight gradients): which one is measured per product kind and
 shape at its first use (``csrc/gemm_plan.h``: five timed calls of each, medians, the BLAS
-only when under 0.9x the own kernel) and then fixed for the process;
+only when under 0.9x the own kernel, the own recurrent product timed split and serial, the
+faster counting) and then fixed for the process;
 ``extension().gemm_plans()`` lists the decisions, ``set_gemm_plan`` plants one and
 ``set_gemm_mode`` forces a kernel (4 own, 1-3 BLAS). The own kernel was tuned on a Zen 4
 (AVX-512) where it beat MKL everywhere; the machine can change under the project (issue 16:

@@ -100,23 +100,30 @@ inline int cached_own(const GemmKey& key) {
 }
 
 // Measure `own()` against `blas()` (each runs the product, or its probe block, once) and
-// record the decision for `key`; a concurrent one stands.
-template <typename F1, typename F2>
-bool measure_own(const GemmKey& key, const F1& own, const F2& blas) {
+// record the decision for `key`; a concurrent one stands. `own_serial`, where given, is
+// the own kernel on the calling thread alone, timed in the same rounds: the own kernel's
+// time is then the faster of the two medians (recurrent_mode says why).
+template <typename F1, typename F2, typename F3 = std::nullptr_t>
+bool measure_own(const GemmKey& key, const F1& own, const F2& blas,
+                 const F3& own_serial = nullptr) {
+  constexpr bool serial = !std::is_same<F3, std::nullptr_t>::value;
   auto time = [](const auto& fn) {
     const auto t0 = std::chrono::steady_clock::now();
     fn();
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   };
-  double to[kGemmProbe], tb[kGemmProbe];
+  double to[kGemmProbe], tb[kGemmProbe], ts[kGemmProbe];
   own();
   blas();
+  if constexpr (serial) own_serial();
   for (int r = 0; r < kGemmProbe; ++r) {
     to[r] = time(own);
     tb[r] = time(blas);
+    if constexpr (serial) ts[r] = time(own_serial);
   }
   GemmPlan plan;
   plan.t_own = median_of(to, kGemmProbe);
+  if constexpr (serial) plan.t_own = std::min(plan.t_own, median_of(ts, kGemmProbe));
   plan.t_blas = median_of(tb, kGemmProbe);
   plan.own = !(plan.t_blas < kBlasMargin * plan.t_own);
   plan.measured = true;
@@ -129,7 +136,13 @@ bool measure_own(const GemmKey& key, const F1& own, const F2& blas) {
 // weight used once or twice) unless the default mode, M > kGemvRows and reuse > 2; then 4
 // (own, packed panels) or the BLAS (2: MKL packed, float32; else 1), measured on the real
 // weight with a synthetic A (its values do not change the time) into scratch C. Keyed on
-// M = B: the sequence length does not enter.
+// M = B: the sequence length does not enter. The own kernel is timed both split over the
+// threads and on the calling thread alone, and the faster counts: a step may run its
+// product serially (StepSplit), the BLAS splits its own. Where a parallel region's start
+// is slow (OMP_WAIT_POLICY=PASSIVE: the other thread sleeps between regions) both split
+// candidates paid it in the probe, about 75 us each at B = 16, H = 128 on a 2-vCPU Xeon,
+// and the BLAS won the toss in 4 of about 35 processes; it then ran every step split,
+// 2.6x slower training and 3.6x slower forward than the own kernel serially (issue 16).
 template <typename T>
 int recurrent_mode(const Tensor& w, int64_t M, bool nt, int64_t reuse, int64_t groups = 1) {
   if (g_gemm_mode != 0 || M <= kGemvRows || reuse <= 2) return -1;
@@ -149,7 +162,8 @@ int recurrent_mode(const Tensor& w, int64_t M, bool nt, int64_t reuse, int64_t g
   T* cp = c.data_ptr<T>();
   const bool own = measure_own(
       key, [&] { go->run(ap, K, T(0), cp, go->ldc()); },
-      [&] { gb->run(ap, K, T(0), cp, gb->ldc()); });
+      [&] { gb->run(ap, K, T(0), cp, gb->ldc()); },
+      [&] { go->run(ap, K, T(0), cp, go->ldc(), /*par=*/false); });
   return own ? 4 : blas_mode;
 }
 
