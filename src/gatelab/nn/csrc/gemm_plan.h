@@ -143,6 +143,8 @@ bool measure_own(const GemmKey& key, const F1& own, const F2& blas,
 // candidates paid it in the probe, about 75 us each at B = 16, H = 128 on a 2-vCPU Xeon,
 // and the BLAS won the toss in 4 of about 35 processes; it then ran every step split,
 // 2.6x slower training and 3.6x slower forward than the own kernel serially (issue 16).
+// Where the step splits by rule (kSplitSure) the serial time is not the one that runs, but
+// at those sizes the split one is the smaller and counts.
 template <typename T>
 int recurrent_mode(const Tensor& w, int64_t M, bool nt, int64_t reuse, int64_t groups = 1) {
   if (g_gemm_mode != 0 || M <= kGemvRows || reuse <= 2) return -1;

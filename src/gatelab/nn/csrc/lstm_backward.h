@@ -98,8 +98,8 @@ void col_sum_acc(const T* a, int64_t lda, int64_t R, int64_t C, double* acc) {
 }
 
 // Rows per block of the layer norm's after-loop passes, whose scratch is a block of rows
-// per thread (ln_dw_hh: d (h W_hh^T) and packed h_{t-1}; ln_input_backward: x W_ih^T)
-// instead of a (T*B, GH) buffer. Up to 256 rows: one block (the forward's own GEMM call;
+// per thread (ln_dw_hh: d (h W_hh^T) and packed h_{t-1}; ln_input_backward: x W_ih^T;
+// ln_after_blocks: both in turn) instead of a (T*B, GH) buffer. Up to 256 rows: one block (the forward's own GEMM call;
 // gemv_nt below kPackRows). Above: about T*B / (8 threads) rows, a multiple of 32 from 64
 // to 256, so that all threads' blocks together hold about an eighth of dG's rows (issue
 // 16: 256 rows per thread were 1 MB of the B = 8 peak, 16% of torch's whole step); 256 is
@@ -235,9 +235,12 @@ Tensor ln_input_backward(Tensor& dG, const Tensor& x, const Tensor& w_ih, const 
 
 // Layer norm's whole after-loop in one pass over blocks of the T*B rows, a run of blocks
 // per thread, where every product takes the own GEMM (backward_impl decides): each block
-// of dG is read from memory once while its products run from cache (issue 16: the
-// separate passes of ln_dw_hh, ln_input_backward, dx and dW_ih each read all of dG, several
-// MB). Per block: d (h W_hh^T) and its dW_hh partial, as ln_dw_hh (the same bits);
+// of dG is read from memory once, its products reading it while it is in cache (issue 16:
+// the separate passes of ln_dw_hh, ln_input_backward, dx and dW_ih each read all of dG,
+// several MB). The price: each thread's dW_ih partial (GH x I) and dx, with W_ih packed,
+// are alive together with the dW_hh partials, where the separate passes held them one
+// after the other (at 2 threads the layer-norm step's peak stayed at most 1.08x torch's,
+// BENCHMARKS.md "Session 15"; many threads hold more partials). Per block: d (h W_hh^T) and its dW_hh partial, as ln_dw_hh (the same bits);
 // dG becomes d (x W_ih^T) in place, as ln_input_backward; then the block's dW_ih partial
 // and its rows of dx. Fills g[0] (when need_dx), dW_hh, dW_ih and d ln_ih_weight, and
 // returns true; false (nothing done) where x W_ih^T is not recomputed by the own GEMM.
@@ -622,7 +625,7 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   const int64_t Ip = pad(I), Pp = pad(P);
   // dx = d (x W_ih^T) W_ih: without layer norm dG is final here, and dx goes first, so
   // that its packed W_ih is freed before the weight gradients are allocated (peak memory,
-  // issue 16); with layer norm after ln_input_backward (below)
+  // issue 16); with layer norm after ln_input_backward (below), or inside ln_after_blocks
   auto input_grad = [&] {
     if (!need_dx) return;
     const T* dxw_p = dG.data_ptr<T>();
