@@ -99,11 +99,12 @@ void col_sum_acc(const T* a, int64_t lda, int64_t R, int64_t C, double* acc) {
 
 // Rows per block of the layer norm's after-loop passes, whose scratch is a block of rows
 // per thread (ln_dw_hh: d (h W_hh^T) and packed h_{t-1}; ln_input_backward: x W_ih^T;
-// ln_after_blocks: both in turn) instead of a (T*B, GH) buffer. Up to 256 rows: one block (the forward's own GEMM call;
-// gemv_nt below kPackRows). Above: about T*B / (8 threads) rows, a multiple of 32 from 64
-// to 256, so that all threads' blocks together hold about an eighth of dG's rows (issue
-// 16: 256 rows per thread were 1 MB of the B = 8 peak, 16% of torch's whole step); 256 is
-// the own GEMM's K chunk (float32), past which a block gains nothing.
+// ln_after_blocks: both in turn) instead of a (T*B, GH) buffer. Up to 256 rows: one
+// block (the forward's own GEMM call; gemv_nt below kPackRows). Above: about
+// T*B / (8 threads) rows, a multiple of 32 from 64 to 256, so that all threads' blocks
+// together hold about an eighth of dG's rows (issue 16: 256 rows per thread were 1 MB of
+// the B = 8 peak, 16% of torch's whole step); 256 is the own GEMM's K chunk (float32),
+// past which a block gains nothing.
 inline int64_t ln_block_rows(int64_t TB, int64_t threads) {
   if (TB <= 256) return TB;
   const int64_t per = 8 * std::max<int64_t>(1, threads), rows = (TB + per - 1) / per;
@@ -240,9 +241,9 @@ Tensor ln_input_backward(Tensor& dG, const Tensor& x, const Tensor& w_ih, const 
 // several MB). The price: each thread's dW_ih partial (GH x I) and dx, with W_ih packed,
 // are alive together with the dW_hh partials, where the separate passes held them one
 // after the other (at 2 threads the layer-norm step's peak stayed at most 1.08x torch's,
-// BENCHMARKS.md "Session 15"; many threads hold more partials). Per block: d (h W_hh^T) and its dW_hh partial, as ln_dw_hh (the same bits);
-// dG becomes d (x W_ih^T) in place, as ln_input_backward; then the block's dW_ih partial
-// and its rows of dx. Fills g[0] (when need_dx), dW_hh, dW_ih and d ln_ih_weight, and
+// BENCHMARKS.md "Session 15"; many threads hold more partials). Per block: d (h W_hh^T)
+// and its dW_hh partial, as ln_dw_hh (the same bits); dG becomes d (x W_ih^T) in place,
+// as ln_input_backward; then the block's dW_ih partial and its rows of dx. Fills g[0] (when need_dx), dW_hh, dW_ih and d ln_ih_weight, and
 // returns true; false (nothing done) where x W_ih^T is not recomputed by the own GEMM.
 template <typename T>
 bool ln_after_blocks(std::vector<Tensor>& g, Tensor& dG, const Tensor& x, const Tensor& w_ih,
