@@ -243,8 +243,9 @@ Tensor ln_input_backward(Tensor& dG, const Tensor& x, const Tensor& w_ih, const 
 // after the other (at 2 threads the layer-norm step's peak stayed at most 1.08x torch's,
 // BENCHMARKS.md "Session 15"; many threads hold more partials). Per block: d (h W_hh^T)
 // and its dW_hh partial, as ln_dw_hh (the same bits); dG becomes d (x W_ih^T) in place,
-// as ln_input_backward; then the block's dW_ih partial and its rows of dx. Fills g[0] (when need_dx), dW_hh, dW_ih and d ln_ih_weight, and
-// returns true; false (nothing done) where x W_ih^T is not recomputed by the own GEMM.
+// as ln_input_backward; then the block's dW_ih partial and its rows of dx. Fills g[0]
+// (when need_dx), dW_hh, dW_ih and d ln_ih_weight, and returns true; false (nothing
+// done) where x W_ih^T is not recomputed by the own GEMM.
 template <typename T>
 bool ln_after_blocks(std::vector<Tensor>& g, Tensor& dG, const Tensor& x, const Tensor& w_ih,
                      const Tensor& xhat_hh, const Tensor& rstd_hh, const Tensor& mean_ih,
