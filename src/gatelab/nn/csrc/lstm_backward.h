@@ -132,6 +132,38 @@ void over_blocks(int64_t nb, int64_t slots, bool par, const F& fn) {
   });
 }
 
+// A (rows, cols) sum accumulated by thread slots (over_blocks): slot 0 into the result
+// itself, the others into partials added to it at the end (issue 16: a (slots, rows, cols)
+// buffer and its sum were two dW_hh more at the peak).
+template <typename T>
+struct SlotSums {
+  Tensor sum, part;
+  SlotSums(int64_t slots, int64_t rows, int64_t cols, const at::TensorOptions& opts)
+      : sum(at::zeros({rows, cols}, opts)),
+        part(slots > 1 ? at::zeros({slots - 1, rows, cols}, opts) : Tensor()) {}
+  T* ptr(int64_t slot) {
+    return slot == 0 ? sum.data_ptr<T>() : part.data_ptr<T>() + (slot - 1) * sum.numel();
+  }
+  Tensor total() {  // = the slots' sum, in slot order
+    for (int64_t k = 0; part.defined() && k < part.size(0); ++k) sum.add_(part[k]);
+    part = Tensor();
+    return sum;
+  }
+};
+
+// Rows [k0, k1) of h_{t-1} (h0 for the first B rows, then h_feed (T, B, P)) packed into
+// panels of kb = k1 - k0 rows at dst.
+template <typename T>
+void pack_h_prev(const Tensor& h0, const Tensor& h_feed, int64_t B, int64_t P, int64_t k0,
+                 int64_t k1, T* dst) {
+  const int64_t kb = k1 - k0;
+  if (k0 < B) pack_rows<T>(h0.data_ptr<T>() + k0 * P, P, std::min(k1, B) - k0, 0, kb, P, dst);
+  if (k1 > B) {
+    const int64_t s0 = std::max(k0, B);
+    pack_rows<T>(h_feed.data_ptr<T>() + (s0 - B) * P, P, k1 - s0, s0 - k0, kb, P, dst);
+  }
+}
+
 // dW_hh = sum_t dHW_t^T h_{t-1} with layer norm: dHW (d (h_{t-1} W_hh^T), through the
 // recurrent layer norm) is not kept from the loop but recomputed from dG and xhat_hh block
 // by block (the same ln_grad_row on the same values: the loop's bits), each block's
@@ -152,17 +184,14 @@ Tensor ln_dw_hh(const Tensor& dG, const Tensor& xhat_hh, const Tensor& rstd_hh,
   const int64_t ldw = own ? Pp : P;
   Tensor dhw = at::empty({slots, KB, GH}, opts);
   Tensor hp = own ? at::empty({slots, Pp * KB}, opts) : Tensor();
-  // slot 0 sums into the result itself, the other slots into partials added to it at the
-  // end (issue 16: a (slots, GH, P) buffer and its sum were two dW_hh more at the peak)
-  Tensor dw = at::zeros({GH, ldw}, opts);
-  Tensor part = slots > 1 ? at::zeros({slots - 1, GH, ldw}, opts) : Tensor();
+  SlotSums<T> dw(slots, GH, ldw, opts);
   Tensor h_prev;  // (TB, P), for at::mm only
   if (!own) h_prev = at::cat({h0.unsqueeze(0), h_feed.narrow(0, 0, T_ - 1)}).view({TB, P});
   const T *g = dG.data_ptr<T>(), *xh = xhat_hh.data_ptr<T>(), *rs = rstd_hh.data_ptr<T>();
   const T* w = w_ln.data_ptr<T>();
   over_blocks(nb, slots, per_thread, [&](int64_t b0, int64_t b1, int64_t slot) {
     T* d = dhw.data_ptr<T>() + slot * KB * GH;
-    T* dws = slot == 0 ? dw.data_ptr<T>() : part.data_ptr<T>() + (slot - 1) * GH * ldw;
+    T* dws = dw.ptr(slot);
     // the transposed copy of a block's d (h W_hh^T): kGemmMC rows of one K chunk
     std::vector<T> apack(per_thread ? kGemmMC * std::min<int64_t>(KB, 1024 / sizeof(T)) : 0);
     for (int64_t q = b0; q < b1; ++q) {
@@ -174,16 +203,12 @@ Tensor ln_dw_hh(const Tensor& dG, const Tensor& xhat_hh, const Tensor& rstd_hh,
         at::parallel_for(k0, k1, 16, [&](int64_t r0, int64_t r1) {
           ln_grad_rows<T>(d, k0, g, w, xh, rs, GH, r0, r1);
         });
-        dw.addmm_(dhw[0].narrow(0, 0, kb).t(), h_prev.narrow(0, k0, kb));
+        dw.sum.addmm_(dhw[0].narrow(0, 0, kb).t(), h_prev.narrow(0, k0, kb));
         continue;
       }
       ln_grad_rows<T>(d, k0, g, w, xh, rs, GH, k0, k1);
       T* hpp = hp.data_ptr<T>() + slot * Pp * KB;
-      if (k0 < B) pack_rows<T>(h0.data_ptr<T>() + k0 * P, P, std::min(k1, B) - k0, 0, kb, P, hpp);
-      if (k1 > B) {
-        const int64_t s0 = std::max(k0, B);
-        pack_rows<T>(h_feed.data_ptr<T>() + (s0 - B) * P, P, k1 - s0, s0 - k0, kb, P, hpp);
-      }
+      pack_h_prev<T>(h0, h_feed, B, P, k0, k1, hpp);
       if (per_thread) {
         gemm_block<T>(0, GH, kb, d, 1, GH, hpp, dws, Pp, 0, Pp, /*acc=*/true, nullptr,
                       apack.data());
@@ -193,8 +218,23 @@ Tensor ln_dw_hh(const Tensor& dG, const Tensor& xhat_hh, const Tensor& rstd_hh,
     }
   });
   dhw = hp = Tensor();
-  for (int64_t k = 1; k < slots; ++k) dw.add_(part[k - 1]);  // = the slots' sum(0)
-  return own ? dw.narrow(1, 0, P) : dw;
+  const Tensor sum = dw.total();
+  return own ? sum.narrow(1, 0, P) : sum;
+}
+
+// Rows [k0, k1) of the input layer norm's backward, in place in g (T*B, GH): the raw
+// x W_ih^T recomputed into xr (a block of rows), normalised as the forward did, and
+// d ln_ih_weight's sums added into gw (GH doubles). The rows in parallel when called
+// outside a parallel region (inside one, at::parallel_for runs inline).
+template <typename T>
+void ln_input_block(const LnInputGemm<T>& gi, T* g, T* xr, const T* w, const T* m,
+                    const T* rs, int64_t GH, int64_t k0, int64_t k1, double* gw) {
+  gi.run(k0, k1, xr);
+  at::parallel_for(k0, k1, 16, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r)
+      ln_input_row<T>(g + r * GH, xr + (r - k0) * GH, w, m[r], rs[r], GH);
+  });
+  col_sum_acc<T>(xr, GH, k1 - k0, GH, gw);  // dy * xhat
 }
 
 // The input layer norm's backward, in place: dG (T*B, GH) becomes d (x W_ih^T), the raw
@@ -219,17 +259,9 @@ Tensor ln_input_backward(Tensor& dG, const Tensor& x, const Tensor& w_ih, const 
   const T *m = mean_ih.data_ptr<T>(), *rs = rstd_ih.data_ptr<T>(), *w = w_ln.data_ptr<T>();
   over_blocks(nb, slots, par, [&](int64_t b0, int64_t b1, int64_t slot) {
     T* xr = raw.data_ptr<T>() + slot * KB * GH;
-    for (int64_t q = b0; q < b1; ++q) {
-      const int64_t k0 = q * KB, k1 = std::min(TB, k0 + KB);
-      gi.run(k0, k1, xr);
-      // rows in parallel when the blocks go one after the other (inside a thread's run of
-      // blocks, at::parallel_for runs inline)
-      at::parallel_for(k0, k1, 16, [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r)
-          ln_input_row<T>(g + r * GH, xr + (r - k0) * GH, w, m[r], rs[r], GH);
-      });
-      col_sum_acc<T>(xr, GH, k1 - k0, GH, gw.data_ptr<double>() + slot * GH);  // dy * xhat
-    }
+    for (int64_t q = b0; q < b1; ++q)
+      ln_input_block<T>(gi, g, xr, w, m, rs, GH, q * KB, std::min(TB, q * KB + KB),
+                        gw.data_ptr<double>() + slot * GH);
   });
   return gw.sum(0).to(dG.scalar_type());
 }
@@ -263,10 +295,7 @@ bool ln_after_blocks(std::vector<Tensor>& g, Tensor& dG, const Tensor& x, const 
   // rows (h_{t-1}, then x)
   Tensor scratch = at::empty({slots, KB, GH}, opts);
   Tensor rows = at::empty({slots, std::max(Ip, Pp) * KB}, opts);
-  // slot 0 sums into the results, the others into partials added at the end (ln_dw_hh)
-  Tensor dwh = at::zeros({GH, Pp}, opts), dwi = at::zeros({GH, Ip}, opts);
-  Tensor part_h = slots > 1 ? at::zeros({slots - 1, GH, Pp}, opts) : Tensor();
-  Tensor part_i = slots > 1 ? at::zeros({slots - 1, GH, Ip}, opts) : Tensor();
+  SlotSums<T> dwh(slots, GH, Pp, opts), dwi(slots, GH, Ip, opts);
   Tensor gw = at::zeros({slots, GH}, opts.dtype(at::kDouble));
   Tensor wp, dx;
   if (need_dx) {
@@ -281,27 +310,19 @@ bool ln_after_blocks(std::vector<Tensor>& g, Tensor& dG, const Tensor& x, const 
   over_blocks(nb, slots, true, [&](int64_t b0, int64_t b1, int64_t slot) {
     T* sc = scratch.data_ptr<T>() + slot * KB * GH;
     T* rp = rows.data_ptr<T>() + slot * std::max(Ip, Pp) * KB;
-    T* dws_h = slot == 0 ? dwh.data_ptr<T>() : part_h.data_ptr<T>() + (slot - 1) * GH * Pp;
-    T* dws_i = slot == 0 ? dwi.data_ptr<T>() : part_i.data_ptr<T>() + (slot - 1) * GH * Ip;
+    T *dws_h = dwh.ptr(slot), *dws_i = dwi.ptr(slot);
     std::vector<T> apack(kGemmMC * std::min<int64_t>(KB, 1024 / sizeof(T)));
     for (int64_t q = b0; q < b1; ++q) {
       const int64_t k0 = q * KB, k1 = std::min(TB, k0 + KB), kb = k1 - k0;
       T* gb = gp + k0 * GH;  // this block of dG
       // the recurrent side: d (h W_hh^T) into the scratch, times h_{t-1} into dW_hh
       ln_grad_rows<T>(sc, k0, gp, wh, xh, rh, GH, k0, k1);
-      if (k0 < B) pack_rows<T>(h0.data_ptr<T>() + k0 * P, P, std::min(k1, B) - k0, 0, kb, P, rp);
-      if (k1 > B) {
-        const int64_t s0 = std::max(k0, B);
-        pack_rows<T>(h_feed.data_ptr<T>() + (s0 - B) * P, P, k1 - s0, s0 - k0, kb, P, rp);
-      }
+      pack_h_prev<T>(h0, h_feed, B, P, k0, k1, rp);
       gemm_block<T>(0, GH, kb, sc, 1, GH, rp, dws_h, Pp, 0, Pp, /*acc=*/true, nullptr,
                     apack.data());
       // the input side: the raw x W_ih^T into the scratch, dG's rows through the input
       // layer norm in place, then x into dW_ih and W_ih into dx
-      gi.run(k0, k1, sc);
-      for (int64_t r = k0; r < k1; ++r)
-        ln_input_row<T>(gp + r * GH, sc + (r - k0) * GH, wi, mi[r], ri[r], GH);
-      col_sum_acc<T>(sc, GH, kb, GH, gw.data_ptr<double>() + slot * GH);  // dy * xhat
+      ln_input_block<T>(gi, gp, sc, wi, mi, ri, GH, k0, k1, gw.data_ptr<double>() + slot * GH);
       pack_rows<T>(xs + k0 * I, I, kb, 0, kb, I, rp);
       gemm_block<T>(0, GH, kb, gb, 1, GH, rp, dws_i, Ip, 0, Ip, /*acc=*/true, nullptr,
                     apack.data());
@@ -312,12 +333,9 @@ bool ln_after_blocks(std::vector<Tensor>& g, Tensor& dG, const Tensor& x, const 
     }
   });
   scratch = rows = wp = Tensor();
-  for (int64_t k = 1; k < slots; ++k) {  // = the slots' sums
-    dwh.add_(part_h[k - 1]);
-    dwi.add_(part_i[k - 1]);
-  }
-  g[3 + kWhh] = Pp == P ? dwh : dwh.narrow(1, 0, P);
-  g[3 + kWih] = Ip == I ? dwi : dwi.narrow(1, 0, I);
+  const Tensor sum_h = dwh.total(), sum_i = dwi.total();
+  g[3 + kWhh] = Pp == P ? sum_h : sum_h.narrow(1, 0, P);
+  g[3 + kWih] = Ip == I ? sum_i : sum_i.narrow(1, 0, I);
   g[3 + kLnIhW] = gw.sum(0).to(dG.scalar_type());
   if (need_dx) g[0] = Ip == I ? dx.view({T_, B, I}) : dx.view({T_, B, Ip}).narrow(2, 0, I);
   return true;
