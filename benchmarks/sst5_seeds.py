@@ -90,7 +90,12 @@ def ensemble(members: list) -> tuple[float, dict]:
 
 def report(out: Path, names: list[str], ks: list[int]) -> None:
     for name in names:
-        files = sorted(out.glob(f"{name}_*.npz"), key=lambda f: int(f.stem.rsplit("_", 1)[1]))
+        # <name>_<seed>.npz only: a setting named "base" must not read "base_wide_3"
+        seeds = {f: f.stem.rsplit("_", 1) for f in out.glob(f"{name}_*.npz")}
+        files = sorted(
+            (f for f, (n, s) in seeds.items() if n == name and s.isdigit()),
+            key=lambda f: int(seeds[f][1]),
+        )
         members = [dict(np.load(f)) for f in files]
         if not members:
             print(f"{name}: no members in {out}")
