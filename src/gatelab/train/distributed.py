@@ -28,6 +28,7 @@ How the training loops use it (:func:`gatelab.train.fit.fit`):
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import logging
 import os
@@ -184,8 +185,22 @@ def init(backend: str | None = None) -> bool:
     _joined = True
     _writer_store[:] = [dist.PrefixStore("gatelab/from_writer", store), 0]
     signal.signal(signal.SIGTERM, _terminate)
+    atexit.register(_leave)
     logger.info("rank %d of %d joined the process group (%s)", r, n, backend)
     return True
+
+
+def _leave() -> None:
+    """At exit, leave the group :func:`init` joined and drop its store. A process that
+    exits with them alive tears them down in the interpreter's last steps, where a rank
+    aborted in one of three runs under load ("terminate called without an active
+    exception", exit code -6 after its last line of output), which torchrun reports as a
+    failed job."""
+    global _joined
+    if _joined and dist.is_initialized():
+        dist.destroy_process_group()
+    _joined = False
+    _writer_store.clear()
 
 
 def device() -> torch.device:
