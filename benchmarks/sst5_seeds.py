@@ -29,15 +29,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, Timer, load_average, parser, setup
 
 from gatelab import TextClassifier
 from gatelab.data import read_labelled_text
+from gatelab.estimators.text import choose_prior_adjustment
 from gatelab.train.metrics import classification_metrics
-
-TAUS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def seed_list(text: str) -> list[int]:
@@ -68,24 +68,15 @@ def train_member(data: dict, setting: dict, seed: int, path: Path) -> None:
     print(f"{path.stem}: {timer.seconds:.0f} s, test accuracy {100 * acc:.1f}", flush=True)
 
 
-def softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
-
 def ensemble(members: list) -> tuple[float, dict]:
-    """The estimator's rule on kept members: tau on dev, then test metrics."""
-    lp = members[0]["log_prior"]
-    best = None
-    for tau in TAUS:
-        p = np.mean([softmax(m["dev"] - tau * lp) for m in members], 0)
-        got = classification_metrics(members[0]["dev_y"], p.argmax(-1))
-        score = (got["accuracy"] + got["macro_f1"]) / 2
-        if best is None or score > best[0] + 1e-12:
-            best = (score, tau)
-    tau = best[1]
-    p = np.mean([softmax(m["test"] - tau * lp) for m in members], 0)
-    return tau, classification_metrics(members[0]["test_y"], p.argmax(-1))
+    """The estimator's rule on kept members (``choose_prior_adjustment``: tau on dev),
+    then the test metrics of the members' averaged probabilities with that tau."""
+    lp = torch.as_tensor(members[0]["log_prior"])
+    dev = torch.as_tensor(np.stack([m["dev"] for m in members])).float()
+    tau, _ = choose_prior_adjustment(dev, lp, members[0]["dev_y"])
+    test = torch.as_tensor(np.stack([m["test"] for m in members])).float()
+    p = (test - tau * lp.float()).softmax(-1).mean(0)
+    return tau, classification_metrics(members[0]["test_y"], p.argmax(-1).numpy())
 
 
 def report(out: Path, names: list[str], ks: list[int]) -> None:

@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 NB_AUTO_MAX_TEXTS = 20_000  # TextClassifier(nb_features="auto") uses them below this
 LINEAR_AUTO_MAX_TEXTS = 20_000  # TextClassifier(linear="auto") mixes in the linear part below
 LINEAR_FILE = "linear.json"  # the run folder's record of the linear part and its weight
+PRIOR_TAUS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the logit adjustment's candidates
 
 
 class TextClassifier(ClassifierBase):
@@ -316,21 +317,11 @@ class TextClassifier(ClassifierBase):
         the smaller). A model trained on skewed classes under-predicts the rare ones
         (SST-5's extremes); ``tau = 1`` aims at balanced recall. Built into the heads'
         biases, so predictions and the saved weights carry it. Returns ``tau``."""
-        from gatelab.train.metrics import classification_metrics
-
         models = members(self.model_)
         eval_bs = self.train_config_.eval_batch_size
         logits = torch.stack([predict_batches(m, valid, eval_bs) for m in models])  # (M, N, C)
         log_prior = torch.log(torch.as_tensor(np.maximum(counts, 1) / counts.sum()))
-        y = valid.targets.numpy()
-        best = None
-        for tau in (0.0, 0.25, 0.5, 0.75, 1.0):
-            proba = (logits - tau * log_prior.float()).softmax(-1).mean(0)  # (N, C)
-            m = classification_metrics(y, proba.argmax(-1).numpy())
-            score = (m["accuracy"] + m["macro_f1"]) / 2
-            if best is None or score > best[0] + 1e-12:
-                best = (score, tau, m)
-        _, tau, metrics = best
+        tau, metrics = choose_prior_adjustment(logits, log_prior, valid.targets.numpy())
         with torch.no_grad():
             for m in models:
                 m.head.bias.sub_(tau * log_prior.to(m.head.bias.dtype))
@@ -393,6 +384,27 @@ class TextClassifier(ClassifierBase):
                 raise RunFolderError(f"'{run / LINEAR_FILE}' is corrupt ({err})") from err
         self.tokenizer_ = read_artifact(run, "tokenizer.json", Tokenizer.from_dict)
         self._read_labels(run)
+
+
+def choose_prior_adjustment(
+    logits: Tensor, log_prior: Tensor, y: np.ndarray
+) -> tuple[float, dict[str, float]]:
+    """The logit adjustment's ``tau`` (:meth:`TextClassifier._adjust_for_priors`): of
+    ``PRIOR_TAUS``, the one whose ensemble (members' probabilities of ``logits -
+    tau * log_prior`` averaged) scores best on the labels ``y`` by the mean of accuracy
+    and macro F1, a tie keeping the smaller; with its metrics. ``logits (M, N, C)``,
+    ``log_prior (C,)``, ``y (N,)`` class indices. ``benchmarks/sst5_seeds.py`` applies the
+    same rule to kept logits."""
+    from gatelab.train.metrics import classification_metrics
+
+    best = None
+    for tau in PRIOR_TAUS:
+        proba = (logits - tau * log_prior.float()).softmax(-1).mean(0)  # (N, C)
+        m = classification_metrics(y, proba.argmax(-1).numpy())
+        score = (m["accuracy"] + m["macro_f1"]) / 2
+        if best is None or score > best[0] + 1e-12:
+            best = (score, tau, m)
+    return best[1], best[2]
 
 
 def _nb_log_count_ratios(data: TensorData, n_classes: int, vocab_size: int) -> Tensor:
