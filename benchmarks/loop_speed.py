@@ -42,9 +42,8 @@ class Model(nn.Module):
         return self.head(self.lstm(x)[0][-1])
 
 
-def loop(model: Model, batches: list, steps: int) -> list[float]:
+def loop(model: Model, opt: torch.optim.Optimizer, batches: list, steps: int) -> list[float]:
     """``steps`` training steps over ``batches`` (cycled); seconds of each step."""
-    opt = model.opt
     times = []
     for k in range(steps):
         x, y = batches[k % len(batches)]
@@ -68,14 +67,15 @@ def bench(B: int, I: int, H: int, T: int, variants: list[str], blocks: int, bloc
         if v == "standard":
             layer.load_state_dict(peer.state_dict())
         models[v] = Model(layer, H, classes)
-    for m in models.values():
+    opts = {}
+    for k, m in models.items():
         m.head.load_state_dict(models["torch"].head.state_dict())
-        m.opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
-        loop(m, batches, 3)  # warm-up: caches, plans, the optimizer's state
+        opts[k] = torch.optim.AdamW(m.parameters(), lr=1e-3)
+        loop(m, opts[k], batches, 3)  # warm-up: caches, plans, the optimizer's state
     times = {k: [] for k in models}
     for _ in range(blocks):
         for k, m in models.items():
-            times[k] += loop(m, batches, block)[1:]
+            times[k] += loop(m, opts[k], batches, block)[1:]
     ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
     return {"B": B, "I": I, "H": H, "ms": ms, "load": os.getloadavg()[0]}
 
