@@ -12,8 +12,10 @@ Ratio = serial time / split time (> 1: the split pays). Where the recurrent prod
 the own kernel the split step is fused (each thread the GEMM columns of its hidden units,
 then their pointwise pass) and has a second form, two phases (the GEMM, then the
 pointwise pass over rows; ``set_gemm_mode(0, 1, 3)``), measured too: ratio = serial time
-/ two-phase time. ``--own`` runs every product on the own kernel (``set_gemm_mode(4, ...)``)
-so that every shape has both forms.
+/ two-phase time; and with two batch rows per thread a third, over rows (each thread the
+whole step of its rows; ``set_gemm_mode(0, 1, 4)``): ratio = serial time / time over rows.
+``--own`` runs every product on the own kernel (``set_gemm_mode(4, ...)``) so that every
+shape has every form.
 
     OMP_WAIT_POLICY=PASSIVE PYTHONPATH=src python benchmarks/step_split.py --own
 """
@@ -40,21 +42,22 @@ SHAPES = [(8, 128), (16, 128), (32, 128), (64, 128), (8, 256), (16, 256), (32, 2
 
 
 def one_shape(ext, B: int, H: int, T: int, rounds: int, gemm: int = 0) -> dict[str, float]:
-    """Median ms of a training step and a no_grad forward, split (0), serial (2) and split
-    as two phases (3) (the same as 0 where the step has no fused form)."""
+    """Median ms of a training step and a no_grad forward, split (0), serial (2), split as
+    two phases (3) and split over rows (4) (3 and 4 the same as 0 where the step has no
+    such form)."""
     x = torch.randn(T, B, H // 2, requires_grad=True)
     m = gatelab.LSTM(H // 2, H, backend="fused")
 
     def in_mode(mode, run):
         def run_in_mode():
-            ext.set_gemm_mode(gemm, 1, mode)  # 0: always split, 2: never, 3: two phases
+            ext.set_gemm_mode(gemm, 1, mode)  # 0: always split, 2: never, 3: two phases, 4: rows
             run()
 
         return run_in_mode
 
     fns = {
         f"{name}{mode}": in_mode(mode, make(m, x))
-        for mode in (0, 2, 3)
+        for mode in (0, 2, 3, 4)
         for name, make in (("train", train_fn), ("fwd", forward_fn))
     }
     return interleaved_ms(fns, rounds, warmup=1)
@@ -71,7 +74,7 @@ def main(argv=None) -> int:
     ext = fused.extension()
     gemm = 4 if args.own else 0
     print(f"threads {args.threads}, T {args.T}, gemm mode {gemm}, load {os.getloadavg()[0]:.2f}")
-    print("ms (serial / split, serial / two phases)")
+    print("ms (serial / split, serial / two phases, serial / over rows)")
     try:
         for B, H in SHAPES:
             r = one_shape(ext, B, H, args.T, args.rounds, gemm)
@@ -79,9 +82,11 @@ def main(argv=None) -> int:
             cells = []
             for name in ("train", "fwd"):
                 split, serial, two = r[f"{name}0"], r[f"{name}2"], r[f"{name}3"]
+                rows = r[f"{name}4"]
                 cells.append(
                     f"{name} serial {serial:7.1f} split {split:7.1f} two {two:7.1f} "
-                    f"({serial / split:4.2f}, {serial / two:4.2f})"
+                    f"rows {rows:7.1f} ({serial / split:4.2f}, {serial / two:4.2f}, "
+                    f"{serial / rows:4.2f})"
                 )
             print(
                 f"B={B:3d} H={H:3d} MACs/thread/step {macs / 1e6:6.2f}M: {'; '.join(cells)}; "

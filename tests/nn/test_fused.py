@@ -179,7 +179,8 @@ def test_parallel_pointwise_path(variant, two_threads):
 
 def _run_split_mode(adaptive, fus, *args):
     """``_run`` with the per-step split forced (``set_gemm_mode``'s adaptive: 0 always
-    split, 2 never, 3 always split as two phases), then back to the measured default."""
+    split, 2 never, 3 always split as two phases, 4 always split over batch rows), then
+    back to the measured default."""
     ext = fused.extension()
     try:
         ext.set_gemm_mode(0, 1, adaptive)
@@ -208,26 +209,32 @@ def test_parallel_steps_equal_reference_and_do_not_depend_on_timing(variant, pro
     out_a, g_a = _run(fus, x, hx, lengths)
     _assert_close(out_a, out_r, torch.float64, "outputs")
     _assert_close(g_a, g_r, torch.float64, "grads")
-    _assert_same_bits((out_a, g_a), _run_split_mode(0, fus, x, hx, lengths))
+    for adaptive in (0, 4):  # split fused (or over rows where it must), split over rows
+        _assert_same_bits((out_a, g_a), _run_split_mode(adaptive, fus, x, hx, lengths))
 
 
 @pytest.mark.parametrize("lengths", [False, True])
 def test_split_forms_give_the_same_bits(lengths, two_threads):
-    """A step on the own GEMM (planted) has three forms, serial, split fused and split
-    as two phases (GEMM, then the pointwise pass over rows; backward: the pointwise pass,
-    then the same per-block partial products as the fused step): all give the same bits,
-    so the measured choice (whose probe steps mix the three) cannot change a result; and
-    the result equals the reference."""
+    """A step on the own GEMM (planted) has four forms, serial, split fused, split as two
+    phases (GEMM, then the pointwise pass over rows; backward: the pointwise pass, then the
+    same per-block partial products as the fused step) and split over batch rows (each
+    thread the whole step of its rows; backward: the same partial products, of its rows):
+    all give the same bits, so the measured choice (whose probe steps mix the four) cannot
+    change a result; and the result equals the reference."""
     ext = fused.extension()
     ref, fus = _pair("standard", 8, 64, num_layers=1)  # B * 4H * P = 2^17: may split
     ext.set_gemm_plan(0, 8, 8, 64, 256, True)  # h W_hh^T: M = B, K = P, N = 4H, float64
     ext.set_gemm_plan(1, 8, 8, 256, 64, True)  # dG W_hh
-    x, hx = _inputs(ref, T=15, B=8, hx=True)
-    lens = torch.tensor([15, 5, 9, 1, 15, 7, 3, 11]) if lengths else None
+    x, hx = _inputs(ref, T=49, B=8, hx=True)
+    lens = torch.tensor([49, 5, 9, 1, 49, 7, 3, 11]) if lengths else None
     ext.step_plans(True)
+    first = _run(fus, x, hx, lens)  # a shape's first call runs serial, measures nothing
+    assert not any(p[8] for p in ext.step_plans())
     measured = _run(fus, x, hx, lens)
-    assert all(p[8] for p in ext.step_plans())  # T = 15 >= the 12 probe steps
-    for adaptive in (0, 2, 3):
+    assert all(p[8] for p in ext.step_plans())  # T = 49 >= the 48 probe steps
+    assert all(p[15] > 0 for p in ext.step_plans())  # the rows form was probed
+    _assert_same_bits(measured, first)
+    for adaptive in (0, 2, 3, 4):
         _assert_same_bits(measured, _run_split_mode(adaptive, fus, x, hx, lens))
     out_r, g_r = _run(ref, x, hx, lens)
     _assert_close(measured[0], out_r, torch.float64, "outputs")
@@ -235,19 +242,21 @@ def test_split_forms_give_the_same_bits(lengths, two_threads):
 
 
 def test_step_split_is_decided_once_per_shape(two_threads):
-    """Whether a step is split over threads is measured on the first steps of a shape
-    (4 serial, 4 split and, where the step can be fused, 4 split as two phases), then
+    """Whether a step is split over threads is measured on the first steps of a shape's
+    second call (6 serial, 6 split and, where the step can be fused, 6 split as two phases
+    and 6 split over batch rows, each timed step after an untimed one of its form), then
     cached: every later call of that shape keeps the decision, so the speed cannot drift
     within a run. Never split gives the same bits as the measured choice, and both equal
     the reference."""
     ext = fused.extension()
     ref, fus = _pair("standard", 8, 64, num_layers=1)  # B * 4H * P = 2^17: may split
-    x, hx = _inputs(ref, T=12, B=8, hx=True)
+    x, hx = _inputs(ref, T=48, B=8, hx=True)
     ext.step_plans(True)  # forget the decisions of earlier tests
+    _run(fus, x, hx)  # the first call: serial steps, nothing measured
     out_a, g_a = _run(fus, x, hx)
     plans = {p[:8]: p[8:10] for p in ext.step_plans()}
     assert sorted(k[0] for k in plans) == [0, 1]  # forward and backward, one shape each
-    assert all(decided for decided, _ in plans.values())  # T = 12 >= 12 probe steps
+    assert all(decided for decided, _ in plans.values())  # T = 48 >= 48 probe steps
     for _ in range(3):
         _run(fus, x, hx)
         assert {p[:8]: p[8:10] for p in ext.step_plans()} == plans
@@ -255,8 +264,8 @@ def test_step_split_is_decided_once_per_shape(two_threads):
     out_r, g_r = _run(ref, x, hx)
     _assert_close(out_a, out_r, torch.float64, "outputs")
     _assert_close(g_a, g_r, torch.float64, "grads")
-    with pytest.raises(RuntimeError, match="adaptive must be 0, 1, 2 or 3"):
-        ext.set_gemm_mode(0, 1, 4)
+    with pytest.raises(RuntimeError, match=r"adaptive must be 0\.\.4, got 5"):
+        ext.set_gemm_mode(0, 1, 5)
 
 
 @pytest.mark.parametrize("own", [True, False])
@@ -264,10 +273,11 @@ def test_large_steps_split_by_rule_without_a_probe(own, two_threads):
     """A step of at least 2^21 multiply-adds per thread in its recurrent product is split
     without serial probes (lstm_step.h, kSplitSure). On BLAS (planted) the step has one
     split form: the plan is decided at the first call, even one of T = 3 (fewer steps than
-    a probe), and lists no measured times. On the own GEMM (planted) the step can be fused,
-    and its two split forms are probed, 4 steps each, serial never: after T = 3 the plan is
-    still open, after 12 more steps it is decided, split, with no serial time. A shape below
-    the rule still probes serial. The split gives the never-split bits, and both equal the
+    a probe), and lists no measured times. On the own GEMM (planted) the step can be fused
+    and split over rows, and its three split forms are probed from the second call on, 6
+    timed steps each after an untimed one, serial never: after T = 3 the plan is still
+    open, after 36 more steps it is decided, split, with no serial time. A shape below the
+    rule still probes serial. The split gives the never-split bits, and both equal the
     reference."""
     ext = fused.extension()
     ref, fus = _pair("standard", 16, 256, num_layers=1)  # B * 4H * P = 2^22 = 2^21 * 2
@@ -280,16 +290,18 @@ def test_large_steps_split_by_rule_without_a_probe(own, two_threads):
     assert sorted(p[0] for p in plans) == [0, 1]
     assert all(p[10] == 0.0 for p in plans), plans  # no serial probe
     if own:
-        assert not any(p[8] for p in plans), plans  # 3 of the 8 probe steps
-        _run(fus, *_inputs(ref, T=12, B=16, hx=True))
+        assert not any(p[8] for p in plans), plans  # the first call measures nothing
+        _run(fus, *_inputs(ref, T=36, B=16, hx=True))
         plans = ext.step_plans()
-        assert all(p[8] and p[9] and p[10] == 0.0 and p[11] > 0 and p[13] > 0 for p in plans)
+        assert all(
+            p[8] and p[9] and p[10] == 0.0 and p[11] > 0 and p[13] > 0 and p[15] > 0 for p in plans
+        ), plans
     else:
         assert all(p[8] and p[9] and p[11] == 0.0 and p[13] == 0.0 for p in plans), plans
     small_ref, small = _pair("standard", 8, 64, num_layers=1)  # 2^17: below the rule
     _run(small, *_inputs(small_ref, T=3, B=8, hx=True))
     below = [p for p in ext.step_plans() if p[2] == 8]
-    assert below and not any(p[8] for p in below), below  # 3 of the 8 probe steps
+    assert below and not any(p[8] for p in below), below  # a first call: nothing measured
     _assert_same_bits((out_a, g_a), _run_split_mode(2, fus, x, hx))
     out_r, g_r = _run(ref, x, hx)
     _assert_close(out_a, out_r, torch.float64, "outputs")

@@ -33,12 +33,14 @@ than MKL, whose ``sgemm`` allocates ~330 KB of buffers per thread on first use. 
 used once (``LSTMCell``) is multiplied unpacked or by plain BLAS. Steps are split over
 threads (OpenMP, torch's thread count) where that measurably pays: on a machine whose cores other
 processes share, a split step can wait a whole time slice for its other half. The choice is
-measured once per shape (the first steps of the first sequence: four serial, four split,
+measured once per shape (the first steps of its second call, the first running serial on
+fresh memory: four timed serial steps and four split, each after an untimed one of its form,
 medians compared; where the step can be fused, four more split as two phases, GEMM then
-pointwise pass, which gives the fused form's bits) and then fixed for the process, so that
-a run's speed does not drift with it; ``extension().step_plans()`` lists the decisions,
+pointwise pass, and with two batch rows per thread four split over rows, each thread the
+whole step of its rows; every form gives the same bits) and then fixed for the process, so
+that a run's speed does not drift with it; ``extension().step_plans()`` lists the decisions,
 ``set_gemm_mode(0, 1, adaptive)`` overrides them (1 measured, 0 always split, 2 never,
-3 always split as two phases).
+3 always split as two phases, 4 always split over rows).
 Only ``float32`` and ``float64`` on CPU run here; ``GATELAB_DISABLE_FUSED=1`` turns the
 backend off (``auto`` then uses the reference backend).
 

@@ -13,6 +13,7 @@
 #include <ctime>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <cstring>
 #include <limits>
 #include <map>

@@ -314,10 +314,11 @@ std::vector<Tensor> lstm_autograd(const Tensor& x, const Tensor& h0, const Tenso
 }
 
 // adaptive: per-step split 1 decided once per shape (measured, cached), 0 always, 2 never,
-// 3 always and as two phases where the step has a fused form (tests, benchmarks).
+// 3 always and as two phases where the step has a fused form, 4 always and over batch rows
+// where the step has that form (tests, benchmarks).
 void set_gemm_mode(int64_t mode, int64_t fused_step, int64_t adaptive) {
   TORCH_CHECK(mode >= 0 && mode <= 5, "gemm mode must be 0..5, got ", mode);
-  TORCH_CHECK(adaptive >= 0 && adaptive <= 3, "adaptive must be 0, 1, 2 or 3, got ", adaptive);
+  TORCH_CHECK(adaptive >= 0 && adaptive <= 4, "adaptive must be 0..4, got ", adaptive);
   g_gemm_mode = int(mode);
   g_fused_step = int(fused_step);
   g_adaptive = int(adaptive);
@@ -326,16 +327,17 @@ void set_gemm_mode(int64_t mode, int64_t fused_step, int64_t adaptive) {
 // The per-step split decisions cached so far (lstm_step.h, StepSplit), one tuple per shape:
 // (kind 0 forward / 1 backward, bytes per element, B, GH, P, spec flags, projection,
 // threads, decided, split, median serial step s, median split step s, split as two
-// phases, median two-phase step s; medians 0 where not probed). reset: forget them.
+// phases, median two-phase step s, split over batch rows, median step over rows s; medians
+// 0 where not probed). reset: forget them.
 using StepPlanRow = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                               int64_t, bool, bool, double, double, bool, double>;
+                               int64_t, bool, bool, double, double, bool, double, bool, double>;
 std::vector<StepPlanRow> step_plans(bool reset) {
   std::lock_guard<std::mutex> lock(StepPlans::mutex());
   std::vector<StepPlanRow> r;
   for (const auto& [k, v] : StepPlans::map())
     r.emplace_back(k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7], v.decided,
                    v.arm != kArmSerial, v.median(kArmSerial), v.median(kArmSplit),
-                   v.arm == kArmTwo, v.median(kArmTwo));
+                   v.arm == kArmTwo, v.median(kArmTwo), v.arm == kArmRows, v.median(kArmRows));
   if (reset) StepPlans::map().clear();
   return r;
 }

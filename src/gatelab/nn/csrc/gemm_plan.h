@@ -13,7 +13,7 @@ namespace {
 // and still wins some shapes by ~1.1x (BENCHMARKS.md, "Zen 3 (AVX2): own GEMM against
 // MKL"). A kernel tuned to one CPU must not lose on the next, so
 // in the default mode (g_gemm_mode 0) each product kind and shape is measured at first use:
-// kGemmProbe calls of each candidate, alternated after one warm-up call each, medians
+// kGemmProbe calls of each candidate, alternated after kGemmWarm untimed rounds, medians
 // compared. The BLAS is taken only when its median is under kBlasMargin x the own kernel's:
 // the own kernel fuses the recurrent GEMM with the pointwise pass and allocates no MKL
 // buffers, gains a per-product time does not show. The decision is then fixed for that
@@ -35,6 +35,10 @@ enum GemmKind {
   kGDw = 4,      // dW_ih, dW_hh = dG^T [x, h_{t-1}]
 };
 constexpr int kGemmProbe = 5;
+// Untimed rounds first: after one, the own recurrent product still read 7.4 and 11.4-12.0
+// us in the probe where it runs 5.1 and 8.4 warm (B = 8 and 16, H = 128, issue 16, session
+// 17).
+constexpr int kGemmWarm = 3;
 constexpr double kBlasMargin = 0.9;
 // Rows (of M, or of K for the weight gradients) of the large products' probe: a synthetic
 // block (the values do not change the time), the own GEMM's K chunk, so that the probe
@@ -100,30 +104,37 @@ inline int cached_own(const GemmKey& key) {
 }
 
 // Measure `own()` against `blas()` (each runs the product, or its probe block, once) and
-// record the decision for `key`; a concurrent one stands. `own_serial`, where given, is
-// the own kernel on the calling thread alone, timed in the same rounds: the own kernel's
-// time is then the faster of the two medians (recurrent_mode says why).
+// record the decision for `key`; a concurrent one stands. `own_serial` and `own_rows`,
+// where given, are the own kernel on the calling thread alone, over all rows and over one
+// thread's share of them, timed in the same rounds: the own kernel's time is then the
+// fastest of the medians (recurrent_mode says why).
 template <typename F1, typename F2, typename F3 = std::nullptr_t>
 bool measure_own(const GemmKey& key, const F1& own, const F2& blas,
-                 const F3& own_serial = nullptr) {
+                 const F3& own_serial = nullptr, const std::function<void()>& own_rows = {}) {
   constexpr bool serial = !std::is_same<F3, std::nullptr_t>::value;
+  const bool rows = bool(own_rows);
   auto time = [](const auto& fn) {
     const auto t0 = std::chrono::steady_clock::now();
     fn();
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   };
-  double to[kGemmProbe], tb[kGemmProbe], ts[kGemmProbe];
-  own();
-  blas();
-  if constexpr (serial) own_serial();
+  double to[kGemmProbe], tb[kGemmProbe], ts[kGemmProbe], tr[kGemmProbe];
+  for (int w = 0; w < kGemmWarm; ++w) {
+    own();
+    blas();
+    if constexpr (serial) own_serial();
+    if (rows) own_rows();
+  }
   for (int r = 0; r < kGemmProbe; ++r) {
     to[r] = time(own);
     tb[r] = time(blas);
     if constexpr (serial) ts[r] = time(own_serial);
+    if (rows) tr[r] = time(own_rows);
   }
   GemmPlan plan;
   plan.t_own = median_of(to, kGemmProbe);
   if constexpr (serial) plan.t_own = std::min(plan.t_own, median_of(ts, kGemmProbe));
+  if (rows) plan.t_own = std::min(plan.t_own, median_of(tr, kGemmProbe));
   plan.t_blas = median_of(tb, kGemmProbe);
   plan.own = !(plan.t_blas < kBlasMargin * plan.t_own);
   plan.measured = true;
@@ -136,9 +147,14 @@ bool measure_own(const GemmKey& key, const F1& own, const F2& blas,
 // weight used once or twice) unless the default mode, M > kGemvRows and reuse > 2; then 4
 // (own, packed panels) or the BLAS (2: MKL packed, float32; else 1), measured on the real
 // weight with a synthetic A (its values do not change the time) into scratch C. Keyed on
-// M = B: the sequence length does not enter. The own kernel is timed both split over the
-// threads and on the calling thread alone, and the faster counts: a step may run its
-// product serially (StepSplit), the BLAS splits its own. Where a parallel region's start
+// M = B: the sequence length does not enter. The own kernel is timed split over the
+// threads, on the calling thread alone and, with two rows per thread or more, on one
+// thread's share of the rows, and the fastest counts: a step may run its product serially
+// or split over batch rows (StepSplit), the BLAS splits its own. Counted whole, the own
+// product lost to MKL's in the probe where the step over rows won (B = 8 and 16, H = 128 on
+// a 2-vCPU Xeon: own 7.1-7.4 / 11.4-12.1 us against 4.6-4.9 / 7.6-7.9; the training step
+// with the BLAS forward 1.13-1.18x torch.nn.LSTM against 1.31x over rows; issue 16,
+// session 17). Where a parallel region's start
 // is slow (OMP_WAIT_POLICY=PASSIVE: the other thread sleeps between regions) both split
 // candidates paid it in the probe, about 75 us each at B = 16, H = 128 on a 2-vCPU Xeon,
 // and the BLAS won the toss in 4 of about 35 processes; it then ran every step split,
@@ -162,10 +178,20 @@ int recurrent_mode(const Tensor& w, int64_t M, bool nt, int64_t reuse, int64_t g
   const Tensor c = at::empty({M, std::max(go->ldc(), gb->ldc())}, w.options());
   const T* ap = a.data_ptr<T>();
   T* cp = c.data_ptr<T>();
+  // a step split over batch rows (two rows per thread or more) has each thread multiply
+  // its share of the rows by all of W on its own (lstm_step.h)
+  const int64_t threads = at::get_num_threads();
+  const int64_t share = threads > 1 && M >= 2 * threads ? (M + threads - 1) / threads : 0;
+  std::function<void()> rows;
+  if (share)
+    rows = [&] {
+      gemm_block<T>(0, share, K, ap, K, 1, go->packed.template data_ptr<T>(), cp, go->ldc(),
+                    0, go->ldc(), false, nullptr, nullptr);
+    };
   const bool own = measure_own(
       key, [&] { go->run(ap, K, T(0), cp, go->ldc()); },
       [&] { gb->run(ap, K, T(0), cp, gb->ldc()); },
-      [&] { go->run(ap, K, T(0), cp, go->ldc(), /*par=*/false); });
+      [&] { go->run(ap, K, T(0), cp, go->ldc(), /*par=*/false); }, rows);
   return own ? 4 : blas_mode;
 }
 

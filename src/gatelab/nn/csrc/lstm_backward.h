@@ -428,14 +428,16 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
   const int64_t nblk = (H + JB - 1) / JB;
   Tensor part = fused_bstep ? at::empty({2, nblk, B, dld}, opts) : Tensor();
 
+  // Layer norm or projection: the batch rows are split over tasks (see forward_impl); a
+  // fused step may be split so too (StepSplit's third form).
+  const bool by_rows = g_fused_step && g_hh.own() && (!proj || g_hr->own()) && threads > 1 &&
+                       B >= 2 * threads;
+  const bool row_bstep = !fused_bstep && by_rows;
+  const int64_t RB = by_rows ? (B + threads - 1) / threads : B;
   StepSplit adapt(threads > 1 && B * GH * P >= (1 << 17), 1, sizeof(T), B, GH, P, flags, proj,
-                  g_hh.mode, fused_bstep && par_bstep && nblk > 1);
+                  g_hh.mode, fused_bstep && par_bstep && nblk > 1, fused_bstep && by_rows);
   // the partial products of the step before, not yet added into the carry (fused steps)
   const T* pending = nullptr;
-  // Layer norm or projection: the batch rows are split over tasks (see forward_impl).
-  const bool row_bstep = !fused_bstep && g_fused_step && g_hh.own() &&
-                         (!proj || g_hr->own()) && threads > 1 && B >= 2 * threads;
-  const int64_t RB = row_bstep ? (B + threads - 1) / threads : B;
   const int64_t nrb = (B + RB - 1) / RB;
   // the projected case: dH_all[t] rows = carry + d out[t] (zero on padded rows)
   auto dh_total = [&](int64_t t, int64_t b0, int64_t b1) {
@@ -488,27 +490,36 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
       // Fused: one task per block adds the partials of the step before into its columns of
       // the carry, runs the pointwise pass on them, then its partial product. Two phases:
       // the partials added and the pointwise pass over rows, then the partial products
-      // over blocks.
+      // over blocks. Over rows: one task per block of rows does all three for its rows.
       Tick tk_(kPBwdPoint);
       a.dh_zero = dhp;  // the carry of real rows restarts from the partial products
       T* part_now = part.data_ptr<T>() + (t & 1) * nblk * B * dld;
       const T* part_prev = pending;
       const T* Wpk = g_hh.packed.template data_ptr<T>();
       const T* dGt = dG.data_ptr<T>() + t * B * GH;
-      auto partial = [&](int64_t q) {
+      auto partial = [&](int64_t q, int64_t b0, int64_t b1) {  // rows [b0, b1)
         const int64_t j0 = q * JB, j1 = std::min(H, j0 + JB);
         for (int g = 0; g < s.G; ++g)
-          gemm_block<T>(0, B, j1 - j0, dGt + g * H + j0, GH, 1, Wpk + (g * H + j0) * PW,
+          gemm_block<T>(b0, b1, j1 - j0, dGt + g * H + j0, GH, 1, Wpk + (g * H + j0) * PW,
                         part_now + q * B * dld, dld, 0, dld, g > 0, nullptr, nullptr,
                         GH * PW);
       };
-      if (!adapt.two) {
+      if (par && adapt.rows) {
+        at::parallel_for(0, nrb, 1, [&](int64_t r0, int64_t r1) {
+          for (int64_t r = r0; r < r1; ++r) {
+            const int64_t b0 = r * RB, b1 = std::min(B, b0 + RB);
+            if (part_prev) add_partials(part_prev, nblk, B, dld, dhp, 0, H, b0, b1);
+            for (int64_t b = b0; b < b1; ++b) bwd_rows<T>(a, b, 0, H);
+            for (int64_t q = 0; q < nblk; ++q) partial(q, b0, b1);
+          }
+        });
+      } else if (!adapt.two) {
         auto body = [&](int64_t k0, int64_t k1) {
           for (int64_t q = k0; q < k1; ++q) {
             const int64_t j0 = q * JB, j1 = std::min(H, j0 + JB);
             if (part_prev) add_partials(part_prev, nblk, B, dld, dhp, j0, j1, 0, B);
             for (int64_t b = 0; b < B; ++b) bwd_rows<T>(a, b, j0, j1);
-            partial(q);
+            partial(q, 0, B);
           }
         };
         if (par && par_bstep) {
@@ -522,7 +533,7 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
           for (int64_t b = b0; b < b1; ++b) bwd_rows<T>(a, b, 0, H);
         });
         at::parallel_for(0, nblk, 1, [&](int64_t q0, int64_t q1) {
-          for (int64_t q = q0; q < q1; ++q) partial(q);
+          for (int64_t q = q0; q < q1; ++q) partial(q, 0, B);
         });
       }
       pending = part_now;

@@ -135,10 +135,12 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
   T* out_p_ = out_p;
 
   // With layer norm or a projection (whole rows needed), the batch rows are split instead:
-  // a task runs the GEMM, the pointwise pass and the projection of its own rows.
-  const bool row_step = !fused_step && g_fused_step && g_hh.own() && (!proj || g_hr->own()) &&
-                        threads > 1 && B >= 2 * threads;
-  const int64_t RB = row_step ? (B + threads - 1) / threads : B;  // rows per task
+  // a task runs the GEMM, the pointwise pass and the projection of its own rows. A fused
+  // step may be split so too (StepSplit's third form).
+  const bool by_rows = g_fused_step && g_hh.own() && (!proj || g_hr->own()) && threads > 1 &&
+                       B >= 2 * threads;
+  const bool row_step = !fused_step && by_rows;
+  const int64_t RB = by_rows ? (B + threads - 1) / threads : B;  // rows per task
   const int64_t nrb = (B + RB - 1) / RB;
   // h_t of rows [b0, b1) from the projection's output: out and the state (padded rows
   // carry h_{t-1})
@@ -157,14 +159,16 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
   };
 
   StepSplit adapt(threads > 1 && B * GH * P >= (1 << 17), 0, sizeof(T), B, GH, P, flags, proj,
-                  g_hh.mode, fused_step && par_step && nblk > 1);
+                  g_hh.mode, fused_step && par_step && nblk > 1, fused_step && by_rows);
   for (int64_t t = 0; t < T_; ++t) {
     const int64_t tk = keep >= 1 ? t : 0, tkb = keep >= 2 ? t : 0;
     const bool par = adapt.begin();
-    const bool fuse = fused_step && !adapt.two;  // else the GEMM, then the pointwise pass
+    const bool rows = row_step || (par && adapt.rows);  // each task its rows' whole step
+    // else fused (each task its hidden units), or the GEMM, then the pointwise pass
+    const bool fuse = fused_step && !adapt.two && !rows;
     hptr_ = hptr;
     hnext_ = hnext;
-    if (!fuse && !row_step) {
+    if (!fuse && !rows) {
       Tick tk_(kPFwdGemm);
       g_hh.run(hptr, P, T(0), hw.data_ptr<T>(), g_hh.ldc(), par);
     }
@@ -207,7 +211,7 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
       } else {
         body(0, nblk);
       }
-    } else if (row_step) {
+    } else if (rows) {
       Tick tk_(kPFwdPoint);
       auto body = [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
@@ -232,7 +236,7 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
       for_rows(
           B, H, s.ln, [&](int64_t b, int64_t j0, int64_t j1) { fwd_rows<T>(a, b, j0, j1); }, par);
     }
-    if (proj && !row_step) {
+    if (proj && !rows) {
       g_hr->run(a.hr, H, T(0), hp.data_ptr<T>(), hp_ld, par);
       proj_copy(t, 0, B);
     }

@@ -437,7 +437,18 @@ void for_rows(int64_t B, int64_t H, bool whole_rows, const F& fn, bool par = tru
 // cores) that wait can be a scheduler time slice, milliseconds, for microseconds of work,
 // so whether a split pays is measured, not assumed: the first steps of the first sequence
 // of a shape go round the candidates (kProbe steps of each), and the split is kept when
-// its median step is clearly faster (under 0.9x the serial median). The decision is then
+// its median step is clearly faster (under 0.9x the serial median; six timed steps each: of
+// four, two disturbed readings moved a median, and a form over rows that ran 8 us a step
+// read 20.8 against 11.2 serial in one process of session 17). The probe starts at the
+// second call of a shape: the first one runs on fresh memory (every step's first touches of
+// its outputs cost about the same in every form, which narrowed the gaps the probe
+// compares: a form over rows 8 us a step in steady state against 10.5 serial read 15.2
+// against 15.9 in a first call), and runs serial steps (split ones where the rule below
+// holds), unmeasured. Each timed probe step
+// follows an untimed one of the same candidate, so that it is timed with the data where
+// its candidate puts them (a step over rows after a serial one first moves half the state
+// to the other core; timed straight after a switch, the probes of session 17 chose the
+// form over rows in 5 of 6 cases against 6 of 6 steady-state wins). The decision is then
 // fixed for every later step and call of that shape in this process, so that the speed
 // cannot drift within a run (issue 16: the earlier per-step back-off did, by more than a
 // target's margin). A probe cut short by a short sequence goes on in the next call.
@@ -454,20 +465,29 @@ void for_rows(int64_t B, int64_t H, bool whole_rows, const F& fn, bool par = tru
 // split's pointwise pass ran no faster on two threads than on one (each thread reads half
 // of every gate's block of each row, four pieces of a row apart), so the two phases won
 // at every size from B = 16 (benchmarks/step_split.py); the fused form stays where it
-// wins.
+// wins. Where the batch has at least two rows per thread, such a step has a third split
+// form, over batch rows (each thread the whole step of its rows: the GEMM over all of
+// W_hh, the pointwise pass and, backward, the partial products), the form layer norm and
+// projections always take. It shares nothing written between the threads: split over
+// hidden units, the two threads write interleaved 256-byte pieces of the same rows (the
+// gates, in place over the input projection), and each thread's pointwise pass ran at
+// half its serial speed per element; over rows a B = 8 training step was 1.31x
+// torch.nn.LSTM against 1.01x (issue 16, session 17).
 // g_adaptive: 1 this (the default), 0 always split (fused where it can), 2 never split,
-// 3 always split, as two phases where the step has a fused form.
-constexpr int kProbe = 4;
+// 3 always split, as two phases where the step has a fused form, 4 always split, over
+// rows where the step has that form.
+constexpr int kProbe = 6;
 constexpr int64_t kSplitSure = int64_t(1) << 21;
 using StepKey = std::array<int64_t, 10>;
 
-// The candidates: serial, split (fused where the step can be), split as two phases.
-enum StepArm { kArmSerial = 0, kArmSplit = 1, kArmTwo = 2, kArms = 3 };
+// The candidates: serial, split (fused where the step can be), split as two phases, split
+// over batch rows.
+enum StepArm { kArmSerial = 0, kArmSplit = 1, kArmTwo = 2, kArmRows = 3, kArms = 4 };
 
 struct StepPlan {
   int n[kArms] = {};
   double t[kArms][kProbe] = {};
-  bool probe[kArms] = {true, true, false};  // the candidates of this shape
+  bool probe[kArms] = {true, true, false, false};  // the candidates of this shape
   bool decided = false;
   int arm = kArmSerial;  // the decision
   double median(int a) const { return n[a] ? median_of(t[a], n[a]) : 0.0; }
@@ -479,18 +499,22 @@ using StepPlans = PlanCache<StepKey, StepPlan>;
 // threads, and the two modes that change the step's code: the fused-step switch and the
 // GEMM the recurrent product actually runs (WeightGemm::mode: a short sequence, T <= 2,
 // takes plain BLAS whatever the requested mode, and must not decide for longer ones)}.
-// `fusable`: the step has a fused form (then split steps also probe the two phases).
+// `fusable`: the step has a fused form (then split steps also probe the two phases);
+// `by_rows`: it also has a form split over batch rows (then probed too).
 struct StepSplit {
   bool allowed;
   StepKey key{};
   StepPlan plan;
-  bool fusable, two = false, dirty = false;
+  bool fusable, by_rows, two = false, rows = false, dirty = false;
   int arm = kArmSerial;
+  int lead = -1;  // the candidate whose untimed lead step ran last (probing), or -1
+  bool timed = false;
+  bool first_call = false;  // the shape's first call: nothing measured
   std::chrono::steady_clock::time_point t0;
 
   StepSplit(bool allowed_, int64_t kind, int64_t tsize, int64_t B, int64_t GH, int64_t P,
-            int64_t flags, bool proj, int64_t gemm, bool fusable_)
-      : allowed(allowed_), fusable(fusable_) {
+            int64_t flags, bool proj, int64_t gemm, bool fusable_, bool by_rows_ = false)
+      : allowed(allowed_), fusable(fusable_), by_rows(by_rows_) {
     if (!allowed || g_adaptive != 1) return;
     const int64_t threads = at::get_num_threads();
     key = {kind, tsize, B, GH, P, flags, int64_t(proj), threads, int64_t(g_fused_step), gemm};
@@ -501,14 +525,16 @@ struct StepSplit {
       return;
     }
     plan.probe[kArmTwo] = fusable;
+    plan.probe[kArmRows] = by_rows;
     if (B * GH * P >= kSplitSure * threads) {  // split by rule: no serial probes
       plan.probe[kArmSerial] = false;
-      if (!fusable) {
+      if (!fusable && !by_rows) {
         plan.decided = true;  // unmeasured (step_plans lists no times)
         plan.arm = kArmSplit;
       }
-      StepPlans::map()[key] = plan;
     }
+    first_call = !plan.decided;
+    StepPlans::map()[key] = plan;  // the next call of the shape probes
   }
   ~StepSplit() { save(); }
 
@@ -520,38 +546,51 @@ struct StepSplit {
     if (!stored.decided) stored = plan;  // a concurrent decision stands
   }
 
-  // Whether this step splits over threads; `two` then says whether as two phases.
+  // Whether this step splits over threads; `two` (`rows`) then says whether as two phases
+  // (over batch rows).
   bool begin() {
     if (!allowed || g_adaptive == 2) {
-      two = false;
+      two = rows = false;
       return false;
     }
     if (g_adaptive != 1) {
       two = g_adaptive == 3 && fusable;
+      rows = g_adaptive == 4 && by_rows;
       return true;
     }
     if (plan.decided) {
       arm = plan.arm;
-    } else {  // the candidate with the fewest probes, serial first
+    } else if (first_call) {
+      arm = plan.probe[kArmSerial] ? kArmSerial : kArmSplit;
+    } else if (lead >= 0) {  // the timed step after its lead
+      arm = lead;
+      lead = -1;
+      timed = true;
+      t0 = std::chrono::steady_clock::now();
+    } else {  // the lead step of the candidate with the fewest probes, serial first
       arm = -1;
       for (int a = 0; a < kArms; ++a)
         if (plan.probe[a] && (arm < 0 || plan.n[a] < plan.n[arm])) arm = a;
-      t0 = std::chrono::steady_clock::now();
+      lead = arm;
+      timed = false;
     }
     two = arm == kArmTwo;
+    rows = arm == kArmRows;
     return arm != kArmSerial;
   }
   void end() {
-    if (!allowed || g_adaptive != 1 || plan.decided) return;
+    if (!allowed || g_adaptive != 1 || plan.decided || !timed) return;
+    timed = false;
     const double dt =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     plan.t[arm][plan.n[arm]++] = dt;
     dirty = true;
     for (int a = 0; a < kArms; ++a)
       if (plan.probe[a] && plan.n[a] < kProbe) return;
-    // the faster split form; the split where it is clearly faster than serial
+    // the fastest split form; the split where it is clearly faster than serial
     int best = kArmSplit;
-    if (plan.probe[kArmTwo] && plan.median(kArmTwo) < plan.median(kArmSplit)) best = kArmTwo;
+    for (int a : {kArmTwo, kArmRows})
+      if (plan.probe[a] && plan.median(a) < plan.median(best)) best = a;
     if (plan.probe[kArmSerial] && !(plan.median(best) < 0.9 * plan.median(kArmSerial)))
       best = kArmSerial;
     plan.arm = best;
