@@ -37,7 +37,8 @@ measured once per shape (the first steps of its second call, the first running s
 fresh memory: four timed serial steps and four split, each after an untimed one of its form,
 medians compared; where the step can be fused, four more split as two phases, GEMM then
 pointwise pass, and with two batch rows per thread four split over rows, each thread the
-whole step of its rows; every form gives the same bits) and then fixed for the process, so
+whole step of its rows; every form gives the same bits; a serial verdict is measured again
+in the next call) and then fixed for the process, so
 that a run's speed does not drift with it; ``extension().step_plans()`` lists the decisions,
 ``set_gemm_mode(0, 1, adaptive)`` overrides them (1 measured, 0 always split, 2 never,
 3 always split as two phases, 4 always split over rows).
