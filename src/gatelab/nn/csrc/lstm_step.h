@@ -435,24 +435,25 @@ void for_rows(int64_t B, int64_t H, bool whole_rows, const F& fn, bool par = tru
 // Per-step parallelism, decided once per shape and cached for the process. A step split
 // over threads waits at its end for the slowest; on a busy machine (other processes on the
 // cores) that wait can be a scheduler time slice, milliseconds, for microseconds of work,
-// so whether a split pays is measured, not assumed: the first steps of the first sequence
-// of a shape go round the candidates (kProbe steps of each), and the split is kept when
-// its median step is clearly faster (under 0.9x the serial median, measured in two calls
-// before serial is kept; six timed steps each: of
-// four, two disturbed readings moved a median, and a form over rows that ran 8 us a step
-// read 20.8 against 11.2 serial in one process of session 17). The probe starts at the
-// second call of a shape: the first one runs on fresh memory (every step's first touches of
-// its outputs cost about the same in every form, which narrowed the gaps the probe
-// compares: a form over rows 8 us a step in steady state against 10.5 serial read 15.2
-// against 15.9 in a first call), and runs serial steps (split ones where the rule below
-// holds), unmeasured. Each timed probe step
-// follows an untimed one of the same candidate, so that it is timed with the data where
-// its candidate puts them (a step over rows after a serial one first moves half the state
-// to the other core; timed straight after a switch, the probes of session 17 chose the
-// form over rows in 5 of 6 cases against 6 of 6 steady-state wins). The decision is then
-// fixed for every later step and call of that shape in this process, so that the speed
-// cannot drift within a run (issue 16: the earlier per-step back-off did, by more than a
-// target's margin). A probe cut short by a short sequence goes on in the next call.
+// so whether a split pays is measured, not assumed: the steps of a shape go round the
+// candidates (kProbe timed steps of each), and the split is kept when its median step is
+// clearly faster (under 0.9x the serial median). The measures that keep this probe honest
+// (issue 16, session 17; the figures are a 2-vCPU Xeon's, B = 8, H = 128):
+// - It starts at the shape's second call. The first call runs serial steps (split ones
+//   where the rule below holds), unmeasured: its outputs are fresh memory, and every
+//   step's first touches cost about the same in every form, which narrowed the gaps (a
+//   form over rows, 8 us a step warm against 10.5 serial, read 15.2 against 15.9).
+// - Each timed step follows an untimed one of the same candidate, so that it is timed with
+//   the data where its candidate puts them (a step over rows after a serial one first
+//   moves half the state to the other core).
+// - Six timed steps each: of four, two disturbed readings moved a median.
+// - A serial verdict is measured once more, in the next call, before it stands: a moment
+//   when the other core is busy slows every split form and no serial step (one process of
+//   three kept a forward serial at 10.4 us a step that runs 7 over rows).
+// The decision is then fixed for every later step and call of that shape in this process,
+// so that the speed cannot drift within a run (issue 16: the earlier per-step back-off
+// did, by more than a target's margin). A probe cut short by a short sequence goes on in
+// the next call.
 // Above kSplitSure multiply-adds per thread in a step's recurrent product (B * GH * P /
 // threads) the split is taken without serial probes: there it won at every shape measured
 // on the Zen 3 (1.02-1.53x, training or forward; BENCHMARKS.md "The per-step split by
@@ -473,7 +474,7 @@ void for_rows(int64_t B, int64_t H, bool whole_rows, const F& fn, bool par = tru
 // hidden units, the two threads write interleaved 256-byte pieces of the same rows (the
 // gates, in place over the input projection), and each thread's pointwise pass ran at
 // half its serial speed per element; over rows a B = 8 training step was 1.31x
-// torch.nn.LSTM against 1.01x (issue 16, session 17).
+// torch.nn.LSTM against 1.01x split over hidden units (issue 16, session 17).
 // g_adaptive: 1 this (the default), 0 always split (fused where it can), 2 never split,
 // 3 always split, as two phases where the step has a fused form, 4 always split, over
 // rows where the step has that form.
@@ -511,7 +512,7 @@ struct StepSplit {
   int arm = kArmSerial;
   int lead = -1;  // the candidate whose untimed lead step ran last (probing), or -1
   bool timed = false;
-  bool first_call = false;  // the shape's first call: nothing measured
+  bool unmeasured = false;  // this call measures nothing (see above)
   std::chrono::steady_clock::time_point t0;
 
   StepSplit(bool allowed_, int64_t kind, int64_t tsize, int64_t B, int64_t GH, int64_t P,
@@ -535,7 +536,7 @@ struct StepSplit {
         plan.arm = kArmSplit;
       }
     }
-    first_call = !plan.decided;
+    unmeasured = !plan.decided;  // the shape's first call
     StepPlans::map()[key] = plan;  // the next call of the shape probes
   }
   ~StepSplit() { save(); }
@@ -562,7 +563,7 @@ struct StepSplit {
     }
     if (plan.decided) {
       arm = plan.arm;
-    } else if (first_call) {
+    } else if (unmeasured) {
       arm = plan.probe[kArmSerial] ? kArmSerial : kArmSplit;
     } else if (lead >= 0) {  // the timed step after its lead
       arm = lead;
@@ -596,13 +597,10 @@ struct StepSplit {
     if (plan.probe[kArmSerial] && !(plan.median(best) < 0.9 * plan.median(kArmSerial)))
       best = kArmSerial;
     if (best == kArmSerial && plan.rounds == 0) {
-      // measured again at the next call: a moment when the other core was busy slows
-      // every split form and no serial step (one process of three in session 17 kept a
-      // B = 8 forward serial at 10.4 us a step, where over rows it runs 7)
-      const StepPlan fresh;
-      for (int a = 0; a < kArms; ++a) plan.n[a] = fresh.n[a];
+      // measured again in the next call (see above)
+      for (int& n : plan.n) n = 0;
       plan.rounds = 1;
-      first_call = true;  // this call's later steps run serial, unmeasured
+      unmeasured = true;  // this call's later steps run serial
       save();
       return;
     }
