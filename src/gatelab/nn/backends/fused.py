@@ -34,9 +34,9 @@ used once (``LSTMCell``) is multiplied unpacked or by plain BLAS. Steps are spli
 threads (OpenMP, torch's thread count) where that measurably pays: on a machine whose cores other
 processes share, a split step can wait a whole time slice for its other half. The choice is
 measured once per shape (the first steps of its second call, the first running serial on
-fresh memory: four timed serial steps and four split, each after an untimed one of its form,
-medians compared; where the step can be fused, four more split as two phases, GEMM then
-pointwise pass, and with two batch rows per thread four split over rows, each thread the
+fresh memory: six timed serial steps and six split, each after an untimed one of its form,
+medians compared; where the step can be fused, six more split as two phases, GEMM then
+pointwise pass, and with two batch rows per thread six split over rows, each thread the
 whole step of its rows; every form gives the same bits; a serial verdict is measured again
 in the next call) and then fixed for the process, so
 that a run's speed does not drift with it; ``extension().step_plans()`` lists the decisions,
