@@ -453,18 +453,63 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
       }
     }
   };
-  for (int64_t t = T_ - 1; t >= 0; --t) {
-    const bool par = adapt.begin();
-    a.t = t;
-    a.acts = acts.data_ptr<T>() + t * B * GH;
-    a.c_prev = t > 0 ? c_all.data_ptr<T>() + (t - 1) * B * H : c0.data_ptr<T>();
-    a.y = y_all.data_ptr<T>() + t * B * H;
-    a.dG = dG.data_ptr<T>() + t * B * GH;
+  // step t's pointers (without projection: the carry and d out[t] too)
+  auto point = [&](BwdStep<T>& f, int64_t t) {
+    f.t = t;
+    f.acts = acts.data_ptr<T>() + t * B * GH;
+    f.c_prev = t > 0 ? c_all.data_ptr<T>() + (t - 1) * B * H : c0.data_ptr<T>();
+    f.y = y_all.data_ptr<T>() + t * B * H;
+    f.dG = dG.data_ptr<T>() + t * B * GH;
     if (s.ln) {
-      a.xhat_hh = xhat_hh.data_ptr<T>() + t * B * GH;
-      a.rstd_hh = rstd_hh.data_ptr<T>() + t * B;
-      a.c_t = c_all.data_ptr<T>() + t * B * H;
+      f.xhat_hh = xhat_hh.data_ptr<T>() + t * B * GH;
+      f.rstd_hh = rstd_hh.data_ptr<T>() + t * B;
+      f.c_t = c_all.data_ptr<T>() + t * B * H;
     }
+    if (!proj) {
+      f.dh_in = dhp;
+      f.dh_ld = dld;
+      f.dout = dout_p ? dout_p + t * dout_st : nullptr;
+      f.dout_sb = dout_sb;
+      f.dh_zero = len ? dhp : nullptr;
+    }
+  };
+  // the partial products of rows [b0, b1) and hidden block q of step t into `now` (fused)
+  auto partial_rows = [&](T* now, int64_t t, int64_t q, int64_t b0, int64_t b1) {
+    const int64_t j0 = q * JB, j1 = std::min(H, j0 + JB);
+    const T* Wpk = g_hh.packed.template data_ptr<T>();
+    const T* dGt = dG.data_ptr<T>() + t * B * GH;
+    for (int g = 0; g < s.G; ++g)
+      gemm_block<T>(b0, b1, j1 - j0, dGt + g * H + j0, GH, 1, Wpk + (g * H + j0) * PW,
+                    now + q * B * dld, dld, 0, dld, g > 0, nullptr, nullptr, GH * PW);
+  };
+  for (int64_t t = T_ - 1; t >= 0; --t) {
+    if (fused_bstep && adapt.rows_settled()) {
+      // the rest of the sequence in one region, as in forward_impl: each task its rows,
+      // step after step (the partials of a row are its own task's), its own pointers
+      Tick tk_(kPBwdPoint);
+      const int64_t t0 = t;
+      const T* prev0 = pending;
+      at::parallel_for(0, nrb, 1, [&](int64_t r0, int64_t r1) {
+        BwdStep<T> f = a;
+        const T* prev = prev0;
+        for (int64_t u = t0; u >= 0; --u) {
+          point(f, u);
+          f.dh_zero = dhp;  // the carry of real rows restarts from the partial products
+          T* now = part.data_ptr<T>() + (u & 1) * nblk * B * dld;
+          for (int64_t r = r0; r < r1; ++r) {
+            const int64_t b0 = r * RB, b1 = std::min(B, b0 + RB);
+            if (prev) add_partials(prev, nblk, B, dld, dhp, 0, H, b0, b1);
+            for (int64_t b = b0; b < b1; ++b) bwd_rows<T>(f, b, 0, H);
+            for (int64_t q = 0; q < nblk; ++q) partial_rows(now, u, q, b0, b1);
+          }
+          prev = now;
+        }
+      });
+      pending = part.data_ptr<T>();  // step 0's partials (u & 1 == 0)
+      break;
+    }
+    const bool par = adapt.begin();
+    point(a, t);
     const T* dhw_t = s.ln ? dHW.data_ptr<T>() : dG.data_ptr<T>() + t * B * GH;
     if (proj) {
       // total gradient wrt h_t (projected), kept for dW_hr; then through W_hr
@@ -476,12 +521,6 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
       a.dh_ld = g_hr->ldc();
       a.dout = nullptr;
       a.dh_zero = nullptr;
-    } else {
-      a.dh_in = dhp;
-      a.dh_ld = dld;
-      a.dout = dout_p ? dout_p + t * dout_st : nullptr;
-      a.dout_sb = dout_sb;
-      a.dh_zero = len ? dhp : nullptr;
     }
     if (fused_bstep) {
       // The partial products of a block of hidden units, dG[:, its gate rows] W_hh[its
@@ -495,14 +534,8 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
       a.dh_zero = dhp;  // the carry of real rows restarts from the partial products
       T* part_now = part.data_ptr<T>() + (t & 1) * nblk * B * dld;
       const T* part_prev = pending;
-      const T* Wpk = g_hh.packed.template data_ptr<T>();
-      const T* dGt = dG.data_ptr<T>() + t * B * GH;
-      auto partial = [&](int64_t q, int64_t b0, int64_t b1) {  // rows [b0, b1)
-        const int64_t j0 = q * JB, j1 = std::min(H, j0 + JB);
-        for (int g = 0; g < s.G; ++g)
-          gemm_block<T>(b0, b1, j1 - j0, dGt + g * H + j0, GH, 1, Wpk + (g * H + j0) * PW,
-                        part_now + q * B * dld, dld, 0, dld, g > 0, nullptr, nullptr,
-                        GH * PW);
+      auto partial = [&](int64_t q, int64_t b0, int64_t b1) {
+        partial_rows(part_now, t, q, b0, b1);
       };
       if (par && adapt.rows) {
         at::parallel_for(0, nrb, 1, [&](int64_t r0, int64_t r1) {

@@ -160,8 +160,55 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
 
   StepSplit adapt(threads > 1 && B * GH * P >= (1 << 17), 0, sizeof(T), B, GH, P, flags, proj,
                   g_hh.mode, fused_step && par_step && nblk > 1, fused_step && by_rows);
-  for (int64_t t = 0; t < T_; ++t) {
+  // step t's pointers: its rows of the input projection, the buffers it writes, h
+  auto point = [&](FwdStep<T>& f, int64_t t, T* hcur, T* hnxt) {
     const int64_t tk = keep >= 1 ? t : 0, tkb = keep >= 2 ? t : 0;
+    f.t = t;
+    f.xw = xw_p + t * B * xw_ld;
+    f.xw_ld = xw_ld;
+    f.acts = acts.data_ptr<T>() + (acts_in_xw ? t : tk) * B * GH;
+    f.c_out = c_all.data_ptr<T>() + tk * B * H;
+    f.y = y_all.data_ptr<T>() + tkb * B * H;
+    if (s.ln) {
+      f.xhat_hh = xhat_hh.data_ptr<T>() + tkb * B * GH;
+      f.rstd_hh = rstd_hh.data_ptr<T>() + tkb * B;
+      f.mean_ih = mean_ih.data_ptr<T>() + tkb * B;
+      f.rstd_ih = rstd_ih.data_ptr<T>() + tkb * B;
+    }
+    if (proj) {
+      f.hr = hr_all.data_ptr<T>() + tkb * B * H;
+      f.hr_ld = H;
+      f.h_state = nullptr;
+    } else {
+      f.hr = out_p + t * B * P;
+      f.hr_ld = P;
+      f.h_state = hnxt;
+      f.h_prev = hcur;
+    }
+  };
+  for (int64_t t = 0; t < T_; ++t) {
+    if (fused_step && adapt.rows_settled()) {
+      // the rest of the sequence in one region: each task its rows, step after step, with
+      // its own copy of the step's pointers (no meeting between steps)
+      Tick tk_(kPFwdPoint);
+      const int64_t t0 = t;
+      at::parallel_for(0, nrb, 1, [&](int64_t r0, int64_t r1) {
+        FwdStep<T> f = a;
+        T *hc = hptr, *hn = hnext;
+        for (int64_t u = t0; u < T_; ++u) {
+          point(f, u, hc, hn);
+          for (int64_t r = r0; r < r1; ++r) {
+            const int64_t b0 = r * RB, b1 = std::min(B, b0 + RB);
+            gemm_block<T>(b0, b1, P, hc, P, 1, g_hh.packed.template data_ptr<T>(),
+                          hw.data_ptr<T>(), g_hh.ldc(), 0, g_hh.ldc(), false, nullptr, nullptr);
+            for (int64_t b = b0; b < b1; ++b) fwd_rows<T>(f, b, 0, H);
+          }
+          std::swap(hc, hn);
+        }
+      });
+      if ((T_ - t0) % 2) std::swap(hptr, hnext);
+      break;
+    }
     const bool par = adapt.begin();
     const bool rows = row_step || (par && adapt.rows);  // each task its rows' whole step
     // else fused (each task its hidden units), or the GEMM, then the pointwise pass
@@ -172,28 +219,7 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
       Tick tk_(kPFwdGemm);
       g_hh.run(hptr, P, T(0), hw.data_ptr<T>(), g_hh.ldc(), par);
     }
-    a.t = t;
-    a.xw = xw_p + t * B * xw_ld;
-    a.xw_ld = xw_ld;
-    a.acts = acts.data_ptr<T>() + (acts_in_xw ? t : tk) * B * GH;
-    a.c_out = c_all.data_ptr<T>() + tk * B * H;
-    a.y = y_all.data_ptr<T>() + tkb * B * H;
-    if (s.ln) {
-      a.xhat_hh = xhat_hh.data_ptr<T>() + tkb * B * GH;
-      a.rstd_hh = rstd_hh.data_ptr<T>() + tkb * B;
-      a.mean_ih = mean_ih.data_ptr<T>() + tkb * B;
-      a.rstd_ih = rstd_ih.data_ptr<T>() + tkb * B;
-    }
-    if (proj) {
-      a.hr = hr_all.data_ptr<T>() + tkb * B * H;
-      a.hr_ld = H;
-      a.h_state = nullptr;
-    } else {
-      a.hr = out_p + t * B * P;
-      a.hr_ld = P;
-      a.h_state = hnext;
-      a.h_prev = hptr;
-    }
+    point(a, t, hptr, hnext);
     if (fuse) {
       Tick tk_(kPFwdPoint);
       auto body = [&](int64_t k0, int64_t k1) {

@@ -549,6 +549,15 @@ struct StepSplit {
     if (!stored.decided) stored = plan;  // a concurrent decision stands
   }
 
+  // Whether every step from here on runs split over batch rows (decided so, or forced):
+  // then the threads need not meet between steps, since a thread's rows read only what
+  // the same thread wrote (the drivers run the rest of the sequence in one region).
+  bool rows_settled() const {
+    if (!allowed || !by_rows) return false;
+    if (g_adaptive == 4) return true;
+    return g_adaptive == 1 && plan.decided && plan.arm == kArmRows;
+  }
+
   // Whether this step splits over threads; `two` (`rows`) then says whether as two phases
   // (over batch rows).
   bool begin() {
