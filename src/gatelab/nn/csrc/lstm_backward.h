@@ -508,6 +508,24 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
       pending = part.data_ptr<T>();  // step 0's partials (u & 1 == 0)
       break;
     }
+    if (row_bstep && !proj && adapt.rows_settled(true)) {  // layer norm: the same
+      Tick tk_(kPBwdPoint);
+      const int64_t t0 = t;
+      at::parallel_for(0, nrb, 1, [&](int64_t r0, int64_t r1) {
+        BwdStep<T> f = a;
+        for (int64_t u = t0; u >= 0; --u) {
+          point(f, u);
+          const T* dhw_u = s.ln ? dHW.data_ptr<T>() : dG.data_ptr<T>() + u * B * GH;
+          for (int64_t r = r0; r < r1; ++r) {
+            const int64_t b0 = r * RB, b1 = std::min(B, b0 + RB);
+            for (int64_t b = b0; b < b1; ++b) bwd_rows<T>(f, b, 0, H);
+            gemm_block<T>(b0, b1, GH, dhw_u, GH, 1, g_hh.packed.template data_ptr<T>(), dhp,
+                          dld, 0, dld, beta != T(0), nullptr, nullptr);
+          }
+        }
+      });
+      break;
+    }
     const bool par = adapt.begin();
     point(a, t);
     const T* dhw_t = s.ln ? dHW.data_ptr<T>() : dG.data_ptr<T>() + t * B * GH;

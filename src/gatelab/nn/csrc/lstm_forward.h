@@ -187,7 +187,8 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
     }
   };
   for (int64_t t = 0; t < T_; ++t) {
-    if (fused_step && adapt.rows_settled()) {
+    // (layer norm too; a projection's step still meets: its rows' copy reads the loop's)
+    if ((fused_step && adapt.rows_settled()) || (row_step && !proj && adapt.rows_settled(true))) {
       // the rest of the sequence in one region: each task its rows, step after step, with
       // its own copy of the step's pointers (no meeting between steps)
       Tick tk_(kPFwdPoint);

@@ -552,8 +552,12 @@ struct StepSplit {
   // Whether every step from here on runs split over batch rows (decided so, or forced):
   // then the threads need not meet between steps, since a thread's rows read only what
   // the same thread wrote (the drivers run the rest of the sequence in one region).
-  bool rows_settled() const {
-    if (!allowed || !by_rows) return false;
+  // `split_is_rows`: the step's one split form is over rows (layer norm, projection).
+  bool rows_settled(bool split_is_rows = false) const {
+    if (!allowed) return false;
+    if (split_is_rows) return g_adaptive == 1 ? plan.decided && plan.arm != kArmSerial
+                                              : g_adaptive != 2;
+    if (!by_rows) return false;
     if (g_adaptive == 4) return true;
     return g_adaptive == 1 && plan.decided && plan.arm == kArmRows;
   }
