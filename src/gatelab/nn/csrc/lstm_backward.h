@@ -482,6 +482,21 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
       gemm_block<T>(b0, b1, j1 - j0, dGt + g * H + j0, GH, 1, Wpk + (g * H + j0) * PW,
                     now + q * B * dld, dld, 0, dld, g > 0, nullptr, nullptr, GH * PW);
   };
+  // rows [b0, b1) of a fused step over batch rows: the partials of the step before (`prev`)
+  // added into their carry, their pointwise pass, their partial products into `now`
+  auto fused_row_block = [&](const BwdStep<T>& f, const T* prev, T* now, int64_t b0,
+                             int64_t b1) {
+    if (prev) add_partials(prev, nblk, B, dld, dhp, 0, H, b0, b1);
+    for (int64_t b = b0; b < b1; ++b) bwd_rows<T>(f, b, 0, H);
+    for (int64_t q = 0; q < nblk; ++q) partial_rows(now, f.t, q, b0, b1);
+  };
+  // rows [b0, b1) of a layer norm or projection step over rows: their pointwise pass, then
+  // their d h_{t-1} from `dhw` (the projection's rows, where there is one, are the caller's)
+  auto row_block = [&](const BwdStep<T>& f, const T* dhw, int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) bwd_rows<T>(f, b, 0, H);
+    gemm_block<T>(b0, b1, GH, dhw, GH, 1, g_hh.packed.template data_ptr<T>(), dhp, dld, 0,
+                  dld, beta != T(0), nullptr, nullptr);
+  };
   for (int64_t t = T_ - 1; t >= 0; --t) {
     if (fused_bstep && adapt.rows_settled()) {
       // the rest of the sequence in one region, as in forward_impl: each task its rows,
@@ -496,12 +511,8 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
           point(f, u);
           f.dh_zero = dhp;  // the carry of real rows restarts from the partial products
           T* now = part.data_ptr<T>() + (u & 1) * nblk * B * dld;
-          for (int64_t r = r0; r < r1; ++r) {
-            const int64_t b0 = r * RB, b1 = std::min(B, b0 + RB);
-            if (prev) add_partials(prev, nblk, B, dld, dhp, 0, H, b0, b1);
-            for (int64_t b = b0; b < b1; ++b) bwd_rows<T>(f, b, 0, H);
-            for (int64_t q = 0; q < nblk; ++q) partial_rows(now, u, q, b0, b1);
-          }
+          for (int64_t r = r0; r < r1; ++r)
+            fused_row_block(f, prev, now, r * RB, std::min(B, r * RB + RB));
           prev = now;
         }
       });
@@ -516,12 +527,7 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
         for (int64_t u = t0; u >= 0; --u) {
           point(f, u);
           const T* dhw_u = s.ln ? dHW.data_ptr<T>() : dG.data_ptr<T>() + u * B * GH;
-          for (int64_t r = r0; r < r1; ++r) {
-            const int64_t b0 = r * RB, b1 = std::min(B, b0 + RB);
-            for (int64_t b = b0; b < b1; ++b) bwd_rows<T>(f, b, 0, H);
-            gemm_block<T>(b0, b1, GH, dhw_u, GH, 1, g_hh.packed.template data_ptr<T>(), dhp,
-                          dld, 0, dld, beta != T(0), nullptr, nullptr);
-          }
+          for (int64_t r = r0; r < r1; ++r) row_block(f, dhw_u, r * RB, std::min(B, r * RB + RB));
         }
       });
       break;
@@ -552,17 +558,10 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
       a.dh_zero = dhp;  // the carry of real rows restarts from the partial products
       T* part_now = part.data_ptr<T>() + (t & 1) * nblk * B * dld;
       const T* part_prev = pending;
-      auto partial = [&](int64_t q, int64_t b0, int64_t b1) {
-        partial_rows(part_now, t, q, b0, b1);
-      };
       if (par && adapt.rows) {
         at::parallel_for(0, nrb, 1, [&](int64_t r0, int64_t r1) {
-          for (int64_t r = r0; r < r1; ++r) {
-            const int64_t b0 = r * RB, b1 = std::min(B, b0 + RB);
-            if (part_prev) add_partials(part_prev, nblk, B, dld, dhp, 0, H, b0, b1);
-            for (int64_t b = b0; b < b1; ++b) bwd_rows<T>(a, b, 0, H);
-            for (int64_t q = 0; q < nblk; ++q) partial(q, b0, b1);
-          }
+          for (int64_t r = r0; r < r1; ++r)
+            fused_row_block(a, part_prev, part_now, r * RB, std::min(B, r * RB + RB));
         });
       } else if (!adapt.two) {
         auto body = [&](int64_t k0, int64_t k1) {
@@ -570,7 +569,7 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
             const int64_t j0 = q * JB, j1 = std::min(H, j0 + JB);
             if (part_prev) add_partials(part_prev, nblk, B, dld, dhp, j0, j1, 0, B);
             for (int64_t b = 0; b < B; ++b) bwd_rows<T>(a, b, j0, j1);
-            partial(q, 0, B);
+            partial_rows(part_now, t, q, 0, B);
           }
         };
         if (par && par_bstep) {
@@ -584,7 +583,7 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
           for (int64_t b = b0; b < b1; ++b) bwd_rows<T>(a, b, 0, H);
         });
         at::parallel_for(0, nblk, 1, [&](int64_t q0, int64_t q1) {
-          for (int64_t q = q0; q < q1; ++q) partial(q, 0, B);
+          for (int64_t q = q0; q < q1; ++q) partial_rows(part_now, t, q, 0, B);
         });
       }
       pending = part_now;
@@ -602,10 +601,7 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
                           g_hr->packed.template data_ptr<T>(), dhr.data_ptr<T>(), g_hr->ldc(),
                           0, g_hr->ldc(), false, nullptr, nullptr);
           }
-          for (int64_t b = b0; b < b1; ++b) bwd_rows<T>(a, b, 0, H);
-          gemm_block<T>(b0, b1, GH, dhw_t, GH, 1,
-                        g_hh.packed.template data_ptr<T>(), dhp, dld, 0, dld, beta != T(0),
-                        nullptr, nullptr);
+          row_block(a, dhw_t, b0, b1);
         }
       };
       if (par) {

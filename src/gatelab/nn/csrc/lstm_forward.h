@@ -186,6 +186,13 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
       f.h_prev = hcur;
     }
   };
+  // rows [b0, b1) of one step over batch rows: their h_{t-1} W_hh^T, then their pointwise
+  // pass (the projection's rows, where there is one, are the caller's)
+  auto row_block = [&](const FwdStep<T>& f, const T* hcur, int64_t b0, int64_t b1) {
+    gemm_block<T>(b0, b1, P, hcur, P, 1, g_hh.packed.template data_ptr<T>(), hw.data_ptr<T>(),
+                  g_hh.ldc(), 0, g_hh.ldc(), false, nullptr, nullptr);
+    for (int64_t b = b0; b < b1; ++b) fwd_rows<T>(f, b, 0, H);
+  };
   for (int64_t t = 0; t < T_; ++t) {
     // (layer norm too; a projection's step still meets: its rows' copy reads the loop's)
     if ((fused_step && adapt.rows_settled()) || (row_step && !proj && adapt.rows_settled(true))) {
@@ -198,12 +205,8 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
         T *hc = hptr, *hn = hnext;
         for (int64_t u = t0; u < T_; ++u) {
           point(f, u, hc, hn);
-          for (int64_t r = r0; r < r1; ++r) {
-            const int64_t b0 = r * RB, b1 = std::min(B, b0 + RB);
-            gemm_block<T>(b0, b1, P, hc, P, 1, g_hh.packed.template data_ptr<T>(),
-                          hw.data_ptr<T>(), g_hh.ldc(), 0, g_hh.ldc(), false, nullptr, nullptr);
-            for (int64_t b = b0; b < b1; ++b) fwd_rows<T>(f, b, 0, H);
-          }
+          for (int64_t r = r0; r < r1; ++r)
+            row_block(f, hc, r * RB, std::min(B, r * RB + RB));
           std::swap(hc, hn);
         }
       });
@@ -243,9 +246,7 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
       auto body = [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
           const int64_t b0 = r * RB, b1 = std::min(B, b0 + RB);
-          gemm_block<T>(b0, b1, P, hptr, P, 1, g_hh.packed.template data_ptr<T>(),
-                        hw.data_ptr<T>(), g_hh.ldc(), 0, g_hh.ldc(), false, nullptr, nullptr);
-          for (int64_t b = b0; b < b1; ++b) fwd_rows<T>(a, b, 0, H);
+          row_block(a, hptr, b0, b1);
           if (proj) {
             gemm_block<T>(b0, b1, H, a.hr, a.hr_ld, 1, g_hr->packed.template data_ptr<T>(),
                           hp.data_ptr<T>(), hp_ld, 0, hp_ld, false, nullptr, nullptr);
