@@ -36,7 +36,7 @@ from _common import REPO, Timer, load_average, parser, setup
 
 from gatelab import TextClassifier
 from gatelab.data import read_labelled_text
-from gatelab.estimators.text import choose_prior_adjustment
+from gatelab.estimators.text import choose_prior_adjustment, prior_adjusted
 from gatelab.train.metrics import classification_metrics
 
 
@@ -75,7 +75,7 @@ def ensemble(members: list) -> tuple[float, dict]:
     dev = torch.as_tensor(np.stack([m["dev"] for m in members])).float()
     tau, _ = choose_prior_adjustment(dev, lp, members[0]["dev_y"])
     test = torch.as_tensor(np.stack([m["test"] for m in members])).float()
-    p = (test - tau * lp.float()).softmax(-1).mean(0)
+    p = prior_adjusted(test, lp, tau)
     return tau, classification_metrics(members[0]["test_y"], p.argmax(-1).numpy())
 
 

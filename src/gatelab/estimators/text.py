@@ -386,6 +386,12 @@ class TextClassifier(ClassifierBase):
         self._read_labels(run)
 
 
+def prior_adjusted(logits: Tensor, log_prior: Tensor, tau: float) -> Tensor:
+    """The ensemble's probabilities ``(N, C)`` under the logit adjustment: the members'
+    softmax of ``logits - tau * log_prior`` averaged; ``logits (M, N, C)``."""
+    return (logits - tau * log_prior.float()).softmax(-1).mean(0)
+
+
 def choose_prior_adjustment(
     logits: Tensor, log_prior: Tensor, y: np.ndarray
 ) -> tuple[float, dict[str, float]]:
@@ -399,8 +405,7 @@ def choose_prior_adjustment(
 
     best = None
     for tau in PRIOR_TAUS:
-        proba = (logits - tau * log_prior.float()).softmax(-1).mean(0)  # (N, C)
-        m = classification_metrics(y, proba.argmax(-1).numpy())
+        m = classification_metrics(y, prior_adjusted(logits, log_prior, tau).argmax(-1).numpy())
         score = (m["accuracy"] + m["macro_f1"]) / 2
         if best is None or score > best[0] + 1e-12:
             best = (score, tau, m)
