@@ -601,3 +601,27 @@ def test_ranks_leave_the_group_at_exit(tmp_path):
     for r, (code, out) in enumerate(results):
         assert code == 0, out
         assert out.strip().splitlines()[-2:] == [f"joined {r}", "in a group at exit: False"], out
+
+
+ENDS = """
+import atexit, sys
+from gatelab.train import distributed as D
+
+# registered before init's hook, so it runs after it; written without a flush
+atexit.register(lambda: sys.stdout.write(f"left the group: {not D.joined()}\\n"))
+assert D.init()
+D.barrier()
+D.end_rank(3)
+"""
+
+
+def test_end_rank_runs_the_exit_handlers_flushes_and_exits_with_the_code(tmp_path):
+    """What the command line does at the end of a rank (the interpreter's teardown, where
+    torch's group aborted at times, is skipped): exit handlers run, the group is left,
+    buffered output is written, the status is the one given."""
+    procs = as_torchrun([sys.executable, "-c", ENDS])
+    for _, env in procs:
+        env.pop("PYTHONUNBUFFERED", None)  # stdout to a pipe is then block-buffered
+    for code, out in run_all(procs, tmp_path):
+        assert code == 3, out
+        assert out.strip().splitlines()[-1] == "left the group: True", out

@@ -44,4 +44,16 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     ARGV = sys.argv[1:]
     _register()
-    app()
+    try:
+        app()
+    except SystemExit as stop:
+        # a rank of a multi-process job ends without the interpreter's teardown, where
+        # torch's process group aborted at times (see gatelab.train.distributed.end_rank)
+        ranks = sys.modules.get("gatelab.train.distributed")
+        if ranks is None or not ranks.joined():
+            raise
+        code = stop.code
+        if code is not None and not isinstance(code, int):
+            print(code, file=sys.stderr)
+            code = 1
+        ranks.end_rank(code or 0)
