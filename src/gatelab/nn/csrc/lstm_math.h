@@ -79,11 +79,13 @@ GL_INLINE void add_mul(T* __restrict y, const T* __restrict u, const T* __restri
   for (int64_t j = 0; j < n; ++j) y[j] += u[j] * v[j];
 }
 
-// Row reductions in double with 8 independent partial sums, one lane each of a vector of
-// 8 doubles (element j goes to lane j % 8, the tail and then the lanes are added in
-// order). Without -ffast-math the compiler may not reorder one running sum, so a single
-// accumulator is a serial chain (one add's latency, 4 cycles, per element: the layer
-// norms' row statistics took 2-3x the standard step's whole pointwise pass, issue 16).
+// Row reductions in double with 32 independent partial sums, four vectors of 8 doubles
+// (element j goes to lane j % 8 of vector (j / 8) % 4 while 32 remain, then of the first;
+// the four are added pairwise, then the tail and the lanes in order). Without -ffast-math
+// the compiler may not reorder one running sum, so a single accumulator is a serial chain
+// (one add's latency, 4 cycles, per element: the layer norms' row statistics took 2-3x the
+// standard step's whole pointwise pass, issue 16); one vector of 8 still waited 4 cycles
+// per 8 elements, four keep the adder busy.
 // Written as arrays of 8, GCC 12 left the lanes scalar (vcvtss2sd / vfmadd231sd on one
 // double at a time: the backward's ln_dots was a third of the after-loop phase at B = 64
 // on a Xeon); as GCC vectors they are AVX-512 (or two AVX2) operations with the same
@@ -112,41 +114,69 @@ GL_INLINE double lanes_sum(double s, const D8& acc) {
 
 template <typename T>
 GL_INLINE double sum_d(const T* __restrict x, int64_t n) {
-  D8 acc = {};
+  D8 a0 = {}, a1 = {}, a2 = {}, a3 = {};
   int64_t j = 0;
-  for (; j + 8 <= n; j += 8) acc += load_d8(x + j);
+  for (; j + 32 <= n; j += 32) {
+    a0 += load_d8(x + j);
+    a1 += load_d8(x + j + 8);
+    a2 += load_d8(x + j + 16);
+    a3 += load_d8(x + j + 24);
+  }
+  for (; j + 8 <= n; j += 8) a0 += load_d8(x + j);
   double s = 0;
   for (; j < n; ++j) s += double(x[j]);
-  return lanes_sum(s, acc);
+  return lanes_sum(s, (a0 + a1) + (a2 + a3));
 }
 
 // sum_j (x[j] - m)^2 in double (the two-pass variance: no cancellation when |m| >> std).
 template <typename T>
 GL_INLINE double sq_dev_d(const T* __restrict x, int64_t n, double m) {
-  D8 acc = {};
+  D8 a0 = {}, a1 = {}, a2 = {}, a3 = {};
   int64_t j = 0;
+  for (; j + 32 <= n; j += 32) {
+    const D8 d0 = load_d8(x + j) - m, d1 = load_d8(x + j + 8) - m;
+    const D8 d2 = load_d8(x + j + 16) - m, d3 = load_d8(x + j + 24) - m;
+    a0 += d0 * d0;
+    a1 += d1 * d1;
+    a2 += d2 * d2;
+    a3 += d3 * d3;
+  }
   for (; j + 8 <= n; j += 8) {
     const D8 d = load_d8(x + j) - m;
-    acc += d * d;
+    a0 += d * d;
   }
   double s = 0;
   for (; j < n; ++j) {
     const double d = double(x[j]) - m;
     s += d * d;
   }
-  return lanes_sum(s, acc);
+  return lanes_sum(s, (a0 + a1) + (a2 + a3));
 }
 
 // s1 = sum_j dy[j] w[j], s2 = sum_j dy[j] w[j] xhat[j], in double (layer norm backward).
 template <typename T>
 GL_INLINE void ln_dots(const T* __restrict dy, const T* __restrict w, const T* __restrict xhat,
                        int64_t n, double* s1, double* s2) {
-  D8 p = {}, q = {};
+  D8 p0 = {}, p1 = {}, p2 = {}, p3 = {}, q0 = {}, q1 = {}, q2 = {}, q3 = {};
   int64_t j = 0;
+  for (; j + 32 <= n; j += 32) {
+    const D8 g0 = load_d8(dy + j) * load_d8(w + j);
+    const D8 g1 = load_d8(dy + j + 8) * load_d8(w + j + 8);
+    const D8 g2 = load_d8(dy + j + 16) * load_d8(w + j + 16);
+    const D8 g3 = load_d8(dy + j + 24) * load_d8(w + j + 24);
+    p0 += g0;
+    p1 += g1;
+    p2 += g2;
+    p3 += g3;
+    q0 += g0 * load_d8(xhat + j);
+    q1 += g1 * load_d8(xhat + j + 8);
+    q2 += g2 * load_d8(xhat + j + 16);
+    q3 += g3 * load_d8(xhat + j + 24);
+  }
   for (; j + 8 <= n; j += 8) {
     const D8 g = load_d8(dy + j) * load_d8(w + j);
-    p += g;
-    q += g * load_d8(xhat + j);
+    p0 += g;
+    q0 += g * load_d8(xhat + j);
   }
   double a = 0, b = 0;
   for (; j < n; ++j) {
@@ -154,8 +184,8 @@ GL_INLINE void ln_dots(const T* __restrict dy, const T* __restrict w, const T* _
     a += g;
     b += g * double(xhat[j]);
   }
-  *s1 = lanes_sum(a, p);
-  *s2 = lanes_sum(b, q);
+  *s1 = lanes_sum(a, (p0 + p1) + (p2 + p3));
+  *s2 = lanes_sum(b, (q0 + q1) + (q2 + q3));
 }
 
 // Row mean and 1/sqrt(var + eps) (biased variance, as torch.nn.functional.layer_norm),
