@@ -603,7 +603,20 @@ def test_ranks_leave_the_group_at_exit(tmp_path):
         assert out.strip().splitlines()[-2:] == [f"joined {r}", "in a group at exit: False"], out
 
 
-ENDS = """
+# deleted only in the interpreter's teardown, which then writes a line
+TEARDOWN = """
+import os
+
+class Teardown:
+    def __del__(self, write=os.write):
+        write(1, b"interpreter teardown\\n")
+
+keep = Teardown()
+"""
+
+ENDS = (
+    TEARDOWN
+    + """
 import atexit, sys
 from gatelab.train import distributed as D
 
@@ -613,15 +626,48 @@ assert D.init()
 D.barrier()
 D.end_rank(3)
 """
+)
 
 
 def test_end_rank_runs_the_exit_handlers_flushes_and_exits_with_the_code(tmp_path):
-    """What the command line does at the end of a rank (the interpreter's teardown, where
-    torch's group aborted at times, is skipped): exit handlers run, the group is left,
-    buffered output is written, the status is the one given."""
+    """What the command line does at the end of a rank: exit handlers run, the group is
+    left, buffered output is written, the status is the one given, and the interpreter's
+    teardown (where torch's group aborted at times) does not run."""
     procs = as_torchrun([sys.executable, "-c", ENDS])
     for _, env in procs:
         env.pop("PYTHONUNBUFFERED", None)  # stdout to a pipe is then block-buffered
     for code, out in run_all(procs, tmp_path):
         assert code == 3, out
         assert out.strip().splitlines()[-1] == "left the group: True", out
+        assert "interpreter teardown" not in out, out
+
+
+BUG = (
+    TEARDOWN
+    + """
+import sys
+from gatelab.cli import app, main
+from gatelab.train import distributed as D
+
+@app.command("boom")
+def boom() -> None:
+    if D.init():
+        D.barrier()
+    raise RuntimeError("a bug in a rank")
+
+sys.argv = ["gatelab", "boom"]
+main()
+"""
+)
+
+
+def test_a_rank_of_the_command_line_that_raises_ends_with_status_1_and_its_traceback(tmp_path):
+    """An unexpected exception in a joined rank: its traceback, status 1, no teardown (the
+    same script in one process, which joins nothing, exits through the teardown)."""
+    for code, out in run_all(as_torchrun([sys.executable, "-c", BUG]), tmp_path):
+        assert code == 1, out
+        assert "RuntimeError: a bug in a rank" in out, out
+        assert "interpreter teardown" not in out, out
+    [(code, out)] = run_all([([sys.executable, "-c", BUG], child_env())], tmp_path)
+    assert code == 1 and "RuntimeError: a bug in a rank" in out, out
+    assert "interpreter teardown" in out, out

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+from typing import NoReturn
 
 import typer
 
@@ -46,14 +47,29 @@ def main() -> None:
     _register()
     try:
         app()
+    # A rank of a multi-process job ends here, without the interpreter's teardown, where
+    # torch's process group aborted at times (gatelab.train.distributed.end_rank).
     except SystemExit as stop:
-        # a rank of a multi-process job ends without the interpreter's teardown, where
-        # torch's process group aborted at times (see gatelab.train.distributed.end_rank)
-        ranks = sys.modules.get("gatelab.train.distributed")
-        if ranks is None or not ranks.joined():
-            raise
-        code = stop.code
-        if code is not None and not isinstance(code, int):
-            print(code, file=sys.stderr)
-            code = 1
-        ranks.end_rank(code or 0)
+        if _joined():
+            code = stop.code
+            if code is not None and not isinstance(code, int):
+                print(code, file=sys.stderr)
+                code = 1
+            _end_rank(code or 0)
+        raise
+    except Exception:
+        if _joined():
+            sys.excepthook(*sys.exc_info())  # the traceback as Python (typer's hook) shows it
+            _end_rank(1)
+        raise
+
+
+def _joined() -> bool:
+    ranks = sys.modules.get("gatelab.train.distributed")  # not imported: no group joined
+    return ranks is not None and ranks.joined()
+
+
+def _end_rank(code: int) -> NoReturn:
+    from gatelab.train import distributed  # imported already: a group was joined
+
+    distributed.end_rank(code)
