@@ -34,6 +34,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -198,7 +199,7 @@ def _leave() -> None:
     exits with them alive tears them down in the interpreter's last steps, where a rank
     aborted in one of three runs under load ("terminate called without an active
     exception", exit code -6 after its last line of output), which torchrun reports as a
-    failed job."""
+    failed job. Leaving made that rarer, not impossible: see :func:`end_rank`."""
     global _joined
     if _joined and dist.is_initialized():
         dist.destroy_process_group()
@@ -215,23 +216,28 @@ def end_rank(code: int) -> NoReturn:
     """End a rank that joined through :func:`init` with exit status ``code``, skipping the
     interpreter's teardown.
 
-    The exit handlers run first, :func:`_leave` among them, and the output is flushed; then
-    ``os._exit``, as :mod:`multiprocessing` ends its children. Leaving is not enough:
-    gloo's threads outlive ``destroy_process_group`` (``/proc`` still lists its
-    ``gloo_tcp_loop`` and two ``pt_gloo_runloop`` threads after it: torch keeps references
-    to the group and frees it in the interpreter's last steps), and there a rank aborted at
-    times ("terminate called without an active exception", exit code -6 after its last
-    output, after the run folder was whole): in 2 of 28 runs of three distributed tests,
-    and in CI.
+    What a normal exit does first still happens: non-daemon threads are joined, the exit
+    handlers run (:func:`_leave` among them, and ``logging.shutdown``), the output is
+    flushed; then ``os._exit``. Leaving the group is not enough: gloo's threads outlive
+    ``destroy_process_group`` (``/proc`` still lists its ``gloo_tcp_loop`` and two
+    ``pt_gloo_runloop`` threads after it: torch keeps references to the group and frees it
+    in the interpreter's last steps), and there a rank aborted at times ("terminate called
+    without an active exception", exit code -6 after its last output, after the run folder
+    was whole): in 2 of 28 runs of three distributed tests (the two kill tests and the exit
+    test), and in CI. ``code`` is taken as Python's own exit takes it (modulo 256; 255
+    beyond 64 bits).
     """
-    atexit._run_exitfuncs()
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # closed or broken: nothing more can be written
-            pass
-    os._exit(code)
+    status = code & 0xFF if -(2**63) <= code < 2**63 else 0xFF
+    try:
+        threading._shutdown()  # as the interpreter's exit, before the exit handlers
+        atexit._run_exitfuncs()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # closed or broken: nothing more can be written
+                pass
+    finally:  # a signal (torchrun's SIGTERM) meanwhile must not lead back into the teardown
+        os._exit(status)
 
 
 def device() -> torch.device:
