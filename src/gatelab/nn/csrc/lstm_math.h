@@ -85,11 +85,12 @@ GL_INLINE void add_mul(T* __restrict y, const T* __restrict u, const T* __restri
 // the compiler may not reorder one running sum, so a single accumulator is a serial chain
 // (one add's latency, 4 cycles, per element: the layer norms' row statistics took 2-3x the
 // standard step's whole pointwise pass, issue 16); one vector of 8 still waited 4 cycles
-// per 8 elements, four keep the adder busy.
+// per 8 elements, four let four adds be under way at once.
 // Written as arrays of 8, GCC 12 left the lanes scalar (vcvtss2sd / vfmadd231sd on one
 // double at a time: the backward's ln_dots was a third of the after-loop phase at B = 64
 // on a Xeon); as GCC vectors they are AVX-512 (or two AVX2) operations with the same
-// order of additions. The result depends on n only, never on alignment or threads.
+// order of additions. The result depends on n and on the CPU's clone (whether a * b + c
+// is contracted to one FMA), never on alignment or threads.
 typedef double D8 __attribute__((vector_size(64)));
 
 // x[0..8) as doubles.
@@ -154,24 +155,20 @@ GL_INLINE double sq_dev_d(const T* __restrict x, int64_t n, double m) {
 }
 
 // s1 = sum_j dy[j] w[j], s2 = sum_j dy[j] w[j] xhat[j], in double (layer norm backward).
+// Two vectors per sum here (element j to vector (j / 8) % 2 while 16 remain): four sums of
+// four would be 16 of AVX2's 16 registers (a D8 is two of them) before any temporary.
 template <typename T>
 GL_INLINE void ln_dots(const T* __restrict dy, const T* __restrict w, const T* __restrict xhat,
                        int64_t n, double* s1, double* s2) {
-  D8 p0 = {}, p1 = {}, p2 = {}, p3 = {}, q0 = {}, q1 = {}, q2 = {}, q3 = {};
+  D8 p0 = {}, p1 = {}, q0 = {}, q1 = {};
   int64_t j = 0;
-  for (; j + 32 <= n; j += 32) {
+  for (; j + 16 <= n; j += 16) {
     const D8 g0 = load_d8(dy + j) * load_d8(w + j);
     const D8 g1 = load_d8(dy + j + 8) * load_d8(w + j + 8);
-    const D8 g2 = load_d8(dy + j + 16) * load_d8(w + j + 16);
-    const D8 g3 = load_d8(dy + j + 24) * load_d8(w + j + 24);
     p0 += g0;
     p1 += g1;
-    p2 += g2;
-    p3 += g3;
     q0 += g0 * load_d8(xhat + j);
     q1 += g1 * load_d8(xhat + j + 8);
-    q2 += g2 * load_d8(xhat + j + 16);
-    q3 += g3 * load_d8(xhat + j + 24);
   }
   for (; j + 8 <= n; j += 8) {
     const D8 g = load_d8(dy + j) * load_d8(w + j);
@@ -184,8 +181,8 @@ GL_INLINE void ln_dots(const T* __restrict dy, const T* __restrict w, const T* _
     a += g;
     b += g * double(xhat[j]);
   }
-  *s1 = lanes_sum(a, (p0 + p1) + (p2 + p3));
-  *s2 = lanes_sum(b, (q0 + q1) + (q2 + q3));
+  *s1 = lanes_sum(a, p0 + p1);
+  *s2 = lanes_sum(b, q0 + q1);
 }
 
 // Row mean and 1/sqrt(var + eps) (biased variance, as torch.nn.functional.layer_norm),
