@@ -51,6 +51,13 @@ constexpr double kBlasMargin = 0.9;
 // memory").
 constexpr int64_t kProbeRows = 256;
 
+// Rows per task of a step split over batch rows (lstm_step.h, StepSplit's third form),
+// 0 where there is no such form (fewer than two rows per thread): the drivers and the
+// recurrent product's probe, which times one task's share, use the same rule.
+inline int64_t row_share(int64_t B, int64_t threads) {
+  return threads > 1 && B >= 2 * threads ? (B + threads - 1) / threads : 0;
+}
+
 // The BLAS candidate's output: the own candidate's (rows, ld) output narrowed to n columns
 // where that is contiguous (ld == n), else one of its own, allocated once per probe.
 inline Tensor blas_out(const Tensor& own_out, int64_t n) {
@@ -180,8 +187,7 @@ int recurrent_mode(const Tensor& w, int64_t M, bool nt, int64_t reuse, int64_t g
   T* cp = c.data_ptr<T>();
   // a step split over batch rows (two rows per thread or more) has each thread multiply
   // its share of the rows by all of W on its own (lstm_step.h)
-  const int64_t threads = at::get_num_threads();
-  const int64_t share = threads > 1 && M >= 2 * threads ? (M + threads - 1) / threads : 0;
+  const int64_t share = row_share(M, at::get_num_threads());
   std::function<void()> rows;
   if (share)
     rows = [&] {

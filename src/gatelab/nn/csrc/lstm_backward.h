@@ -430,10 +430,10 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
 
   // Layer norm or projection: the batch rows are split over tasks (see forward_impl); a
   // fused step may be split so too (StepSplit's third form).
-  const bool by_rows = g_fused_step && g_hh.own() && (!proj || g_hr->own()) && threads > 1 &&
-                       B >= 2 * threads;
+  const bool by_rows = g_fused_step && g_hh.own() && (!proj || g_hr->own()) &&
+                       row_share(B, threads) > 0;
   const bool row_bstep = !fused_bstep && by_rows;
-  const int64_t RB = by_rows ? (B + threads - 1) / threads : B;
+  const int64_t RB = by_rows ? row_share(B, threads) : B;
   StepSplit adapt(threads > 1 && B * GH * P >= (1 << 17), 1, sizeof(T), B, GH, P, flags, proj,
                   g_hh.mode, fused_bstep && par_bstep && nblk > 1, fused_bstep && by_rows);
   // the partial products of the step before, not yet added into the carry (fused steps)
@@ -519,15 +519,17 @@ std::vector<Tensor> backward_impl(const OptTensor& dout_, const OptTensor& dhn,
       pending = part.data_ptr<T>();  // step 0's partials (u & 1 == 0)
       break;
     }
-    if (row_bstep && !proj && adapt.rows_settled(true)) {  // layer norm: the same
+    // layer norm (a step over rows without projection): the same; each row's d (h W_hh^T)
+    // is in its own row of dHW, written by the same task
+    if (row_bstep && !proj && adapt.rows_settled(true)) {
       Tick tk_(kPBwdPoint);
       const int64_t t0 = t;
       at::parallel_for(0, nrb, 1, [&](int64_t r0, int64_t r1) {
         BwdStep<T> f = a;
         for (int64_t u = t0; u >= 0; --u) {
           point(f, u);
-          const T* dhw_u = s.ln ? dHW.data_ptr<T>() : dG.data_ptr<T>() + u * B * GH;
-          for (int64_t r = r0; r < r1; ++r) row_block(f, dhw_u, r * RB, std::min(B, r * RB + RB));
+          for (int64_t r = r0; r < r1; ++r)
+            row_block(f, dHW.data_ptr<T>(), r * RB, std::min(B, r * RB + RB));
         }
       });
       break;

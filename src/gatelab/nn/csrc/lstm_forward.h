@@ -137,10 +137,10 @@ std::vector<Tensor> forward_impl(const Tensor& x_, const Tensor& h0, const Tenso
   // With layer norm or a projection (whole rows needed), the batch rows are split instead:
   // a task runs the GEMM, the pointwise pass and the projection of its own rows. A fused
   // step may be split so too (StepSplit's third form).
-  const bool by_rows = g_fused_step && g_hh.own() && (!proj || g_hr->own()) && threads > 1 &&
-                       B >= 2 * threads;
+  const bool by_rows = g_fused_step && g_hh.own() && (!proj || g_hr->own()) &&
+                       row_share(B, threads) > 0;
   const bool row_step = !fused_step && by_rows;
-  const int64_t RB = by_rows ? (B + threads - 1) / threads : B;  // rows per task
+  const int64_t RB = by_rows ? row_share(B, threads) : B;  // rows per task
   const int64_t nrb = (B + RB - 1) / RB;
   // h_t of rows [b0, b1) from the projection's output: out and the state (padded rows
   // carry h_{t-1})
