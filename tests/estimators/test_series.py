@@ -202,6 +202,26 @@ def test_no_time_budget_or_a_large_one_gives_the_model_of_before():
     assert fits[0].selection_["budget"]["time_budget"] is None
 
 
+@pytest.mark.parametrize(
+    ("smallest", "folds", "runs"),
+    [(2, 3, 0), (3, 2, 0), (3, 3, 3), (4, 2, 2)],  # the smallest class keeps 1, 1, 2, 2
+)
+def test_the_inner_cv_runs_only_if_each_fold_trains_on_two_series_of_every_class(
+    smallest, folds, runs
+):
+    X, y = shape_series(40, T=20)
+    late = np.flatnonzero(y == "late")
+    keep = np.concatenate([np.flatnonzero(y == "early"), late[:smallest]])
+    kw = {**SMALL_AUTO, "n_models": 1, "selection_folds": folds, "time_budget": None}
+    clf = SeriesClassifier(**kw).fit(X[keep], y[keep])
+    sel = clf.selection_
+    assert sel["folds"] == runs
+    assert all(len(s) == runs for s in sel["scores"].values())
+    if not runs:  # the first architecture, as for a class of one series
+        assert sel["chosen"] == clf.architecture_ == "lstm-rocket"
+        assert clf.model_config_.kernel_features
+
+
 def test_a_tiny_time_budget_stops_the_inner_cv_after_one_fold_and_shortens_members(tmp_path):
     X, y = shape_series(40, T=20)
     kw = {**SMALL_AUTO, "epochs": 8, "selection_folds": 3, "time_budget": 1e-3}

@@ -31,6 +31,10 @@ logger = logging.getLogger(__name__)
 SELECTION_FILE = "selection.json"  # the inner cross-validation and the time budget
 LEVEL_FILE = "level.json"  # scaling of each series' level and log scale
 PROBE_STEPS = 10  # the optimizer steps (batches) of the probe that times a fixed architecture
+# The inner CV runs only if every fold's training part holds at least this many series of
+# each class: with one, every architecture scores near chance on the held-out series (on
+# PigCVP, 52 classes of 2: 10-18 %), and the ranking is noise (docs/models.md).
+MIN_FOLD_SERIES = 2
 
 
 def _series_list(X, what: str = "X") -> list[np.ndarray]:
@@ -97,7 +101,8 @@ class SeriesClassifier(ClassifierBase):
     logits: :mod:`gatelab.models.kernels`). ``"auto"`` chooses among them by stratified
     inner cross-validation on the training data only (``selection_folds`` folds, one
     model each, stopped after the fold during which ``selection_budget`` seconds ran
-    out, or before a fold that would end past it or past half of ``time_budget``); the
+    out, or before a fold that would end past it or past half of ``time_budget``; none,
+    and ``"lstm-rocket"``, when a fold would train on a single series of a class); the
     scores and the choice are in ``selection_`` and in the run folder's
     ``selection.json``, with each ``lstm-rocket`` member's ridge strength and
     temperature (``ridge``) and what the time budget did (``budget``, also ``budget_``).
@@ -429,20 +434,29 @@ class SeriesClassifier(ClassifierBase):
         until ``selection_budget`` seconds are spent (at least one); with a
         ``time_budget``, a fold starts only if, as long as the mean fold so far, it ends
         within ``selection_budget`` and within half the time budget. The best mean
-        accuracy wins; a tie keeps the earlier of :attr:`ARCHITECTURES`. The mean
+        accuracy wins; a tie keeps the earlier of :attr:`ARCHITECTURES`. No fold runs, and
+        the first architecture is taken, when a fold's training part would hold fewer than
+        :data:`MIN_FOLD_SERIES` series of some class. The mean
         held-out cross-entropy is recorded too (as a tie-break it chose lstm-fcn on ACSF1,
         74.0 against 91.0: the kernel branch is confidently wrong on the folds it
         misses)."""
         from sklearn.model_selection import StratifiedKFold
 
         y = data.targets.numpy()
-        k = min(self.selection_folds, int(np.bincount(y).min()))
+        smallest = int(np.bincount(y).min())
+        k = min(self.selection_folds, smallest)
         scores: dict[str, list[float]] = {a: [] for a in self.ARCHITECTURES}
         losses: dict[str, list[float]] = {a: [] for a in self.ARCHITECTURES}
         timing = {a: [0.0, 0] for a in self.ARCHITECTURES}  # seconds, optimizer steps
         start = time.perf_counter()
-        if k < 2:
-            logger.info("a class has fewer than 2 series: no inner cross-validation")
+        # what the smallest class keeps in a fold's training part (its largest held-out
+        # part is ceil(smallest / k): StratifiedKFold deals each class out evenly)
+        if k < 2 or smallest - -(-smallest // k) < MIN_FOLD_SERIES:
+            logger.info(
+                "the smallest class has %d training series, fewer than %d would stay in a "
+                "fold's training part: no inner cross-validation, %s",
+                smallest, MIN_FOLD_SERIES, self.ARCHITECTURES[0],
+            )  # fmt: skip
             return {"chosen": self.ARCHITECTURES[0], "scores": scores, "folds": 0, "seconds": 0.0}
         splits = StratifiedKFold(k, shuffle=True, random_state=self.seed).split(np.zeros(len(y)), y)
         fold_seconds: list[float] = []
