@@ -3,12 +3,14 @@ the data, the linear part plus the gated network."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from sklearn.model_selection import cross_val_score
 
-from gatelab.errors import DataError
+from gatelab.errors import DataError, RunFolderError
 from gatelab.estimators import Forecaster
 from tests.helpers import (
     TOL,
@@ -145,6 +147,25 @@ def test_a_series_too_short_to_validate_gets_the_linear_part_alone():
     g = Forecaster(**FAST, validation_fraction=0.0).fit(x)
     assert g.network_weight_ == 1.0
     assert np.abs(g.predict(w) - g.linear_.forecast(w, 1)[:, 0]).max() > 1e-3
+
+
+def test_without_validation_the_linear_part_is_ar_on_first_differences(tmp_path):
+    """Nothing to choose the transform on: first differences (a random walk with drift and
+    AR terms), p by AICc; forecast.json records the rules, and a run folder resumes with
+    the rules it started with (the committed old folders: tests/test_run_folder_compat.py),
+    never with rules this gatelab does not know."""
+    x = ar2(22, seed=6).cumsum()
+    f = Forecaster(**FAST).fit(x, run_dir=tmp_path / "run")
+    assert f.validation_metrics_ is None
+    assert (f.linear_.log, f.linear_.d, f.linear_.D) == (False, 1, 0)
+    saved = json.loads((tmp_path / "run" / "forecast.json").read_text())
+    assert saved["linear_rules"] == 2 and saved["linear"]["d"] == 1
+    g = Forecaster(**FAST).fit(x, run_dir=tmp_path / "run", resume=True)
+    assert g.linear_ == f.linear_
+    saved["linear_rules"] = 3
+    (tmp_path / "run" / "forecast.json").write_text(json.dumps(saved))
+    with pytest.raises(RunFolderError, match="linear_rules=3; this gatelab knows 1 and 2"):
+        Forecaster(**FAST).fit(x, run_dir=tmp_path / "run", resume=True)
 
 
 def test_large_values_are_not_rounded_to_float32():

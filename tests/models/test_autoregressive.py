@@ -25,6 +25,20 @@ def test_fit_ar_equals_statsmodels_autoreg():
     np.testing.assert_allclose(model.forecast(windows, 1)[:, 0], want, atol=1e-9)
 
 
+def test_fit_ar_chooses_p_by_statsmodels_aicc_on_a_short_series():
+    # random walks of 31 values: p_max 10 leaves 21 rows, where plain AIC takes up to
+    # AR(10) and the small-sample correction does not
+    chosen, by_aic = [], []
+    for seed in range(12):
+        x = np.random.default_rng(seed).normal(size=31).cumsum()
+        fits = [AutoReg(x, lags=p, trend="c", hold_back=10).fit() for p in range(11)]
+        model = fit_ar(x, log=False, d=0, D=0, season=0, p_max=10)
+        assert model.p == int(np.argmin([f.aicc for f in fits]))
+        chosen.append(model.p)
+        by_aic.append(int(np.argmin([f.aic for f in fits])))
+    assert chosen != by_aic and max(by_aic) == 10 and max(chosen) < 10
+
+
 def test_recursive_forecast_inverts_first_and_seasonal_differences():
     rng = np.random.default_rng(1)
     w = rng.normal(size=(4, 20)).cumsum(axis=1)

@@ -20,11 +20,24 @@ from gatelab.errors import DataError
 from gatelab.estimators.base import LSTMEstimator, read_artifact
 from gatelab.estimators.ensemble import members
 from gatelab.models.autoregressive import LinearForecast
+from gatelab.train import runs
 from gatelab.train.fit import Callback, TensorData, TrainConfig
+from gatelab.train.runs import RunFolderError
 
 __all__ = ["Forecaster"]
 
 logger = logging.getLogger(__name__)
+
+# Without validation values (a series too short to hold them out, or validation_fraction=0)
+# the linear part's transform cannot be chosen on data: it is AR on first differences, a
+# random walk with drift and AR terms. On M1's yearly series of 15-29 values (none used to
+# choose defaults before) it gave 0.71-0.95x persistence's RMSE (geometric means) where AR
+# on the values gave 0.90-1.10x, and KPSS's choice of d 0.79-0.98x (BENCHMARKS.md).
+NO_VALIDATION_DIFFERENCES = 1
+# The rules that choose the linear part, recorded in forecast.json ("linear_rules"; absent:
+# 1) so that a run folder resumes with the rules it started with: 1, p by AIC and AR on the
+# values without validation; 2 (since session 19), p by AICc and NO_VALIDATION_DIFFERENCES.
+LINEAR_RULES = 2
 
 
 class Forecaster(RegressorMixin, LSTMEstimator):
@@ -36,11 +49,11 @@ class Forecaster(RegressorMixin, LSTMEstimator):
 
     1. the season ``s`` is found from the data (:func:`gatelab.models.autoregressive.find_season`,
        the autocorrelation peak of the differences) unless ``season`` is given;
-    2. the linear part is an AR(p) with a constant fitted by least squares, p by AIC, on
+    2. the linear part is an AR(p) with a constant fitted by least squares, p by AICc, on
        the values, their first differences, their seasonal differences or both (and the
        same on logs for a positive series); the transform with the lowest validation
        RMSE wins (persistence and the seasonal naive forecast are among the candidates),
-       and is refitted on the whole series;
+       and is refitted on the whole series; without validation values, first differences;
     3. the LSTM learns what the linear part leaves: its input is the window's last
        ``network steps`` values minus the window's last value (a per-window level, so a
        trend never leaves the range the network saw) when the linear part differences,
@@ -230,6 +243,7 @@ class Forecaster(RegressorMixin, LSTMEstimator):
         self._check_common()
         self._check_sizes()
         X = _finite_array(X, "X")
+        self.linear_rules_ = _started_rules(run_dir, resume and not overwrite)
         if y is None:
             p = self._series_parts(X, validation_data)
         else:
@@ -321,22 +335,27 @@ class Forecaster(RegressorMixin, LSTMEstimator):
     def _fit_ar(self, X: np.ndarray, n_valid: int, validation_data, season: int, steps: int):
         """``(linear, final, table)``: the AR part on ``X`` less its last ``n_valid``
         values, its transform chosen on the validation windows (with ``table`` the scores
-        of every candidate), and the same refitted on all of ``X``."""
+        of every candidate; without validation, first differences), and the same refitted
+        on all of ``X``."""
         from gatelab.models.autoregressive import fit_ar, select_linear
 
         fit_part = X[: len(X) - n_valid]
         max_window = self.history or max(steps, min(len(fit_part) // 3, 64))
         p_max = min(max(12, season + 1), max_window)
+        new = self.linear_rules_ >= 2
+        criterion = "aicc" if new else "aic"
         table = []
         if n_valid or validation_data is not None:
             vw, vt = self._validation_windows(X, n_valid, validation_data, max_window, np.float64)
             vw = vw[:, -max_window:]
             (log, d, D), table = select_linear(
-                fit_part, vw, vt, season=season, max_window=max_window, p_max=p_max
-            )
-        else:
-            log, d, D = False, 0, 0
+                fit_part, vw, vt, season=season, max_window=max_window, p_max=p_max,
+                criterion=criterion,
+            )  # fmt: skip
+        else:  # nothing to choose on: first differences (NO_VALIDATION_DIFFERENCES)
+            log, d, D = False, NO_VALIDATION_DIFFERENCES if new else 0, 0
         kw = dict(log=log, d=d, D=D, season=season, p_max=min(p_max, max_window - d - season * D))
+        kw["criterion"] = criterion
         return fit_ar(fit_part, **kw), fit_ar(X, **kw), table
 
     def _window_parts(self, windows: np.ndarray, targets: np.ndarray, validation_data) -> _Parts:
@@ -502,6 +521,7 @@ class Forecaster(RegressorMixin, LSTMEstimator):
                 "network_steps": self.network_steps_,
                 "input": self.input_,
                 "linear": None if self.linear_ is None else self.linear_.to_dict(),
+                **({"linear_rules": self.linear_rules_} if self.linear_rules_ != 1 else {}),
             },
         }
 
@@ -512,7 +532,8 @@ class Forecaster(RegressorMixin, LSTMEstimator):
             if not isinstance(d, dict) or d.get("type") != "forecast_parts":
                 raise ValueError("expected {'type': 'forecast_parts', ...}")
             linear = None if d["linear"] is None else LinearForecast.from_dict(d["linear"])
-            return int(d["history"]), int(d["season"]), int(d["network_steps"]), d["input"], linear
+            sizes = int(d["history"]), int(d["season"]), int(d["network_steps"])
+            return *sizes, d["input"], linear, int(d.get("linear_rules", 1))
 
         (
             self.history_steps_,
@@ -520,6 +541,7 @@ class Forecaster(RegressorMixin, LSTMEstimator):
             self.network_steps_,
             self.input_,
             self.linear_,
+            self.linear_rules_,
         ) = read_artifact(run, "forecast.json", parts)
 
         def tail(d):
@@ -547,6 +569,22 @@ class _Parts:
     linear: LinearForecast | None  # fitted without the validation values
     final: LinearForecast | None  # the same refitted on every value
     table: list  # the validation scores of the linear candidates
+
+
+def _started_rules(run_dir, resume: bool) -> int:
+    """The linear rules of a fit: a resumed run folder's (its forecast.json, written when
+    the run started; absent key: 1), else :data:`LINEAR_RULES`."""
+    path = Path(run_dir) / "forecast.json" if run_dir is not None else None
+    if not resume or path is None or not path.is_file():
+        return LINEAR_RULES
+    saved = runs.read_json(path, "forecast.json")
+    rules = saved.get("linear_rules", 1) if isinstance(saved, dict) else LINEAR_RULES
+    if rules not in (1, LINEAR_RULES):
+        raise RunFolderError(
+            f"cannot resume '{run_dir}': its forecast.json has linear_rules={rules!r}; this "
+            f"gatelab knows 1 and {LINEAR_RULES}"
+        )
+    return rules
 
 
 def _finite_array(X, what: str) -> np.ndarray:
