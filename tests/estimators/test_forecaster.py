@@ -149,11 +149,15 @@ def test_a_series_too_short_to_validate_gets_the_linear_part_alone():
     assert np.abs(g.predict(w) - g.linear_.forecast(w, 1)[:, 0]).max() > 1e-3
 
 
-def test_without_validation_the_linear_part_is_ar_on_first_differences(tmp_path):
-    """Nothing to choose the transform on: first differences (a random walk with drift and
-    AR terms), p by AICc; forecast.json records the rules, and a run folder resumes with
-    the rules it started with (the committed old folders: tests/test_run_folder_compat.py),
+def test_without_validation_kpss_decides_the_first_differences(tmp_path):
+    """Nothing to validate the transform on: the values, or their first differences where a
+    KPSS test rejects level stationarity (the AR(2) series: statistic 0.17; its running sum:
+    0.82, above 0.463); forecast.json records the rules, and a run folder resumes with the
+    rules it started with (the committed old folders: tests/test_run_folder_compat.py),
     never with rules this gatelab does not know."""
+    level = Forecaster(**FAST).fit(ar2(22, seed=6))
+    assert level.validation_metrics_ is None
+    assert (level.linear_.log, level.linear_.d, level.linear_.D) == (False, 0, 0)
     x = ar2(22, seed=6).cumsum()
     f = Forecaster(**FAST).fit(x, run_dir=tmp_path / "run")
     assert f.validation_metrics_ is None

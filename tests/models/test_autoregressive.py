@@ -4,9 +4,19 @@ differences, the direct map, the season from the data."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from statsmodels.tsa.ar_model import AutoReg
+from statsmodels.tsa.stattools import kpss
 
-from gatelab.models.autoregressive import LinearForecast, find_season, fit_ar, fit_direct
+from gatelab.models.autoregressive import (
+    KPSS_5_PERCENT,
+    LinearForecast,
+    find_season,
+    fit_ar,
+    fit_direct,
+    kpss_statistic,
+    needs_differences,
+)
 from tests.helpers import (
     ar2,
     seasonal_trend,
@@ -37,6 +47,24 @@ def test_fit_ar_chooses_p_by_statsmodels_aicc_on_a_short_series():
         chosen.append(model.p)
         by_aic.append(int(np.argmin([f.aic for f in fits])))
     assert chosen != by_aic and max(by_aic) == 10 and max(chosen) < 10
+
+
+@pytest.mark.filterwarnings("ignore::statsmodels.tools.sm_exceptions.InterpolationWarning")
+def test_kpss_statistic_equals_statsmodels_and_decides_the_differences():
+    decisions = []
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        for n in (15, 24, 60, 300):
+            x = rng.normal(size=n).cumsum() if seed % 2 else rng.normal(size=n)
+            lags = int(4 * (n / 100) ** 0.25)
+            want = kpss(x, regression="c", nlags=lags, result_object=False)[0]
+            assert kpss_statistic(x) == pytest.approx(want, rel=1e-10)
+            assert needs_differences(x) == (want > KPSS_5_PERCENT)
+            decisions.append((seed % 2, needs_differences(x)))
+    walks = [d for walk, d in decisions if walk]
+    noise = [d for walk, d in decisions if not walk]
+    assert sum(walks) > len(walks) / 2 and sum(noise) < len(noise) / 2
+    assert kpss_statistic(np.full(20, 3.0)) == 0.0 and not needs_differences(np.full(20, 3.0))
 
 
 def test_recursive_forecast_inverts_first_and_seasonal_differences():

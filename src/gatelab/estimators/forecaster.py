@@ -28,15 +28,11 @@ __all__ = ["Forecaster"]
 
 logger = logging.getLogger(__name__)
 
-# Without validation values (a series too short to hold them out, or validation_fraction=0)
-# the linear part's transform cannot be chosen on data: it is AR on first differences, a
-# random walk with drift and AR terms. On M1's yearly series of 15-29 values (none used to
-# choose defaults before) it gave 0.71-0.95x persistence's RMSE (geometric means) where AR
-# on the values gave 0.90-1.10x, and KPSS's choice of d 0.79-0.98x (BENCHMARKS.md).
-NO_VALIDATION_DIFFERENCES = 1
 # The rules that choose the linear part, recorded in forecast.json ("linear_rules"; absent:
 # 1) so that a run folder resumes with the rules it started with: 1, p by AIC and AR on the
-# values without validation; 2 (since session 19), p by AICc and NO_VALIDATION_DIFFERENCES.
+# values when there is nothing to validate on; 2 (since session 19), p by AICc and, with
+# nothing to validate on, first differences where a KPSS test rejects level stationarity
+# (autoregressive.needs_differences; docs/models.md has what chose them).
 LINEAR_RULES = 2
 
 
@@ -53,7 +49,8 @@ class Forecaster(RegressorMixin, LSTMEstimator):
        the values, their first differences, their seasonal differences or both (and the
        same on logs for a positive series); the transform with the lowest validation
        RMSE wins (persistence and the seasonal naive forecast are among the candidates),
-       and is refitted on the whole series; without validation values, first differences;
+       and is refitted on the whole series; without validation values, the values or
+       (where a KPSS test rejects level stationarity) their first differences;
     3. the LSTM learns what the linear part leaves: its input is the window's last
        ``network steps`` values minus the window's last value (a per-window level, so a
        trend never leaves the range the network saw) when the linear part differences,
@@ -335,9 +332,9 @@ class Forecaster(RegressorMixin, LSTMEstimator):
     def _fit_ar(self, X: np.ndarray, n_valid: int, validation_data, season: int, steps: int):
         """``(linear, final, table)``: the AR part on ``X`` less its last ``n_valid``
         values, its transform chosen on the validation windows (with ``table`` the scores
-        of every candidate; without validation, first differences), and the same refitted
+        of every candidate; without validation, d by a KPSS test), and the same refitted
         on all of ``X``."""
-        from gatelab.models.autoregressive import fit_ar, select_linear
+        from gatelab.models.autoregressive import fit_ar, needs_differences, select_linear
 
         fit_part = X[: len(X) - n_valid]
         max_window = self.history or max(steps, min(len(fit_part) // 3, 64))
@@ -352,8 +349,8 @@ class Forecaster(RegressorMixin, LSTMEstimator):
                 fit_part, vw, vt, season=season, max_window=max_window, p_max=p_max,
                 criterion=criterion,
             )  # fmt: skip
-        else:  # nothing to choose on: first differences (NO_VALIDATION_DIFFERENCES)
-            log, d, D = False, NO_VALIDATION_DIFFERENCES if new else 0, 0
+        else:  # nothing to validate on: d by a KPSS test (rules 2), else the values
+            log, d, D = False, int(new and needs_differences(fit_part)), 0
         kw = dict(log=log, d=d, D=D, season=season, p_max=min(p_max, max_window - d - season * D))
         kw["criterion"] = criterion
         return fit_ar(fit_part, **kw), fit_ar(X, **kw), table

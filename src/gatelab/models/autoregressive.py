@@ -25,11 +25,20 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LinearForecast", "find_season", "fit_ar", "fit_direct", "select_linear"]
+__all__ = [
+    "LinearForecast",
+    "find_season",
+    "fit_ar",
+    "fit_direct",
+    "kpss_statistic",
+    "needs_differences",
+    "select_linear",
+]
 
 logger = logging.getLogger(__name__)
 
 SEASON_Z = 3.5  # find_season: how many white-noise standard errors a peak must exceed
+KPSS_5_PERCENT = 0.463  # KPSS level stationarity: the 5 % critical value (Kwiatkowski 1992)
 
 
 @dataclass
@@ -205,6 +214,32 @@ def fit_direct(windows: np.ndarray, targets: np.ndarray) -> LinearForecast:
     return LinearForecast(
         kind="direct", const=beta[-1].tolist(), coef=beta[:-1].tolist(), width=X.shape[1]
     )
+
+
+def kpss_statistic(series: np.ndarray, lags: int | None = None) -> float:
+    """The KPSS statistic of level stationarity (Kwiatkowski, Phillips, Schmidt & Shin
+    1992): the partial sums of the demeaned series against its long-run variance, a
+    Bartlett-weighted sum of ``lags`` autocovariances (default ``4 (n / 100)^(1/4)``,
+    urca's "short", what auto.arima's ``ndiffs`` uses). statsmodels' ``kpss(x, "c",
+    nlags=lags)`` gives the same number."""
+    e = np.asarray(series, dtype=np.float64)
+    e = e - e.mean()
+    n = len(e)
+    if lags is None:
+        lags = int(4 * (n / 100) ** 0.25)
+    lrv = float(e @ e)
+    for k in range(1, min(lags, n - 1) + 1):
+        lrv += 2 * (1 - k / (lags + 1)) * float(e[k:] @ e[:-k])
+    lrv /= n
+    if lrv <= 0:
+        return 0.0  # a constant series: nothing wanders
+    return float(np.sum(np.cumsum(e) ** 2) / n**2 / lrv)
+
+
+def needs_differences(series: np.ndarray) -> bool:
+    """Whether a KPSS test rejects level stationarity at 5 %: auto.arima's rule for d
+    (Hyndman & Khandakar 2008), for a series with no validation values to choose on."""
+    return len(series) >= 4 and kpss_statistic(series) > KPSS_5_PERCENT
 
 
 def find_season(series: np.ndarray, max_lag: int | None = None) -> int:
