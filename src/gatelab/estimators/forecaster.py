@@ -240,11 +240,12 @@ class Forecaster(RegressorMixin, LSTMEstimator):
         self._check_common()
         self._check_sizes()
         X = _finite_array(X, "X")
-        self.linear_rules_ = _started_rules(run_dir, resume and not overwrite)
+        rules = _started_rules(run_dir, resume and not overwrite)
         if y is None:
-            p = self._series_parts(X, validation_data)
+            p = self._series_parts(X, validation_data, rules)
         else:
             p = self._window_parts(X, _finite_array(y, "y"), validation_data)
+        self.linear_rules_ = rules
         n_train = p.n_train
         if n_train < 1:
             raise DataError(f"no training windows left after holding out {p.n_valid} values")
@@ -285,7 +286,7 @@ class Forecaster(RegressorMixin, LSTMEstimator):
             self._write_results(Path(run_dir))
         return self
 
-    def _series_parts(self, X: np.ndarray, validation_data) -> _Parts:
+    def _series_parts(self, X: np.ndarray, validation_data, rules: int) -> _Parts:
         """Season, history, linear part and windows of a 1-D series ``X``; sets the input
         scaling ``input_`` and the window ``last_window_`` that ``predict()`` continues."""
         from gatelab.data import make_windows
@@ -303,7 +304,7 @@ class Forecaster(RegressorMixin, LSTMEstimator):
         history = self.history if self.history is not None else steps
         linear, final, table, log, mode = None, None, [], False, "global"
         if self.linear:
-            linear, final, table = self._fit_ar(X, n_valid, validation_data, season, steps)
+            linear, final, table = self._fit_ar(X, n_valid, validation_data, season, steps, rules)
             history = max(history, linear.window, final.window)
             log, mode = linear.log, "level" if linear.d or linear.D else "global"
         if len(X) - n_valid < history + h:
@@ -329,17 +330,19 @@ class Forecaster(RegressorMixin, LSTMEstimator):
             table=table,
         )
 
-    def _fit_ar(self, X: np.ndarray, n_valid: int, validation_data, season: int, steps: int):
+    def _fit_ar(
+        self, X: np.ndarray, n_valid: int, validation_data, season: int, steps: int, rules: int
+    ):
         """``(linear, final, table)``: the AR part on ``X`` less its last ``n_valid``
         values, its transform chosen on the validation windows (with ``table`` the scores
         of every candidate; without validation, d by a KPSS test), and the same refitted
-        on all of ``X``."""
+        on all of ``X``; by the linear ``rules`` (:data:`LINEAR_RULES`)."""
         from gatelab.models.autoregressive import fit_ar, needs_differences, select_linear
 
         fit_part = X[: len(X) - n_valid]
         max_window = self.history or max(steps, min(len(fit_part) // 3, 64))
         p_max = min(max(12, season + 1), max_window)
-        new = self.linear_rules_ >= 2
+        new = rules >= 2
         criterion = "aicc" if new else "aic"
         table = []
         if n_valid or validation_data is not None:
@@ -570,9 +573,11 @@ class _Parts:
 
 def _started_rules(run_dir, resume: bool) -> int:
     """The linear rules of a fit: a resumed run folder's (its forecast.json, written when
-    the run started; absent key: 1), else :data:`LINEAR_RULES`."""
-    path = Path(run_dir) / "forecast.json" if run_dir is not None else None
-    if not resume or path is None or not path.is_file():
+    the run started, before config.json, which marks a run; absent key: 1), else
+    :data:`LINEAR_RULES`."""
+    run = Path(run_dir) if run_dir is not None else None
+    path = run / "forecast.json" if run is not None else None
+    if not resume or path is None or not path.is_file() or not (run / runs.CONFIG_FILE).is_file():
         return LINEAR_RULES
     saved = runs.read_json(path, "forecast.json")
     rules = saved.get("linear_rules", 1) if isinstance(saved, dict) else LINEAR_RULES

@@ -177,7 +177,11 @@ def fit_ar(
     if n < 2:
         raise ValueError(f"a series of {len(series)} values is too short for this AR")
     target = u[p_max:]
-    lags = np.stack([u[p_max - i : len(u) - i] for i in range(1, p_max + 1)], axis=1)
+    lags = (
+        np.stack([u[p_max - i : len(u) - i] for i in range(1, p_max + 1)], axis=1)
+        if p_max
+        else np.empty((n, 0))
+    )
     best = None
     for p in range(p_max + 1):
         k = p + 2 if criterion == "aicc" else p + 1
@@ -219,12 +223,15 @@ def fit_direct(windows: np.ndarray, targets: np.ndarray) -> LinearForecast:
 def kpss_statistic(series: np.ndarray, lags: int | None = None) -> float:
     """The KPSS statistic of level stationarity (Kwiatkowski, Phillips, Schmidt & Shin
     1992): the partial sums of the demeaned series against its long-run variance, a
-    Bartlett-weighted sum of ``lags`` autocovariances (default ``4 (n / 100)^(1/4)``,
-    urca's "short", what auto.arima's ``ndiffs`` uses). statsmodels' ``kpss(x, "c",
-    nlags=lags)`` gives the same number."""
+    Bartlett-weighted sum of ``lags`` autocovariances (default ``trunc(4 (n / 100)^(1/4))``,
+    urca's "short"; forecast's ``ndiffs``, which also tests KPSS at 5 %, takes
+    ``trunc(3 sqrt(n) / 13)``). statsmodels' ``kpss(x, "c", nlags=lags)`` gives the same
+    number."""
     e = np.asarray(series, dtype=np.float64)
-    e = e - e.mean()
     n = len(e)
+    if e.ndim != 1 or n < 2:
+        raise ValueError(f"KPSS needs a 1-D series of at least 2 values, got shape {e.shape}")
+    e = e - e.mean()
     if lags is None:
         lags = int(4 * (n / 100) ** 0.25)
     lrv = float(e @ e)
@@ -237,7 +244,7 @@ def kpss_statistic(series: np.ndarray, lags: int | None = None) -> float:
 
 
 def needs_differences(series: np.ndarray) -> bool:
-    """Whether a KPSS test rejects level stationarity at 5 %: auto.arima's rule for d
+    """Whether a KPSS test rejects level stationarity at 5 %: how auto.arima chooses d
     (Hyndman & Khandakar 2008), for a series with no validation values to choose on."""
     return len(series) >= 4 and kpss_statistic(series) > KPSS_5_PERCENT
 
@@ -304,6 +311,8 @@ def select_linear(
             cap = min(p_max, max_window - lag)
             if cap < 0 or len(fit_series) - lag < 8:
                 continue
+            if cap == 0 and criterion == "aic":
+                continue  # rules 1 (gatelab before session 19) lost these to a crash: kept so
             try:
                 model = fit_ar(
                     fit_series, log=log, d=d, D=D, season=season, p_max=cap, criterion=criterion
