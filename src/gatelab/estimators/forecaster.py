@@ -19,7 +19,7 @@ from gatelab.data import Scaler
 from gatelab.errors import DataError
 from gatelab.estimators.base import LSTMEstimator, read_artifact
 from gatelab.estimators.ensemble import members
-from gatelab.models.autoregressive import LinearForecast
+from gatelab.models.autoregressive import LINEAR_RULES, LinearForecast
 from gatelab.train import runs
 from gatelab.train.fit import Callback, TensorData, TrainConfig
 from gatelab.train.runs import RunFolderError
@@ -27,13 +27,6 @@ from gatelab.train.runs import RunFolderError
 __all__ = ["Forecaster"]
 
 logger = logging.getLogger(__name__)
-
-# The rules that choose the linear part, recorded in forecast.json ("linear_rules"; absent:
-# 1) so that a run folder resumes with the rules it started with: 1, p by AIC and AR on the
-# values when there is nothing to validate on; 2 (since session 19), p by AICc and, with
-# nothing to validate on, first differences where a KPSS test rejects level stationarity
-# (autoregressive.needs_differences; docs/models.md has what chose them).
-LINEAR_RULES = 2
 
 
 class Forecaster(RegressorMixin, LSTMEstimator):

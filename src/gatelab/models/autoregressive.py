@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "LINEAR_RULES",
     "LinearForecast",
     "find_season",
     "fit_ar",
@@ -39,6 +40,12 @@ logger = logging.getLogger(__name__)
 
 SEASON_Z = 3.5  # find_season: how many white-noise standard errors a peak must exceed
 KPSS_5_PERCENT = 0.463  # KPSS level stationarity: the 5 % critical value (Kwiatkowski 1992)
+# The rules that choose a forecaster's linear part, recorded in its forecast.json
+# ("linear_rules"; absent: 1) so that a run folder resumes with the rules it started with:
+# 1, p by AIC and AR on the values when there is nothing to validate on; 2 (since session
+# 19), p by AICc (fit_ar) and, with nothing to validate on, first differences where a KPSS
+# test rejects level stationarity (needs_differences; docs/models.md has what chose them).
+LINEAR_RULES = 2
 
 
 @dataclass
