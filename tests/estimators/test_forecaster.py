@@ -8,6 +8,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.model_selection import cross_val_score
 
 from gatelab.errors import DataError, RunFolderError
@@ -190,6 +192,39 @@ def test_a_run_folder_of_the_old_linear_rules_resumes_with_them(tmp_path, monkey
     assert again.linear_rules_ == 1 and again.linear_ == old.linear_ and old.linear_.d == 0
     new = Forecaster(**FAST).fit(x, run_dir=tmp_path / "run", overwrite=True)
     assert new.linear_rules_ == 2 and new.linear_.d == 1
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    n=st.integers(1, 40),
+    shape=st.sampled_from(["walk", "noise", "constant", "trend", "step", "huge"]),
+    history=st.sampled_from([None, 1, 2, 5]),
+    no_validation=st.booleans(),
+)
+def test_short_series_fit_or_refuse_clearly(n, shape, history, no_validation):
+    """Any short series, window and validation setting: a fit whose forecasts are finite,
+    or a DataError / ValueError that names the series' length or the setting."""
+    rng = np.random.default_rng(n)
+    x = {
+        "walk": rng.normal(size=n).cumsum(),
+        "noise": rng.normal(size=n),
+        "constant": np.full(n, 2.5),
+        "trend": 3.0 + 0.5 * np.arange(n),
+        "step": np.where(np.arange(n) < n // 2, 0.0, 10.0),
+        "huge": 1e150 * (1 + rng.normal(size=n).cumsum()),
+    }[shape]
+    kw = {**FAST, "epochs": 1, "history": history}
+    if no_validation:
+        kw["validation_fraction"] = 0.0
+    try:
+        f = Forecaster(**kw).fit(x)
+    except (DataError, ValueError) as err:
+        if shape == "huge":  # beyond float32, which the network reads
+            assert isinstance(err, DataError) and "beyond float32's 3.4e38" in str(err), err
+            return
+        assert str(n) in str(err) or "history" in str(err) or "windows" in str(err), err
+        return
+    assert shape != "huge" and np.isfinite(f.predict()).all()
 
 
 def test_large_values_are_not_rounded_to_float32():

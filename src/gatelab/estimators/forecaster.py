@@ -589,10 +589,10 @@ def _finite_array(X, what: str) -> np.ndarray:
         raise DataError(f"{what} must be numbers ({err})") from None
     if a.size == 0:
         raise DataError(f"{what} is empty; expected numbers")
-    bad = np.argwhere(~np.isfinite(a))
+    bad = np.argwhere(~(np.abs(a) <= np.finfo(np.float32).max))  # the network reads float32
     if len(bad):
         raise DataError(
-            f"{what} has a missing or infinite value at index {tuple(int(i) for i in bad[0])} "
-            f"({len(bad)} in all); fill them first"
+            f"{what} has a missing or infinite value, or one beyond float32's 3.4e38, at index "
+            f"{tuple(int(i) for i in bad[0])} ({len(bad)} in all); fill or rescale them first"
         )
     return a
