@@ -31,6 +31,7 @@ import importlib.resources
 import sys
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -38,6 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Timer, load_average, machine
 from forecast import ar_one_step, best_arima, rmse, state_space_one_step
+from ucr import peers
 
 from gatelab import Forecaster, SeriesClassifier
 from gatelab.data import read_labelled_series
@@ -65,24 +67,6 @@ def classification_set(name: str, split: str) -> tuple[list[np.ndarray], np.ndar
     return [np.asarray(x, dtype=np.float64).T for x in X], np.asarray(y)
 
 
-def peers(train, y_train, test, y_test) -> dict[str, float | None]:
-    from aeon.classification.convolution_based import RocketClassifier
-    from aeon.classification.distance_based import KNeighborsTimeSeriesClassifier
-
-    equal = len({len(s) for s in train + test}) == 1
-    a_train = np.stack([s.T for s in train]) if equal else [s.T for s in train]
-    a_test = np.stack([s.T for s in test]) if equal else [s.T for s in test]
-    longest = max(len(s) for s in train + test)
-    out: dict[str, float | None] = {"1-NN ED": None, "1-NN DTW": None, "ROCKET": None}
-    runs = [("1-NN ED", equal, lambda: KNeighborsTimeSeriesClassifier(distance="euclidean"))]
-    runs.append(("1-NN DTW", longest <= DTW_MAX_STEPS, lambda: KNeighborsTimeSeriesClassifier()))
-    runs.append(("ROCKET", equal, lambda: RocketClassifier(n_kernels=10000, random_state=0)))
-    for name, can, make in runs:
-        if can:
-            out[name] = 100 * float(np.mean(make().fit(a_train, y_train).predict(a_test) == y_test))
-    return out
-
-
 def run_series(args) -> None:
     for name in args.sets:
         train, y_train = classification_set(name, "train")
@@ -95,9 +79,15 @@ def run_series(args) -> None:
             flush=True,
         )
         if not args.skip_peers:
-            found = peers(train, y_train, test, y_test)
+            longest = max(len(s) for s in train + test)
+            found = peers(
+                SimpleNamespace(series=train, labels=y_train),
+                SimpleNamespace(series=test, labels=y_test),
+                dtw=longest <= DTW_MAX_STEPS,
+            )
+            names = ("1-NN ED", "1-NN DTW", "ROCKET")
             print("peers: " + ", ".join(
-                f"{k} {'not run' if v is None else f'{v:.1f}'}" for k, v in found.items()
+                f"{k} {'not run' if v is None else f'{v:.1f}'}" for k, v in zip(names, found)
             ), flush=True)  # fmt: skip
         clf = SeriesClassifier()
         with Timer() as timer:
