@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
@@ -101,23 +102,28 @@ def test_series_sizes_follow_the_length_and_the_choice_is_recorded(tmp_path):
     fast["selection_folds"] = 2
     clf = SeriesClassifier(**fast).fit(X, y, run_dir=tmp_path / "run")
     sel = clf.selection_
-    archs = ["lstm-rocket", "lstm-fcn", "lstm"]
-    assert sel["folds"] == 2 and list(sel["scores"]) == archs
+    # the three architectures, then lstm-rocket's ridge alone (scored on its folds)
+    order = ["lstm-rocket", "lstm-fcn", "lstm", "ridge"]
+    assert sel["folds"] == 2 and list(sel["scores"]) == order
     means = {a: float(np.mean(s)) for a, s in sel["scores"].items()}
     loss = {a: float(np.mean(v)) for a, v in sel["mean_cross_entropy"].items()}
     assert loss == sel["mean_cross_entropy"] and all(v > 0 for v in loss.values())
-    assert sel["chosen"] == max(archs, key=lambda a: (means[a], -archs.index(a)))
+    assert sel["chosen"] == max(order, key=lambda a: (means[a], -order.index(a)))
+    rocket = sel["chosen"] in ("lstm-rocket", "ridge")
+    arch = "lstm-rocket" if rocket else sel["chosen"]
+    assert clf.architecture_ == arch
     assert bool(clf.model_config_.conv_channels) == (sel["chosen"] == "lstm-fcn")
-    assert bool(clf.model_config_.kernel_features) == (sel["chosen"] == "lstm-rocket")
+    assert bool(clf.model_config_.kernel_features) == rocket
+    assert clf.model_config_.head_weight == (0.0 if sel["chosen"] == "ridge" else 1.0)
     assert json.loads((tmp_path / "run" / "selection.json").read_text()) == sel
-    if sel["chosen"] == "lstm-rocket":  # the ridge's strength and temperature recorded
+    if rocket:  # the ridge's strength and temperature, and the head's weight, recorded
         k = clf.model_.kernels
         want = {"alpha": float(k.ridge_alpha), "temperature": float(k.ridge_temperature)}
-        assert sel["ridge"] == [want]
+        assert sel["ridge"] == [{**want, "head_weight": clf.model_config_.head_weight}]
     else:
         assert "ridge" not in sel
     again = SeriesClassifier.load(tmp_path / "run")
-    assert again.selection_ == sel and again.architecture_ == sel["chosen"]
+    assert again.selection_ == sel and again.architecture_ == arch
     np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
     with pytest.raises(ValueError, match="architecture='cnn'"):
         SeriesClassifier(architecture="cnn").fit(X, y)
@@ -217,9 +223,52 @@ def test_the_inner_cv_runs_only_if_each_fold_trains_on_two_series_of_every_class
     sel = clf.selection_
     assert sel["folds"] == runs
     assert all(len(s) == runs for s in sel["scores"].values())
-    if not runs:  # the first architecture, as for a class of one series
-        assert sel["chosen"] == clf.architecture_ == "lstm-rocket"
-        assert clf.model_config_.kernel_features
+    if not runs:  # lstm-rocket's ridge alone, as for a class of one series
+        assert sel["chosen"] == "ridge" and clf.architecture_ == "lstm-rocket"
+        assert clf.model_config_.kernel_features and clf.model_config_.head_weight == 0.0
+        # the oracle: the softmax of the ridge's scores, the LSTM head's logits aside
+        data = clf._inputs(X[keep])
+        with torch.no_grad():
+            ridge = clf.model_.kernels(data.inputs, data.lengths).softmax(-1).numpy()
+        np.testing.assert_allclose(clf.predict_proba(X[keep]), ridge, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("ridge_right", "chosen"), [(10, "ridge"), (8, "lstm-rocket")])
+def test_the_ridge_alone_is_chosen_only_where_it_beats_every_architecture(
+    monkeypatch, ridge_right, chosen
+):
+    """Held-out outputs set by hand (lstm-rocket gets 8 of the 10 held-out series right,
+    the others 5): the ridge alone must score higher to be chosen; a tie keeps the LSTM."""
+
+    def fold_model(self, arch, part, held, sizes, timing):
+        def right(n):
+            out = torch.zeros(len(held), len(self.classes_))
+            guess = held.targets.clone()
+            guess[n:] = 1 - guess[n:]
+            out[torch.arange(len(held)), guess] = 1.0
+            return out
+
+        timing[0] += 1.0
+        timing[1] += 1
+        if arch != "lstm-rocket":
+            return {arch: right(5)}
+        return {arch: right(8), "ridge": right(ridge_right)}
+
+    monkeypatch.setattr(SeriesClassifier, "_fold_model", fold_model)
+    X, y = shape_series(40, T=20)
+    kw = {**SMALL_AUTO, "n_models": 1, "selection_folds": 4, "time_budget": None}
+    clf = SeriesClassifier(**kw).fit(X, y)
+    sel = clf.selection_
+    assert sel["mean_accuracy"] == pytest.approx(
+        {
+            "lstm-rocket": 0.8,
+            "lstm-fcn": 0.5,
+            "lstm": 0.5,
+            "ridge": ridge_right / 10,
+        }
+    )
+    assert sel["chosen"] == chosen and clf.architecture_ == "lstm-rocket"
+    assert clf.model_config_.head_weight == (0.0 if chosen == "ridge" else 1.0)
 
 
 def test_a_tiny_time_budget_stops_the_inner_cv_after_one_fold_and_shortens_members(tmp_path):

@@ -439,6 +439,20 @@ def test_series_classifier_run_exports_normalisation_and_padding(tmp_path, kw, T
     close(got_wider, got, "wider padding")
 
 
+def test_series_classifier_of_few_series_exports_the_ridge_alone(tmp_path):
+    """Two series per class: no inner CV, lstm-rocket with its LSTM head off
+    (``head_weight=0``); onnxruntime against the run's predict_proba."""
+    X, y = shape_series(40, T=30)
+    keep = np.concatenate([np.flatnonzero(y == c)[:2] for c in np.unique(y)])
+    est = gatelab.SeriesClassifier(**{**TINY, "kernel_features": 336}).fit(X[keep], y[keep])
+    assert est.model_config_.head_weight == 0.0
+    est.save(tmp_path / "run")
+    export_run(tmp_path / "run", tmp_path / "series.onnx")
+    series, padded, lengths = _ragged([30, 7, 19, 1])
+    got = run_onnx(tmp_path / "series.onnx", {"series": padded, "lengths": lengths})[0]
+    close(got, torch.from_numpy(est.predict_proba(series)).float(), "probabilities")
+
+
 def _members(est):
     return list(getattr(est.model_, "members", [est.model_]))
 

@@ -222,3 +222,38 @@ def test_ridge_scores_join_the_logits_of_the_lstm_head():
         want = model.head(model.encode(x, lengths)) + model.kernels(x, lengths)
         np.testing.assert_array_equal(model(x, lengths).numpy(), want.numpy())
     assert float(model.kernels(x, lengths).abs().max()) > 0.1  # the ridge's scores count
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.25])
+def test_head_weight_scales_the_lstm_head_before_the_ridge_scores_join(weight):
+    config = ModelConfig(
+        input_size=1,
+        hidden_size=4,
+        output_size=3,
+        kernel_features=200,
+        kernel_length=12,
+        kernel_ridge=True,
+        head_weight=weight,
+    )
+    torch.manual_seed(0)
+    model = SequenceClassifier(config)
+    x, lengths = torch.randn(9, 12, 1), torch.tensor([12, 12, 9, 4, 12, 7, 12, 12, 5])
+    model.kernels.fit_biases(x, lengths, torch.arange(9) % 3)
+    model.eval()
+    with torch.no_grad():
+        head = model.head(model.encode(x, lengths))
+        ridge = model.kernels(x, lengths)
+        got = model(x, lengths)
+    assert float(head.abs().max()) > 0.01  # the head has something to scale
+    np.testing.assert_allclose(got.numpy(), (weight * head + ridge).numpy(), rtol=1e-6, atol=1e-6)
+    if weight == 0.0:  # the ridge alone decides
+        np.testing.assert_array_equal(got.numpy(), ridge.numpy())
+
+
+@pytest.mark.parametrize("bad", [-0.5, 1.5, True, "0"])
+def test_a_head_weight_outside_0_1_or_without_the_ridge_is_refused(bad):
+    ridge = dict(input_size=1, kernel_features=200, kernel_length=12, kernel_ridge=True)
+    with pytest.raises(ValueError, match=rf"head_weight={bad!r}; expected a number in \[0, 1\]"):
+        ModelConfig(head_weight=bad, **ridge)
+    with pytest.raises(ValueError, match=r"head_weight=0.5 needs kernel_ridge=True"):
+        ModelConfig(input_size=1, head_weight=0.5)

@@ -15,7 +15,16 @@ import math
 import time
 from typing import Any
 
-__all__ = ["MIN_EPOCH_FRACTION", "SELECTION_SHARE", "FitBudget", "check_budget"]
+from gatelab.train.fit import Callback
+
+__all__ = [
+    "MIN_EPOCH_FRACTION",
+    "SELECTION_SHARE",
+    "FitBudget",
+    "StepClock",
+    "check_budget",
+    "epoch_steps",
+]
 
 SELECTION_SHARE = 0.5  # the inner CV may start a fold only if it ends within half the budget
 MIN_EPOCH_FRACTION = 4  # a member trains at least ceil(planned epochs / 4) epochs
@@ -145,3 +154,24 @@ class FitBudget:
             "members_cut": self.members_cut,
             "probe": self.probe,
         }
+
+
+class StepClock(Callback):
+    """The seconds from the start of a ``fit``'s first epoch to the end of its last
+    optimizer step, and the number of steps (not the set-up before them)."""
+
+    def on_train_begin(self, epochs: int, steps_per_epoch: int, start_epoch: int) -> None:
+        self.start = self.end = time.perf_counter()
+        self.steps = 0
+
+    def on_batch_end(self, epoch: int, step: int, logs: dict[str, float]) -> None:
+        self.end = time.perf_counter()
+        self.steps += 1
+
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+def epoch_steps(n: int, batch_size: int) -> int:
+    """Optimizer steps of one epoch over ``n`` series (``fit``'s batches)."""
+    return math.ceil(n / batch_size)

@@ -17,11 +17,11 @@ from torch import Tensor
 from gatelab.data import Scaler
 from gatelab.errors import DataError, TrainingDiverged
 from gatelab.estimators.base import TRAIN_PARAMS, ClassifierBase, read_artifact
-from gatelab.estimators.budget import FitBudget, check_budget
+from gatelab.estimators.budget import FitBudget, StepClock, check_budget, epoch_steps
 from gatelab.estimators.ensemble import members
 from gatelab.models.heads import ModelConfig, build_model
 from gatelab.train import distributed as D
-from gatelab.train.fit import Callback, TensorData, TrainConfig, fit, predict_batches
+from gatelab.train.fit import TensorData, TrainConfig, fit, predict_batches
 from gatelab.train.runs import atomic_write_json, read_json
 
 __all__ = ["LEVEL_FILE", "SELECTION_FILE", "SeriesClassifier"]
@@ -35,6 +35,11 @@ PROBE_STEPS = 10  # the optimizer steps (batches) of the probe that times a fixe
 # each class: with one, every architecture scores near chance on the held-out series (on
 # PigCVP, 52 classes of 2: 10-18 %), and the ranking is noise (docs/models.md).
 MIN_FOLD_SERIES = 2
+# The inner CV's fourth candidate: lstm-rocket's ridge alone (``head_weight=0``), scored on
+# the lstm-rocket models' held-out folds (no model of its own). It is also the choice when
+# no fold can run: with one or two series of a class the LSTM head, fitted to those few,
+# outvoted the ridge on new series (docs/models.md, "few series per class").
+RIDGE_ALONE = "ridge"
 
 
 def _series_list(X, what: str = "X") -> list[np.ndarray]:
@@ -101,11 +106,16 @@ class SeriesClassifier(ClassifierBase):
     logits: :mod:`gatelab.models.kernels`). ``"auto"`` chooses among them by stratified
     inner cross-validation on the training data only (``selection_folds`` folds, one
     model each, stopped after the fold during which ``selection_budget`` seconds ran
-    out, or before a fold that would end past it or past half of ``time_budget``; none,
-    and ``"lstm-rocket"``, when a fold would train on a single series of a class); the
+    out, or before a fold that would end past it or past half of ``time_budget``). A
+    fourth candidate, ``"ridge"``, is ``lstm-rocket`` with its LSTM head off
+    (``head_weight=0`` in ``model_config_``: the ridge's scores alone), scored on the
+    ``lstm-rocket`` models' folds; a tie keeps the LSTM. It is also the choice, without
+    folds, when a fold would train on a single series of a class (with so few series the
+    LSTM head, fitted to them, outvoted the ridge on new series: docs/models.md). The
     scores and the choice are in ``selection_`` and in the run folder's
-    ``selection.json``, with each ``lstm-rocket`` member's ridge strength and
-    temperature (``ridge``) and what the time budget did (``budget``, also ``budget_``).
+    ``selection.json``, with each ``lstm-rocket`` member's ridge strength, temperature
+    and head weight (``ridge``) and what the time budget did (``budget``, also
+    ``budget_``); ``architecture_`` is ``"lstm-rocket"`` for ``"ridge"``.
 
     Time (docs/models.md): with ``epochs=None`` the inner CV's models train about 500
     optimizer steps, the final members about 1,000, whatever N and T (the LSTM reads at
@@ -260,6 +270,7 @@ class SeriesClassifier(ClassifierBase):
             conv_channels=[w, 2 * w, w] if architecture == "lstm-fcn" else [],
             kernel_features=self.kernel_features if rocket else 0,
             kernel_ridge=rocket,
+            head_weight=getattr(self, "_head_weight", 1.0) if rocket else 1.0,
             **sizes,
         )
 
@@ -319,9 +330,12 @@ class SeriesClassifier(ClassifierBase):
         self._bias_data, self._bias_draws = train, 0
         architecture = self.architecture
         self.selection_ = None
+        self._head_weight = 1.0
         if architecture == "auto":
             self.selection_ = self._select(train, sizes)
             architecture = self.selection_["chosen"]
+            if architecture == RIDGE_ALONE:  # lstm-rocket with its LSTM head off
+                architecture, self._head_weight = "lstm-rocket", 0.0
             self._budget.lap("selection")
         self.architecture_ = architecture
         return self._config_for(architecture, len(self.classes_), sizes)
@@ -333,13 +347,16 @@ class SeriesClassifier(ClassifierBase):
         inner CV's models of the chosen architecture, then the members before it; with a
         fixed architecture the first member's rate comes from a probe, :meth:`_probe`); a
         member resumed from its checkpoint keeps the checkpoint's epochs, and under
-        torch.distributed every rank takes rank 0's (its clock decides)."""
+        torch.distributed every rank takes rank 0's (its clock decides). A member whose
+        LSTM head is off (``head_weight=0``: the ridge alone decides) trains one epoch."""
         setup = self._budget.lap("members")  # this member's set-up (its random kernels)
+        if model.config.head_weight == 0.0:  # the ridge alone: nothing to train
+            return dataclasses.replace(config, epochs=1)
         if self._budget.needs_rate(config.epochs, saved_epochs):
             self._probe(model, train, config)
         epochs = self._budget.member_epochs(
             config.epochs,
-            _epoch_steps(len(train), config.batch_size),
+            epoch_steps(len(train), config.batch_size),
             self.n_models - k,
             setup,
             saved_epochs,
@@ -371,7 +388,7 @@ class SeriesClassifier(ClassifierBase):
         pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.seed))
         part = train.subset(pick[:n])
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        clock = _StepClock()
+        clock = StepClock()
         try:
             fit(model, part, None, dataclasses.replace(config, epochs=1), callbacks=[clock])
         except TrainingDiverged:
@@ -394,7 +411,7 @@ class SeriesClassifier(ClassifierBase):
         ``config.epochs``: a member stopped early or resumed runs fewer)."""
         self._budget.lap("members")  # the next member's set-up is timed from here
         self._budget.member_seconds.append(seconds)
-        self._budget.measured(seconds, epochs * _epoch_steps(n_train, config.batch_size))
+        self._budget.measured(seconds, epochs * epoch_steps(n_train, config.batch_size))
 
     def _after_fit(self, train_ids: np.ndarray, valid: TensorData | None, run_dir) -> None:
         self._budget.lap("members")
@@ -408,6 +425,7 @@ class SeriesClassifier(ClassifierBase):
                 {
                     "alpha": float(m.kernels.ridge_alpha),
                     "temperature": float(m.kernels.ridge_temperature),
+                    "head_weight": m.config.head_weight,
                 }
                 for m in members(self.model_)
             ]
@@ -445,8 +463,9 @@ class SeriesClassifier(ClassifierBase):
         y = data.targets.numpy()
         smallest = int(np.bincount(y).min())
         k = min(self.selection_folds, smallest)
-        scores: dict[str, list[float]] = {a: [] for a in self.ARCHITECTURES}
-        losses: dict[str, list[float]] = {a: [] for a in self.ARCHITECTURES}
+        order = (*self.ARCHITECTURES, RIDGE_ALONE)  # a tie keeps the earlier
+        scores: dict[str, list[float]] = {a: [] for a in order}
+        losses: dict[str, list[float]] = {a: [] for a in order}
         timing = {a: [0.0, 0] for a in self.ARCHITECTURES}  # seconds, optimizer steps
         start = time.perf_counter()
         # what the smallest class keeps in a fold's training part (its largest held-out
@@ -454,10 +473,10 @@ class SeriesClassifier(ClassifierBase):
         if k < 2 or smallest - -(-smallest // k) < MIN_FOLD_SERIES:
             logger.info(
                 "the smallest class has %d training series, fewer than %d would stay in a "
-                "fold's training part: no inner cross-validation, %s",
-                smallest, MIN_FOLD_SERIES, self.ARCHITECTURES[0],
+                "fold's training part: no inner cross-validation, lstm-rocket's ridge alone",
+                smallest, MIN_FOLD_SERIES,
             )  # fmt: skip
-            return {"chosen": self.ARCHITECTURES[0], "scores": scores, "folds": 0, "seconds": 0.0}
+            return {"chosen": RIDGE_ALONE, "scores": scores, "folds": 0, "seconds": 0.0}
         splits = StratifiedKFold(k, shuffle=True, random_state=self.seed).split(np.zeros(len(y)), y)
         fold_seconds: list[float] = []
         for tr, va in splits:
@@ -466,9 +485,11 @@ class SeriesClassifier(ClassifierBase):
             part = TensorData(data.inputs[tr_t], data.lengths[tr_t], data.targets[tr_t])
             held = TensorData(data.inputs[va_t], data.lengths[va_t], data.targets[va_t])
             for arch in self.ARCHITECTURES:
-                out = self._fold_model(arch, part, held, sizes, timing[arch])
-                scores[arch].append(float((out.argmax(-1) == held.targets).float().mean()))
-                losses[arch].append(float(torch.nn.functional.cross_entropy(out, held.targets)))
+                outs = self._fold_model(arch, part, held, sizes, timing[arch])
+                for name, out in outs.items():
+                    scores[name].append(float((out.argmax(-1) == held.targets).float().mean()))
+                    loss = torch.nn.functional.cross_entropy(out, held.targets)
+                    losses[name].append(float(loss))
             fold_seconds.append(time.perf_counter() - fold_start)
             spent = time.perf_counter() - start
             stop = spent > self.selection_budget
@@ -479,9 +500,8 @@ class SeriesClassifier(ClassifierBase):
         self._bias_data, self._bias_draws = data, 0
         means = {a: float(np.mean(s)) for a, s in scores.items()}
         loss = {a: float(np.mean(v)) for a, v in losses.items()}
-        order = self.ARCHITECTURES
         chosen = max(order, key=lambda a: (means[a], -order.index(a)))
-        self._budget.measured(*timing[chosen])
+        self._budget.measured(*timing["lstm-rocket" if chosen == RIDGE_ALONE else chosen])
         done = len(fold_seconds)
         logger.info(
             "architecture by %d inner folds (%s s each): %s -> %s",
@@ -499,8 +519,11 @@ class SeriesClassifier(ClassifierBase):
             "architecture_seconds": {a: t[0] for a, t in timing.items()},
         }
 
-    def _fold_model(self, arch: str, part: TensorData, held: TensorData, sizes, timing) -> Tensor:
-        """One inner-CV model of ``arch`` trained on ``part``: its outputs on ``held``;
+    def _fold_model(
+        self, arch: str, part: TensorData, held: TensorData, sizes, timing
+    ) -> dict[str, Tensor]:
+        """One inner-CV model of ``arch`` trained on ``part``: its outputs on ``held``, by
+        candidate (``lstm-rocket`` also gives its ridge's alone, :data:`RIDGE_ALONE`);
         ``timing`` (``[seconds, steps]``) gains its training's seconds and steps."""
         config = self._train_config(len(part), arch)
         if self.epochs is None:
@@ -515,8 +538,11 @@ class SeriesClassifier(ClassifierBase):
         fit_start = time.perf_counter()
         history = fit(model, part, None, config)
         timing[0] += time.perf_counter() - fit_start
-        timing[1] += len(history.epochs) * _epoch_steps(len(part), config.batch_size)
-        return predict_batches(model.eval(), held, 256)
+        timing[1] += len(history.epochs) * epoch_steps(len(part), config.batch_size)
+        outs = {arch: predict_batches(model.eval(), held, 256)}
+        if model.config.kernel_ridge:
+            outs[RIDGE_ALONE] = _ridge_scores(model, held)
+        return outs
 
     def _artifacts(self) -> dict[str, Any]:
         out = {"scaler.json": self.scaler_.to_dict(), "labels.json": self._labels_artifact()}
@@ -535,30 +561,21 @@ class SeriesClassifier(ClassifierBase):
         saved = read_json(path, "selection file") if path.exists() else None
         auto = self.architecture == "auto" and isinstance(saved, dict)
         self.selection_ = saved if auto else None  # a fixed architecture's holds no choice
-        self.architecture_ = saved.get("chosen") if auto else self.architecture
+        chosen = saved.get("chosen") if auto else self.architecture
+        self.architecture_ = "lstm-rocket" if chosen == RIDGE_ALONE else chosen
         # None for a folder without a record (not a stale one from an earlier fit)
         self.budget_ = saved.get("budget") if isinstance(saved, dict) else None
 
 
-class _StepClock(Callback):
-    """The seconds from the start of a ``fit``'s first epoch to the end of its last
-    optimizer step, and the number of steps (not the set-up before them)."""
-
-    def on_train_begin(self, epochs: int, steps_per_epoch: int, start_epoch: int) -> None:
-        self.start = self.end = time.perf_counter()
-        self.steps = 0
-
-    def on_batch_end(self, epoch: int, step: int, logs: dict[str, float]) -> None:
-        self.end = time.perf_counter()
-        self.steps += 1
-
-    def seconds(self) -> float:
-        return self.end - self.start
-
-
-def _epoch_steps(n: int, batch_size: int) -> int:
-    """Optimizer steps of one epoch over ``n`` series (``fit``'s batches)."""
-    return math.ceil(n / batch_size)
+@torch.no_grad()
+def _ridge_scores(model, data: TensorData, chunk: int = 64) -> Tensor:
+    """An ``lstm-rocket`` model's ridge scores alone on ``data``: ``(N, classes)``."""
+    device = model.kernels.weight.device
+    parts = [
+        model.kernels(data.inputs[i : i + chunk].to(device), data.lengths[i : i + chunk].to(device))
+        for i in range(0, len(data), chunk)
+    ]
+    return torch.cat(parts).float().cpu()
 
 
 def _level(s: np.ndarray) -> np.ndarray:

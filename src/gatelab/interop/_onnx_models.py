@@ -244,6 +244,8 @@ def _sequence_model(b: Builder, model: _SequenceModel, x: str, lengths: str | No
         feats = b.op("Concat", [feats, *extra], "features_all", axis=-1)
     out = _linear(b, feats, model.head, "head")  # (B, out)
     if ridge is not None:
+        if c.head_weight != 1.0:
+            out = b.op("Mul", [out, b.const(float(c.head_weight), "head_weight")])
         out = b.op("Add", [out, ridge])
     if isinstance(model, ForecastNet) and c.highway:
         k = c.highway

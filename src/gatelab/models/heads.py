@@ -120,6 +120,11 @@ class ModelConfig:
             times a temperature fitted to its leave-one-out scores, are ADDED to the
             Dense head's logits (which then reads the LSTM alone) instead of its features
             joining the Dense layer's input.
+        head_weight: with ``kernel_ridge``, the Dense head's logits are multiplied by this
+            before the ridge's scores are added; 0: the ridge alone decides (the LSTM and
+            its head are kept, and train on nothing). A series classifier sets it to 0
+            where the LSTM did not help in its inner cross-validation, or where its data
+            are too few to run one.
     """
 
     kind: str = _one_of("classifier", KINDS)
@@ -148,6 +153,7 @@ class ModelConfig:
     kernel_features: int = _count(0)
     kernel_length: int = _count(9, minimum=1)
     kernel_ridge: bool = False
+    head_weight: float = 1.0
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # the rule each field carries
@@ -191,6 +197,12 @@ class ModelConfig:
             raise ValueError(f"patch={self.patch} needs embedding_dim > 0 (the patch projection)")
         if self.kernel_ridge and (self.kind != "classifier" or not self.kernel_features):
             raise ValueError("kernel_ridge needs a classifier with kernel_features > 0")
+        if isinstance(self.head_weight, bool) or not isinstance(self.head_weight, (int, float)):
+            raise ValueError(f"head_weight={self.head_weight!r}; expected a number in [0, 1]")
+        if not 0.0 <= self.head_weight <= 1.0:
+            raise ValueError(f"head_weight={self.head_weight!r}; expected a number in [0, 1]")
+        if self.head_weight != 1.0 and not self.kernel_ridge:
+            raise ValueError(f"head_weight={self.head_weight!r} needs kernel_ridge=True")
         if self.highway and (self.kind != "forecaster" or self.vocab_size > 0):
             raise ValueError("highway is for a forecaster on real-valued input")
 
@@ -364,6 +376,8 @@ class _SequenceModel(nn.Module):
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         out = self.head(self.dropout(self.encode(x, lengths)))  # (B, out)
         if self.config.kernel_ridge:  # the ridge's calibrated scores, an offset to learn on
+            if self.config.head_weight != 1.0:
+                out = out * self.config.head_weight
             out = out + self.kernels(x, lengths)  # (B, out)
         return out
 
