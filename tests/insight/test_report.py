@@ -242,6 +242,24 @@ def test_explain_a_text_classifier(estimator_runs):
         explain_run(estimator_runs / "text", data="x.csv")
 
 
+def test_explain_a_patched_series_run_labels_each_lstm_step_by_its_patch(tmp_path):
+    """Series cut into patches of 3: the LSTM reads ceil(7 / 3) = 3 steps, labelled by
+    the series steps each holds. Two series per class: lstm-rocket's ridge alone decides,
+    and the report says that the gates shown do not enter the prediction."""
+    from gatelab.estimators import SeriesClassifier
+
+    tiny = dict(hidden_size=4, epochs=1, batch_size=8, n_models=1, kernel_features=168)
+    series = torch.randn(4, 9, 1).numpy()
+    SeriesClassifier(patch=3, embedding_dim=4, **tiny).fit(series, [0, 1] * 2).save(
+        tmp_path / "run"
+    )
+    (tmp_path / "s.csv").write_text("\n".join(f"{t / 10}" for t in range(7)))
+    data = explain_run(tmp_path / "run", data=tmp_path / "s.csv")
+    assert data["tokens"] == ["0-2", "3-5", "6-6"]
+    assert "a patch of 3 steps" in " ".join(data["notes"])
+    assert "do not enter it" in " ".join(data["notes"])
+
+
 def test_explain_series_runs(estimator_runs, tmp_path):
     (tmp_path / "s.csv").write_text("\n".join(f"{t / 10},{-t / 10}" for t in range(7)))
     data = explain_run(estimator_runs / "series", data=tmp_path / "s.csv")

@@ -297,6 +297,16 @@ def explain_input(
     else:
         x = est._inputs([series.numpy()]).inputs  # (1, T, C), normalised as in training
     labels = [",".join(f"{v:.3g}" for v in row) for row in series.tolist()]
+    patch = net.config.patch
+    if patch > 1:  # the LSTM reads one step per patch: label each by the steps it holds
+        T = len(labels)
+        labels = [f"{a}-{min(a + patch, T) - 1}" for a in range(0, T, patch)]
+        notes.append(f"Each LSTM step reads a patch of {patch} steps; its label is their range.")
+    if getattr(net.config, "head_weight", 1.0) == 0.0:
+        notes.append(
+            "The LSTM head is off (head_weight 0): the ridge over the random-kernel features "
+            "alone gives the prediction, and the gates shown do not enter it."
+        )
     return EstimatorInput(est, net, x, labels, forecast, notes)
 
 
