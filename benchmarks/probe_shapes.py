@@ -106,7 +106,7 @@ def series_case(Xtr, ytr, Xte, yte, as_array: bool = True):
     ours = float(np.mean(pred == yte))
     base = float(np.mean(one_nn(Xtr, ytr, Xte) == yte))
     sel = clf.selection_ or {}
-    note = f"arch {clf.architecture_}, {sel.get('folds', 0)} inner folds"
+    note = f"arch {sel.get('chosen', clf.architecture_)}, {sel.get('folds', 0)} inner folds"
     if pred.dtype != np.asarray(yte).dtype:
         note += f"; predict dtype {pred.dtype} vs labels {np.asarray(yte).dtype}"
     return ours, base, t.seconds, note

@@ -114,7 +114,8 @@ def main() -> None:
             )
         print(
             f"gatelab SeriesClassifier (defaults): test accuracy {ours:.1f}, training "
-            f"{timer.seconds:.0f} s; architecture {clf.architecture_} (inner CV "
+            f"{timer.seconds:.0f} s; architecture {clf.architecture_} "
+            f"({sel.get('chosen')}; inner CV "
             f"{sel.get('mean_accuracy')}, cross-entropy {sel.get('mean_cross_entropy')}, "
             f"{sel.get('folds')} of {sel.get('of_folds')} folds, "
             f"{sel.get('seconds', 0):.0f} s); patch {cfg.patch}, conv pool {cfg.conv_pool}, "

@@ -98,7 +98,8 @@ def run_series(args) -> None:
         means = {a: round(100 * float(np.mean(s)), 1) for a, s in scores.items() if s}
         print(
             f"{name}: gatelab (defaults) {accuracy:.1f} in {timer.seconds:.0f} s; "
-            f"{clf.architecture_} (inner CV, {sel.get('folds', 0)} folds: {means or 'none'})",
+            f"{sel.get('chosen', clf.architecture_)} "
+            f"(inner CV, {sel.get('folds', 0)} folds: {means or 'none'})",
             flush=True,
         )
 

@@ -226,6 +226,9 @@ def test_the_inner_cv_runs_only_if_each_fold_trains_on_two_series_of_every_class
     if not runs:  # lstm-rocket's ridge alone, as for a class of one series
         assert sel["chosen"] == "ridge" and clf.architecture_ == "lstm-rocket"
         assert clf.model_config_.kernel_features and clf.model_config_.head_weight == 0.0
+        # its members train one epoch, and the config and the budget's record say so
+        assert clf.train_config_.epochs == 1 and [len(h.epochs) for h in clf.history_] == [1]
+        assert clf.budget_["planned_epochs"] == 1 and clf.budget_["member_epochs"] == [1]
         # the oracle: the softmax of the ridge's scores, the LSTM head's logits aside
         data = clf._inputs(X[keep])
         with torch.no_grad():
@@ -295,13 +298,14 @@ def test_save_of_a_fit_without_a_run_folder_writes_the_selection(tmp_path):
     X, y = shape_series(40, T=20)
     kw = {**SMALL_AUTO, "epochs": 2, "selection_folds": 2}
     clf = SeriesClassifier(**kw).fit(X, y)
-    assert clf.selection_["chosen"] in ("lstm-rocket", "lstm-fcn", "lstm")
+    assert clf.selection_["chosen"] in ("lstm-rocket", "lstm-fcn", "lstm", "ridge")
     clf.save(tmp_path / "saved")
     record = json.loads((tmp_path / "saved" / "selection.json").read_text())
     assert record == clf.selection_ and record["budget"] == clf.budget_
     again = SeriesClassifier.load(tmp_path / "saved")
     assert again.selection_ == clf.selection_ and again.budget_ == clf.budget_
-    assert again.architecture_ == clf.selection_["chosen"] != "auto"
+    assert again.architecture_ == clf.architecture_ != "auto"
+    assert clf.architecture_ == clf.selection_["chosen"].replace("ridge", "lstm-rocket")
     np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
 
 
@@ -452,3 +456,27 @@ def test_the_budget_gives_a_member_the_epochs_that_fit_in_what_is_left():
     assert FitBudget(100.0).another_fold([20.0, 30.0], 200.0)  # 25 s within 50 s
     late = FitBudget(100.0, start=time.perf_counter() - 1000.0)  # overrun
     assert not late.another_fold([1.0], 200.0) and late.selection_cut
+
+
+def test_the_ridge_scores_of_a_fold_model_are_its_kernel_branch_on_every_chunk():
+    """``_ridge_scores`` (the inner CV's ridge-alone candidate) in chunks of 3 over padded
+    series of unequal lengths: the branch's scores on the whole batch at once."""
+    from gatelab.estimators.series import _ridge_scores
+    from gatelab.models.heads import ModelConfig, SequenceClassifier
+    from gatelab.train.fit import TensorData
+
+    config = ModelConfig(
+        input_size=1, hidden_size=4, output_size=3, kernel_features=200,
+        kernel_length=12, kernel_ridge=True,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = SequenceClassifier(config)
+    x, lengths = torch.randn(8, 12, 1), torch.tensor([12, 3, 9, 12, 1, 7, 12, 5])
+    y = torch.arange(8) % 3
+    model.kernels.fit_biases(x, lengths, y)
+    model.eval()
+    with torch.no_grad():
+        want = model.kernels(x, lengths)
+    got = _ridge_scores(model, TensorData(x, lengths, y), chunk=3)
+    assert float(want.abs().max()) > 0.1
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6, atol=1e-6)

@@ -116,7 +116,8 @@ HELP = {
     "architecture": (
         "lstm, lstm-fcn (the LSTM beside a fully convolutional branch), lstm-rocket (the "
         "LSTM beside random convolutional kernels and a ridge) or auto (chosen by inner "
-        "cross-validation on the training data; the choice is in selection.json)."
+        "cross-validation on the training data, which may also choose lstm-rocket's ridge "
+        "alone, 'ridge'; the choice is in selection.json)."
     ),
     "time_budget": (
         "Seconds for the whole fit, a backstop: the inner cross-validation starts no fold "

@@ -276,14 +276,19 @@ class SeriesClassifier(ClassifierBase):
 
     def _train_config(self, n_train: int, architecture: str | None = None) -> TrainConfig:
         """The training config; ``weight_decay=None`` takes the architecture's decay
-        (``architecture``, else the one being fitted)."""
+        (``architecture``, else the one being fitted). The members of a fit whose LSTM head
+        is off (the ridge alone) train one epoch: nothing they learn enters a prediction."""
         config = super()._train_config(n_train) if self.weight_decay is not None else None
-        if config is not None:
-            return config
-        arch = architecture or getattr(self, "architecture_", None) or self.ARCHITECTURES[0]
-        fields = {name: getattr(self, name) for name in TRAIN_PARAMS}
-        fields.update(weight_decay=self._WEIGHT_DECAY[arch], label_smoothing=self.label_smoothing)
-        return TrainConfig(epochs=self._epochs(n_train), **fields)
+        if config is None:
+            arch = architecture or getattr(self, "architecture_", None) or self.ARCHITECTURES[0]
+            fields = {name: getattr(self, name) for name in TRAIN_PARAMS}
+            fields.update(
+                weight_decay=self._WEIGHT_DECAY[arch], label_smoothing=self.label_smoothing
+            )
+            config = TrainConfig(epochs=self._epochs(n_train), **fields)
+        if architecture is None and getattr(self, "_head_weight", 1.0) == 0.0:
+            config = dataclasses.replace(config, epochs=1)
+        return config
 
     def _resume_free(self, run: Path, model_config: ModelConfig) -> tuple[str, ...]:
         """A run folder from before the random-kernel branch lacks its keys: it resumes
@@ -347,11 +352,8 @@ class SeriesClassifier(ClassifierBase):
         inner CV's models of the chosen architecture, then the members before it; with a
         fixed architecture the first member's rate comes from a probe, :meth:`_probe`); a
         member resumed from its checkpoint keeps the checkpoint's epochs, and under
-        torch.distributed every rank takes rank 0's (its clock decides). A member whose
-        LSTM head is off (``head_weight=0``: the ridge alone decides) trains one epoch."""
+        torch.distributed every rank takes rank 0's (its clock decides)."""
         setup = self._budget.lap("members")  # this member's set-up (its random kernels)
-        if model.config.head_weight == 0.0:  # the ridge alone: nothing to train
-            return dataclasses.replace(config, epochs=1)
         if self._budget.needs_rate(config.epochs, saved_epochs):
             self._probe(model, train, config)
         epochs = self._budget.member_epochs(
@@ -451,9 +453,10 @@ class SeriesClassifier(ClassifierBase):
         steps, :attr:`_SELECTION_EPOCHS`) and is scored on the held-out fold. Folds run
         until ``selection_budget`` seconds are spent (at least one); with a
         ``time_budget``, a fold starts only if, as long as the mean fold so far, it ends
-        within ``selection_budget`` and within half the time budget. The best mean
-        accuracy wins; a tie keeps the earlier of :attr:`ARCHITECTURES`. No fold runs, and
-        the first architecture is taken, when a fold's training part would hold fewer than
+        within ``selection_budget`` and within half the time budget. The lstm-rocket models
+        also score their ridge alone (:data:`RIDGE_ALONE`). The best mean accuracy wins; a
+        tie keeps the earlier of :attr:`ARCHITECTURES`, then the ridge. No fold runs, and
+        the ridge alone is taken, when a fold's training part would hold fewer than
         :data:`MIN_FOLD_SERIES` series of some class. The mean
         held-out cross-entropy is recorded too (as a tie-break it chose lstm-fcn on ACSF1,
         74.0 against 91.0: the kernel branch is confidently wrong on the folds it
