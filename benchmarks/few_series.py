@@ -30,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Timer, load_average, parser, setup
+from probe_shapes import one_nn
 from ucr import load
 from unseen import classification_set
 
@@ -39,19 +40,6 @@ from gatelab.estimators.ensemble import members
 SHARED = ["ItalyPowerDemand", "Coffee", "OSULeaf", "ACSF1", "PLAID", "PickupGestureWiimoteZ"]
 SETS = [*SHARED, "ArrowHead", "GunPoint", "BasicMotions", "JapaneseVowels"]
 TEST_AT_MOST = 300
-
-
-def one_nn(train: list[np.ndarray], labels: np.ndarray, test: list[np.ndarray]) -> np.ndarray:
-    """1-NN Euclidean, every series resampled to the longest length."""
-    L = max(len(s) for s in train + test)
-
-    def flat(s: np.ndarray) -> np.ndarray:
-        t, u = np.linspace(0, 1, len(s)), np.linspace(0, 1, L)
-        return np.concatenate([np.interp(u, t, s[:, c]) for c in range(s.shape[1])])
-
-    A, B = np.stack([flat(s) for s in train]), np.stack([flat(s) for s in test])
-    d = (B**2).sum(1)[:, None] - 2 * B @ A.T + (A**2).sum(1)[None, :]
-    return labels[d.argmin(1)]
 
 
 def ridge_alone(clf: SeriesClassifier, series: list[np.ndarray]) -> np.ndarray:

@@ -137,6 +137,23 @@ def shape_series(n: int, T: int = 16, seed: int = 0, channels: int = 1):
     return X, np.where(y == 0, "early", "late")
 
 
+def rocket_model(head_weight: float = 1.0):
+    """A tiny lstm-rocket classifier (3 classes, 200 kernel features) whose ridge is fitted
+    to 9 seeded series of unequal lengths: ``(model, x (9, 12, 1), lengths (9,))``, in
+    training mode."""
+    from gatelab.models.heads import ModelConfig, SequenceClassifier
+
+    config = ModelConfig(
+        input_size=1, hidden_size=4, output_size=3, kernel_features=200,
+        kernel_length=12, kernel_ridge=True, head_weight=head_weight,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = SequenceClassifier(config)
+    x, lengths = torch.randn(9, 12, 1), torch.tensor([12, 12, 9, 4, 12, 7, 12, 12, 5])
+    model.kernels.fit_biases(x, lengths, torch.arange(9) % 3)
+    return model, x, lengths
+
+
 def token_data(n: int = 96, T: int = 10, vocab: int = 12, seed: int = 0) -> TensorData:
     """Token-id sequences of random lengths; class 1 when token 5 occurs."""
     g = torch.Generator().manual_seed(seed)

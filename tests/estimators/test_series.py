@@ -18,6 +18,7 @@ from gatelab.estimators import SeriesClassifier
 from gatelab.models.kernels import RIDGE_ALPHAS
 from tests.helpers import (
     StopAfterEpochs,
+    rocket_model,
     shape_series,
     shared_data,
 )
@@ -462,19 +463,11 @@ def test_the_ridge_scores_of_a_fold_model_are_its_kernel_branch_on_every_chunk()
     """``_ridge_scores`` (the inner CV's ridge-alone candidate) in chunks of 3 over padded
     series of unequal lengths: the branch's scores on the whole batch at once."""
     from gatelab.estimators.series import _ridge_scores
-    from gatelab.models.heads import ModelConfig, SequenceClassifier
     from gatelab.train.fit import TensorData
 
-    config = ModelConfig(
-        input_size=1, hidden_size=4, output_size=3, kernel_features=200,
-        kernel_length=12, kernel_ridge=True,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = SequenceClassifier(config)
+    model = rocket_model()[0].eval()  # its ridge scored on other, "held-out" series
     x, lengths = torch.randn(8, 12, 1), torch.tensor([12, 3, 9, 12, 1, 7, 12, 5])
     y = torch.arange(8) % 3
-    model.kernels.fit_biases(x, lengths, y)
-    model.eval()
     with torch.no_grad():
         want = model.kernels(x, lengths)
     got = _ridge_scores(model, TensorData(x, lengths, y), chunk=3)

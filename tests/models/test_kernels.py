@@ -20,6 +20,7 @@ from gatelab.models.kernels import (
     dilations,
     temperature,
 )
+from tests.helpers import rocket_model
 
 
 def _ppv_loop(branch: KernelBranch, x: np.ndarray, L: int) -> np.ndarray:
@@ -204,18 +205,7 @@ def test_ridge_is_sklearns_ridge_classifier_cv_and_training_series_get_leave_one
 def test_ridge_scores_join_the_logits_of_the_lstm_head():
     with pytest.raises(ValueError, match="kernel_ridge needs a classifier"):
         ModelConfig(kind="regressor", output_size=1, kernel_features=200, kernel_ridge=True)
-    config = ModelConfig(
-        input_size=1,
-        hidden_size=4,
-        output_size=3,
-        kernel_features=200,
-        kernel_length=12,
-        kernel_ridge=True,
-    )
-    torch.manual_seed(0)
-    model = SequenceClassifier(config)
-    x, lengths = torch.randn(9, 12, 1), torch.tensor([12, 12, 9, 4, 12, 7, 12, 12, 5])
-    model.kernels.fit_biases(x, lengths, torch.arange(9) % 3)
+    model, x, lengths = rocket_model()
     assert model.head.in_features == 2 * 4  # the LSTM alone
     model.eval()
     with torch.no_grad():
@@ -226,19 +216,7 @@ def test_ridge_scores_join_the_logits_of_the_lstm_head():
 
 @pytest.mark.parametrize("weight", [0.0, 0.25])
 def test_head_weight_scales_the_lstm_head_before_the_ridge_scores_join(weight):
-    config = ModelConfig(
-        input_size=1,
-        hidden_size=4,
-        output_size=3,
-        kernel_features=200,
-        kernel_length=12,
-        kernel_ridge=True,
-        head_weight=weight,
-    )
-    torch.manual_seed(0)
-    model = SequenceClassifier(config)
-    x, lengths = torch.randn(9, 12, 1), torch.tensor([12, 12, 9, 4, 12, 7, 12, 12, 5])
-    model.kernels.fit_biases(x, lengths, torch.arange(9) % 3)
+    model, x, lengths = rocket_model(head_weight=weight)
     model.eval()
     with torch.no_grad():
         head = model.head(model.encode(x, lengths))

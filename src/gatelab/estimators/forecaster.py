@@ -347,8 +347,8 @@ class Forecaster(RegressorMixin, LSTMEstimator):
             )  # fmt: skip
         else:  # nothing to validate on: d by a KPSS test (rules 2), else the values
             log, d, D = False, int(new and needs_differences(fit_part)), 0
-        kw = dict(log=log, d=d, D=D, season=season, p_max=min(p_max, max_window - d - season * D))
-        kw["criterion"] = criterion
+        p_max = min(p_max, max_window - d - season * D)
+        kw = dict(log=log, d=d, D=D, season=season, p_max=p_max, criterion=criterion)
         return fit_ar(fit_part, **kw), fit_ar(X, **kw), table
 
     def _window_parts(self, windows: np.ndarray, targets: np.ndarray, validation_data) -> _Parts:

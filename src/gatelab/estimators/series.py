@@ -270,7 +270,7 @@ class SeriesClassifier(ClassifierBase):
             conv_channels=[w, 2 * w, w] if architecture == "lstm-fcn" else [],
             kernel_features=self.kernel_features if rocket else 0,
             kernel_ridge=rocket,
-            head_weight=getattr(self, "_head_weight", 1.0) if rocket else 1.0,
+            head_weight=self._head_weight if rocket else 1.0,
             **sizes,
         )
 
@@ -286,7 +286,7 @@ class SeriesClassifier(ClassifierBase):
                 weight_decay=self._WEIGHT_DECAY[arch], label_smoothing=self.label_smoothing
             )
             config = TrainConfig(epochs=self._epochs(n_train), **fields)
-        if architecture is None and getattr(self, "_head_weight", 1.0) == 0.0:
+        if architecture is None and self._head_weight == 0.0:
             config = dataclasses.replace(config, epochs=1)
         return config
 

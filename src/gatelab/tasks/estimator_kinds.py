@@ -302,7 +302,7 @@ def explain_input(
         T = len(labels)
         labels = [f"{a}-{min(a + patch, T) - 1}" for a in range(0, T, patch)]
         notes.append(f"Each LSTM step reads a patch of {patch} steps; its label is their range.")
-    if getattr(net.config, "head_weight", 1.0) == 0.0:
+    if net.config.head_weight == 0.0:
         notes.append(
             "The LSTM head is off (head_weight 0): the ridge over the random-kernel features "
             "alone gives the prediction, and the gates shown do not enter it."
